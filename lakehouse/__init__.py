@@ -1,0 +1,1 @@
+"""Local lakehouse kit: the embedded Dataform engine on DuckDB and the CLI around it."""

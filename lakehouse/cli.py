@@ -1,0 +1,52 @@
+"""The `lakehouse` command line: one entry point, subcommands imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:attribute". Commands are imported lazily so `lakehouse --help` stays fast and
+# a broken optional part (say, deploy clients) never stops the engine commands from working.
+COMMANDS: dict[str, str] = {
+    "compile": "lakehouse.commands:compile_command",
+    "run": "lakehouse.commands:run_command",
+    "test": "lakehouse.commands:test_command",
+    "query": "lakehouse.commands:query_command",
+}
+
+HELP: dict[str, str] = {
+    "compile": "Compile the Dataform project with the pinned Dataform CLI.",
+    "run": "Run the compiled graph on the local DuckDB warehouse.",
+    "test": "Run the project's Dataform unit tests locally.",
+    "query": "Run BigQuery SQL on the local warehouse.",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in other modules and load on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gcp-lakehouse-kit")
+def main() -> None:
+    """A BigQuery + Dataform lakehouse that also runs on your laptop.
+
+    The same SQLX is compiled by the real Dataform compiler and, locally, executed on DuckDB.
+    Local state lives in LAKEHOUSE_HOME (default: .lakehouse/ under the project directory).
+    """

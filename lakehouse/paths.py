@@ -1,0 +1,61 @@
+"""Where local state lives: LAKEHOUSE_HOME and the files under it."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+HOME_ENV = "LAKEHOUSE_HOME"
+DEFAULT_HOME_NAME = ".lakehouse"
+
+# GCP project ids, and the public-data project names BigQuery accepts in three-part names.
+_CATALOG_NAME = re.compile(r"^[a-z][a-z0-9\-]{0,62}[a-z0-9]$")
+
+
+def home(project_dir: Path | str) -> Path:
+    """Return the local state directory: $LAKEHOUSE_HOME, else <project_dir>/.lakehouse."""
+    configured = os.environ.get(HOME_ENV)
+    root = Path(configured) if configured else Path(project_dir) / DEFAULT_HOME_NAME
+    return root.resolve()
+
+
+def warehouse_dir(home_dir: Path) -> Path:
+    """Return the directory holding one DuckDB file per BigQuery project (catalog)."""
+    return home_dir / "warehouse"
+
+
+def catalog_file(home_dir: Path, project: str) -> Path:
+    """Return the DuckDB file that stands in for BigQuery project `project`.
+
+    Raises ValueError for a name that is not a valid project id, so a crafted name can never
+    escape the warehouse directory.
+    """
+    if not _CATALOG_NAME.match(project):
+        raise ValueError(f"{project!r} is not a valid BigQuery project id")
+    return warehouse_dir(home_dir) / f"{project}.duckdb"
+
+
+def gcs_root(home_dir: Path) -> Path:
+    """Return the directory that holds local GCS buckets as plain directories."""
+    return home_dir / "gcs"
+
+
+def gcs_object_path(home_dir: Path, bucket: str, name: str) -> Path:
+    """Return where object gs://bucket/name is kept on local disk."""
+    return gcs_root(home_dir) / bucket / name
+
+
+def iceberg_dir(home_dir: Path) -> Path:
+    """Return the Iceberg warehouse directory (SQLite catalog plus table data)."""
+    return home_dir / "iceberg"
+
+
+def runs_dir(home_dir: Path) -> Path:
+    """Return the directory holding one JSON run record per run."""
+    return home_dir / "runs"
+
+
+def compile_cache_dir(home_dir: Path) -> Path:
+    """Return the directory of cached compilation results, keyed by content hash."""
+    return home_dir / "compile-cache"
