@@ -28,12 +28,14 @@ def connect(
     projects: Iterable[str],
     *,
     read_only: bool = False,
+    only_existing: bool = False,
     wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with each project's file attached as a catalog.
 
     A file held by another run is waited for up to `wait_seconds`, then WarehouseBusy is raised
     naming the file: a second run never writes into a warehouse another run has open.
+    With `only_existing`, projects without a file yet are skipped instead of created.
     """
     paths.warehouse_dir(home_dir).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:")
@@ -41,6 +43,8 @@ def connect(
     deadline = time.monotonic() + wait_seconds
     for project in dict.fromkeys(projects):
         path = paths.catalog_file(home_dir, project)
+        if only_existing and not path.exists():
+            continue
         mode = " (READ_ONLY)" if read_only and path.exists() else ""
         while True:
             try:
