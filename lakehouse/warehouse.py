@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import duckdb
 from lakehouse import paths
 
 LOCK_WAIT_SECONDS = 30.0
+LOCK_WAIT_ENV = "LAKEHOUSE_LOCK_WAIT_SECONDS"
 
 
 class WarehouseBusy(RuntimeError):
@@ -29,14 +31,16 @@ def connect(
     *,
     read_only: bool = False,
     only_existing: bool = False,
-    wait_seconds: float = LOCK_WAIT_SECONDS,
+    wait_seconds: float | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with each project's file attached as a catalog.
 
-    A file held by another run is waited for up to `wait_seconds`, then WarehouseBusy is raised
+    A file held by another run is waited for up to `wait_seconds` (default $LAKEHOUSE_LOCK_WAIT_SECONDS or 30), then WarehouseBusy is raised
     naming the file: a second run never writes into a warehouse another run has open.
     With `only_existing`, projects without a file yet are skipped instead of created.
     """
+    if wait_seconds is None:
+        wait_seconds = float(os.environ.get(LOCK_WAIT_ENV, LOCK_WAIT_SECONDS))
     paths.warehouse_dir(home_dir).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")

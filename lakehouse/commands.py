@@ -1,0 +1,247 @@
+"""The engine's CLI commands: compile, run, test, query, load."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lakehouse import paths, warehouse
+from lakehouse.engine.compile import CompileError, compile_project, parse_vars
+
+console = Console()
+errors = Console(stderr=True)
+
+project_dir_option = click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Any Dataform v3 project directory.",
+)
+vars_option = click.option("--vars", "vars_text", metavar="A=1,B=2", help="Compilation vars, as the Dataform CLI takes them.")
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print `message` as an error and exit with `code` (no traceback)."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def _vars(vars_text: str | None) -> dict[str, str]:
+    try:
+        return parse_vars(vars_text)
+    except ValueError as error:
+        fail(str(error), 2)
+        raise
+
+
+@click.command("compile")
+@project_dir_option
+@vars_option
+@click.option("--json", "as_json", is_flag=True, help="Print the compiled graph as JSON.")
+@click.option("--no-cache", is_flag=True, help="Compile even when the definitions are unchanged.")
+def compile_command(project_dir: Path, vars_text: str | None, as_json: bool, no_cache: bool) -> None:
+    """Compile the project with the pinned Dataform CLI (offline).
+
+    Unchanged definitions are served from a cache keyed by their content. Compilation errors are
+    printed as `file: message` and exit 1.
+    """
+    try:
+        compiled = compile_project(project_dir, vars=_vars(vars_text) or None, use_cache=not no_cache)
+    except CompileError as error:
+        for file, message in error.errors:
+            errors.print(f"{file}: {message}", highlight=False, markup=False)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(compiled.graph, indent=2))
+        return
+    graph = compiled.graph
+    counts = {kind: len(graph.get(kind) or []) for kind in ("tables", "operations", "assertions", "declarations", "tests")}
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    console.print(f"compiled {project_dir}: {summary}" + (" (cached)" if compiled.cached else ""), highlight=False)
+
+
+def _print_summary(record) -> None:
+    table = Table(title=f"run {record.run_id}" + (" (dry run)" if record.dry_run else ""))
+    for column in ("action", "type", "status", "seconds", "rows", "failing rows", "note"):
+        table.add_column(column, overflow="fold")
+    styles = {"success": "green", "failed": "red", "skipped": "yellow", "planned": "cyan", "disabled": "dim"}
+    for a in record.actions:
+        status = a.status
+        if a.type == "assertion" and a.status == "failed" and a.severity == "warn":
+            status = "failed (warn)"
+        if record.dry_run:
+            status = "will run" if a.status == "planned" else "won't run"
+        note = a.error or a.note or ""
+        table.add_row(
+            a.name,
+            a.type,
+            f"[{styles.get(a.status, 'white')}]{status}[/]",
+            f"{a.duration_s:.3f}",
+            "" if a.rows_affected is None else str(a.rows_affected),
+            "" if a.failing_rows is None else str(a.failing_rows),
+            note,
+        )
+    console.print(table)
+    counts: dict[str, int] = {}
+    for a in record.actions:
+        counts[a.status] = counts.get(a.status, 0) + 1
+    console.print(
+        f"[bold]{record.status}[/]: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())),
+        highlight=False,
+    )
+
+
+@click.command("run")
+@project_dir_option
+@vars_option
+@click.option("--tags", multiple=True, help="Run actions with any of these tags (repeatable or comma-separated).")
+@click.option("--actions", multiple=True, help="Run these actions: project.dataset.name or a bare name (repeatable or comma-separated).")
+@click.option("--include-deps", is_flag=True, help="Also run the dependencies of the selected actions.")
+@click.option("--include-dependents", is_flag=True, help="Also run the dependents of the selected actions.")
+@click.option("--full-refresh", is_flag=True, help="Rebuild incremental tables from scratch (unless protected).")
+@click.option("--dry-run", is_flag=True, help="Compile, build and translate every statement; execute nothing.")
+@click.option("--show-sql", is_flag=True, help="With --dry-run: print the DuckDB statements of each action.")
+def run_command(project_dir, vars_text, tags, actions, include_deps, include_dependents, full_refresh, dry_run, show_sql):
+    """Run the compiled graph on the local DuckDB warehouse, in dependency order.
+
+    Each action is atomic: a failed action leaves its previous table intact, its dependents are
+    skipped, independent actions still run. Exits 0 only if every action succeeded and no
+    error-severity assertion failed. Writes a run record to LAKEHOUSE_HOME/runs/ and to the
+    warehouse table ops.action_runs.
+    """
+    from lakehouse.engine.runner import RunError, RunOptions, run
+
+    split = lambda values: tuple(v.strip() for value in values for v in value.split(",") if v.strip())  # noqa: E731
+    options = RunOptions(
+        tags=split(tags),
+        actions=split(actions),
+        include_deps=include_deps,
+        include_dependents=include_dependents,
+        full_refresh=full_refresh,
+        vars=_vars(vars_text),
+        dry_run=dry_run,
+    )
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=errors, transient=True,
+    )
+    with progress:
+        task = progress.add_task("compiling", total=None)
+
+        def on_progress(name, result, done, total):
+            progress.update(task, description=name, completed=done, total=total)
+
+        try:
+            record = run(project_dir, options=options, on_progress=on_progress)
+        except RunError as error:
+            progress.stop()
+            fail(str(error))
+    _print_summary(record)
+    if show_sql:
+        for a in record.actions:
+            console.rule(a.name)
+            for statement in a.statements:
+                console.print(statement + ";", markup=False, highlight=False)
+    if not dry_run:
+        console.print(f"run record: {paths.runs_dir(paths.home(project_dir)) / (record.run_id + '.json')}", highlight=False)
+    sys.exit(0 if record.status == "success" else 1)
+
+
+@click.command("test")
+@project_dir_option
+@vars_option
+def test_command(project_dir: Path, vars_text: str | None) -> None:
+    """Run the project's Dataform unit tests (type: "test") locally.
+
+    Each testQuery is compared with its expectedOutputQuery as the Dataform CLI compares them:
+    row count, column names, then row by row in order.
+    """
+    from lakehouse.engine import translate
+    from lakehouse.engine.unit_tests import run_tests
+
+    try:
+        compiled = compile_project(project_dir, vars=_vars(vars_text) or None)
+    except CompileError as error:
+        fail(f"compilation failed:\n{error}")
+    default_project = compiled.graph.get("projectConfig", {}).get("defaultDatabase") or "lakehouse-local"
+    try:
+        con = warehouse.connect(paths.home(project_dir), [default_project])
+    except warehouse.WarehouseBusy as error:
+        fail(str(error))
+    try:
+        translate.register_functions(con)
+        results = run_tests(compiled.graph, con)
+    finally:
+        con.close()
+    if not results:
+        console.print("no Dataform unit tests (type: \"test\") in this project")
+        return
+    for r in results:
+        mark = "[green]passed[/]" if r.successful else "[red]failed[/]"
+        console.print(f"{mark} {r.name} ({r.file_name})", highlight=False)
+        for message in r.messages:
+            console.print(f"    {message}", markup=False, highlight=False)
+    failed = sum(not r.successful for r in results)
+    console.print(f"{len(results) - failed} passed, {failed} failed", highlight=False)
+    sys.exit(1 if failed else 0)
+
+
+@click.command("query")
+@click.argument("sql")
+@project_dir_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def query_command(sql: str, project_dir: Path, fmt: str) -> None:
+    """Run BigQuery SQL (one statement or a script) on the local warehouse.
+
+    SQL is translated exactly as model SQL is. `-` reads the SQL from standard input.
+    """
+    from lakehouse.engine import query, translate
+    from lakehouse.engine.runner import gcs_resolver
+
+    import duckdb
+    import yaml
+
+    if sql == "-":
+        sql = sys.stdin.read()
+    settings_file = Path(project_dir) / "workflow_settings.yaml"
+    settings = yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else {}
+    default_project = (settings or {}).get("defaultProject") or "lakehouse-local"
+    home_dir = paths.home(project_dir)
+    try:
+        projects = {p for p, _, _ in translate.referenced_tables(sql, default_project=default_project)}
+    except (translate.UnsupportedConstruct, translate.TranslationError) as error:
+        fail(str(error))
+    try:
+        con = warehouse.connect(home_dir, [default_project, *sorted(projects)])
+    except warehouse.WarehouseBusy as error:
+        fail(str(error))
+    except ValueError as error:
+        fail(str(error))
+    try:
+        translate.register_functions(con)
+        con.execute(f'USE "{default_project}"')
+        result = query.execute(con, sql, default_project=default_project, gcs_resolver=gcs_resolver(home_dir))
+    except translate.UnsupportedConstruct as error:
+        fail(f"{error.construct} is not supported locally. {error.hint}")
+    except (translate.TranslationError, duckdb.Error) as error:
+        fail(str(error).strip().splitlines()[0])
+    finally:
+        con.close()
+    if fmt == "json":
+        click.echo(query.to_json(result))
+    elif fmt == "csv":
+        click.echo(query.to_csv(result), nl=False)
+    else:
+        table = Table()
+        for column in result.columns:
+            table.add_column(column)
+        for row in result.rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        console.print(table)

@@ -1,0 +1,348 @@
+"""Run a compiled Dataform graph on the local DuckDB warehouse, action by action, atomically."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from lakehouse import paths, warehouse
+from lakehouse.engine import records, statements, translate
+from lakehouse.engine.compile import Compiled, compile_project
+from lakehouse.engine.graph import Action, AmbiguousActionError, CycleError, Graph
+from lakehouse.engine.iceberg import IcebergStore, is_iceberg
+
+WARN_TAG = "warn"
+_MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
+_DML_PREFIXES = ("insert", "merge", "update", "delete", "create table", "create or replace table")
+
+
+class RunError(Exception):
+    """The run could not start (compile error, cycle, busy warehouse); nothing was executed."""
+
+
+@dataclass
+class RunOptions:
+    """What to run and how; mirrors the Dataform CLI's run flags."""
+
+    tags: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    include_deps: bool = False
+    include_dependents: bool = False
+    full_refresh: bool = False
+    vars: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+def severity(action: Action) -> str | None:
+    """Return an assertion's severity: warn when tagged "warn", else error; None for other actions."""
+    if action.kind != "assertion":
+        return None
+    return "warn" if WARN_TAG in (action.tags or ()) else "error"
+
+
+def gcs_resolver(home_dir: Path) -> Callable[[str], str]:
+    """Return a function mapping gs://bucket/path (globs allowed) to the local landing files."""
+
+    def resolve(uri: str) -> str:
+        if not uri.startswith("gs://"):
+            raise ValueError(f"{uri!r} is not a gs:// URI")
+        bucket, _, name = uri[len("gs://") :].partition("/")
+        return str(paths.gcs_object_path(home_dir, bucket, name))
+
+    return resolve
+
+
+class Engine:
+    """Executes one compiled graph against one warehouse connection."""
+
+    def __init__(self, compiled: Compiled, home_dir: Path, con: duckdb.DuckDBPyConnection | None):
+        self.compiled = compiled
+        self.graph = Graph.from_compiled(compiled.graph)
+        self.project_config = compiled.graph.get("projectConfig", {})
+        self.core_version = compiled.graph.get("dataformCoreVersion") or "3.0.0"
+        self.default_project = self.project_config.get("defaultDatabase") or "lakehouse-local"
+        self.home_dir = home_dir
+        self.con = con
+        self.iceberg = IcebergStore(home_dir)
+        self.resolve_gcs = gcs_resolver(home_dir)
+
+    # -- warehouse state -------------------------------------------------------------------
+    def exists(self, target: dict) -> bool:
+        return self.metadata(target) is not None
+
+    def metadata(self, target: dict, table: dict | None = None) -> statements.TableMetadata | None:
+        """Return the warehouse state of `target` as Dataform's adapter would report it."""
+        if table is not None and is_iceberg(table):
+            columns = self.iceberg.columns(target)
+            return None if columns is None else statements.TableMetadata("table", columns)
+        if self.con is None:
+            return None
+        rows = self.con.execute(
+            "SELECT t.table_type, c.column_name FROM information_schema.tables t "
+            "JOIN information_schema.columns c ON c.table_catalog = t.table_catalog "
+            "AND c.table_schema = t.table_schema AND c.table_name = t.table_name "
+            "WHERE t.table_catalog = ? AND t.table_schema = ? AND t.table_name = ? "
+            "ORDER BY c.ordinal_position",
+            [target.get("database") or self.default_project, target["schema"], target["name"]],
+        ).fetchall()
+        if not rows:
+            return None
+        kind = "view" if rows[0][0] == "VIEW" else "table"
+        return statements.TableMetadata(kind, tuple(r[1] for r in rows))
+
+    # -- statements ----------------------------------------------------------------------------
+    def tasks(self, action: Action, full_refresh: bool) -> list[statements.Task]:
+        raw = action.raw
+        if action.kind in ("table", "view", "incremental"):
+            return statements.table_tasks(
+                raw,
+                self.project_config,
+                core_version=self.core_version,
+                full_refresh=full_refresh,
+                metadata=self.metadata(action.target, raw),
+            )
+        if action.kind == "operation":
+            return statements.operation_tasks(raw)
+        if action.kind == "assertion":
+            return statements.assertion_tasks(raw, self.project_config)
+        return []
+
+    def translated(self, tasks: Iterable[statements.Task]) -> list[tuple[str, str]]:
+        """Return (task type, DuckDB statement) pairs; raises translate errors unchanged."""
+        out: list[tuple[str, str]] = []
+        for task in tasks:
+            for sql in translate.translate_script(
+                task.statement, default_project=self.default_project, gcs_resolver=self.resolve_gcs
+            ):
+                out.append((task.type, sql))
+        return out
+
+    def missing_sources(self, action: Action) -> list[str]:
+        """Return declared sources this action reads that have no local data."""
+        missing = []
+        for dep in action.dependencies:
+            declared = self.graph.declarations.get(dep)
+            if declared is not None and not self.exists(declared.target):
+                missing.append(dep)
+        return missing
+
+    # -- execution -----------------------------------------------------------------------------
+    def execute(self, action: Action, options: RunOptions) -> records.ActionResult:
+        result = records.ActionResult(
+            name=action.name, type=action.kind, status="success", file_name=action.file_name or "",
+            severity=severity(action),
+        )
+        started = time.perf_counter()
+        try:
+            self._execute(action, options, result)
+        except translate.UnsupportedConstruct as error:
+            result.status = "failed"
+            result.error = (
+                f"{action.file_name}: action {action.name} uses {error.construct}, which the local engine "
+                f"does not run. {error.hint}"
+            )
+        except (translate.TranslationError, duckdb.Error, ValueError, OSError) as error:
+            result.status = "failed"
+            result.error = self._explain(action, error)
+        finally:
+            result.duration_s = time.perf_counter() - started
+        if action.kind == "assertion" and result.status == "success" and result.failing_rows:
+            result.status = "failed"
+            result.error = f"assertion {action.name} has {result.failing_rows} failing row(s)"
+        return result
+
+    def _explain(self, action: Action, error: Exception) -> str:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        match = _MISSING_TABLE.search(str(error))
+        if match:
+            return (
+                f"{action.file_name}: action {action.name} reads {match.group(1)}, which does not exist in the "
+                f"local warehouse; run the action that creates it first, or load local data for it "
+                f"(lakehouse load)"
+            )
+        return f"{action.file_name}: action {action.name} failed: {text}"
+
+    def _execute(self, action: Action, options: RunOptions, result: records.ActionResult) -> None:
+        missing = self.missing_sources(action)
+        if missing:
+            raise ValueError(
+                f"reads {', '.join(missing)}, declared as a source but with no local data; "
+                f"load it with `lakehouse load <table> <file>` or land data with `lakehouse generate`"
+            )
+        iceberg = action.kind in ("table", "incremental") and is_iceberg(action.raw)
+        tasks = self.tasks(action, options.full_refresh)
+        translated = self.translated(tasks)
+        result.statements = [sql for _, sql in translated]
+        if options.dry_run:
+            result.status = "planned"
+            return
+        con = self.con
+        assert con is not None
+        target = action.target
+        if action.kind != "assertion" or target:
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{target["database"]}"."{target["schema"]}"')
+        con.execute("BEGIN TRANSACTION")
+        try:
+            incremental_write = False
+            if iceberg:
+                metadata = self.metadata(target, action.raw)
+                incremental_write = action.kind == "incremental" and statements.should_write_incrementally(
+                    action.raw, options.full_refresh, metadata
+                )
+                self._prepare_iceberg(target, incremental_write)
+            rows = 0
+            counted = False
+            for kind, sql in translated:
+                cursor = con.execute(sql)
+                fetched = cursor.fetchall() if cursor.description else []
+                if kind == "assertion":
+                    result.failing_rows = int(fetched[0][0] or 0) if fetched else 0
+                elif fetched and sql.lstrip().lower().startswith(_DML_PREFIXES):
+                    rows += int(fetched[0][0] or 0)
+                    counted = True
+            if counted:
+                result.rows_affected = rows
+            if iceberg:
+                snapshot = self.iceberg.publish(con, target, replace_schema=not incremental_write)
+                result.note = f"iceberg snapshot {snapshot.snapshot_id}"
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            self._reset_variables()
+
+    def _prepare_iceberg(self, target: dict, incremental_write: bool) -> None:
+        name = f'"{target["database"]}"."{target["schema"]}"."{target["name"]}"'
+        existing = self.metadata(target)
+        if incremental_write:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_current AS SELECT * FROM {name}")
+            self.con.execute(f"DROP VIEW IF EXISTS {name}")
+            self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM _lakehouse_iceberg_current")
+            self.con.execute("DROP TABLE _lakehouse_iceberg_current")
+        elif existing is not None and existing.type == "view":
+            self.con.execute(f"DROP VIEW IF EXISTS {name}")
+
+    def _reset_variables(self) -> None:
+        # BigQuery script variables live for one script (one action); DuckDB's live for the connection.
+        for (name,) in self.con.execute("SELECT name FROM duckdb_variables()").fetchall():
+            self.con.execute(f'RESET VARIABLE "{name}"')
+
+
+def _projects(graph: Graph, default_project: str) -> list[str]:
+    names = [default_project]
+    for action in list(graph.actions.values()) + list(graph.declarations.values()):
+        names.append(action.target.get("database") or default_project)
+    return list(dict.fromkeys(names))
+
+
+def run(
+    project_dir: Path | str,
+    *,
+    options: RunOptions | None = None,
+    home_dir: Path | None = None,
+    on_progress: Callable[[str, records.ActionResult | None, int, int], None] | None = None,
+    **kwargs,
+) -> records.RunRecord:
+    """Compile and run a Dataform project locally; return the run record.
+
+    `options` (or the same fields as keyword arguments: tags, actions, include_deps,
+    include_dependents, full_refresh, vars, dry_run) select what runs. `on_progress(name, result,
+    done, total)` is called before (result None) and after each action.
+    Raises RunError when the run cannot start; action failures are recorded, not raised.
+    """
+    options = options or RunOptions(**{k: (tuple(v) if k in ("tags", "actions") else v) for k, v in kwargs.items()})
+    project_dir = Path(project_dir).resolve()
+    home_dir = home_dir or paths.home(project_dir)
+    from lakehouse.engine.compile import CompileError
+
+    try:
+        compiled = compile_project(project_dir, vars=options.vars or None, home_dir=home_dir)
+    except CompileError as error:
+        raise RunError(f"compilation failed:\n{error}") from error
+    record = records.RunRecord(
+        run_id=datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
+        project_dir=str(project_dir),
+        started_at=datetime.now(UTC),
+        dry_run=options.dry_run,
+        full_refresh=options.full_refresh,
+        compile_cached=compiled.cached,
+    )
+    engine = Engine(compiled, home_dir, None)
+    try:
+        order = engine.graph.topological_order()
+    except CycleError as error:
+        raise RunError(f"{error}; break the cycle in the definitions named") from error
+    try:
+        selected = engine.graph.select(
+            actions=options.actions,
+            tags=options.tags,
+            include_deps=options.include_deps,
+            include_dependents=options.include_dependents,
+        )
+    except AmbiguousActionError as error:
+        raise RunError(str(error)) from error
+    if (options.actions or options.tags) and not selected:
+        raise RunError("no action matches the given --actions/--tags")
+    projects = _projects(engine.graph, engine.default_project)
+    try:
+        if options.dry_run:
+            engine.con = warehouse.connect(home_dir, projects, read_only=True, only_existing=True)
+        else:
+            engine.con = warehouse.connect(home_dir, projects)
+    except warehouse.WarehouseBusy as error:
+        raise RunError(str(error)) from error
+    try:
+        translate.register_functions(engine.con)
+        plan = [name for name in order if name in selected]
+        results: dict[str, records.ActionResult] = {}
+        for index, name in enumerate(plan):
+            action = engine.graph.actions[name]
+            if on_progress:
+                on_progress(name, None, index, len(plan))
+            if action.disabled:
+                result = records.ActionResult(name, action.kind, "disabled", action.file_name or "")
+            else:
+                blocked = [
+                    dep for dep in action.dependencies
+                    if dep in results and _blocks(results[dep])
+                ]
+                if blocked:
+                    result = records.ActionResult(
+                        name, action.kind, "skipped", action.file_name or "", severity=severity(action),
+                        error=f"skipped: upstream {', '.join(blocked)} did not succeed",
+                    )
+                else:
+                    result = engine.execute(action, options)
+            results[name] = result
+            record.actions.append(result)
+            if on_progress:
+                on_progress(name, result, index + 1, len(plan))
+        record.finished_at = datetime.now(UTC)
+        record.status = "success" if all(_ok(r) for r in record.actions) else "failed"
+        if not options.dry_run:
+            records.write_table(record, engine.con, engine.default_project)
+            records.write_json(record, home_dir)
+    finally:
+        engine.con.close()
+    return record
+
+
+def _blocks(result: records.ActionResult) -> bool:
+    """A dependency blocks its dependents when it failed or was skipped; warn assertions never block."""
+    if result.status in ("success", "disabled", "planned"):
+        return False
+    return not (result.type == "assertion" and result.severity == "warn" and result.status == "failed")
+
+
+def _ok(result: records.ActionResult) -> bool:
+    if result.status in ("success", "disabled", "planned"):
+        return True
+    return result.type == "assertion" and result.severity == "warn" and result.status == "failed"

@@ -1,0 +1,311 @@
+"""The runner on real DuckDB with projects compiled by the pinned Dataform CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lakehouse import paths, warehouse
+from lakehouse.engine.iceberg import IcebergStore
+from lakehouse.engine.runner import RunError, run
+
+SEED = {
+    "definitions/sources/orders_seed.sqlx": """
+        config { type: "operations", hasOutput: true, schema: "bronze", name: "orders_seed" }
+        create or replace table ${self()} as
+        select 1 as order_id, 'CUST-1' as customer_id, 10.5 as amount_usd
+        union all select 2, 'CUST-2', 20.0
+        union all select 3, 'CUST-1', 5.25
+    """,
+    "definitions/silver/orders.sqlx": """
+        config {
+          type: "incremental",
+          uniqueKey: ["order_id"],
+          tags: ["hourly"],
+          assertions: { uniqueKey: ["order_id"], nonNull: ["customer_id"] },
+        }
+        pre_operations {
+          declare max_id int64 default (
+            ${when(incremental(), `select coalesce(max(order_id), 0) from ${self()}`, `select 0`)}
+          );
+        }
+        select order_id, customer_id, amount_usd
+        from ${ref("orders_seed")}
+        where order_id > max_id or order_id = 1
+    """,
+    "definitions/gold/customer_totals.sqlx": """
+        config { type: "table", schema: "gold", tags: ["daily"] }
+        select customer_id, sum(amount_usd) as amount_usd, count(*) as orders
+        from ${ref("orders")}
+        group by customer_id
+    """,
+    "definitions/gold/big_customers.sqlx": """
+        config { type: "view", schema: "gold", tags: ["daily"] }
+        select * from ${ref("customer_totals")} where amount_usd > 12
+    """,
+    "definitions/gold/independent.sqlx": """
+        config { type: "table", schema: "gold" }
+        select 42 as answer
+    """,
+}
+
+
+def query(home, sql, project="test-local"):
+    con = warehouse.connect(home, [project])
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def by_name(record):
+    return {a.name.split(".", 1)[1]: a for a in record.actions}
+
+
+def test_first_run_builds_every_action_in_dependency_order(make_project, lakehouse_home):
+    project = make_project(SEED)
+
+    record = run(project)
+
+    assert record.status == "success"
+    order = [a.name for a in record.actions]
+    assert order.index("test-local.bronze.orders_seed") < order.index("test-local.silver.orders")
+    assert order.index("test-local.silver.orders") < order.index("test-local.gold.customer_totals")
+    assert order.index("test-local.gold.customer_totals") < order.index("test-local.gold.big_customers")
+    results = by_name(record)
+    assert results["silver.orders"].rows_affected == 3
+    assert results["gold.customer_totals"].rows_affected == 2
+    assert results["assertions.silver_orders_assertions_uniqueKey_0"].failing_rows == 0
+    assert query(lakehouse_home, 'select * from "test-local".gold.big_customers order by 1') == [
+        ("CUST-1", 15.75, 2),
+        ("CUST-2", 20.0, 1),
+    ]
+
+
+def test_incremental_rerun_merges_on_unique_key_and_changes_nothing(make_project, lakehouse_home):
+    project = make_project(SEED)
+    run(project)
+
+    second = run(project)
+
+    # The incremental query re-reads order 1 (the pre-operation's max_id filter keeps it): MERGE
+    # updates it in place, so the table still holds one row per order.
+    assert second.status == "success"
+    assert by_name(second)["silver.orders"].rows_affected == 1
+    assert query(lakehouse_home, 'select order_id from "test-local".silver.orders order by 1') == [(1,), (2,), (3,)]
+
+
+def test_full_refresh_rebuilds_incremental_tables(make_project, lakehouse_home):
+    project = make_project(SEED)
+    run(project)
+    query(lakehouse_home, 'delete from "test-local".silver.orders where order_id = 2')
+
+    incremental = run(project, actions=["orders"])
+    assert query(lakehouse_home, 'select count(*) from "test-local".silver.orders') == [(2,)]
+    assert by_name(incremental)["silver.orders"].status == "success"
+
+    run(project, actions=["orders"], full_refresh=True)
+    assert query(lakehouse_home, 'select count(*) from "test-local".silver.orders') == [(3,)]
+
+
+def test_failed_action_keeps_previous_table_skips_dependents_runs_the_rest(make_project, lakehouse_home):
+    project = make_project(SEED)
+    run(project)
+    (project / "definitions/gold/customer_totals.sqlx").write_text(
+        'config { type: "table", schema: "gold" }\n'
+        "select customer_id, cast('not a number' as int64) as amount_usd from ${ref(\"orders\")}\n"
+    )
+
+    record = run(project)
+
+    results = by_name(record)
+    assert record.status == "failed"
+    assert results["gold.customer_totals"].status == "failed"
+    assert "definitions/gold/customer_totals.sqlx" in results["gold.customer_totals"].error
+    assert results["gold.big_customers"].status == "skipped"
+    assert "gold.customer_totals" in results["gold.big_customers"].error
+    assert results["gold.independent"].status == "success"
+    # The previous version of the failed table is intact.
+    assert query(lakehouse_home, 'select count(*), sum(orders) from "test-local".gold.customer_totals') == [(2, 3)]
+
+
+def test_failing_assertion_fails_the_run_and_counts_rows(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/gold/customer_totals.sqlx"] = """
+        config { type: "table", schema: "gold", assertions: { uniqueKey: ["orders"], rowConditions: ["amount_usd < 100"] } }
+        select customer_id, sum(amount_usd) as amount_usd, 1 as orders from ${ref("orders")} group by customer_id
+    """
+    project = make_project(files)
+
+    record = run(project)
+
+    results = by_name(record)
+    unique = results["assertions.gold_customer_totals_assertions_uniqueKey_0"]
+    assert (unique.status, unique.failing_rows, unique.severity) == ("failed", 1, "error")
+    assert results["assertions.gold_customer_totals_assertions_rowConditions"].status == "success"
+    assert record.status == "failed"
+
+
+def test_warn_assertion_is_reported_but_does_not_fail_the_run(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/assertions/few_customers.sqlx"] = """
+        config { type: "assertion", tags: ["warn"] }
+        select customer_id from ${ref("customer_totals")}
+    """
+    project = make_project(files)
+
+    record = run(project)
+
+    warn = by_name(record)["assertions.few_customers"]
+    assert (warn.status, warn.severity, warn.failing_rows) == ("failed", "warn", 2)
+    assert record.status == "success"
+
+
+def test_selection_by_tag_with_dependencies(make_project, lakehouse_home):
+    project = make_project(SEED)
+
+    record = run(project, tags=["daily"], include_deps=True)
+
+    names = sorted(by_name(record))
+    assert "bronze.orders_seed" in names and "silver.orders" in names
+    assert "gold.independent" not in names
+
+
+def test_source_without_local_data_is_named(make_project, lakehouse_home):
+    project = make_project(
+        {
+            "definitions/sources/shakespeare.sqlx": """
+                config { type: "declaration", database: "bigquery-public-data", schema: "samples", name: "shakespeare" }
+            """,
+            "definitions/silver/words.sqlx": """
+                config { type: "table" }
+                select word, sum(word_count) as n from ${ref("shakespeare")} group by word
+            """,
+        }
+    )
+
+    record = run(project)
+
+    words = by_name(record)["silver.words"]
+    assert words.status == "failed"
+    assert "bigquery-public-data.samples.shakespeare" in words.error
+    assert "no local data" in words.error
+
+
+def test_source_in_another_project_gets_its_own_catalog(make_project, lakehouse_home):
+    project = make_project(
+        {
+            "definitions/sources/shakespeare.sqlx": """
+                config { type: "declaration", database: "bigquery-public-data", schema: "samples", name: "shakespeare" }
+            """,
+            "definitions/silver/words.sqlx": """
+                config { type: "table" }
+                select word, sum(word_count) as n from ${ref("shakespeare")} group by word
+            """,
+        }
+    )
+    con = warehouse.connect(lakehouse_home, ["bigquery-public-data"])
+    con.execute('create schema "bigquery-public-data".samples')
+    con.execute(
+        'create table "bigquery-public-data".samples.shakespeare as '
+        "select * from (values ('to', 3), ('be', 2), ('to', 1)) t(word, word_count)"
+    )
+    con.close()
+
+    record = run(project)
+
+    assert record.status == "success"
+    assert query(lakehouse_home, 'select * from "test-local".silver.words order by word') == [("be", 2), ("to", 4)]
+    assert paths.catalog_file(lakehouse_home, "bigquery-public-data").is_file()
+
+
+def test_iceberg_table_commits_a_snapshot_per_run_and_stays_queryable(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/gold/customer_totals.sqlx"] = """
+        config {
+          type: "table", schema: "gold",
+          iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake", tableFolderRoot: "gold" },
+        }
+        select customer_id, sum(amount_usd) as amount_usd, count(*) as orders from ${ref("orders")} group by customer_id
+    """
+    project = make_project(files)
+
+    run(project)
+    second = run(project)
+
+    assert second.status == "success"
+    target = {"database": "test-local", "schema": "gold", "name": "customer_totals"}
+    table = IcebergStore(lakehouse_home).load(target)
+    assert len(table.snapshots()) == 2
+    assert table.scan().to_arrow().num_rows == 2
+    assert query(lakehouse_home, 'select count(*) from "test-local".gold.big_customers') == [(2,)]
+
+
+def test_dry_run_translates_everything_and_executes_nothing(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/operations/dynamic.sqlx"] = """
+        config { type: "operations" }
+        execute immediate 'select 1'
+    """
+    project = make_project(files)
+
+    record = run(project, dry_run=True)
+
+    results = by_name(record)
+    assert results["silver.orders"].status == "planned"
+    assert any("merge" in s.lower() or "create" in s.lower() for s in results["silver.orders"].statements)
+    assert results["silver.dynamic"].status == "failed"
+    assert "EXECUTE IMMEDIATE" in results["silver.dynamic"].error
+    assert not paths.catalog_file(lakehouse_home, "test-local").exists()
+
+
+def test_run_record_is_written_as_json_and_to_the_ops_table(make_project, lakehouse_home):
+    project = make_project(SEED)
+
+    record = run(project)
+
+    saved = json.loads((paths.runs_dir(lakehouse_home) / f"{record.run_id}.json").read_text())
+    assert saved["status"] == "success"
+    assert len(saved["actions"]) == len(record.actions)
+    rows = query(
+        lakehouse_home,
+        f"select action_name, status from \"test-local\".ops.action_runs where run_id = '{record.run_id}' order by 1",
+    )
+    assert ("test-local.silver.orders", "success") in rows
+    assert len(rows) == len(record.actions)
+
+
+def test_second_concurrent_run_refuses_clearly(make_project, lakehouse_home, monkeypatch):
+    project = make_project(SEED)
+    run(project)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(30)",
+            str(paths.catalog_file(lakehouse_home, "test-local")),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv(warehouse.LOCK_WAIT_ENV, "0.5")
+        with pytest.raises(RunError, match="in use by another lakehouse process"):
+            run(project)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert query(lakehouse_home, 'select count(*) from "test-local".silver.orders') == [(3,)]
+
+
+def test_compile_error_stops_the_run(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/gold/broken.sqlx"] = 'config { type: "table" }\nselect * from ${ref("nope")}\n'
+    project = make_project(files)
+
+    with pytest.raises(RunError, match="definitions/gold/broken.sqlx"):
+        run(project)
