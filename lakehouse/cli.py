@@ -13,6 +13,7 @@ COMMANDS: dict[str, str] = {
     "run": "lakehouse.commands:run_command",
     "test": "lakehouse.commands:test_command",
     "query": "lakehouse.commands:query_command",
+    "load": "lakehouse.commands:load_command",
 }
 
 HELP: dict[str, str] = {
@@ -20,6 +21,7 @@ HELP: dict[str, str] = {
     "run": "Run the compiled graph on the local DuckDB warehouse.",
     "test": "Run the project's Dataform unit tests locally.",
     "query": "Run BigQuery SQL on the local warehouse.",
+    "load": "Load CSV/JSONL/Parquet files into a local warehouse table.",
 }
 
 

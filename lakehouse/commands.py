@@ -245,3 +245,54 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
         for row in result.rows:
             table.add_row(*("NULL" if v is None else str(v) for v in row))
         console.print(table)
+
+
+@click.command("load")
+@click.argument("table")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@project_dir_option
+@click.option("--replace", is_flag=True, help="Replace the table instead of appending to it.")
+def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace: bool) -> None:
+    """Load local data (CSV, JSONL or Parquet) into a warehouse table, as `bq load` would.
+
+    TABLE is `dataset.table` (default project) or `project.dataset.table`, e.g. a public-data
+    source: `lakehouse load bigquery-public-data.samples.shakespeare shakespeare.csv`.
+    """
+    import duckdb
+    import yaml
+
+    settings_file = Path(project_dir) / "workflow_settings.yaml"
+    settings = (yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else None) or {}
+    parts = table.replace("`", "").split(".")
+    if len(parts) == 2:
+        parts.insert(0, settings.get("defaultProject") or "lakehouse-local")
+    if len(parts) != 3 or not all(parts):
+        fail(f"{table!r} is not dataset.table or project.dataset.table", 2)
+    project, dataset, name = parts
+    readers = {".csv": "read_csv", ".jsonl": "read_json", ".json": "read_json", ".ndjson": "read_json", ".parquet": "read_parquet"}
+    suffixes = {f.suffix.lower() for f in files}
+    if len(suffixes) != 1 or next(iter(suffixes)) not in readers:
+        fail(f"files must all be one of {', '.join(sorted(readers))}; got {', '.join(sorted(suffixes))}", 2)
+    reader = readers[suffixes.pop()]
+    listed = ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
+    try:
+        con = warehouse.connect(paths.home(project_dir), [project])
+    except (warehouse.WarehouseBusy, ValueError) as error:
+        fail(str(error))
+    quoted = f'"{project}"."{dataset}"."{name}"'
+    try:
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{project}"."{dataset}"')
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
+            [project, dataset, name],
+        ).fetchone()[0]
+        if replace or not exists:
+            con.execute(f"CREATE OR REPLACE TABLE {quoted} AS SELECT * FROM {reader}([{listed}])")
+        else:
+            con.execute(f"INSERT INTO {quoted} BY NAME SELECT * FROM {reader}([{listed}])")
+        count = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
+    except duckdb.Error as error:
+        fail(f"could not load {', '.join(map(str, files))} into {project}.{dataset}.{name}: {str(error).splitlines()[0]}")
+    finally:
+        con.close()
+    console.print(f"{project}.{dataset}.{name}: {count} rows", highlight=False)
