@@ -1,0 +1,1 @@
+"""The embedded lakehouse engine: compile with the real Dataform CLI, run the graph on DuckDB."""
