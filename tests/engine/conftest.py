@@ -56,6 +56,12 @@ def run_golden(cases: list[dict]) -> dict:
 
 
 @pytest.fixture(scope="session")
+def dataform_compile():
+    """Return compile_dataform: (project dir, work dir) in, compiled graph out."""
+    return compile_dataform
+
+
+@pytest.fixture(scope="session")
 def cli_golden():
     """Return run_golden: cases in, the pinned CLI's rendered tasks out."""
     return run_golden
