@@ -1,0 +1,104 @@
+"""DuckDB functions and macros that give translated BigQuery SQL BigQuery's results."""
+
+from __future__ import annotations
+
+import duckdb
+import farmhash
+from duckdb.sqltypes import BIGINT, BLOB, VARCHAR
+
+_INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
+_HEX_PATTERN = r"^\s*[+-]?0[xX][0-9a-fA-F]+\s*$"
+
+# Each macro is TEMP: it lives in the connection, never in a warehouse file, and is found from any
+# catalog the connection USEs. `typeof(x)` is folded at bind time, so only one branch runs per call.
+MACROS: dict[str, str] = {
+    # CAST(x AS INT64): strings must be integer literals (decimal or 0x hex, optional sign and
+    # surrounding spaces); '1.5', '1e3' and '1_000' are errors, as in BigQuery.
+    "bq_cast_int64": f"""(x) AS CASE
+        WHEN x IS NULL THEN CAST(NULL AS BIGINT)
+        WHEN typeof(x) <> 'VARCHAR' THEN CAST(x AS BIGINT)
+        WHEN regexp_full_match(CAST(x AS VARCHAR), '{_INT_PATTERN}')
+            THEN CAST(trim(CAST(x AS VARCHAR)) AS BIGINT)
+        WHEN regexp_full_match(CAST(x AS VARCHAR), '{_HEX_PATTERN}')
+            THEN CAST(ltrim(trim(CAST(x AS VARCHAR)), '+-') AS BIGINT)
+                 * CASE WHEN starts_with(trim(CAST(x AS VARCHAR)), '-') THEN -1 ELSE 1 END
+        ELSE error('Bad int64 value: ' || CAST(x AS VARCHAR)) END""",
+    # SAFE_CAST(x AS INT64): the same rule, NULL instead of an error.
+    "bq_safe_cast_int64": f"""(x) AS CASE
+        WHEN x IS NULL THEN CAST(NULL AS BIGINT)
+        WHEN typeof(x) <> 'VARCHAR' THEN TRY_CAST(x AS BIGINT)
+        WHEN regexp_full_match(CAST(x AS VARCHAR), '{_INT_PATTERN}')
+            THEN TRY_CAST(trim(CAST(x AS VARCHAR)) AS BIGINT)
+        WHEN regexp_full_match(CAST(x AS VARCHAR), '{_HEX_PATTERN}')
+            THEN TRY_CAST(ltrim(trim(CAST(x AS VARCHAR)), '+-') AS BIGINT)
+                 * CASE WHEN starts_with(trim(CAST(x AS VARCHAR)), '-') THEN -1 ELSE 1 END
+        ELSE CAST(NULL AS BIGINT) END""",
+    # CAST(x AS BOOL): only 'true' and 'false' (any case) convert; DuckDB also takes 'yes', 't', '1'.
+    "bq_cast_bool": """(x) AS CASE
+        WHEN x IS NULL THEN CAST(NULL AS BOOLEAN)
+        WHEN typeof(x) <> 'VARCHAR' THEN CAST(x AS BOOLEAN)
+        WHEN lower(CAST(x AS VARCHAR)) = 'true' THEN true
+        WHEN lower(CAST(x AS VARCHAR)) = 'false' THEN false
+        ELSE error('Bad bool value: ' || CAST(x AS VARCHAR)) END""",
+    "bq_safe_cast_bool": """(x) AS CASE
+        WHEN x IS NULL THEN CAST(NULL AS BOOLEAN)
+        WHEN typeof(x) <> 'VARCHAR' THEN TRY_CAST(x AS BOOLEAN)
+        WHEN lower(CAST(x AS VARCHAR)) = 'true' THEN true
+        WHEN lower(CAST(x AS VARCHAR)) = 'false' THEN false
+        ELSE CAST(NULL AS BOOLEAN) END""",
+    # CAST(x AS STRING): BYTES decode as UTF-8 (DuckDB would print \\xNN escapes; BLOB->VARCHAR->BLOB
+    # is lossless, backslash included), whole FLOAT64 values print without '.0', NUMERIC without
+    # trailing zeros.
+    "bq_to_string": """(x) AS CASE
+        WHEN typeof(x) = 'BLOB' THEN decode(CAST(CAST(x AS VARCHAR) AS BLOB))
+        WHEN typeof(x) IN ('DOUBLE', 'FLOAT')
+             AND isfinite(TRY_CAST(x AS DOUBLE))
+             AND TRY_CAST(x AS DOUBLE) = round(TRY_CAST(x AS DOUBLE))
+             AND abs(TRY_CAST(x AS DOUBLE)) < 1e15
+            THEN CAST(CAST(TRY_CAST(x AS DOUBLE) AS BIGINT) AS VARCHAR)
+        WHEN typeof(x) LIKE 'DECIMAL%' AND contains(CAST(x AS VARCHAR), '.')
+            THEN rtrim(rtrim(CAST(x AS VARCHAR), '0'), '.')
+        ELSE CAST(x AS VARCHAR) END""",
+    # a / b: BigQuery raises "division by zero"; DuckDB returns inf or NULL.
+    "bq_divide": """(a, b) AS CASE
+        WHEN b = 0 THEN error('division by zero: ' || CAST(a AS VARCHAR) || ' / ' || CAST(b AS VARCHAR))
+        ELSE a / b END""",
+    # IEEE_DIVIDE: floating point division, inf and NaN instead of errors.
+    "ieee_divide": "(a, b) AS CAST(a AS DOUBLE) / CAST(b AS DOUBLE)",
+    # FARM_FINGERPRINT takes STRING or BYTES.
+    "farm_fingerprint": """(x) AS CASE
+        WHEN typeof(x) = 'BLOB' THEN bq_farm_fingerprint_bytes(CAST(CAST(x AS VARCHAR) AS BLOB))
+        ELSE bq_farm_fingerprint_string(CAST(x AS VARCHAR)) END""",
+}
+
+
+def _signed64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def farm_fingerprint(value: str | bytes) -> int:
+    """Return BigQuery's FARM_FINGERPRINT: FarmHash Fingerprint64 as a signed INT64."""
+    return _signed64(farmhash.fingerprint64(value))
+
+
+def safe_convert_bytes_to_string(value: bytes) -> str:
+    """Return BigQuery's SAFE_CONVERT_BYTES_TO_STRING: UTF-8 with invalid bytes as U+FFFD."""
+    return bytes(value).decode("utf-8", errors="replace")
+
+
+def register_functions(con: duckdb.DuckDBPyConnection) -> None:
+    """Register on `con` every UDF and macro translated SQL calls; safe to call twice.
+
+    Raises duckdb.Error only if the connection is unusable.
+    """
+    existing = {row[0] for row in con.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
+    udfs = [
+        ("bq_farm_fingerprint_string", farm_fingerprint, [VARCHAR], BIGINT),
+        ("bq_farm_fingerprint_bytes", farm_fingerprint, [BLOB], BIGINT),
+        ("safe_convert_bytes_to_string", safe_convert_bytes_to_string, [BLOB], VARCHAR),
+    ]
+    for name, function, params, returns in udfs:
+        if name not in existing:
+            con.create_function(name, function, params, returns, side_effects=False)
+    for name, body in MACROS.items():
+        con.execute(f"CREATE OR REPLACE TEMP MACRO {name}{body}")

@@ -1,0 +1,1292 @@
+"""Translate BigQuery scripts into DuckDB statements: sqlglot plus a small, documented rewrite layer."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.bigquery import BigQuery
+from sqlglot.errors import ErrorLevel, ParseError, TokenError, UnsupportedError
+from sqlglot.tokens import Token, TokenType
+
+from lakehouse.engine.functions import register_functions
+
+__all__ = [
+    "TranslationError",
+    "UnsupportedConstruct",
+    "referenced_tables",
+    "register_functions",
+    "translate_script",
+]
+
+log = logging.getLogger(__name__)
+
+READ = "bigquery"
+WRITE = "duckdb"
+CACHE_SIZE = 4096
+# Local stand-in for the BigQuery pseudo-column of external tables.
+FILE_NAME_COLUMN = "_FILE_NAME"
+_FILE_COLUMN = "__lakehouse_file"
+_IF_VARIABLE = "__lakehouse_if_{}"
+_MERGE_DUPLICATE_MESSAGE = "UPDATE/MERGE must match at most one source row for each target row"
+
+
+class UnsupportedConstruct(Exception):
+    """A BigQuery construct the local engine does not run; `hint` says what to do instead."""
+
+    def __init__(self, construct: str, hint: str):
+        self.construct = construct
+        self.hint = hint
+        super().__init__(f"{construct} is not supported by the local engine: {hint}")
+
+
+class TranslationError(Exception):
+    """SQL that cannot be parsed as BigQuery SQL; the message names the construct and position."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Script structure: statements, BEGIN ... END blocks, IF ... END IF.
+
+
+class _ScriptTokenizer(BigQuery.Tokenizer):
+    """BigQuery tokens without 'command' swallowing, so BEGIN/LOOP/ELSEIF stay single tokens."""
+
+    COMMANDS: set = set()
+
+
+@dataclass
+class _Statement:
+    text: str
+    words: tuple[str, ...]
+    position: str
+
+
+@dataclass
+class _If:
+    branches: list[tuple[str, list]]  # (condition text, body); ELSE has condition ""
+    position: str
+
+
+@dataclass
+class _Context:
+    default_project: str
+    variables: dict[str, str | None] = field(default_factory=dict)
+    if_count: int = 0
+
+
+def _word(token: Token) -> str:
+    return token.text.upper() if token.token_type not in (TokenType.STRING, TokenType.IDENTIFIER) else ""
+
+
+def _position(sql: str, token: Token) -> str:
+    return f"line {token.line}, column {token.col}"
+
+
+class _ScriptParser:
+    """Split a BigQuery script into statements and control-flow nodes, keeping the original text."""
+
+    _LOOPS = {"LOOP", "WHILE", "REPEAT", "FOR"}
+
+    def __init__(self, sql: str):
+        self.sql = sql
+        try:
+            self.tokens = _ScriptTokenizer().tokenize(sql)
+        except TokenError as error:
+            raise TranslationError(f"cannot read the SQL: {error}") from error
+        self.i = 0
+
+    def peek(self, offset: int = 0) -> Token | None:
+        j = self.i + offset
+        return self.tokens[j] if j < len(self.tokens) else None
+
+    def parse(self) -> list:
+        nodes = self.block(stop=set())
+        if self.peek() is not None:
+            token = self.peek()
+            raise TranslationError(f"unexpected {token.text!r} at {_position(self.sql, token)}")
+        return nodes
+
+    def block(self, stop: set[str]) -> list:
+        nodes: list = []
+        while True:
+            while self.peek() is not None and self.peek().token_type == TokenType.SEMICOLON:
+                self.i += 1
+            token = self.peek()
+            if token is None:
+                return nodes
+            word = _word(token)
+            if word in stop:
+                return nodes
+            after = _word(self.peek(1)) if self.peek(1) is not None else ";"
+            if word == "BEGIN" and after not in ("TRANSACTION", ";", ""):
+                self.i += 1
+                nodes.extend(self.block(stop={"END", "EXCEPTION"}))
+                end = self.peek()
+                if end is None:
+                    raise TranslationError(f"BEGIN at {_position(self.sql, token)} has no END")
+                if _word(end) == "EXCEPTION":
+                    raise UnsupportedConstruct(
+                        "BEGIN ... EXCEPTION WHEN ERROR",
+                        "exception handlers do not run locally; let the statement fail, or guard it "
+                        "with IF/SAFE_ functions",
+                    )
+                self.i += 1
+            elif word == "IF":
+                nodes.append(self.if_statement(token))
+            elif word in self._LOOPS:
+                raise UnsupportedConstruct(
+                    word,
+                    "loops do not run locally; rewrite as one set-based statement "
+                    "(e.g. GENERATE_DATE_ARRAY + UNNEST)",
+                )
+            else:
+                nodes.append(self.statement())
+
+    def statement(self) -> _Statement:
+        start = self.i
+        depth = 0
+        while self.peek() is not None:
+            token = self.peek()
+            if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
+                depth += 1
+            elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
+                depth -= 1
+            elif token.token_type == TokenType.SEMICOLON and depth <= 0:
+                break
+            self.i += 1
+        first, last = self.tokens[start], self.tokens[self.i - 1]
+        words = tuple(_word(t) for t in self.tokens[start : min(start + 6, self.i)])
+        return _Statement(self.sql[first.start : last.end + 1], words, _position(self.sql, first))
+
+    def condition(self) -> str:
+        """Consume tokens up to THEN (outside parentheses) and return their text."""
+        start = self.i
+        depth = 0
+        while self.peek() is not None:
+            token = self.peek()
+            if token.token_type == TokenType.L_PAREN:
+                depth += 1
+            elif token.token_type == TokenType.R_PAREN:
+                depth -= 1
+            elif token.token_type == TokenType.THEN and depth == 0:
+                break
+            self.i += 1
+        if self.peek() is None or start == self.i:
+            raise TranslationError(f"IF without THEN at {_position(self.sql, self.tokens[start - 1])}")
+        text = self.sql[self.tokens[start].start : self.tokens[self.i - 1].end + 1]
+        self.i += 1  # THEN
+        return text
+
+    def if_statement(self, token: Token) -> _If:
+        self.i += 1
+        branches = [(self.condition(), self.block(stop={"ELSEIF", "ELSE", "END"}))]
+        while True:
+            nxt = self.peek()
+            if nxt is None:
+                raise TranslationError(f"IF at {_position(self.sql, token)} has no END IF")
+            word = _word(nxt)
+            self.i += 1
+            if word == "ELSEIF":
+                branches.append((self.condition(), self.block(stop={"ELSEIF", "ELSE", "END"})))
+            elif word == "ELSE":
+                branches.append(("", self.block(stop={"END"})))
+            else:  # END IF
+                if self.peek() is None or _word(self.peek()) != "IF":
+                    raise TranslationError(f"IF at {_position(self.sql, token)} must end with END IF")
+                self.i += 1
+                return _If(branches, _position(self.sql, token))
+
+
+# --------------------------------------------------------------------------------------------------
+# Rewrites on the BigQuery syntax tree. Each preserves one BigQuery behaviour DuckDB lacks.
+
+
+def _call(name: str, *args: exp.Expression) -> exp.Anonymous:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _getvariable(name: str) -> exp.Expression:
+    return _call("getvariable", exp.Literal.string(name))
+
+
+def _rewrite_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
+    """Script variables (DECLARE) are read with getvariable('name'): BigQuery names are case-insensitive.
+
+    Only unqualified column references are rewritten, never SET targets of UPDATE/MERGE.
+    """
+    if not ctx.variables:
+        return tree
+    for column in list(tree.find_all(exp.Column)):
+        if column.table or column.name.lower() not in ctx.variables:
+            continue
+        parent = column.parent
+        if isinstance(parent, exp.EQ) and column.arg_key == "this" and isinstance(parent.parent, exp.Update):
+            continue
+        column.replace(_getvariable(column.name.lower()))
+    return tree
+
+
+def _identifier(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+_INFORMATION_SCHEMA_VIEWS = {
+    "TABLES": """(SELECT table_catalog, table_schema, table_name,
+        CASE table_type WHEN 'BASE TABLE' THEN 'BASE TABLE' WHEN 'VIEW' THEN 'VIEW' ELSE table_type END
+            AS table_type
+      FROM information_schema.tables WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+    "COLUMNS": """(SELECT table_catalog, table_schema, table_name, column_name, ordinal_position,
+        is_nullable,
+        CASE
+          WHEN data_type IN ('BIGINT', 'INTEGER', 'SMALLINT', 'TINYINT', 'HUGEINT') THEN 'INT64'
+          WHEN data_type = 'VARCHAR' THEN 'STRING'
+          WHEN data_type = 'DOUBLE' THEN 'FLOAT64'
+          WHEN data_type = 'BOOLEAN' THEN 'BOOL'
+          WHEN data_type = 'BLOB' THEN 'BYTES'
+          WHEN data_type = 'TIMESTAMP WITH TIME ZONE' THEN 'TIMESTAMP'
+          WHEN data_type = 'TIMESTAMP' THEN 'DATETIME'
+          WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
+          ELSE data_type END AS data_type
+      FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+}
+
+
+def _split_name(table: exp.Table) -> list[str]:
+    """Return the dotted parts of a table name, splitting backticked `a.b.c` segments."""
+    parts: list[str] = []
+    for part in table.parts:
+        parts.extend(part.name.split(".") if isinstance(part, exp.Identifier) else [part.name])
+    return parts
+
+
+def _information_schema(table: exp.Table, parts: list[str], ctx: _Context) -> exp.Expression | None:
+    upper = [p.upper() for p in parts]
+    if "INFORMATION_SCHEMA" not in upper:
+        return None
+    at = upper.index("INFORMATION_SCHEMA")
+    view = ".".join(upper[at + 1 :])
+    before = parts[:at]
+    if len(before) == 1 and not before[0].lower().startswith("region-"):
+        before = [ctx.default_project, before[0]]
+    if len(before) != 2 or view not in _INFORMATION_SCHEMA_VIEWS:
+        raise UnsupportedConstruct(
+            f"INFORMATION_SCHEMA.{view or '?'} at {'.'.join(parts[:at]) or 'project'} level",
+            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES and .COLUMNS are emulated locally",
+        )
+    sql = _INFORMATION_SCHEMA_VIEWS[view].format(
+        catalog=exp.Literal.string(before[0]).sql(WRITE), schema=exp.Literal.string(before[1]).sql(WRITE)
+    )
+    subquery = sqlglot.parse_one(sql, read=WRITE)
+    alias = table.alias or view.lower()
+    return exp.Subquery(this=subquery.this, alias=exp.TableAlias(this=exp.to_identifier(alias)))
+
+
+def _qualify_table_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
+    """`project.dataset.table` / `dataset.table` become "project"."dataset"."table" (catalog.schema.table).
+
+    A project (hyphens allowed, bigquery-public-data too) is a DuckDB catalog and a dataset a schema;
+    two-part names get the default project, as BigQuery does; one-part names (CTEs, temp tables) stay.
+    `CREATE SCHEMA project.dataset` creates schema "dataset" in catalog "project".
+    """
+    schema_target = (
+        isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper() == "SCHEMA"
+    )
+    for table in list(tree.find_all(exp.Table)):
+        if not table.name and not table.args.get("db"):
+            continue
+        parts = _split_name(table)
+        replacement = _information_schema(table, parts, ctx)
+        if replacement is not None:
+            table.replace(replacement)
+            continue
+        if schema_target and table is tree.this:
+            if len(parts) == 1:
+                parts = [ctx.default_project, *parts]
+            table.set("catalog", _identifier(parts[0]))
+            table.set("db", _identifier(parts[1]))
+            table.set("this", None)
+            continue
+        if len(parts) == 1:
+            if table.this is not None and "." not in table.name:
+                continue
+        if len(parts) == 2:
+            parts = [ctx.default_project, *parts]
+        if len(parts) != 3:
+            raise UnsupportedConstruct(
+                f"table name {'.'.join(parts)}", "use project.dataset.table or dataset.table"
+            )
+        table.set("catalog", _identifier(parts[0]))
+        table.set("db", _identifier(parts[1]))
+        table.set("this", _identifier(parts[2]))
+    return tree
+
+
+def _drop_table_options(tree: exp.Expression) -> exp.Expression:
+    """PARTITION BY, CLUSTER BY and OPTIONS(...) of CREATE TABLE/VIEW/SCHEMA are dropped.
+
+    DuckDB has no partitions, clustering, labels or descriptions; the data are the same.
+    TEMP is kept.
+    """
+    if not isinstance(tree, exp.Create):
+        return tree
+    properties = tree.args.get("properties")
+    if properties is None:
+        return tree
+    kept = [p for p in properties.expressions if isinstance(p, exp.TemporaryProperty)]
+    if kept:
+        properties.set("expressions", kept)
+    else:
+        tree.set("properties", None)
+    return tree
+
+
+def _countif_zero(tree: exp.Expression) -> exp.Expression:
+    """COUNTIF over no rows or only NULL/FALSE conditions is 0 in BigQuery (DuckDB: NULL)."""
+    for node in list(tree.find_all(exp.CountIf)):
+        target = node.parent if isinstance(node.parent, exp.Window) else node
+        target.replace(exp.Coalesce(this=target.copy(), expressions=[exp.Literal.number(0)]))
+    return tree
+
+
+def _unnest_offset_zero_based(tree: exp.Expression) -> exp.Expression:
+    """UNNEST(...) WITH OFFSET counts from 0 in BigQuery; DuckDB's WITH ORDINALITY counts from 1.
+
+    The UNNEST becomes a subquery exposing the element and `offset - 1` under the BigQuery names.
+    """
+    count = 0
+    for unnest in list(tree.find_all(exp.Unnest)):
+        offset = unnest.args.get("offset")
+        if not offset:
+            continue
+        offset_name = offset.name if isinstance(offset, exp.Identifier) else "offset"
+        alias = unnest.args.get("alias")
+        columns = alias.columns if alias else []
+        if columns:
+            value_name = columns[0].name
+        elif alias and alias.name:
+            value_name = alias.name
+        else:
+            value_name = "f0_"
+        count += 1
+        inner_alias = f"_lakehouse_u{count}"
+        inner = exp.Unnest(
+            expressions=[e.copy() for e in unnest.expressions],
+            alias=exp.TableAlias(
+                this=exp.to_identifier(inner_alias),
+                columns=[exp.to_identifier(value_name), exp.to_identifier("__ordinal")],
+            ),
+            offset=exp.to_identifier("__ordinal"),
+        )
+        select = exp.select(
+            exp.column(value_name, table=inner_alias).as_(value_name),
+            exp.Sub(this=exp.column("__ordinal", table=inner_alias), expression=exp.Literal.number(1)).as_(
+                offset_name
+            ),
+        ).from_(inner)
+        outer_alias = alias.name if alias and alias.name and columns else value_name
+        replacement = exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(outer_alias)))
+        unnest.replace(replacement)
+    return tree
+
+
+_SUB_DAY_UNITS = {"HOUR", "MINUTE", "SECOND", "MILLISECOND", "MICROSECOND"}
+_TIMESTAMP_TYPES = {exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.DATETIME}
+
+
+def _looks_like_timestamp(node: exp.Expression) -> bool:
+    if isinstance(node, (exp.CurrentTimestamp, exp.CurrentDatetime, exp.TimestampTrunc, exp.StrToTime)):
+        return True
+    if isinstance(node, exp.Cast) and node.to.this in _TIMESTAMP_TYPES:
+        return True
+    if isinstance(node, (exp.Timestamp, exp.Datetime, exp.TsOrDsToTimestamp)):
+        return True
+    return False
+
+
+def _date_functions_return_date(tree: exp.Expression) -> exp.Expression:
+    """DATE_ADD/DATE_SUB/DATE_TRUNC/DATE_FROM_UNIX_DATE on a DATE return a DATE (DuckDB: TIMESTAMP).
+
+    DATE_TRUNC keeps its type when the argument is visibly a TIMESTAMP/DATETIME or the unit is
+    below a day (BigQuery's DATE_TRUNC also accepts those).
+    """
+    for node in list(tree.find_all(exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate)):
+        if isinstance(node.parent, exp.Cast) and node.parent.to.this == exp.DataType.Type.DATE:
+            continue
+        if isinstance(node, exp.DateTrunc):
+            unit = node.args.get("unit")
+            unit_name = (unit.name if unit is not None else "").upper()
+            if unit_name in _SUB_DAY_UNITS or _looks_like_timestamp(node.this):
+                continue
+        node.replace(exp.cast(node.copy(), exp.DataType.build("DATE")))
+    return tree
+
+
+_FORMAT_ELEMENTS = [
+    ("%E*S", "%S.%f"),
+    ("%E6S", "%S.%f"),
+    ("%E3S", "%S.%g"),
+    ("%E4Y", "%Y"),
+    ("%Ez", "%z"),
+    ("%F", "%Y-%m-%d"),
+    ("%T", "%H:%M:%S"),
+    ("%D", "%m/%d/%y"),
+    ("%R", "%H:%M"),
+    ("%e", "%-d"),
+    ("%k", "%-H"),
+    ("%l", "%-I"),
+]
+
+
+def _duckdb_formats(bq_format: str, *, parsing: bool) -> list[str]:
+    """Return DuckDB strptime/strftime formats equivalent to a BigQuery format string."""
+    out = bq_format
+    for element, replacement in _FORMAT_ELEMENTS:
+        out = out.replace(element, replacement)
+    if parsing and "%E*S" in bq_format:
+        # %E*S accepts seconds with or without a fraction.
+        return [out, out.replace("%S.%f", "%S")]
+    return [out]
+
+
+def _zone(node: exp.Expression) -> exp.Expression | None:
+    zone = node.args.get("zone")
+    return zone.copy() if zone is not None else None
+
+
+def _parse_functions(tree: exp.Expression) -> exp.Expression:
+    """PARSE_TIMESTAMP/PARSE_DATETIME/PARSE_DATE (and SAFE.) run DuckDB strptime with BigQuery's formats.
+
+    %Ez, %E*S, %F, %T ... are mapped; PARSE_TIMESTAMP returns a TIMESTAMP (with time zone) read in
+    UTC or in its third argument; SAFE. variants return NULL instead of failing.
+    """
+    for node in list(tree.find_all(exp.StrToTime, exp.StrToDate, exp.ParseDatetime)):
+        fmt = node.args.get("format")
+        safe = isinstance(node.parent, exp.SafeFunc)
+        function = "try_strptime" if safe else "strptime"
+        if isinstance(fmt, exp.Literal) and fmt.is_string:
+            formats = _duckdb_formats(fmt.this, parsing=True)
+            fmt_arg: exp.Expression = (
+                exp.Literal.string(formats[0])
+                if len(formats) == 1
+                else exp.Array(expressions=[exp.Literal.string(f) for f in formats])
+            )
+            has_offset = any("%z" in f or "%Z" in f for f in formats)
+        else:
+            fmt_arg = fmt.copy()
+            has_offset = False
+        parsed: exp.Expression = _call(function, node.this.copy(), fmt_arg)
+        if isinstance(node, exp.StrToDate):
+            result = exp.cast(parsed, exp.DataType.build("DATE"))
+        elif isinstance(node, exp.ParseDatetime):
+            result = exp.cast(parsed, exp.DataType.build("TIMESTAMP"))
+        else:
+            zone = _zone(node)
+            if has_offset:
+                result = exp.cast(parsed, exp.DataType.build("TIMESTAMPTZ"))
+            elif zone is not None:
+                result = _call("timezone", zone, exp.cast(parsed, exp.DataType.build("TIMESTAMP")))
+            else:
+                result = _call("timezone", exp.Literal.string("UTC"), exp.cast(parsed, "TIMESTAMP"))
+        target = node.parent if safe else node
+        target.replace(result)
+    return tree
+
+
+def _format_timestamp(tree: exp.Expression) -> exp.Expression:
+    """FORMAT_TIMESTAMP renders in UTC or its time zone argument; %Z/%z/%Ez print that zone.
+
+    sqlglot drops the zone argument and DuckDB prints %Z of a plain TIMESTAMP as ''.
+    """
+    for node in list(tree.find_all(exp.TimeToStr)):
+        fmt = node.args.get("format")
+        if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+            continue
+        zone = _zone(node)
+        value = node.this
+        if isinstance(value, exp.TsOrDsToTimestamp):
+            value = value.this
+        value = value.copy()
+        if zone is None:
+            text = fmt.this.replace("%Ez", "+00:00").replace("%Z", "UTC").replace("%z", "+0000")
+            local = _call("timezone", exp.Literal.string("UTC"), exp.cast(value, "TIMESTAMPTZ"))
+        else:
+            if any(e in fmt.this for e in ("%Z", "%z", "%Ez")):
+                raise UnsupportedConstruct(
+                    "FORMAT_TIMESTAMP with a time zone argument and %Z/%z/%Ez",
+                    "format in UTC, or drop the zone element",
+                )
+            text = fmt.this
+            local = _call("timezone", zone, exp.cast(value, "TIMESTAMPTZ"))
+        node.replace(_call("strftime", local, exp.Literal.string(_duckdb_formats(text, parsing=False)[0])))
+    return tree
+
+
+def _safe_prefix(tree: exp.Expression) -> exp.Expression:
+    """SAFE.<function>(...) returns NULL instead of an error: DuckDB TRY(...)."""
+    for node in list(tree.find_all(exp.SafeFunc)):
+        node.replace(_call("TRY", node.this.copy()))
+    return tree
+
+
+def _numeric_type(dtype: exp.DataType) -> exp.DataType:
+    """Return `dtype` with NUMERIC/BIGNUMERIC as DECIMAL(38, 9) (DuckDB's bare DECIMAL is (18, 3))."""
+    if (dtype.this == exp.DataType.Type.DECIMAL and not dtype.expressions) or (
+        dtype.this == exp.DataType.Type.BIGDECIMAL
+    ):
+        return exp.DataType.build("DECIMAL(38, 9)")
+    return dtype
+
+
+def _integer_literals_int64(tree: exp.Expression) -> exp.Expression:
+    """Integer literals are INT64: DuckDB types 1 as a 32-bit INTEGER, so 2147483647 + 1 overflows
+    and `select 1 as a` makes an INTEGER column. Positional GROUP BY/ORDER BY and LIMIT stay bare.
+    """
+    skip = (
+        exp.Ordered,
+        exp.Group,
+        exp.Limit,
+        exp.Offset,
+        exp.DataTypeParam,
+        exp.Interval,
+        exp.WindowSpec,
+        exp.Fetch,
+        exp.TableSample,
+        exp.Cast,
+        exp.Rollup,
+        exp.Cube,
+    )
+    for literal in list(tree.find_all(exp.Literal)):
+        if literal.is_string or not re.fullmatch(r"[0-9]+", literal.this) or isinstance(literal.parent, skip):
+            continue
+        literal.replace(exp.cast(literal.copy(), exp.DataType.build("BIGINT")))
+    return tree
+
+
+def _cast_semantics(tree: exp.Expression) -> exp.Expression:
+    """CAST/SAFE_CAST follow BigQuery's conversion rules (macros in functions.MACROS).
+
+    To INT64: a string must be an integer literal ('1.5' is an error, NULL for SAFE_CAST; DuckDB
+    rounds to 2). To BOOL: only 'true'/'false'. To STRING: BYTES decode as UTF-8, FLOAT64 1.0 is '1',
+    NUMERIC drops trailing zeros. NUMERIC is DECIMAL(38,9) (DuckDB's bare DECIMAL is (18,3)).
+    """
+    for dtype in list(tree.find_all(exp.DataType)):
+        dtype.replace(_numeric_type(dtype))
+    for node in list(tree.find_all(exp.Cast)):
+        to = node.to.this
+        safe = isinstance(node, exp.TryCast) or bool(node.args.get("safe"))
+        value = node.this
+        if to == exp.DataType.Type.BIGINT:
+            if isinstance(value, exp.Literal) and not value.is_string:
+                continue
+            node.replace(_call("bq_safe_cast_int64" if safe else "bq_cast_int64", value.copy()))
+        elif to == exp.DataType.Type.BOOLEAN:
+            if isinstance(value, exp.Boolean):
+                continue
+            node.replace(_call("bq_safe_cast_bool" if safe else "bq_cast_bool", value.copy()))
+        elif to in (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR) and not node.to.expressions:
+            if isinstance(value, exp.Literal) and value.is_string:
+                continue
+            call = _call("bq_to_string", value.copy())
+            node.replace(_call("TRY", call) if safe else call)
+    return tree
+
+
+def _array_agg_limit(tree: exp.Expression) -> exp.Expression:
+    """ARRAY_AGG(x [IGNORE NULLS] [ORDER BY ...] LIMIT n): DuckDB has no LIMIT inside aggregates.
+
+    Becomes list_slice(ARRAY_AGG(x ORDER BY ...) [FILTER (WHERE x IS NOT NULL)], 1, n).
+    """
+    for limit in list(tree.find_all(exp.Limit)):
+        agg = limit.parent
+        ignore_nulls = None
+        if isinstance(agg, exp.ArrayAgg):
+            if isinstance(agg.parent, exp.IgnoreNulls):
+                ignore_nulls = agg.parent
+        else:
+            continue
+        count = limit.expression.copy()
+        inner = limit.this.copy()
+        value = inner.this if isinstance(inner, exp.Order) else inner
+        new_agg: exp.Expression = exp.ArrayAgg(this=inner)
+        if ignore_nulls is not None:
+            new_agg = exp.Filter(
+                this=new_agg,
+                expression=exp.Where(this=exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))),
+            )
+        target = ignore_nulls if ignore_nulls is not None else agg
+        target.replace(_call("list_slice", new_agg, exp.Literal.number(1), count))
+    return tree
+
+
+def _extract_parts(tree: exp.Expression) -> exp.Expression:
+    """EXTRACT(DAYOFWEEK) is 1 (Sunday)..7; WEEK counts Sunday-started weeks, WEEK(<day>) those
+    starting on <day>, ISOWEEK/ISOYEAR are ISO 8601 (DuckDB: DAYOFWEEK 0..6 and WEEK is ISO).
+    """
+    for node in list(tree.find_all(exp.Extract)):
+        part = node.this
+        value = node.expression.copy()
+        if isinstance(part, exp.WeekStart):
+            day = part.name.upper()
+            if day == "SUNDAY":
+                node.replace(exp.cast(_call("strftime", value, exp.Literal.string("%U")), "BIGINT"))
+            elif day == "MONDAY":
+                node.replace(exp.cast(_call("strftime", value, exp.Literal.string("%W")), "BIGINT"))
+            else:
+                raise UnsupportedConstruct(f"EXTRACT(WEEK({day}))", "use WEEK, WEEK(MONDAY) or ISOWEEK")
+            continue
+        name = part.name.upper()
+        if name == "DAYOFWEEK":
+            node.replace(exp.Add(this=_call("dayofweek", value), expression=exp.Literal.number(1)))
+        elif name == "WEEK":
+            node.replace(exp.cast(_call("strftime", value, exp.Literal.string("%U")), "BIGINT"))
+        elif name == "ISOWEEK":
+            node.replace(_call("weekofyear", value))
+        elif name == "ISOYEAR":
+            node.replace(_call("isoyear", value))
+    return tree
+
+
+def _format_printf(tree: exp.Expression) -> exp.Expression:
+    """FORMAT('%d %s', ...) is printf-style in BigQuery; DuckDB's format() uses {} and would echo it."""
+    for node in list(tree.find_all(exp.Format)):
+        fmt = node.this
+        if isinstance(fmt, exp.Literal) and ("%t" in fmt.this or "%T" in fmt.this):
+            raise UnsupportedConstruct("FORMAT with %t/%T", "use %s with CAST(... AS STRING) or %d/%f")
+        node.replace(_call("printf", fmt.copy(), *[e.copy() for e in node.expressions]))
+    return tree
+
+
+def _division_errors(tree: exp.Expression) -> exp.Expression:
+    """x / 0 raises "division by zero" in BigQuery; DuckDB returns inf or NULL (macro bq_divide)."""
+    for node in list(tree.find_all(exp.Div)):
+        node.replace(_call("bq_divide", node.this.copy(), node.expression.copy()))
+    return tree
+
+
+def _timestamp_from_epoch(tree: exp.Expression) -> exp.Expression:
+    """TIMESTAMP_MILLIS/MICROS/SECONDS return TIMESTAMP (with time zone) as in BigQuery."""
+    for node in list(tree.find_all(exp.UnixToTime)):
+        if isinstance(node.parent, exp.Cast):
+            continue
+        node.replace(exp.cast(node.copy(), "TIMESTAMPTZ"))
+    return tree
+
+
+_EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
+    _drop_table_options,
+    _countif_zero,
+    _unnest_offset_zero_based,
+    _date_functions_return_date,
+    _parse_functions,
+    _format_timestamp,
+    _safe_prefix,
+    _cast_semantics,
+    _array_agg_limit,
+    _extract_parts,
+    _format_printf,
+    _division_errors,
+    _timestamp_from_epoch,
+    _integer_literals_int64,
+]
+
+REWRITES = [_rewrite_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
+
+
+# --------------------------------------------------------------------------------------------------
+# Statements.
+
+
+def _parse(text: str, position: str) -> exp.Expression:
+    try:
+        tree = sqlglot.parse_one(text, read=READ, error_level=ErrorLevel.RAISE)
+    except ParseError as error:
+        details = error.errors[0] if error.errors else {}
+        where = f"line {details.get('line')}, column {details.get('col')}" if details else position
+        raise TranslationError(
+            f"cannot parse the statement at {position} as BigQuery SQL ({where} of the statement): "
+            f"{details.get('description', error)} near {details.get('highlight', '')!r}"
+        ) from error
+    except TokenError as error:
+        raise TranslationError(f"cannot read the statement at {position}: {error}") from error
+    if tree is None:
+        raise TranslationError(f"empty statement at {position}")
+    return tree
+
+
+def _generate(tree: exp.Expression) -> str:
+    try:
+        return tree.sql(dialect=WRITE, unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError as error:
+        raise UnsupportedConstruct(
+            str(error).split("\n")[0], "rewrite it with a supported equivalent"
+        ) from error
+
+
+def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
+    """Parse and rewrite one BigQuery expression (a condition, a DEFAULT or SET value)."""
+    tree = _parse(f"SELECT {text}", position)
+    for rewrite in REWRITES[:2]:
+        tree = rewrite(tree, ctx)
+    for rewrite in _EXPRESSION_REWRITES:
+        tree = rewrite(tree)
+    return tree.expressions[0]
+
+
+def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
+    tree = _rewrite_variables(tree, ctx)
+    tree = _qualify_table_names(tree, ctx)
+    for rewrite in _EXPRESSION_REWRITES:
+        tree = rewrite(tree)
+    return tree
+
+
+def _merge_duplicate_guard(merge: exp.Merge) -> str | None:
+    """A MERGE whose WHEN MATCHED sees two source rows for one target row fails in BigQuery.
+
+    DuckDB silently applies one of them, so a guard query raises BigQuery's error first.
+    """
+    whens = merge.args.get("whens")
+    clauses = whens.expressions if whens is not None else []
+    if not any(w.args.get("matched") and not w.args.get("source") for w in clauses):
+        return None
+    target = merge.this.copy()
+    alias = target.alias or target.name
+    source = merge.args.get("using").copy()
+    joined = (
+        exp.select("1")
+        .from_(target)
+        .join(source, on=merge.args.get("on").copy())
+        .group_by(exp.column("rowid", table=alias))
+        .having("count(*) > 1")
+        .limit(1)
+    )
+    guard = exp.select(
+        exp.Case(
+            ifs=[
+                exp.If(
+                    this=exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(0)),
+                    true=_call("error", exp.Literal.string(_MERGE_DUPLICATE_MESSAGE)),
+                )
+            ]
+        )
+    ).from_(exp.Subquery(this=joined, alias=exp.TableAlias(this=exp.to_identifier("_lakehouse_merge"))))
+    return _generate(guard)
+
+
+def _temp_function(tree: exp.Create) -> str:
+    """CREATE TEMP FUNCTION f(x T) AS (expr) becomes a DuckDB TEMP MACRO (SQL bodies only)."""
+    udf = tree.this
+    if tree.args.get("expression") is None or tree.find(exp.LanguageProperty) is not None:
+        raise UnsupportedConstruct(
+            "CREATE FUNCTION (JavaScript or remote)",
+            "use a SQL function body: CREATE TEMP FUNCTION f(x) AS (...)",
+        )
+    params = ", ".join(p.name for p in udf.expressions)
+    body = _generate(tree.args["expression"])
+    return f"CREATE OR REPLACE TEMP MACRO {udf.this.name}({params}) AS {body}"
+
+
+_UNSUPPORTED_STATEMENTS: dict[tuple[str, ...], str] = {
+    ("EXECUTE", "IMMEDIATE"): "dynamic SQL does not run locally; write the statement out in the script",
+    ("CALL",): "procedures do not run locally; inline the procedure body in the operation",
+    ("BEGIN", "TRANSACTION"): "each action already runs atomically locally; remove the explicit transaction",
+    ("BEGIN",): "each action already runs atomically locally; remove the explicit transaction",
+    ("COMMIT",): "each action already runs atomically locally; remove the explicit transaction",
+    ("ROLLBACK",): "each action already runs atomically locally; remove the explicit transaction",
+    ("BREAK",): "loops do not run locally",
+    ("LEAVE",): "loops do not run locally",
+    ("CONTINUE",): "loops do not run locally",
+    ("ITERATE",): "loops do not run locally",
+    ("RETURN",): "RETURN does not run locally; restructure the script",
+    ("EXPORT", "DATA"): "exports do not run locally; read the table from the warehouse instead",
+    ("LOAD", "DATA"): "declare an external table over the files instead",
+}
+
+
+def _unsupported_statement(words: tuple[str, ...]) -> tuple[str, str] | None:
+    for prefix, hint in _UNSUPPORTED_STATEMENTS.items():
+        if words[: len(prefix)] == prefix:
+            return " ".join(prefix), hint
+    head = [w for w in words[:5] if w not in ("OR", "REPLACE", "TEMP", "TEMPORARY", "IF", "NOT", "EXISTS")]
+    if head[:1] in (["CREATE"], ["DROP"]) and "PROCEDURE" in head[:2]:
+        return f"{head[0]} PROCEDURE", "procedures do not run locally; inline the body in the operation"
+    if head[:1] == ["CREATE"] and any(w in ("MODEL", "SNAPSHOT", "SEARCH", "VECTOR") for w in head[1:3]):
+        return " ".join(head[:3]), "this BigQuery object has no local equivalent"
+    return None
+
+
+@dataclass(frozen=True)
+class _ExternalTable:
+    """A CREATE EXTERNAL TABLE, rendered against the local files when the script is run."""
+
+    replace: bool
+    if_not_exists: bool
+    target: str
+    columns: tuple[tuple[str, str], ...]
+    partition_columns: tuple[tuple[str, str], ...] | None
+    options: tuple[tuple[str, object], ...]
+    position: str
+
+
+def _literal_value(node: exp.Expression) -> object:
+    if isinstance(node, exp.Literal):
+        return node.this if node.is_string else float(node.this) if "." in node.this else int(node.this)
+    if isinstance(node, exp.Boolean):
+        return node.this
+    if isinstance(node, exp.Array):
+        return tuple(_literal_value(e) for e in node.expressions)
+    if isinstance(node, exp.Neg):
+        return -_literal_value(node.this)
+    raise UnsupportedConstruct(f"external table option value {node.sql(READ)}", "use a literal value")
+
+
+def _column_defs(text: str, position: str) -> tuple[tuple[str, str], ...]:
+    tree = _parse(f"CREATE TABLE _x ({text})", position)
+    _cast_semantics(tree)
+    return tuple(
+        (c.name, c.args["kind"].sql(WRITE)) for c in tree.this.expressions if isinstance(c, exp.ColumnDef)
+    )
+
+
+def _external_table(stmt: _Statement, ctx: _Context) -> _ExternalTable:
+    """Parse CREATE [OR REPLACE] EXTERNAL TABLE [IF NOT EXISTS] t [(cols)] [WITH PARTITION COLUMNS [(cols)]]
+    [WITH CONNECTION c] OPTIONS(...)."""
+    tokens = _ScriptTokenizer().tokenize(stmt.text)
+    words = [_word(t) for t in tokens]
+    i = words.index("TABLE") + 1
+    if_not_exists = words[i : i + 3] == ["IF", "NOT", "EXISTS"]
+    if if_not_exists:
+        i += 3
+    name_start = i
+    while (
+        i < len(tokens) and tokens[i].token_type != TokenType.L_PAREN and words[i] not in ("WITH", "OPTIONS")
+    ):
+        i += 1
+    name_text = stmt.text[tokens[name_start].start : tokens[i - 1].end + 1]
+
+    def group(at: int) -> tuple[str, int]:
+        depth, j = 0, at
+        while j < len(tokens):
+            if tokens[j].token_type == TokenType.L_PAREN:
+                depth += 1
+            elif tokens[j].token_type == TokenType.R_PAREN:
+                depth -= 1
+                if depth == 0:
+                    return stmt.text[tokens[at].start + 1 : tokens[j].start], j + 1
+            j += 1
+        raise TranslationError(f"unbalanced parentheses in CREATE EXTERNAL TABLE at {stmt.position}")
+
+    columns: tuple[tuple[str, str], ...] = ()
+    partition_columns = None
+    options_text = ""
+    while i < len(tokens):
+        if tokens[i].token_type == TokenType.L_PAREN:
+            text, i = group(i)
+            columns = _column_defs(text, stmt.position)
+        elif words[i : i + 3] == ["WITH", "PARTITION", "COLUMNS"]:
+            i += 3
+            partition_columns = ()
+            if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:
+                text, i = group(i)
+                partition_columns = _column_defs(text, stmt.position)
+        elif words[i : i + 2] == ["WITH", "CONNECTION"]:
+            i += 3
+        elif words[i] == "OPTIONS":
+            options_text, i = group(i + 1)
+        else:
+            raise TranslationError(
+                f"unexpected {tokens[i].text!r} in CREATE EXTERNAL TABLE at {stmt.position}"
+            )
+    options_tree = _parse(f"CREATE TABLE _x OPTIONS({options_text})", stmt.position)
+    options = []
+    properties = options_tree.args.get("properties")
+    for prop in properties.expressions if properties is not None else []:
+        if isinstance(prop, exp.FileFormatProperty):
+            options.append(("format", _literal_value(prop.this)))
+        elif isinstance(prop, exp.Property):
+            options.append((prop.name.lower(), _literal_value(prop.args["value"])))
+        else:
+            raise UnsupportedConstruct(f"external table option {prop.sql(READ)}", "remove the option")
+    table = exp.to_table(name_text, dialect=READ)
+    target = _qualify_table_names(exp.select("*").from_(table), ctx).find(exp.Table)
+    return _ExternalTable(
+        replace="REPLACE" in words[:3],
+        if_not_exists=if_not_exists,
+        target=target.sql(WRITE),
+        columns=columns,
+        partition_columns=partition_columns,
+        options=tuple(options),
+        position=stmt.position,
+    )
+
+
+def _sql_string(value: str) -> str:
+    if value and all(ord(c) < 32 for c in value) and len(value) == 1:
+        return f"chr({ord(value)})"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _struct_literal(pairs: list[tuple[str, str]]) -> str:
+    return "{" + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in pairs) + "}"
+
+
+def _local_pattern(uri: str, gcs_resolver: Callable[[str], str]) -> str:
+    """Return the local glob for a gs:// URI; BigQuery's '*' also matches '/' (objects are flat)."""
+    local = str(gcs_resolver(uri))
+    if local.endswith("/*"):
+        local = local[:-1] + "**/*"
+    return local
+
+
+def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] | None) -> str:
+    """Return CREATE VIEW SQL over read_csv/read_json of the local files behind the external table."""
+    if gcs_resolver is None:
+        raise UnsupportedConstruct(
+            "CREATE EXTERNAL TABLE", "external tables need local GCS storage; run through `lakehouse run`"
+        )
+    options = dict(table.options)
+    fmt = str(options.get("format", "")).upper()
+    uris = options.get("uris")
+    if isinstance(uris, str):
+        uris = (uris,)
+    if not uris:
+        raise UnsupportedConstruct("CREATE EXTERNAL TABLE without uris", "add OPTIONS(uris=['gs://...'])")
+    for uri in uris:
+        if not str(uri).startswith("gs://"):
+            raise UnsupportedConstruct(f"external table URI {uri}", "only gs:// URIs are served locally")
+    patterns = [_local_pattern(str(uri), gcs_resolver) for uri in uris]
+    any_file = any(glob.glob(p, recursive=True) for p in patterns)
+    partition_types = list(table.partition_columns or ())
+    prefix = str(options.get("hive_partition_uri_prefix", ""))
+    for key, kind in re.findall(r"\{(\w+):(\w+)\}", prefix):
+        partition_types.append((key, exp.DataType.build(kind, dialect=READ).sql(WRITE)))
+    hive = table.partition_columns is not None or bool(partition_types)
+    create = "CREATE OR REPLACE VIEW" if table.replace else "CREATE VIEW"
+    if table.if_not_exists:
+        create = "CREATE VIEW IF NOT EXISTS"
+    if not any_file:
+        log.info("external table %s: no local file matches %s yet; the view is empty", table.target, patterns)
+        columns = [*table.columns, *partition_types, (FILE_NAME_COLUMN, "VARCHAR")]
+        select = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in columns)
+        return f"{create} {table.target} AS SELECT {select} WHERE false"
+    args = ["[" + ", ".join(_sql_string(p) for p in patterns) + "]"]
+    if fmt == "CSV":
+        delimiter = str(options.get("field_delimiter", ","))
+        quote = str(options.get("quote", '"'))
+        skip = int(options.get("skip_leading_rows", 0) or 0)
+        args += [f"delim={_sql_string(delimiter)}", f"quote={_sql_string(quote)}"]
+        args.append(f"escape={_sql_string(quote)}")
+        if table.columns:
+            args += [f"columns={_struct_literal(list(table.columns))}", "auto_detect=false", "header=false"]
+            if skip:
+                args.append(f"skip={skip}")
+        else:
+            args += ["auto_detect=true", f"header={'true' if skip else 'false'}"]
+            if skip > 1:
+                args.append(f"skip={skip - 1}")
+        if "null_marker" in options:
+            args.append(f"nullstr={_sql_string(str(options['null_marker']))}")
+        if options.get("allow_jagged_rows"):
+            args.append("null_padding=true")
+        reader = "read_csv"
+    elif fmt == "NEWLINE_DELIMITED_JSON":
+        args.append("format='newline_delimited'")
+        if table.columns:
+            args.append(f"columns={_struct_literal(list(table.columns))}")
+        reader = "read_json"
+    else:
+        raise UnsupportedConstruct(
+            f"external table format {fmt or '(none)'}", "use format='CSV' or 'NEWLINE_DELIMITED_JSON' locally"
+        )
+    if int(options.get("max_bad_records", 0) or 0) > 0 or options.get("ignore_unknown_values"):
+        args.append("ignore_errors=true")
+    args.append(f"filename={_sql_string(_FILE_COLUMN)}")
+    args.append(f"hive_partitioning={'true' if hive else 'false'}")
+    if partition_types:
+        args.append(f"hive_types={_struct_literal(partition_types)}")
+    # _FILE_NAME is the gs:// URI, as in BigQuery: map the local bucket directory back.
+    first_uri = str(uris[0])
+    object_name = first_uri[len("gs://") :].split("/", 1)[1] if "/" in first_uri[5:] else ""
+    resolved = str(gcs_resolver(first_uri))
+    bucket_uri = first_uri[: len(first_uri) - len(object_name)]
+    if object_name and resolved.endswith(object_name):
+        local_root = resolved[: len(resolved) - len(object_name)]
+        file_name = (
+            f"CASE WHEN starts_with({_FILE_COLUMN}, {_sql_string(local_root)}) "
+            f"THEN {_sql_string(bucket_uri)} || substr({_FILE_COLUMN}, {len(local_root) + 1}) "
+            f"ELSE {_FILE_COLUMN} END"
+        )
+    else:
+        file_name = _FILE_COLUMN
+    return (
+        f'{create} {table.target} AS SELECT * EXCLUDE ({_FILE_COLUMN}), {file_name} AS "{FILE_NAME_COLUMN}" '
+        f"FROM {reader}({', '.join(args)})"
+    )
+
+
+def _declare(stmt: _Statement, ctx: _Context) -> list[str]:
+    """DECLARE a, b TYPE DEFAULT v -> SET VARIABLE a = CAST(v AS TYPE) (NULL without DEFAULT)."""
+    tree = _parse(stmt.text, stmt.position)
+    if not isinstance(tree, exp.Declare):
+        raise TranslationError(f"cannot parse DECLARE at {stmt.position}")
+    out = []
+    for item in tree.expressions:
+        kind = item.args.get("kind")
+        default = item.args.get("default")
+        duck_type = None
+        if kind is not None:
+            duck_type = _numeric_type(kind).sql(WRITE)
+        has_default = isinstance(default, exp.Expression)
+        value = _rewrite(exp.select(default.copy()), ctx).expressions[0] if has_default else exp.Null()
+        names = item.this if isinstance(item.this, list) else [item.this]
+        for name in names:
+            typed = (
+                exp.cast(value.copy(), exp.DataType.build(duck_type, dialect=WRITE)) if duck_type else value
+            )
+            out.append(f"SET VARIABLE {name.name.lower()} = {_generate(typed)}")
+        for name in names:
+            ctx.variables[name.name.lower()] = duck_type
+    return out
+
+
+def _set_value(name: str, value: exp.Expression, ctx: _Context, guard: exp.Expression | None) -> str:
+    lowered = name.lower()
+    if lowered not in ctx.variables:
+        raise TranslationError(f"SET of undeclared variable {name}: DECLARE it first")
+    duck_type = ctx.variables[lowered]
+    if duck_type:
+        value = exp.cast(value, exp.DataType.build(duck_type, dialect=WRITE))
+    if guard is not None:
+        value = exp.Case(ifs=[exp.If(this=guard.copy(), true=value)], default=_getvariable(lowered))
+    return f"SET VARIABLE {lowered} = {_generate(value)}"
+
+
+def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -> list[str]:
+    """SET x = v and SET (a, b) = (v1, v2) / (SELECT AS STRUCT ...) -> SET VARIABLE ..."""
+    if stmt.text.lstrip()[3:].lstrip().startswith("@@"):
+        raise UnsupportedConstruct("SET @@system_variable", "system variables have no local equivalent")
+    tree = _parse(stmt.text, stmt.position)
+    if not isinstance(tree, exp.Set):
+        raise TranslationError(f"cannot parse SET at {stmt.position}")
+    out = []
+    for item in tree.expressions:
+        eq = item.this
+        if not isinstance(eq, exp.EQ):
+            raise TranslationError(f"cannot parse SET at {stmt.position}")
+        target, value = eq.this, _rewrite(exp.select(eq.expression.copy()), ctx).expressions[0]
+        if isinstance(target, exp.Tuple):
+            names = [t.name for t in target.expressions]
+            if isinstance(value, exp.Tuple) and len(value.expressions) == len(names):
+                out += [
+                    _set_value(n, v.copy(), ctx, guard) for n, v in zip(names, value.expressions, strict=True)
+                ]
+            elif isinstance(value, exp.Subquery):
+                holder = "__lakehouse_set"
+                out.append(f"SET VARIABLE {holder} = {_generate(value)}")
+                for index, n in enumerate(names, start=1):
+                    part = _call("struct_extract_at", _getvariable(holder), exp.Literal.number(index))
+                    out.append(_set_value(n, part, ctx, guard))
+            else:
+                raise UnsupportedConstruct(
+                    "SET (a, b) = <expression>", "use (v1, v2) or (SELECT AS STRUCT ...)"
+                )
+        else:
+            out.append(_set_value(target.name, value, ctx, guard))
+    return out
+
+
+def _raise(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -> list[str]:
+    """RAISE USING MESSAGE = m -> SELECT error(m) (a bare RAISE re-raises and is unsupported)."""
+    match = re.match(r"\s*RAISE\s+USING\s+MESSAGE\s*=\s*(.*)$", stmt.text, re.IGNORECASE | re.DOTALL)
+    if not match:
+        raise UnsupportedConstruct("RAISE", "only RAISE USING MESSAGE = '...' runs locally")
+    message = _expression(match.group(1), ctx, stmt.position)
+    call = _call("error", _call("bq_to_string", message))
+    if guard is not None:
+        return [_generate(exp.select(exp.Case(ifs=[exp.If(this=guard.copy(), true=call)])))]
+    return [_generate(exp.select(call))]
+
+
+def _assert(stmt: _Statement, ctx: _Context) -> list[str]:
+    """ASSERT expr [AS 'message'] fails unless expr is TRUE."""
+    match = re.match(
+        r"\s*ASSERT\s+(.*?)(?:\s+AS\s+('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"))?\s*$",
+        stmt.text,
+        re.IGNORECASE | re.DOTALL,
+    )
+    if not match:
+        raise TranslationError(f"cannot parse ASSERT at {stmt.position}")
+    condition = _expression(match.group(1), ctx, stmt.position)
+    message = (
+        _expression(match.group(2), ctx, stmt.position)
+        if match.group(2)
+        else exp.Literal.string(f"Assertion failed: {match.group(1).strip()}")
+    )
+    failed = exp.Not(this=exp.Paren(this=exp.Is(this=exp.Paren(this=condition), expression=exp.true())))
+    return [_generate(exp.select(exp.Case(ifs=[exp.If(this=failed, true=_call("error", message))])))]
+
+
+def _statement(stmt: _Statement, ctx: _Context) -> list:
+    words = stmt.words
+    unsupported = _unsupported_statement(words)
+    if unsupported:
+        raise UnsupportedConstruct(*unsupported)
+    if words[0] == "DECLARE":
+        return _declare(stmt, ctx)
+    if words[0] == "SET":
+        return _set(stmt, ctx)
+    if words[0] == "RAISE":
+        return _raise(stmt, ctx)
+    if words[0] == "ASSERT":
+        return _assert(stmt, ctx)
+    if words[0] == "CREATE" and "EXTERNAL" in words[:4]:
+        return [_external_table(stmt, ctx)]
+    tree = _parse(stmt.text, stmt.position)
+    if isinstance(tree, exp.Command):
+        raise UnsupportedConstruct(
+            " ".join(w for w in words[:3] if w), "this statement has no local equivalent"
+        )
+    tree = _rewrite(tree, ctx)
+    if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "FUNCTION":
+        return [_temp_function(tree)]
+    out = []
+    if isinstance(tree, exp.Merge):
+        guard = _merge_duplicate_guard(tree)
+        if guard:
+            out.append(guard)
+    out.append(_generate(tree))
+    return out
+
+
+def _if(node: _If, ctx: _Context, guard: exp.Expression | None) -> list[str]:
+    """IF/ELSEIF/ELSE around SET and RAISE: each branch condition is stored in a variable and
+    guards the branch's statements; other statements inside IF are unsupported."""
+    out: list[str] = []
+    taken: list[exp.Expression] = []
+    for condition, body in node.branches:
+        ctx.if_count += 1
+        variable = _IF_VARIABLE.format(ctx.if_count)
+        this = (
+            exp.Coalesce(
+                this=exp.Paren(this=_expression(condition, ctx, node.position)), expressions=[exp.false()]
+            )
+            if condition
+            else exp.true()
+        )
+        parts = [this] + [exp.Not(this=t.copy()) for t in taken]
+        if guard is not None:
+            parts.append(guard.copy())
+        out.append(f"SET VARIABLE {variable} = {_generate(exp.and_(*parts))}")
+        branch_guard = _getvariable(variable)
+        taken.append(_getvariable(variable))
+        for child in body:
+            out += _guarded(child, ctx, branch_guard)
+    return out
+
+
+def _guarded(node, ctx: _Context, guard: exp.Expression) -> list[str]:
+    if isinstance(node, _If):
+        return _if(node, ctx, guard)
+    first = node.words[0]
+    if first == "SET":
+        return _set(node, ctx, guard)
+    if first == "RAISE":
+        return _raise(node, ctx, guard)
+    raise UnsupportedConstruct(
+        f"{first} inside IF",
+        "locally IF may only contain SET and RAISE; move the statement out of the IF "
+        "(e.g. put the condition in its WHERE clause)",
+    )
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _compile(sql: str, default_project: str) -> tuple:
+    ctx = _Context(default_project=default_project)
+    out: list = []
+    for node in _ScriptParser(sql).parse():
+        if isinstance(node, _If):
+            out += _if(node, ctx, None)
+        else:
+            out += _statement(node, ctx)
+    return tuple(out)
+
+
+def translate_script(
+    sql: str, *, default_project: str, gcs_resolver: Callable[[str], str] | None = None
+) -> list[str]:
+    """Return the DuckDB statements that run a BigQuery script (one or more ';'-separated statements).
+
+    Run them in order on one connection prepared with register_functions() and SET TimeZone='UTC'.
+    Translations are cached by (sql, default_project); external tables are re-rendered each call
+    because they depend on which local files exist.
+    Raises UnsupportedConstruct (construct and hint) and TranslationError (unparsable SQL).
+    """
+    out = []
+    for item in _compile(sql, default_project):
+        out.append(_render_external(item, gcs_resolver) if isinstance(item, _ExternalTable) else item)
+    return out
+
+
+def _tables_in(tree: exp.Expression, ctx: _Context, found: set[tuple[str, str, str]]) -> None:
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        parts = _split_name(table)
+        if any(p.upper() == "INFORMATION_SCHEMA" for p in parts) or not table.name:
+            continue
+        if len(parts) == 1:
+            continue
+        if len(parts) == 2:
+            if parts[0].lower() in ctes:
+                continue
+            parts = [ctx.default_project, *parts]
+        if len(parts) == 3:
+            found.add((parts[0], parts[1], parts[2]))
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str]]:
+    ctx = _Context(default_project=default_project)
+    found: set[tuple[str, str, str]] = set()
+
+    def visit(nodes: list) -> None:
+        for node in nodes:
+            if isinstance(node, _If):
+                for condition, body in node.branches:
+                    if condition:
+                        _tables_in(_parse(f"SELECT {condition}", node.position), ctx, found)
+                    visit(body)
+                continue
+            if node.words[0] == "CREATE" and "EXTERNAL" in node.words[:4]:
+                target = _external_table(node, ctx)
+                parts = exp.to_table(target.target, dialect=WRITE).parts
+                found.add(tuple(p.name for p in parts))
+                continue
+            if node.words[0] in ("RAISE", "ASSERT") or _unsupported_statement(node.words):
+                continue
+            tree = _parse(node.text, node.position)
+            if isinstance(tree, exp.Command):
+                continue
+            if (
+                isinstance(tree, (exp.Create, exp.Drop))
+                and str(tree.args.get("kind", "")).upper() == "SCHEMA"
+            ):
+                continue
+            _tables_in(tree, ctx, found)
+
+    visit(_ScriptParser(sql).parse())
+    return frozenset(found)
+
+
+def referenced_tables(sql: str, *, default_project: str) -> set[tuple[str, str, str]]:
+    """Return (project, dataset, table) of every table the script reads or writes, CTE names excluded.
+
+    Two-part names get `default_project`; one-part names (CTEs, temp tables) are not returned.
+    Raises TranslationError for unparsable SQL and UnsupportedConstruct for unparsable script shapes.
+    """
+    return set(_referenced(sql, default_project))
