@@ -14,6 +14,8 @@ COMMANDS: dict[str, str] = {
     "test": "lakehouse.commands:test_command",
     "query": "lakehouse.commands:query_command",
     "load": "lakehouse.commands:load_command",
+    "deploy": "deploy.cli:deploy_group",
+    "trigger": "deploy.cli:trigger_command",
 }
 
 HELP: dict[str, str] = {
@@ -22,6 +24,8 @@ HELP: dict[str, str] = {
     "test": "Run the project's Dataform unit tests locally.",
     "query": "Run BigQuery SQL on the local warehouse.",
     "load": "Load CSV/JSONL/Parquet files into a local warehouse table.",
+    "deploy": "Plan, apply or destroy the GCP deployment of an environment config.",
+    "trigger": "Run the Dataform workflow (local engine or GCP) and report assertion failures.",
 }
 
 

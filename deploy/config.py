@@ -1,0 +1,459 @@
+"""The environment config: one YAML file per environment from which every GCP resource is derived."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from croniter import croniter
+
+from deploy import naming
+
+COMPONENTS = ("landing", "generator", "trigger", "dataform", "scheduler", "pubsub_writer")
+FUNCTIONS = ("landing", "generator", "trigger")
+DATASETS = ("bronze", "silver", "gold", "assertions", "ops")
+BUCKETS = ("landing", "dead_letter", "lake", "functions_source")
+DEFAULT_GENERATOR_CRON = "*/2 * * * *"
+# Where the functions' Python code is, as "module:function" inside the deployed source archive.
+DEFAULT_ENTRY_POINTS = {
+    "landing": "ingest.functions:landing_http",
+    "generator": "ingest.functions:generator_http",
+    "trigger": "deploy.function:workflow_trigger",
+}
+_ENV_REFERENCE = re.compile(r"^\$\{env:([A-Z_][A-Z0-9_]*)\}$")
+_SECRET_VAR = re.compile(r"salt|secret|token|password|key", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be deployed; `problems` holds one line per bad field."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__("\n".join(f"{self.path}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A scheduled Dataform run: which tags, how, and when."""
+
+    name: str
+    cron: str
+    tags: tuple[str, ...]
+    full_refresh: bool = False
+    include_dependencies: bool = True
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    """Runtime settings of one Cloud Function (2nd gen)."""
+
+    entry_point: str
+    memory: str = "512Mi"
+    timeout_s: int = 540
+    max_instances: int = 3
+
+
+@dataclass(frozen=True)
+class DataformSettings:
+    """The Dataform repository, its release config and the compilation vars."""
+
+    repository: str
+    git_remote: str
+    default_branch: str
+    token_secret_version: str
+    release_config: str
+    git_commitish: str
+    vars: dict[str, str]
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything one environment deploys; built by load_env, never edited by hand in code."""
+
+    path: Path
+    environment: str
+    project: str
+    project_number: str | None
+    region: str
+    bigquery_location: str
+    prefix: str
+    time_zone: str
+    labels: dict[str, str]
+    buckets: dict[str, str]
+    datasets: dict[str, str]
+    service_accounts: dict[str, str]
+    dataform: DataformSettings
+    generator_cron: str
+    workflows: tuple[Workflow, ...]
+    functions: dict[str, FunctionSettings]
+    max_delivery_attempts: int = 5
+    min_backoff_s: int = 10
+    max_backoff_s: int = 600
+    trigger_timeout_s: int = 3000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def service_account_email(self, component: str) -> str:
+        """Return the e-mail of the service account of `component` (one of COMPONENTS)."""
+        return f"{self.service_accounts[component]}@{self.project}.iam.gserviceaccount.com"
+
+    def resolved_vars(self) -> dict[str, str]:
+        """Return the release-config vars with ${env:NAME} references read from the environment.
+
+        Raises ConfigError naming every referenced variable that is not set.
+        """
+        resolved, missing = {}, []
+        for key, value in self.dataform.vars.items():
+            match = _ENV_REFERENCE.match(value)
+            if match is None:
+                resolved[key] = value
+            elif match.group(1) in os.environ:
+                resolved[key] = os.environ[match.group(1)]
+            else:
+                missing.append(
+                    f"field 'dataform.vars.{key}': environment variable {match.group(1)} is not set "
+                    f"(export it before apply; it is read at deploy time and never committed)"
+                )
+        if missing:
+            raise ConfigError(self.path, missing)
+        return resolved
+
+
+def display_var(key: str, value: str) -> str:
+    """Return how a release-config var is shown in a plan: env references as is, secrets masked."""
+    if _ENV_REFERENCE.match(value):
+        return value
+    return "***" if _SECRET_VAR.search(key) else value
+
+
+class _Reader:
+    """Reads fields from parsed YAML, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, data: dict):
+        self.data = data
+        self.problems: list[str] = []
+
+    def get(self, dotted: str, default: Any = ...) -> Any:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if default is ...:
+                    self.problems.append(f"field '{dotted}' is missing")
+                    return None
+                return default
+            node = node[part]
+        return node
+
+    def string(self, dotted: str, default: Any = ..., check=None) -> str | None:
+        value = self.get(dotted, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.problems.append(f"field '{dotted}' must be a non-empty string, got {value!r}")
+            return None
+        if check is not None:
+            problem = check(value)
+            if problem:
+                self.problems.append(f"field '{dotted}': {value!r} is not valid ({problem})")
+                return None
+        return value
+
+    def integer(self, dotted: str, default: int, low: int, high: int) -> int:
+        value = self.get(dotted, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.problems.append(f"field '{dotted}' must be an integer from {low} to {high}, got {value!r}")
+            return default
+        return value
+
+    def boolean(self, dotted: str, default: bool) -> bool:
+        value = self.get(dotted, default)
+        if not isinstance(value, bool):
+            self.problems.append(f"field '{dotted}' must be true or false, got {value!r}")
+            return default
+        return value
+
+    def mapping(self, dotted: str, default: Any = ...) -> dict:
+        value = self.get(dotted, default)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problems.append(f"field '{dotted}' must be a mapping, got {type(value).__name__}")
+            return {}
+        return value
+
+    def cron(self, dotted: str, value: Any) -> str | None:
+        if not isinstance(value, str) or len(value.split()) != 5 or not croniter.is_valid(value):
+            self.problems.append(f"field '{dotted}': {value!r} is not a five-field cron expression")
+            return None
+        return value
+
+
+def _check_location(value: str) -> str | None:
+    if value not in naming.BIGQUERY_LOCATIONS:
+        return "unknown BigQuery location; use US, EU or a region such as europe-west1"
+    return None
+
+
+def _check_region(value: str) -> str | None:
+    if value not in naming.REGIONS:
+        return "unknown region; use one where Cloud Functions, Scheduler and Dataform run, e.g. us-central1"
+    return None
+
+
+def _check_https(value: str) -> str | None:
+    if not re.match(r"^https://[^\s]+$", value):
+        return "the git remote must be an https:// URL"
+    return None
+
+
+def _check_secret_version(value: str) -> str | None:
+    if not re.match(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$", value):
+        return "expected projects/<project>/secrets/<name>/versions/<version>"
+    return None
+
+
+def _check_prefix(value: str) -> str | None:
+    if not re.match(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$", value):
+        return "a prefix has 3-30 lower-case letters, digits and hyphens, starting with a letter"
+    return None
+
+
+def _workflows(reader: _Reader, raw: Any, where: str) -> tuple[Workflow, ...]:
+    if not isinstance(raw, list):
+        reader.problems.append(f"field '{where}' must be a list of workflows")
+        return ()
+    workflows: list[Workflow] = []
+    for index, item in enumerate(raw):
+        at = f"{where}[{index}]"
+        if not isinstance(item, dict):
+            reader.problems.append(f"field '{at}' must be a mapping with name, cron and tags")
+            continue
+        name = item.get("name")
+        if not isinstance(name, str) or naming.function_problem(name):
+            reader.problems.append(
+                f"field '{at}.name': {name!r} must be lower-case letters, digits and hyphens (2-49)"
+            )
+            continue
+        cron = reader.cron(f"{at}.cron", item.get("cron"))
+        tags = item.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            reader.problems.append(f"field '{at}.tags' must be a list of tag names")
+            tags = []
+        full_refresh = item.get("full_refresh", False)
+        include_deps = item.get("include_dependencies", True)
+        for key, value in (("full_refresh", full_refresh), ("include_dependencies", include_deps)):
+            if not isinstance(value, bool):
+                reader.problems.append(f"field '{at}.{key}' must be true or false, got {value!r}")
+        if cron:
+            workflows.append(Workflow(name, cron, tuple(tags), bool(full_refresh), bool(include_deps)))
+    names = [w.name for w in workflows]
+    for name in {n for n in names if names.count(n) > 1}:
+        reader.problems.append(f"field '{where}': workflow name {name!r} is used twice")
+    return tuple(workflows)
+
+
+def _shared_schedules(project_dir: Path) -> dict:
+    """Return the shared schedule definition (config/schedules.yaml) as parsed YAML, or {}."""
+    path = project_dir / "config" / "schedules.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(path, [f"not valid YAML: {error}"]) from error
+    return data if isinstance(data, dict) else {}
+
+
+def _shared_generator_cron(shared: dict) -> str | None:
+    for key in ("generator", "generate"):
+        entry = shared.get(key) or (shared.get("schedules") or {}).get(key)
+        if isinstance(entry, str):
+            return entry
+        if isinstance(entry, dict) and isinstance(entry.get("cron"), str):
+            return entry["cron"]
+    return None
+
+
+def _shared_workflows(shared: dict) -> Any:
+    for key in ("workflows", "dataform"):
+        entry = shared.get(key) or (shared.get("schedules") or {}).get(key)
+        if isinstance(entry, list):
+            return entry
+        if isinstance(entry, dict):
+            return [{"name": name, **spec} for name, spec in entry.items() if isinstance(spec, dict)]
+    return None
+
+
+def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
+    """Return the validated environment config at `path`.
+
+    Schedules not given in the file come from the shared config/schedules.yaml under `project_dir`,
+    else the defaults. Raises ConfigError listing every missing or malformed field, each named.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, ["file not found"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(path, [f"not valid YAML: {error}"]) from error
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["expected a mapping of fields at the top level"])
+    r = _Reader(data)
+    known = {
+        "environment", "project", "project_number", "region", "bigquery_location", "prefix", "time_zone",
+        "labels", "buckets", "datasets", "service_accounts", "dataform", "schedules", "functions", "pubsub",
+        "trigger",
+    }  # fmt: skip
+    for key in sorted(set(data) - known):
+        r.problems.append(f"field '{key}' is not a known field (known: {', '.join(sorted(known))})")
+
+    environment = r.string(
+        "environment",
+        check=lambda v: naming.label_problem("env", v) and "lower-case letters, digits, '-' or '_'",
+    )
+    project = r.string("project", check=naming.project_id_problem)
+    number = r.get("project_number", None)
+    if number is not None and not (isinstance(number, str | int) and re.match(r"^[0-9]{6,20}$", str(number))):
+        r.problems.append(f"field 'project_number' must be the numeric project number, got {number!r}")
+        number = None
+    region = r.string("region", check=_check_region)
+    location = r.string("bigquery_location", check=_check_location)
+    prefix = r.string("prefix", check=_check_prefix)
+    time_zone = r.string("time_zone", "Etc/UTC")
+
+    labels = {}
+    for key, value in r.mapping("labels", {}).items():
+        value = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else value
+        problem = naming.label_problem(str(key), value) if isinstance(value, str) else "must be a string"
+        if problem:
+            r.problems.append(f"field 'labels.{key}': {problem}")
+        else:
+            labels[str(key)] = value
+
+    buckets = {}
+    for name in BUCKETS:
+        default = f"{prefix}-{name.replace('_', '-')}" if prefix else ...
+        value = r.string(f"buckets.{name}", default, check=naming.bucket_problem)
+        if value:
+            buckets[name] = value
+    for key in sorted(set(r.mapping("buckets", {})) - set(BUCKETS)):
+        r.problems.append(f"field 'buckets.{key}' is not a known bucket (known: {', '.join(BUCKETS)})")
+    if len(set(buckets.values())) != len(buckets):
+        r.problems.append("field 'buckets': every bucket needs its own name")
+
+    datasets = {}
+    for name in DATASETS:
+        value = r.string(f"datasets.{name}", name, check=naming.dataset_problem)
+        if value:
+            datasets[name] = value
+    for key in sorted(set(r.mapping("datasets", {})) - set(DATASETS)):
+        r.problems.append(f"field 'datasets.{key}' is not a known dataset (known: {', '.join(DATASETS)})")
+
+    accounts = {}
+    short_env = (environment or "env")[:8]
+    for component in COMPONENTS:
+        default = f"lh-{short_env}-{component.replace('_', '-')}"
+        value = r.string(f"service_accounts.{component}", default, check=naming.service_account_problem)
+        if value:
+            accounts[component] = value
+    for key in sorted(set(r.mapping("service_accounts", {})) - set(COMPONENTS)):
+        r.problems.append(
+            f"field 'service_accounts.{key}' is not a component (known: {', '.join(COMPONENTS)})"
+        )
+    if len(set(accounts.values())) != len(accounts):
+        r.problems.append("field 'service_accounts': one service account per component, names must differ")
+
+    raw_vars = r.mapping("dataform.vars", {})
+    vars_ = {}
+    for key, value in raw_vars.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            r.problems.append(f"field 'dataform.vars': {key!r} is not a valid var name")
+        elif isinstance(value, bool) or not isinstance(value, str | int | float):
+            r.problems.append(f"field 'dataform.vars.{key}' must be a string or a number")
+        else:
+            vars_[key] = str(value)
+    dataform = DataformSettings(
+        repository=r.string("dataform.repository", "lakehouse", check=naming.resource_id_problem) or "",
+        git_remote=r.string("dataform.git_remote", check=_check_https) or "",
+        default_branch=r.string("dataform.default_branch", "main") or "",
+        token_secret_version=r.string("dataform.token_secret_version", check=_check_secret_version) or "",
+        release_config=r.string(
+            "dataform.release_config", environment or "", check=naming.resource_id_problem
+        )
+        or "",
+        git_commitish=r.string("dataform.git_commitish", "main") or "",
+        vars=vars_,
+    )
+
+    schedules = r.mapping("schedules", {})
+    shared = _shared_schedules(Path(project_dir))
+    generator_cron = r.cron(
+        "schedules.generator",
+        schedules.get("generator", _shared_generator_cron(shared) or DEFAULT_GENERATOR_CRON),
+    )
+    raw_workflows = schedules.get("workflows")
+    where = "schedules.workflows"
+    if raw_workflows is None:
+        raw_workflows = _shared_workflows(shared)
+        where = "config/schedules.yaml workflows"
+    if raw_workflows is None:
+        raw_workflows = [{"name": "hourly", "cron": "5 * * * *", "tags": ["hourly"]}]
+    workflows = _workflows(r, raw_workflows, where)
+
+    functions = {}
+    raw_functions = r.mapping("functions", {})
+    for key in sorted(set(raw_functions) - set(FUNCTIONS)):
+        r.problems.append(f"field 'functions.{key}' is not a function (known: {', '.join(FUNCTIONS)})")
+    for name in FUNCTIONS:
+        entry = r.string(f"functions.{name}.entry_point", DEFAULT_ENTRY_POINTS[name])
+        if entry and not re.match(r"^[a-z_][a-z0-9_.]*:[a-z_][a-z0-9_]*$", entry):
+            r.problems.append(
+                f"field 'functions.{name}.entry_point': {entry!r} must look like module:function"
+            )
+        memory = r.string(f"functions.{name}.memory", "512Mi")
+        if memory and not re.match(r"^[0-9]+(Mi|Gi)$", memory):
+            r.problems.append(f"field 'functions.{name}.memory': {memory!r} must look like 512Mi or 1Gi")
+        functions[name] = FunctionSettings(
+            entry_point=entry or "",
+            memory=memory or "512Mi",
+            timeout_s=r.integer(f"functions.{name}.timeout_s", 540 if name != "trigger" else 3600, 1, 3600),
+            max_instances=r.integer(f"functions.{name}.max_instances", 3, 1, 1000),
+        )
+
+    config = EnvConfig(
+        path=path,
+        environment=environment or "",
+        project=project or "",
+        project_number=str(number) if number is not None else None,
+        region=region or "",
+        bigquery_location=location or "",
+        prefix=prefix or "",
+        time_zone=time_zone or "Etc/UTC",
+        labels=labels,
+        buckets=buckets,
+        datasets=datasets,
+        service_accounts=accounts,
+        dataform=dataform,
+        generator_cron=generator_cron or DEFAULT_GENERATOR_CRON,
+        workflows=workflows,
+        functions=functions,
+        max_delivery_attempts=r.integer("pubsub.max_delivery_attempts", 5, 5, 100),
+        min_backoff_s=r.integer("pubsub.min_backoff_s", 10, 0, 600),
+        max_backoff_s=r.integer("pubsub.max_backoff_s", 600, 0, 600),
+        trigger_timeout_s=r.integer("trigger.timeout_s", 3000, 60, 3500),
+    )
+    if config.min_backoff_s > config.max_backoff_s:
+        r.problems.append("field 'pubsub.min_backoff_s' must not exceed 'pubsub.max_backoff_s'")
+    if config.trigger_timeout_s >= functions.get("trigger", FunctionSettings("")).timeout_s:
+        r.problems.append(
+            "field 'trigger.timeout_s' must be shorter than 'functions.trigger.timeout_s' "
+            "so the trigger reports a timeout before the function is killed"
+        )
+    if r.problems:
+        raise ConfigError(path, r.problems)
+    return config

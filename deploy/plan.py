@@ -1,0 +1,180 @@
+"""Compare the desired state with what exists and render the difference; nothing is changed here."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.config import EnvConfig, display_var
+from deploy.resources import ARCHIVE_KEY, PLACEHOLDER, Resource, resolve
+
+ACTIONS = ("create", "update", "unchanged", "blocked")
+SYMBOLS = {"create": "+", "update": "~", "unchanged": "=", "blocked": "!"}
+
+
+@dataclass
+class Change:
+    """What apply would do to one resource: `changed` lists the spec keys that differ."""
+
+    resource: Resource
+    action: str
+    spec: dict[str, Any]
+    unknown: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    current: Any = None
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    """The changes for every resource of an environment, in apply order."""
+
+    env: EnvConfig
+    sources: list[str]
+    changes: list[Change]
+    state_read: bool
+    why_not_read: str = ""
+
+    def count(self, action: str) -> int:
+        return sum(1 for c in self.changes if c.action == action)
+
+
+def credentials_status(environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """Return (whether Google credentials are configured, why not), without any network call.
+
+    Looks where google.auth.default() looks, except the metadata server, which is assumed only
+    on Google runtimes (K_SERVICE, GCE_METADATA_HOST): probing it offline would hang for seconds.
+    """
+    environ = os.environ if environ is None else environ
+    path = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if path:
+        if Path(path).is_file():
+            return True, ""
+        return False, f"GOOGLE_APPLICATION_CREDENTIALS points to {path}, which does not exist"
+    config_dir = environ.get("CLOUDSDK_CONFIG") or str(
+        Path(environ.get("HOME", "~")).expanduser() / ".config/gcloud"
+    )
+    if (Path(config_dir) / "application_default_credentials.json").is_file():
+        return True, ""
+    if environ.get("K_SERVICE") or environ.get("GCE_METADATA_HOST"):
+        return True, ""
+    return False, (
+        "no Google Cloud credentials found (set GOOGLE_APPLICATION_CREDENTIALS or run "
+        "`gcloud auth application-default login`)"
+    )
+
+
+def diff(desired: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Return the keys of `desired` whose value differs in `current` (lists compared in order)."""
+    return [key for key in desired if _norm(desired[key]) != _norm(current.get(key))]
+
+
+def _norm(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def local_outputs(resource: Resource, project_dir: Path) -> dict[str, str]:
+    """Return outputs known without the cloud: the source archive's content hash."""
+    if resource.key == ARCHIVE_KEY:
+        from deploy.archive import build_archive
+
+        return {"sha": build_archive(project_dir, resource.spec["entry_points"])[0]}
+    return {}
+
+
+def make_plan(
+    env: EnvConfig,
+    sources: list[str],
+    resources: list[Resource],
+    project_dir: Path,
+    clients: Any = None,
+    handlers: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    why_not_read: str = "",
+) -> Plan:
+    """Return the plan: with `clients`, each resource is read and compared; without, all are creates.
+
+    Raises google.api_core exceptions from reads (the caller maps them to messages).
+    """
+    outputs: dict[str, dict[str, str]] = {}
+    changes: list[Change] = []
+    for resource in resources:
+        outputs.setdefault(resource.key, {}).update(local_outputs(resource, project_dir))
+        spec, unknown = resolve(resource.spec, outputs, environ)
+        if clients is None:
+            changes.append(Change(resource, "create", spec, unknown))
+            continue
+        handler = handlers[resource.kind]
+        if resource.kind == "iam_binding" and unknown:
+            changes.append(Change(resource, "create", spec, unknown))
+            continue
+        current = handler.read(clients, resource, spec)
+        if current is None:
+            changes.append(Change(resource, "create", spec, unknown))
+            continue
+        outputs[resource.key].update(current.outputs)
+        unknown_keys = {k for k in spec if "@{" in json.dumps(spec[k]) or "${env:" in json.dumps(spec[k])}
+        changed = [k for k in diff(spec, current.spec) if k not in unknown_keys]
+        action, reason = ("update" if changed else "unchanged"), ""
+        if changed and not current.managed:
+            action, reason = "blocked", "exists but was not created by lakehouse-kit; apply will not touch it"
+        elif set(changed) & handler.immutable:
+            fields = ", ".join(sorted(set(changed) & handler.immutable))
+            action, reason = "blocked", f"{fields} cannot change in place"
+        changes.append(Change(resource, action, spec, unknown, changed, current, reason))
+    return Plan(env, sources, changes, clients is not None, why_not_read)
+
+
+def _show(key: str, value: Any, resource: Resource) -> str:
+    if resource.kind == "release_config" and key == "vars":
+        return json.dumps({k: display_var(k, str(v)) for k, v in value.items()}, sort_keys=True)
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return PLACEHOLDER.sub(lambda m: f"<{m.group(2)} of {m.group(1)}, known after apply>", text)
+
+
+def _binding_line(spec: Mapping[str, Any], resource: Resource) -> str:
+    return (
+        f"{spec['role']} for {_show('member', spec['member'], resource)} "
+        f"on {spec['scope'].replace('_', ' ')} {spec['resource']}"
+    )
+
+
+def render(plan: Plan, verbose: bool = True) -> str:
+    """Return the plan as text: a header, one block per resource, and the totals."""
+    env = plan.env
+    lines = [
+        f"Plan for environment '{env.environment}': project {env.project}, region {env.region}, "
+        f"BigQuery location {env.bigquery_location}",
+        f"Config: {env.path}   Sources (includes/contracts): {', '.join(plan.sources) or 'none'}",
+    ]
+    if not plan.state_read:
+        lines.append(
+            f"Current state NOT read: {plan.why_not_read or 'offline'}. "
+            "Showing the full desired state: every resource is listed as create."
+        )
+    lines.append("")
+    for change in plan.changes:
+        resource, spec = change.resource, change.spec
+        symbol = SYMBOLS[change.action]
+        if resource.kind == "iam_binding":
+            lines.append(f"{symbol} {change.action:<9} iam_binding          {_binding_line(spec, resource)}")
+            continue
+        suffix = " [holds data]" if resource.data else ""
+        lines.append(f"{symbol} {change.action:<9} {resource.kind:<20} {resource.name}{suffix}")
+        if change.reason:
+            lines.append(f"      ! {change.reason}")
+        if change.action == "create" and verbose:
+            for key, value in spec.items():
+                lines.append(f"      {key}: {_show(key, value, resource)}")
+        elif change.action in ("update", "blocked"):
+            for key in change.changed:
+                old = _show(key, change.current.spec.get(key), resource)
+                lines.append(f"      {key}: {old} -> {_show(key, spec[key], resource)}")
+    counts = ", ".join(f"{plan.count(a)} to {a}" if a in ("create", "update") else f"{plan.count(a)} {a}"
+                       for a in ACTIONS)  # fmt: skip
+    lines += ["", f"Plan: {counts} ({len(plan.changes)} resources). Nothing was changed."]
+    return "\n".join(lines)

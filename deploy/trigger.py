@@ -1,0 +1,564 @@
+"""The workflow trigger: compile, invoke, wait, collect every action's result and report failures.
+
+The same TriggerRequest and TriggerReport serve both targets: Dataform on GCP (GcpTarget) and the
+embedded engine on this machine (run_local), so `lakehouse trigger` behaves the same on both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("lakehouse.trigger")
+
+DEFAULT_POLL_S = 10.0
+DEFAULT_TIMEOUT_S = 3000.0
+SAMPLE_ROWS = 10
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TAG = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+_COMMITISH = re.compile(r"^[A-Za-z0-9_./\-]{1,200}$")
+
+
+class TriggerRequestError(ValueError):
+    """A trigger request with a missing or malformed field."""
+
+
+class TriggerSetupError(RuntimeError):
+    """The trigger cannot start: its environment or local engine is missing something."""
+
+
+def severity_of(action_type: str, tags: Iterable[str]) -> str | None:
+    """Return "warn" for an assertion tagged "warn", "error" for any other assertion, None otherwise."""
+    if action_type != "assertion":
+        return None
+    return "warn" if "warn" in set(tags) else "error"
+
+
+@dataclass(frozen=True)
+class TriggerRequest:
+    """What to run: tags (empty = everything), dependencies, full refresh, and optionally what to compile."""
+
+    tags: tuple[str, ...] = ()
+    include_dependencies: bool = True
+    full_refresh: bool = False
+    git_commitish: str | None = None
+    vars: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+    @classmethod
+    def from_json(cls, body: Any) -> TriggerRequest:
+        """Return the request in a JSON body; raises TriggerRequestError naming the bad field."""
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise TriggerRequestError("the request body must be a JSON object")
+        known = {"tags", "include_dependencies", "full_refresh", "git_commitish", "vars", "timeout_s"}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise TriggerRequestError(f"unknown field(s) {unknown}; known: {sorted(known)}")
+        tags = body.get("tags", [])
+        if isinstance(tags, str):
+            tags = [tags]
+        if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.match(t) for t in tags):
+            raise TriggerRequestError("field 'tags' must be a list of tag names (letters, digits, _-.:)")
+        flags = {}
+        for name, default in (("include_dependencies", True), ("full_refresh", False)):
+            value = body.get(name, default)
+            if not isinstance(value, bool):
+                raise TriggerRequestError(f"field '{name}' must be true or false, got {value!r}")
+            flags[name] = value
+        commitish = body.get("git_commitish")
+        if commitish is not None and (not isinstance(commitish, str) or not _COMMITISH.match(commitish)):
+            raise TriggerRequestError("field 'git_commitish' must be a branch, tag or commit sha")
+        variables = body.get("vars", {})
+        if not isinstance(variables, dict) or not all(
+            isinstance(k, str) and _VAR_NAME.match(k) and isinstance(v, str | int | float)
+            for k, v in variables.items()
+        ):
+            raise TriggerRequestError("field 'vars' must map var names to strings")
+        timeout = body.get("timeout_s")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        ):
+            raise TriggerRequestError("field 'timeout_s' must be a positive number of seconds")
+        return cls(tuple(tags), flags["include_dependencies"], flags["full_refresh"], commitish,
+                   {k: str(v) for k, v in variables.items()}, timeout)  # fmt: skip
+
+
+@dataclass
+class ActionReport:
+    """One action's result; status is success | failed | skipped | disabled | cancelled."""
+
+    name: str
+    type: str
+    status: str
+    severity: str | None = None
+    duration_s: float | None = None
+    rows_affected: int | None = None
+    failing_rows: int | None = None
+    failing_sample: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    file_name: str | None = None
+
+
+@dataclass
+class TriggerReport:
+    """A whole trigger run. status: success | failed | timeout (warn assertions never fail a run)."""
+
+    run_id: str
+    target: str
+    environment: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    status: str = "running"
+    invocation: str | None = None
+    compilation_errors: list[str] = field(default_factory=list)
+    actions: list[ActionReport] = field(default_factory=list)
+
+    @property
+    def failed_error_assertions(self) -> list[ActionReport]:
+        return [
+            a for a in self.actions if a.type == "assertion" and a.status == "failed" and a.severity != "warn"
+        ]
+
+    @property
+    def failed_warn_assertions(self) -> list[ActionReport]:
+        return [
+            a for a in self.actions if a.type == "assertion" and a.status == "failed" and a.severity == "warn"
+        ]
+
+    @property
+    def failed_actions(self) -> list[ActionReport]:
+        return [a for a in self.actions if a.type != "assertion" and a.status == "failed"]
+
+    @property
+    def http_status(self) -> int:
+        """Return 200 for success, 504 for a timeout, 500 for any other failure."""
+        return {"success": 200, "timeout": 504}.get(self.status, 500)
+
+    def decide(self) -> None:
+        """Set status from the actions: failed if an action or an error-severity assertion failed."""
+        if self.status == "timeout":
+            return
+        broken = self.compilation_errors or self.failed_actions or self.failed_error_assertions
+        broken = broken or any(a.status == "cancelled" for a in self.actions)
+        self.status = "failed" if broken else "success"
+
+    def summary(self) -> str:
+        """Return one line: status and what failed."""
+        parts = [f"run {self.run_id} ({self.target}) {self.status}: {len(self.actions)} actions"]
+        if self.compilation_errors:
+            parts.append(f"{len(self.compilation_errors)} compilation errors")
+        for label, items in (("failed actions", self.failed_actions),
+                             ("failed error assertions", self.failed_error_assertions),
+                             ("failed warn assertions", self.failed_warn_assertions)):  # fmt: skip
+            if items:
+                parts.append(f"{label}: {', '.join(a.name for a in items)}")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        data["finished_at"] = self.finished_at.isoformat() if self.finished_at else None
+        data["http_status"] = self.http_status
+        data["summary"] = self.summary()
+        return json.loads(json.dumps(data, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _new_run_id(now: dt.datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --- GCP: Dataform API --------------------------------------------------------------------------
+
+
+def _target_key(target: Any) -> str:
+    return f"{target.database}.{target.schema}.{target.name}"
+
+
+def _compiled_actions(dataform: Any, compilation: str) -> dict[str, tuple[str, list[str], str]]:
+    """Return target -> (type, tags, file path) from the compilation result's actions."""
+    from google.cloud import dataform_v1beta1 as D
+
+    kinds: dict[str, tuple[str, list[str], str]] = {}
+    request = D.QueryCompilationResultActionsRequest(name=compilation)
+    for action in dataform.query_compilation_result_actions(request=request):
+        if "relation" in action:
+            kind = {
+                D.CompilationResultAction.Relation.RelationType.VIEW: "view",
+                D.CompilationResultAction.Relation.RelationType.INCREMENTAL_TABLE: "incremental",
+                D.CompilationResultAction.Relation.RelationType.MATERIALIZED_VIEW: "view",
+            }.get(action.relation.relation_type, "table")
+            tags = list(action.relation.tags)
+        elif "operations" in action:
+            kind, tags = "operations", list(action.operations.tags)
+        elif "assertion" in action:
+            kind, tags = "assertion", list(action.assertion.tags)
+        else:
+            continue
+        kinds[_target_key(action.target)] = (kind, tags, action.file_path)
+    return kinds
+
+
+def _duration(timing: Any) -> float | None:
+    if timing is None or not timing.HasField("start_time") or not timing.HasField("end_time"):
+        return None
+    return round((timing.end_time.ToDatetime() - timing.start_time.ToDatetime()).total_seconds(), 3)
+
+
+class GcpTarget:
+    """Runs a request on Dataform: compile, invoke, poll to completion or timeout, collect, sample."""
+
+    def __init__(
+        self,
+        dataform: Any,
+        bigquery: Any,
+        repository: str,
+        release_config: str,
+        *,
+        service_account: str | None = None,
+        environment: str = "",
+        poll_s: float = DEFAULT_POLL_S,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        sample_rows: int = SAMPLE_ROWS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], dt.datetime] = _utcnow,
+    ):
+        self.dataform, self.bigquery = dataform, bigquery
+        self.repository, self.release_config = repository, release_config
+        self.service_account, self.environment = service_account, environment
+        self.poll_s, self.timeout_s, self.sample_rows = poll_s, timeout_s, sample_rows
+        self.clock, self.sleep, self.now = clock, sleep, now
+
+    def compile(self, request: TriggerRequest) -> Any:
+        """Return the created CompilationResult: the release config as it is, or with another
+        commitish and/or extra vars on top of its compilation settings."""
+        from google.cloud import dataform_v1beta1 as D
+
+        if request.git_commitish or request.vars:
+            release = self.dataform.get_release_config(
+                request=D.GetReleaseConfigRequest(name=self.release_config)
+            )
+            config = D.CodeCompilationConfig(release.code_compilation_config)
+            config.vars.update(dict(request.vars))
+            commitish = request.git_commitish or release.git_commitish
+            result = D.CompilationResult(git_commitish=commitish, code_compilation_config=config)
+        else:
+            result = D.CompilationResult(release_config=self.release_config)
+        return self.dataform.create_compilation_result(
+            request=D.CreateCompilationResultRequest(parent=self.repository, compilation_result=result)
+        )
+
+    def invocation_request(self, compilation: str, request: TriggerRequest) -> Any:
+        """Return the CreateWorkflowInvocationRequest for `compilation` (pure)."""
+        from google.cloud import dataform_v1beta1 as D
+
+        config = D.InvocationConfig(
+            included_tags=list(request.tags),
+            transitive_dependencies_included=request.include_dependencies,
+            fully_refresh_incremental_tables_enabled=request.full_refresh,
+        )
+        if self.service_account:
+            config.service_account = self.service_account
+        return D.CreateWorkflowInvocationRequest(
+            parent=self.repository,
+            workflow_invocation=D.WorkflowInvocation(
+                compilation_result=compilation, invocation_config=config
+            ),
+        )
+
+    def run(self, request: TriggerRequest) -> TriggerReport:
+        """Return the report of one run; raises google.api_core errors only for failed API calls."""
+        from google.cloud import dataform_v1beta1 as D
+
+        report = TriggerReport(_new_run_id(self.now()), "gcp", self.environment, self.now())
+        compilation = self.compile(request)
+        if compilation.compilation_errors:
+            report.compilation_errors = [
+                f"{e.path or (_target_key(e.action_target) if e.action_target else '')}: {e.message}".lstrip(
+                    ": "
+                )
+                for e in compilation.compilation_errors
+            ]
+            report.status, report.finished_at = "failed", self.now()
+            return report
+        kinds = _compiled_actions(self.dataform, compilation.name)
+        invocation = self.dataform.create_workflow_invocation(
+            request=self.invocation_request(compilation.name, request)
+        )
+        report.invocation = invocation.name
+        deadline = self.clock() + (request.timeout_s or self.timeout_s)
+        terminal = {D.WorkflowInvocation.State.SUCCEEDED, D.WorkflowInvocation.State.FAILED,
+                    D.WorkflowInvocation.State.CANCELLED}  # fmt: skip
+        while invocation.state not in terminal:
+            if self.clock() >= deadline:
+                report.status = "timeout"
+                self.dataform.cancel_workflow_invocation(
+                    request=D.CancelWorkflowInvocationRequest(name=invocation.name)
+                )
+                break
+            self.sleep(self.poll_s)
+            invocation = self.dataform.get_workflow_invocation(
+                request=D.GetWorkflowInvocationRequest(name=invocation.name)
+            )
+        report.actions = self.collect(invocation.name, kinds)
+        report.finished_at = self.now()
+        report.decide()
+        return report
+
+    def collect(self, invocation: str, kinds: Mapping[str, tuple[str, list[str], str]]) -> list[ActionReport]:
+        """Return every action's report, with failing-row samples for failed assertions."""
+        from google.cloud import dataform_v1beta1 as D
+
+        states = {
+            D.WorkflowInvocationAction.State.SUCCEEDED: "success",
+            D.WorkflowInvocationAction.State.FAILED: "failed",
+            D.WorkflowInvocationAction.State.SKIPPED: "skipped",
+            D.WorkflowInvocationAction.State.DISABLED: "disabled",
+        }
+        reports = []
+        request = D.QueryWorkflowInvocationActionsRequest(name=invocation)
+        for action in self.dataform.query_workflow_invocation_actions(request=request):
+            key = _target_key(action.target)
+            kind, tags, file_name = kinds.get(key, ("table", [], None))
+            item = ActionReport(
+                name=f"{action.target.schema}.{action.target.name}",
+                type=kind,
+                status=states.get(action.state, "cancelled"),
+                severity=severity_of(kind, tags),
+                duration_s=_duration(action.invocation_timing if "invocation_timing" in action else None),
+                error=action.failure_reason or None,
+                file_name=file_name,
+            )
+            if kind == "assertion" and item.status == "failed":
+                item.failing_rows, item.failing_sample = self.sample(key)
+            reports.append(item)
+        return reports
+
+    def sample(self, target: str) -> tuple[int | None, list[dict[str, Any]]]:
+        """Return (failing row count, up to sample_rows of them) of an assertion view."""
+        database, schema, name = target.split(".")
+        sql = (
+            f"select * from (select count(*) over () as _lakehouse_failing_rows, failing.* "
+            f"from `{database}.{schema}.{name}` as failing) limit {int(self.sample_rows)}"
+        )
+        try:
+            rows = [dict(row.items()) for row in self.bigquery.query(sql).result()]
+        except Exception as error:  # noqa: BLE001 - a sample is best effort; the failure is still reported
+            log.warning("could not sample failing rows of %s: %s", target, error)
+            return None, []
+        count = rows[0].pop("_lakehouse_failing_rows") if rows else 0
+        for row in rows[1:]:
+            row.pop("_lakehouse_failing_rows", None)
+        return count, json.loads(json.dumps(rows, default=_jsonable))
+
+
+# --- local: the embedded engine -----------------------------------------------------------------
+
+
+def run_local(project_dir: Path | str, request: TriggerRequest, environment: str = "local") -> TriggerReport:
+    """Run `request` with the embedded engine and return the same report GCP gives.
+
+    Raises TriggerSetupError when the engine (lakehouse.engine.runner) is not available.
+    """
+    try:
+        from lakehouse.engine import runner
+    except ImportError as error:
+        raise TriggerSetupError(f"the local engine is not available ({error})") from error
+    if request.git_commitish:
+        raise TriggerRequestError("git_commitish applies to the gcp target; locally the working tree runs")
+    started = _utcnow()
+    record = runner.run(
+        Path(project_dir),
+        tags=list(request.tags),
+        full_refresh=request.full_refresh,
+        include_deps=request.include_dependencies,
+        vars=dict(request.vars),
+    )
+    report = TriggerReport(getattr(record, "run_id", None) or _new_run_id(started), "local", environment,
+                           getattr(record, "started_at", None) or started)  # fmt: skip
+    for action in record.actions:
+        report.actions.append(ActionReport(
+            name=action.name,
+            type=action.type,
+            status=action.status,
+            severity=action.severity if action.type == "assertion" else None,
+            duration_s=action.duration_s,
+            rows_affected=action.rows_affected,
+            failing_rows=action.failing_rows,
+            failing_sample=list(getattr(action, "failing_sample", None) or []),
+            error=action.error,
+            file_name=action.file_name,
+        ))  # fmt: skip
+    report.finished_at = getattr(record, "finished_at", None) or _utcnow()
+    report.decide()
+    if report.status == "success" and record.status != "success" and not report.failed_warn_assertions:
+        report.status = "failed"
+    return report
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def log_entry(report: TriggerReport) -> tuple[int, dict[str, Any]]:
+    """Return (logging level, structured entry) for Cloud Logging: ERROR when the run failed."""
+    failed = report.failed_actions + report.failed_error_assertions + report.failed_warn_assertions
+    level = logging.ERROR if report.status != "success" else logging.WARNING if failed else logging.INFO
+    entry = {
+        "severity": logging.getLevelName(level),
+        "message": f"lakehouse workflow {report.summary()}",
+        "run_id": report.run_id,
+        "environment": report.environment,
+        "target": report.target,
+        "status": report.status,
+        "invocation": report.invocation,
+        "compilation_errors": report.compilation_errors,
+        "failed": [
+            {
+                "name": a.name,
+                "type": a.type,
+                "severity": a.severity,
+                "error": a.error,
+                "failing_rows": a.failing_rows,
+                "failing_sample": a.failing_sample,
+            }
+            for a in failed
+        ],  # fmt: skip
+        "logging.googleapis.com/labels": {
+            "lakehouse_run_id": report.run_id,
+            "lakehouse_env": report.environment,
+        },
+    }
+    return level, entry
+
+
+def ops_rows(report: TriggerReport) -> list[dict[str, Any]]:
+    """Return one ops.workflow_action_runs row per action (a single row when compilation failed)."""
+    base = {
+        "run_id": report.run_id,
+        "started_at": report.started_at.isoformat(),
+        "finished_at": report.finished_at.isoformat() if report.finished_at else None,
+        "environment": report.environment,
+        "target": report.target,
+        "invocation": report.invocation,
+    }
+    if report.compilation_errors:
+        return [{**base, "action_name": "(compilation)", "action_type": "compilation", "status": "failed",
+                 "severity": "error", "error": "\n".join(report.compilation_errors)}]  # fmt: skip
+    return [
+        {
+            **base,
+            "action_name": a.name,
+            "action_type": a.type,
+            "status": a.status,
+            "severity": a.severity,
+            "duration_s": a.duration_s,
+            "rows_affected": a.rows_affected,
+            "failing_rows": a.failing_rows,
+            "failing_sample": json.dumps(a.failing_sample, default=_jsonable) if a.failing_sample else None,
+            "error": a.error,
+            "file_name": a.file_name,
+        }
+        for a in report.actions
+    ]
+
+
+def publish(report: TriggerReport, write_rows: Callable[[list[dict[str, Any]]], None] | None) -> None:
+    """Log the structured entry and write the ops rows; a failed write is logged, never raised."""
+    level, entry = log_entry(report)
+    log.log(level, json.dumps(entry, default=_jsonable))
+    if write_rows is None:
+        return
+    try:
+        write_rows(ops_rows(report))
+    except Exception as error:  # noqa: BLE001 - the run's outcome matters more than its record
+        log.error(json.dumps({"severity": "ERROR", "message": f"could not write run records: {error}",
+                              "run_id": report.run_id}))  # fmt: skip
+
+
+def bigquery_writer(bigquery: Any, table: str) -> Callable[[list[dict[str, Any]]], None]:
+    """Return a writer streaming rows into BigQuery `table`; raises RuntimeError with the row errors."""
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        errors = bigquery.insert_rows_json(table, rows)
+        if errors:
+            raise RuntimeError(f"{table}: {errors}")
+
+    return write
+
+
+def local_writer(project_dir: Path | str) -> Callable[[list[dict[str, Any]]], None]:
+    """Return a writer appending rows to ops.workflow_action_runs in the local warehouse."""
+    from deploy.resources import ACTION_RUNS_SCHEMA, ACTION_RUNS_TABLE
+
+    types = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMPTZ", "FLOAT64": "DOUBLE", "INT64": "BIGINT"}
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        import yaml
+
+        from lakehouse import paths, warehouse
+
+        settings = yaml.safe_load((Path(project_dir) / "workflow_settings.yaml").read_text()) or {}
+        project = settings.get("defaultProject", "lakehouse-local")
+        columns = [name for name, _, _ in ACTION_RUNS_SCHEMA]
+        with warehouse.open_catalog(paths.home(project_dir), project) as con:
+            con.execute('create schema if not exists "ops"')
+            ddl = ", ".join(f"{name} {types[kind]}" for name, kind, _ in ACTION_RUNS_SCHEMA)
+            con.execute(f"create table if not exists ops.{ACTION_RUNS_TABLE} ({ddl})")
+            insert = f"insert into ops.{ACTION_RUNS_TABLE} ({', '.join(columns)}) values "
+            insert += "(" + ", ".join("?" for _ in columns) + ")"
+            con.executemany(insert, [[row.get(c) for c in columns] for row in rows])
+
+    return write
+
+
+def gcp_target_from_environment(environ: Mapping[str, str] | None = None) -> tuple[GcpTarget, Callable]:
+    """Return the GcpTarget and ops writer configured by the LAKEHOUSE_* variables deploy sets.
+
+    Raises TriggerSetupError naming each missing variable.
+    """
+    environ = os.environ if environ is None else environ
+    needed = ["LAKEHOUSE_GCP_PROJECT", "LAKEHOUSE_DATAFORM_REPOSITORY", "LAKEHOUSE_RELEASE_CONFIG",
+              "LAKEHOUSE_OPS_TABLE"]  # fmt: skip
+    missing = [name for name in needed if not environ.get(name)]
+    if missing:
+        raise TriggerSetupError(f"missing environment variables: {', '.join(missing)}")
+    from google.cloud import bigquery, dataform_v1beta1
+
+    bq = bigquery.Client(project=environ["LAKEHOUSE_GCP_PROJECT"],
+                         location=environ.get("LAKEHOUSE_BIGQUERY_LOCATION") or None)  # fmt: skip
+    target = GcpTarget(
+        dataform_v1beta1.DataformClient(),
+        bq,
+        environ["LAKEHOUSE_DATAFORM_REPOSITORY"],
+        environ["LAKEHOUSE_RELEASE_CONFIG"],
+        service_account=environ.get("LAKEHOUSE_DATAFORM_SERVICE_ACCOUNT") or None,
+        environment=environ.get("LAKEHOUSE_ENVIRONMENT", ""),
+        timeout_s=float(environ.get("LAKEHOUSE_TRIGGER_TIMEOUT_S", DEFAULT_TIMEOUT_S)),
+    )
+    return target, bigquery_writer(bq, environ["LAKEHOUSE_OPS_TABLE"])
