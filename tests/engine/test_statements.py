@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from lakehouse.engine import statements
 from lakehouse.engine.graph import AmbiguousActionError, Graph
 from lakehouse.engine.statements import TableMetadata, Task
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Column lists the fake warehouse reports for existing targets (any table not listed has DEFAULT_COLUMNS).
 COLUMNS = {
@@ -477,3 +482,31 @@ def test_disabled_actions_have_no_tasks():
     assert statements.operation_tasks({"queries": ["select 1"], "disabled": True}) == []
     assert statements.assertion_tasks({"target": target, "query": "select 1", "disabled": True}, {}) == []
     assert statements.operation_tasks({"queries": ["select 1"]}) == [Task("statement", "select 1")]
+
+
+VERSIONS = [
+    "3.0.62", "v3.0.62", " 3.0.62 ", "01.2.3", "1.4.9-beta.1", "1.4.9-1", "1.4.8+build", "=1.4.9", "1.4",
+]
+
+
+def test_core_version_comparison_matches_the_cli_semver():
+    # The CLI picks incremental pre/post operations only when semver.gt(dataformCoreVersion, "1.4.8").
+    script = (
+        "const semver = require(process.argv[1]);"
+        "const out = JSON.parse(process.argv[2]).map(v => { try { return semver.gt(v, '1.4.8'); }"
+        " catch (e) { return e.message; } });"
+        "process.stdout.write(JSON.stringify(out));"
+    )
+    semver = str(REPO / "node_modules" / "semver")
+    result = subprocess.run(
+        ["node", "-e", script, semver, json.dumps(VERSIONS)], capture_output=True, text=True, check=True
+    )
+    expected = json.loads(result.stdout)
+    ours = []
+    for version in VERSIONS:
+        try:
+            ours.append(statements._version_gt(version, "1.4.8"))
+        except ValueError as error:
+            ours.append(str(error))
+    assert ours == expected
+    assert expected[:3] == [True, True, True]
