@@ -16,6 +16,10 @@ COMMANDS: dict[str, str] = {
     "load": "lakehouse.commands:load_command",
     "deploy": "deploy.cli:deploy_group",
     "trigger": "deploy.cli:trigger_command",
+    "generate": "ingest.cli:generate_command",
+    "up": "ingest.cli:up_command",
+    "schedule": "ingest.cli:schedule_command",
+    "services": "ingest.cli:services_command",
 }
 
 HELP: dict[str, str] = {
@@ -26,6 +30,10 @@ HELP: dict[str, str] = {
     "load": "Load CSV/JSONL/Parquet files into a local warehouse table.",
     "deploy": "Plan, apply or destroy the GCP deployment of an environment config.",
     "trigger": "Run the Dataform workflow (local engine or GCP) and report assertion failures.",
+    "generate": "Generate synthetic events with faults and land them locally.",
+    "up": "The local demo: services up, generate, land, publish, stop cleanly.",
+    "schedule": "Run the generator on the shared cron schedule (config/schedules.yaml).",
+    "services": "Keep fake-gcs-server and the Pub/Sub emulator running until Ctrl-C.",
 }
 
 

@@ -1,0 +1,519 @@
+"""Synthetic e-commerce events with injected faults, driven by the contracts' generator profiles."""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import orjson
+from faker import Faker
+
+from ingest.contracts import FIELD_FAULTS, REPLACING_FAULTS, Contract, Fault, check_fault_rates
+
+POISON_KINDS = ("not_json", "truncated_json", "missing_event_time", "wrong_types")
+EXTRA_FIELDS = (
+    ',"coupon_code":"SAVE10"',
+    ',"client_version":"2.7.1"',
+    ',"utm_source":"newsletter"',
+    ',"experiment":{"id":"exp-42","arm":"b"}',
+)
+OVERSIZED_BYTES = 80 * 1024
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Entities drawn once per seed with faker; events pick from them with numpy."""
+
+    customers: list[dict]
+    products: list[dict]
+    sessions: list[int]
+    campaigns: list[dict]
+    warehouses: list[str]
+    pages: list[tuple[str, int]]
+    customer_weights: np.ndarray
+    product_weights: np.ndarray
+
+
+@dataclass
+class SourceEvents:
+    """What the generator made for one source: the lines and how many of each fault went in.
+
+    `lines` holds `events` generated events plus the redelivered copies; `traces` (when asked for)
+    names the faults of each line, in the same order.
+    """
+
+    source: str
+    lines: list[bytes]
+    events: int
+    fault_counts: dict[str, int]
+    traces: list[tuple[str, ...]] | None = None
+
+
+def _zipf_weights(size: int, exponent: float) -> np.ndarray:
+    weights = 1.0 / np.arange(1, size + 1) ** exponent
+    return weights / weights.sum()
+
+
+@functools.lru_cache(maxsize=8)
+def build_pools(
+    seed: int,
+    customers: int = 5000,
+    products: int = 500,
+    sessions: int = 20000,
+    campaigns: int = 40,
+    warehouses: int = 12,
+) -> Pools:
+    """Return the entity pools for `seed`: customers, products, sessions, campaigns, warehouses, pages.
+
+    Faker draws small lists of names, streets and cities once; entities combine them with numpy, so
+    building the pools takes a fraction of a second and the same seed always gives the same pools.
+    """
+    fake = Faker("en_US")
+    fake.seed_instance(seed)
+    rng = np.random.default_rng([seed, 1])
+    first = [fake.first_name() for _ in range(300)]
+    last = [fake.last_name() for _ in range(300)]
+    streets = [fake.street_name() for _ in range(200)]
+    cities = [(fake.city(), fake.state_abbr(), fake.zipcode()) for _ in range(150)]
+    domains = sorted({fake.free_email_domain() for _ in range(30)})
+    words = [fake.word() for _ in range(120)]
+
+    people = []
+    picks = rng.integers(0, [300, 300, 200, 150, len(domains), 9999, 99], size=(customers, 7))
+    for number, (f, la, st, ci, do, building, suffix) in enumerate(picks.tolist(), start=1):
+        city, state, zipcode = cities[ci]
+        people.append(
+            {
+                "id": f"CUST-{number:05d}",
+                "name": f"{first[f]} {last[la]}",
+                "email": f"{first[f].lower()}.{last[la].lower()}{suffix}@{domains[do]}",
+                "address": f"{building + 1} {streets[st]}, {city}, {state} {zipcode}",
+            }
+        )
+    prices = np.round(np.exp(rng.normal(3.2, 0.9, products)), 2).clip(0.99, 2500)
+    catalogue = [
+        {"id": f"PROD-{number:04d}", "price": float(price), "slug": f"{words[number % 120]}-{number:04d}"}
+        for number, price in enumerate(prices.tolist(), start=1)
+    ]
+    signed_in = rng.random(sessions) < 0.6
+    owners = rng.integers(0, customers, sessions)
+    session_owner = np.where(signed_in, owners, -1).tolist()
+    networks = ["google_ads", "meta_ads", "microsoft_ads", "tiktok_ads"]
+    network_picks = rng.choice(4, size=campaigns, p=[0.5, 0.3, 0.1, 0.1]).tolist()
+    campaign_list = [
+        {"id": f"CMP-{number:03d}", "ad_network": networks[pick]}
+        for number, pick in enumerate(network_picks, start=1)
+    ]
+    generic = ["/", "/cart", "/checkout", "/account", "/help/shipping"]
+    generic += [f"/category/{word}" for word in words[:20]] + [f"/search?q={word}" for word in words[20:60]]
+    pages = [(f"/products/{product['slug']}", index) for index, product in enumerate(catalogue)]
+    pages += [(url, -1) for url in generic]
+    return Pools(
+        customers=people,
+        products=catalogue,
+        sessions=session_owner,
+        campaigns=campaign_list,
+        warehouses=[f"WH-{number:02d}" for number in range(1, warehouses + 1)],
+        pages=pages,
+        customer_weights=_zipf_weights(customers, 0.5),
+        product_weights=_zipf_weights(products, 0.8),
+    )
+
+
+def resolve_faults(contract: Contract, overrides: Mapping[str, float] | None) -> tuple[Fault, ...]:
+    """Return the contract's faults with rates overridden by fault name, fault kind, or `all`.
+
+    Raises ValueError for a rate outside [0, 1] or rates of exclusive faults adding up to more than 1.
+    """
+    if not overrides:
+        return contract.faults
+    for key, rate in overrides.items():
+        if not 0 <= rate <= 1:
+            raise ValueError(f"fault rate {key}={rate} is not between 0 and 1")
+    faults = []
+    for fault in contract.faults:
+        rate = fault.rate
+        for key in ("all", fault.kind, fault.name):
+            if key in overrides:
+                rate = overrides[key]
+        faults.append(replace(fault, rate=float(rate)))
+    try:
+        check_fault_rates(contract.path, faults)
+    except ValueError as error:
+        raise ValueError(f"fault rates for {contract.name}: {error}") from None
+    return tuple(faults)
+
+
+def known_fault_keys(contracts: Iterable[Contract]) -> set[str]:
+    """Return every key `--fault-rate` accepts: fault names, fault kinds, and `all`."""
+    keys = {"all"}
+    for contract in contracts:
+        for fault in contract.faults:
+            keys.update((fault.name, fault.kind))
+    return keys
+
+
+def allocate(total: int, shares: Mapping[str, float]) -> dict[str, int]:
+    """Return `total` split by `shares` (largest remainder), in the mapping's order; sums to `total`."""
+    weight = sum(shares.values())
+    if total <= 0 or weight <= 0:
+        return {name: 0 for name in shares}
+    exact = {name: total * share / weight for name, share in shares.items()}
+    counts = {name: int(value) for name, value in exact.items()}
+    by_remainder = sorted(shares, key=lambda name: (counts[name] - exact[name], name))
+    for name in by_remainder[: total - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
+def _cells(name: str, values: Iterable) -> np.ndarray:
+    """Return `,"name":<json value>` for each value, as an object array ready for fancy indexing."""
+    prefix = f',"{name}":'
+    return np.array([prefix + orjson.dumps(value).decode() for value in values], dtype=object)
+
+
+class _Builder:
+    """Builds the columns of one source's events; one instance per generate_source call."""
+
+    def __init__(self, contract: Contract, count: int, rng: np.random.Generator, pools: Pools) -> None:
+        self.contract = contract
+        self.count = count
+        self.rng = rng
+        self.pools = pools
+        self._entities: dict[str, np.ndarray] = {}
+
+    def entity(self, name: str) -> np.ndarray:
+        if name not in self._entities:
+            pools, rng, n = self.pools, self.rng, self.count
+            if name == "customer":
+                picks = rng.choice(len(pools.customers), size=n, p=pools.customer_weights)
+            elif name == "product":
+                picks = rng.choice(len(pools.products), size=n, p=pools.product_weights)
+            elif name == "session":
+                picks = rng.integers(0, len(pools.sessions), n)
+            elif name == "page":
+                product_pages = len(pools.products)
+                on_product = rng.random(n) < 0.6
+                product = rng.choice(product_pages, size=n, p=pools.product_weights)
+                other = rng.integers(product_pages, len(pools.pages), n)
+                picks = np.where(on_product, product, other)
+            elif name == "campaign":
+                picks = rng.integers(0, len(pools.campaigns), n)
+            else:
+                picks = rng.integers(0, len(pools.warehouses), n)
+            self._entities[name] = picks
+        return self._entities[name]
+
+    def column(self, field: str, spec: dict, times: np.ndarray) -> np.ndarray:
+        kind, rng, n, pools = spec["kind"], self.rng, self.count, self.pools
+        if kind == "id":
+            digits = rng.bytes(6 * n).hex().upper()
+            prefix = f',"{field}":"{spec["prefix"]}'
+            return np.array([f'{prefix}{digits[12 * i : 12 * i + 12]}"' for i in range(n)], dtype=object)
+        if kind == "event_time":
+            stamps = np.datetime_as_string(times.astype("datetime64[ms]"), unit="ms").tolist()
+            prefix = f',"{field}":"'
+            return np.array([f'{prefix}{stamp}Z"' for stamp in stamps], dtype=object)
+        if kind == "int":
+            low, high = int(spec["min"]), int(spec["max"])
+            return _cells(field, range(low, high + 1))[rng.integers(0, high - low + 1, n)]
+        if kind == "money":
+            low, high = round(spec["min"] * 100), round(spec["max"] * 100)
+            values = [round(cents / 100, 2) for cents in range(low, high + 1)]
+            return _cells(field, values)[rng.integers(0, len(values), n)]
+        if kind == "choice":
+            values = spec["values"]
+            weights = np.asarray(spec.get("weights") or [1] * len(values), dtype=float)
+            picks = rng.choice(len(values), size=n, p=weights / weights.sum())
+            return _cells(field, values)[picks]
+        entity, attribute = kind.split(".")
+        if entity == "customer":
+            return _cells(field, (c[attribute] for c in pools.customers))[self.entity("customer")]
+        if entity == "product":
+            return _cells(field, (p[attribute] for p in pools.products))[self.entity("product")]
+        if entity == "campaign":
+            return _cells(field, (c[attribute] for c in pools.campaigns))[self.entity("campaign")]
+        if entity == "warehouse":
+            return _cells(field, pools.warehouses)[self.entity("warehouse")]
+        if entity == "session":
+            if attribute == "id":
+                values = [f"SESS-{number:06d}" for number in range(1, len(pools.sessions) + 1)]
+            else:
+                values = [pools.customers[owner]["id"] if owner >= 0 else None for owner in pools.sessions]
+            return _cells(field, values)[self.entity("session")]
+        if attribute == "url":
+            return _cells(field, (url for url, _ in pools.pages))[self.entity("page")]
+        products = [pools.products[index]["id"] if index >= 0 else None for _, index in pools.pages]
+        return _cells(field, products)[self.entity("page")]
+
+
+def _value_of(cell: str) -> str:
+    return cell.split(":", 1)[1]
+
+
+def _field_fault(fault: Fault, cells: np.ndarray, field_type: str, rng: np.random.Generator) -> np.ndarray:
+    """Return the replacement cells for `fault` applied to `cells` (one field, masked rows)."""
+    name = fault.field
+    prefix = f',"{name}":'
+    size = len(cells)
+    if fault.kind == "null":
+        return np.full(size, prefix + "null", dtype=object)
+    if fault.kind == "zero":
+        return np.full(size, prefix + ("0" if field_type == "INT64" else "0.0"), dtype=object)
+    if fault.kind == "wrong_format":
+        template = fault.params["format"]
+        return np.array(
+            [prefix + orjson.dumps(template.format(n=n)).decode() for n in rng.integers(0, 10000, size)],
+            dtype=object,
+        )
+    if fault.kind == "unknown_value":
+        values = fault.params["values"]
+        return np.array(
+            [prefix + orjson.dumps(values[i]).decode() for i in rng.integers(0, len(values), size)],
+            dtype=object,
+        )
+    out = []
+    for cell in cells.tolist():
+        raw = _value_of(cell)
+        value = orjson.loads(raw) if raw != "null" else 0
+        if fault.kind == "negative":
+            if field_type == "INT64":
+                out.append(prefix + str(-max(abs(int(value)), 1)))
+            else:
+                out.append(prefix + orjson.dumps(-(abs(float(value)) or 1.0)).decode())
+        else:  # as_string: a string a SAFE_CAST cannot read as a number
+            if field_type == "INT64" and 0 <= value < len(NUMBER_WORDS):
+                text = NUMBER_WORDS[int(value)]
+            elif field_type == "INT64":
+                text = f"{value} units"
+            else:
+                text = f"${value}"
+            out.append(prefix + orjson.dumps(text).decode())
+    return np.array(out, dtype=object)
+
+
+def _draw_exclusive(rng: np.random.Generator, faults: list[Fault], size: int) -> list[np.ndarray]:
+    """Return one mask per fault; the faults exclude each other (one uniform draw per row)."""
+    draw = rng.random(size)
+    masks, low = [], 0.0
+    for fault in faults:
+        high = low + fault.rate
+        masks.append((draw >= low) & (draw < high))
+        low = high
+    return masks
+
+
+def generate_source(
+    contract: Contract,
+    count: int,
+    seed: int,
+    *,
+    as_of: datetime,
+    span: timedelta = timedelta(hours=24),
+    fault_rates: Mapping[str, float] | None = None,
+    trace: bool = False,
+    pools: Pools | None = None,
+) -> SourceEvents:
+    """Return `count` events of `contract` with its faults injected, deterministic for (seed, as_of).
+
+    Event times spread evenly over the `span` before `as_of`. Raises ValueError for bad fault rates.
+    """
+    faults = resolve_faults(contract, fault_rates)
+    pools = pools or build_pools(seed)
+    rng = np.random.default_rng([seed, zlib.crc32(contract.name.encode())])
+    n = count
+    fired: dict[str, np.ndarray] = {}
+    if n == 0:
+        return SourceEvents(contract.name, [], 0, {fault.name: 0 for fault in faults}, [] if trace else None)
+
+    end_ms = int(as_of.timestamp() * 1000)
+    times = np.sort(rng.integers(end_ms - int(span.total_seconds() * 1000), end_ms + 1, n))
+    late = [fault for fault in faults if fault.kind == "late_event"]
+    for fault in late:
+        mask = rng.random(n) < fault.rate
+        days = rng.integers(1, int(fault.params["max_days"]) + 1, n)
+        times = np.where(mask, times - days * 86_400_000 - rng.integers(0, 3_600_000, n), times)
+        fired[fault.name] = mask
+
+    builder = _Builder(contract, n, rng, pools)
+    columns = {name: builder.column(name, contract.value_specs[name], times) for name in contract.field_names}
+
+    for fault in faults:
+        if fault.kind == "duplicate_key":
+            mask = rng.random(n) < fault.rate
+            mask[0] = False
+            rows = np.flatnonzero(mask)
+            originals = np.maximum(rows - rng.integers(1, 200, len(rows)), 0)
+            for name in contract.field_names:
+                spec_kind = contract.value_specs[name]["kind"]
+                if name != contract.event_time and spec_kind != "choice":
+                    columns[name][rows] = columns[name][originals]
+            fired[fault.name] = mask
+
+    by_field: dict[str, list[Fault]] = {}
+    for fault in faults:
+        if fault.kind in FIELD_FAULTS:
+            by_field.setdefault(fault.field, []).append(fault)
+    for name, group in by_field.items():
+        field_type = contract.field(name).type
+        for fault, mask in zip(group, _draw_exclusive(rng, group, n), strict=True):
+            if mask.any():
+                columns[name][mask] = _field_fault(fault, columns[name][mask], field_type, rng)
+            fired[fault.name] = mask
+
+    for fault in faults:
+        if fault.kind == "renamed_field":
+            mask = rng.random(n) < fault.rate
+            old, new = f',"{fault.field}":', f',"{fault.params["rename_to"]}":'
+            column = columns[fault.field]
+            column[mask] = [new + cell[len(old) :] for cell in column[mask].tolist()]
+            fired[fault.name] = mask
+
+    extra = np.full(n, "}", dtype=object)
+    for fault in faults:
+        if fault.kind == "extra_field":
+            mask = rng.random(n) < fault.rate
+            extra[mask] = [EXTRA_FIELDS[i] + "}" for i in rng.integers(0, len(EXTRA_FIELDS), int(mask.sum()))]
+            fired[fault.name] = mask
+
+    replacing = [fault for fault in faults if fault.kind in REPLACING_FAULTS]
+    replacing_masks = dict(zip((f.name for f in replacing), _draw_exclusive(rng, replacing, n), strict=True))
+    poison_kind = rng.integers(0, len(POISON_KINDS), n)
+    event_time = columns[contract.event_time]
+    for fault in replacing:
+        mask = replacing_masks[fault.name]
+        fired[fault.name] = mask
+        if fault.kind == "poison_pill":
+            missing = mask & (poison_kind == POISON_KINDS.index("missing_event_time"))
+            event_time[missing] = ""
+            wrong = mask & (poison_kind == POISON_KINDS.index("wrong_types"))
+            event_time[wrong] = [f',"{contract.event_time}":{ms // 1000}' for ms in times[wrong].tolist()]
+
+    ids = rng.bytes(16 * n).hex()
+    head = f'{{"source":"{contract.name}","event_id":"'
+    prefix = [f'{head}{ids[32 * i : 32 * i + 32]}"' for i in range(n)]
+    text = list(
+        map(
+            "".join,
+            zip(
+                prefix,
+                *(columns[name].tolist() for name in contract.field_names),
+                extra.tolist(),
+                strict=True,
+            ),
+        )
+    )
+    lines = [line.encode() for line in text]
+
+    for fault in replacing:
+        rows = np.flatnonzero(replacing_masks[fault.name]).tolist()
+        for row in rows:
+            line = text[row]
+            if fault.kind == "non_utf8":
+                # A producer that wrote Latin-1: "café" as the single byte 0xE9.
+                lines[row] = line[:-1].encode() + b',"note":"caf\xe9"}'
+            elif fault.kind == "oversized":
+                filler = ("lorem ipsum dolor sit amet " * (OVERSIZED_BYTES // 27 + 1))[:OVERSIZED_BYTES]
+                lines[row] = (line[:-1] + f',"notes":"{filler}"}}').encode()
+            elif POISON_KINDS[poison_kind[row]] == "not_json":
+                event_id = ids[32 * row : 32 * row + 32]
+                lines[row] = f"{contract.name};{event_id};<html>502 Bad Gateway</html>".encode()
+            elif POISON_KINDS[poison_kind[row]] == "truncated_json":
+                lines[row] = line[: len(line) // 2].encode()
+
+    traces = None
+    if trace:
+        traces = [[] for _ in range(n)]
+        for name, mask in fired.items():
+            for row in np.flatnonzero(mask).tolist():
+                traces[row].append(name)
+        for fault in replacing:
+            if fault.kind == "poison_pill":
+                for row in np.flatnonzero(replacing_masks[fault.name]).tolist():
+                    traces[row].append(f"poison_pill:{POISON_KINDS[poison_kind[row]]}")
+
+    counts = {fault.name: int(fired[fault.name].sum()) if fault.name in fired else 0 for fault in faults}
+    for fault in faults:
+        if fault.kind == "redelivery":
+            mask = rng.random(n) < fault.rate
+            rows = np.flatnonzero(mask)
+            counts[fault.name] = len(rows)
+            if len(rows):
+                positions = np.concatenate(
+                    [np.arange(n, dtype=float), rows + rng.integers(1, 50, len(rows)) + 0.5]
+                )
+                order = np.argsort(positions, kind="stable").tolist()
+                source_rows = list(range(n)) + rows.tolist()
+                lines = [lines[source_rows[k]] for k in order]
+                if traces is not None:
+                    copied = set(rows.tolist())
+                    traces = [
+                        traces[source_rows[k]] + ([fault.name] if k >= n or source_rows[k] in copied else [])
+                        for k in order
+                    ]
+    return SourceEvents(
+        source=contract.name,
+        lines=lines,
+        events=n,
+        fault_counts=counts,
+        traces=[tuple(t) for t in traces] if traces is not None else None,
+    )
+
+
+def generate(
+    contracts: Mapping[str, Contract],
+    events: int,
+    seed: int,
+    *,
+    as_of: datetime | None = None,
+    span: timedelta = timedelta(hours=24),
+    sources: Iterable[str] | None = None,
+    fault_rates: Mapping[str, float] | None = None,
+    trace: bool = False,
+) -> dict[str, SourceEvents]:
+    """Return `events` events split over the sources by their generator share, per source.
+
+    Deterministic for (seed, as_of); as_of defaults to now. Raises ValueError for an unknown source,
+    an unknown fault key or a bad rate.
+    """
+    chosen = list(sources) if sources else sorted(contracts)
+    unknown = [name for name in chosen if name not in contracts]
+    if unknown:
+        raise ValueError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(sorted(contracts))}")
+    if fault_rates:
+        keys = known_fault_keys(contracts[name] for name in chosen)
+        bad = sorted(set(fault_rates) - keys)
+        if bad:
+            raise ValueError(f"unknown fault(s) {', '.join(bad)}; known: {', '.join(sorted(keys))}")
+    as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
+    counts = allocate(events, {name: contracts[name].share for name in chosen})
+    pools = build_pools(seed)
+    return {
+        name: generate_source(
+            contracts[name],
+            counts[name],
+            seed,
+            as_of=as_of,
+            span=span,
+            fault_rates=fault_rates,
+            trace=trace,
+            pools=pools,
+        )
+        for name in chosen
+    }
+
+
+def batches(lines: list[bytes], size: int) -> Iterator[list[bytes]]:
+    """Yield consecutive slices of `lines` holding at most `size` lines each."""
+    for start in range(0, len(lines), size):
+        yield lines[start : start + size]
+
+
+def default_as_of() -> datetime:
+    """Return now in UTC, truncated to the second."""
+    return datetime.now(UTC).replace(microsecond=0)

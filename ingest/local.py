@@ -1,0 +1,292 @@
+"""Run the ingest path locally: services up, land over the HTTP function, publish, write raw tables."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from ingest import audit, pubsub
+from ingest.generator import SourceEvents, batches
+from ingest.landing import BATCH_TIME_HEADER
+from ingest.services import FakeGcs, PubSubEmulator, ServiceError, environment
+from ingest.storage import GcsStore
+from lakehouse import paths
+
+log = logging.getLogger(__name__)
+
+MAIN_PY = Path(__file__).resolve().parent / "main.py"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the local ingest writes: project (DuckDB catalog), buckets, and local state directory."""
+
+    project_dir: Path
+    home: Path
+    project: str
+    landing_bucket: str
+    dead_letter_bucket: str
+
+    @classmethod
+    def load(cls, project_dir: Path | str) -> Settings:
+        """Return the settings read from workflow_settings.yaml and LAKEHOUSE_HOME.
+
+        Raises ValueError naming the file when it is missing or lacks defaultProject / vars.landing_bucket.
+        """
+        project_dir = Path(project_dir).resolve()
+        path = project_dir / "workflow_settings.yaml"
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"{path}: cannot be read: {error}") from None
+        project = data.get("defaultProject")
+        bucket = (data.get("vars") or {}).get("landing_bucket")
+        if not isinstance(project, str) or not project:
+            raise ValueError(f"{path}: defaultProject is missing")
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError(f"{path}: vars.landing_bucket is missing")
+        paths.catalog_file(paths.home(project_dir), project)  # validates the project id
+        return cls(project_dir, paths.home(project_dir), project, bucket, f"{bucket}-dead-letter")
+
+
+@dataclass
+class Services:
+    """The running local services and the clients that talk to them."""
+
+    gcs: FakeGcs
+    store: GcsStore
+    bus: Any = None
+    pubsub_kind: str = "none"
+    emulator: PubSubEmulator | None = None
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+
+@contextlib.contextmanager
+def local_services(
+    settings: Settings, *, with_pubsub: bool = True, prefer_emulator: bool = True
+) -> Iterator[Services]:
+    """Start fake-gcs-server (and the Pub/Sub emulator, or the in-process bus) and stop them on exit.
+
+    The environment points the real clients at them for the duration. Raises ServiceError when
+    fake-gcs-server cannot start; a missing or failing Pub/Sub emulator falls back to the in-process bus.
+    """
+    logs = settings.home / "logs"
+    gcs = FakeGcs(paths.gcs_root(settings.home), logs)
+    emulator = None
+    try:
+        gcs.start()
+        bus: Any = None
+        kind = "none"
+        pubsub_host = None
+        if with_pubsub:
+            emulator = PubSubEmulator.find(logs) if prefer_emulator else None
+            if emulator is not None:
+                try:
+                    emulator.start()
+                    pubsub_host = emulator.host_port
+                    kind = "emulator"
+                except ServiceError as error:
+                    log.warning("Pub/Sub emulator failed (%s); using the in-process bus", error)
+                    emulator = None
+            if emulator is None:
+                kind = "in-process"
+        with environment(
+            STORAGE_EMULATOR_HOST=gcs.url,
+            PUBSUB_EMULATOR_HOST=pubsub_host,
+            GOOGLE_CLOUD_PROJECT=settings.project,
+        ):
+            store = GcsStore()
+            store.ensure_buckets(settings.landing_bucket, settings.dead_letter_bucket)
+            if kind == "emulator":
+                bus = pubsub.EmulatorBus(settings.project, pubsub_host)
+            elif kind == "in-process":
+                bus = pubsub.InProcessBus(settings.project)
+            services = Services(gcs=gcs, store=store, bus=bus, pubsub_kind=kind, emulator=emulator)
+            try:
+                yield services
+            finally:
+                if bus is not None:
+                    bus.close()
+    finally:
+        if emulator is not None:
+            emulator.stop()
+        gcs.stop()
+
+
+@contextlib.contextmanager
+def landing_app(settings: Settings, services: Services) -> Iterator[Any]:
+    """Yield a test client of the landing function served by functions-framework (in process)."""
+    import functions_framework
+
+    with environment(
+        LANDING_BUCKET=settings.landing_bucket,
+        DEAD_LETTER_BUCKET=settings.dead_letter_bucket,
+        LANDING_AUTH_MODE="token",
+        LANDING_AUTH_TOKEN=services.token,
+        LAKEHOUSE_PROJECT_DIR=str(settings.project_dir),
+        LANDING_SOURCES=None,
+    ):
+        app = functions_framework.create_app(target="land_http", source=str(MAIN_PY))
+        yield app.test_client()
+
+
+@dataclass
+class IngestStats:
+    """Counts of one ingest run, for the CLI summary and the benchmark."""
+
+    events: int = 0
+    lines: int = 0
+    http_batches: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    objects_created: int = 0
+    objects: list[str] = field(default_factory=list)
+    published: int = 0
+    raw_rows: int = 0
+    pubsub_dead_lettered: int = 0
+    arrivals_recorded: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add_rejected(self, counts: dict[str, int]) -> None:
+        """Add dead-letter counts by reason."""
+        for reason, count in counts.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+
+def split_for_pubsub(
+    lines: list[bytes], batch_size: int, share: float
+) -> tuple[list[list[bytes]], list[bytes]]:
+    """Return (HTTP batches, lines to publish): the last ceil(share × batches) batches go to Pub/Sub."""
+    chunks = list(batches(lines, batch_size))
+    to_pubsub = min(len(chunks), math.ceil(share * len(chunks))) if share > 0 else 0
+    cut = len(chunks) - to_pubsub
+    return chunks[:cut], [line for chunk in chunks[cut:] for line in chunk]
+
+
+def post_batch(
+    client: Any, token: str, source: str, lines: list[bytes], batch_time: datetime
+) -> tuple[int, dict]:
+    """POST one batch to the landing function; returns (status, JSON answer)."""
+    response = client.post(
+        f"/?source={source}",
+        data=b"\n".join(lines),
+        headers={
+            "Authorization": f"Bearer {token}",
+            BATCH_TIME_HEADER: batch_time.astimezone(UTC).isoformat(),
+            "Content-Type": "application/x-ndjson",
+        },
+    )
+    return response.status_code, orjson.loads(response.data)
+
+
+def land_generated(
+    settings: Settings,
+    services: Services,
+    generated: dict[str, SourceEvents],
+    *,
+    batch_size: int,
+    pubsub_share: float = 0.0,
+    batch_time: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> IngestStats:
+    """Land generated events: HTTP batches through the landing function, a share published to Pub/Sub.
+
+    Returns the counts. Raises RuntimeError when the landing function answers 5xx (storage down).
+    """
+    stats = IngestStats()
+    batch_time = batch_time or datetime.now(UTC)
+    started = time.perf_counter()
+    to_publish: dict[str, list[bytes]] = {}
+    with landing_app(settings, services) as client:
+        for source, events in generated.items():
+            stats.events += events.events
+            stats.lines += len(events.lines)
+            http_batches, publish = split_for_pubsub(events.lines, batch_size, pubsub_share)
+            if publish and services.bus is not None:
+                to_publish[source] = publish
+            elif publish:
+                http_batches = list(batches(events.lines, batch_size))
+            for index, chunk in enumerate(http_batches):
+                status, answer = post_batch(client, services.token, source, chunk, batch_time)
+                if status >= 500 or status in (401, 405):
+                    raise RuntimeError(
+                        f"landing function answered {status} for {source} batch {index}: {answer}"
+                    )
+                stats.http_batches += 1
+                stats.accepted += answer.get("accepted", 0)
+                stats.add_rejected(answer.get("rejected_by_reason", {}))
+                stats.objects_created += answer.get("objects_created", 0)
+                stats.objects.extend(answer.get("objects", []))
+                if progress:
+                    progress(len(chunk))
+    stats.seconds["land_http"] = time.perf_counter() - started
+    if to_publish:
+        started = time.perf_counter()
+        pubsub.ensure_topology(services.bus, generated)
+        for source, lines in to_publish.items():
+            stats.published += len(pubsub.publish_events(services.bus, source, lines, batch_time))
+            if progress:
+                progress(len(lines))
+        stats.seconds["publish"] = time.perf_counter() - started
+    return stats
+
+
+def record_arrivals(settings: Settings, services: Services, object_uris: list[str]) -> int:
+    """Record the landed objects in ops.file_arrivals as the finalize handler would; returns new rows."""
+    wanted: dict[str, set[str]] = {}
+    for uri in object_uris:
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        wanted.setdefault(bucket, set()).add(name)
+    resources = []
+    for bucket, names in wanted.items():
+        for blob in services.store.client.list_blobs(bucket):
+            if blob.name in names:
+                resources.append(dict(blob._properties))
+    sink = audit.DuckDbArrivalSink(settings.home, settings.project)
+    return audit.record_objects(resources, sink, datetime.now(UTC))
+
+
+def drain_subscriptions(settings: Settings, services: Services, sources: list[str]) -> pubsub.DrainResult:
+    """Run the subscription writer for each source until its subscription is empty; returns the totals."""
+    total = pubsub.DrainResult()
+    if services.bus is None:
+        return total
+    pubsub.ensure_topology(services.bus, sources)
+    for source in sources:
+        result = pubsub.drain_to_warehouse(services.bus, source, settings.home, settings.project)
+        total.written += result.written
+        total.dead_lettered += result.dead_lettered
+        total.pulls += result.pulls
+    return total
+
+
+def clean(settings: Settings) -> None:
+    """Delete the local landing and dead-letter buckets, the raw tables and the arrival records."""
+    from lakehouse.warehouse import open_catalog
+
+    root = paths.gcs_root(settings.home)
+    for bucket in (settings.landing_bucket, settings.dead_letter_bucket):
+        shutil.rmtree(root / bucket, ignore_errors=True)
+        (root / f"{bucket}.bucketMetadata").unlink(missing_ok=True)
+    if paths.catalog_file(settings.home, settings.project).exists():
+        with open_catalog(settings.home, settings.project) as con:
+            tables = con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? AND "
+                "((schema_name = 'bronze' AND table_name LIKE '%\\_raw' ESCAPE '\\') OR "
+                "(schema_name = 'ops' AND table_name = 'file_arrivals'))",
+                [settings.project],
+            ).fetchall()
+            for schema, table in tables:
+                con.execute(f'DROP TABLE "{schema}"."{table}"')

@@ -1,0 +1,432 @@
+"""The Pub/Sub path: per-source topics, a producer, and the local stand-in for BigQuery subscriptions."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from ingest.contracts import IDENTIFIER
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_TOPIC = "ingest-dead-letter"
+DEAD_LETTER_SUBSCRIPTION = "ingest-dead-letter-hold"
+MAX_DELIVERY_ATTEMPTS = 5
+RAW_DATASET = "bronze"
+# The table a BigQuery subscription writes with write_metadata=true and no topic/table schema.
+# `data` is STRING: JSON payloads read with JSON_VALUE in SQL without a bytes conversion. A message
+# whose data is not UTF-8 cannot be written to STRING and goes to the dead-letter topic instead.
+RAW_COLUMNS = (
+    ("subscription_name", "STRING", "VARCHAR"),
+    ("message_id", "STRING", "VARCHAR"),
+    ("publish_time", "TIMESTAMP", "TIMESTAMPTZ"),
+    ("data", "STRING", "VARCHAR"),
+    ("attributes", "STRING", "VARCHAR"),
+)
+
+
+def topic_id(source: str) -> str:
+    """Return the topic a source's events are published to; raises ValueError for a bad source name."""
+    if not IDENTIFIER.match(source):
+        raise ValueError(f"{source!r} is not a valid source name")
+    return f"ingest-{source}"
+
+
+def subscription_id(source: str) -> str:
+    """Return the BigQuery subscription (locally: pull subscription) of a source's topic."""
+    return f"{topic_id(source)}-bq"
+
+
+def raw_table(source: str) -> str:
+    """Return `bronze.<source>_raw`, the table the source's BigQuery subscription writes."""
+    if not IDENTIFIER.match(source):
+        raise ValueError(f"{source!r} is not a valid source name")
+    return f"{RAW_DATASET}.{source}_raw"
+
+
+@dataclass(frozen=True)
+class Received:
+    """A pulled message: what BigQuery subscriptions write, plus the ack handle."""
+
+    ack_id: str
+    message_id: str
+    publish_time: datetime
+    data: bytes
+    attributes: dict[str, str]
+    delivery_attempt: int = 1
+
+
+class Bus(Protocol):
+    """The part of Pub/Sub the producer and the subscription writer use."""
+
+    project: str
+
+    def ensure_topic(self, topic: str) -> None: ...
+
+    def ensure_subscription(self, subscription: str, topic: str) -> None: ...
+
+    def publish(self, topic: str, messages: list[tuple[bytes, dict[str, str]]]) -> list[str]: ...
+
+    def pull(self, subscription: str, max_messages: int) -> list[Received]: ...
+
+    def ack(self, subscription: str, ack_ids: list[str]) -> None: ...
+
+    def nack(self, subscription: str, ack_ids: list[str]) -> None: ...
+
+
+class EmulatorBus:
+    """Bus over google-cloud-pubsub clients talking to PUBSUB_EMULATOR_HOST (or real Pub/Sub)."""
+
+    def __init__(self, project: str, host: str | None = None) -> None:
+        self.project = project
+        self.host = host
+        self._publisher = None
+        self._subscriber = None
+
+    def _clients(self) -> tuple[Any, Any]:
+        if self._publisher is None:
+            from google.cloud import pubsub_v1
+
+            if self.host:
+                os.environ["PUBSUB_EMULATOR_HOST"] = self.host
+            settings = pubsub_v1.types.BatchSettings(max_messages=1000, max_bytes=9_000_000, max_latency=0.05)
+            self._publisher = pubsub_v1.PublisherClient(batch_settings=settings)
+            self._subscriber = pubsub_v1.SubscriberClient()
+        return self._publisher, self._subscriber
+
+    def ensure_topic(self, topic: str) -> None:
+        from google.api_core.exceptions import AlreadyExists
+
+        publisher, _ = self._clients()
+        try:
+            publisher.create_topic(name=publisher.topic_path(self.project, topic))
+        except AlreadyExists:
+            pass
+
+    def ensure_subscription(self, subscription: str, topic: str) -> None:
+        from google.api_core.exceptions import AlreadyExists
+
+        publisher, subscriber = self._clients()
+        try:
+            subscriber.create_subscription(
+                name=subscriber.subscription_path(self.project, subscription),
+                topic=publisher.topic_path(self.project, topic),
+                ack_deadline_seconds=60,
+            )
+        except AlreadyExists:
+            pass
+
+    def publish(self, topic: str, messages: list[tuple[bytes, dict[str, str]]]) -> list[str]:
+        publisher, _ = self._clients()
+        path = publisher.topic_path(self.project, topic)
+        futures = [publisher.publish(path, data, **attributes) for data, attributes in messages]
+        return [future.result(timeout=60) for future in futures]
+
+    def pull(self, subscription: str, max_messages: int) -> list[Received]:
+        from google.api_core.exceptions import DeadlineExceeded
+
+        _, subscriber = self._clients()
+        try:
+            with warnings.catch_warnings():
+                # return_immediately is deprecated for production subscribers; the local writer needs to
+                # know when a subscription is empty rather than hold a long poll open.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                response = subscriber.pull(
+                    subscription=subscriber.subscription_path(self.project, subscription),
+                    max_messages=max_messages,
+                    return_immediately=True,
+                    timeout=30,
+                )
+        except DeadlineExceeded:
+            return []
+        out = []
+        for item in response.received_messages:
+            message = item.message
+            out.append(
+                Received(
+                    ack_id=item.ack_id,
+                    message_id=message.message_id,
+                    publish_time=message.publish_time.astimezone(UTC),
+                    data=bytes(message.data),
+                    attributes=dict(message.attributes),
+                    delivery_attempt=item.delivery_attempt or 1,
+                )
+            )
+        return out
+
+    def ack(self, subscription: str, ack_ids: list[str]) -> None:
+        _, subscriber = self._clients()
+        path = subscriber.subscription_path(self.project, subscription)
+        for start in range(0, len(ack_ids), 1000):
+            subscriber.acknowledge(subscription=path, ack_ids=ack_ids[start : start + 1000])
+
+    def nack(self, subscription: str, ack_ids: list[str]) -> None:
+        _, subscriber = self._clients()
+        path = subscriber.subscription_path(self.project, subscription)
+        for start in range(0, len(ack_ids), 1000):
+            subscriber.modify_ack_deadline(
+                subscription=path, ack_ids=ack_ids[start : start + 1000], ack_deadline_seconds=0
+            )
+
+    def close(self) -> None:
+        """Stop the client transports."""
+        if self._publisher is not None:
+            self._publisher.stop()
+            self._subscriber.close()
+            self._publisher = self._subscriber = None
+
+
+@dataclass
+class _Subscription:
+    topic: str
+    ready: deque = field(default_factory=deque)
+    outstanding: dict[str, tuple[Received, float]] = field(default_factory=dict)
+
+
+class InProcessBus:
+    """A Pub/Sub stand-in in this process: topics fan out to subscriptions, unacked messages come back
+    after the ack deadline or a nack, with delivery attempts counted. Used when no emulator exists."""
+
+    def __init__(self, project: str, ack_deadline_seconds: float = 60.0) -> None:
+        self.project = project
+        self.ack_deadline = ack_deadline_seconds
+        self._topics: dict[str, list[str]] = {}
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._lock = threading.Lock()
+        self._counter = 0
+
+    def ensure_topic(self, topic: str) -> None:
+        with self._lock:
+            self._topics.setdefault(topic, [])
+
+    def ensure_subscription(self, subscription: str, topic: str) -> None:
+        with self._lock:
+            if topic not in self._topics:
+                raise KeyError(f"topic {topic} does not exist")
+            if subscription not in self._subscriptions:
+                self._subscriptions[subscription] = _Subscription(topic)
+                self._topics[topic].append(subscription)
+
+    def publish(self, topic: str, messages: list[tuple[bytes, dict[str, str]]]) -> list[str]:
+        with self._lock:
+            if topic not in self._topics:
+                raise KeyError(f"topic {topic} does not exist")
+            ids = []
+            now = datetime.now(UTC)
+            for data, attributes in messages:
+                self._counter += 1
+                message_id = str(self._counter)
+                ids.append(message_id)
+                for name in self._topics[topic]:
+                    self._subscriptions[name].ready.append(
+                        Received("", message_id, now, bytes(data), dict(attributes), 0)
+                    )
+            return ids
+
+    def pull(self, subscription: str, max_messages: int) -> list[Received]:
+        with self._lock:
+            sub = self._subscriptions[subscription]
+            now = time.monotonic()
+            expired = [ack_id for ack_id, (_, deadline) in sub.outstanding.items() if deadline <= now]
+            for ack_id in expired:
+                sub.ready.appendleft(sub.outstanding.pop(ack_id)[0])
+            out = []
+            while sub.ready and len(out) < max_messages:
+                message = sub.ready.popleft()
+                self._counter += 1
+                delivered = Received(
+                    f"ack-{self._counter}",
+                    message.message_id,
+                    message.publish_time,
+                    message.data,
+                    message.attributes,
+                    message.delivery_attempt + 1,
+                )
+                sub.outstanding[delivered.ack_id] = (delivered, now + self.ack_deadline)
+                out.append(delivered)
+            return out
+
+    def ack(self, subscription: str, ack_ids: list[str]) -> None:
+        with self._lock:
+            sub = self._subscriptions[subscription]
+            for ack_id in ack_ids:
+                sub.outstanding.pop(ack_id, None)
+
+    def nack(self, subscription: str, ack_ids: list[str]) -> None:
+        with self._lock:
+            sub = self._subscriptions[subscription]
+            for ack_id in reversed(ack_ids):
+                if ack_id in sub.outstanding:
+                    sub.ready.appendleft(sub.outstanding.pop(ack_id)[0])
+
+    def backlog(self, subscription: str) -> int:
+        """Return how many messages wait for delivery or for an ack."""
+        with self._lock:
+            sub = self._subscriptions[subscription]
+            return len(sub.ready) + len(sub.outstanding)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def ensure_topology(bus: Bus, sources: Iterable[str]) -> None:
+    """Create each source's topic and subscription, and the dead-letter topic with a holding subscription."""
+    bus.ensure_topic(DEAD_LETTER_TOPIC)
+    bus.ensure_subscription(DEAD_LETTER_SUBSCRIPTION, DEAD_LETTER_TOPIC)
+    for source in sources:
+        bus.ensure_topic(topic_id(source))
+        bus.ensure_subscription(subscription_id(source), topic_id(source))
+
+
+def publish_events(
+    bus: Bus, source: str, lines: list[bytes], batch_time: datetime | None = None
+) -> list[str]:
+    """Publish one message per event line to the source's topic; returns the message ids.
+
+    Attributes carry the source (and the producer's batch time), never the payload: the line is
+    published as it is, faults and all, as an upstream producer would.
+    """
+    attributes = {"source": source}
+    if batch_time is not None:
+        attributes["batch_time"] = batch_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return bus.publish(topic_id(source), [(line, attributes) for line in lines])
+
+
+@dataclass
+class DrainResult:
+    """What one drain of a subscription did."""
+
+    written: int = 0
+    dead_lettered: int = 0
+    nacked: int = 0
+    pulls: int = 0
+
+
+def raw_rows(
+    bus_project: str, subscription: str, messages: list[Received]
+) -> tuple[list[dict], list[Received]]:
+    """Return (rows for the raw table, messages that cannot be written) for pulled messages.
+
+    A row holds exactly what a BigQuery subscription with write_metadata writes; a message whose data
+    is not UTF-8 cannot go into the STRING `data` column and is returned for the dead-letter topic.
+    """
+    name = f"projects/{bus_project}/subscriptions/{subscription}"
+    rows, unwritable = [], []
+    for message in messages:
+        try:
+            data = message.data.decode("utf-8")
+        except UnicodeDecodeError:
+            unwritable.append(message)
+            continue
+        rows.append(
+            {
+                "subscription_name": name,
+                "message_id": message.message_id,
+                "publish_time": message.publish_time,
+                "data": data,
+                "attributes": orjson.dumps(message.attributes, option=orjson.OPT_SORT_KEYS).decode(),
+            }
+        )
+    return rows, unwritable
+
+
+def append_raw(con: Any, source: str, rows: list[dict]) -> None:
+    """Append rows to bronze.<source>_raw in the open DuckDB catalog (creating it), in one transaction."""
+    import pyarrow as pa
+
+    table = raw_table(source)
+    columns = ", ".join(f"{name} {duck}" for name, _, duck in RAW_COLUMNS)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_DATASET}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+    batch = pa.table(
+        {
+            "subscription_name": pa.array([r["subscription_name"] for r in rows], pa.string()),
+            "message_id": pa.array([r["message_id"] for r in rows], pa.string()),
+            "publish_time": pa.array([r["publish_time"] for r in rows], pa.timestamp("us", tz="UTC")),
+            "data": pa.array([r["data"] for r in rows], pa.string()),
+            "attributes": pa.array([r["attributes"] for r in rows], pa.string()),
+        }
+    )
+    con.register("incoming_raw_batch", batch)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(f"INSERT INTO {table} SELECT * FROM incoming_raw_batch")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("incoming_raw_batch")
+
+
+def drain_to_warehouse(
+    bus: Bus,
+    source: str,
+    home: Path,
+    project: str,
+    *,
+    max_messages: int = 1000,
+    idle_pulls: int = 3,
+    idle_wait_seconds: float = 0.1,
+) -> DrainResult:
+    """Pull the source's subscription until empty and append each pull to bronze.<source>_raw.
+
+    At-least-once: messages are acked only after the append committed (a crash in between means a
+    redelivery, which silver deduplicates on event_id). Undecodable messages go to the dead-letter
+    topic with the reason in their attributes, then are acked. Returns the counts. Raises
+    WarehouseBusy when another process holds the warehouse (nothing is acked then).
+    """
+    from lakehouse.warehouse import open_catalog
+
+    subscription = subscription_id(source)
+    result = DrainResult()
+    empty = 0
+    with open_catalog(home, project) as con:
+        while empty < idle_pulls:
+            messages = bus.pull(subscription, max_messages)
+            result.pulls += 1
+            if not messages:
+                empty += 1
+                if empty < idle_pulls:
+                    time.sleep(idle_wait_seconds)
+                continue
+            empty = 0
+            rows, unwritable = raw_rows(bus.project, subscription, messages)
+            try:
+                if rows:
+                    append_raw(con, source, rows)
+            except Exception:
+                bus.nack(subscription, [m.ack_id for m in messages])
+                result.nacked += len(messages)
+                raise
+            if unwritable:
+                bus.publish(
+                    DEAD_LETTER_TOPIC,
+                    [
+                        (
+                            m.data,
+                            {
+                                **m.attributes,
+                                "dead_letter_reason": "data_not_utf8",
+                                "original_subscription": subscription,
+                                "original_message_id": m.message_id,
+                            },
+                        )
+                        for m in unwritable
+                    ],
+                )
+            bus.ack(subscription, [m.ack_id for m in messages])
+            result.written += len(rows)
+            result.dead_lettered += len(unwritable)
+    return result

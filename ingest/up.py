@@ -1,0 +1,154 @@
+"""`lakehouse up` and `lakehouse generate` as one sequence of named steps run while local services are up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ingest import local
+from ingest.contracts import Contract, load_contracts
+from ingest.generator import SourceEvents, generate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Options:
+    """What to generate and how to land it."""
+
+    events: int = 20_000
+    seed: int = 42
+    sources: tuple[str, ...] = ()
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 1000
+    pubsub_share: float = 0.2
+    as_of: datetime | None = None
+    span: timedelta = timedelta(hours=24)
+    clean: bool = False
+    prefer_emulator: bool = True
+
+
+@dataclass
+class UpContext:
+    """State shared by the steps: settings, options, running services and what each step produced."""
+
+    settings: local.Settings
+    options: Options
+    console: Console
+    contracts: dict[str, Contract] = field(default_factory=dict)
+    services: local.Services | None = None
+    generated: dict[str, SourceEvents] = field(default_factory=dict)
+    stats: local.IngestStats = field(default_factory=local.IngestStats)
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+Step = tuple[str, Callable[[UpContext], None]]
+
+
+def step_generate(ctx: UpContext) -> None:
+    """Generate the events (all fault kinds at the contracts' rates unless overridden)."""
+    started = time.perf_counter()
+    ctx.generated = generate(
+        ctx.contracts,
+        ctx.options.events,
+        ctx.options.seed,
+        as_of=ctx.options.as_of,
+        span=ctx.options.span,
+        sources=ctx.options.sources or None,
+        fault_rates=ctx.options.fault_rates,
+    )
+    ctx.stats.seconds["generate"] = time.perf_counter() - started
+
+
+def step_land(ctx: UpContext) -> None:
+    """POST batches to the landing function (functions-framework) and publish the Pub/Sub share."""
+    total = sum(len(events.lines) for events in ctx.generated.values())
+    with Progress(
+        TextColumn("landing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=ctx.console,
+        transient=True,
+        disable=not ctx.console.is_terminal,
+    ) as progress:
+        task = progress.add_task("land", total=total)
+        stats = local.land_generated(
+            ctx.settings,
+            ctx.services,
+            ctx.generated,
+            batch_size=ctx.options.batch_size,
+            pubsub_share=ctx.options.pubsub_share,
+            batch_time=ctx.options.as_of,
+            progress=lambda n: progress.advance(task, n),
+        )
+    stats.seconds = {**ctx.stats.seconds, **stats.seconds}
+    ctx.stats = stats
+
+
+def step_audit(ctx: UpContext) -> None:
+    """Record every landed object in ops.file_arrivals, as the GCS finalize handler does on GCP."""
+    ctx.stats.arrivals_recorded = local.record_arrivals(ctx.settings, ctx.services, ctx.stats.objects)
+
+
+def step_drain(ctx: UpContext) -> None:
+    """Run the subscription writer: Pub/Sub messages into bronze.<source>_raw, acked after commit."""
+    started = time.perf_counter()
+    result = local.drain_subscriptions(ctx.settings, ctx.services, list(ctx.generated))
+    ctx.stats.raw_rows = result.written
+    ctx.stats.pubsub_dead_lettered = result.dead_lettered
+    ctx.stats.seconds["subscription_writer"] = time.perf_counter() - started
+
+
+# What `lakehouse generate` does once the services run.
+INGEST_STEPS: list[Step] = [
+    ("generate events", step_generate),
+    ("land over HTTP, publish to Pub/Sub", step_land),
+    ("record file arrivals", step_audit),
+    ("write the Pub/Sub raw tables", step_drain),
+]
+
+# What `lakehouse up` does: the ingest steps, then whatever later steps are appended here
+# (an engine run of the Dataform graph, a report). Each step takes the UpContext.
+UP_STEPS: list[Step] = [*INGEST_STEPS]
+
+
+def run_steps(
+    settings: local.Settings,
+    options: Options,
+    steps: list[Step],
+    console: Console | None = None,
+    *,
+    with_pubsub: bool = True,
+) -> UpContext:
+    """Start the local services, run `steps` in order, and stop the services, even on error or Ctrl-C.
+
+    Returns the context with every step's results. Raises what a step raises (ContractError,
+    ValueError for bad options, ServiceError, WarehouseBusy) after stopping the services.
+    """
+    console = console or Console(stderr=True)
+    ctx = UpContext(settings, options, console)
+    ctx.contracts = load_contracts(settings.project_dir)
+    if options.as_of is None:
+        options.as_of = datetime.now(UTC).replace(microsecond=0)
+    if options.clean:
+        local.clean(settings)
+    started = time.perf_counter()
+    with local.local_services(
+        settings, with_pubsub=with_pubsub, prefer_emulator=options.prefer_emulator
+    ) as services:
+        ctx.services = services
+        ctx.stats.seconds["start_services"] = time.perf_counter() - started
+        console.print(f"services up: fake-gcs-server {services.gcs.url}, Pub/Sub: {services.pubsub_kind}")
+        for name, step in steps:
+            step_started = time.perf_counter()
+            step(ctx)
+            console.print(f"[green]✓[/green] {name} ({time.perf_counter() - step_started:.1f} s)")
+    return ctx
