@@ -63,6 +63,10 @@ MACROS: dict[str, str] = {
     "bq_divide": """(a, b) AS CASE
         WHEN b = 0 THEN error('division by zero: ' || CAST(a AS VARCHAR) || ' / ' || CAST(b AS VARCHAR))
         ELSE a / b END""",
+    # SUBSTR: position 0, or before the start of the string, means 1 in BigQuery.
+    "bq_substr": """(s, p, n := NULL) AS CASE
+        WHEN n IS NULL THEN substring(s, CASE WHEN p = 0 OR p < -length(s) THEN 1 ELSE p END)
+        ELSE substring(s, CASE WHEN p = 0 OR p < -length(s) THEN 1 ELSE p END, n) END""",
     # IEEE_DIVIDE: floating point division, inf and NaN instead of errors.
     "ieee_divide": "(a, b) AS CAST(a AS DOUBLE) / CAST(b AS DOUBLE)",
     # FARM_FINGERPRINT takes STRING or BYTES.

@@ -543,9 +543,12 @@ def _numeric_type(dtype: exp.DataType) -> exp.DataType:
     return dtype
 
 
-def _integer_literals_int64(tree: exp.Expression) -> exp.Expression:
-    """Integer literals are INT64: DuckDB types 1 as a 32-bit INTEGER, so 2147483647 + 1 overflows
-    and `select 1 as a` makes an INTEGER column. Positional GROUP BY/ORDER BY and LIMIT stay bare.
+def _number_literals(tree: exp.Expression) -> exp.Expression:
+    """Integer literals are INT64 and 1.5 / 1e3 are FLOAT64, as in BigQuery.
+
+    DuckDB types 1 as a 32-bit INTEGER (2147483647 + 1 overflows, `select 1 as a` makes an INTEGER
+    column) and 1.5 as DECIMAL(2,1) (0.1 + 0.2 = 0.3 exactly, a DECIMAL column).
+    Positional GROUP BY/ORDER BY and LIMIT stay bare.
     """
     skip = (
         exp.Ordered,
@@ -562,9 +565,40 @@ def _integer_literals_int64(tree: exp.Expression) -> exp.Expression:
         exp.Cube,
     )
     for literal in list(tree.find_all(exp.Literal)):
-        if literal.is_string or not re.fullmatch(r"[0-9]+", literal.this) or isinstance(literal.parent, skip):
+        if literal.is_string or isinstance(literal.parent, skip):
             continue
-        literal.replace(exp.cast(literal.copy(), exp.DataType.build("BIGINT")))
+        if re.fullmatch(r"[0-9]+", literal.this):
+            literal.replace(exp.cast(literal.copy(), exp.DataType.build("BIGINT")))
+        elif re.fullmatch(r"[0-9]*\.?[0-9]*([eE][+-]?[0-9]+)?", literal.this):
+            literal.replace(exp.cast(literal.copy(), exp.DataType.build("DOUBLE")))
+    return tree
+
+
+def _substr_positions(tree: exp.Expression) -> exp.Expression:
+    """SUBSTR(s, 0, n) starts at 1 and a position before the start clamps to 1 in BigQuery.
+
+    DuckDB counts position 0 as the character before the first ('he' vs 'h').
+    """
+    for node in list(tree.find_all(exp.Substring)):
+        start = node.args.get("start")
+        if start is None or (isinstance(start, exp.Literal) and not start.is_string and int(start.this) > 0):
+            continue
+        args = [node.this.copy(), start.copy()]
+        length = node.args.get("length")
+        if length is not None:
+            args.append(length.copy())
+        node.replace(_call("bq_substr", *args))
+    return tree
+
+
+def _timestamp_diff_whole_units(tree: exp.Expression) -> exp.Expression:
+    """TIMESTAMP_DIFF counts whole units elapsed (00:59 -> 01:00 is 0 hours); DuckDB date_diff counts
+    unit boundaries crossed (1). DuckDB date_sub counts whole units.
+    """
+    for node in list(tree.find_all(exp.TimestampDiff)):
+        unit = node.args.get("unit")
+        name = unit.name.upper() if unit is not None else "DAY"
+        node.replace(_call("date_sub", exp.Literal.string(name), node.expression.copy(), node.this.copy()))
     return tree
 
 
@@ -641,7 +675,10 @@ def _extract_parts(tree: exp.Expression) -> exp.Expression:
                 raise UnsupportedConstruct(f"EXTRACT(WEEK({day}))", "use WEEK, WEEK(MONDAY) or ISOWEEK")
             continue
         name = part.name.upper()
-        if name == "DAYOFWEEK":
+        if name in ("DATE", "TIME", "DATETIME"):
+            target = {"DATE": "DATE", "TIME": "TIME", "DATETIME": "TIMESTAMP"}[name]
+            node.replace(exp.cast(value, exp.DataType.build(target)))
+        elif name == "DAYOFWEEK":
             node.replace(exp.Add(this=_call("dayofweek", value), expression=exp.Literal.number(1)))
         elif name == "WEEK":
             node.replace(exp.cast(_call("strftime", value, exp.Literal.string("%U")), "BIGINT"))
@@ -692,7 +729,9 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _format_printf,
     _division_errors,
     _timestamp_from_epoch,
-    _integer_literals_int64,
+    _substr_positions,
+    _timestamp_diff_whole_units,
+    _number_literals,
 ]
 
 REWRITES = [_rewrite_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
@@ -719,13 +758,19 @@ def _parse(text: str, position: str) -> exp.Expression:
     return tree
 
 
+# sqlglot warnings that do not apply here: the session time zone is UTC, as BigQuery's default.
+_BENIGN_WARNINGS = ("EXTRACT from TIMESTAMPTZ",)
+
+
 def _generate(tree: exp.Expression) -> str:
     try:
         return tree.sql(dialect=WRITE, unsupported_level=ErrorLevel.RAISE)
     except UnsupportedError as error:
-        raise UnsupportedConstruct(
-            str(error).split("\n")[0], "rewrite it with a supported equivalent"
-        ) from error
+        messages = [m.strip() for m in str(error).split("\n\n") if m.strip()]
+        remaining = [m for m in messages if not m.startswith(_BENIGN_WARNINGS)]
+        if not remaining:
+            return tree.sql(dialect=WRITE, unsupported_level=ErrorLevel.IGNORE)
+        raise UnsupportedConstruct(remaining[0], "rewrite it with a supported equivalent") from error
 
 
 def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
