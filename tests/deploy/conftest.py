@@ -1,0 +1,69 @@
+"""Fixtures for deploy tests: a small project (two contracts) and an environment config to edit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE_ENV = {
+    "environment": "dev",
+    "project": "lakehouse-test-1",
+    "project_number": "123456789012",
+    "region": "us-central1",
+    "bigquery_location": "US",
+    "prefix": "lh-test",
+    "buckets": {
+        "landing": "lh-test-landing",
+        "dead_letter": "lh-test-dead-letter",
+        "lake": "lh-test-lake",
+        "functions_source": "lh-test-functions",
+    },
+    "dataform": {
+        "git_remote": "https://github.com/example/lakehouse.git",
+        "token_secret_version": "projects/lakehouse-test-1/secrets/git-token/versions/1",
+        "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "3"},
+    },
+    "schedules": {
+        "generator": "*/2 * * * *",
+        "workflows": [{"name": "hourly", "cron": "5 * * * *", "tags": ["hourly"]}],
+    },
+}
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch) -> Path:
+    """A project with contracts orders and page_views and the repository's pyproject.toml."""
+    root = tmp_path / "project"
+    contracts = root / "includes" / "contracts"
+    contracts.mkdir(parents=True)
+    for name in ("orders", "page_views"):
+        (contracts / f"{name}.json").write_text(json.dumps({"name": name, "fields": []}))
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    (root / "deploy").mkdir()
+    (root / "deploy" / "function.py").write_text('"""stand-in"""\n')
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path / "home"))
+    return root
+
+
+@pytest.fixture
+def write_env(tmp_path: Path):
+    """Return a function writing BASE_ENV with top-level overrides (None deletes) to a YAML file."""
+
+    def write(name: str = "env.yaml", **overrides) -> Path:
+        data = json.loads(json.dumps(BASE_ENV))
+        for key, value in overrides.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write

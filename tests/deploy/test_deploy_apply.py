@@ -1,0 +1,248 @@
+"""plan / apply / destroy against fake clients that store the libraries' own message types."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from deploy_fakes import CONNECTION_SA, FakeCloud
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery, pubsub_v1, storage
+
+from deploy.apply import apply, destroy, explain
+from deploy.config import load_env
+from deploy.handlers import handlers
+from deploy.plan import make_plan, render
+from deploy.resources import desired_state, discover_sources
+
+
+@pytest.fixture
+def setup(write_env, project_dir, monkeypatch):
+    monkeypatch.setenv("TEST_PII_SALT", "pepper")
+
+    def make(**overrides):
+        env = load_env(write_env(**overrides), project_dir)
+        return env, desired_state(env, discover_sources(project_dir))
+
+    return make
+
+
+@pytest.fixture
+def cloud():
+    return FakeCloud()
+
+
+def run_apply(env, resources, cloud, project_dir):
+    return apply(env, resources, cloud.clients(), handlers(project_dir), project_dir, sleep=lambda s: None)
+
+
+def plan_actions(env, resources, cloud, project_dir):
+    plan = make_plan(env, [], resources, project_dir, cloud.clients(), handlers(project_dir))
+    return plan, collections.Counter(c.action for c in plan.changes)
+
+
+def test_plan_without_clients_lists_everything_as_create(setup, project_dir):
+    env, resources = setup()
+    plan = make_plan(env, ["orders", "page_views"], resources, project_dir, why_not_read="no credentials")
+    assert plan.state_read is False
+    assert plan.count("create") == len(resources) == 63
+    text = render(plan)
+    assert "Current state NOT read: no credentials. Showing the full desired state" in text
+    assert (
+        text.splitlines()[-1] == f"Plan: {len(resources)} to create, 0 to update, 0 unchanged, 0 blocked "
+        f"({len(resources)} resources). Nothing was changed."
+    )
+    assert '"pii_salt": "***"' in text and "pepper" not in text
+
+
+def test_apply_creates_everything_then_a_second_apply_changes_nothing(setup, cloud, project_dir):
+    env, resources = setup()
+    report = run_apply(env, resources, cloud, project_dir)
+    assert report.error is None
+    assert report.count("created") == len(resources)
+    plan, actions = plan_actions(env, resources, cloud, project_dir)
+    assert actions == {"unchanged": len(resources)}
+    cloud.calls.clear()
+    again = run_apply(env, resources, cloud, project_dir)
+    assert again.error is None and again.count("unchanged") == len(resources)
+    assert cloud.writes() == []
+
+
+def test_apply_wires_outputs_and_iam(setup, cloud, project_dir):
+    env, resources = setup()
+    assert run_apply(env, resources, cloud, project_dir).error is None
+    lake = cloud.policies["lh-test-lake"]
+    assert [(b.role, list(b.members)) for b in lake.bindings] == [
+        ("roles/storage.objectAdmin", [f"serviceAccount:{CONNECTION_SA}"])
+    ]
+    bronze = bigquery.Dataset.from_api_repr(cloud.datasets["lakehouse-test-1.bronze"])
+    assert sorted((e.role, e.entity_id) for e in bronze.access_entries) == [
+        (
+            "roles/bigquery.dataEditor",
+            "serviceAccount:lh-dev-dataform@lakehouse-test-1.iam.gserviceaccount.com",
+        ),
+        (
+            "roles/bigquery.dataEditor",
+            "serviceAccount:lh-dev-pubsub-writer@lakehouse-test-1.iam.gserviceaccount.com",
+        ),
+    ]
+    job = cloud.store["projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-trigger-hourly"]
+    assert job.http_target.uri == "https://lh-test-trigger-abc123-uc.a.run.app"
+    generator = cloud.store["projects/lakehouse-test-1/locations/us-central1/functions/lh-test-generator"]
+    assert generator.service_config.environment_variables["LAKEHOUSE_LANDING_URL"] == (
+        "https://lh-test-landing-abc123-uc.a.run.app"
+    )
+    release = cloud.store[
+        "projects/lakehouse-test-1/locations/us-central1/repositories/lakehouse/releaseConfigs/dev"
+    ]
+    assert release.code_compilation_config.vars["pii_salt"] == "pepper"
+    archive = [name for bucket, name in cloud.objects if bucket == "lh-test-functions"]
+    assert len(archive) == 1 and archive[0].startswith("lakehouse-")
+    agent = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
+    dead = cloud.policies["projects/lakehouse-test-1/topics/lh-test-dead-letter"]
+    assert [(b.role, list(b.members)) for b in dead.bindings] == [("roles/pubsub.publisher", [agent])]
+
+
+def test_a_changed_config_updates_only_what_changed(setup, cloud, project_dir):
+    env, resources = setup()
+    run_apply(env, resources, cloud, project_dir)
+    dataform = {**load_env(project_dir.parent / "env.yaml").dataform.__dict__}
+    env2, resources2 = setup(
+        dataform={
+            "git_remote": dataform["git_remote"],
+            "token_secret_version": dataform["token_secret_version"],
+            "git_commitish": "v1.2.0",
+            "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "7"},
+        },
+        labels={"team": "data"},
+    )
+    plan, actions = plan_actions(env2, resources2, cloud, project_dir)
+    release = next(c for c in plan.changes if c.resource.kind == "release_config")
+    assert release.action == "update" and release.changed == ["git_commitish", "vars"]
+    labelled = sum(1 for r in resources2 if "labels" in r.spec)
+    assert actions["update"] == labelled + 1
+    cloud.calls.clear()
+    report = run_apply(env2, resources2, cloud, project_dir)
+    assert report.error is None
+    update = next(req for name, req in cloud.calls if name == "update_release_config")
+    assert list(update.update_mask.paths) == ["code_compilation_config", "git_commitish"]
+    stored = cloud.store[release.resource.name]
+    assert stored.git_commitish == "v1.2.0" and stored.code_compilation_config.vars["lookback_days"] == "7"
+    assert plan_actions(env2, resources2, cloud, project_dir)[1] == {"unchanged": len(resources2)}
+
+
+def test_partial_apply_reports_the_resource_and_resumes(setup, cloud, project_dir):
+    env, resources = setup()
+    cloud.fail["create_subscription"] = gexc.PermissionDenied("caller lacks pubsub.subscriptions.create")
+    report = run_apply(env, resources, cloud, project_dir)
+    error = report.error
+    assert error is not None and error.resource.kind == "subscription"
+    assert str(error).startswith(
+        "create subscription projects/lakehouse-test-1/subscriptions/lh-test-orders-bq failed: "
+        "PermissionDenied: caller lacks pubsub.subscriptions.create"
+    )
+    assert "grant the deploying identity roles/pubsub.admin on project lakehouse-test-1" in error.hint
+    done = report.count("created")
+    assert 0 < done < len(resources)
+    resumed = run_apply(env, resources, cloud, project_dir)
+    assert resumed.error is None
+    assert resumed.count("unchanged") == done
+    assert resumed.count("created") == len(resources) - done
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            gexc.Forbidden("Cloud Pub/Sub API has not been used in project 1 before or it is disabled"),
+            "enable the API: gcloud services enable pubsub.googleapis.com --project lakehouse-test-1",
+        ),
+        (gexc.ResourceExhausted("quota"), "a quota or rate limit was hit"),
+        (gexc.AlreadyExists("taken"), "the name is taken"),
+        (gexc.ServiceUnavailable("try later"), "a transient Google Cloud error"),
+    ],
+)
+def test_api_errors_say_what_to_do(setup, error, expected):
+    env, resources = setup()
+    topic = next(r for r in resources if r.kind == "topic")
+    explained = explain(error, topic, "create", env)
+    assert explained.hint.startswith(expected)
+    assert explained.hint.endswith("then re-run `lakehouse deploy apply` (finished steps show as unchanged)")
+
+
+def test_a_taken_bucket_name_points_at_the_config_field(setup, cloud, project_dir):
+    env, resources = setup()
+    cloud.fail["create_bucket"] = gexc.Forbidden("does not have storage.buckets.create access")
+    report = run_apply(env, resources, cloud, project_dir)
+    assert report.error.resource.name == "lh-test-landing"
+    assert report.error.hint.startswith(
+        f"the bucket name may belong to another project: choose another name in {env.path}"
+    )
+
+
+def test_apply_refuses_an_unset_secret(setup, cloud, project_dir, monkeypatch):
+    env, resources = setup()
+    monkeypatch.delenv("TEST_PII_SALT")
+    report = run_apply(env, resources, cloud, project_dir)
+    assert report.error.resource.kind == "release_config"
+    assert report.error.message == "not known yet: $TEST_PII_SALT"
+    assert report.error.hint == "export the environment variables named above"
+
+
+def test_resources_not_created_by_the_kit_are_never_changed(setup, cloud, project_dir):
+    env, resources = setup()
+    foreign = storage.Bucket(client=None, name="lh-test-lake")
+    cloud.buckets["lh-test-lake"] = {**foreign._properties, "location": "US", "labels": {"owner": "someone"}}
+    plan, _ = plan_actions(env, resources, cloud, project_dir)
+    lake = next(c for c in plan.changes if c.resource.name == "lh-test-lake")
+    assert lake.action == "blocked"
+    assert lake.reason == "exists but was not created by lakehouse-kit; apply will not touch it"
+    report = run_apply(env, resources, cloud, project_dir)
+    assert report.error.resource.name == "lh-test-lake"
+    assert report.error.message.startswith("it exists but was not created by lakehouse-kit (differs in")
+
+
+def test_immutable_changes_are_blocked(setup, cloud, project_dir):
+    env, resources = setup()
+    run_apply(env, resources, cloud, project_dir)
+    env2, resources2 = setup(bigquery_location="EU")
+    plan, _ = plan_actions(env2, resources2, cloud, project_dir)
+    landing = next(c for c in plan.changes if c.resource.name == "lh-test-landing")
+    assert (landing.action, landing.reason) == ("blocked", "location cannot change in place")
+    assert "      location: US -> EU" in render(plan)
+
+
+def test_destroy_keeps_data_and_foreign_resources(setup, cloud, project_dir):
+    env, resources = setup()
+    run_apply(env, resources, cloud, project_dir)
+    foreign_topic = "projects/lakehouse-test-1/topics/someone-elses"
+    cloud.store[foreign_topic] = pubsub_v1.types.Topic(name=foreign_topic)
+    report = destroy(env, resources, cloud.clients(), handlers(project_dir), project_dir)
+    assert report.error is None
+    kept = sorted(o.resource.name for o in report.outcomes if o.result == "kept")
+    assert kept == sorted(r.name for r in resources if r.data)
+    assert sorted(cloud.buckets) == ["lh-test-dead-letter", "lh-test-lake", "lh-test-landing"]
+    assert len(cloud.datasets) == 5 and len(cloud.tables) == 3
+    assert sorted(cloud.store) == [foreign_topic]
+    assert all(not p.bindings for p in cloud.policies.values())
+
+
+def test_destroy_with_data_leaves_only_foreign_resources(setup, cloud, project_dir):
+    env, resources = setup()
+    run_apply(env, resources, cloud, project_dir)
+    cloud.buckets["not-ours"] = {"name": "not-ours", "labels": {}}
+    report = destroy(env, resources, cloud.clients(), handlers(project_dir), project_dir, include_data=True)
+    assert report.error is None
+    assert report.count("deleted") == len(resources)
+    assert list(cloud.buckets) == ["not-ours"] and cloud.datasets == {} and cloud.store == {}
+    again = destroy(env, resources, cloud.clients(), handlers(project_dir), project_dir, include_data=True)
+    assert again.count("absent") == len(resources)
+
+
+def test_destroy_leaves_a_same_named_foreign_resource(setup, cloud, project_dir):
+    env, resources = setup()
+    cloud.buckets["lh-test-landing"] = {"name": "lh-test-landing", "labels": {"owner": "finance"}}
+    report = destroy(env, resources, cloud.clients(), handlers(project_dir), project_dir, include_data=True)
+    landing = next(o for o in report.outcomes if o.resource.name == "lh-test-landing")
+    assert (landing.result, landing.detail) == ("left-alone", "not created by lakehouse-kit")
+    assert "lh-test-landing" in cloud.buckets

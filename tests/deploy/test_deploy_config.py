@@ -1,0 +1,194 @@
+"""Environment config validation: every bad field is named, before any API call."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import BASE_ENV, REPO
+
+from deploy import naming
+from deploy.config import ConfigError, display_var, load_env
+
+
+def problems(path, project_dir=None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_env(path, project_dir or path.parent)
+    return caught.value.problems
+
+
+def test_valid_config_derives_defaults(write_env):
+    env = load_env(write_env(), write_env().parent)
+    assert env.project == "lakehouse-test-1"
+    assert env.datasets == {
+        "bronze": "bronze",
+        "silver": "silver",
+        "gold": "gold",
+        "assertions": "assertions",
+        "ops": "ops",
+    }
+    assert env.service_accounts["pubsub_writer"] == "lh-dev-pubsub-writer"
+    assert env.service_account_email("trigger") == "lh-dev-trigger@lakehouse-test-1.iam.gserviceaccount.com"
+    assert env.dataform.release_config == "dev"
+    assert env.dataform.default_branch == "main"
+    assert env.generator_cron == "*/2 * * * *"
+    assert [(w.name, w.cron, w.tags, w.include_dependencies) for w in env.workflows] == [
+        ("hourly", "5 * * * *", ("hourly",), True)
+    ]
+    assert env.functions["trigger"].entry_point == "deploy.function:workflow_trigger"
+    assert env.functions["trigger"].timeout_s == 3600
+
+
+def test_sample_configs_of_the_repository_load():
+    for name in ("dev", "prod"):
+        env = load_env(REPO / "config" / "environments" / f"{name}.yaml", REPO)
+        assert env.environment == name
+        assert env.dataform.vars["pii_salt"] == "${env:LAKEHOUSE_PII_SALT}"
+
+
+def test_missing_fields_are_each_named(write_env):
+    found = problems(write_env(project=None, region=None))
+    assert "field 'project' is missing" in found
+    assert "field 'region' is missing" in found
+
+
+def test_unknown_region_and_location(write_env):
+    found = problems(write_env(region="us-middle9", bigquery_location="ASIA"))
+    assert found == [
+        "field 'region': 'us-middle9' is not valid (unknown region; use one where Cloud Functions, "
+        "Scheduler and Dataform run, e.g. us-central1)",
+        "field 'bigquery_location': 'ASIA' is not valid (unknown BigQuery location; use US, EU or a "
+        "region such as europe-west1)",
+    ]
+
+
+def test_gcp_naming_rules(write_env):
+    found = problems(
+        write_env(
+            project="My_Project",
+            buckets={**BASE_ENV["buckets"], "landing": "goog-landing", "lake": "my.lake.bucket"},
+            datasets={"silver": "silver-layer"},
+            service_accounts={"trigger": "trg"},
+        )
+    )
+    text = "\n".join(found)
+    assert "field 'project': 'My_Project' is not valid (a project id has 6-30 characters" in text
+    assert (
+        "field 'buckets.landing': 'goog-landing' is not valid (a bucket name cannot start with 'goog'" in text
+    )
+    assert (
+        "field 'buckets.lake': 'my.lake.bucket' is not valid (bucket names with dots need a verified" in text
+    )
+    assert "field 'datasets.silver': 'silver-layer' is not valid (a dataset id has 1-1024 characters" in text
+    assert "field 'service_accounts.trigger': 'trg' is not valid (a service account id has 6-30" in text
+    assert len(found) == 5
+
+
+def test_malformed_values(write_env, tmp_path):
+    found = problems(
+        write_env(
+            labels={"Team": "x"},
+            schedules={
+                "generator": "every two minutes",
+                "workflows": [{"name": "Hourly", "cron": "5 * * * *"}],
+            },
+            pubsub={"max_delivery_attempts": 2},
+            dataform={
+                **BASE_ENV["dataform"],
+                "git_remote": "git@github.com:x/y.git",
+                "token_secret_version": "tok",
+            },
+        )
+    )
+    assert found == [
+        "field 'labels.Team': label key 'Team': 1-63 lower-case letters, digits, '-' or '_', "
+        "starting with a letter",
+        "field 'dataform.git_remote': 'git@github.com:x/y.git' is not valid "
+        "(the git remote must be an https:// URL)",
+        "field 'dataform.token_secret_version': 'tok' is not valid "
+        "(expected projects/<project>/secrets/<name>/versions/<version>)",
+        "field 'schedules.generator': 'every two minutes' is not a five-field cron expression",
+        "field 'schedules.workflows[0].name': 'Hourly' must be lower-case letters, digits and hyphens (2-49)",
+        "field 'pubsub.max_delivery_attempts' must be an integer from 5 to 100, got 2",
+    ]
+
+
+def test_unknown_fields_and_duplicate_names(write_env):
+    found = problems(
+        write_env(
+            projet="typo",
+            buckets={**BASE_ENV["buckets"], "lake": "lh-test-landing", "archive": "lh-archive"},
+        )
+    )
+    assert found[0].startswith("field 'projet' is not a known field (known: bigquery_location, buckets,")
+    assert (
+        "field 'buckets.archive' is not a known bucket (known: landing, dead_letter, lake, functions_source)"
+        in found
+    )
+    assert "field 'buckets': every bucket needs its own name" in found
+
+
+def test_message_names_the_file(write_env):
+    path = write_env(region="mars-north1")
+    with pytest.raises(ConfigError) as caught:
+        load_env(path, path.parent)
+    assert str(caught.value).startswith(f"{path}: field 'region': 'mars-north1' is not valid")
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("project: [unclosed")
+    assert problems(bad)[0].startswith("not valid YAML:")
+    bad.write_text("- a list\n")
+    assert problems(bad) == ["expected a mapping of fields at the top level"]
+    assert problems(tmp_path / "absent.yaml") == ["file not found"]
+
+
+def test_trigger_timeout_must_fit_in_the_function_timeout(write_env):
+    found = problems(write_env(trigger={"timeout_s": 3000}, functions={"trigger": {"timeout_s": 600}}))
+    assert found == [
+        "field 'trigger.timeout_s' must be shorter than 'functions.trigger.timeout_s' so the trigger reports "
+        "a timeout before the function is killed"
+    ]
+
+
+def test_env_references_resolve_at_apply_time(write_env, monkeypatch):
+    env = load_env(write_env(), write_env().parent)
+    monkeypatch.delenv("TEST_PII_SALT", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        env.resolved_vars()
+    assert caught.value.problems == [
+        "field 'dataform.vars.pii_salt': environment variable TEST_PII_SALT is not set "
+        "(export it before apply; it is read at deploy time and never committed)"
+    ]
+    monkeypatch.setenv("TEST_PII_SALT", "s3cret")
+    assert env.resolved_vars() == {"pii_salt": "s3cret", "lookback_days": "3"}
+
+
+def test_secret_vars_are_masked_for_display():
+    assert display_var("pii_salt", "s3cret") == "***"
+    assert display_var("pii_salt", "${env:X}") == "${env:X}"
+    assert display_var("lookback_days", "3") == "3"
+
+
+def test_shared_schedule_file_is_used_when_the_env_has_none(write_env, tmp_path):
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "schedules.yaml").write_text(
+        "generator:\n  cron: '*/5 * * * *'\nworkflows:\n  - {name: daily, cron: '0 3 * * *', tags: [daily]}\n"
+    )
+    env = load_env(write_env(schedules=None), tmp_path)
+    assert env.generator_cron == "*/5 * * * *"
+    assert [(w.name, w.tags) for w in env.workflows] == [("daily", ("daily",))]
+
+
+@pytest.mark.parametrize(
+    ("rule", "good", "bad"),
+    [
+        (naming.project_id_problem, "my-project-42", "my-google-project"),
+        (naming.bucket_problem, "a_b-c", "192-168-1-1"),
+        (naming.pubsub_problem, "lh-orders", "goog-orders"),
+        (naming.function_problem, "lakehouse-dev-trigger", "x" * 50),
+        (naming.service_account_problem, "lh-dev-landing", "lh-dev-landing-"),
+    ],
+)
+def test_naming_rules(rule, good, bad):
+    assert rule(good) is None
+    assert rule(bad) is not None

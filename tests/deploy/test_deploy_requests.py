@@ -1,0 +1,219 @@
+"""Request building is pure: each resource becomes the client library's own message, field by field."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+
+import pytest
+from google.cloud import (
+    bigquery,
+    bigquery_connection_v1,
+    dataform_v1beta1,
+    functions_v2,
+    iam_admin_v1,
+    pubsub_v1,
+    scheduler_v1,
+    storage,
+)
+from google.iam.v1 import policy_pb2
+
+from deploy import handlers as h
+from deploy.archive import build_archive, main_module
+from deploy.config import load_env
+from deploy.resources import desired_state, discover_sources, resolve
+
+OUTPUTS = {
+    "project:lakehouse-test-1": {"number": "123456789012"},
+    "source_archive:lakehouse": {"sha": "0123456789abcdef"},
+    "connection:projects/lakehouse-test-1/locations/us/connections/lh-test-lake": {
+        "service_account": "bqcx@x"
+    },
+    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-landing": {
+        "url": "https://landing"
+    },
+    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-generator": {
+        "url": "https://gen"
+    },
+    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-trigger": {
+        "url": "https://trig"
+    },
+}
+
+
+@pytest.fixture
+def state(write_env, project_dir, monkeypatch):
+    monkeypatch.setenv("TEST_PII_SALT", "pepper")
+    env = load_env(write_env(), project_dir)
+    resources = desired_state(env, discover_sources(project_dir))
+
+    def get(kind: str, name_end: str):
+        resource = next(r for r in resources if r.kind == kind and r.name.endswith(name_end))
+        spec, unknown = resolve(resource.spec, OUTPUTS)
+        assert unknown == []
+        return resource, spec
+
+    return get
+
+
+def test_service_account_request(state):
+    request = h.build_service_account(
+        *state("service_account", "lh-dev-trigger@lakehouse-test-1.iam.gserviceaccount.com")
+    )
+    assert isinstance(request, iam_admin_v1.CreateServiceAccountRequest)
+    assert request.name == "projects/lakehouse-test-1"
+    assert request.account_id == "lh-dev-trigger"
+    assert request.service_account.display_name == "lakehouse dev trigger"
+    assert request.service_account.description.endswith("managed-by: lakehouse-kit")
+
+
+def test_bucket_with_lifecycle(state):
+    bucket = h.build_bucket(*state("bucket", "lh-test-landing"))
+    assert isinstance(bucket, storage.Bucket)
+    assert bucket.storage_class == "STANDARD"
+    assert bucket.iam_configuration.uniform_bucket_level_access_enabled is True
+    assert bucket.iam_configuration.public_access_prevention == "enforced"
+    assert list(bucket.lifecycle_rules) == [
+        {"action": {"type": "SetStorageClass", "storageClass": "NEARLINE"}, "condition": {"age": 90}},
+        {"action": {"type": "SetStorageClass", "storageClass": "COLDLINE"}, "condition": {"age": 365}},
+    ]
+    assert h.observe_bucket(bucket, "lakehouse-test-1").spec["lifecycle_rules"] == [
+        {"action": "SetStorageClass", "storage_class": "NEARLINE", "age_days": 90},
+        {"action": "SetStorageClass", "storage_class": "COLDLINE", "age_days": 365},
+    ]
+
+
+def test_dataset_and_table(state):
+    dataset = h.build_dataset(*state("dataset", ".gold"))
+    assert isinstance(dataset, bigquery.Dataset)
+    assert (dataset.project, dataset.dataset_id, dataset.location) == ("lakehouse-test-1", "gold", "US")
+    assert dataset.labels["managed-by"] == "lakehouse-kit"
+    table = h.build_table(*state("table", "bronze.orders_raw"))
+    assert isinstance(table, bigquery.Table)
+    assert [(f.name, f.field_type, f.mode) for f in table.schema] == [
+        ("subscription_name", "STRING", "NULLABLE"),
+        ("message_id", "STRING", "NULLABLE"),
+        ("publish_time", "TIMESTAMP", "NULLABLE"),
+        ("data", "STRING", "NULLABLE"),
+        ("attributes", "STRING", "NULLABLE"),
+    ]
+    assert table.time_partitioning.field == "publish_time"
+    assert table.time_partitioning.type_ == "DAY"
+
+
+def test_connection_request(state):
+    request = h.build_connection(*state("connection", "lh-test-lake"))
+    assert isinstance(request, bigquery_connection_v1.CreateConnectionRequest)
+    assert request.parent == "projects/lakehouse-test-1/locations/us"
+    assert request.connection_id == "lh-test-lake"
+    assert "cloud_resource" in request.connection
+
+
+def test_bigquery_subscription(state):
+    subscription = h.build_subscription(*state("subscription", "lh-test-orders-bq"))
+    assert isinstance(subscription, pubsub_v1.types.Subscription)
+    assert subscription.topic == "projects/lakehouse-test-1/topics/lh-test-orders"
+    assert subscription.bigquery_config.table == "lakehouse-test-1.bronze.orders_raw"
+    assert subscription.bigquery_config.write_metadata is True
+    assert subscription.bigquery_config.use_topic_schema is False
+    assert (
+        subscription.dead_letter_policy.dead_letter_topic
+        == "projects/lakehouse-test-1/topics/lh-test-dead-letter"
+    )
+    assert subscription.dead_letter_policy.max_delivery_attempts == 5
+    assert subscription.retry_policy.minimum_backoff == dt.timedelta(seconds=10)
+    assert subscription.retry_policy.maximum_backoff == dt.timedelta(seconds=600)
+    hold = h.build_subscription(*state("subscription", "lh-test-dead-letter-hold"))
+    assert "bigquery_config" not in hold
+    assert hold.message_retention_duration == dt.timedelta(days=7)
+
+
+def test_dataform_repository_release_and_workflow_configs(state):
+    repo = h.build_repository(*state("dataform_repository", "repositories/lakehouse"))
+    assert isinstance(repo, dataform_v1beta1.CreateRepositoryRequest)
+    assert repo.parent == "projects/lakehouse-test-1/locations/us-central1"
+    assert repo.repository.git_remote_settings.url == "https://github.com/example/lakehouse.git"
+    assert repo.repository.git_remote_settings.authentication_token_secret_version == (
+        "projects/lakehouse-test-1/secrets/git-token/versions/1"
+    )
+    assert repo.repository.service_account == "lh-dev-dataform@lakehouse-test-1.iam.gserviceaccount.com"
+    release = h.build_release_config(*state("release_config", "releaseConfigs/dev"))
+    assert isinstance(release, dataform_v1beta1.ReleaseConfig)
+    assert release.git_commitish == "main"
+    assert release.code_compilation_config.default_database == "lakehouse-test-1"
+    assert dict(release.code_compilation_config.vars) == {"lookback_days": "3", "pii_salt": "pepper"}
+    workflow = h.build_workflow_config(*state("workflow_config", "workflowConfigs/hourly"))
+    assert list(workflow.invocation_config.included_tags) == ["hourly"]
+    assert workflow.invocation_config.transitive_dependencies_included is True
+    assert workflow.invocation_config.fully_refresh_incremental_tables_enabled is False
+    assert workflow.cron_schedule == ""  # the Cloud Scheduler job calls the trigger instead
+
+
+def test_function_and_scheduler_job(state):
+    function = h.build_function(*state("function", "functions/lh-test-trigger"))
+    assert isinstance(function, functions_v2.Function)
+    assert function.build_config.runtime == "python311"
+    assert function.build_config.entry_point == "workflow_trigger"
+    assert function.build_config.source.storage_source.bucket == "lh-test-functions"
+    assert function.build_config.source.storage_source.object_ == "lakehouse-0123456789abcdef.zip"
+    assert (
+        function.service_config.service_account_email
+        == "lh-dev-trigger@lakehouse-test-1.iam.gserviceaccount.com"
+    )
+    assert function.service_config.environment_variables["LAKEHOUSE_OPS_TABLE"] == (
+        "lakehouse-test-1.ops.workflow_action_runs"
+    )
+    generator = h.build_function(*state("function", "functions/lh-test-generator"))
+    assert generator.service_config.environment_variables["LAKEHOUSE_LANDING_URL"] == "https://landing"
+    job = h.build_job(*state("scheduler_job", "jobs/lh-test-trigger-hourly"))
+    assert isinstance(job, scheduler_v1.Job)
+    assert job.schedule == "5 * * * *"
+    assert job.http_target.uri == "https://trig"
+    assert job.http_target.http_method == scheduler_v1.HttpMethod.POST
+    assert job.http_target.oidc_token.service_account_email == (
+        "lh-dev-scheduler@lakehouse-test-1.iam.gserviceaccount.com"
+    )
+    assert job.http_target.oidc_token.audience == "https://trig"
+    assert job.retry_config.retry_count == 0
+    assert (
+        h.observe_job(job).spec["body"]
+        == '{"full_refresh": false, "include_dependencies": true, "tags": ["hourly"]}'
+    )
+
+
+def test_policy_editing_adds_and_removes_one_member():
+    policy = policy_pb2.Policy(bindings=[policy_pb2.Binding(role="roles/x", members=["user:a@b.c"])])
+    assert h.with_member(policy, "roles/x", "serviceAccount:s@p.iam.gserviceaccount.com") is True
+    assert h.with_member(policy, "roles/x", "serviceAccount:s@p.iam.gserviceaccount.com") is False
+    assert h.with_member(policy, "roles/y", "user:a@b.c") is True
+    assert [(b.role, list(b.members)) for b in policy.bindings] == [
+        ("roles/x", ["user:a@b.c", "serviceAccount:s@p.iam.gserviceaccount.com"]),
+        ("roles/y", ["user:a@b.c"]),
+    ]
+    assert h.without_member(policy, "roles/y", "user:a@b.c") is True
+    assert h.without_member(policy, "roles/y", "user:a@b.c") is False
+    assert [b.role for b in policy.bindings] == ["roles/x"]
+
+
+def test_archive_is_reproducible_and_has_entry_points(project_dir):
+    entry_points = {"trigger": "deploy.function:workflow_trigger", "landing": "ingest.functions:landing_http"}
+    sha, data = build_archive(project_dir, entry_points)
+    assert build_archive(project_dir, entry_points) == (sha, data)
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    assert names == [
+        "deploy/function.py",
+        "includes/contracts/orders.json",
+        "includes/contracts/page_views.json",
+        "main.py",
+        "requirements.txt",
+    ]
+    assert main_module(entry_points).splitlines()[2:] == [
+        "from ingest.functions import landing_http  # noqa: F401  (landing)",
+        "from deploy.function import workflow_trigger  # noqa: F401  (trigger)",
+    ]
+    requirements = zipfile.ZipFile(io.BytesIO(data)).read("requirements.txt").decode().splitlines()
+    assert "functions-framework==3.10.2" in requirements
+    assert not any(line.startswith("duckdb") for line in requirements)
+    (project_dir / "deploy" / "function.py").write_text('"""changed"""\n')
+    assert build_archive(project_dir, entry_points)[0] != sha
