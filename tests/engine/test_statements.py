@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -510,3 +511,21 @@ def test_core_version_comparison_matches_the_cli_semver():
             ours.append(str(error))
     assert ours == expected
     assert expected[:3] == [True, True, True]
+
+
+PIECES = [
+    "select 1", "x", ";", "; ", "--", "-- c", "'--'", "/*", "*/",
+    "\n", "\n\n", " ", "\t", "\u00a0", "\ufeff", "\x1c",
+]
+
+
+def test_concatenate_queries_matches_the_cli_on_random_scripts(cli_golden):
+    rng = random.Random(20261122)
+    def statement() -> str:
+        return "".join(rng.choices(PIECES, k=rng.randint(0, 8)))
+
+    scripts = [[statement() for _ in range(rng.randint(0, 5))] for _ in range(400)]
+    output = cli_golden([{"id": str(i), "concatenate": s} for i, s in enumerate(scripts)])
+    cli = [result["script"] for result in output["results"]]
+    assert [statements.concatenate_queries(s) for s in scripts] == cli
+    assert sum("; --" in script for script in cli) > 20

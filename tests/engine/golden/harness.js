@@ -7,9 +7,10 @@
 //
 // stdin:  {"cases": [{"id", "graph": <compile --json output>, "runConfig": {...},
 //                     "tables": [{"target": {...}, "type": "table"|"view"|"unknown", "fields": [names]}]}]}
+//         or, to exercise the script joiner alone: {"id", "concatenate": [statements]}
 // stdout: {"uniqueId": <the id the pinned generator returns>,
 //          "results": [{"id", "actions": [{"name", "type", "tableType", "tasks": [{"type", "statement"}]}]}
-//                      | {"id", "error": <message>}]}
+//                      | {"id", "script": <concatenateQueries output>} | {"id", "error": <message>}]}
 "use strict";
 
 const fs = require("fs");
@@ -100,6 +101,10 @@ async function main() {
   const results = [];
   for (const testCase of input.cases) {
     try {
+      if (testCase.concatenate) {
+        results.push({ id: testCase.id, script: cli.concatenateQueries(testCase.concatenate) });
+        continue;
+      }
       results.push({ id: testCase.id, actions: await runCase(cli, testCase) });
     } catch (e) {
       results.push({ id: testCase.id, error: e.message });
