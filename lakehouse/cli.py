@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "up": "ingest.cli:up_command",
     "schedule": "ingest.cli:schedule_command",
     "services": "ingest.cli:services_command",
+    "report": "lakehouse.report.cli:report_command",
 }
 
 HELP: dict[str, str] = {
@@ -34,6 +35,7 @@ HELP: dict[str, str] = {
     "up": "The local demo: services up, generate, land, publish, stop cleanly.",
     "schedule": "Run the generator on the shared cron schedule (config/schedules.yaml).",
     "services": "Keep fake-gcs-server and the Pub/Sub emulator running until Ctrl-C.",
+    "report": "Write a run's assertion report (MD/HTML/JUnit), scorecard, lineage and gold dashboard.",
 }
 
 

@@ -1,0 +1,75 @@
+"""Reports after a run: assertion failures, history, scorecard, lineage, OpenLineage and the dashboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lakehouse import paths
+
+
+def reports_dir(home_dir: Path, run_id: str) -> Path:
+    """Return the default folder of one run's reports: <home>/reports/<run_id>."""
+    return home_dir / "reports" / run_id
+
+
+def publish_all(
+    project_dir: Path | str,
+    home: Path | None = None,
+    *,
+    run_id: str | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Path]:
+    """Write every report of a run (latest when run_id is None) and return {kind: path}.
+
+    Kinds: markdown, html, junit, scorecard, lineage, openlineage, dashboard. Raises
+    lakehouse.report.runs.ReportInputError when there is no run to report on, and
+    lakehouse.warehouse.WarehouseBusy when another process holds the warehouse.
+    """
+    return publish(project_dir, home, run_id=run_id, out_dir=out_dir)[0]
+
+
+def publish(
+    project_dir: Path | str,
+    home: Path | None = None,
+    *,
+    run_id: str | None = None,
+    out_dir: Path | None = None,
+) -> tuple[dict[str, Path], list[str]]:
+    """Write every report of a run as publish_all does; return ({kind: path}, summary lines for a person).
+
+    Raises as publish_all.
+    """
+    from lakehouse.report import dashboard, junit, ol_events, render
+    from lakehouse.report.build import build
+    from lakehouse.report.context import open_context
+
+    project_dir = Path(project_dir).resolve()
+    home = Path(home) if home else paths.home(project_dir)
+    with open_context(project_dir, home, run_id) as ctx:
+        report = build(ctx)
+        folder = Path(out_dir) if out_dir else reports_dir(home, ctx.run.run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = {
+            "markdown": folder / "report.md",
+            "html": folder / "report.html",
+            "junit": folder / "junit.xml",
+            "scorecard": folder / "scorecard.json",
+            "lineage": folder / "lineage.json",
+            "openlineage": folder / "openlineage" / f"{ctx.run.run_id}.jsonl",
+            "dashboard": folder / "dashboard.html",
+        }
+        written["markdown"].write_text(render.markdown(report))
+        written["html"].write_text(render.html(report))
+        junit.write(junit.build(ctx.run, report.outcomes, report.failed_actions), written["junit"])
+        written["scorecard"].write_text(json.dumps(report.scorecard.to_json(), indent=2, default=str))
+        written["lineage"].write_text(json.dumps(report.lineage.to_json(), indent=2))
+        ol_events.emit(ctx.run, ctx.graph, report.outcomes, written["openlineage"])
+        written["dashboard"].write_text(dashboard.html(dashboard.collect(ctx), report.scorecard))
+        summary = [f"run {ctx.run.run_id}: {report.headline()}", *report.notes]
+        if report.scorecard.overall is not None:
+            summary.append(
+                f"data-quality score {report.scorecard.overall:.1f}/100 "
+                f"(Dataplex-style {report.scorecard.dataplex():.1f})"
+            )
+    return written, summary

@@ -1,0 +1,152 @@
+"""What every report part reads: the run, its history, the compiled graph and a read-only warehouse."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from lakehouse import paths, warehouse
+from lakehouse.engine.compile import CompileError, compile_project
+from lakehouse.engine.graph import Graph
+from lakehouse.report.runs import History, Run, all_runs, select_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """The inputs of one report; `notes` collects plain statements about missing inputs."""
+
+    project_dir: Path
+    home_dir: Path
+    project: str | None
+    graph: Graph | None
+    con: duckdb.DuckDBPyConnection | None
+    runs: list[Run]
+    run: Run
+    history: History
+    notes: list[str] = field(default_factory=list)
+
+    def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+        """Return (column names, rows) of `sql` on the warehouse; raises duckdb.Error unchanged."""
+        if self.con is None:
+            raise duckdb.CatalogException("the local warehouse is empty (no DuckDB file under the home)")
+        cursor = self.con.execute(sql, params or [])
+        return [d[0] for d in cursor.description or []], cursor.fetchall()
+
+    def table_exists(self, project: str, dataset: str, name: str) -> bool:
+        """Return whether "<project>"."<dataset>"."<name>" is a table or view in the warehouse."""
+        if self.con is None:
+            return False
+        return bool(
+            self.con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
+                "AND table_name = ?",
+                [project, dataset, name],
+            ).fetchone()[0]
+        )
+
+
+def split_name(readable: str) -> tuple[str, str, str]:
+    """Return (project, dataset, name) of a readable "project.dataset.name" action name.
+
+    Raises ValueError when the name has fewer than three parts.
+    """
+    parts = readable.rsplit(".", 2)
+    if len(parts) != 3:
+        raise ValueError(f"{readable!r} is not a project.dataset.name target")
+    return parts[0], parts[1], parts[2]
+
+
+def quoted(readable: str) -> str:
+    """Return the DuckDB three-part quoted name of a readable target name."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in split_name(readable))
+
+
+def open_warehouse(home_dir: Path) -> duckdb.DuckDBPyConnection | None:
+    """Return a read-only connection with every local project file attached, or None when there is none.
+
+    Raises lakehouse.warehouse.WarehouseBusy when a run holds a file for longer than the lock wait.
+    """
+    folder = paths.warehouse_dir(home_dir)
+    projects = sorted(p.stem for p in folder.glob("*.duckdb")) if folder.is_dir() else []
+    if not projects:
+        return None
+    con = warehouse.connect(home_dir, projects, read_only=True, only_existing=True)
+    with contextlib.suppress(ImportError, duckdb.Error):
+        from lakehouse.engine import translate
+
+        # Assertion views may call the engine's BigQuery macros; they live per connection.
+        translate.register_functions(con)
+    return con
+
+
+def load_graph(project_dir: Path, home_dir: Path) -> tuple[Graph | None, str | None]:
+    """Return (compiled graph, None), or (None, why) when the project does not compile here."""
+    try:
+        compiled = compile_project(project_dir, home_dir=home_dir)
+    except CompileError as error:
+        return (
+            None,
+            f"the project at {project_dir} does not compile ({error}); file and lineage details are limited",
+        )
+    return Graph.from_compiled(compiled.graph), None
+
+
+def _project_of(graph: Graph | None, runs: list[Run], home_dir: Path) -> str | None:
+    if graph is not None and graph.project_config.get("defaultDatabase"):
+        return graph.project_config["defaultDatabase"]
+    for run in reversed(runs):
+        for action in run.actions:
+            with contextlib.suppress(ValueError):
+                return split_name(action.name)[0]
+    folder = paths.warehouse_dir(home_dir)
+    files = sorted(folder.glob("*.duckdb")) if folder.is_dir() else []
+    return files[0].stem if len(files) == 1 else None
+
+
+@contextlib.contextmanager
+def open_context(
+    project_dir: Path | str, home_dir: Path | None = None, run_id: str | None = None
+) -> Iterator[Context]:
+    """Yield the Context of the run `run_id` (latest when None); closes the warehouse on exit.
+
+    Raises ReportInputError when there is no run to report on, WarehouseBusy when the warehouse is locked.
+    """
+    project_dir = Path(project_dir).resolve()
+    home_dir = Path(home_dir) if home_dir else paths.home(project_dir)
+    notes: list[str] = []
+    graph, why = load_graph(project_dir, home_dir)
+    if why:
+        notes.append(why)
+    con = open_warehouse(home_dir)
+    try:
+        if con is None:
+            notes.append(
+                f"the local warehouse under {home_dir} is empty: no table, view or sample can be read"
+            )
+        project = _project_of(graph, [], home_dir)
+        runs = all_runs(home_dir, con, project)
+        if project is None:
+            project = _project_of(graph, runs, home_dir)
+            runs = all_runs(home_dir, con, project)
+        run = select_run(runs, run_id, home_dir)
+        yield Context(
+            project_dir=project_dir,
+            home_dir=home_dir,
+            project=project,
+            graph=graph,
+            con=con,
+            runs=runs,
+            run=run,
+            history=History.upto(runs, run),
+            notes=notes,
+        )
+    finally:
+        if con is not None:
+            con.close()

@@ -1,0 +1,372 @@
+"""Render a run's report as Markdown and as one self-contained HTML page (inline CSS and SVG, no script)."""
+
+from __future__ import annotations
+
+import base64
+import decimal
+from datetime import date, datetime, timedelta
+from html import escape
+
+from lakehouse.report import lineage
+from lakehouse.report.build import Report
+from lakehouse.report.failures import AssertionOutcome
+from lakehouse.report.runs import RunSummary
+from lakehouse.report.scorecard import DIMENSIONS, Scorecard
+
+CELL_LIMIT = 80
+
+
+def value_text(value) -> str:
+    """Return a sample cell as text: NULL, ISO dates, plain decimals, bytes as base64, long text clipped."""
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, datetime | date):
+        text = value.isoformat()
+    elif isinstance(value, decimal.Decimal):
+        text = format(value, "f")
+    elif isinstance(value, bytes | bytearray):
+        text = "b64:" + base64.b64encode(bytes(value)).decode()
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= CELL_LIMIT else text[: CELL_LIMIT - 1] + "…"
+
+
+def age_text(delta: timedelta) -> str:
+    """Return a duration as people say it: 45 s, 12 min, 3 h 5 min, 2 days 4 h."""
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{max(seconds, 0)} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days {seconds % 86400 // 3600} h"
+
+
+def since_text(report: Report, outcome: AssertionOutcome) -> str:
+    """Return how long the assertion has been failing, from the first run of its current failing streak."""
+    streak = outcome.streak
+    if streak is None:
+        return "not failing"
+    if streak.runs == 1 and streak.since_run == report.run.run_id:
+        return "first failure: this run"
+    age = age_text(report.run.started_at - streak.since)
+    return (
+        f"failing for {streak.runs} runs, since {streak.since:%Y-%m-%d %H:%M:%S} UTC "
+        f"(run {streak.since_run}, {age} ago)"
+    )
+
+
+def _score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown(report: Report) -> str:
+    """Return the report as GitHub-flavoured Markdown."""
+    run = report.run
+    lines = [
+        f"# Assertion report — run {run.run_id}",
+        "",
+        f"Started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · "
+        f"run status **{'crashed' if run.crashed else run.status}**"
+        f" · {len(run.actions)} actions · project `{report.ctx.project or '?'}`",
+        "",
+        f"**{report.headline()}**",
+        "",
+    ]
+    for note in report.notes:
+        lines.append(f"> {note}")
+    if report.notes:
+        lines.append("")
+    lines += ["## Failed assertions", ""]
+    if not report.failing:
+        lines += ["None.", ""]
+    for outcome in report.failing:
+        rows = "could not run" if outcome.status == "error" else f"{outcome.failing_rows} failing row(s)"
+        lines += [
+            f"### {outcome.short_name} — {outcome.severity.upper()}",
+            "",
+            f"- assertion: `{outcome.name}`",
+            f"- defined in: `{outcome.file_name}`",
+            f"- result: {rows}",
+            f"- since: {since_text(report, outcome)}",
+        ]
+        if outcome.checks:
+            lines.append(f"- checks: {', '.join(f'`{t}`' for t in outcome.checks)}")
+        if outcome.flaky:
+            lines.append(f"- **flaky**: last evaluations {' → '.join(outcome.sequence)}")
+        if outcome.error and outcome.status == "error":
+            lines.append(f"- error: {outcome.error}")
+        if outcome.conditions:
+            lines.append(
+                "- failing rows per condition: "
+                + ", ".join(f"`{c}`: {n}" for c, n in outcome.conditions.items())
+            )
+        sample = outcome.sample
+        if sample and sample.columns:
+            lines += ["", f"Sample ({len(sample.rows)} of {outcome.failing_rows} rows):", ""]
+            lines.append("| " + " | ".join(_md_cell(c) for c in sample.columns) + " |")
+            lines.append("|" + "---|" * len(sample.columns))
+            for row in sample.rows:
+                lines.append("| " + " | ".join(_md_cell(value_text(v)) for v in row) + " |")
+        if sample and sample.note:
+            lines += ["", f"_{sample.note}_"]
+        lines.append("")
+    if report.failed_actions:
+        lines += ["## Actions that failed", "", "| action | type | file | error |", "|---|---|---|---|"]
+        for action in report.failed_actions:
+            lines.append(
+                f"| `{action.name}` | {action.type} | `{action.file_name}` | {_md_cell(action.error or '')} |"
+            )
+        lines.append("")
+    lines += ["## All assertions", ""]
+    if report.outcomes:
+        lines += ["| assertion | severity | status | failing rows | file |", "|---|---|---|---|---|"]
+        for o in report.outcomes:
+            rows = "" if o.failing_rows is None else str(o.failing_rows)
+            lines.append(f"| {o.short_name} | {o.severity} | {o.status} | {rows} | `{o.file_name}` |")
+    else:
+        lines.append("No assertion ran in this run.")
+    lines += [
+        "",
+        "## Trend (last runs)",
+        "",
+        "| run | started (UTC) | status | passed | failed | failing rows | actions failed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in report.trend:
+        lines.append(
+            f"| {s.run_id} | {s.started_at:%Y-%m-%d %H:%M:%S} | {s.status} | {s.assertions_passed} | "
+            f"{s.assertions_failed} | {s.failing_rows} | {s.actions_failed} |"
+        )
+    lines += ["", "## Flaky assertions", ""]
+    if report.flaky:
+        for o in report.flaky:
+            lines.append(f"- `{o.short_name}`: {' → '.join(o.sequence)}")
+    else:
+        lines.append("None (flaky = at least two pass/fail flips in the last 10 evaluations).")
+    lines += ["", *scorecard_markdown(report.scorecard)]
+    return "\n".join(lines) + "\n"
+
+
+def scorecard_markdown(card: Scorecard) -> list[str]:
+    """Return the scorecard section as Markdown lines."""
+    lines = ["## Data-quality scorecard (0–100)", ""]
+    if not card.checks:
+        return lines + [f"> {note}" for note in card.notes] + [""]
+    lines.append("| table | score | Dataplex-style | " + " | ".join(DIMENSIONS) + " |")
+    lines.append("|---|---|---|" + "---|" * len(DIMENSIONS))
+    for table in card.tables:
+        cells = " | ".join(_score(card.cell(table, d)) for d in DIMENSIONS)
+        lines.append(
+            f"| `{table}` | {_score(card.table_score(table))} | "
+            f"{_score(card.dataplex(table=table))} | {cells} |"
+        )
+    cells = " | ".join(_score(card.dimension_score(d)) for d in DIMENSIONS)
+    lines.append(f"| **all tables** | **{_score(card.overall)}** | {_score(card.dataplex())} | {cells} |")
+    lines.append("")
+    lines.append(
+        "Score: mean of per-check pass ratios (1 − failing rows / rows checked); Dataplex-style: share of "
+        "checks with no failing row. See docs/reports.md."
+    )
+    lines += [f"> {note}" for note in card.notes]
+    return lines + [""]
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827;
+max-width:1400px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #e5e7eb}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+td,th{border:1px solid #e5e7eb;padding:4px 8px;text-align:left}
+th{background:#f9fafb}.note{background:#fff7ed;border-left:4px solid #f97316;padding:6px 10px;margin:6px 0}
+.card{border:1px solid #e5e7eb;border-radius:8px;padding:10px 14px;margin:12px 0}
+.sev-error{background:#b91c1c;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
+.sev-warn{background:#c2410c;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
+.flaky{background:#7c3aed;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
+code{background:#f3f4f6;padding:0 3px;border-radius:3px}.scroll{overflow-x:auto}
+.passed{color:#15803d}.failing,.error{color:#b91c1c}.not-run{color:#92400e}
+"""
+
+
+def _score_style(value: float | None) -> str:
+    if value is None:
+        return "background:#f9fafb;color:#9ca3af"
+    hue = int(120 * value / 100)  # red 0 → green 120
+    return f"background:hsl({hue},70%,88%)"
+
+
+def trend_svg(trend: list[RunSummary]) -> str:
+    """Return stacked bars of passed/failed assertions per run, oldest left (inline SVG)."""
+    if not trend:
+        return "<p>No runs.</p>"
+    width, height, pad = max(240, 46 * len(trend) + 40), 150, 24
+    top = max(1, max(s.assertions_passed + s.assertions_failed for s in trend))
+    scale = (height - 2 * pad) / top
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="10" role="img"><title>Assertions per run</title>'
+    ]
+    for i, s in enumerate(trend):
+        x = 30 + i * 46
+        failed_h, passed_h = s.assertions_failed * scale, s.assertions_passed * scale
+        base = height - pad
+        parts.append(
+            f'<rect class="bar-passed" x="{x}" y="{base - passed_h:.1f}" width="30" height="{passed_h:.1f}" '
+            f'fill="#86efac"><title>{escape(s.run_id)}: {s.assertions_passed} passed</title></rect>'
+        )
+        parts.append(
+            f'<rect class="bar-failed" x="{x}" y="{base - passed_h - failed_h:.1f}" width="30" '
+            f'height="{failed_h:.1f}" fill="#fca5a5"><title>{escape(s.run_id)}: {s.assertions_failed} failed'
+            f"</title></rect>"
+        )
+        parts.append(f'<text x="{x}" y="{height - 8}">{s.started_at:%H:%M}</text>')
+    parts.append(f'<text x="4" y="14">passed (green) / failed (red) assertions, max {top}</text></svg>')
+    return "".join(parts)
+
+
+def _sample_html(outcome: AssertionOutcome) -> str:
+    sample = outcome.sample
+    if sample is None:
+        return ""
+    out = []
+    if sample.columns:
+        out.append(
+            "<details open><summary>"
+            f"Sample: {len(sample.rows)} of {outcome.failing_rows} failing rows</summary>"
+            '<div class="scroll"><table><tr>'
+        )
+        out.extend(f"<th>{escape(c)}</th>" for c in sample.columns)
+        out.append("</tr>")
+        for row in sample.rows:
+            out.append("<tr>" + "".join(f"<td>{escape(value_text(v))}</td>" for v in row) + "</tr>")
+        out.append("</table></div></details>")
+    if sample.note:
+        out.append(f"<p><em>{escape(sample.note)}</em></p>")
+    return "".join(out)
+
+
+def scorecard_html(card: Scorecard) -> str:
+    """Return the scorecard as an HTML table with cells shaded red (0) to green (100)."""
+    if not card.checks:
+        return "".join(f'<p class="note">{escape(n)}</p>' for n in card.notes)
+    head = "".join(f"<th>{d}</th>" for d in DIMENSIONS)
+    rows = [f'<table class="scorecard"><tr><th>table</th><th>score</th><th>Dataplex-style</th>{head}</tr>']
+    for table in card.tables:
+        cells = "".join(
+            f'<td style="{_score_style(card.cell(table, d))}">{_score(card.cell(table, d))}</td>'
+            for d in DIMENSIONS
+        )
+        score = card.table_score(table)
+        rows.append(
+            f"<tr><td><code>{escape(table)}</code></td>"
+            f'<td style="{_score_style(score)}"><b>{_score(score)}</b>'
+            f"</td><td>{_score(card.dataplex(table=table))}</td>{cells}</tr>"
+        )
+    cells = "".join(
+        f'<td style="{_score_style(card.dimension_score(d))}">{_score(card.dimension_score(d))}</td>'
+        for d in DIMENSIONS
+    )
+    rows.append(
+        "<tr><td><b>all tables</b></td>"
+        f'<td style="{_score_style(card.overall)}"><b>{_score(card.overall)}</b></td>'
+        f"<td>{_score(card.dataplex())}</td>{cells}</tr></table>"
+    )
+    rows.append(
+        "<p>Score: mean of per-check pass ratios (1 − failing rows / rows checked). Dataplex-style: share of "
+        "checks with no failing row. — means the dimension is not measured for that table.</p>"
+    )
+    rows.extend(f'<p class="note">{escape(n)}</p>' for n in card.notes)
+    return "".join(rows)
+
+
+def html(report: Report) -> str:
+    """Return the report as one self-contained HTML page."""
+    run = report.run
+    status = "crashed" if run.crashed else run.status
+    out = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Assertion report — run {escape(run.run_id)}</title><style>{CSS}</style></head><body>",
+        f"<h1>Assertion report — run {escape(run.run_id)}</h1>",
+        f"<p>Started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · run status <b>{escape(status)}</b> · "
+        f"{len(run.actions)} actions · project <code>{escape(report.ctx.project or '?')}</code></p>",
+        f"<p id='headline'><b>{escape(report.headline())}</b></p>",
+    ]
+    out.extend(f"<p class='note'>{escape(note)}</p>" for note in report.notes)
+    out.append("<h2>Failed assertions</h2>")
+    if not report.failing:
+        out.append("<p>None.</p>")
+    for o in report.failing:
+        rows = "could not run" if o.status == "error" else f"{o.failing_rows} failing row(s)"
+        badges = f"<span class='sev-{o.severity}'>{o.severity.upper()}</span>"
+        if o.flaky:
+            badges += " <span class='flaky'>FLAKY</span>"
+        out.append(
+            f"<div class='card failed-assertion' data-name='{escape(o.name)}'>"
+            f"<h3>{escape(o.short_name)} {badges}</h3><ul>"
+            f"<li>assertion <code>{escape(o.name)}</code></li>"
+            f"<li>defined in <code>{escape(o.file_name)}</code></li><li>result: <b>{escape(rows)}</b></li>"
+            f"<li>since: {escape(since_text(report, o))}</li>"
+        )
+        if o.checks:
+            out.append("<li>checks " + ", ".join(f"<code>{escape(t)}</code>" for t in o.checks) + "</li>")
+        if o.flaky:
+            out.append(f"<li>last evaluations: {escape(' → '.join(o.sequence))}</li>")
+        if o.conditions:
+            out.append(
+                "<li>failing rows per condition: "
+                + ", ".join(f"<code>{escape(c)}</code>: {n}" for c, n in o.conditions.items())
+                + "</li>"
+            )
+        if o.error and o.status == "error":
+            out.append(f"<li>error: {escape(o.error)}</li>")
+        out.append("</ul>" + _sample_html(o) + "</div>")
+    if report.failed_actions:
+        out.append(
+            "<h2>Actions that failed</h2>"
+            "<table><tr><th>action</th><th>type</th><th>file</th><th>error</th></tr>"
+        )
+        for a in report.failed_actions:
+            out.append(
+                f"<tr><td><code>{escape(a.name)}</code></td><td>{a.type}</td><td><code>{escape(a.file_name)}"
+                f"</code></td><td>{escape(a.error or '')}</td></tr>"
+            )
+        out.append("</table>")
+    out.append("<h2>All assertions</h2>")
+    if report.outcomes:
+        out.append(
+            "<table><tr><th>assertion</th><th>severity</th><th>status</th><th>failing rows</th><th>file</th>"
+            "<th>last evaluations</th></tr>"
+        )
+        for o in report.outcomes:
+            rows = "" if o.failing_rows is None else str(o.failing_rows)
+            out.append(
+                f"<tr><td>{escape(o.short_name)}</td><td>{o.severity}</td>"
+                f"<td class='{o.status.replace(' ', '-')}'>{o.status}</td><td>{rows}</td>"
+                f"<td><code>{escape(o.file_name)}</code></td><td>{escape(' '.join(o.sequence))}</td></tr>"
+            )
+        out.append("</table>")
+    else:
+        out.append("<p>No assertion ran in this run.</p>")
+    out.append("<h2>Trend</h2>" + trend_svg(report.trend))
+    out.append("<h2>Flaky assertions</h2>")
+    if report.flaky:
+        out.append(
+            "<ul>"
+            + "".join(
+                f"<li><code>{escape(o.short_name)}</code>: {escape(' → '.join(o.sequence))}</li>"
+                for o in report.flaky
+            )
+            + "</ul>"
+        )
+    else:
+        out.append("<p>None (flaky = at least two pass/fail flips in the last 10 evaluations).</p>")
+    out.append("<h2>Data-quality scorecard</h2>" + scorecard_html(report.scorecard))
+    out.append("<h2>Lineage</h2><div class='scroll'>" + lineage.svg(report.lineage) + "</div>")
+    out.append("</body></html>")
+    return "".join(out)
