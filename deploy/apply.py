@@ -12,7 +12,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from deploy.config import EnvConfig
-from deploy.plan import diff, local_outputs
+from deploy.plan import diff, entry_point_problems, local_outputs
 from deploy.resources import Resource, resolve
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,10 @@ def apply(
                     else "apply the resources it depends on first (they come earlier in the plan)"
                 )
                 raise DeployError(resource, "resolve", f"not known yet: {missing}", hint)
+            missing = entry_point_problems(resource, project_dir)
+            if missing:
+                hint = f"add the function to the repository or set the entry point in {env.path}"
+                raise DeployError(resource, "build", "; ".join(missing), hint)
             current = handler.read(clients, resource, spec)
             if current is None:
                 action = "create"

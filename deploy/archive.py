@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import re
@@ -37,6 +38,22 @@ def main_module(entry_points: dict[str, str]) -> str:
         module, function = entry_points[name].split(":")
         lines.append(f"from {module} import {function}  # noqa: F401  ({name})")
     return "\n".join(lines) + "\n"
+
+
+def missing_entry_points(project_dir: Path | str, entry_points: dict[str, str]) -> list[str]:
+    """Return one line per entry point whose module or top-level function is not in the repository."""
+    problems = []
+    for name in sorted(entry_points):
+        module, function = entry_points[name].split(":")
+        path = Path(project_dir) / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            problems.append(f"functions.{name}.entry_point {entry_points[name]}: {path.name} does not exist")
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        if function not in defined:
+            problems.append(f"functions.{name}.entry_point {entry_points[name]}: no function {function} in {path}")
+    return problems
 
 
 def build_archive(project_dir: Path | str, entry_points: dict[str, str]) -> tuple[str, bytes]:

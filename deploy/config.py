@@ -20,8 +20,8 @@ BUCKETS = ("landing", "dead_letter", "lake", "functions_source")
 DEFAULT_GENERATOR_CRON = "*/2 * * * *"
 # Where the functions' Python code is, as "module:function" inside the deployed source archive.
 DEFAULT_ENTRY_POINTS = {
-    "landing": "ingest.functions:landing_http",
-    "generator": "ingest.functions:generator_http",
+    "landing": "ingest.main:land_http",
+    "generator": "ingest.main:generate_http",
     "trigger": "deploy.function:workflow_trigger",
 }
 _ENV_REFERENCE = re.compile(r"^\$\{env:([A-Z_][A-Z0-9_]*)\}$")

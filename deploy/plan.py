@@ -86,6 +86,15 @@ def local_outputs(resource: Resource, project_dir: Path) -> dict[str, str]:
     return {}
 
 
+def entry_point_problems(resource: Resource, project_dir: Path) -> list[str]:
+    """Return why the function source archive would not import, or [] (other kinds: always [])."""
+    if resource.key != ARCHIVE_KEY:
+        return []
+    from deploy.archive import missing_entry_points
+
+    return missing_entry_points(project_dir, resource.spec["entry_points"])
+
+
 def make_plan(
     env: EnvConfig,
     sources: list[str],
@@ -105,6 +114,10 @@ def make_plan(
     for resource in resources:
         outputs.setdefault(resource.key, {}).update(local_outputs(resource, project_dir))
         spec, unknown = resolve(resource.spec, outputs, environ)
+        missing = entry_point_problems(resource, project_dir)
+        if missing:
+            changes.append(Change(resource, "blocked", spec, unknown, reason="; ".join(missing)))
+            continue
         if clients is None:
             changes.append(Change(resource, "create", spec, unknown))
             continue

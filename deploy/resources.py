@@ -349,9 +349,12 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     archive = f"gs://{env.buckets['functions_source']}/lakehouse-{ref(ARCHIVE_KEY, 'sha')}.zip"
     functions: dict[str, str] = {}
     env_vars = {
+        # ingest.landing.LandingConfig.from_env reads these; Cloud Run IAM (run.invoker) authenticates callers.
         "landing": {
-            "LAKEHOUSE_LANDING_BUCKET": landing,
-            "LAKEHOUSE_DEAD_LETTER_BUCKET": dead,
+            "LANDING_BUCKET": landing,
+            "DEAD_LETTER_BUCKET": dead,
+            "LANDING_SOURCES": ",".join(sources),
+            "LANDING_AUTH_MODE": "iam",
         },
         "generator": {
             "LAKEHOUSE_TOPIC_PREFIX": f"projects/{p}/topics/{env.prefix}-",

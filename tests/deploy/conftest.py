@@ -45,8 +45,13 @@ def project_dir(tmp_path: Path, monkeypatch) -> Path:
     for name in ("orders", "page_views"):
         (contracts / f"{name}.json").write_text(json.dumps({"name": name, "fields": []}))
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    (root / "deploy").mkdir()
-    (root / "deploy" / "function.py").write_text('"""stand-in"""\n')
+    for module, functions in (("deploy/function.py", ["workflow_trigger"]),
+                              ("ingest/main.py", ["land_http", "generate_http"])):  # fmt: skip
+        path = root / module
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(
+            '"""stand-in"""\n' + "".join(f"\n\ndef {f}(request):\n    return ''\n" for f in functions)
+        )
     monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path / "home"))
     return root
 

@@ -246,3 +246,19 @@ def test_destroy_leaves_a_same_named_foreign_resource(setup, cloud, project_dir)
     landing = next(o for o in report.outcomes if o.resource.name == "lh-test-landing")
     assert (landing.result, landing.detail) == ("left-alone", "not created by lakehouse-kit")
     assert "lh-test-landing" in cloud.buckets
+
+
+def test_a_missing_function_entry_point_blocks_before_any_upload(setup, cloud, project_dir):
+    env, resources = setup(functions={"generator": {"entry_point": "ingest.main:generate_events"}})
+    plan = make_plan(env, [], resources, project_dir, why_not_read="offline")
+    archive = next(c for c in plan.changes if c.resource.kind == "source_archive")
+    assert archive.action == "blocked"
+    assert archive.reason == (
+        f"functions.generator.entry_point ingest.main:generate_events: no function generate_events in "
+        f"{project_dir / 'ingest' / 'main.py'}"
+    )
+    report = run_apply(env, resources, cloud, project_dir)
+    assert report.error.resource.kind == "source_archive" and report.error.action == "build"
+    assert cloud.objects == {} and cloud.store.keys().isdisjoint(
+        {r.name for r in resources if r.kind == "function"}
+    )

@@ -197,7 +197,7 @@ def test_policy_editing_adds_and_removes_one_member():
 
 
 def test_archive_is_reproducible_and_has_entry_points(project_dir):
-    entry_points = {"trigger": "deploy.function:workflow_trigger", "landing": "ingest.functions:landing_http"}
+    entry_points = {"trigger": "deploy.function:workflow_trigger", "landing": "ingest.main:land_http"}
     sha, data = build_archive(project_dir, entry_points)
     assert build_archive(project_dir, entry_points) == (sha, data)
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
@@ -205,11 +205,12 @@ def test_archive_is_reproducible_and_has_entry_points(project_dir):
         "deploy/function.py",
         "includes/contracts/orders.json",
         "includes/contracts/page_views.json",
+        "ingest/main.py",
         "main.py",
         "requirements.txt",
     ]
     assert main_module(entry_points).splitlines()[2:] == [
-        "from ingest.functions import landing_http  # noqa: F401  (landing)",
+        "from ingest.main import land_http  # noqa: F401  (landing)",
         "from deploy.function import workflow_trigger  # noqa: F401  (trigger)",
     ]
     requirements = zipfile.ZipFile(io.BytesIO(data)).read("requirements.txt").decode().splitlines()
