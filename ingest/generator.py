@@ -349,10 +349,14 @@ def generate_source(
             mask[0] = False
             rows = np.flatnonzero(mask)
             originals = np.maximum(rows - rng.integers(1, 200, len(rows)), 0)
+            # Resolve chains (a copy of a copy) in row order so every copy repeats a key that exists.
+            resolved = np.arange(n)
+            for row, original in zip(rows.tolist(), originals.tolist(), strict=True):
+                resolved[row] = resolved[original]
             for name in contract.field_names:
                 spec_kind = contract.value_specs[name]["kind"]
                 if name != contract.event_time and spec_kind != "choice":
-                    columns[name][rows] = columns[name][originals]
+                    columns[name][rows] = columns[name][resolved[rows]]
             fired[fault.name] = mask
 
     by_field: dict[str, list[Fault]] = {}

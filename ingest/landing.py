@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,9 @@ def _error_text(error: Exception) -> str:
     return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
 
 
+_SOURCE_IN_TEXT = re.compile(rb'"source"\s*:\s*"([a-z][a-z0-9_]{0,62})"')
+
+
 def check_line(
     line: bytes, declared_source: str | None, config: LandingConfig
 ) -> tuple[str, str | None, str]:
@@ -148,7 +152,13 @@ def check_line(
     Structural checks only: size, UTF-8, JSON object, known `source` (matching the declared one).
     Never raises.
     """
-    fallback = declared_source if declared_source in config.sources else UNKNOWN_SOURCE
+    if declared_source is not None:
+        fallback = declared_source if declared_source in config.sources else UNKNOWN_SOURCE
+    else:
+        # An unreadable line still often names its source; use it to file the dead letter.
+        guess = _SOURCE_IN_TEXT.search(line[:4096])
+        named = guess.group(1).decode() if guess else None
+        fallback = named if named in config.sources else UNKNOWN_SOURCE
     if len(line) > config.max_event_bytes:
         return fallback, "oversized", f"{len(line)} bytes > limit {config.max_event_bytes}"
     try:

@@ -83,10 +83,10 @@ def with_retries(
 class GcsStore:
     """ObjectStore over google-cloud-storage; honours STORAGE_EMULATOR_HOST (fake-gcs-server)."""
 
-    def __init__(self, client: Any | None = None, delays: tuple[float, ...] = RETRY_DELAYS_SECONDS) -> None:
+    def __init__(self, client: Any | None = None, delays: tuple[float, ...] | None = None) -> None:
         self._client = client
         self._buckets: dict[str, Any] = {}
-        self.delays = delays
+        self.delays = RETRY_DELAYS_SECONDS if delays is None else delays
 
     @property
     def client(self) -> Any:
