@@ -8,7 +8,6 @@ the warehouse with no copy and no DuckDB extension.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,10 +103,7 @@ class IcebergStore:
                 table = self.load(target)
         if table is None:
             table = self.catalog.create_table(ident, schema=data.schema)
-        with warnings.catch_warnings():
-            # pyiceberg warns when an overwrite deletes nothing (the first snapshot); that is expected.
-            warnings.simplefilter("ignore", UserWarning)
-            table.overwrite(data)
+        self._replace_contents(table, data)
         table = self.load(target)
         files = tuple(self.data_files(target))
         self._point_view(con, target, files, data.schema)
@@ -115,6 +111,26 @@ class IcebergStore:
         return Snapshot(
             snapshot.snapshot_id if snapshot else None, table.metadata_location, files, data.num_rows
         )
+
+    @staticmethod
+    def _replace_contents(table, data: pa.Table) -> None:
+        """Commit `data` as the table's whole content in ONE overwrite snapshot.
+
+        pyiceberg's Table.overwrite() commits a delete snapshot and then an append snapshot; one
+        run should be one snapshot (one point to time-travel to), so the overwrite is produced
+        directly: the current data files are deleted and the new ones added in the same commit.
+        """
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files  # what Table.append uses to write files
+
+        current = [task.file for task in table.scan().plan_files()]
+        with table.transaction() as tx, tx.update_snapshot().overwrite() as overwrite:
+            for data_file in current:
+                overwrite.delete_data_file(data_file)
+            if data.num_rows:
+                for data_file in _dataframe_to_data_files(
+                    table_metadata=tx.table_metadata, write_uuid=overwrite.commit_uuid, df=data, io=table.io
+                ):
+                    overwrite.append_data_file(data_file)
 
     def attach_view(self, con: duckdb.DuckDBPyConnection, target: dict) -> None:
         """(Re)create the DuckDB view over the current snapshot, e.g. after the warehouse was reset."""

@@ -66,7 +66,7 @@ class Engine:
         self.compiled = compiled
         self.graph = Graph.from_compiled(compiled.graph)
         self.project_config = compiled.graph.get("projectConfig", {})
-        self.core_version = compiled.graph.get("dataformCoreVersion") or "3.0.0"
+        self.core_version = self.graph.core_version
         self.default_project = self.project_config.get("defaultDatabase") or "lakehouse-local"
         self.home_dir = home_dir
         self.con = con
