@@ -52,7 +52,8 @@ def missing_entry_points(project_dir: Path | str, entry_points: dict[str, str]) 
         tree = ast.parse(path.read_text(), filename=str(path))
         defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
         if function not in defined:
-            problems.append(f"functions.{name}.entry_point {entry_points[name]}: no function {function} in {path}")
+            where = f"functions.{name}.entry_point {entry_points[name]}"
+            problems.append(f"{where}: no function {function} in {path}")
     return problems
 
 

@@ -349,7 +349,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     archive = f"gs://{env.buckets['functions_source']}/lakehouse-{ref(ARCHIVE_KEY, 'sha')}.zip"
     functions: dict[str, str] = {}
     env_vars = {
-        # ingest.landing.LandingConfig.from_env reads these; Cloud Run IAM (run.invoker) authenticates callers.
+        # ingest.landing.LandingConfig.from_env reads these; Cloud Run IAM (run.invoker) checks callers.
         "landing": {
             "LANDING_BUCKET": landing,
             "DEAD_LETTER_BUCKET": dead,

@@ -347,7 +347,7 @@ class GcpTarget:
             key = _target_key(action.target)
             kind, tags, file_name = kinds.get(key, ("table", [], None))
             item = ActionReport(
-                name=f"{action.target.schema}.{action.target.name}",
+                name=key,  # database.schema.name, as the local engine names actions
                 type=kind,
                 status=states.get(action.state, "cancelled"),
                 severity=severity_of(kind, tags),
@@ -384,6 +384,7 @@ class GcpTarget:
 def run_local(project_dir: Path | str, request: TriggerRequest, environment: str = "local") -> TriggerReport:
     """Run `request` with the embedded engine and return the same report GCP gives.
 
+    A run that cannot start (say, compilation failed) is a failed report with compilation_errors.
     Raises TriggerSetupError when the engine (lakehouse.engine.runner) is not available.
     """
     try:
@@ -393,33 +394,74 @@ def run_local(project_dir: Path | str, request: TriggerRequest, environment: str
     if request.git_commitish:
         raise TriggerRequestError("git_commitish applies to the gcp target; locally the working tree runs")
     started = _utcnow()
-    record = runner.run(
-        Path(project_dir),
-        tags=list(request.tags),
-        full_refresh=request.full_refresh,
-        include_deps=request.include_dependencies,
-        vars=dict(request.vars),
-    )
-    report = TriggerReport(getattr(record, "run_id", None) or _new_run_id(started), "local", environment,
-                           getattr(record, "started_at", None) or started)  # fmt: skip
+    report = TriggerReport(_new_run_id(started), "local", environment, started)
+    try:
+        record = runner.run(
+            Path(project_dir),
+            tags=list(request.tags),
+            full_refresh=request.full_refresh,
+            include_deps=request.include_dependencies,
+            vars=dict(request.vars),
+        )
+    except getattr(runner, "RunError", RuntimeError) as error:
+        report.compilation_errors = [str(error)]
+        report.status, report.finished_at = "failed", _utcnow()
+        return report
+    report.run_id = getattr(record, "run_id", None) or report.run_id
+    report.started_at = getattr(record, "started_at", None) or started
     for action in record.actions:
-        report.actions.append(ActionReport(
+        item = ActionReport(
             name=action.name,
             type=action.type,
             status=action.status,
             severity=action.severity if action.type == "assertion" else None,
-            duration_s=action.duration_s,
+            duration_s=round(action.duration_s, 3) if action.duration_s is not None else None,
             rows_affected=action.rows_affected,
             failing_rows=action.failing_rows,
-            failing_sample=list(getattr(action, "failing_sample", None) or []),
             error=action.error,
-            file_name=action.file_name,
-        ))  # fmt: skip
+            file_name=action.file_name or None,
+        )
+        if item.type == "assertion" and item.status == "failed":
+            item.failing_sample = _local_sample(Path(project_dir), action.name)
+        report.actions.append(item)
     report.finished_at = getattr(record, "finished_at", None) or _utcnow()
     report.decide()
-    if report.status == "success" and record.status != "success" and not report.failed_warn_assertions:
-        report.status = "failed"
+    if record.status != "success" and report.status == "success":
+        report.status = "failed"  # the engine saw a failure this report's rules did not (keep them in step)
     return report
+
+
+_PART = re.compile(r"^[A-Za-z0-9_\-]{1,1024}$")
+
+
+def _default_project(project_dir: Path) -> str:
+    import yaml
+
+    settings = yaml.safe_load((project_dir / "workflow_settings.yaml").read_text()) or {}
+    return str(settings.get("defaultProject", "lakehouse-local"))
+
+
+def _local_sample(project_dir: Path, name: str, limit: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
+    """Return up to `limit` rows of a failed assertion's view in the local warehouse ([] if unreadable)."""
+    parts = name.split(".")
+    if len(parts) == 2:
+        parts = [_default_project(project_dir), *parts]
+    if len(parts) != 3 or not all(_PART.match(p) for p in parts):
+        return []
+    from lakehouse import paths, warehouse
+
+    try:
+        con = warehouse.connect(paths.home(project_dir), [parts[0]], read_only=True)
+        try:
+            cursor = con.execute(f'select * from "{parts[0]}"."{parts[1]}"."{parts[2]}" limit {int(limit)}')
+            columns = [c[0] for c in cursor.description]
+            rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            con.close()
+    except Exception as error:  # noqa: BLE001 - a sample is best effort; the failure is still reported
+        log.warning("could not sample failing rows of %s: %s", name, error)
+        return []
+    return json.loads(json.dumps(rows, default=_jsonable))
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -519,12 +561,9 @@ def local_writer(project_dir: Path | str) -> Callable[[list[dict[str, Any]]], No
     types = {"STRING": "VARCHAR", "TIMESTAMP": "TIMESTAMPTZ", "FLOAT64": "DOUBLE", "INT64": "BIGINT"}
 
     def write(rows: list[dict[str, Any]]) -> None:
-        import yaml
-
         from lakehouse import paths, warehouse
 
-        settings = yaml.safe_load((Path(project_dir) / "workflow_settings.yaml").read_text()) or {}
-        project = settings.get("defaultProject", "lakehouse-local")
+        project = _default_project(Path(project_dir))
         columns = [name for name, _, _ in ACTION_RUNS_SCHEMA]
         with warehouse.open_catalog(paths.home(project_dir), project) as con:
             con.execute('create schema if not exists "ops"')

@@ -30,7 +30,7 @@ HELP: dict[str, str] = {
     "query": "Run BigQuery SQL on the local warehouse.",
     "load": "Load CSV/JSONL/Parquet files into a local warehouse table.",
     "deploy": "Plan, apply or destroy the GCP deployment of an environment config.",
-    "trigger": "Run the Dataform workflow (local engine or GCP) and report assertion failures.",
+    "trigger": "Run the Dataform workflow (local or GCP) and report assertions.",
     "generate": "Generate synthetic events with faults and land them locally.",
     "up": "The local demo: services up, generate, land, publish, stop cleanly.",
     "schedule": "Run the generator on the shared cron schedule (config/schedules.yaml).",

@@ -8,32 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-
-BASE_ENV = {
-    "environment": "dev",
-    "project": "lakehouse-test-1",
-    "project_number": "123456789012",
-    "region": "us-central1",
-    "bigquery_location": "US",
-    "prefix": "lh-test",
-    "buckets": {
-        "landing": "lh-test-landing",
-        "dead_letter": "lh-test-dead-letter",
-        "lake": "lh-test-lake",
-        "functions_source": "lh-test-functions",
-    },
-    "dataform": {
-        "git_remote": "https://github.com/example/lakehouse.git",
-        "token_secret_version": "projects/lakehouse-test-1/secrets/git-token/versions/1",
-        "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "3"},
-    },
-    "schedules": {
-        "generator": "*/2 * * * *",
-        "workflows": [{"name": "hourly", "cron": "5 * * * *", "tags": ["hourly"]}],
-    },
-}
+from deploy_fakes import BASE_ENV, REPO
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -20,6 +21,32 @@ from google.cloud import (
 from google.iam.v1 import policy_pb2
 
 from deploy.clients import Clients, DatasetIamAdapter
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE_ENV = {
+    "environment": "dev",
+    "project": "lakehouse-test-1",
+    "project_number": "123456789012",
+    "region": "us-central1",
+    "bigquery_location": "US",
+    "prefix": "lh-test",
+    "buckets": {
+        "landing": "lh-test-landing",
+        "dead_letter": "lh-test-dead-letter",
+        "lake": "lh-test-lake",
+        "functions_source": "lh-test-functions",
+    },
+    "dataform": {
+        "git_remote": "https://github.com/example/lakehouse.git",
+        "token_secret_version": "projects/lakehouse-test-1/secrets/git-token/versions/1",
+        "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "3"},
+    },
+    "schedules": {
+        "generator": "*/2 * * * *",
+        "workflows": [{"name": "hourly", "cron": "5 * * * *", "tags": ["hourly"]}],
+    },
+}
 
 PROJECT_NUMBER = "123456789012"
 CONNECTION_SA = "bqcx-123456789012-abcd@gcp-sa-bigquery-condel.iam.gserviceaccount.com"

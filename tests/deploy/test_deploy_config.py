@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import BASE_ENV, REPO
+from deploy_fakes import BASE_ENV, REPO
 
 from deploy import naming
 from deploy.config import ConfigError, display_var, load_env

@@ -123,10 +123,10 @@ def test_success():
         == "projects/lh-test/locations/us-central1/repositories/lakehouse/workflowInvocations/1700000000-abc"
     )
     assert summary(report) == [
-        ("silver.orders", "incremental", "success", None, 12.5, None),
-        ("gold.daily_product_summary", "table", "success", None, 6.0, None),
-        ("assertions.orders_conservation", "assertion", "success", "error", 2.0, None),
-        ("assertions.orders_volume", "assertion", "success", "warn", 1.0, None),
+        ("lh-test.silver.orders", "incremental", "success", None, 12.5, None),
+        ("lh-test.gold.daily_product_summary", "table", "success", None, 6.0, None),
+        ("lh-test.assertions.orders_conservation", "assertion", "success", "error", 2.0, None),
+        ("lh-test.assertions.orders_volume", "assertion", "success", "warn", 1.0, None),
     ]
     assert [a.file_name for a in report.actions][:2] == [
         "definitions/silver/orders.js",
@@ -150,8 +150,8 @@ def test_success():
 def test_failed_error_assertion_samples_rows_and_fails_the_run():
     report, _, bq, _ = run("failed_assertion")
     assert report.status == "failed" and report.http_status == 500
-    assert [a.name for a in report.failed_error_assertions] == ["assertions.orders_conservation"]
-    assert [a.name for a in report.failed_warn_assertions] == ["assertions.orders_volume"]
+    assert [a.name for a in report.failed_error_assertions] == ["lh-test.assertions.orders_conservation"]
+    assert [a.name for a in report.failed_warn_assertions] == ["lh-test.assertions.orders_volume"]
     conservation = report.failed_error_assertions[0]
     assert conservation.failing_rows == 3
     assert conservation.failing_sample[0] == {
@@ -172,7 +172,7 @@ def test_only_warn_assertions_failed_is_a_success_with_a_warning(caplog):
     level, entry = trigger.log_entry(report)
     assert level == logging.WARNING and entry["severity"] == "WARNING"
     assert entry["failed"] == [{
-        "name": "assertions.orders_volume", "type": "assertion", "severity": "warn",
+        "name": "lh-test.assertions.orders_volume", "type": "assertion", "severity": "warn",
         "error": "Assertion failed: query returned 1 row(s).", "failing_rows": 1,
         "failing_sample": [{"today_rows": 10, "trailing_avg": 1000.5}],
     }]  # fmt: skip
@@ -182,9 +182,9 @@ def test_failed_action():
     report, _, bq, _ = run("failed_action")
     assert report.status == "failed" and report.http_status == 500
     assert summary(report)[1:] == [
-        ("gold.daily_product_summary", "table", "failed", None, 1.0, None),
-        ("assertions.orders_conservation", "assertion", "success", "error", 2.0, None),
-        ("assertions.orders_volume", "assertion", "skipped", "warn", None, None),
+        ("lh-test.gold.daily_product_summary", "table", "failed", None, 1.0, None),
+        ("lh-test.assertions.orders_conservation", "assertion", "success", "error", 2.0, None),
+        ("lh-test.assertions.orders_volume", "assertion", "skipped", "warn", None, None),
     ]
     assert report.failed_actions[0].error == "Unrecognized name: revenue_usd at [12:5]"
     assert bq.queries == []
@@ -240,8 +240,8 @@ def test_publish_logs_a_structured_error_and_writes_one_row_per_action(caplog):
     assert entry["severity"] == "ERROR"
     assert entry["status"] == "failed"
     assert [f["name"] for f in entry["failed"]] == [
-        "assertions.orders_conservation",
-        "assertions.orders_volume",
+        "lh-test.assertions.orders_conservation",
+        "lh-test.assertions.orders_volume",
     ]
     assert entry["message"].startswith(f"lakehouse workflow run {report.run_id} (gcp) failed: 4 actions; ")
     table, rows = bq.inserted[0]
@@ -251,7 +251,7 @@ def test_publish_logs_a_structured_error_and_writes_one_row_per_action(caplog):
     assert all(set(row) <= columns for row in rows)
     failed = rows[2]
     assert (failed["action_name"], failed["status"], failed["severity"], failed["failing_rows"]) == (
-        "assertions.orders_conservation",
+        "lh-test.assertions.orders_conservation",
         "failed",
         "error",
         3,
@@ -304,5 +304,6 @@ def test_gcp_target_from_environment_names_missing_variables():
     with pytest.raises(trigger.TriggerSetupError) as caught:
         trigger.gcp_target_from_environment({"LAKEHOUSE_GCP_PROJECT": "p"})
     assert str(caught.value) == (
-        "missing environment variables: LAKEHOUSE_DATAFORM_REPOSITORY, LAKEHOUSE_RELEASE_CONFIG, LAKEHOUSE_OPS_TABLE"
+        "missing environment variables: LAKEHOUSE_DATAFORM_REPOSITORY, LAKEHOUSE_RELEASE_CONFIG, "
+        "LAKEHOUSE_OPS_TABLE"
     )
