@@ -95,14 +95,16 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
 
     Raises duckdb.Error only if the connection is unusable.
     """
-    existing = {row[0] for row in con.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
     udfs = [
         ("bq_farm_fingerprint_string", farm_fingerprint, [VARCHAR], BIGINT),
         ("bq_farm_fingerprint_bytes", farm_fingerprint, [BLOB], BIGINT),
         ("safe_convert_bytes_to_string", safe_convert_bytes_to_string, [BLOB], VARCHAR),
     ]
     for name, function, params, returns in udfs:
-        if name not in existing:
+        try:
             con.create_function(name, function, params, returns, side_effects=False)
+        except duckdb.NotImplementedException as error:  # already registered on this connection
+            if "already created" not in str(error):
+                raise
     for name, body in MACROS.items():
         con.execute(f"CREATE OR REPLACE TEMP MACRO {name}{body}")

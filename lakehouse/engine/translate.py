@@ -65,6 +65,8 @@ class _Statement:
     text: str
     words: tuple[str, ...]
     position: str
+    tokens: list = field(default_factory=list, repr=False)
+    script: str = field(default="", repr=False)
 
 
 @dataclass
@@ -85,7 +87,9 @@ def _word(token: Token) -> str:
 
 
 def _position(sql: str, token: Token) -> str:
-    return f"line {token.line}, column {token.col}"
+    line = sql.count("\n", 0, token.start) + 1
+    column = token.start - (sql.rfind("\n", 0, token.start) + 1) + 1
+    return f"line {line}, column {column}"
 
 
 class _ScriptParser:
@@ -161,8 +165,16 @@ class _ScriptParser:
                 break
             self.i += 1
         first, last = self.tokens[start], self.tokens[self.i - 1]
-        words = tuple(_word(t) for t in self.tokens[start : min(start + 6, self.i)])
-        return _Statement(self.sql[first.start : last.end + 1], words, _position(self.sql, first))
+        words = tuple(
+            w for t in self.tokens[start : min(start + 6, self.i)] for w in _word(t).split() or [""]
+        )
+        return _Statement(
+            self.sql[first.start : last.end + 1],
+            words,
+            _position(self.sql, first),
+            self.tokens[start : self.i],
+            self.sql,
+        )
 
     def condition(self) -> str:
         """Consume tokens up to THEN (outside parentheses) and return their text."""
@@ -205,6 +217,16 @@ class _ScriptParser:
 
 # --------------------------------------------------------------------------------------------------
 # Rewrites on the BigQuery syntax tree. Each preserves one BigQuery behaviour DuckDB lacks.
+
+
+@functools.cache
+def _parsed_type(name: str) -> exp.DataType:
+    return exp.DataType.build(name)
+
+
+def _type(name: str) -> exp.DataType:
+    """Return a fresh DataType node for a DuckDB type name (parsing a type costs ~0.1 ms; cache it)."""
+    return _parsed_type(name).copy()
 
 
 def _call(name: str, *args: exp.Expression) -> exp.Anonymous:
@@ -423,7 +445,7 @@ def _date_functions_return_date(tree: exp.Expression) -> exp.Expression:
             unit_name = (unit.name if unit is not None else "").upper()
             if unit_name in _SUB_DAY_UNITS or _looks_like_timestamp(node.this):
                 continue
-        node.replace(exp.cast(node.copy(), exp.DataType.build("DATE")))
+        node.replace(exp.cast(node.copy(), _type("DATE")))
     return tree
 
 
@@ -482,17 +504,17 @@ def _parse_functions(tree: exp.Expression) -> exp.Expression:
             has_offset = False
         parsed: exp.Expression = _call(function, node.this.copy(), fmt_arg)
         if isinstance(node, exp.StrToDate):
-            result = exp.cast(parsed, exp.DataType.build("DATE"))
+            result = exp.cast(parsed, _type("DATE"))
         elif isinstance(node, exp.ParseDatetime):
-            result = exp.cast(parsed, exp.DataType.build("TIMESTAMP"))
+            result = exp.cast(parsed, _type("TIMESTAMP"))
         else:
             zone = _zone(node)
             if has_offset:
-                result = exp.cast(parsed, exp.DataType.build("TIMESTAMPTZ"))
+                result = exp.cast(parsed, _type("TIMESTAMPTZ"))
             elif zone is not None:
-                result = _call("timezone", zone, exp.cast(parsed, exp.DataType.build("TIMESTAMP")))
+                result = _call("timezone", zone, exp.cast(parsed, _type("TIMESTAMP")))
             else:
-                result = _call("timezone", exp.Literal.string("UTC"), exp.cast(parsed, "TIMESTAMP"))
+                result = _call("timezone", exp.Literal.string("UTC"), exp.cast(parsed, _type("TIMESTAMP")))
         target = node.parent if safe else node
         target.replace(result)
     return tree
@@ -514,7 +536,7 @@ def _format_timestamp(tree: exp.Expression) -> exp.Expression:
         value = value.copy()
         if zone is None:
             text = fmt.this.replace("%Ez", "+00:00").replace("%Z", "UTC").replace("%z", "+0000")
-            local = _call("timezone", exp.Literal.string("UTC"), exp.cast(value, "TIMESTAMPTZ"))
+            local = _call("timezone", exp.Literal.string("UTC"), exp.cast(value, _type("TIMESTAMPTZ")))
         else:
             if any(e in fmt.this for e in ("%Z", "%z", "%Ez")):
                 raise UnsupportedConstruct(
@@ -522,7 +544,7 @@ def _format_timestamp(tree: exp.Expression) -> exp.Expression:
                     "format in UTC, or drop the zone element",
                 )
             text = fmt.this
-            local = _call("timezone", zone, exp.cast(value, "TIMESTAMPTZ"))
+            local = _call("timezone", zone, exp.cast(value, _type("TIMESTAMPTZ")))
         node.replace(_call("strftime", local, exp.Literal.string(_duckdb_formats(text, parsing=False)[0])))
     return tree
 
@@ -539,8 +561,27 @@ def _numeric_type(dtype: exp.DataType) -> exp.DataType:
     if (dtype.this == exp.DataType.Type.DECIMAL and not dtype.expressions) or (
         dtype.this == exp.DataType.Type.BIGDECIMAL
     ):
-        return exp.DataType.build("DECIMAL(38, 9)")
+        return _type("DECIMAL(38, 9)")
     return dtype
+
+
+# Where a number literal is a value of its own (a column, an operand, an element); function arguments
+# such as ROUND(x, 2) or sqlglot's regexp group number stay bare, since DuckDB wants INTEGER there.
+_VALUE_CONTEXTS = (
+    exp.Alias,
+    exp.Select,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Mod,
+    exp.Paren,
+    exp.Array,
+    exp.Tuple,
+    exp.If,
+    exp.Case,
+    exp.Coalesce,
+    exp.DeclareItem,
+)
 
 
 def _number_literals(tree: exp.Expression) -> exp.Expression:
@@ -550,27 +591,14 @@ def _number_literals(tree: exp.Expression) -> exp.Expression:
     column) and 1.5 as DECIMAL(2,1) (0.1 + 0.2 = 0.3 exactly, a DECIMAL column).
     Positional GROUP BY/ORDER BY and LIMIT stay bare.
     """
-    skip = (
-        exp.Ordered,
-        exp.Group,
-        exp.Limit,
-        exp.Offset,
-        exp.DataTypeParam,
-        exp.Interval,
-        exp.WindowSpec,
-        exp.Fetch,
-        exp.TableSample,
-        exp.Cast,
-        exp.Rollup,
-        exp.Cube,
-    )
     for literal in list(tree.find_all(exp.Literal)):
-        if literal.is_string or isinstance(literal.parent, skip):
+        parent = literal.parent.parent if isinstance(literal.parent, exp.Neg) else literal.parent
+        if literal.is_string or not isinstance(parent, _VALUE_CONTEXTS):
             continue
         if re.fullmatch(r"[0-9]+", literal.this):
-            literal.replace(exp.cast(literal.copy(), exp.DataType.build("BIGINT")))
+            literal.replace(exp.cast(literal.copy(), _type("BIGINT")))
         elif re.fullmatch(r"[0-9]*\.?[0-9]*([eE][+-]?[0-9]+)?", literal.this):
-            literal.replace(exp.cast(literal.copy(), exp.DataType.build("DOUBLE")))
+            literal.replace(exp.cast(literal.copy(), _type("DOUBLE")))
     return tree
 
 
@@ -677,7 +705,7 @@ def _extract_parts(tree: exp.Expression) -> exp.Expression:
         name = part.name.upper()
         if name in ("DATE", "TIME", "DATETIME"):
             target = {"DATE": "DATE", "TIME": "TIME", "DATETIME": "TIMESTAMP"}[name]
-            node.replace(exp.cast(value, exp.DataType.build(target)))
+            node.replace(exp.cast(value, _type(target)))
         elif name == "DAYOFWEEK":
             node.replace(exp.Add(this=_call("dayofweek", value), expression=exp.Literal.number(1)))
         elif name == "WEEK":
@@ -711,7 +739,7 @@ def _timestamp_from_epoch(tree: exp.Expression) -> exp.Expression:
     for node in list(tree.find_all(exp.UnixToTime)):
         if isinstance(node.parent, exp.Cast):
             continue
-        node.replace(exp.cast(node.copy(), "TIMESTAMPTZ"))
+        node.replace(exp.cast(node.copy(), _type("TIMESTAMPTZ")))
     return tree
 
 
@@ -736,9 +764,50 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
 
 REWRITES = [_rewrite_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
 
+# The node types each rewrite acts on: a rewrite whose types are absent from a tree is skipped, so a
+# statement costs one walk instead of one per rewrite.
+_TRIGGERS: dict[Callable, tuple[type, ...]] = {
+    _drop_table_options: (exp.Create,),
+    _countif_zero: (exp.CountIf,),
+    _unnest_offset_zero_based: (exp.Unnest,),
+    _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
+    _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
+    _format_timestamp: (exp.TimeToStr,),
+    _safe_prefix: (exp.SafeFunc,),
+    _cast_semantics: (exp.Cast, exp.DataType),
+    _array_agg_limit: (exp.Limit,),
+    _extract_parts: (exp.Extract,),
+    _format_printf: (exp.Format,),
+    _division_errors: (exp.Div,),
+    _timestamp_from_epoch: (exp.UnixToTime,),
+    _substr_positions: (exp.Substring,),
+    _timestamp_diff_whole_units: (exp.TimestampDiff,),
+    _number_literals: (exp.Literal,),
+}
+
+
+def _apply_rewrites(tree: exp.Expression) -> exp.Expression:
+    present = {type(node) for node in tree.walk()}
+    for rewrite in _EXPRESSION_REWRITES:
+        if any(issubclass(kind, _TRIGGERS[rewrite]) for kind in present):
+            tree = rewrite(tree)
+    return tree
+
 
 # --------------------------------------------------------------------------------------------------
 # Statements.
+
+
+def _parse_statement(stmt: _Statement) -> exp.Expression:
+    """Parse a statement from the script's tokens (no second tokenization), else from its text."""
+    if stmt.tokens:
+        try:
+            tree = BigQuery().parser(error_level=ErrorLevel.RAISE).parse(stmt.tokens, stmt.script)[0]
+            if tree is not None and not isinstance(tree, exp.Command):
+                return tree
+        except ParseError:
+            pass
+    return _parse(stmt.text, stmt.position)
 
 
 def _parse(text: str, position: str) -> exp.Expression:
@@ -776,19 +845,13 @@ def _generate(tree: exp.Expression) -> str:
 def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
     """Parse and rewrite one BigQuery expression (a condition, a DEFAULT or SET value)."""
     tree = _parse(f"SELECT {text}", position)
-    for rewrite in REWRITES[:2]:
-        tree = rewrite(tree, ctx)
-    for rewrite in _EXPRESSION_REWRITES:
-        tree = rewrite(tree)
-    return tree.expressions[0]
+    return _rewrite(tree, ctx).expressions[0]
 
 
 def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     tree = _rewrite_variables(tree, ctx)
     tree = _qualify_table_names(tree, ctx)
-    for rewrite in _EXPRESSION_REWRITES:
-        tree = rewrite(tree)
-    return tree
+    return _apply_rewrites(tree)
 
 
 def _merge_duplicate_guard(merge: exp.Merge) -> str | None:
@@ -827,7 +890,8 @@ def _merge_duplicate_guard(merge: exp.Merge) -> str | None:
 def _temp_function(tree: exp.Create) -> str:
     """CREATE TEMP FUNCTION f(x T) AS (expr) becomes a DuckDB TEMP MACRO (SQL bodies only)."""
     udf = tree.this
-    if tree.args.get("expression") is None or tree.find(exp.LanguageProperty) is not None:
+    body = tree.args.get("expression")
+    if body is None or isinstance(body, exp.Literal) or tree.find(exp.LanguageProperty) is not None:
         raise UnsupportedConstruct(
             "CREATE FUNCTION (JavaScript or remote)",
             "use a SQL function body: CREATE TEMP FUNCTION f(x) AS (...)",
@@ -1077,7 +1141,7 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
 
 def _declare(stmt: _Statement, ctx: _Context) -> list[str]:
     """DECLARE a, b TYPE DEFAULT v -> SET VARIABLE a = CAST(v AS TYPE) (NULL without DEFAULT)."""
-    tree = _parse(stmt.text, stmt.position)
+    tree = _parse_statement(stmt)
     if not isinstance(tree, exp.Declare):
         raise TranslationError(f"cannot parse DECLARE at {stmt.position}")
     out = []
@@ -1116,7 +1180,7 @@ def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -
     """SET x = v and SET (a, b) = (v1, v2) / (SELECT AS STRUCT ...) -> SET VARIABLE ..."""
     if stmt.text.lstrip()[3:].lstrip().startswith("@@"):
         raise UnsupportedConstruct("SET @@system_variable", "system variables have no local equivalent")
-    tree = _parse(stmt.text, stmt.position)
+    tree = _parse_statement(stmt)
     if not isinstance(tree, exp.Set):
         raise TranslationError(f"cannot parse SET at {stmt.position}")
     out = []
@@ -1192,14 +1256,14 @@ def _statement(stmt: _Statement, ctx: _Context) -> list:
         return _assert(stmt, ctx)
     if words[0] == "CREATE" and "EXTERNAL" in words[:4]:
         return [_external_table(stmt, ctx)]
-    tree = _parse(stmt.text, stmt.position)
+    tree = _parse_statement(stmt)
     if isinstance(tree, exp.Command):
         raise UnsupportedConstruct(
             " ".join(w for w in words[:3] if w), "this statement has no local equivalent"
         )
-    tree = _rewrite(tree, ctx)
     if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "FUNCTION":
-        return [_temp_function(tree)]
+        return [_temp_function(_rewrite(tree, ctx))]
+    tree = _rewrite(tree, ctx)
     out = []
     if isinstance(tree, exp.Merge):
         guard = _merge_duplicate_guard(tree)
@@ -1314,7 +1378,7 @@ def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str
                 continue
             if node.words[0] in ("RAISE", "ASSERT") or _unsupported_statement(node.words):
                 continue
-            tree = _parse(node.text, node.position)
+            tree = _parse_statement(node)
             if isinstance(tree, exp.Command):
                 continue
             if (
