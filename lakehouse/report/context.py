@@ -13,7 +13,7 @@ import duckdb
 from lakehouse import paths, warehouse
 from lakehouse.engine.compile import CompileError, compile_project
 from lakehouse.engine.graph import Graph
-from lakehouse.report.runs import History, Run, all_runs, select_run
+from lakehouse.report.runs import History, Run, all_runs, json_runs, select_run
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,12 @@ def open_context(
     project_dir = Path(project_dir).resolve()
     home_dir = Path(home_dir) if home_dir else paths.home(project_dir)
     notes: list[str] = []
+    con = open_warehouse(home_dir)
+    if con is None and not json_runs(home_dir):
+        select_run([], run_id, home_dir)  # raises: nothing to report on, and no need to compile to say so
     graph, why = load_graph(project_dir, home_dir)
     if why:
         notes.append(why)
-    con = open_warehouse(home_dir)
     try:
         if con is None:
             notes.append(
