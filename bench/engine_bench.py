@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -137,6 +138,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     duckdb.default_connection().close()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

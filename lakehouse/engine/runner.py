@@ -72,30 +72,42 @@ class Engine:
         self.con = con
         self.iceberg = IcebergStore(home_dir)
         self.resolve_gcs = gcs_resolver(home_dir)
+        self._state: dict[tuple[str, str, str], statements.TableMetadata] | None = None
+        self._schemas: set[tuple[str, str]] = set()
 
     # -- warehouse state -------------------------------------------------------------------
     def exists(self, target: dict) -> bool:
         return self.metadata(target) is not None
 
     def metadata(self, target: dict, table: dict | None = None) -> statements.TableMetadata | None:
-        """Return the warehouse state of `target` as Dataform's adapter would report it."""
+        """Return the warehouse state of `target` as Dataform's adapter reports it at run start."""
         if table is not None and is_iceberg(table):
             columns = self.iceberg.columns(target)
             return None if columns is None else statements.TableMetadata("table", columns)
+        if self._state is None:
+            self._state = self._read_state()
+        key = (target.get("database") or self.default_project, target["schema"], target["name"])
+        return self._state.get(key)
+
+    def _read_state(self) -> dict[tuple[str, str, str], statements.TableMetadata]:
+        # Dataform reads the warehouse state once, before the run, and decides every action's
+        # statements from it; so does the engine (one catalog query instead of one per action).
         if self.con is None:
-            return None
+            return {}
         rows = self.con.execute(
-            "SELECT t.table_type, c.column_name FROM information_schema.tables t "
-            "JOIN information_schema.columns c ON c.table_catalog = t.table_catalog "
-            "AND c.table_schema = t.table_schema AND c.table_name = t.table_name "
-            "WHERE t.table_catalog = ? AND t.table_schema = ? AND t.table_name = ? "
-            "ORDER BY c.ordinal_position",
-            [target.get("database") or self.default_project, target["schema"], target["name"]],
+            "SELECT c.database_name, c.schema_name, c.table_name, v.view_name IS NOT NULL, c.column_name "
+            "FROM duckdb_columns() c LEFT JOIN duckdb_views() v ON v.database_name = c.database_name "
+            "AND v.schema_name = c.schema_name AND v.view_name = c.table_name "
+            "WHERE c.database_name NOT IN ('system', 'temp', 'memory') "
+            "ORDER BY 1, 2, 3, c.column_index"
         ).fetchall()
-        if not rows:
-            return None
-        kind = "view" if rows[0][0] == "VIEW" else "table"
-        return statements.TableMetadata(kind, tuple(r[1] for r in rows))
+        columns: dict[tuple[str, str, str], list[str]] = {}
+        kinds: dict[tuple[str, str, str], str] = {}
+        for database, schema, name, is_view, column in rows:
+            key = (database, schema, name)
+            columns.setdefault(key, []).append(column)
+            kinds[key] = "view" if is_view else "table"
+        return {key: statements.TableMetadata(kinds[key], tuple(cols)) for key, cols in columns.items()}
 
     # -- statements ----------------------------------------------------------------------------
     def tasks(self, action: Action, full_refresh: bool) -> list[statements.Task]:
@@ -186,8 +198,10 @@ class Engine:
         con = self.con
         assert con is not None
         target = action.target
-        if action.kind != "assertion" or target:
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{target["database"]}"."{target["schema"]}"')
+        schema = (target["database"], target["schema"])
+        if schema not in self._schemas:
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema[0]}"."{schema[1]}"')
+            self._schemas.add(schema)
         con.execute("BEGIN TRANSACTION")
         try:
             incremental_write = False
@@ -217,7 +231,8 @@ class Engine:
             con.execute("ROLLBACK")
             raise
         finally:
-            self._reset_variables()
+            if any("VARIABLE" in sql for _, sql in translated):
+                self._reset_variables()
 
     def _prepare_iceberg(self, target: dict, incremental_write: bool) -> None:
         name = f'"{target["database"]}"."{target["schema"]}"."{target["name"]}"'
