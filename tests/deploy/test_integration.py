@@ -39,15 +39,16 @@ def setup(tmp_path_factory):
     suffix = uuid.uuid4().hex[:8]
     prefix = f"lhit-{suffix}"
     root = tmp_path_factory.mktemp("integration")
+    from deploy.config import BUCKETS, DATASETS
+
     data = {
         "environment": "it",
         "project": PROJECT,
         "region": os.environ.get("LAKEHOUSE_GCP_REGION", "us-central1"),
         "bigquery_location": os.environ.get("LAKEHOUSE_GCP_LOCATION", "US"),
         "prefix": prefix,
-        "buckets": {name: f"{prefix}-{name.replace('_', '-')}" for name in
-                    ("landing", "dead_letter", "lake", "functions_source")},
-        "datasets": {name: f"lhit_{suffix}_{name}" for name in ("bronze", "silver", "gold", "assertions", "ops")},
+        "buckets": {name: f"{prefix}-{name.replace('_', '-')}" for name in BUCKETS},
+        "datasets": {name: f"lhit_{suffix}_{name}" for name in DATASETS},
         "dataform": {"git_remote": "https://example.com/none.git",
                      "token_secret_version": f"projects/{PROJECT}/secrets/none/versions/1"},
     }  # fmt: skip
