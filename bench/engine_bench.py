@@ -124,7 +124,9 @@ def main() -> None:
         "run_vs_direct_ratio": statistics.median(engine_runs) / statistics.median(direct_runs),
         "overhead_per_action_ms": statistics.median(overheads) * 1000,
     }
-    table = Table(title=f"engine benchmark ({args.rows:,} seed rows, {len(record.actions)} actions, median of {args.repeat})")
+    table = Table(
+        title=f"engine benchmark ({args.rows:,} seed rows, {len(record.actions)} actions, median of {args.repeat})"
+    )
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")

@@ -24,13 +24,27 @@ project_dir_option = click.option(
     show_default=True,
     help="Any Dataform v3 project directory.",
 )
-vars_option = click.option("--vars", "vars_text", metavar="A=1,B=2", help="Compilation vars, as the Dataform CLI takes them.")
+vars_option = click.option(
+    "--vars", "vars_text", metavar="A=1,B=2", help="Compilation vars, as the Dataform CLI takes them."
+)
 
 
 def fail(message: str, code: int = 1) -> None:
     """Print `message` as an error and exit with `code` (no traceback)."""
     errors.print(f"[bold red]error:[/] {message}", highlight=False)
     sys.exit(code)
+
+
+def _default_project(project_dir: Path) -> str:
+    """Return workflow_settings.yaml's defaultProject, or "lakehouse-local" when it names none."""
+    import yaml
+
+    settings_file = Path(project_dir) / "workflow_settings.yaml"
+    try:
+        settings = yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else None
+    except yaml.YAMLError:
+        settings = None
+    return (settings or {}).get("defaultProject") or "lakehouse-local"
 
 
 def _vars(vars_text: str | None) -> dict[str, str]:
@@ -62,33 +76,44 @@ def compile_command(project_dir: Path, vars_text: str | None, as_json: bool, no_
         click.echo(json.dumps(compiled.graph, indent=2))
         return
     graph = compiled.graph
-    counts = {kind: len(graph.get(kind) or []) for kind in ("tables", "operations", "assertions", "declarations", "tests")}
+    counts = {
+        kind: len(graph.get(kind) or []) for kind in ("tables", "operations", "assertions", "declarations", "tests")
+    }
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
     console.print(f"compiled {project_dir}: {summary}" + (" (cached)" if compiled.cached else ""), highlight=False)
 
 
-def _print_summary(record) -> None:
-    table = Table(title=f"run {record.run_id}" + (" (dry run)" if record.dry_run else ""))
-    for column in ("action", "type", "status", "seconds", "rows", "failing rows", "note"):
-        table.add_column(column, overflow="fold")
+def _short(name: str, default_project: str) -> str:
+    return name.removeprefix(default_project + ".")
+
+
+def _print_summary(record, default_project: str = "") -> None:
+    table = Table(title=f"run {record.run_id}" + (" (dry run)" if record.dry_run else ""), title_justify="left")
+    table.add_column("action", overflow="fold", min_width=24)
+    for column in ("type", "status", "s", "rows", "failing"):
+        table.add_column(column, justify="right" if column in ("s", "rows", "failing") else "left", no_wrap=True)
     styles = {"success": "green", "failed": "red", "skipped": "yellow", "planned": "cyan", "disabled": "dim"}
+    problems = []
     for a in record.actions:
         status = a.status
         if a.type == "assertion" and a.status == "failed" and a.severity == "warn":
-            status = "failed (warn)"
+            status = "warn"
         if record.dry_run:
             status = "will run" if a.status == "planned" else "won't run"
-        note = a.error or a.note or ""
         table.add_row(
-            a.name,
+            _short(a.name, default_project),
             a.type,
             f"[{styles.get(a.status, 'white')}]{status}[/]",
-            f"{a.duration_s:.3f}",
-            "" if a.rows_affected is None else str(a.rows_affected),
-            "" if a.failing_rows is None else str(a.failing_rows),
-            note,
+            f"{a.duration_s:.2f}",
+            "" if a.rows_affected is None else f"{a.rows_affected:,}",
+            "" if a.failing_rows is None else f"{a.failing_rows:,}",
         )
+        if a.error:
+            problems.append((a, status))
     console.print(table)
+    for a, status in problems:
+        console.print(f"[{styles.get(a.status, 'white')}]{status}[/] {_short(a.name, default_project)}: ", end="")
+        console.print(a.error, markup=False, highlight=False)
     counts: dict[str, int] = {}
     for a in record.actions:
         counts[a.status] = counts.get(a.status, 0) + 1
@@ -102,13 +127,19 @@ def _print_summary(record) -> None:
 @project_dir_option
 @vars_option
 @click.option("--tags", multiple=True, help="Run actions with any of these tags (repeatable or comma-separated).")
-@click.option("--actions", multiple=True, help="Run these actions: project.dataset.name or a bare name (repeatable or comma-separated).")
+@click.option(
+    "--actions",
+    multiple=True,
+    help="Run these actions: project.dataset.name or a bare name (repeatable or comma-separated).",
+)
 @click.option("--include-deps", is_flag=True, help="Also run the dependencies of the selected actions.")
 @click.option("--include-dependents", is_flag=True, help="Also run the dependents of the selected actions.")
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental tables from scratch (unless protected).")
 @click.option("--dry-run", is_flag=True, help="Compile, build and translate every statement; execute nothing.")
 @click.option("--show-sql", is_flag=True, help="With --dry-run: print the DuckDB statements of each action.")
-def run_command(project_dir, vars_text, tags, actions, include_deps, include_dependents, full_refresh, dry_run, show_sql):
+def run_command(
+    project_dir, vars_text, tags, actions, include_deps, include_dependents, full_refresh, dry_run, show_sql
+):
     """Run the compiled graph on the local DuckDB warehouse, in dependency order.
 
     Each action is atomic: a failed action leaves its previous table intact, its dependents are
@@ -129,8 +160,13 @@ def run_command(project_dir, vars_text, tags, actions, include_deps, include_dep
         dry_run=dry_run,
     )
     progress = Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=errors, transient=True,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
     )
     with progress:
         task = progress.add_task("compiling", total=None)
@@ -143,14 +179,16 @@ def run_command(project_dir, vars_text, tags, actions, include_deps, include_dep
         except RunError as error:
             progress.stop()
             fail(str(error))
-    _print_summary(record)
+    _print_summary(record, _default_project(project_dir))
     if show_sql:
         for a in record.actions:
             console.rule(a.name)
             for statement in a.statements:
                 console.print(statement + ";", markup=False, highlight=False)
     if not dry_run:
-        console.print(f"run record: {paths.runs_dir(paths.home(project_dir)) / (record.run_id + '.json')}", highlight=False)
+        console.print(
+            f"run record: {paths.runs_dir(paths.home(project_dir)) / (record.run_id + '.json')}", highlight=False
+        )
     sys.exit(0 if record.status == "success" else 1)
 
 
@@ -181,7 +219,7 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
     finally:
         con.close()
     if not results:
-        console.print("no Dataform unit tests (type: \"test\") in this project")
+        console.print('no Dataform unit tests (type: "test") in this project')
         return
     for r in results:
         mark = "[green]passed[/]" if r.successful else "[red]failed[/]"
@@ -202,17 +240,14 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
 
     SQL is translated exactly as model SQL is. `-` reads the SQL from standard input.
     """
+    import duckdb
+
     from lakehouse.engine import query, translate
     from lakehouse.engine.runner import gcs_resolver
 
-    import duckdb
-    import yaml
-
     if sql == "-":
         sql = sys.stdin.read()
-    settings_file = Path(project_dir) / "workflow_settings.yaml"
-    settings = yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else {}
-    default_project = (settings or {}).get("defaultProject") or "lakehouse-local"
+    default_project = _default_project(project_dir)
     home_dir = paths.home(project_dir)
     try:
         projects = {p for p, _, _ in translate.referenced_tables(sql, default_project=default_project)}
@@ -259,17 +294,20 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
     source: `lakehouse load bigquery-public-data.samples.shakespeare shakespeare.csv`.
     """
     import duckdb
-    import yaml
 
-    settings_file = Path(project_dir) / "workflow_settings.yaml"
-    settings = (yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else None) or {}
     parts = table.replace("`", "").split(".")
     if len(parts) == 2:
-        parts.insert(0, settings.get("defaultProject") or "lakehouse-local")
+        parts.insert(0, _default_project(project_dir))
     if len(parts) != 3 or not all(parts):
         fail(f"{table!r} is not dataset.table or project.dataset.table", 2)
     project, dataset, name = parts
-    readers = {".csv": "read_csv", ".jsonl": "read_json", ".json": "read_json", ".ndjson": "read_json", ".parquet": "read_parquet"}
+    readers = {
+        ".csv": "read_csv",
+        ".jsonl": "read_json",
+        ".json": "read_json",
+        ".ndjson": "read_json",
+        ".parquet": "read_parquet",
+    }
     suffixes = {f.suffix.lower() for f in files}
     if len(suffixes) != 1 or next(iter(suffixes)) not in readers:
         fail(f"files must all be one of {', '.join(sorted(readers))}; got {', '.join(sorted(suffixes))}", 2)
@@ -283,7 +321,8 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
     try:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{project}"."{dataset}"')
         exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
             [project, dataset, name],
         ).fetchone()[0]
         if replace or not exists:
@@ -292,7 +331,9 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
             con.execute(f"INSERT INTO {quoted} BY NAME SELECT * FROM {reader}([{listed}])")
         count = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
     except duckdb.Error as error:
-        fail(f"could not load {', '.join(map(str, files))} into {project}.{dataset}.{name}: {str(error).splitlines()[0]}")
+        fail(
+            f"could not load {', '.join(map(str, files))} into {project}.{dataset}.{name}: {str(error).splitlines()[0]}"
+        )
     finally:
         con.close()
     console.print(f"{project}.{dataset}.{name}: {count} rows", highlight=False)

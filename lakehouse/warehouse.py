@@ -35,8 +35,9 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with each project's file attached as a catalog.
 
-    A file held by another run is waited for up to `wait_seconds` (default $LAKEHOUSE_LOCK_WAIT_SECONDS or 30), then WarehouseBusy is raised
-    naming the file: a second run never writes into a warehouse another run has open.
+    A file held by another run is waited for up to `wait_seconds` (default
+    $LAKEHOUSE_LOCK_WAIT_SECONDS or 30), then WarehouseBusy is raised naming the file: a second
+    run never writes into a warehouse another run has open.
     With `only_existing`, projects without a file yet are skipped instead of created.
     """
     if wait_seconds is None:

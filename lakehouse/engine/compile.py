@@ -49,7 +49,7 @@ def cli_path() -> Path:
     bundle = Path(configured) if configured else KIT_ROOT / "node_modules" / "@dataform" / "cli" / "bundle.js"
     if not bundle.is_file():
         raise CompileError(
-            [(str(bundle), "the pinned Dataform CLI is not installed; run `npm ci` in " f"{KIT_ROOT} (or ./dev setup)")]
+            [(str(bundle), f"the pinned Dataform CLI is not installed; run `npm ci` in {KIT_ROOT} (or ./dev setup)")]
         )
     return bundle
 
@@ -106,9 +106,7 @@ def _check_project(project_dir: Path) -> None:
             [("workflow_settings.yaml", "names no dataformCoreVersion and the project has no package.json")]
         )
     if not (project_dir / "node_modules" / "@dataform" / "core").is_dir():
-        raise CompileError(
-            [("package.json", f"@dataform/core is not installed; run `npm ci` in {project_dir}")]
-        )
+        raise CompileError([("package.json", f"@dataform/core is not installed; run `npm ci` in {project_dir}")])
 
 
 def _compilation_errors(graph: dict) -> list[tuple[str, str]]:
@@ -160,7 +158,9 @@ def compile_project(
         graph = json.loads(done.stdout)
     except json.JSONDecodeError as error:
         message = (done.stderr or done.stdout).strip().splitlines()
-        raise CompileError([(str(project_dir), message[-1] if message else "the Dataform CLI printed nothing")]) from error
+        raise CompileError(
+            [(str(project_dir), message[-1] if message else "the Dataform CLI printed nothing")]
+        ) from error
     errors = _compilation_errors(graph)
     if errors:
         raise CompileError(errors)

@@ -108,9 +108,7 @@ class IcebergStore:
         files = tuple(self.data_files(target))
         self._point_view(con, target, files, data.schema)
         snapshot = table.current_snapshot()
-        return Snapshot(
-            snapshot.snapshot_id if snapshot else None, table.metadata_location, files, data.num_rows
-        )
+        return Snapshot(snapshot.snapshot_id if snapshot else None, table.metadata_location, files, data.num_rows)
 
     @staticmethod
     def _replace_contents(table, data: pa.Table) -> None:

@@ -74,5 +74,10 @@ def to_csv(result: QueryResult) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(result.columns)
     for row in result.rows:
-        writer.writerow(["" if v is None else (json.dumps(_jsonable(v)) if isinstance(v, list | dict) else _jsonable(v)) for v in row])
+        writer.writerow(
+            [
+                "" if v is None else (json.dumps(_jsonable(v)) if isinstance(v, list | dict) else _jsonable(v))
+                for v in row
+            ]
+        )
     return buffer.getvalue()

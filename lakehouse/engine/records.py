@@ -95,8 +95,18 @@ def write_table(record: RunRecord, con: duckdb.DuckDBPyConnection, project: str)
     rows = {name: [] for name, _ in ACTION_RUNS_COLUMNS}
     for a in record.actions:
         values = (
-            record.run_id, record.started_at, a.name, a.type, a.status, round(a.duration_s, 6), a.rows_affected,
-            a.failing_rows, a.severity, a.file_name, a.error, a.name,
+            record.run_id,
+            record.started_at,
+            a.name,
+            a.type,
+            a.status,
+            round(a.duration_s, 6),
+            a.rows_affected,
+            a.failing_rows,
+            a.severity,
+            a.file_name,
+            a.error,
+            a.name,
         )
         for (name, _), value in zip(ACTION_RUNS_COLUMNS, values, strict=True):
             rows[name].append(value)

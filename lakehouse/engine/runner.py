@@ -148,7 +148,10 @@ class Engine:
     # -- execution -----------------------------------------------------------------------------
     def execute(self, action: Action, options: RunOptions) -> records.ActionResult:
         result = records.ActionResult(
-            name=action.name, type=action.kind, status="success", file_name=action.file_name or "",
+            name=action.name,
+            type=action.kind,
+            status="success",
+            file_name=action.file_name or "",
             severity=severity(action),
         )
         started = time.perf_counter()
@@ -325,13 +328,14 @@ def run(
             if action.disabled:
                 result = records.ActionResult(name, action.kind, "disabled", action.file_name or "")
             else:
-                blocked = [
-                    dep for dep in action.dependencies
-                    if dep in results and _blocks(results[dep])
-                ]
+                blocked = [dep for dep in action.dependencies if dep in results and _blocks(results[dep])]
                 if blocked:
                     result = records.ActionResult(
-                        name, action.kind, "skipped", action.file_name or "", severity=severity(action),
+                        name,
+                        action.kind,
+                        "skipped",
+                        action.file_name or "",
+                        severity=severity(action),
                         error=f"skipped: upstream {', '.join(blocked)} did not succeed",
                     )
                 else:

@@ -135,7 +135,10 @@ def test_failed_action_keeps_previous_table_skips_dependents_runs_the_rest(make_
 def test_failing_assertion_fails_the_run_and_counts_rows(make_project, lakehouse_home):
     files = dict(SEED)
     files["definitions/gold/customer_totals.sqlx"] = """
-        config { type: "table", schema: "gold", assertions: { uniqueKey: ["orders"], rowConditions: ["amount_usd < 100"] } }
+        config {
+          type: "table", schema: "gold",
+          assertions: { uniqueKey: ["orders"], rowConditions: ["amount_usd < 100"] },
+        }
         select customer_id, sum(amount_usd) as amount_usd, 1 as orders from ${ref("orders")} group by customer_id
     """
     project = make_project(files)
