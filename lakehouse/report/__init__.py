@@ -73,3 +73,23 @@ def publish(
                 f"(Dataplex-style {report.scorecard.dataplex():.1f})"
             )
     return written, summary
+
+
+def up_step(ctx) -> None:
+    """The `lakehouse up` step that writes every report of the latest run and prints where they are.
+
+    `ctx` is ingest.up.UpContext (settings.project_dir, settings.home, console, results); the paths go to
+    ctx.results["reports"]. When there is no run yet, it says so and writes nothing (never raises for that).
+    """
+    from lakehouse.report.runs import ReportInputError
+
+    try:
+        written, summary = publish(ctx.settings.project_dir, ctx.settings.home)
+    except ReportInputError as error:
+        ctx.console.print(f"no report: {error}", highlight=False, markup=False)
+        return
+    ctx.results["reports"] = written
+    for line in summary:
+        ctx.console.print(line, highlight=False, markup=False)
+    for kind, path in written.items():
+        ctx.console.print(f"  {kind:<12} {path}", highlight=False, markup=False, soft_wrap=True)

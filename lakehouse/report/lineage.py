@@ -115,7 +115,9 @@ def build(graph: Graph | None, project_dir: Path, statuses: dict[str, str] | Non
     for source in contract_names(project_dir):
         source_id, landing_id = f"source:{source}", f"landing:{source}"
         readers = _landing_readers(actions, source)
-        uri = readers[0][1] if readers else f"landing/source={source}/"
+        bucket = ((graph.project_config.get("vars") or {}) if graph else {}).get("landing_bucket")
+        uri = f"gs://{bucket}/source={source}/" if bucket else f"landing/source={source}/"
+        uri = readers[0][1] if readers else uri
         lineage.nodes[source_id] = Node(
             source_id, source, "source", "contract", detail=f"includes/contracts/{source}.json"
         )

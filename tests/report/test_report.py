@@ -82,8 +82,7 @@ def test_scorecard_scores_tables_and_dimensions(history):
     assert card.tables == [gold, silver]
     # silver.orders holds 7 rows, 1 row is quarantined (quantity_min): 8 rows arrived.
     assert {
-        d: card.cell(silver, d)
-        for d in ("completeness", "validity", "uniqueness", "freshness", "consistency")
+        d: card.cell(silver, d) for d in ("completeness", "validity", "uniqueness", "freshness", "consistency")
     } == {
         "completeness": 92.86,  # mean(nonNull 1 − 1/7, quarantine completeness 1 − 0/8)
         "validity": 86.61,  # mean(price > 0: 1 − 1/7, quarantine validity 1 − 1/8)
@@ -127,9 +126,7 @@ def test_publish_all_writes_every_artifact_and_the_junit_validates(history, tmp_
         "skipped": "0",
     }
     failures = {
-        c.get("name"): c.find("failure").get("message")
-        for c in root.iter("testcase")
-        if c.find("failure") is not None
+        c.get("name"): c.find("failure").get("message") for c in root.iter("testcase") if c.find("failure") is not None
     }
     assert failures == {
         "silver_orders_assertions_rowConditions": "2 failing row(s)",
@@ -175,15 +172,11 @@ def test_publish_all_writes_every_artifact_and_the_junit_validates(history, tmp_
         False,
         "1",
     )
-    table = [e for e in events if e["job"]["name"] == f"{P}.silver.orders" and e["eventType"] == "COMPLETE"][
-        0
-    ]
+    table = [e for e in events if e["job"]["name"] == f"{P}.silver.orders" and e["eventType"] == "COMPLETE"][0]
     assert [(o["namespace"], o["name"]) for o in table["outputs"]] == [("bigquery", f"{P}.silver.orders")]
     assert table["run"]["facets"]["parent"]["run"]["runId"] == events[0]["run"]["runId"]
     publish_all(history.project, history.home, out_dir=tmp_path / "out")
-    assert (
-        len(written["openlineage"].read_text().splitlines()) == 20
-    )  # reporting again replaces, never duplicates
+    assert len(written["openlineage"].read_text().splitlines()) == 20  # reporting again replaces, never duplicates
 
 
 def test_cli_report_prints_where_the_files_are(history, tmp_path, monkeypatch):
@@ -259,8 +252,7 @@ def test_a_crashed_run_over_an_empty_warehouse_is_reported_plainly(history, tmp_
     written = publish_all(report_project, home, out_dir=tmp_path / "out")
     markdown = written["markdown"].read_text()
     assert (
-        "run crashed-1 did not finish (status 'running', no finish time): it crashed or was stopped midway"
-        in markdown
+        "run crashed-1 did not finish (status 'running', no finish time): it crashed or was stopped midway" in markdown
     )
     assert f"the local warehouse under {home} is empty" in markdown
     assert "1 assertion(s) did not run because an upstream action failed" in markdown
@@ -272,9 +264,7 @@ def test_a_crashed_run_over_an_empty_warehouse_is_reported_plainly(history, tmp_
         "errors": "1",
         "skipped": "1",
     }
-    assert (
-        "No data: the local warehouse is empty" not in written["dashboard"].read_text()
-    )  # drawn by the script
+    assert "No data: the local warehouse is empty" not in written["dashboard"].read_text()  # drawn by the script
     assert '"empty": "the local warehouse is empty"' in written["dashboard"].read_text()
     events = [json.loads(line) for line in written["openlineage"].read_text().splitlines()]
     assert [e["eventType"] for e in events] == ["START", "START", "FAIL", "START", "ABORT", "ABORT"]
