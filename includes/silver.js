@@ -1,0 +1,279 @@
+// SQL pieces built from a source contract: typing, quality rules, PII hashing and the dedup order.
+// definitions/silver/*.js assemble them into the per-source actions; hand-written models call the
+// same helpers so every source is cleansed the same way.
+
+const RECORD_FIELDS = ["source", "event_id"];
+
+const NUMBER = "^-?[0-9]+(\\.[0-9]+)?([eE][+-]?[0-9]+)?$";
+const INTEGER = "^-?[0-9]+$";
+
+function isRequired(contract, field) {
+  return Boolean(field.required) || contract.key.includes(field.name) || contract.event_time === field.name;
+}
+
+function literal(value) {
+  return typeof value === "number" ? String(value) : params.sqlString(value);
+}
+
+// The JSON text of the field (NULL when absent) and its scalar value as a string.
+function tokenColumn(field) {
+  return `${field.name}__json`;
+}
+
+function textColumn(field) {
+  return `${field.name}__text`;
+}
+
+// Returns the typed value of `field`: NULL unless the JSON token has the contract's type.
+// The JSON token is checked, not only the cast: "3" (a JSON string) is not an INT64.
+function typedValue(field) {
+  const token = tokenColumn(field);
+  const text = textColumn(field);
+  switch (field.type) {
+    case "STRING":
+      return `if(starts_with(${token}, '"'), ${text}, null)`;
+    case "INT64":
+      return `if(regexp_contains(${token}, r'${INTEGER}'), safe_cast(${text} as int64), null)`;
+    case "NUMERIC":
+    case "FLOAT64":
+      return `if(regexp_contains(${token}, r'${NUMBER}'), safe_cast(${text} as ${field.type.toLowerCase()}), null)`;
+    case "BOOL":
+      return `if(${token} in ('true', 'false'), ${token} = 'true', null)`;
+    case "TIMESTAMP":
+    case "DATE":
+      return `if(starts_with(${token}, '"'), safe_cast(${text} as ${field.type.toLowerCase()}), null)`;
+    default:
+      throw new Error(`unknown type ${field.type} of field ${field.name}`);
+  }
+}
+
+// Returns [{rule, condition}] for `field`: the condition is true when the record fails the rule.
+function fieldRules(contract, field) {
+  const name = field.name;
+  const token = tokenColumn(field);
+  const missing = `(${token} is null or ${token} = 'null')`;
+  const rules = [];
+  if (isRequired(contract, field)) {
+    rules.push({ rule: `${name}_required`, condition: `is_json and ${missing}` });
+  }
+  rules.push({ rule: `${name}_type`, condition: `is_json and not ${missing} and ${name} is null` });
+  if (field.pattern !== undefined) {
+    rules.push({
+      rule: `${name}_pattern`,
+      condition: `${name} is not null and not regexp_contains(${name}, ${params.sqlString(field.pattern)})`,
+    });
+  }
+  if (field.min !== undefined) {
+    rules.push({ rule: `${name}_min`, condition: `${name} < ${literal(field.min)}` });
+  }
+  if (field.min_exclusive !== undefined) {
+    rules.push({ rule: `${name}_min_exclusive`, condition: `${name} <= ${literal(field.min_exclusive)}` });
+  }
+  if (field.accepted_values !== undefined) {
+    const values = field.accepted_values.map(literal).join(", ");
+    rules.push({ rule: `${name}_accepted_values`, condition: `${name} not in (${values})` });
+  }
+  return rules;
+}
+
+// Returns [{rule, condition}] of the whole record, then of every field, in contract order.
+function rules(contract) {
+  const known = RECORD_FIELDS.concat(contract.fields.map((field) => field.name));
+  const record = [
+    { rule: "record_not_json", condition: "not is_json" },
+    { rule: "record_oversized", condition: `byte_length(raw_record) > ${params.maxRecordBytes()}` },
+    {
+      rule: "record_source_mismatch",
+      condition: `is_json and coalesce(payload_source != ${params.sqlString(contract.name)}, true)`,
+    },
+    {
+      rule: "record_unexpected_field",
+      condition:
+        "exists (select 1 from unnest(payload_keys) as payload_key " +
+        `where payload_key not in (${known.map(literal).join(", ")}))`,
+    },
+  ];
+  return contract.fields.reduce((all, field) => all.concat(fieldRules(contract, field)), record);
+}
+
+// Returns the names of every rule of the contract, in evaluation order.
+function ruleNames(contract) {
+  return rules(contract).map((item) => item.rule);
+}
+
+function indent(lines, spaces) {
+  const pad = " ".repeat(spaces);
+  return lines.map((line) => pad + line).join("\n");
+}
+
+// Select-list lines extracting each field's JSON token and text (guarded: only valid JSON is read).
+function extractColumns(contract) {
+  const lines = [
+    "if(is_json, json_value(raw_record, '$.event_id'), null) as event_id,",
+    "if(is_json, json_value(raw_record, '$.source'), null) as payload_source,",
+    // Object keys at any depth: a key is a quoted name after { or , and before a colon.
+    "if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"([^\"\\\\]*)\"\\s*:'), []) as payload_keys,",
+  ];
+  contract.fields.forEach((field) => {
+    lines.push(`if(is_json, json_query(raw_record, '$.${field.name}'), null) as ${tokenColumn(field)},`);
+    lines.push(`if(is_json, json_value(raw_record, '$.${field.name}'), null) as ${textColumn(field)},`);
+  });
+  return indent(lines, 4);
+}
+
+function typedColumns(contract) {
+  return indent(contract.fields.map((field) => `${typedValue(field)} as ${field.name},`), 4);
+}
+
+function failedRulesColumn(contract) {
+  const parts = rules(contract).map(
+    (item) => `if(${item.condition}, ['${item.rule}'], [])`,
+  );
+  return `array_concat(\n${indent(parts.map((part, i) => part + (i < parts.length - 1 ? "," : "")), 6)}\n    ) as failed_rules,`;
+}
+
+// Returns the staging view query: every bronze record of the source (landing files and Pub/Sub
+// rows), parsed, typed and checked against every rule. One row per bronze row, exactly.
+function stagedQuery(contract, ctx) {
+  const fieldList = indent(contract.fields.map((field) => `${field.name},`), 4);
+  return `
+with landing as (
+  select
+    'landing' as source_kind,
+    _FILE_NAME as origin,
+    ingest_date,
+    timestamp_add(timestamp(ingest_date), interval safe_cast(hour as int64) hour) as ingested_at,
+    line as raw_record,
+  from ${ctx.ref(`${contract.name}_landing`)}
+),
+
+pubsub as (
+  select
+    'pubsub' as source_kind,
+    concat(subscription_name, '/', message_id) as origin,
+    date(publish_time) as ingest_date,
+    publish_time as ingested_at,
+    data as raw_record,
+  from ${ctx.ref(`${contract.name}_raw`)}
+),
+
+bronze as (
+  select * from landing
+  union all
+  select * from pubsub
+),
+
+numbered as (
+  select
+    *,
+    -- identical copies of a line in one file, or of one message, are told apart by occurrence
+    row_number() over (partition by ingest_date, source_kind, origin, raw_record) as occurrence,
+  from bronze
+),
+
+parsed as (
+  select
+    to_hex(sha256(concat(source_kind, '|', origin, '|', raw_record, '|', cast(occurrence as string)))) as record_id,
+    source_kind,
+    origin,
+    ingested_at,
+    ingest_date,
+    raw_record,
+    safe.parse_json(raw_record) is not null as is_json,
+  from numbered
+),
+
+extracted as (
+  select
+    *,
+${extractColumns(contract)}
+  from parsed
+),
+
+typed as (
+  select
+    *,
+${typedColumns(contract)}
+  from extracted
+),
+
+checked as (
+  select
+    *,
+    ${failedRulesColumn(contract)}
+  from typed
+),
+
+final as (
+  select
+    record_id,
+    source_kind,
+    origin,
+    ingested_at,
+    ingest_date,
+    event_id,
+    raw_record,
+${fieldList}
+    failed_rules,
+  from checked
+)
+
+select * from final
+`;
+}
+
+// Returns [[column, expression over the staging view]] of the silver table: contract fields typed,
+// PII replaced by salted hashes, then lineage columns.
+function silverColumns(contract) {
+  const columns = contract.fields.map((field) =>
+    field.pii ? [`${field.name}_hash`, piiHash(field.name)] : [field.name, field.name],
+  );
+  return columns.concat([
+    ["event_date", `date(${contract.event_time})`],
+    ["event_id", "event_id"],
+    ["record_id", "record_id"],
+    ["source_kind", "source_kind"],
+    ["ingested_at", "ingested_at"],
+    ["ingest_date", "ingest_date"],
+  ]);
+}
+
+// Returns the salted SHA-256 (hex) of a column; NULL stays NULL.
+function piiHash(column) {
+  return `to_hex(sha256(concat(${params.piiSalt()}, ${column})))`;
+}
+
+// Returns the pre-operation declaring ingest_cutoff: the first ingest_date the run (re)reads.
+// Incremental runs re-read lookback_days before the newest ingest_date already in the table.
+function ingestCutoff(ctx) {
+  const newest = ctx.when(
+    ctx.incremental(),
+    `select max(ingest_date) from ${ctx.self()}`,
+    "select cast(null as date)",
+  );
+  return `declare ingest_cutoff default (
+  select coalesce(date_sub((${newest}), interval ${params.lookbackDays()} day), date '1970-01-01')
+);`;
+}
+
+// The silver order of versions of one key: latest event first, then latest arrival.
+function latestFirst(contract) {
+  return `${contract.event_time} desc, ingested_at desc, record_id desc`;
+}
+
+function keyList(contract) {
+  return contract.key.join(", ");
+}
+
+module.exports = {
+  RECORD_FIELDS,
+  rules,
+  ruleNames,
+  stagedQuery,
+  silverColumns,
+  piiHash,
+  ingestCutoff,
+  latestFirst,
+  keyList,
+  isRequired,
+};
