@@ -1,0 +1,153 @@
+"""The engine's CLI commands as a user calls them: run, test, query, load."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from lakehouse.cli import main
+from lakehouse.engine.unit_tests import compare
+
+PROJECT = {
+    "definitions/orders.sqlx": """
+        config { type: "table", assertions: { nonNull: ["order_id"] } }
+        select 1 as order_id, date '2026-01-02' as order_date, timestamp '2026-01-02 03:04:05+00' as placed_at,
+               cast(null as string) as note, 2.5 as price
+    """,
+    "definitions/orders_test.sqlx": """
+        config { type: "test", dataset: "orders" }
+        select 1 as order_id, date '2026-01-02' as order_date,
+               timestamp '2026-01-02 03:04:05+00' as placed_at, cast(null as string) as note, 2.5 as price
+    """,
+}
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_run_then_query_json_formats_dates_timestamps_and_nulls(make_project):
+    project = make_project(PROJECT)
+    assert invoke("run", "--project-dir", project).exit_code == 0
+
+    result = invoke("query", "select * from silver.orders", "--project-dir", project, "--format", "json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [
+        {
+            "order_id": 1,
+            "order_date": "2026-01-02",
+            "placed_at": "2026-01-02T03:04:05+00:00",
+            "note": None,
+            "price": 2.5,
+        }
+    ]
+
+
+def test_query_csv_and_a_script_of_several_statements(make_project):
+    project = make_project(PROJECT)
+
+    result = invoke(
+        "query",
+        "declare n int64 default 3; select n * 2 as six, 'a,b' as text",
+        "--project-dir",
+        project,
+        "--format",
+        "csv",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.output == 'six,text\n6,"a,b"\n'
+
+
+def test_query_error_is_one_clear_line(make_project):
+    project = make_project(PROJECT)
+
+    result = invoke("query", "select * from silver.nope", "--project-dir", project)
+
+    assert result.exit_code == 1
+    assert "nope" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_exit_status_is_1_when_an_assertion_fails(make_project):
+    files = dict(PROJECT)
+    files["definitions/orders.sqlx"] = """
+        config { type: "table", assertions: { nonNull: ["order_id"] } }
+        select cast(null as int64) as order_id
+    """
+    project = make_project(files)
+
+    result = invoke("run", "--project-dir", project)
+
+    assert result.exit_code == 1
+    assert "failed" in result.output
+    assert "silver_orders_assertions_rowConditions" in result.output
+
+
+def test_dry_run_says_what_will_run_and_creates_nothing(make_project, lakehouse_home):
+    project = make_project(PROJECT)
+
+    result = invoke("run", "--project-dir", project, "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert "will run" in result.output
+    assert not (lakehouse_home / "warehouse" / "test-local.duckdb").exists()
+
+
+def test_lakehouse_test_passes_and_reports_differences_as_the_cli(make_project):
+    project = make_project(PROJECT)
+    assert invoke("test", "--project-dir", project).exit_code == 0
+
+    (project / "definitions/orders_test.sqlx").write_text(
+        'config { type: "test", dataset: "orders" }\n'
+        "select 2 as order_id, date '2026-01-02' as order_date, timestamp '2026-01-02 03:04:05+00' as placed_at,"
+        " cast(null as string) as note, 2.5 as price\n"
+    )
+    result = invoke("test", "--project-dir", project)
+
+    assert result.exit_code == 1
+    assert 'For row 0 and column "order_id": expected "2", but saw "1".' in result.output
+    assert "0 passed, 1 failed" in result.output
+
+
+def test_compare_follows_the_cli_order_of_checks():
+    assert compare("t", [{"a": 1.0}], [{"a": 1.0}, {"a": 2.0}]) == ["Expected 2 rows, but saw 1 rows."]
+    assert compare("t", [{"a": 1.0}], [{"b": 1.0}]) == ['Expected columns "b", but saw "a".']
+    assert compare("t", [{"A": 1.0}], [{"a": 1.0}]) == []
+    assert compare("t", [{"a": None}], [{"a": 1.0}]) == ['For row 0 and column "a": expected "1", but saw null.']
+    assert compare("t", [{"a": "1"}], [{"a": 1.0}]) == [
+        'For row 0 and column "a": expected type "number", but saw type "string".'
+    ]
+
+
+def test_load_makes_a_public_data_source_available(make_project, tmp_path):
+    project = make_project(
+        {
+            "definitions/shakespeare.sqlx": """
+                config { type: "declaration", database: "bigquery-public-data", schema: "samples", name: "shakespeare" }
+            """,
+            "definitions/words.sqlx": """
+                config { type: "table" }
+                select word, sum(word_count) as n from ${ref("shakespeare")} group by word
+            """,
+        }
+    )
+    csv_file = tmp_path / "shakespeare.csv"
+    csv_file.write_text("word,word_count\nto,3\nbe,2\nto,1\n")
+
+    loaded = invoke("load", "bigquery-public-data.samples.shakespeare", csv_file, "--project-dir", project)
+    assert loaded.exit_code == 0, loaded.output
+    assert "3 rows" in loaded.output
+    assert invoke("run", "--project-dir", project).exit_code == 0
+
+    result = invoke("query", "select * from silver.words order by word", "--project-dir", project, "--format", "json")
+    assert json.loads(result.output) == [{"word": "be", "n": 2}, {"word": "to", "n": 4}]
+
+
+def test_help_lists_the_engine_commands():
+    result = invoke("--help")
+
+    for command in ("compile", "run", "test", "query", "load"):
+        assert f"  {command} " in result.output
