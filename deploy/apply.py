@@ -161,9 +161,7 @@ def apply(
             else:
                 changed = diff(spec, current.spec)
                 if changed and not current.managed:
-                    message = (
-                        f"it exists but was not created by lakehouse-kit (differs in {', '.join(changed)})"
-                    )
+                    message = f"it exists but was not created by lakehouse-kit (differs in {', '.join(changed)})"
                     hint = f"choose another name in {env.path}, or delete it yourself"
                     raise DeployError(resource, "update", message, hint)
                 if set(changed) & handler.immutable:

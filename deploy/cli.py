@@ -163,9 +163,7 @@ def destroy_command(env_file: Path, project_dir: Path, include_data: bool, yes: 
 @click.option("--no-deps", is_flag=True, help="Do not include the dependencies of the selected actions.")
 @click.option("--commitish", help="Compile this branch, tag or commit instead of the release config (gcp).")
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Compilation var (repeatable).")
-@click.option(
-    "--timeout", "timeout_s", type=float, help="Give up (and cancel) after this many seconds (gcp)."
-)
+@click.option("--timeout", "timeout_s", type=float, help="Give up (and cancel) after this many seconds (gcp).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def trigger_command(target, env_file, project_dir, tags, full_refresh, no_deps, commitish, variables,
                     timeout_s, as_json) -> None:  # fmt: skip

@@ -157,9 +157,9 @@ class StorageAdapter:
     def set_iam_policy(self, request: dict) -> policy_pb2.Policy:
         bucket = self.client.bucket(request["resource"])
         policy = bucket.get_iam_policy(requested_policy_version=3)
-        policy.bindings = [
-            {"role": b.role, "members": set(b.members)} for b in request["policy"].bindings
-        ] + [b for b in policy.bindings if b.get("condition")]
+        policy.bindings = [{"role": b.role, "members": set(b.members)} for b in request["policy"].bindings] + [
+            b for b in policy.bindings if b.get("condition")
+        ]
         bucket.set_iam_policy(policy)
         return request["policy"]
 

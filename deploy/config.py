@@ -24,6 +24,12 @@ DEFAULT_ENTRY_POINTS = {
     "generator": "ingest.main:generate_http",
     "trigger": "deploy.function:workflow_trigger",
 }
+# Release-config vars deploy sets itself, from the resources they name.
+DERIVED_VARS = {
+    "landing_bucket": "buckets.landing",
+    "iceberg_bucket": "buckets.lake",
+    "iceberg_connection": "the BigLake connection <prefix>-lake",
+}
 _ENV_REFERENCE = re.compile(r"^\$\{env:([A-Z_][A-Z0-9_]*)\}$")
 _SECRET_VAR = re.compile(r"salt|secret|token|password|key", re.IGNORECASE)
 
@@ -234,9 +240,7 @@ def _workflows(reader: _Reader, raw: Any, where: str) -> tuple[Workflow, ...]:
             continue
         name = item.get("name")
         if not isinstance(name, str) or naming.function_problem(name):
-            reader.problems.append(
-                f"field '{at}.name': {name!r} must be lower-case letters, digits and hyphens (2-49)"
-            )
+            reader.problems.append(f"field '{at}.name': {name!r} must be lower-case letters, digits and hyphens (2-49)")
             continue
         cron = reader.cron(f"{at}.cron", item.get("cron"))
         tags = item.get("tags", [])
@@ -362,9 +366,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
         if value:
             accounts[component] = value
     for key in sorted(set(r.mapping("service_accounts", {})) - set(COMPONENTS)):
-        r.problems.append(
-            f"field 'service_accounts.{key}' is not a component (known: {', '.join(COMPONENTS)})"
-        )
+        r.problems.append(f"field 'service_accounts.{key}' is not a component (known: {', '.join(COMPONENTS)})")
     if len(set(accounts.values())) != len(accounts):
         r.problems.append("field 'service_accounts': one service account per component, names must differ")
 
@@ -382,10 +384,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
         git_remote=r.string("dataform.git_remote", check=_check_https) or "",
         default_branch=r.string("dataform.default_branch", "main") or "",
         token_secret_version=r.string("dataform.token_secret_version", check=_check_secret_version) or "",
-        release_config=r.string(
-            "dataform.release_config", environment or "", check=naming.resource_id_problem
-        )
-        or "",
+        release_config=r.string("dataform.release_config", environment or "", check=naming.resource_id_problem) or "",
         git_commitish=r.string("dataform.git_commitish", "main") or "",
         vars=vars_,
     )
@@ -412,9 +411,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     for name in FUNCTIONS:
         entry = r.string(f"functions.{name}.entry_point", DEFAULT_ENTRY_POINTS[name])
         if entry and not re.match(r"^[a-z_][a-z0-9_.]*:[a-z_][a-z0-9_]*$", entry):
-            r.problems.append(
-                f"field 'functions.{name}.entry_point': {entry!r} must look like module:function"
-            )
+            r.problems.append(f"field 'functions.{name}.entry_point': {entry!r} must look like module:function")
         memory = r.string(f"functions.{name}.memory", "512Mi")
         if memory and not re.match(r"^[0-9]+(Mi|Gi)$", memory):
             r.problems.append(f"field 'functions.{name}.memory': {memory!r} must look like 512Mi or 1Gi")
@@ -454,6 +451,11 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
             "field 'trigger.timeout_s' must be shorter than 'functions.trigger.timeout_s' "
             "so the trigger reports a timeout before the function is killed"
         )
+    for key in DERIVED_VARS:
+        if key in vars_:
+            r.problems.append(
+                f"field 'dataform.vars.{key}' is derived from the deployed resources ({DERIVED_VARS[key]}); remove it"
+            )
     if r.problems:
         raise ConfigError(path, r.problems)
     return config

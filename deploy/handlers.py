@@ -24,6 +24,8 @@ from google.protobuf import field_mask_pb2
 from deploy.resources import MANAGED_BY, MARKER, Resource
 
 OPERATION_TIMEOUT_S = 900
+# Set by Cloud Functions itself on every 2nd-gen function; not part of the desired state.
+PLATFORM_ENV_VARS = frozenset({"LOG_EXECUTION_ID"})
 
 
 @dataclass
@@ -91,9 +93,7 @@ def build_service_account(resource: Resource, spec: dict) -> iam_admin_v1.Create
     return iam_admin_v1.CreateServiceAccountRequest(
         name=f"projects/{spec['project']}",
         account_id=spec["account_id"],
-        service_account=iam_admin_v1.ServiceAccount(
-            display_name=spec["display_name"], description=spec["description"]
-        ),
+        service_account=iam_admin_v1.ServiceAccount(display_name=spec["display_name"], description=spec["description"]),
     )
 
 
@@ -436,6 +436,9 @@ def build_subscription(resource: Resource, spec: dict) -> pubsub_v1.types.Subscr
     """Return the Subscription (BigQuery subscription with dead letter and retry, or a pull one)."""
     T = pubsub_v1.types
     subscription = T.Subscription(name=resource.name, topic=spec["topic"], labels=spec["labels"])
+    if spec.get("never_expires"):
+        # An empty TTL: without it an idle subscription is deleted after 31 days.
+        subscription.expiration_policy = T.ExpirationPolicy()
     if "bigquery_table" in spec:
         subscription.bigquery_config = T.BigQueryConfig(
             table=spec["bigquery_table"],
@@ -460,6 +463,8 @@ def build_subscription(resource: Resource, spec: dict) -> pubsub_v1.types.Subscr
 def observe_subscription(sub: pubsub_v1.types.Subscription, desired: dict) -> Observed:
     """Return the desired-spec view of a subscription (only the keys the desired spec has)."""
     seen: dict[str, Any] = {"topic": sub.topic, "labels": dict(sub.labels)}
+    if "never_expires" in desired:
+        seen["never_expires"] = "expiration_policy" in sub and not sub.expiration_policy.ttl
     if "bigquery_config" in sub:
         seen.update(
             bigquery_table=sub.bigquery_config.table,
@@ -496,6 +501,7 @@ class SubscriptionHandler(Handler):
         "max_backoff_s": "retry_policy",
         "message_retention_s": "message_retention_duration",
         "ack_deadline_s": "ack_deadline_seconds",
+        "never_expires": "expiration_policy",
         "labels": "labels",
     }
 
@@ -718,7 +724,9 @@ def observe_function(function: functions_v2.Function) -> Observed:
             "memory": service.available_memory,
             "timeout_s": service.timeout_seconds,
             "max_instances": service.max_instance_count,
-            "environment_variables": dict(sorted(service.environment_variables.items())),
+            "environment_variables": {
+                k: v for k, v in sorted(service.environment_variables.items()) if k not in PLATFORM_ENV_VARS
+            },
             "labels": dict(function.labels),
         },
         {"url": service.uri or function.url},
@@ -879,9 +887,7 @@ class BindingHandler(Handler):
         return getattr(clients, IAM_SCOPES[spec["scope"]])
 
     def _policy(self, clients, spec) -> policy_pb2.Policy:
-        request = iam_policy_pb2.GetIamPolicyRequest(
-            resource=spec["resource"], options={"requested_policy_version": 3}
-        )
+        request = iam_policy_pb2.GetIamPolicyRequest(resource=spec["resource"], options={"requested_policy_version": 3})
         if spec["scope"] in ("bucket", "dataset"):
             return self._client(clients, spec).get_iam_policy({"resource": spec["resource"]})
         return self._client(clients, spec).get_iam_policy(request=request)

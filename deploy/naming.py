@@ -42,9 +42,7 @@ _SOURCE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 def project_id_problem(value: str) -> str | None:
     """Return why `value` is not a valid GCP project id, or None when it is."""
     if not _PROJECT_ID.match(value):
-        return (
-            "a project id has 6-30 characters: lower-case letters, digits and hyphens, starting with a letter"
-        )
+        return "a project id has 6-30 characters: lower-case letters, digits and hyphens, starting with a letter"
     if "google" in value:
         return "a project id cannot contain 'google'"
     return None
@@ -91,10 +89,7 @@ def service_account_problem(value: str) -> str | None:
 def pubsub_problem(value: str) -> str | None:
     """Return why `value` is not a valid Pub/Sub topic or subscription id, or None."""
     if not _PUBSUB_ID.match(value):
-        return (
-            "a topic or subscription id has 3-255 characters: letters, digits and '-_.~+%', "
-            "starting with a letter"
-        )
+        return "a topic or subscription id has 3-255 characters: letters, digits and '-_.~+%', starting with a letter"
     if value.lower().startswith("goog"):
         return "a topic or subscription id cannot start with 'goog'"
     return None

@@ -55,9 +55,7 @@ def credentials_status(environ: Mapping[str, str] | None = None) -> tuple[bool, 
         if Path(path).is_file():
             return True, ""
         return False, f"GOOGLE_APPLICATION_CREDENTIALS points to {path}, which does not exist"
-    config_dir = environ.get("CLOUDSDK_CONFIG") or str(
-        Path(environ.get("HOME", "~")).expanduser() / ".config/gcloud"
-    )
+    config_dir = environ.get("CLOUDSDK_CONFIG") or str(Path(environ.get("HOME", "~")).expanduser() / ".config/gcloud")
     if (Path(config_dir) / "application_default_credentials.json").is_file():
         return True, ""
     if environ.get("K_SERVICE") or environ.get("GCE_METADATA_HOST"):

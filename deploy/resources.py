@@ -126,14 +126,26 @@ def discover_sources(project_dir: Path) -> list[str]:
             continue
         problem = naming.source_problem(str(name))
         if problem or name != path.stem:
-            problems.append(
-                f"{path.name}: field 'name' {name!r} must equal the file name and {problem or 'match it'}"
-            )
+            problems.append(f"{path.name}: field 'name' {name!r} must equal the file name and {problem or 'match it'}")
             continue
         sources.append(name)
     if problems:
         raise ConfigError(folder, problems)
     return sources
+
+
+def derived_vars(env: EnvConfig) -> dict[str, str]:
+    """Return the release-config vars that name deployed resources (includes/params.js reads them)."""
+    return {
+        "landing_bucket": env.buckets["landing"],
+        "iceberg_bucket": env.buckets["lake"],
+        "iceberg_connection": lake_connection(env),
+    }
+
+
+def lake_connection(env: EnvConfig) -> str:
+    """Return the full name of the BigLake Cloud Resource connection of `env`."""
+    return f"projects/{env.project}/locations/{env.bigquery_location.lower()}/connections/{env.prefix}-lake"
 
 
 def labels(env: EnvConfig, component: str) -> dict[str, str]:
@@ -173,9 +185,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     def check(what: str, value: str, rule) -> str:
         problem = rule(value)
         if problem:
-            problems.append(
-                f"derived {what} {value!r} is not valid ({problem}); shorten 'prefix' or the name"
-            )
+            problems.append(f"derived {what} {value!r} is not valid ({problem}); shorten 'prefix' or the name")
         return value
 
     components = {
@@ -272,7 +282,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         "labels": labels(env, "ops"),
     }, data=True))  # fmt: skip
 
-    connection = f"projects/{p}/locations/{location.lower()}/connections/{env.prefix}-lake"
+    connection = lake_connection(env)
     out.append(Resource("connection", connection, {
         "friendly_name": f"{env.prefix} Iceberg lake",
         "description": f"BigLake Cloud Resource connection for Iceberg tables in gs://{lake}. {MARKER}",
@@ -287,17 +297,13 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     dead_topic = f"projects/{p}/topics/" + check("topic", f"{env.prefix}-dead-letter", naming.pubsub_problem)
     topics = {}
     for source in sources:
-        topics[source] = f"projects/{p}/topics/" + check(
-            "topic", f"{env.prefix}-{source}", naming.pubsub_problem
-        )
+        topics[source] = f"projects/{p}/topics/" + check("topic", f"{env.prefix}-{source}", naming.pubsub_problem)
         out.append(Resource("topic", topics[source], {"labels": labels(env, "ingest")}))
         out.append(_binding("topic", topics[source], "roles/pubsub.publisher", _sa(env, "generator")))
     out.append(Resource("topic", dead_topic, {"labels": labels(env, "ingest")}))
     out.append(_binding("topic", dead_topic, "roles/pubsub.publisher", pubsub_agent))
     for source in sources:
-        sub = f"projects/{p}/subscriptions/" + check(
-            "subscription", f"{env.prefix}-{source}-bq", naming.pubsub_problem
-        )
+        sub = f"projects/{p}/subscriptions/" + check("subscription", f"{env.prefix}-{source}-bq", naming.pubsub_problem)
         out.append(Resource("subscription", sub, {
             "topic": topics[source],
             "bigquery_table": f"{p}.{env.datasets['bronze']}.{source}_raw",
@@ -307,6 +313,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
             "max_delivery_attempts": env.max_delivery_attempts,
             "min_backoff_s": env.min_backoff_s,
             "max_backoff_s": env.max_backoff_s,
+            "never_expires": True,
             "labels": labels(env, "ingest"),
         }))  # fmt: skip
         out.append(_binding("subscription", sub, "roles/pubsub.subscriber", pubsub_agent))
@@ -318,6 +325,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         "topic": dead_topic,
         "message_retention_s": 7 * 24 * 3600,
         "ack_deadline_s": 60,
+        "never_expires": True,
         "labels": labels(env, "ingest"),
     }))  # fmt: skip
 
@@ -335,7 +343,8 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         "git_commitish": env.dataform.git_commitish,
         "default_database": p,
         "default_location": location,
-        "vars": dict(sorted(env.dataform.vars.items())),  # ${env:NAME} values are read at apply
+        # ${env:NAME} values are read at apply; bucket and connection vars follow the resources above.
+        "vars": dict(sorted({**env.dataform.vars, **derived_vars(env)}.items())),
     }))  # fmt: skip
     for workflow in env.workflows:
         out.append(Resource("workflow_config", f"{repo}/workflowConfigs/{workflow.name}", {

@@ -82,14 +82,11 @@ class TriggerRequest:
             raise TriggerRequestError("field 'git_commitish' must be a branch, tag or commit sha")
         variables = body.get("vars", {})
         if not isinstance(variables, dict) or not all(
-            isinstance(k, str) and _VAR_NAME.match(k) and isinstance(v, str | int | float)
-            for k, v in variables.items()
+            isinstance(k, str) and _VAR_NAME.match(k) and isinstance(v, str | int | float) for k, v in variables.items()
         ):
             raise TriggerRequestError("field 'vars' must map var names to strings")
         timeout = body.get("timeout_s")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
-        ):
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
             raise TriggerRequestError("field 'timeout_s' must be a positive number of seconds")
         return cls(tuple(tags), flags["include_dependencies"], flags["full_refresh"], commitish,
                    {k: str(v) for k, v in variables.items()}, timeout)  # fmt: skip
@@ -127,15 +124,11 @@ class TriggerReport:
 
     @property
     def failed_error_assertions(self) -> list[ActionReport]:
-        return [
-            a for a in self.actions if a.type == "assertion" and a.status == "failed" and a.severity != "warn"
-        ]
+        return [a for a in self.actions if a.type == "assertion" and a.status == "failed" and a.severity != "warn"]
 
     @property
     def failed_warn_assertions(self) -> list[ActionReport]:
-        return [
-            a for a in self.actions if a.type == "assertion" and a.status == "failed" and a.severity == "warn"
-        ]
+        return [a for a in self.actions if a.type == "assertion" and a.status == "failed" and a.severity == "warn"]
 
     @property
     def failed_actions(self) -> list[ActionReport]:
@@ -261,9 +254,7 @@ class GcpTarget:
         from google.cloud import dataform_v1beta1 as D
 
         if request.git_commitish or request.vars:
-            release = self.dataform.get_release_config(
-                request=D.GetReleaseConfigRequest(name=self.release_config)
-            )
+            release = self.dataform.get_release_config(request=D.GetReleaseConfigRequest(name=self.release_config))
             config = D.CodeCompilationConfig(release.code_compilation_config)
             config.vars.update(dict(request.vars))
             commitish = request.git_commitish or release.git_commitish
@@ -287,9 +278,7 @@ class GcpTarget:
             config.service_account = self.service_account
         return D.CreateWorkflowInvocationRequest(
             parent=self.repository,
-            workflow_invocation=D.WorkflowInvocation(
-                compilation_result=compilation, invocation_config=config
-            ),
+            workflow_invocation=D.WorkflowInvocation(compilation_result=compilation, invocation_config=config),
         )
 
     def run(self, request: TriggerRequest) -> TriggerReport:
@@ -300,9 +289,7 @@ class GcpTarget:
         compilation = self.compile(request)
         if compilation.compilation_errors:
             report.compilation_errors = [
-                f"{e.path or (_target_key(e.action_target) if e.action_target else '')}: {e.message}".lstrip(
-                    ": "
-                )
+                f"{e.path or (_target_key(e.action_target) if e.action_target else '')}: {e.message}".lstrip(": ")
                 for e in compilation.compilation_errors
             ]
             report.status, report.finished_at = "failed", self.now()

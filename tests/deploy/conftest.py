@@ -24,9 +24,7 @@ def project_dir(tmp_path: Path, monkeypatch) -> Path:
                               ("ingest/main.py", ["land_http", "generate_http"])):  # fmt: skip
         path = root / module
         path.parent.mkdir(exist_ok=True)
-        path.write_text(
-            '"""stand-in"""\n' + "".join(f"\n\ndef {f}(request):\n    return ''\n" for f in functions)
-        )
+        path.write_text('"""stand-in"""\n' + "".join(f"\n\ndef {f}(request):\n    return ''\n" for f in functions))
     monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path / "home"))
     return root
 

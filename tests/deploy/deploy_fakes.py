@@ -156,9 +156,7 @@ class FakeStorage(Recorder):
 
     def patch_bucket(self, bucket):
         self._call("patch_bucket", bucket)
-        self.cloud.buckets[bucket.name].update(
-            copy.deepcopy({k: bucket._properties[k] for k in bucket._changes})
-        )
+        self.cloud.buckets[bucket.name].update(copy.deepcopy({k: bucket._properties[k] for k in bucket._changes}))
 
     def delete_bucket(self, name, force):
         self._call("delete_bucket", name)
@@ -397,6 +395,7 @@ class FakeCloud:
         if prefix == "function":
             function_id = item.name.rsplit("/", 1)[1]
             item.service_config.uri = f"https://{function_id}-abc123-uc.a.run.app"
+            item.service_config.environment_variables["LOG_EXECUTION_ID"] = "true"  # as Cloud Functions does
 
     def operation(self, prefix: str, value: Any) -> Any:
         return _Operation(value) if prefix == "function" else value

@@ -92,9 +92,7 @@ def test_apply_wires_outputs_and_iam(setup, cloud, project_dir):
     assert generator.service_config.environment_variables["LAKEHOUSE_LANDING_URL"] == (
         "https://lh-test-landing-abc123-uc.a.run.app"
     )
-    release = cloud.store[
-        "projects/lakehouse-test-1/locations/us-central1/repositories/lakehouse/releaseConfigs/dev"
-    ]
+    release = cloud.store["projects/lakehouse-test-1/locations/us-central1/repositories/lakehouse/releaseConfigs/dev"]
     assert release.code_compilation_config.vars["pii_salt"] == "pepper"
     archive = [name for bucket, name in cloud.objects if bucket == "lh-test-functions"]
     assert len(archive) == 1 and archive[0].startswith("lakehouse-")
@@ -259,6 +257,4 @@ def test_a_missing_function_entry_point_blocks_before_any_upload(setup, cloud, p
     )
     report = run_apply(env, resources, cloud, project_dir)
     assert report.error.resource.kind == "source_archive" and report.error.action == "build"
-    assert cloud.objects == {} and cloud.store.keys().isdisjoint(
-        {r.name for r in resources if r.kind == "function"}
-    )
+    assert cloud.objects == {} and cloud.store.keys().isdisjoint({r.name for r in resources if r.kind == "function"})

@@ -25,19 +25,13 @@ def test_plan_offline_prints_the_full_desired_state_fast(write_env, project_dir)
     result = invoke("deploy", "plan", "--env", str(env_file), "--project-dir", str(project_dir))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert (
-        lines[0]
-        == "Plan for environment 'dev': project lakehouse-test-1, region us-central1, BigQuery location US"
-    )
+    assert lines[0] == "Plan for environment 'dev': project lakehouse-test-1, region us-central1, BigQuery location US"
     assert lines[1] == f"Config: {env_file}   Sources (includes/contracts): orders, page_views"
     assert lines[2].startswith("Current state NOT read: no Google Cloud credentials found")
     assert "+ create    bucket               lh-test-landing [holds data]" in lines
     job = "projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-generator"
     assert f"+ create    scheduler_job        {job}" in lines
-    assert (
-        "Plan: 63 to create, 0 to update, 0 unchanged, 0 blocked (63 resources). Nothing was changed."
-        in lines
-    )
+    assert "Plan: 63 to create, 0 to update, 0 unchanged, 0 blocked (63 resources). Nothing was changed." in lines
 
 
 def test_plan_of_the_sample_config_as_a_user_runs_it():
@@ -59,9 +53,7 @@ def test_plan_of_the_sample_config_as_a_user_runs_it():
 
 
 def test_invalid_config_is_a_clear_error_without_traceback(write_env, project_dir):
-    result = invoke(
-        "deploy", "plan", "--env", str(write_env(region="moon-1")), "--project-dir", str(project_dir)
-    )
+    result = invoke("deploy", "plan", "--env", str(write_env(region="moon-1")), "--project-dir", str(project_dir))
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "Error: invalid configuration:" in result.output
@@ -86,9 +78,7 @@ def test_apply_names_an_unset_secret_first(write_env, project_dir, monkeypatch):
 
 
 def test_destroy_refuses_without_credentials(write_env, project_dir):
-    result = invoke(
-        "deploy", "destroy", "--env", str(write_env()), "--project-dir", str(project_dir), "--yes"
-    )
+    result = invoke("deploy", "destroy", "--env", str(write_env()), "--project-dir", str(project_dir), "--yes")
     assert result.exit_code == 1
     assert "cannot reach Google Cloud" in result.output
 

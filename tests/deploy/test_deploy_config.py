@@ -71,12 +71,8 @@ def test_gcp_naming_rules(write_env):
     )
     text = "\n".join(found)
     assert "field 'project': 'My_Project' is not valid (a project id has 6-30 characters" in text
-    assert (
-        "field 'buckets.landing': 'goog-landing' is not valid (a bucket name cannot start with 'goog'" in text
-    )
-    assert (
-        "field 'buckets.lake': 'my.lake.bucket' is not valid (bucket names with dots need a verified" in text
-    )
+    assert "field 'buckets.landing': 'goog-landing' is not valid (a bucket name cannot start with 'goog'" in text
+    assert "field 'buckets.lake': 'my.lake.bucket' is not valid (bucket names with dots need a verified" in text
     assert "field 'datasets.silver': 'silver-layer' is not valid (a dataset id has 1-1024 characters" in text
     assert "field 'service_accounts.trigger': 'trg' is not valid (a service account id has 6-30" in text
     assert len(found) == 5
@@ -99,10 +95,8 @@ def test_malformed_values(write_env, tmp_path):
         )
     )
     assert found == [
-        "field 'labels.Team': label key 'Team': 1-63 lower-case letters, digits, '-' or '_', "
-        "starting with a letter",
-        "field 'dataform.git_remote': 'git@github.com:x/y.git' is not valid "
-        "(the git remote must be an https:// URL)",
+        "field 'labels.Team': label key 'Team': 1-63 lower-case letters, digits, '-' or '_', starting with a letter",
+        "field 'dataform.git_remote': 'git@github.com:x/y.git' is not valid (the git remote must be an https:// URL)",
         "field 'dataform.token_secret_version': 'tok' is not valid "
         "(expected projects/<project>/secrets/<name>/versions/<version>)",
         "field 'schedules.generator': 'every two minutes' is not a five-field cron expression",
@@ -120,10 +114,16 @@ def test_unknown_fields_and_duplicate_names(write_env):
     )
     assert found[0].startswith("field 'projet' is not a known field (known: bigquery_location, buckets,")
     assert (
-        "field 'buckets.archive' is not a known bucket (known: landing, dead_letter, lake, functions_source)"
-        in found
+        "field 'buckets.archive' is not a known bucket (known: landing, dead_letter, lake, functions_source)" in found
     )
     assert "field 'buckets': every bucket needs its own name" in found
+
+
+def test_vars_naming_deployed_resources_are_derived_not_configured(write_env):
+    dataform = {**BASE_ENV["dataform"], "vars": {"landing_bucket": "elsewhere"}}
+    assert problems(write_env(dataform=dataform)) == [
+        "field 'dataform.vars.landing_bucket' is derived from the deployed resources (buckets.landing); remove it"
+    ]
 
 
 def test_message_names_the_file(write_env):

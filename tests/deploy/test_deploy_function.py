@@ -46,14 +46,9 @@ def test_failed_error_assertion_answers_500_and_writes_rows(client, monkeypatch)
     written = serve(monkeypatch, target)
     response = client.post("/", json={"tags": ["hourly"], "full_refresh": True})
     assert response.status_code == 500
-    assert (
-        response.get_json()["summary"]
-        == "run r1 (gcp) failed: 1 actions; failed error assertions: p.assertions.a"
-    )
+    assert response.get_json()["summary"] == "run r1 (gcp) failed: 1 actions; failed error assertions: p.assertions.a"
     assert target.requests == [trigger.TriggerRequest(tags=("hourly",), full_refresh=True)]
-    assert [(r["action_name"], r["status"], r["failing_rows"]) for r in written] == [
-        ("p.assertions.a", "failed", 2)
-    ]
+    assert [(r["action_name"], r["status"], r["failing_rows"]) for r in written] == [("p.assertions.a", "failed", 2)]
 
 
 def test_success_answers_200(client, monkeypatch):

@@ -46,9 +46,7 @@ def clients(emulator, monkeypatch) -> Clients:
 
 
 def pubsub_resources(env, project_dir):
-    return [
-        r for r in desired_state(env, discover_sources(project_dir)) if r.kind in ("topic", "subscription")
-    ]
+    return [r for r in desired_state(env, discover_sources(project_dir)) if r.kind in ("topic", "subscription")]
 
 
 def test_apply_is_idempotent_and_destroy_removes_only_ours(clients, write_env, project_dir):
@@ -66,9 +64,7 @@ def test_apply_is_idempotent_and_destroy_removes_only_ours(clients, write_env, p
     )
     assert stored.bigquery_config.table == "emulator-apply-1.bronze.orders_raw"
     assert stored.bigquery_config.write_metadata is True
-    assert (
-        stored.dead_letter_policy.dead_letter_topic == "projects/emulator-apply-1/topics/lh-test-dead-letter"
-    )
+    assert stored.dead_letter_policy.dead_letter_topic == "projects/emulator-apply-1/topics/lh-test-dead-letter"
     assert stored.dead_letter_policy.max_delivery_attempts == 5
     assert stored.labels["managed-by"] == "lakehouse-kit"
 

@@ -27,18 +27,10 @@ from deploy.resources import desired_state, discover_sources, resolve
 OUTPUTS = {
     "project:lakehouse-test-1": {"number": "123456789012"},
     "source_archive:lakehouse": {"sha": "0123456789abcdef"},
-    "connection:projects/lakehouse-test-1/locations/us/connections/lh-test-lake": {
-        "service_account": "bqcx@x"
-    },
-    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-landing": {
-        "url": "https://landing"
-    },
-    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-generator": {
-        "url": "https://gen"
-    },
-    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-trigger": {
-        "url": "https://trig"
-    },
+    "connection:projects/lakehouse-test-1/locations/us/connections/lh-test-lake": {"service_account": "bqcx@x"},
+    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-landing": {"url": "https://landing"},
+    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-generator": {"url": "https://gen"},
+    "function:projects/lakehouse-test-1/locations/us-central1/functions/lh-test-trigger": {"url": "https://trig"},
 }
 
 
@@ -117,13 +109,11 @@ def test_bigquery_subscription(state):
     assert subscription.bigquery_config.table == "lakehouse-test-1.bronze.orders_raw"
     assert subscription.bigquery_config.write_metadata is True
     assert subscription.bigquery_config.use_topic_schema is False
-    assert (
-        subscription.dead_letter_policy.dead_letter_topic
-        == "projects/lakehouse-test-1/topics/lh-test-dead-letter"
-    )
+    assert subscription.dead_letter_policy.dead_letter_topic == "projects/lakehouse-test-1/topics/lh-test-dead-letter"
     assert subscription.dead_letter_policy.max_delivery_attempts == 5
     assert subscription.retry_policy.minimum_backoff == dt.timedelta(seconds=10)
     assert subscription.retry_policy.maximum_backoff == dt.timedelta(seconds=600)
+    assert "expiration_policy" in subscription and subscription.expiration_policy.ttl == dt.timedelta(0)
     hold = h.build_subscription(*state("subscription", "lh-test-dead-letter-hold"))
     assert "bigquery_config" not in hold
     assert hold.message_retention_duration == dt.timedelta(days=7)
@@ -142,7 +132,13 @@ def test_dataform_repository_release_and_workflow_configs(state):
     assert isinstance(release, dataform_v1beta1.ReleaseConfig)
     assert release.git_commitish == "main"
     assert release.code_compilation_config.default_database == "lakehouse-test-1"
-    assert dict(release.code_compilation_config.vars) == {"lookback_days": "3", "pii_salt": "pepper"}
+    assert dict(release.code_compilation_config.vars) == {
+        "iceberg_bucket": "lh-test-lake",
+        "iceberg_connection": "projects/lakehouse-test-1/locations/us/connections/lh-test-lake",
+        "landing_bucket": "lh-test-landing",
+        "lookback_days": "3",
+        "pii_salt": "pepper",
+    }
     workflow = h.build_workflow_config(*state("workflow_config", "workflowConfigs/hourly"))
     assert list(workflow.invocation_config.included_tags) == ["hourly"]
     assert workflow.invocation_config.transitive_dependencies_included is True
@@ -157,10 +153,7 @@ def test_function_and_scheduler_job(state):
     assert function.build_config.entry_point == "workflow_trigger"
     assert function.build_config.source.storage_source.bucket == "lh-test-functions"
     assert function.build_config.source.storage_source.object_ == "lakehouse-0123456789abcdef.zip"
-    assert (
-        function.service_config.service_account_email
-        == "lh-dev-trigger@lakehouse-test-1.iam.gserviceaccount.com"
-    )
+    assert function.service_config.service_account_email == "lh-dev-trigger@lakehouse-test-1.iam.gserviceaccount.com"
     assert function.service_config.environment_variables["LAKEHOUSE_OPS_TABLE"] == (
         "lakehouse-test-1.ops.workflow_action_runs"
     )
@@ -177,8 +170,7 @@ def test_function_and_scheduler_job(state):
     assert job.http_target.oidc_token.audience == "https://trig"
     assert job.retry_config.retry_count == 0
     assert (
-        h.observe_job(job).spec["body"]
-        == '{"full_refresh": false, "include_dependencies": true, "tags": ["hourly"]}'
+        h.observe_job(job).spec["body"] == '{"full_refresh": false, "include_dependencies": true, "tags": ["hourly"]}'
     )
 
 

@@ -148,9 +148,7 @@ def test_least_privilege(resources, env):
             granted[emails[member]].add((spec["scope"], spec["role"]))
         else:  # Google's own service agents, and the BigLake connection's account
             assert (
-                member.endswith(
-                    ("@gcp-sa-pubsub.iam.gserviceaccount.com", "@gcp-sa-dataform.iam.gserviceaccount.com")
-                )
+                member.endswith(("@gcp-sa-pubsub.iam.gserviceaccount.com", "@gcp-sa-dataform.iam.gserviceaccount.com"))
                 or "connection:" in member
             ), member
     for component, grants in granted.items():
@@ -169,9 +167,9 @@ def test_least_privilege_test_catches_a_primitive_role(resources):
             {"scope": "project", "resource": "projects/p", "role": "roles/editor", "member": "allUsers"},
         )
     ]
-    assert [
-        b.key for b in bad if b.spec["role"] in PRIMITIVE_ROLES or b.spec["member"] in PUBLIC_MEMBERS
-    ] == ["iam_binding:x"]
+    assert [b.key for b in bad if b.spec["role"] in PRIMITIVE_ROLES or b.spec["member"] in PUBLIC_MEMBERS] == [
+        "iam_binding:x"
+    ]
 
 
 def test_scheduler_jobs_use_oidc_with_their_own_account(resources):
@@ -214,9 +212,7 @@ def test_bad_contract_names_are_refused(project_dir):
 def test_derived_names_that_break_rules_are_reported(write_env, project_dir):
     long_name = "nightly-full-refresh-of-every-table-in-the-lake"
     workflows = [{"name": long_name, "cron": "0 3 * * *", "tags": ["daily"]}]
-    env = load_env(
-        write_env(prefix="a-very-long-prefix-for-names-x", schedules={"workflows": workflows}), project_dir
-    )
+    env = load_env(write_env(prefix="a-very-long-prefix-for-names-x", schedules={"workflows": workflows}), project_dir)
     with pytest.raises(ConfigError) as caught:
         desired_state(env, ["orders"])
     assert caught.value.problems == [

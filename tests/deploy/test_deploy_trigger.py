@@ -304,6 +304,5 @@ def test_gcp_target_from_environment_names_missing_variables():
     with pytest.raises(trigger.TriggerSetupError) as caught:
         trigger.gcp_target_from_environment({"LAKEHOUSE_GCP_PROJECT": "p"})
     assert str(caught.value) == (
-        "missing environment variables: LAKEHOUSE_DATAFORM_REPOSITORY, LAKEHOUSE_RELEASE_CONFIG, "
-        "LAKEHOUSE_OPS_TABLE"
+        "missing environment variables: LAKEHOUSE_DATAFORM_REPOSITORY, LAKEHOUSE_RELEASE_CONFIG, LAKEHOUSE_OPS_TABLE"
     )

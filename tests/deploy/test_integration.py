@@ -21,9 +21,7 @@ PROJECT = os.environ.get("LAKEHOUSE_GCP_PROJECT", "")
 _HAS_CREDENTIALS, _WHY = credentials_status()
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not PROJECT, reason="LAKEHOUSE_GCP_PROJECT is not set (opt-in suite against a real project)"
-    ),
+    pytest.mark.skipif(not PROJECT, reason="LAKEHOUSE_GCP_PROJECT is not set (opt-in suite against a real project)"),
     pytest.mark.skipif(bool(PROJECT) and not _HAS_CREDENTIALS, reason=f"cannot reach Google Cloud: {_WHY}"),
 ]
 KINDS = ("bucket", "dataset", "table", "topic")
