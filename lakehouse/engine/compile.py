@@ -87,7 +87,26 @@ def cache_key(project_dir: Path, vars: dict[str, str] | None, bundle: Path) -> s
     return digest.hexdigest()
 
 
-def _check_project(project_dir: Path) -> None:
+def _kit_core() -> Path:
+    return KIT_ROOT / "node_modules" / "@dataform" / "core"
+
+
+def _wanted_core_version(project_dir: Path, settings: dict) -> str | None:
+    if settings.get("dataformCoreVersion"):
+        return str(settings["dataformCoreVersion"])
+    try:
+        package = json.loads((project_dir / "package.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return (package.get("dependencies") or {}).get("@dataform/core")
+
+
+def _source_dir(project_dir: Path, home_dir: Path) -> Path:
+    """Return the directory to hand the CLI: the project itself when its @dataform/core is installed,
+    else a staged copy using the kit's pinned core when the project asks for that same version.
+
+    Raises CompileError saying what to install otherwise.
+    """
     if not project_dir.is_dir():
         raise CompileError([(str(project_dir), "no such project directory")])
     settings_file = project_dir / "workflow_settings.yaml"
@@ -99,14 +118,47 @@ def _check_project(project_dir: Path) -> None:
             settings = yaml.safe_load(settings_file.read_text()) or {}
         except yaml.YAMLError as error:
             raise CompileError([("workflow_settings.yaml", f"is not valid YAML: {error}")]) from error
+    if (project_dir / "node_modules" / "@dataform" / "core").is_dir():
+        return project_dir
+    wanted = _wanted_core_version(project_dir, settings)
+    kit_version = _core_version(KIT_ROOT) if _kit_core().is_dir() else None
+    if wanted and wanted == kit_version:
+        return _stage(project_dir, home_dir, settings)
     if settings.get("dataformCoreVersion"):
-        return
+        return project_dir  # the CLI installs that version itself (needs the npm registry)
     if not (project_dir / "package.json").is_file():
         raise CompileError(
             [("workflow_settings.yaml", "names no dataformCoreVersion and the project has no package.json")]
         )
-    if not (project_dir / "node_modules" / "@dataform" / "core").is_dir():
-        raise CompileError([("package.json", f"@dataform/core is not installed; run `npm ci` in {project_dir}")])
+    raise CompileError([("package.json", f"@dataform/core is not installed; run `npm ci` in {project_dir}")])
+
+
+def _stage(project_dir: Path, home_dir: Path, settings: dict) -> Path:
+    """Copy what the compiler reads into LAKEHOUSE_HOME with the kit's pinned @dataform/core.
+
+    The compiler's sandbox refuses a symlinked node_modules, so the core (1.3 MB) is copied once and
+    the project's files are refreshed on every compile. dataformCoreVersion is dropped from the
+    staged settings: the same version is installed beside it.
+    """
+    stage = home_dir / "compile-stage"
+    core = stage / "node_modules" / "@dataform" / "core"
+    if not core.is_dir():
+        shutil.copytree(_kit_core(), core)
+    for folder in COMPILED_FOLDERS:
+        shutil.rmtree(stage / folder, ignore_errors=True)
+        if (project_dir / folder).is_dir():
+            shutil.copytree(project_dir / folder, stage / folder, ignore=shutil.ignore_patterns(".*", "node_modules"))
+    for name in ("workflow_settings.yaml", "dataform.json"):
+        (stage / name).unlink(missing_ok=True)
+    if (project_dir / "workflow_settings.yaml").is_file():
+        staged = {k: v for k, v in settings.items() if k != "dataformCoreVersion"}
+        (stage / "workflow_settings.yaml").write_text(yaml.safe_dump(staged))
+    elif (project_dir / "dataform.json").is_file():
+        shutil.copy2(project_dir / "dataform.json", stage / "dataform.json")
+    (stage / "package.json").write_text(
+        json.dumps({"dependencies": {"@dataform/core": _core_version(KIT_ROOT)}}, indent=2)
+    )
+    return stage
 
 
 def _compilation_errors(graph: dict) -> list[tuple[str, str]]:
@@ -126,15 +178,15 @@ def compile_project(
     Raises CompileError with (file, message) pairs when the project does not compile.
     """
     project_dir = Path(project_dir).resolve()
-    _check_project(project_dir)
-    bundle = cli_path()
     home_dir = home_dir or paths.home(project_dir)
+    bundle = cli_path()
+    source = _source_dir(project_dir, home_dir)
     key = cache_key(project_dir, vars, bundle)
     cache_file = paths.compile_cache_dir(home_dir) / f"{key}.json"
     if use_cache and cache_file.is_file():
         return Compiled(json.loads(cache_file.read_bytes()), key, cached=True)
 
-    command = ["node", str(bundle), "compile", str(project_dir), "--json"]
+    command = ["node", str(bundle), "compile", str(source), "--json"]
     if vars:
         command.append("--vars=" + ",".join(f"{k}={v}" for k, v in vars.items()))
     # The CLI leaves a temporary directory behind per compile: give it one we remove.

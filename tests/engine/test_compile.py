@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 from click.testing import CliRunner
 
@@ -68,12 +71,47 @@ def test_not_a_dataform_project_is_named(tmp_path, lakehouse_home):
         compile_project(tmp_path)
 
 
-def test_project_without_installed_core_says_to_run_npm_ci(make_project):
-    project = make_project(TABLE)
-    import shutil
-
+def test_project_pinning_the_kits_core_compiles_without_its_own_node_modules(make_project):
+    project = make_project(TABLE, vars={"colour": "red"})
     shutil.rmtree(project / "node_modules")
+
+    compiled = compile_project(project)
+
+    assert compiled.graph["tables"][0]["fileName"] == "definitions/a.sqlx"
+    assert '"red" as colour' in compiled.graph["tables"][0]["query"]
+    assert not (project / "node_modules").exists()
+
+
+def test_workflow_settings_core_version_of_the_kit_compiles_offline(make_project):
+    project = make_project(TABLE, vars={"colour": "red"})
+    shutil.rmtree(project / "node_modules")
+    (project / "package.json").unlink()
+    settings = json.loads((project / "workflow_settings.yaml").read_text())
+    (project / "workflow_settings.yaml").write_text(json.dumps({**settings, "dataformCoreVersion": "3.0.62"}))
+
+    compiled = compile_project(project)
+
+    assert compiled.graph["dataformCoreVersion"] == "3.0.62"
+
+
+def test_project_pinning_another_core_says_to_run_npm_ci(make_project):
+    project = make_project(TABLE)
+    shutil.rmtree(project / "node_modules")
+    (project / "package.json").write_text(json.dumps({"dependencies": {"@dataform/core": "3.0.1"}}))
+
     with pytest.raises(CompileError, match="npm ci"):
+        compile_project(project)
+
+
+def test_dependency_cycle_is_reported_with_its_files(make_project):
+    project = make_project(
+        {
+            "definitions/a.sqlx": 'config { type: "table" }\nselect * from ${ref("b")}\n',
+            "definitions/b.sqlx": 'config { type: "table" }\nselect * from ${ref("a")}\n',
+        }
+    )
+
+    with pytest.raises(CompileError, match="Circular dependency"):
         compile_project(project)
 
 
