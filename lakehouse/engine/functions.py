@@ -46,11 +46,12 @@ MACROS: dict[str, str] = {
         WHEN lower(CAST(x AS VARCHAR)) = 'true' THEN true
         WHEN lower(CAST(x AS VARCHAR)) = 'false' THEN false
         ELSE CAST(NULL AS BOOLEAN) END""",
-    # CAST(x AS STRING): BYTES decode as UTF-8 (DuckDB would print \\xNN escapes; BLOB->VARCHAR->BLOB
-    # is lossless, backslash included), whole FLOAT64 values print without '.0', NUMERIC without
-    # trailing zeros.
+    # CAST(x AS STRING) and STRING(json): JSON strings lose their quotes, BYTES decode as UTF-8
+    # (DuckDB would print \\xNN escapes; BLOB->VARCHAR->BLOB is lossless, backslash included), whole
+    # FLOAT64 values print without '.0', NUMERIC without trailing zeros.
     "bq_to_string": """(x) AS CASE
         WHEN typeof(x) = 'BLOB' THEN decode(CAST(CAST(x AS VARCHAR) AS BLOB))
+        WHEN typeof(x) = 'JSON' THEN json_extract_string(CAST(x AS JSON), '$')
         WHEN typeof(x) IN ('DOUBLE', 'FLOAT')
              AND isfinite(TRY_CAST(x AS DOUBLE))
              AND TRY_CAST(x AS DOUBLE) = round(TRY_CAST(x AS DOUBLE))

@@ -146,8 +146,7 @@ class _ScriptParser:
             elif word in self._LOOPS:
                 raise UnsupportedConstruct(
                     word,
-                    "loops do not run locally; rewrite as one set-based statement "
-                    "(e.g. GENERATE_DATE_ARRAY + UNNEST)",
+                    "loops do not run locally; rewrite as one set-based statement (e.g. GENERATE_DATE_ARRAY + UNNEST)",
                 )
             else:
                 nodes.append(self.statement())
@@ -165,9 +164,7 @@ class _ScriptParser:
                 break
             self.i += 1
         first, last = self.tokens[start], self.tokens[self.i - 1]
-        words = tuple(
-            w for t in self.tokens[start : min(start + 6, self.i)] for w in _word(t).split() or [""]
-        )
+        words = tuple(w for t in self.tokens[start : min(start + 6, self.i)] for w in _word(t).split() or [""])
         return _Statement(
             self.sql[first.start : last.end + 1],
             words,
@@ -316,9 +313,7 @@ def _qualify_table_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     two-part names get the default project, as BigQuery does; one-part names (CTEs, temp tables) stay.
     `CREATE SCHEMA project.dataset` creates schema "dataset" in catalog "project".
     """
-    schema_target = (
-        isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper() == "SCHEMA"
-    )
+    schema_target = isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper() == "SCHEMA"
     for table in list(tree.find_all(exp.Table)):
         if not table.name and not table.args.get("db"):
             continue
@@ -340,9 +335,7 @@ def _qualify_table_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
         if len(parts) == 2:
             parts = [ctx.default_project, *parts]
         if len(parts) != 3:
-            raise UnsupportedConstruct(
-                f"table name {'.'.join(parts)}", "use project.dataset.table or dataset.table"
-            )
+            raise UnsupportedConstruct(f"table name {'.'.join(parts)}", "use project.dataset.table or dataset.table")
         table.set("catalog", _identifier(parts[0]))
         table.set("db", _identifier(parts[1]))
         table.set("this", _identifier(parts[2]))
@@ -407,9 +400,7 @@ def _unnest_offset_zero_based(tree: exp.Expression) -> exp.Expression:
         )
         select = exp.select(
             exp.column(value_name, table=inner_alias).as_(value_name),
-            exp.Sub(this=exp.column("__ordinal", table=inner_alias), expression=exp.Literal.number(1)).as_(
-                offset_name
-            ),
+            exp.Sub(this=exp.column("__ordinal", table=inner_alias), expression=exp.Literal.number(1)).as_(offset_name),
         ).from_(inner)
         outer_alias = alias.name if alias and alias.name and columns else value_name
         replacement = exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(outer_alias)))
@@ -656,6 +647,9 @@ def _cast_semantics(tree: exp.Expression) -> exp.Expression:
                 continue
             call = _call("bq_to_string", value.copy())
             node.replace(_call("TRY", call) if safe else call)
+    for node in list(tree.find_all(exp.String)):
+        if not node.args.get("zone"):
+            node.replace(_call("bq_to_string", node.this.copy()))
     return tree
 
 
@@ -774,7 +768,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
     _format_timestamp: (exp.TimeToStr,),
     _safe_prefix: (exp.SafeFunc,),
-    _cast_semantics: (exp.Cast, exp.DataType),
+    _cast_semantics: (exp.Cast, exp.DataType, exp.String),
     _array_agg_limit: (exp.Limit,),
     _extract_parts: (exp.Extract,),
     _format_printf: (exp.Format,),
@@ -958,9 +952,7 @@ def _literal_value(node: exp.Expression) -> object:
 def _column_defs(text: str, position: str) -> tuple[tuple[str, str], ...]:
     tree = _parse(f"CREATE TABLE _x ({text})", position)
     _cast_semantics(tree)
-    return tuple(
-        (c.name, c.args["kind"].sql(WRITE)) for c in tree.this.expressions if isinstance(c, exp.ColumnDef)
-    )
+    return tuple((c.name, c.args["kind"].sql(WRITE)) for c in tree.this.expressions if isinstance(c, exp.ColumnDef))
 
 
 def _external_table(stmt: _Statement, ctx: _Context) -> _ExternalTable:
@@ -973,9 +965,7 @@ def _external_table(stmt: _Statement, ctx: _Context) -> _ExternalTable:
     if if_not_exists:
         i += 3
     name_start = i
-    while (
-        i < len(tokens) and tokens[i].token_type != TokenType.L_PAREN and words[i] not in ("WITH", "OPTIONS")
-    ):
+    while i < len(tokens) and tokens[i].token_type != TokenType.L_PAREN and words[i] not in ("WITH", "OPTIONS"):
         i += 1
     name_text = stmt.text[tokens[name_start].start : tokens[i - 1].end + 1]
 
@@ -1009,9 +999,7 @@ def _external_table(stmt: _Statement, ctx: _Context) -> _ExternalTable:
         elif words[i] == "OPTIONS":
             options_text, i = group(i + 1)
         else:
-            raise TranslationError(
-                f"unexpected {tokens[i].text!r} in CREATE EXTERNAL TABLE at {stmt.position}"
-            )
+            raise TranslationError(f"unexpected {tokens[i].text!r} in CREATE EXTERNAL TABLE at {stmt.position}")
     options_tree = _parse(f"CREATE TABLE _x OPTIONS({options_text})", stmt.position)
     options = []
     properties = options_tree.args.get("properties")
@@ -1155,9 +1143,7 @@ def _declare(stmt: _Statement, ctx: _Context) -> list[str]:
         value = _rewrite(exp.select(default.copy()), ctx).expressions[0] if has_default else exp.Null()
         names = item.this if isinstance(item.this, list) else [item.this]
         for name in names:
-            typed = (
-                exp.cast(value.copy(), exp.DataType.build(duck_type, dialect=WRITE)) if duck_type else value
-            )
+            typed = exp.cast(value.copy(), exp.DataType.build(duck_type, dialect=WRITE)) if duck_type else value
             out.append(f"SET VARIABLE {name.name.lower()} = {_generate(typed)}")
         for name in names:
             ctx.variables[name.name.lower()] = duck_type
@@ -1192,9 +1178,7 @@ def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -
         if isinstance(target, exp.Tuple):
             names = [t.name for t in target.expressions]
             if isinstance(value, exp.Tuple) and len(value.expressions) == len(names):
-                out += [
-                    _set_value(n, v.copy(), ctx, guard) for n, v in zip(names, value.expressions, strict=True)
-                ]
+                out += [_set_value(n, v.copy(), ctx, guard) for n, v in zip(names, value.expressions, strict=True)]
             elif isinstance(value, exp.Subquery):
                 holder = "__lakehouse_set"
                 out.append(f"SET VARIABLE {holder} = {_generate(value)}")
@@ -1202,9 +1186,7 @@ def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -
                     part = _call("struct_extract_at", _getvariable(holder), exp.Literal.number(index))
                     out.append(_set_value(n, part, ctx, guard))
             else:
-                raise UnsupportedConstruct(
-                    "SET (a, b) = <expression>", "use (v1, v2) or (SELECT AS STRUCT ...)"
-                )
+                raise UnsupportedConstruct("SET (a, b) = <expression>", "use (v1, v2) or (SELECT AS STRUCT ...)")
         else:
             out.append(_set_value(target.name, value, ctx, guard))
     return out
@@ -1258,9 +1240,7 @@ def _statement(stmt: _Statement, ctx: _Context) -> list:
         return [_external_table(stmt, ctx)]
     tree = _parse_statement(stmt)
     if isinstance(tree, exp.Command):
-        raise UnsupportedConstruct(
-            " ".join(w for w in words[:3] if w), "this statement has no local equivalent"
-        )
+        raise UnsupportedConstruct(" ".join(w for w in words[:3] if w), "this statement has no local equivalent")
     if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "FUNCTION":
         return [_temp_function(_rewrite(tree, ctx))]
     tree = _rewrite(tree, ctx)
@@ -1282,9 +1262,7 @@ def _if(node: _If, ctx: _Context, guard: exp.Expression | None) -> list[str]:
         ctx.if_count += 1
         variable = _IF_VARIABLE.format(ctx.if_count)
         this = (
-            exp.Coalesce(
-                this=exp.Paren(this=_expression(condition, ctx, node.position)), expressions=[exp.false()]
-            )
+            exp.Coalesce(this=exp.Paren(this=_expression(condition, ctx, node.position)), expressions=[exp.false()])
             if condition
             else exp.true()
         )
@@ -1326,9 +1304,7 @@ def _compile(sql: str, default_project: str) -> tuple:
     return tuple(out)
 
 
-def translate_script(
-    sql: str, *, default_project: str, gcs_resolver: Callable[[str], str] | None = None
-) -> list[str]:
+def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[str], str] | None = None) -> list[str]:
     """Return the DuckDB statements that run a BigQuery script (one or more ';'-separated statements).
 
     Run them in order on one connection prepared with register_functions() and SET TimeZone='UTC'.
@@ -1381,10 +1357,7 @@ def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str
             tree = _parse_statement(node)
             if isinstance(tree, exp.Command):
                 continue
-            if (
-                isinstance(tree, (exp.Create, exp.Drop))
-                and str(tree.args.get("kind", "")).upper() == "SCHEMA"
-            ):
+            if isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper() == "SCHEMA":
                 continue
             _tables_in(tree, ctx, found)
 

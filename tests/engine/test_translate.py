@@ -75,8 +75,7 @@ TRAPS = [
     ),
     (
         "trap-cast-bool-strings",
-        "SELECT SAFE_CAST('yes' AS BOOL), SAFE_CAST('1' AS BOOL), CAST('TRUE' AS BOOL), "
-        "CAST('false' AS BOOL)",
+        "SELECT SAFE_CAST('yes' AS BOOL), SAFE_CAST('1' AS BOOL), CAST('TRUE' AS BOOL), CAST('false' AS BOOL)",
         [(None, None, True, False)],
     ),
     ("trap-countif-no-rows", "SELECT COUNTIF(x > 1) FROM UNNEST(CAST([] AS ARRAY<INT64>)) AS x", [(0,)]),
@@ -194,8 +193,7 @@ TRAPS = [
     ),
     (
         "trap-extract-date-from-timestamp",
-        "SELECT EXTRACT(DATE FROM TIMESTAMP '2024-01-02 23:04:05'), "
-        "EXTRACT(HOUR FROM TIMESTAMP '2024-01-02 23:04:05')",
+        "SELECT EXTRACT(DATE FROM TIMESTAMP '2024-01-02 23:04:05'), EXTRACT(HOUR FROM TIMESTAMP '2024-01-02 23:04:05')",
         [(dt.date(2024, 1, 2), 23)],
     ),
     ("trap-format-printf", "SELECT FORMAT('%d-%s|%.2f', 7, 'a', 1.234)", [("7-a|1.23",)]),
@@ -224,6 +222,11 @@ TRAPS = [
         "CAST(12 AS STRING), CAST(TRUE AS STRING), CAST(DATE '2024-01-02' AS STRING), "
         "CAST(TIMESTAMP '2024-01-02 03:04:05' AS STRING)",
         [("1.5", "1", "0.5", "12", "true", "2024-01-02", "2024-01-02 03:04:05+00")],
+    ),
+    (
+        "trap-string-of-json",
+        """SELECT STRING(JSON '"y"'), STRING(PARSE_JSON('{"a": "x"}').a), INT64(JSON '5')""",
+        [("y", "x", 5)],
     ),
     (
         "trap-format-timestamp-zone",
@@ -341,8 +344,7 @@ def test_date_functions_keep_date_type(con):
     """trap-date-sub-returns-date also by type: a CTAS column is DATE, not TIMESTAMP."""
     run(
         con,
-        f"create or replace table `{PROJECT}.ds.d` as "
-        "select DATE_SUB(DATE '2024-01-02', INTERVAL 1 DAY) as d",
+        f"create or replace table `{PROJECT}.ds.d` as select DATE_SUB(DATE '2024-01-02', INTERVAL 1 DAY) as d",
     )
     assert con.execute(f'SELECT typeof(d) FROM "{PROJECT}".ds.d').fetchall() == [("DATE",)]
 
@@ -418,8 +420,7 @@ def test_script_raise(con):
     with pytest.raises(duckdb.Error, match="no rows for 2024"):
         run(
             con,
-            "DECLARE y INT64 DEFAULT 2024; "
-            "IF y > 2000 THEN RAISE USING MESSAGE = FORMAT('no rows for %d', y); END IF",
+            "DECLARE y INT64 DEFAULT 2024; IF y > 2000 THEN RAISE USING MESSAGE = FORMAT('no rows for %d', y); END IF",
         )
     assert run(con, "IF FALSE THEN RAISE USING MESSAGE = 'never'; END IF; SELECT 1") == [(1,)]
     with pytest.raises(duckdb.Error, match="stop"):
@@ -502,9 +503,7 @@ def test_ddl_view_drop_and_assertion_row_count(con):
     assert run(con, f"select sum(1) as row_count from `{PROJECT}.ds.t_assertions_uniqueKey_0`") == [(1,)]
     run(con, f"drop view if exists `{PROJECT}.ds.t_assertions_uniqueKey_0`")
     run(con, f"drop table if exists `{PROJECT}.ds.t`")
-    assert con.execute(
-        f"SELECT count(*) FROM duckdb_tables() WHERE database_name = '{PROJECT}'"
-    ).fetchall() == [(0,)]
+    assert con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE database_name = '{PROJECT}'").fetchall() == [(0,)]
 
 
 def dataform_merge(target: str, query: str, extra_on: str = "") -> str:
@@ -549,9 +548,7 @@ def test_ddl_merge_two_source_rows_for_one_target_row_fails(con):
     target = f"{PROJECT}.ds.m"
     run(con, f"create or replace table `{target}` as select 1 as k, 'old' as v, DATE '2024-01-01' as ts")
     source = "select 1 as k, 'a' as v, DATE '2024-02-01' as ts union all select 1, 'b', DATE '2024-02-01'"
-    with pytest.raises(
-        duckdb.Error, match="UPDATE/MERGE must match at most one source row for each target row"
-    ):
+    with pytest.raises(duckdb.Error, match="UPDATE/MERGE must match at most one source row for each target row"):
         run(con, dataform_merge(target, source))
     assert con.execute(f'SELECT v FROM "{PROJECT}".ds.m').fetchall() == [("old",)]
     # Duplicates that match no target row are inserted, as in BigQuery.
@@ -782,6 +779,29 @@ def test_ext_csv_with_header(con, gcs):
         resolver=gcs,
     )
     assert run(con, "select k, v from ds.c") == [(1, "x,y")]
+
+
+def test_ext_partition_types_auto_and_custom(con, gcs):
+    folder = gcs.root / "landing" / "h" / "dt=2024-01-02" / "n=5"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("x\n")
+    options = "format='CSV', uris=['gs://landing/h/*'], field_delimiter='\\x01', quote=''"
+    run(
+        con,
+        f"CREATE OR REPLACE EXTERNAL TABLE ds.auto (line STRING) WITH PARTITION COLUMNS OPTIONS({options})",
+        resolver=gcs,
+    )
+    assert run(con, "select line, dt, n from ds.auto") == [("x", dt.date(2024, 1, 2), 5)]
+    run(
+        con,
+        "CREATE OR REPLACE EXTERNAL TABLE ds.custom (line STRING) WITH PARTITION COLUMNS "
+        f"OPTIONS({options}, hive_partition_uri_prefix='gs://landing/h/{{dt:STRING}}/{{n:INT64}}')",
+        resolver=gcs,
+    )
+    assert run(con, "select line, dt, n from ds.custom") == [("x", "2024-01-02", 5)]
+    # No PARTITION COLUMNS clause: key=value folders are not columns, as in BigQuery.
+    run(con, f"CREATE OR REPLACE EXTERNAL TABLE ds.flat (line STRING) OPTIONS({options})", resolver=gcs)
+    assert [c[0] for c in con.execute(f'DESCRIBE "{PROJECT}".ds.flat').fetchall()] == ["line", "_FILE_NAME"]
 
 
 def test_ext_needs_a_resolver():
