@@ -153,6 +153,30 @@ def destroy_command(env_file: Path, project_dir: Path, include_data: bool, yes: 
     click.echo(f"Destroyed: {summary}.")
 
 
+@deploy_group.command("replay-dead-letter")
+@_ENV_OPTION
+@_PROJECT_DIR
+@click.option("--max", "max_messages", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; move nothing.")
+def replay_command(env_file: Path, project_dir: Path, max_messages: int, dry_run: bool) -> None:
+    """Republish dead-lettered Pub/Sub messages to their source topics (after fixing the cause)."""
+    import os
+
+    from google.api_core import exceptions as gexc
+    from google.cloud import pubsub_v1
+
+    from deploy.replay import replay
+
+    env, sources, _ = _load(env_file, project_dir)
+    if not os.environ.get("PUBSUB_EMULATOR_HOST"):
+        _require_credentials()
+    try:
+        result = replay(env, sources, pubsub_v1.SubscriberClient(), pubsub_v1.PublisherClient(), max_messages, dry_run)
+    except gexc.GoogleAPICallError as error:
+        raise click.ClickException(f"replay from {env.prefix}-dead-letter-hold failed: {error}") from error
+    click.echo(result.summary())
+
+
 @click.command("trigger")
 @click.option("--target", type=click.Choice(["local", "gcp"]), default="local", show_default=True)
 @click.option("--env", "env_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -161,12 +185,13 @@ def destroy_command(env_file: Path, project_dir: Path, include_data: bool, yes: 
 @click.option("--tags", "-t", multiple=True, help="Run actions with this tag (repeatable); none = all.")
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental tables from scratch.")
 @click.option("--no-deps", is_flag=True, help="Do not include the dependencies of the selected actions.")
+@click.option("--include-dependents", is_flag=True, help="Also run everything downstream of the selected actions.")
 @click.option("--commitish", help="Compile this branch, tag or commit instead of the release config (gcp).")
 @click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Compilation var (repeatable).")
 @click.option("--timeout", "timeout_s", type=float, help="Give up (and cancel) after this many seconds (gcp).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def trigger_command(target, env_file, project_dir, tags, full_refresh, no_deps, commitish, variables,
-                    timeout_s, as_json) -> None:  # fmt: skip
+def trigger_command(target, env_file, project_dir, tags, full_refresh, no_deps, include_dependents, commitish,
+                    variables, timeout_s, as_json) -> None:  # fmt: skip
     """Run the Dataform workflow and report every action; exit 1 when an error assertion or action failed.
 
     --target local runs the embedded engine on this machine; --target gcp compiles and invokes
@@ -175,7 +200,8 @@ def trigger_command(target, env_file, project_dir, tags, full_refresh, no_deps, 
     from deploy import trigger
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    body = {"tags": list(tags), "include_dependencies": not no_deps, "full_refresh": full_refresh}
+    body = {"tags": list(tags), "include_dependencies": not no_deps, "include_dependents": include_dependents,
+            "full_refresh": full_refresh}  # fmt: skip
     pairs = {}
     for item in variables:
         key, sep, value = item.partition("=")

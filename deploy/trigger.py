@@ -54,6 +54,7 @@ class TriggerRequest:
     git_commitish: str | None = None
     vars: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    include_dependents: bool = False
 
     @classmethod
     def from_json(cls, body: Any) -> TriggerRequest:
@@ -62,7 +63,8 @@ class TriggerRequest:
             body = {}
         if not isinstance(body, dict):
             raise TriggerRequestError("the request body must be a JSON object")
-        known = {"tags", "include_dependencies", "full_refresh", "git_commitish", "vars", "timeout_s"}
+        known = {"tags", "include_dependencies", "include_dependents", "full_refresh", "git_commitish", "vars",
+                 "timeout_s"}  # fmt: skip
         unknown = sorted(set(body) - known)
         if unknown:
             raise TriggerRequestError(f"unknown field(s) {unknown}; known: {sorted(known)}")
@@ -72,7 +74,7 @@ class TriggerRequest:
         if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.match(t) for t in tags):
             raise TriggerRequestError("field 'tags' must be a list of tag names (letters, digits, _-.:)")
         flags = {}
-        for name, default in (("include_dependencies", True), ("full_refresh", False)):
+        for name, default in (("include_dependencies", True), ("include_dependents", False), ("full_refresh", False)):
             value = body.get(name, default)
             if not isinstance(value, bool):
                 raise TriggerRequestError(f"field '{name}' must be true or false, got {value!r}")
@@ -88,8 +90,15 @@ class TriggerRequest:
         timeout = body.get("timeout_s")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
             raise TriggerRequestError("field 'timeout_s' must be a positive number of seconds")
-        return cls(tuple(tags), flags["include_dependencies"], flags["full_refresh"], commitish,
-                   {k: str(v) for k, v in variables.items()}, timeout)  # fmt: skip
+        return cls(
+            tuple(tags),
+            flags["include_dependencies"],
+            flags["full_refresh"],
+            commitish,
+            {k: str(v) for k, v in variables.items()},
+            timeout,
+            flags["include_dependents"],
+        )
 
 
 @dataclass
@@ -272,6 +281,7 @@ class GcpTarget:
         config = D.InvocationConfig(
             included_tags=list(request.tags),
             transitive_dependencies_included=request.include_dependencies,
+            transitive_dependents_included=request.include_dependents,
             fully_refresh_incremental_tables_enabled=request.full_refresh,
         )
         if self.service_account:
@@ -388,6 +398,7 @@ def run_local(project_dir: Path | str, request: TriggerRequest, environment: str
             tags=list(request.tags),
             full_refresh=request.full_refresh,
             include_deps=request.include_dependencies,
+            include_dependents=request.include_dependents,
             vars=dict(request.vars),
         )
     except getattr(runner, "RunError", RuntimeError) as error:

@@ -99,3 +99,33 @@ def test_a_changed_retry_policy_is_updated_in_place(clients, write_env, project_
     )
     assert stored.retry_policy.minimum_backoff.total_seconds() == 30
     destroy(changed, changed_resources, clients, handlers(project_dir), project_dir)
+
+
+def test_dead_letter_replay_moves_messages_back_to_their_topic(clients, write_env, project_dir):
+    from deploy.replay import SOURCE_ATTRIBUTE, replay
+
+    env = load_env(write_env(project="emulator-replay-1"), project_dir)
+    resources = pubsub_resources(env, project_dir)
+    assert apply(env, resources, clients, handlers(project_dir), project_dir).error is None
+    watch = "projects/emulator-replay-1/subscriptions/watch-orders"
+    clients.subscriptions.create_subscription(
+        request={"name": watch, "topic": "projects/emulator-replay-1/topics/lh-test-orders"}
+    )
+    dead = "projects/emulator-replay-1/topics/lh-test-dead-letter"
+    origin = "projects/emulator-replay-1/subscriptions/lh-test-orders-bq"
+    for index in range(2):
+        attributes = {SOURCE_ATTRIBUTE: origin, "source": "orders", "CloudPubSubDeadLetterSourceDeliveryCount": "5"}
+        clients.topics.publish(dead, f'{{"order_id": "O-{index}"}}'.encode(), **attributes).result()
+    clients.topics.publish(dead, b"stray", **{SOURCE_ATTRIBUTE: "projects/x/subscriptions/other"}).result()
+
+    dry = replay(env, ["orders", "page_views"], clients.subscriptions, clients.topics, dry_run=True)
+    assert sum(dry.replayed.values()) == 0 and sum(dry.left.values()) == 3
+    result = replay(env, ["orders", "page_views"], clients.subscriptions, clients.topics)
+    assert dict(result.replayed) == {"projects/emulator-replay-1/topics/lh-test-orders": 2}
+    assert dict(result.left) == {"unknown source subscription": 1}
+
+    pulled = clients.subscriptions.pull(request={"subscription": watch, "max_messages": 10}).received_messages
+    assert sorted(m.message.data for m in pulled) == [b'{"order_id": "O-0"}', b'{"order_id": "O-1"}']
+    assert dict(pulled[0].message.attributes) == {"source": "orders", "lakehouse-replayed": "true"}
+    destroy(env, resources, clients, handlers(project_dir), project_dir)
+    clients.subscriptions.delete_subscription(request={"subscription": watch})

@@ -218,7 +218,10 @@ def test_compilation_errors_fail_before_any_invocation():
 
 
 def test_commitish_and_vars_compile_on_top_of_the_release_config():
-    request = trigger.TriggerRequest(git_commitish="v1.4.2", vars={"pii_salt": "new-salt"}, full_refresh=True)
+    request = trigger.TriggerRequest.from_json(
+        {"git_commitish": "v1.4.2", "vars": {"pii_salt": "new-salt"}, "full_refresh": True, "tags": ["silver"],
+         "include_dependents": True}
+    )  # fmt: skip
     _, dataform, _, _ = run("success", request)
     compile_request = next(r for n, r in dataform.requests if n == "create_compilation_result")
     result = compile_request.compilation_result
@@ -227,7 +230,8 @@ def test_commitish_and_vars_compile_on_top_of_the_release_config():
     assert result.code_compilation_config.default_database == "lh-test"
     invocation = next(r for n, r in dataform.requests if n == "create_workflow_invocation")
     assert invocation.workflow_invocation.invocation_config.fully_refresh_incremental_tables_enabled is True
-    assert list(invocation.workflow_invocation.invocation_config.included_tags) == []
+    assert list(invocation.workflow_invocation.invocation_config.included_tags) == ["silver"]
+    assert invocation.workflow_invocation.invocation_config.transitive_dependents_included is True
 
 
 def test_publish_logs_a_structured_error_and_writes_one_row_per_action(caplog):
