@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -516,6 +517,14 @@ def batches(lines: list[bytes], size: int) -> Iterator[list[bytes]]:
     """Yield consecutive slices of `lines` holding at most `size` lines each."""
     for start in range(0, len(lines), size):
         yield lines[start : start + size]
+
+
+def split_share(lines: list[bytes], batch_size: int, share: float) -> tuple[list[list[bytes]], list[bytes]]:
+    """Return (batches to POST, lines to publish): the last ceil(share × batches) batches are published."""
+    chunks = list(batches(lines, batch_size))
+    published = min(len(chunks), math.ceil(share * len(chunks))) if share > 0 else 0
+    cut = len(chunks) - published
+    return chunks[:cut], [line for chunk in chunks[cut:] for line in chunk]
 
 
 def default_as_of() -> datetime:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import secrets
 import shutil
 import time
@@ -18,7 +17,7 @@ import orjson
 import yaml
 
 from ingest import audit, pubsub
-from ingest.generator import SourceEvents, batches
+from ingest.generator import SourceEvents, batches, split_share
 from ingest.landing import BATCH_TIME_HEADER
 from ingest.services import FakeGcs, PubSubEmulator, ServiceError, environment
 from ingest.storage import GcsStore
@@ -165,16 +164,6 @@ class IngestStats:
             self.rejected[reason] = self.rejected.get(reason, 0) + count
 
 
-def split_for_pubsub(
-    lines: list[bytes], batch_size: int, share: float
-) -> tuple[list[list[bytes]], list[bytes]]:
-    """Return (HTTP batches, lines to publish): the last ceil(share × batches) batches go to Pub/Sub."""
-    chunks = list(batches(lines, batch_size))
-    to_pubsub = min(len(chunks), math.ceil(share * len(chunks))) if share > 0 else 0
-    cut = len(chunks) - to_pubsub
-    return chunks[:cut], [line for chunk in chunks[cut:] for line in chunk]
-
-
 def post_batch(
     client: Any, token: str, source: str, lines: list[bytes], batch_time: datetime
 ) -> tuple[int, dict]:
@@ -213,7 +202,7 @@ def land_generated(
         for source, events in generated.items():
             stats.events += events.events
             stats.lines += len(events.lines)
-            http_batches, publish = split_for_pubsub(events.lines, batch_size, pubsub_share)
+            http_batches, publish = split_share(events.lines, batch_size, pubsub_share)
             if publish and services.bus is not None:
                 to_publish[source] = publish
             elif publish:

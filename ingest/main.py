@@ -80,3 +80,35 @@ def land_pubsub(cloud_event) -> None:
 def on_object_finalized(cloud_event) -> None:
     """Record a finalized landing object in the file-arrival control table."""
     audit.record_finalized(cloud_event.data, audit.default_sink(), datetime.now(UTC))
+
+
+@functools.cache
+def _producer() -> tuple:
+    from ingest import producer
+    from ingest.contracts import load_contracts
+
+    poster, publisher = producer.from_env()
+    project_dir = os.environ.get("LAKEHOUSE_PROJECT_DIR") or os.path.dirname(os.path.dirname(__file__))
+    return load_contracts(project_dir), poster, publisher
+
+
+@functions_framework.http
+def generate_http(request):
+    """Generate one scheduled tick of events (body {"events": N}) and send it to landing and Pub/Sub."""
+    from datetime import timedelta
+
+    from ingest import producer
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    params, problem = producer.parse_request(request.get_json(silent=True), now)
+    if problem:
+        return _json(400, {"error": problem})
+    contracts, poster, publisher = _producer()
+    result = producer.run_tick(
+        contracts, as_of=now, span=timedelta(minutes=2), post_batch=poster, publish=publisher, **params
+    )
+    log.info(orjson.dumps({"message": "tick sent", **result.__dict__}, default=str).decode())
+    return _json(
+        200,
+        {"events": result.events, "posted": result.accepted + result.rejected, "published": result.published},
+    )

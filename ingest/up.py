@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ingest import local
 from ingest.contracts import Contract, load_contracts
-from ingest.generator import SourceEvents, generate
+from ingest.generator import SourceEvents, generate, known_fault_keys
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,17 @@ INGEST_STEPS: list[Step] = [
 UP_STEPS: list[Step] = [*INGEST_STEPS]
 
 
+def check_options(contracts: dict[str, Contract], options: Options) -> None:
+    """Raise ValueError naming an unknown source or fault before any service starts."""
+    unknown = [name for name in options.sources if name not in contracts]
+    if unknown:
+        raise ValueError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(sorted(contracts))}")
+    keys = known_fault_keys(contracts.values())
+    bad = sorted(set(options.fault_rates) - keys)
+    if bad:
+        raise ValueError(f"unknown fault(s) {', '.join(bad)}; known: {', '.join(sorted(keys))}")
+
+
 def run_steps(
     settings: local.Settings,
     options: Options,
@@ -136,6 +147,7 @@ def run_steps(
     console = console or Console(stderr=True)
     ctx = UpContext(settings, options, console)
     ctx.contracts = load_contracts(settings.project_dir)
+    check_options(ctx.contracts, options)
     if options.as_of is None:
         options.as_of = datetime.now(UTC).replace(microsecond=0)
     if options.clean:

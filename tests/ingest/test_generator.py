@@ -199,9 +199,7 @@ def _copies(lines):
 
 
 def test_fault_rate_overrides_by_name_and_kind(contracts):
-    out = generate_source(
-        contracts["orders"], 500, 3, as_of=AS_OF, fault_rates={"all": 0, "quantity_negative": 1}
-    )
+    out = generate_source(contracts["orders"], 500, 3, as_of=AS_OF, fault_rates={"all": 0, "quantity_negative": 1})
     quantities = [orjson.loads(line)["quantity"] for line in out.lines]
     assert len(out.lines) == 500 and all(q < 0 for q in quantities)
     out = generate_source(contracts["orders"], 500, 3, as_of=AS_OF, fault_rates={"all": 0, "null": 1})

@@ -82,9 +82,7 @@ def test_semantic_faults_are_not_rejected(config):
 def test_a_batch_lands_as_one_jsonl_object_per_source(fake_gcs, config, store):
     orders = [_event(order_id=f"ORD-{i}") for i in range(3)]
     views = [_event("page_views", view_id="PV-1")]
-    status, answer = _post(
-        config, store, b"\n".join(orders + views), headers={"X-Batch-Time": NOW.isoformat()}
-    )
+    status, answer = _post(config, store, b"\n".join(orders + views), headers={"X-Batch-Time": NOW.isoformat()})
     assert status == 200
     assert answer["accepted"] == 4 and answer["rejected"] == 0
     assert answer["accepted_by_source"] == {"orders": 3, "page_views": 1}
@@ -153,10 +151,7 @@ def test_http_answers_4xx_with_a_message(fake_gcs, config, store):
     assert files_under(fake_gcs, config.dead_letter_bucket) == {}
     assert _post(config, store, b"\n\n")[0] == 400
     status, answer = _post(config, store, b"nope\n[]")
-    assert (
-        status == 422
-        and answer["error"] == "no event accepted (not_json: 1, not_object: 1); all were dead-lettered"
-    )
+    assert status == 422 and answer["error"] == "no event accepted (not_json: 1, not_object: 1); all were dead-lettered"
     small = LandingConfig(
         config.landing_bucket,
         config.dead_letter_bucket,
@@ -217,9 +212,7 @@ def _push_event(message: dict) -> CloudEvent:
         "type": "google.cloud.pubsub.topic.v1.messagePublished",
         "source": "//pubsub.googleapis.com/projects/test-local/topics/ingest-orders",
     }
-    return CloudEvent(
-        attributes, {"message": message, "subscription": "projects/test-local/subscriptions/push"}
-    )
+    return CloudEvent(attributes, {"message": message, "subscription": "projects/test-local/subscriptions/push"})
 
 
 def test_pubsub_push_lands_once_per_message(fake_gcs, config, monkeypatch):
@@ -262,7 +255,5 @@ def test_config_from_env_names_what_is_missing(monkeypatch):
                 "LANDING_AUTH_MODE": "none",
             }
         )
-    config = LandingConfig.from_env(
-        {"LANDING_BUCKET": "a", "DEAD_LETTER_BUCKET": "b", "LANDING_AUTH_MODE": "none"}
-    )
+    config = LandingConfig.from_env({"LANDING_BUCKET": "a", "DEAD_LETTER_BUCKET": "b", "LANDING_AUTH_MODE": "none"})
     assert config.sources == {"ad_clicks", "inventory", "orders", "page_views", "user_activity"}

@@ -1,0 +1,100 @@
+"""Tests for the ingest commands, run through the `lakehouse` entry point in the repository."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from lakehouse import paths
+from lakehouse.cli import main
+from lakehouse.warehouse import open_catalog
+
+from .conftest import REPO
+
+LANDING = "lakehouse-dev-bronze-landing"
+
+
+@pytest.fixture
+def in_repo(monkeypatch, lakehouse_home):
+    monkeypatch.chdir(REPO)
+    return lakehouse_home
+
+
+def _landed_lines(home) -> int:
+    root = paths.gcs_root(home) / LANDING
+    return sum(path.read_bytes().count(b"\n") for path in root.rglob("*.jsonl"))
+
+
+def test_generate_lands_through_the_http_function(in_repo):
+    args = [
+        "generate",
+        "--events",
+        "2000",
+        "--seed",
+        "4",
+        "--batch-size",
+        "500",
+        "--as-of",
+        "2026-11-22T09:30:00Z",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "landed in bronze (GCS)" in result.output
+    landed = _landed_lines(in_repo)
+    with open_catalog(in_repo, "lakehouse-dev") as con:
+        arrivals = con.execute(
+            "SELECT count(*), sum(record_count) FILTER (WHERE bucket = ?) FROM ops.file_arrivals", [LANDING]
+        ).fetchone()
+    files = list((paths.gcs_root(in_repo) / LANDING).rglob("*.jsonl"))
+    assert arrivals[0] >= len(files) and arrivals[1] == landed
+    assert 1900 < landed <= 2050
+    # The same run again (same seed, same --as-of): every batch is a retry, nothing new is written.
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0
+    assert "│ objects created                   │ 0 " in again.output
+    assert _landed_lines(in_repo) == landed
+
+
+def test_up_runs_every_step_with_the_in_process_bus(in_repo):
+    result = CliRunner().invoke(
+        main,
+        [
+            "up",
+            "--events",
+            "1000",
+            "--in-process-bus",
+            "--pubsub-share",
+            "0.5",
+            "--batch-size",
+            "50",
+            "--as-of",
+            "2026-11-22T10:00:00Z",
+            "--clean",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Pub/Sub: in-process" in result.output
+    with open_catalog(in_repo, "lakehouse-dev") as con:
+        raw = sum(
+            con.execute(f"SELECT count(*) FROM bronze.{source}_raw").fetchone()[0]
+            for source in ("orders", "page_views", "ad_clicks", "inventory", "user_activity")
+        )
+    assert raw > 400 and _landed_lines(in_repo) > 400
+
+
+def test_bad_options_give_a_message_not_a_traceback(in_repo):
+    result = CliRunner().invoke(main, ["generate", "--fault-rate", "quantity_negative=2"])
+    assert result.exit_code == 2 and "between 0 and 1" in result.output
+    result = CliRunner().invoke(main, ["generate", "--events", "10", "--fault-rate", "gremlins=0.1"])
+    assert result.exit_code == 1 and "unknown fault(s) gremlins" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["generate", "--events", "10", "--source", "refunds"])
+    assert result.exit_code == 1 and "unknown source(s) refunds" in result.output
+
+
+def test_help_lists_the_ingest_commands():
+    result = subprocess.run([str(REPO / ".venv/bin/lakehouse"), "--help"], capture_output=True, text=True, check=True)
+    for command in ("generate", "up", "schedule", "services"):
+        assert command in result.stdout

@@ -1,0 +1,78 @@
+"""Tests for the scheduled producer (the generator Cloud Function's logic)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ingest import producer
+from ingest.generator import generate
+from ingest.landing import route
+
+NOW = datetime(2026, 11, 22, 10, 4, tzinfo=UTC)
+
+
+def test_parse_request_defaults_and_refusals():
+    params, problem = producer.parse_request({"events": 10}, NOW)
+    assert problem is None
+    assert params == {"events": 10, "seed": int(NOW.timestamp() // 60), "pubsub_share": 0.2, "batch_size": 10}
+    assert producer.parse_request(None, NOW)[0]["events"] == 10
+    assert producer.parse_request({"events": 0}, NOW)[1] == "events must be between 1 and 100000"
+    assert producer.parse_request({"events": "10"}, NOW)[1] == "events must be an integer"
+    assert producer.parse_request({"pubsub_share": 2}, NOW)[1] == "pubsub_share must be a number between 0 and 1"
+
+
+def test_a_tick_posts_batches_and_publishes_the_share(contracts, config_for_fuzz):
+    posted, published = [], []
+
+    def post(source, lines, batch_time):
+        posted.append((source, len(lines), batch_time))
+        routed = route(b"\n".join(lines), source, config_for_fuzz)
+        accepted = sum(len(v) for v in routed.accepted.values())
+        return 200, {"accepted": accepted, "rejected": len(routed.rejects)}
+
+    def publish(source, lines, batch_time):
+        published.append((source, len(lines)))
+        return len(lines)
+
+    result = producer.run_tick(
+        contracts,
+        events=340,
+        seed=1,
+        as_of=NOW,
+        span=timedelta(minutes=2),
+        batch_size=10,
+        pubsub_share=0.2,
+        post_batch=post,
+        publish=publish,
+    )
+    assert result.events == 340
+    assert result.accepted + result.rejected + result.published == result.lines
+    assert result.batches_posted == len(posted) and {p[2] for p in posted} == {NOW}
+    orders_lines = len(generate(contracts, 340, 1, as_of=NOW, span=timedelta(minutes=2))["orders"].lines)
+    batches = math.ceil(orders_lines / 10)
+    to_publish = math.ceil(0.2 * batches)
+    assert sum(1 for p in posted if p[0] == "orders") == batches - to_publish
+    assert sum(n for s, n in published if s == "orders") == orders_lines - (batches - to_publish) * 10
+
+
+def test_a_tick_fails_loudly_when_landing_is_down(contracts):
+    with pytest.raises(RuntimeError, match="answered 503"):
+        producer.run_tick(
+            contracts,
+            events=20,
+            seed=1,
+            as_of=NOW,
+            span=timedelta(minutes=2),
+            batch_size=10,
+            pubsub_share=0,
+            post_batch=lambda s, lines, t: (503, {"error": "storage unavailable"}),
+            publish=lambda s, lines, t: 0,
+        )
+
+
+def test_from_env_names_the_missing_variables():
+    with pytest.raises(ValueError, match="LAKEHOUSE_LANDING_URL, LAKEHOUSE_TOPIC_PREFIX"):
+        producer.from_env({})

@@ -1,0 +1,101 @@
+"""Tests for the Pub/Sub path: buses, and the subscription writer's raw table and at-least-once acks."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ingest import pubsub
+from ingest.pubsub import DEAD_LETTER_SUBSCRIPTION, EmulatorBus, InProcessBus, drain_to_warehouse
+from lakehouse.warehouse import open_catalog
+
+PROJECT = "test-local"
+EXPECTED_SCHEMA = [
+    ("subscription_name", "VARCHAR"),
+    ("message_id", "VARCHAR"),
+    ("publish_time", "TIMESTAMP WITH TIME ZONE"),
+    ("data", "VARCHAR"),
+    ("attributes", "VARCHAR"),
+]
+LATIN1 = b'{"source":"orders","note":"caf\xe9"}'
+
+
+def _lines(n: int) -> list[bytes]:
+    return [orjson.dumps({"source": "orders", "event_id": f"e{i}", "order_id": f"ORD-{i}"}) for i in range(n)]
+
+
+def test_names_refuse_crafted_sources():
+    assert pubsub.topic_id("orders") == "ingest-orders"
+    assert pubsub.subscription_id("orders") == "ingest-orders-bq"
+    assert pubsub.raw_table("orders") == "bronze.orders_raw"
+    with pytest.raises(ValueError):
+        pubsub.raw_table("orders; drop table x")
+
+
+def test_in_process_bus_redelivers_what_is_not_acked():
+    bus = InProcessBus(PROJECT, ack_deadline_seconds=0.0)
+    pubsub.ensure_topology(bus, ["orders"])
+    ids = pubsub.publish_events(bus, "orders", _lines(3))
+    assert ids == ["1", "2", "3"]
+    first = bus.pull("ingest-orders-bq", 2)
+    assert [m.message_id for m in first] == ["1", "2"] and first[0].attributes == {"source": "orders"}
+    bus.nack("ingest-orders-bq", [first[1].ack_id])
+    again = bus.pull("ingest-orders-bq", 10)  # deadline 0: the unacked first message comes back too
+    assert sorted((m.message_id, m.delivery_attempt) for m in again) == [("1", 2), ("2", 2), ("3", 1)]
+    bus.ack("ingest-orders-bq", [m.ack_id for m in again])
+    assert bus.backlog("ingest-orders-bq") == 0
+
+
+def _drain_and_check(bus, home, count):
+    pubsub.ensure_topology(bus, ["orders"])
+    lines = _lines(count)
+    pubsub.publish_events(bus, "orders", [*lines, LATIN1])
+    result = drain_to_warehouse(bus, "orders", home, PROJECT, max_messages=100)
+    assert (result.written, result.dead_lettered) == (count, 1)
+    with open_catalog(home, PROJECT) as con:
+        schema = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'bronze' AND table_name = 'orders_raw' ORDER BY ordinal_position"
+        ).fetchall()
+        rows = con.execute(
+            "SELECT subscription_name, message_id, data, attributes, publish_time IS NOT NULL "
+            "FROM bronze.orders_raw ORDER BY data"
+        ).fetchall()
+    assert schema == EXPECTED_SCHEMA
+    assert sorted(r[2].encode() for r in rows) == sorted(lines)
+    assert {r[0] for r in rows} == {f"projects/{PROJECT}/subscriptions/ingest-orders-bq"}
+    assert all(orjson.loads(r[3])["source"] == "orders" and r[4] for r in rows)
+    assert len({r[1] for r in rows}) == count
+    dead = bus.pull(DEAD_LETTER_SUBSCRIPTION, 10)
+    assert [(m.data, m.attributes["dead_letter_reason"]) for m in dead] == [(LATIN1, "data_not_utf8")]
+    assert dead[0].attributes["original_subscription"] == "ingest-orders-bq"
+
+
+def test_subscription_writer_with_the_in_process_bus(lakehouse_home):
+    _drain_and_check(InProcessBus(PROJECT), lakehouse_home, 250)
+
+
+def test_subscription_writer_with_the_emulator(pubsub_emulator, lakehouse_home, monkeypatch):
+    bus = EmulatorBus(PROJECT, pubsub_emulator.host_port)
+    try:
+        _drain_and_check(bus, lakehouse_home, 250)
+    finally:
+        bus.close()
+        monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+
+
+def test_messages_are_acked_only_after_the_append_committed(lakehouse_home):
+    bus = InProcessBus(PROJECT)
+    pubsub.ensure_topology(bus, ["orders"])
+    pubsub.publish_events(bus, "orders", _lines(5))
+    with open_catalog(lakehouse_home, PROJECT) as con:  # a table the writer cannot append to
+        con.execute("CREATE SCHEMA bronze")
+        con.execute("CREATE TABLE bronze.orders_raw (only_column INTEGER)")
+    with pytest.raises(Exception, match="(?i)column|insert"):
+        drain_to_warehouse(bus, "orders", lakehouse_home, PROJECT)
+    assert bus.backlog("ingest-orders-bq") == 5  # nacked, nothing lost
+    with open_catalog(lakehouse_home, PROJECT) as con:
+        assert con.execute("SELECT count(*) FROM bronze.orders_raw").fetchone() == (0,)
+        con.execute("DROP TABLE bronze.orders_raw")
+    result = drain_to_warehouse(bus, "orders", lakehouse_home, PROJECT)
+    assert result.written == 5 and bus.backlog("ingest-orders-bq") == 0
