@@ -68,6 +68,10 @@ MACROS: dict[str, str] = {
     "bq_substr": """(s, p, n := NULL) AS CASE
         WHEN n IS NULL THEN substring(s, CASE WHEN p = 0 OR p < -length(s) THEN 1 ELSE p END)
         ELSE substring(s, CASE WHEN p = 0 OR p < -length(s) THEN 1 ELSE p END, n) END""",
+    # BYTE_LENGTH of STRING (UTF-8 bytes) or BYTES.
+    "bq_byte_length": """(x) AS CASE
+        WHEN typeof(x) = 'BLOB' THEN octet_length(CAST(CAST(x AS VARCHAR) AS BLOB))
+        ELSE strlen(CAST(x AS VARCHAR)) END""",
     # IEEE_DIVIDE: floating point division, inf and NaN instead of errors.
     "ieee_divide": "(a, b) AS CAST(a AS DOUBLE) / CAST(b AS DOUBLE)",
     # FARM_FINGERPRINT takes STRING or BYTES.

@@ -610,6 +610,13 @@ def _substr_positions(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _byte_length(tree: exp.Expression) -> exp.Expression:
+    """BYTE_LENGTH counts the UTF-8 bytes of a STRING or BYTES (DuckDB's octet_length takes only BLOB)."""
+    for node in list(tree.find_all(exp.ByteLength)):
+        node.replace(_call("bq_byte_length", node.this.copy()))
+    return tree
+
+
 def _timestamp_diff_whole_units(tree: exp.Expression) -> exp.Expression:
     """TIMESTAMP_DIFF counts whole units elapsed (00:59 -> 01:00 is 0 hours); DuckDB date_diff counts
     unit boundaries crossed (1). DuckDB date_sub counts whole units.
@@ -752,6 +759,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _division_errors,
     _timestamp_from_epoch,
     _substr_positions,
+    _byte_length,
     _timestamp_diff_whole_units,
     _number_literals,
 ]
@@ -775,6 +783,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _division_errors: (exp.Div,),
     _timestamp_from_epoch: (exp.UnixToTime,),
     _substr_positions: (exp.Substring,),
+    _byte_length: (exp.ByteLength,),
     _timestamp_diff_whole_units: (exp.TimestampDiff,),
     _number_literals: (exp.Literal,),
 }

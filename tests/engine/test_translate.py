@@ -224,6 +224,11 @@ TRAPS = [
         [("1.5", "1", "0.5", "12", "true", "2024-01-02", "2024-01-02 03:04:05+00")],
     ),
     (
+        "trap-byte-length",
+        "SELECT BYTE_LENGTH('été'), BYTE_LENGTH(b'\\xc3\\xa9'), LENGTH('été'), LENGTH(b'ab')",
+        [(5, 2, 3, 2)],
+    ),
+    (
         "trap-string-of-json",
         """SELECT STRING(JSON '"y"'), STRING(PARSE_JSON('{"a": "x"}').a), INT64(JSON '5')""",
         [("y", "x", 5)],
