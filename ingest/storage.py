@@ -99,6 +99,9 @@ class GcsStore:
 
                 project = os.environ.get("GOOGLE_CLOUD_PROJECT", "local")
                 self._client = storage.Client(project=project, credentials=AnonymousCredentials())
+                # A loopback emulator never needs a proxy; requests would otherwise rescan the
+                # environment for proxy settings on every upload (about 2 ms of CPU each).
+                self._client._http.trust_env = False
             else:
                 self._client = storage.Client()
         return self._client
