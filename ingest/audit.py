@@ -93,7 +93,7 @@ def record_finalized(resource: dict[str, Any], sink: ArrivalSink, now: datetime)
 def record_objects(resources: Iterable[dict[str, Any]], sink: ArrivalSink, now: datetime) -> int:
     """Record several objects in one append (the local stand-in for finalize events); returns new rows."""
     rows = [row for row in (arrival_row(resource, now) for resource in resources) if row is not None]
-    return sink.append(rows) if rows else 0
+    return sink.append(rows)
 
 
 class DuckDbArrivalSink:
@@ -107,13 +107,13 @@ class DuckDbArrivalSink:
         """Append the rows whose (bucket, object_name, generation) is new; returns how many."""
         from lakehouse.warehouse import open_catalog
 
-        if not rows:
-            return 0
         names = [name for name, _, _ in COLUMNS]
         with open_catalog(self.home, self.project) as con:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {DATASET}")
             columns = ", ".join(f"{name} {duck}" for name, _, duck in COLUMNS)
             con.execute(f"CREATE TABLE IF NOT EXISTS {DATASET}.{TABLE} ({columns})")
+            if not rows:
+                return 0
             con.execute("BEGIN TRANSACTION")
             before = con.execute(f"SELECT count(*) FROM {DATASET}.{TABLE}").fetchone()[0]
             con.executemany(

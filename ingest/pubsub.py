@@ -341,14 +341,28 @@ def raw_rows(
     return rows, unwritable
 
 
+def create_raw_table(con: Any, source: str) -> None:
+    """Create bronze.<source>_raw with the BigQuery-subscription schema in the open catalog if missing."""
+    columns = ", ".join(f"{name} {duck}" for name, _, duck in RAW_COLUMNS)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_DATASET}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {raw_table(source)} ({columns})")
+
+
+def ensure_raw_tables(home: Path, project: str, sources: Iterable[str]) -> None:
+    """Create every source's raw table in the local warehouse, so bronze declarations always resolve."""
+    from lakehouse.warehouse import open_catalog
+
+    with open_catalog(home, project) as con:
+        for source in sources:
+            create_raw_table(con, source)
+
+
 def append_raw(con: Any, source: str, rows: list[dict]) -> None:
     """Append rows to bronze.<source>_raw in the open DuckDB catalog (creating it), in one transaction."""
     import pyarrow as pa
 
     table = raw_table(source)
-    columns = ", ".join(f"{name} {duck}" for name, _, duck in RAW_COLUMNS)
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_DATASET}")
-    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+    create_raw_table(con, source)
     batch = pa.table(
         {
             "subscription_name": pa.array([r["subscription_name"] for r in rows], pa.string()),

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest import local
+from ingest import local, pubsub
 from ingest.contracts import Contract, load_contracts
 from ingest.generator import SourceEvents, generate, known_fault_keys
 
@@ -101,6 +101,7 @@ def step_audit(ctx: UpContext) -> None:
 def step_drain(ctx: UpContext) -> None:
     """Run the subscription writer: Pub/Sub messages into bronze.<source>_raw, acked after commit."""
     started = time.perf_counter()
+    pubsub.ensure_raw_tables(ctx.settings.home, ctx.settings.project, ctx.contracts)
     result = local.drain_subscriptions(ctx.settings, ctx.services, list(ctx.generated))
     ctx.stats.raw_rows = result.written
     ctx.stats.pubsub_dead_lettered = result.dead_lettered
