@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
+import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import orjson
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.bigquery import BigQuery
@@ -22,6 +27,7 @@ __all__ = [
     "UnsupportedConstruct",
     "referenced_tables",
     "register_functions",
+    "set_cache_dir",
     "translate_script",
 ]
 
@@ -1301,8 +1307,71 @@ def _guarded(node, ctx: _Context, guard: exp.Expression) -> list[str]:
     )
 
 
+# Translations on disk: a new process (each `lakehouse run`) reads an unchanged script's translation
+# instead of parsing it again. Keyed by the translator's own source and sqlglot's version too, so a
+# code change never serves a stale translation. Writes are atomic (temp file + rename).
+_cache_dir: Path | None = None
+_VERSION = hashlib.sha256(
+    b"".join(Path(__file__).with_name(n).read_bytes() for n in ("translate.py", "functions.py"))
+    + sqlglot.__version__.encode()
+).hexdigest()[:16]
+
+
+def set_cache_dir(path: Path | str | None) -> None:
+    """Keep translations under `path` on disk (None: only $LAKEHOUSE_HOME/translate-cache, if set)."""
+    global _cache_dir
+    _cache_dir = Path(path) if path is not None else None
+    _compile.cache_clear()
+
+
+def _disk_dir() -> Path | None:
+    if _cache_dir is not None:
+        return _cache_dir
+    home = os.environ.get("LAKEHOUSE_HOME")
+    return Path(home) / "translate-cache" if home else None
+
+
+def _encode(items: tuple) -> bytes:
+    return orjson.dumps([{"external": dataclasses.asdict(i)} if isinstance(i, _ExternalTable) else i for i in items])
+
+
+def _decode(data: bytes) -> tuple:
+    def tuples(value):
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+    out = []
+    for item in orjson.loads(data):
+        if isinstance(item, dict):
+            fields = {k: tuples(v) for k, v in item["external"].items()}
+            out.append(_ExternalTable(**fields))
+        else:
+            out.append(item)
+    return tuple(out)
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _compile(sql: str, default_project: str) -> tuple:
+    directory = _disk_dir()
+    if directory is None:
+        return _compile_script(sql, default_project)
+    key = hashlib.sha256(f"{_VERSION}\0{default_project}\0{sql}".encode()).hexdigest()
+    path = directory / key[:2] / f"{key}.json"
+    try:
+        return _decode(path.read_bytes())
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    items = _compile_script(sql, default_project)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_bytes(_encode(items))
+        os.replace(temporary, path)
+    except OSError as error:
+        log.debug("translation cache not written (%s)", error)
+    return items
+
+
+def _compile_script(sql: str, default_project: str) -> tuple:
     ctx = _Context(default_project=default_project)
     out: list = []
     for node in _ScriptParser(sql).parse():
@@ -1317,8 +1386,9 @@ def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[
     """Return the DuckDB statements that run a BigQuery script (one or more ';'-separated statements).
 
     Run them in order on one connection prepared with register_functions() and SET TimeZone='UTC'.
-    Translations are cached by (sql, default_project); external tables are re-rendered each call
-    because they depend on which local files exist.
+    Translations are cached by (sql, default_project) in memory and on disk (set_cache_dir, or
+    $LAKEHOUSE_HOME/translate-cache); external tables are re-rendered each call because they depend
+    on which local files exist.
     Raises UnsupportedConstruct (construct and hint) and TranslationError (unparsable SQL).
     """
     out = []

@@ -828,6 +828,27 @@ def test_translation_is_cached_and_side_effect_free():
     assert translate_script(sql, default_project=PROJECT)[-1] != "mutated"
 
 
+def test_disk_cache_serves_a_new_process_and_rerenders_external_tables(tmp_path, gcs, monkeypatch):
+    translate.set_cache_dir(tmp_path / "cache")
+    try:
+        script = "DECLARE x INT64 DEFAULT 1; SELECT x + 1; " + RAW_LINES
+        first = translate_script(script, default_project=PROJECT, gcs_resolver=gcs)
+        assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
+        translate._compile.cache_clear()  # what a new process sees: only the disk
+
+        def no_parsing(*args, **kwargs):
+            raise AssertionError("the translation was not served from disk")
+
+        monkeypatch.setattr(translate, "_compile_script", no_parsing)
+        (gcs.root / "landing" / "orders" / "dt=2024-01-01").mkdir(parents=True)
+        (gcs.root / "landing" / "orders" / "dt=2024-01-01" / "a.jsonl").write_text("x\n")
+        again = translate_script(script, default_project=PROJECT, gcs_resolver=gcs)
+        assert again[:2] == first[:2]
+        assert "WHERE false" in first[2] and "read_csv" in again[2]
+    finally:
+        translate.set_cache_dir(None)
+
+
 def test_parity_doc_lists_exactly_the_tested_traps():
     """docs/parity.md is kept true: every `trap-*`/`same-*` id in it is a test here, and back."""
     documented = set(re.findall(r"`((?:trap|same)-[a-z0-9-]+)`", DOC.read_text()))
