@@ -225,7 +225,8 @@ def _duplicate_rows(ctx: Context, outcome: AssertionOutcome) -> int:
 def quarantine_checks(ctx: Context, count) -> tuple[list[Check], list[str]]:
     """Return checks from every `<dataset>.<source>_quarantine` table next to its `<dataset>.<source>` table.
 
-    A dimension's score is 100 × (1 − quarantined rows failing a rule of it / (kept + quarantined)).
+    A dimension's score is 100 × (1 − quarantined rows failing a rule of it / rows arrived), rows arrived
+    being kept + quarantined + `<source>_duplicates` rows.
     """
     checks: list[Check] = []
     notes: list[str] = []
@@ -239,7 +240,8 @@ def quarantine_checks(ctx: Context, count) -> tuple[list[Check], list[str]]:
         if quarantined is None or kept is None:
             notes.append(f"quarantine {name} or its table {kept_table} is not in the warehouse: not scored")
             continue
-        total = kept + quarantined
+        duplicates = count(f"{kept_table}_duplicates") or 0  # arrived, valid, not the latest version
+        total = kept + quarantined + duplicates
         per_dimension = _quarantine_by_dimension(ctx, name, quarantined)
         for dimension, failing in sorted(per_dimension.items()):
             checks.append(
