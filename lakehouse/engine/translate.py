@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# sqlglot warns on stderr when it falls back to a Command; this module reports those itself.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 READ = "bigquery"
 WRITE = "duckdb"
@@ -359,11 +361,23 @@ def _drop_table_options(tree: exp.Expression) -> exp.Expression:
     properties = tree.args.get("properties")
     if properties is None:
         return tree
-    kept = [p for p in properties.expressions if isinstance(p, exp.TemporaryProperty)]
+    kept = [p for p in properties.expressions if isinstance(p, (exp.TemporaryProperty, exp.LikeProperty))]
     if kept:
         properties.set("expressions", kept)
     else:
         tree.set("properties", None)
+    return tree
+
+
+def _copy_and_clone_as_select(tree: exp.Expression) -> exp.Expression:
+    """CREATE TABLE t COPY s / CLONE s copies the data of s (DuckDB has neither): AS SELECT * FROM s.
+
+    A CLONE's storage sharing and a snapshot's read-only-ness do not exist locally.
+    """
+    if isinstance(tree, exp.Create) and isinstance(tree.args.get("clone"), exp.Clone):
+        source = tree.args["clone"].this.copy()
+        tree.set("clone", None)
+        tree.set("expression", exp.select("*").from_(source))
     return tree
 
 
@@ -752,6 +766,7 @@ def _timestamp_from_epoch(tree: exp.Expression) -> exp.Expression:
 
 _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _drop_table_options,
+    _copy_and_clone_as_select,
     _countif_zero,
     _unnest_offset_zero_based,
     _date_functions_return_date,
@@ -776,6 +791,7 @@ REWRITES = [_rewrite_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
 # statement costs one walk instead of one per rewrite.
 _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _drop_table_options: (exp.Create,),
+    _copy_and_clone_as_select: (exp.Create,),
     _countif_zero: (exp.CountIf,),
     _unnest_offset_zero_based: (exp.Unnest,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
@@ -1238,6 +1254,10 @@ def _assert(stmt: _Statement, ctx: _Context) -> list[str]:
     return [_generate(exp.select(exp.Case(ifs=[exp.If(this=failed, true=_call("error", message))])))]
 
 
+# Descriptions, labels, expirations: metadata that does not exist locally.
+_SET_OPTIONS = re.compile(r"\bSET\s+OPTIONS\s*\(", re.IGNORECASE)
+
+
 def _statement(stmt: _Statement, ctx: _Context) -> list:
     words = stmt.words
     unsupported = _unsupported_statement(words)
@@ -1253,6 +1273,9 @@ def _statement(stmt: _Statement, ctx: _Context) -> list:
         return _assert(stmt, ctx)
     if words[0] == "CREATE" and "EXTERNAL" in words[:4]:
         return [_external_table(stmt, ctx)]
+    if words[0] == "ALTER" and _SET_OPTIONS.search(stmt.text):
+        log.debug("ALTER ... SET OPTIONS has no local effect: %s", stmt.text[:80])
+        return []
     tree = _parse_statement(stmt)
     if isinstance(tree, exp.Command):
         raise UnsupportedConstruct(" ".join(w for w in words[:3] if w), "this statement has no local equivalent")

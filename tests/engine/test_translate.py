@@ -620,6 +620,29 @@ DROP TABLE IF EXISTS `staging_table_temp_x1`;""".replace("<SP>", " ")
     assert rows == [(dt.date(2024, 1, 1), 1), (dt.date(2024, 1, 2), 3)]
 
 
+def test_ddl_other_table_statements(con):
+    run(
+        con,
+        "CREATE TABLE IF NOT EXISTS ds.n (a INT64 NOT NULL, b STRING OPTIONS(description='x'), ts TIMESTAMP) "
+        "PARTITION BY DATE(ts) OPTIONS(description='t')",
+    )
+    run(con, "INSERT INTO ds.n (a, b, ts) VALUES (1, 'x', TIMESTAMP '2024-01-01'), (2, 'y', NULL)")
+    run(con, "UPDATE ds.n SET b = 'z' WHERE a = 2; DELETE FROM ds.n WHERE a = 1")
+    run(con, "ALTER TABLE ds.n ADD COLUMN IF NOT EXISTS c STRING")
+    assert translate_script("ALTER TABLE ds.n SET OPTIONS (description = 'x')", default_project=PROJECT) == []
+    assert translate_script("ALTER SCHEMA ds SET OPTIONS (labels = [('a', 'b')])", default_project=PROJECT) == []
+    run(
+        con,
+        "CREATE OR REPLACE TABLE ds.copied COPY ds.n; CREATE OR REPLACE TABLE ds.cloned CLONE ds.n; "
+        "CREATE OR REPLACE TABLE ds.shaped LIKE ds.n",
+    )
+    assert run(con, "SELECT a, b, c FROM ds.copied UNION ALL SELECT a, b, c FROM ds.cloned") == [(2, "z", None)] * 2
+    assert run(con, "SELECT count(*) FROM ds.shaped") == [(0,)]
+    assert [c[0] for c in con.execute(f'DESCRIBE "{PROJECT}".ds.shaped').fetchall()] == ["a", "b", "ts", "c"]
+    run(con, "TRUNCATE TABLE ds.copied")
+    assert run(con, "SELECT count(*) FROM ds.copied") == [(0,)]
+
+
 def test_ddl_create_schema(con):
     run(con, "CREATE SCHEMA IF NOT EXISTS `lakehouse-dev.gold` OPTIONS(location='US')")
     run(con, "CREATE SCHEMA IF NOT EXISTS bronze")
