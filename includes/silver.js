@@ -24,24 +24,24 @@ function textColumn(field) {
   return `${field.name}__text`;
 }
 
-// Returns the typed value of `field`: NULL unless the JSON token has the contract's type.
+// Returns [check, value] of `field`: the typed value is `value` when `check` holds, else NULL.
 // The JSON token is checked, not only the cast: "3" (a JSON string) is not an INT64.
-function typedValue(field) {
+function typedParts(field) {
   const token = tokenColumn(field);
   const text = textColumn(field);
   switch (field.type) {
     case "STRING":
-      return `if(starts_with(${token}, '"'), ${text}, null)`;
+      return [`starts_with(${token}, '"')`, text];
     case "INT64":
-      return `if(regexp_contains(${token}, r'${INTEGER}'), safe_cast(${text} as int64), null)`;
+      return [`regexp_contains(${token}, r'${INTEGER}')`, `safe_cast(${text} as int64)`];
     case "NUMERIC":
     case "FLOAT64":
-      return `if(regexp_contains(${token}, r'${NUMBER}'), safe_cast(${text} as ${field.type.toLowerCase()}), null)`;
+      return [`regexp_contains(${token}, r'${NUMBER}')`, `safe_cast(${text} as ${field.type.toLowerCase()})`];
     case "BOOL":
-      return `if(${token} in ('true', 'false'), ${token} = 'true', null)`;
+      return [`${token} in ('true', 'false')`, `${token} = 'true'`];
     case "TIMESTAMP":
     case "DATE":
-      return `if(starts_with(${token}, '"'), safe_cast(${text} as ${field.type.toLowerCase()}), null)`;
+      return [`starts_with(${token}, '"')`, `safe_cast(${text} as ${field.type.toLowerCase()})`];
     default:
       throw new Error(`unknown type ${field.type} of field ${field.name}`);
   }
@@ -51,12 +51,12 @@ function typedValue(field) {
 function fieldRules(contract, field) {
   const name = field.name;
   const token = tokenColumn(field);
-  const missing = `(${token} is null or ${token} = 'null')`;
+  const present = `coalesce(${token}, 'null') != 'null'`;
   const rules = [];
   if (isRequired(contract, field)) {
-    rules.push({ rule: `${name}_required`, condition: `is_json and ${missing}` });
+    rules.push({ rule: `${name}_required`, condition: `is_json and coalesce(${token}, 'null') = 'null'` });
   }
-  rules.push({ rule: `${name}_type`, condition: `is_json and not ${missing} and ${name} is null` });
+  rules.push({ rule: `${name}_type`, condition: `is_json and ${present} and ${name} is null` });
   if (field.pattern !== undefined) {
     rules.push({
       rule: `${name}_pattern`,
@@ -70,8 +70,10 @@ function fieldRules(contract, field) {
     rules.push({ rule: `${name}_min_exclusive`, condition: `${name} <= ${literal(field.min_exclusive)}` });
   }
   if (field.accepted_values !== undefined) {
-    const values = field.accepted_values.map(literal).join(", ");
-    rules.push({ rule: `${name}_accepted_values`, condition: `${name} not in (${values})` });
+    const values = field.accepted_values.map(literal);
+    const one = `${name} not in (${values.join(", ")})`;
+    const condition = one.length <= 90 ? one : [`${name} not in (`].concat(wrap(values, 2, 90), [")"]).join("\n");
+    rules.push({ rule: `${name}_accepted_values`, condition });
   }
   return rules;
 }
@@ -88,12 +90,33 @@ function rules(contract) {
     },
     {
       rule: "record_unexpected_field",
-      condition:
-        "exists (select 1 from unnest(payload_keys) as payload_key " +
-        `where payload_key not in (${known.map(literal).join(", ")}))`,
+      condition: [
+        "exists (",
+        "  select 1 from unnest(payload_keys) as payload_key",
+        "  where payload_key not in (",
+      ].concat(wrap(known.map(literal), 6, 90)).concat(["    )", ")"]).join("\n"),
     },
   ];
   return contract.fields.reduce((all, field) => all.concat(fieldRules(contract, field)), record);
+}
+
+// Returns `items` joined with ", " in lines of at most `width` characters, indented by `spaces`.
+function wrap(items, spaces, width) {
+  const lines = [];
+  let line = "";
+  items.forEach((item, index) => {
+    const piece = item + (index < items.length - 1 ? "," : "");
+    if (line && line.length + 1 + piece.length > width) {
+      lines.push(line);
+      line = piece;
+    } else {
+      line = line ? `${line} ${piece}` : piece;
+    }
+  });
+  if (line) {
+    lines.push(line);
+  }
+  return lines.map((text) => " ".repeat(spaces) + text);
 }
 
 // Returns the names of every rule of the contract, in evaluation order.
@@ -112,7 +135,8 @@ function extractColumns(contract) {
     "if(is_json, json_value(raw_record, '$.event_id'), null) as event_id,",
     "if(is_json, json_value(raw_record, '$.source'), null) as payload_source,",
     // Object keys at any depth: a key is a quoted name after { or , and before a colon.
-    "if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"([^\"\\\\]*)\"\\s*:'), []) as payload_keys,",
+    "if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"([^\"\\\\]*)\"\\s*:'), [])",
+    "  as payload_keys,",
   ];
   contract.fields.forEach((field) => {
     lines.push(`if(is_json, json_query(raw_record, '$.${field.name}'), null) as ${tokenColumn(field)},`);
@@ -122,14 +146,28 @@ function extractColumns(contract) {
 }
 
 function typedColumns(contract) {
-  return indent(contract.fields.map((field) => `${typedValue(field)} as ${field.name},`), 4);
+  const lines = [];
+  contract.fields.forEach((field) => {
+    const [check, value] = typedParts(field);
+    const one = `if(${check}, ${value}, null) as ${field.name},`;
+    if (one.length <= 100) {
+      lines.push(one);
+    } else {
+      lines.push("if(", `  ${check},`, `  ${value},`, "  null", `) as ${field.name},`);
+    }
+  });
+  return indent(lines, 4);
 }
 
 function failedRulesColumn(contract) {
-  const parts = rules(contract).map(
-    (item) => `if(${item.condition}, ['${item.rule}'], [])`,
-  );
-  return `array_concat(\n${indent(parts.map((part, i) => part + (i < parts.length - 1 ? "," : "")), 6)}\n    ) as failed_rules,`;
+  const parts = rules(contract).map((item, index, all) => {
+    const condition = item.condition.split("\n");
+    return ["if("]
+      .concat(condition.map((line, i) => `  ${line}${i === condition.length - 1 ? "," : ""}`))
+      .concat([`  ['${item.rule}'], []`, `)${index < all.length - 1 ? "," : ""}`]);
+  });
+  const lines = parts.reduce((all, part) => all.concat(part), []);
+  return `array_concat(\n${indent(lines, 6)}\n    ) as failed_rules,`;
 }
 
 // Returns the staging view query: every bronze record of the source (landing files and Pub/Sub
@@ -140,7 +178,7 @@ function stagedQuery(contract, ctx) {
 with landing as (
   select
     'landing' as source_kind,
-    _FILE_NAME as origin,
+    _file_name as origin,
     ingest_date,
     timestamp_add(timestamp(ingest_date), interval safe_cast(hour as int64) hour) as ingested_at,
     line as raw_record,
@@ -173,7 +211,9 @@ numbered as (
 
 parsed as (
   select
-    to_hex(sha256(concat(source_kind, '|', origin, '|', raw_record, '|', cast(occurrence as string)))) as record_id,
+    to_hex(
+      sha256(concat(source_kind, '|', origin, '|', raw_record, '|', cast(occurrence as string)))
+    ) as record_id,
     source_kind,
     origin,
     ingested_at,
@@ -252,7 +292,10 @@ function ingestCutoff(ctx) {
     "select cast(null as date)",
   );
   return `declare ingest_cutoff default (
-  select coalesce(date_sub((${newest}), interval ${params.lookbackDays()} day), date '1970-01-01')
+  select coalesce(
+    date_sub((${newest}), interval ${params.lookbackDays()} day),
+    date '1970-01-01'
+  )
 );`;
 }
 
@@ -265,6 +308,15 @@ function keyList(contract) {
   return contract.key.join(", ");
 }
 
+// Returns the key columns as select-list lines (one per line, each ending with a comma).
+// Returns "select distinct <keys>" for a select list: one key on the line, several one per line.
+function selectDistinctKeys(contract) {
+  if (contract.key.length === 1) {
+    return `select distinct ${contract.key[0]}`;
+  }
+  return ["select distinct"].concat(contract.key.map((key) => `    ${key},`)).join("\n");
+}
+
 module.exports = {
   RECORD_FIELDS,
   rules,
@@ -275,5 +327,6 @@ module.exports = {
   ingestCutoff,
   latestFirst,
   keyList,
+  selectDistinctKeys,
   isRequired,
 };

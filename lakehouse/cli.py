@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "schedule": "ingest.cli:schedule_command",
     "services": "ingest.cli:services_command",
     "report": "lakehouse.report.cli:report_command",
+    "lint": "lakehouse.lint:lint_command",
 }
 
 HELP: dict[str, str] = {
@@ -36,6 +37,7 @@ HELP: dict[str, str] = {
     "schedule": "Run the generator on the shared cron schedule (config/schedules.yaml).",
     "services": "Keep fake-gcs-server and the Pub/Sub emulator running until Ctrl-C.",
     "report": "Write a run's assertion report (MD/HTML/JUnit), scorecard, lineage and gold dashboard.",
+    "lint": "Lint the compiled SQL of every action with sqlfluff (house style in .sqlfluff).",
 }
 
 

@@ -106,10 +106,10 @@ where trailing_daily_average is not null
     }).query((ctx) => accepted.map((field) => `
 select
   '${field.name}' as column_name,
-  cast(${field.name} as string) as value,
+  cast(${field.name} as string) as rejected_value,
   count(*) as row_count,
 from ${ctx.ref(name)}
 where ${field.name} not in (${field.accepted_values.map((value) => params.sqlString(value)).join(", ")})
-group by value`).join("\nunion all\n"));
+group by rejected_value`).join("\nunion all\n"));
   }
 });

@@ -89,17 +89,23 @@ with batch as (
   where ingest_date >= ingest_cutoff and array_length(failed_rules) = 0
 ),
 ${ctx.when(ctx.incremental(), `
+touched_keys as (
+  ${silver.selectDistinctKeys(contract)}
+  from batch
+),
+
 kept as (
-  -- the versions silver holds now, for the keys this batch touches
+  -- the versions silver holds now (before this run's merge), for the keys this batch touches
   select
     ${dedupColumns.map((column) => `kept_rows.${column}`).join(",\n    ")},
   from ${ctx.resolve(name)} as kept_rows
-  inner join (select distinct ${keys} from batch) as touched using (${keys})
+  inner join touched_keys using (${keys})
 ),
 `)}
 candidates as (
-  select * from batch
-  ${ctx.when(ctx.incremental(), "union all\n  select * from kept")}
+  select * from batch${ctx.when(ctx.incremental(), `
+  union all
+  select * from kept`)}
 ),
 
 distinct_records as (
@@ -113,7 +119,10 @@ ranked as (
     first_value(record_id) over latest_first as kept_record_id,
     first_value(event_id) over latest_first as kept_event_id,
   from distinct_records
-  window latest_first as (partition by ${keys} order by ${silver.latestFirst(contract)})
+  window latest_first as (
+    partition by ${keys}
+    order by ${silver.latestFirst(contract)}
+  )
 ),
 
 final as (
@@ -169,17 +178,23 @@ with batch as (
   where ingest_date >= ingest_cutoff and array_length(failed_rules) = 0
 ),
 ${ctx.when(ctx.incremental(), `
+touched_keys as (
+  ${silver.selectDistinctKeys(contract)}
+  from batch
+),
+
 kept as (
   select
     kept_rows.*,
     false as is_new,
   from ${ctx.self()} as kept_rows
-  inner join (select distinct ${keys} from batch) as touched using (${keys})
+  inner join touched_keys using (${keys})
 ),
 `)}
 candidates as (
-  select * from batch
-  ${ctx.when(ctx.incremental(), "union all\n  select * from kept")}
+  select * from batch${ctx.when(ctx.incremental(), `
+  union all
+  select * from kept`)}
 ),
 
 distinct_records as (
@@ -188,14 +203,19 @@ distinct_records as (
   qualify row_number() over (partition by record_id order by is_new) = 1
 ),
 
-latest as (
-  select * from distinct_records
-  qualify row_number() over (partition by ${keys} order by ${silver.latestFirst(contract)}) = 1
+ranked as (
+  select
+    *,
+    row_number() over (
+      partition by ${keys}
+      order by ${silver.latestFirst(contract)}
+    ) as version_rank,
+  from distinct_records
 ),
 
 final as (
-  select * except (is_new) from latest
-  where is_new
+  select * except (is_new, version_rank) from ranked
+  where version_rank = 1 and is_new
 )
 
 select * from final
