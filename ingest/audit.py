@@ -143,9 +143,7 @@ class BigQueryArrivalSink:
 
         if self._client is None:
             self._client = bigquery.Client()
-        payload = [
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()} for row in rows
-        ]
+        payload = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()} for row in rows]
         ids = [f"{r['bucket']}/{r['object_name']}#{r['generation']}" for r in rows]
         errors = self._client.insert_rows_json(self.table_id, payload, row_ids=ids)
         if errors:
@@ -163,6 +161,4 @@ def default_sink() -> ArrivalSink:
     project = os.environ.get("LAKEHOUSE_PROJECT")
     if project and os.environ.get("LAKEHOUSE_HOME"):
         return DuckDbArrivalSink(Path(os.environ["LAKEHOUSE_HOME"]), project)
-    raise ValueError(
-        "set FILE_ARRIVALS_TABLE (project.ops.file_arrivals) or LAKEHOUSE_HOME and LAKEHOUSE_PROJECT"
-    )
+    raise ValueError("set FILE_ARRIVALS_TABLE (project.ops.file_arrivals) or LAKEHOUSE_HOME and LAKEHOUSE_PROJECT")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,9 +55,7 @@ def _summary(ctx: UpContext, console: Console) -> None:
         table.add_row(f"dead-lettered: {reason}", f"{count:,}")
     table.add_row("objects created", f"{stats.objects_created:,}")
     table.add_row("file arrivals recorded", f"{stats.arrivals_recorded:,}")
-    table.add_row(
-        f"published to Pub/Sub ({ctx.services.pubsub_kind if ctx.services else '-'})", f"{stats.published:,}"
-    )
+    table.add_row(f"published to Pub/Sub ({ctx.services.pubsub_kind if ctx.services else '-'})", f"{stats.published:,}")
     table.add_row("raw table rows written", f"{stats.raw_rows:,}")
     table.add_row("Pub/Sub dead-lettered (not UTF-8)", f"{stats.pubsub_dead_lettered:,}")
     for name, seconds in stats.seconds.items():
@@ -97,9 +94,7 @@ _common = [
         show_default=True,
         help="Random seed: same seed and --as-of, same events.",
     ),
-    click.option(
-        "--source", "sources", multiple=True, metavar="NAME", help="Only these sources (repeatable)."
-    ),
+    click.option("--source", "sources", multiple=True, metavar="NAME", help="Only these sources (repeatable)."),
     click.option(
         "--fault-rate",
         "fault_rates",
@@ -114,9 +109,7 @@ _common = [
         show_default=True,
         help="Events per HTTP batch (one landing object per source and batch).",
     ),
-    click.option(
-        "--as-of", default=None, metavar="ISO-TIME", help="End of the event-time window (default: now)."
-    ),
+    click.option("--as-of", default=None, metavar="ISO-TIME", help="End of the event-time window (default: now)."),
     click.option(
         "--span-hours",
         type=click.FloatRange(0.01, 24 * 365),
@@ -124,12 +117,8 @@ _common = [
         show_default=True,
         help="Length of the event-time window before --as-of.",
     ),
-    click.option(
-        "--clean", is_flag=True, help="Empty the local landing/dead-letter buckets and raw tables first."
-    ),
-    click.option(
-        "--in-process-bus", is_flag=True, help="Use the in-process Pub/Sub bus even if the emulator exists."
-    ),
+    click.option("--clean", is_flag=True, help="Empty the local landing/dead-letter buckets and raw tables first."),
+    click.option("--in-process-bus", is_flag=True, help="Use the in-process Pub/Sub bus even if the emulator exists."),
 ]
 
 
@@ -139,9 +128,7 @@ def _with_common(function):
     return function
 
 
-def _options(
-    events, seed, sources, fault_rates, batch_size, as_of, span_hours, clean, in_process_bus, pubsub_share
-):
+def _options(events, seed, sources, fault_rates, batch_size, as_of, span_hours, clean, in_process_bus, pubsub_share):
     return Options(
         events=events,
         seed=seed,
@@ -231,9 +218,7 @@ def up_command(
         _schedule(settings, "generate", None, seed, in_process_bus)
 
 
-def _schedule(
-    settings: local.Settings, name: str, ticks: int | None, seed: int, in_process_bus: bool
-) -> None:
+def _schedule(settings: local.Settings, name: str, ticks: int | None, seed: int, in_process_bus: bool) -> None:
     from ingest.schedule import load_schedules, run_schedule
     from ingest.up import step_audit, step_drain, step_generate, step_land
 
@@ -242,9 +227,7 @@ def _schedule(
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     if name not in schedules:
-        raise click.ClickException(
-            f"no schedule {name!r} in config/schedules.yaml; known: {', '.join(schedules)}"
-        )
+        raise click.ClickException(f"no schedule {name!r} in config/schedules.yaml; known: {', '.join(schedules)}")
     schedule = schedules[name]
     console = Console(stderr=True)
     console.print(f"schedule {name}: {schedule.cron} (UTC), {schedule.events} events a tick; Ctrl-C stops")
@@ -271,17 +254,10 @@ def _schedule(
         prefer_emulator=not in_process_bus,
     )
 
-    def stop(*_):
-        raise KeyboardInterrupt
-
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, stop)
     try:
         run_steps(settings, options, [("scheduled generation", tick_steps)], console)
     except KeyboardInterrupt:
         console.print("stopped")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command("schedule")
@@ -293,9 +269,7 @@ def _schedule(
     help="Stop after this many ticks (default: run until Ctrl-C).",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Base seed; each tick adds its minute.")
-@click.option(
-    "--in-process-bus", is_flag=True, help="Use the in-process Pub/Sub bus even if the emulator exists."
-)
+@click.option("--in-process-bus", is_flag=True, help="Use the in-process Pub/Sub bus even if the emulator exists.")
 def schedule_command(name, ticks, seed, in_process_bus):
     """Run the generator on the shared cron schedule (config/schedules.yaml), as Cloud Scheduler does."""
     _schedule(_settings(), name, ticks, seed, in_process_bus)

@@ -194,11 +194,7 @@ def _parse_field(path: Path, index: int, raw: Any) -> Field:
             bounds[bound] = raw[bound]
     accepted = raw.get("accepted_values")
     if accepted is not None:
-        if (
-            not isinstance(accepted, list)
-            or not accepted
-            or not all(isinstance(value, str) for value in accepted)
-        ):
+        if not isinstance(accepted, list) or not accepted or not all(isinstance(value, str) for value in accepted):
             raise _fail(path, f"{where}.accepted_values", "must be a non-empty list of strings")
         accepted = tuple(accepted)
     description = raw.get("description", "")
@@ -283,9 +279,7 @@ def _parse_faults(path: Path, raw: Any, fields: dict[str, Field]) -> tuple[Fault
         elif target is not None:
             raise _fail(path, f"{where}.field", f"fault kind {kind} takes no field")
         if kind in ("negative", "zero") and fields[target].type not in NUMERIC_TYPES:
-            raise _fail(
-                path, f"{where}.field", f"{kind} needs a numeric field, {target} is {fields[target].type}"
-            )
+            raise _fail(path, f"{where}.field", f"{kind} needs a numeric field, {target} is {fields[target].type}")
         if kind == "wrong_format":
             template = item.get("format")
             if not isinstance(template, str):

@@ -107,8 +107,7 @@ def build_pools(
     networks = ["google_ads", "meta_ads", "microsoft_ads", "tiktok_ads"]
     network_picks = rng.choice(4, size=campaigns, p=[0.5, 0.3, 0.1, 0.1]).tolist()
     campaign_list = [
-        {"id": f"CMP-{number:03d}", "ad_network": networks[pick]}
-        for number, pick in enumerate(network_picks, start=1)
+        {"id": f"CMP-{number:03d}", "ad_network": networks[pick]} for number, pick in enumerate(network_picks, start=1)
     ]
     generic = ["/", "/cart", "/checkout", "/account", "/help/shipping"]
     generic += [f"/category/{word}" for word in words[:20]] + [f"/search?q={word}" for word in words[20:60]]
@@ -449,9 +448,7 @@ def generate_source(
             rows = np.flatnonzero(mask)
             counts[fault.name] = len(rows)
             if len(rows):
-                positions = np.concatenate(
-                    [np.arange(n, dtype=float), rows + rng.integers(1, 50, len(rows)) + 0.5]
-                )
+                positions = np.concatenate([np.arange(n, dtype=float), rows + rng.integers(1, 50, len(rows)) + 0.5])
                 order = np.argsort(positions, kind="stable").tolist()
                 source_rows = list(range(n)) + rows.tolist()
                 lines = [lines[source_rows[k]] for k in order]

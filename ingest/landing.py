@@ -144,9 +144,7 @@ def _error_text(error: Exception) -> str:
 _SOURCE_IN_TEXT = re.compile(rb'"source"\s*:\s*"([a-z][a-z0-9_]{0,62})"')
 
 
-def check_line(
-    line: bytes, declared_source: str | None, config: LandingConfig
-) -> tuple[str, str | None, str]:
+def check_line(line: bytes, declared_source: str | None, config: LandingConfig) -> tuple[str, str | None, str]:
     """Return (source, reason, detail) for one line: reason None means accepted into `source`.
 
     Structural checks only: size, UTF-8, JSON object, known `source` (matching the declared one).
@@ -200,11 +198,7 @@ def route(body: bytes, declared_source: str | None, config: LandingConfig) -> Ro
                 event = None
             if type(event) is dict:
                 source = event.get("source")
-                if (
-                    type(source) is str
-                    and source in sources
-                    and (declared_source is None or source == declared_source)
-                ):
+                if type(source) is str and source in sources and (declared_source is None or source == declared_source):
                     accepted.setdefault(source, []).append(line)
                     continue
         source, reason, detail = check_line(line, declared_source, config)
@@ -380,9 +374,7 @@ def handle_http(
     return 200, summary
 
 
-def handle_pubsub_push(
-    envelope: Any, config: LandingConfig, store: ObjectStore, now: datetime
-) -> LandingResult:
+def handle_pubsub_push(envelope: Any, config: LandingConfig, store: ObjectStore, now: datetime) -> LandingResult:
     """Land the message of a Pub/Sub push CloudEvent (`{"message": {...}, "subscription": ...}`).
 
     The partition comes from the message's publish time, so a redelivered message lands under the same

@@ -6,6 +6,8 @@ import contextlib
 import logging
 import secrets
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,9 +75,7 @@ class Services:
 
 
 @contextlib.contextmanager
-def local_services(
-    settings: Settings, *, with_pubsub: bool = True, prefer_emulator: bool = True
-) -> Iterator[Services]:
+def local_services(settings: Settings, *, with_pubsub: bool = True, prefer_emulator: bool = True) -> Iterator[Services]:
     """Start fake-gcs-server (and the Pub/Sub emulator, or the in-process bus) and stop them on exit.
 
     The environment points the real clients at them for the duration. Raises ServiceError when
@@ -84,6 +84,11 @@ def local_services(
     logs = settings.home / "logs"
     gcs = FakeGcs(paths.gcs_root(settings.home), logs)
     emulator = None
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM would end Python without running `finally`: turn it into KeyboardInterrupt so the
+        # services are stopped on the way out.
+        previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         gcs.start()
         bus: Any = None
@@ -122,6 +127,12 @@ def local_services(
         if emulator is not None:
             emulator.stop()
         gcs.stop()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @contextlib.contextmanager
@@ -164,9 +175,7 @@ class IngestStats:
             self.rejected[reason] = self.rejected.get(reason, 0) + count
 
 
-def post_batch(
-    client: Any, token: str, source: str, lines: list[bytes], batch_time: datetime
-) -> tuple[int, dict]:
+def post_batch(client: Any, token: str, source: str, lines: list[bytes], batch_time: datetime) -> tuple[int, dict]:
     """POST one batch to the landing function; returns (status, JSON answer)."""
     response = client.post(
         f"/?source={source}",
@@ -210,9 +219,7 @@ def land_generated(
             for index, chunk in enumerate(http_batches):
                 status, answer = post_batch(client, services.token, source, chunk, batch_time)
                 if status >= 500 or status in (401, 405):
-                    raise RuntimeError(
-                        f"landing function answered {status} for {source} batch {index}: {answer}"
-                    )
+                    raise RuntimeError(f"landing function answered {status} for {source} batch {index}: {answer}")
                 stats.http_batches += 1
                 stats.accepted += answer.get("accepted", 0)
                 stats.add_rejected(answer.get("rejected_by_reason", {}))

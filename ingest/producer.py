@@ -126,9 +126,7 @@ class HttpPoster:
         body = b"\n".join(lines)
         for attempt in range(len(self.delays) + 1):
             try:
-                response = self._session.post(
-                    f"{self.url}/?source={source}", data=body, headers=headers, timeout=60
-                )
+                response = self._session.post(f"{self.url}/?source={source}", data=body, headers=headers, timeout=60)
                 if response.status_code < 500:
                     return response.status_code, response.json()
                 problem = f"HTTP {response.status_code}"

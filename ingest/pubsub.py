@@ -289,9 +289,7 @@ def ensure_topology(bus: Bus, sources: Iterable[str]) -> None:
         bus.ensure_subscription(subscription_id(source), topic_id(source))
 
 
-def publish_events(
-    bus: Bus, source: str, lines: list[bytes], batch_time: datetime | None = None
-) -> list[str]:
+def publish_events(bus: Bus, source: str, lines: list[bytes], batch_time: datetime | None = None) -> list[str]:
     """Publish one message per event line to the source's topic; returns the message ids.
 
     Attributes carry the source (and the producer's batch time), never the payload: the line is
@@ -313,9 +311,7 @@ class DrainResult:
     pulls: int = 0
 
 
-def raw_rows(
-    bus_project: str, subscription: str, messages: list[Received]
-) -> tuple[list[dict], list[Received]]:
+def raw_rows(bus_project: str, subscription: str, messages: list[Received]) -> tuple[list[dict], list[Received]]:
     """Return (rows for the raw table, messages that cannot be written) for pulled messages.
 
     A row holds exactly what a BigQuery subscription with write_metadata writes; a message whose data

@@ -100,9 +100,7 @@ def _wait_http(url: str, process: ChildProcess, timeout: float) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             time.sleep(0.05)
     process.stop()
-    raise ServiceError(
-        f"{process.name} did not answer on {url} within {timeout:.0f} s; log {process.log_path}"
-    )
+    raise ServiceError(f"{process.name} did not answer on {url} within {timeout:.0f} s; log {process.log_path}")
 
 
 def fake_gcs_binary() -> Path:

@@ -139,8 +139,6 @@ class GcsStore:
 
         for name in names:
             try:
-                with_retries(
-                    lambda name=name: self.client.create_bucket(name), f"create bucket {name}", self.delays
-                )
+                with_retries(lambda name=name: self.client.create_bucket(name), f"create bucket {name}", self.delays)
             except Conflict:
                 pass

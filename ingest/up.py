@@ -154,9 +154,7 @@ def run_steps(
     if options.clean:
         local.clean(settings)
     started = time.perf_counter()
-    with local.local_services(
-        settings, with_pubsub=with_pubsub, prefer_emulator=options.prefer_emulator
-    ) as services:
+    with local.local_services(settings, with_pubsub=with_pubsub, prefer_emulator=options.prefer_emulator) as services:
         ctx.services = services
         ctx.stats.seconds["start_services"] = time.perf_counter() - started
         console.print(f"services up: fake-gcs-server {services.gcs.url}, Pub/Sub: {services.pubsub_kind}")
