@@ -78,6 +78,11 @@ class _Statement:
 
 
 @dataclass
+class _Failure:
+    error: Exception
+
+
+@dataclass
 class _If:
     branches: list[tuple[str, list]]  # (condition text, body); ELSE has condition ""
     position: str
@@ -118,14 +123,20 @@ class _ScriptParser:
         return self.tokens[j] if j < len(self.tokens) else None
 
     def parse(self) -> list:
-        nodes = self.block(stop=set())
-        if self.peek() is not None:
-            token = self.peek()
-            raise TranslationError(f"unexpected {token.text!r} at {_position(self.sql, token)}")
+        """Return the script's nodes; a construct that cannot be parsed ends the list as a _Failure,
+        so the statements before it are still reported first, in script order."""
+        nodes: list = []
+        try:
+            self.block(stop=set(), into=nodes)
+            if self.peek() is not None:
+                token = self.peek()
+                raise TranslationError(f"unexpected {token.text!r} at {_position(self.sql, token)}")
+        except (UnsupportedConstruct, TranslationError) as error:
+            nodes.append(_Failure(error))
         return nodes
 
-    def block(self, stop: set[str]) -> list:
-        nodes: list = []
+    def block(self, stop: set[str], into: list | None = None) -> list:
+        nodes: list = into if into is not None else []
         while True:
             while self.peek() is not None and self.peek().token_type == TokenType.SEMICOLON:
                 self.i += 1
@@ -138,7 +149,7 @@ class _ScriptParser:
             after = _word(self.peek(1)) if self.peek(1) is not None else ";"
             if word == "BEGIN" and after not in ("TRANSACTION", ";", ""):
                 self.i += 1
-                nodes.extend(self.block(stop={"END", "EXCEPTION"}))
+                self.block(stop={"END", "EXCEPTION"}, into=nodes)
                 end = self.peek()
                 if end is None:
                     raise TranslationError(f"BEGIN at {_position(self.sql, token)} has no END")
@@ -1316,8 +1327,13 @@ def _if(node: _If, ctx: _Context, guard: exp.Expression | None) -> list[str]:
 
 
 def _guarded(node, ctx: _Context, guard: exp.Expression) -> list[str]:
+    if isinstance(node, _Failure):
+        raise node.error
     if isinstance(node, _If):
         return _if(node, ctx, guard)
+    unsupported = _unsupported_statement(node.words)
+    if unsupported:
+        raise UnsupportedConstruct(*unsupported)
     first = node.words[0]
     if first == "SET":
         return _set(node, ctx, guard)
@@ -1398,6 +1414,8 @@ def _compile_script(sql: str, default_project: str) -> tuple:
     ctx = _Context(default_project=default_project)
     out: list = []
     for node in _ScriptParser(sql).parse():
+        if isinstance(node, _Failure):
+            raise node.error
         if isinstance(node, _If):
             out += _if(node, ctx, None)
         else:
@@ -1443,6 +1461,8 @@ def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str
 
     def visit(nodes: list) -> None:
         for node in nodes:
+            if isinstance(node, _Failure):
+                continue
             if isinstance(node, _If):
                 for condition, body in node.branches:
                     if condition:

@@ -473,6 +473,34 @@ def test_script_unsupported_names_construct_and_hint(sql, construct):
     assert construct in str(caught.value)
 
 
+def test_dataform_on_schema_change_reports_the_first_construct():
+    """Dataform's onSchemaChange script (CREATE PROCEDURE, then BEGIN CALL ... EXCEPTION): the first one is named."""
+    script = """CREATE OR REPLACE PROCEDURE `lakehouse-dev.ds.df_osc_x1`()
+OPTIONS(strict_mode=false)
+BEGIN
+DECLARE dataform_columns ARRAY<STRING>;
+IF ARRAY_LENGTH(dataform_columns) > 0 THEN
+  EXECUTE IMMEDIATE ("ALTER TABLE `lakehouse-dev.ds.t` " || "ADD COLUMN IF NOT EXISTS c STRING");
+END IF;
+END;
+
+BEGIN
+  CALL `lakehouse-dev.ds.df_osc_x1`();
+EXCEPTION WHEN ERROR THEN
+  DROP PROCEDURE IF EXISTS `lakehouse-dev.ds.df_osc_x1`;
+  RAISE;
+END;
+DROP PROCEDURE IF EXISTS `lakehouse-dev.ds.df_osc_x1`;"""
+    with pytest.raises(UnsupportedConstruct) as caught:
+        translate_script(script, default_project=PROJECT)
+    assert caught.value.construct == "CREATE PROCEDURE"
+    with pytest.raises(UnsupportedConstruct) as caught:
+        translate_script(
+            "DECLARE n INT64; IF n IS NULL THEN EXECUTE IMMEDIATE 'select 1'; END IF", default_project=PROJECT
+        )
+    assert caught.value.construct == "EXECUTE IMMEDIATE"
+
+
 def test_translation_error_names_position():
     with pytest.raises(TranslationError, match=r"line 2, column 1 .*WHERE"):
         translate_script("SELECT 1;\nSELECT * FROM WHERE", default_project=PROJECT)
