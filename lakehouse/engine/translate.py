@@ -1075,12 +1075,35 @@ def _struct_literal(pairs: list[tuple[str, str]]) -> str:
     return "{" + ", ".join(f"{_sql_string(k)}: {_sql_string(v)}" for k, v in pairs) + "}"
 
 
-def _local_pattern(uri: str, gcs_resolver: Callable[[str], str]) -> str:
-    """Return the local glob for a gs:// URI; BigQuery's '*' also matches '/' (objects are flat)."""
+def _local_patterns(uri: str, gcs_resolver: Callable[[str], str]) -> list[str]:
+    """Return the local globs for a gs:// URI: BigQuery's one '*' also matches '/' (object names are
+    flat), so 'gs://b/p/*.json' covers p/x/y.json too."""
     local = str(gcs_resolver(uri))
-    if local.endswith("/*"):
-        local = local[:-1] + "**/*"
-    return local
+    if "*" not in local:
+        return [local]
+    head, _, tail = local.partition("*")
+    if "/" in tail:
+        return [local]
+    if head.endswith("/"):
+        return [f"{head}**/*{tail}"]
+    return [f"{head}*{tail}", f"{head}*/**/*{tail}"]
+
+
+def _file_name_expression(uris: list[str], gcs_resolver: Callable[[str], str]) -> str:
+    """Return SQL mapping the local file path back to its gs:// URI (BigQuery's _FILE_NAME)."""
+    cases = []
+    for uri in dict.fromkeys(uris):
+        object_name = uri[len("gs://") :].split("/", 1)[1] if "/" in uri[len("gs://") :] else ""
+        resolved = str(gcs_resolver(uri))
+        if not object_name or not resolved.endswith(object_name):
+            continue
+        local_root = resolved[: len(resolved) - len(object_name)]
+        bucket_uri = uri[: len(uri) - len(object_name)]
+        cases.append(
+            f"WHEN starts_with({_FILE_COLUMN}, {_sql_string(local_root)}) "
+            f"THEN {_sql_string(bucket_uri)} || substr({_FILE_COLUMN}, {len(local_root) + 1})"
+        )
+    return f"CASE {' '.join(cases)} ELSE {_FILE_COLUMN} END" if cases else _FILE_COLUMN
 
 
 def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] | None) -> str:
@@ -1099,8 +1122,11 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
     for uri in uris:
         if not str(uri).startswith("gs://"):
             raise UnsupportedConstruct(f"external table URI {uri}", "only gs:// URIs are served locally")
-    patterns = [_local_pattern(str(uri), gcs_resolver) for uri in uris]
-    any_file = any(glob.glob(p, recursive=True) for p in patterns)
+    # DuckDB fails on a pattern that matches nothing: keep the ones with files now (each run of the
+    # operation re-creates the view, so later files under a new pattern are picked up then).
+    candidates = [p for uri in uris for p in _local_patterns(str(uri), gcs_resolver)]
+    patterns = [p for p in dict.fromkeys(candidates) if glob.glob(p, recursive=True)]
+    any_file = bool(patterns)
     partition_types = list(table.partition_columns or ())
     prefix = str(options.get("hive_partition_uri_prefix", ""))
     for key, kind in re.findall(r"\{(\w+):(\w+)\}", prefix):
@@ -1110,7 +1136,7 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
     if table.if_not_exists:
         create = "CREATE VIEW IF NOT EXISTS"
     if not any_file:
-        log.info("external table %s: no local file matches %s yet; the view is empty", table.target, patterns)
+        log.info("external table %s: no local file matches %s yet; the view is empty", table.target, candidates)
         columns = [*table.columns, *partition_types, (FILE_NAME_COLUMN, "VARCHAR")]
         select = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in columns)
         return f"{create} {table.target} AS SELECT {select} WHERE false"
@@ -1150,19 +1176,7 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
     if partition_types:
         args.append(f"hive_types={_struct_literal(partition_types)}")
     # _FILE_NAME is the gs:// URI, as in BigQuery: map the local bucket directory back.
-    first_uri = str(uris[0])
-    object_name = first_uri[len("gs://") :].split("/", 1)[1] if "/" in first_uri[5:] else ""
-    resolved = str(gcs_resolver(first_uri))
-    bucket_uri = first_uri[: len(first_uri) - len(object_name)]
-    if object_name and resolved.endswith(object_name):
-        local_root = resolved[: len(resolved) - len(object_name)]
-        file_name = (
-            f"CASE WHEN starts_with({_FILE_COLUMN}, {_sql_string(local_root)}) "
-            f"THEN {_sql_string(bucket_uri)} || substr({_FILE_COLUMN}, {len(local_root) + 1}) "
-            f"ELSE {_FILE_COLUMN} END"
-        )
-    else:
-        file_name = _FILE_COLUMN
+    file_name = _file_name_expression([str(u) for u in uris], gcs_resolver)
     return (
         f'{create} {table.target} AS SELECT * EXCLUDE ({_FILE_COLUMN}), {file_name} AS "{FILE_NAME_COLUMN}" '
         f"FROM {reader}({', '.join(args)})"

@@ -860,6 +860,26 @@ def test_ext_partition_types_auto_and_custom(con, gcs):
     assert [c[0] for c in con.execute(f'DESCRIBE "{PROJECT}".ds.flat').fetchall()] == ["line", "_FILE_NAME"]
 
 
+def test_ext_several_uris_wildcards_and_missing_locations(con, gcs):
+    (gcs.root / "landing" / "pre" / "data-2").mkdir(parents=True)
+    (gcs.root / "landing" / "pre" / "data-1.csv").write_text("a\n")
+    (gcs.root / "landing" / "pre" / "data-2" / "x.csv").write_text("b\n")
+    (gcs.root / "landing" / "pre" / "other.csv").write_text("not matched\n")
+    (gcs.root / "second").mkdir(parents=True)
+    (gcs.root / "second" / "c.csv").write_text("c\n")
+    run(
+        con,
+        "CREATE OR REPLACE EXTERNAL TABLE ds.multi (line STRING) OPTIONS(format='CSV', field_delimiter='\\x01', "
+        "quote='', uris=['gs://landing/pre/data-*', 'gs://nothing/here/*', 'gs://second/*.csv'])",
+        resolver=gcs,
+    )
+    assert run(con, "select line, _FILE_NAME from ds.multi order by line") == [
+        ("a", "gs://landing/pre/data-1.csv"),
+        ("b", "gs://landing/pre/data-2/x.csv"),
+        ("c", "gs://second/c.csv"),
+    ]
+
+
 def test_ext_needs_a_resolver():
     with pytest.raises(UnsupportedConstruct) as caught:
         translate_script(RAW_LINES, default_project=PROJECT)
