@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import zlib
@@ -38,6 +39,8 @@ class Pools:
     pages: list[tuple[str, int]]
     customer_weights: np.ndarray
     product_weights: np.ndarray
+    # Pre-encoded `,"field":value` cells per (field, kind), filled on first use.
+    cells: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass
@@ -232,24 +235,30 @@ class _Builder:
             picks = rng.choice(len(values), size=n, p=weights / weights.sum())
             return _cells(field, values)[picks]
         entity, attribute = kind.split(".")
-        if entity == "customer":
-            return _cells(field, (c[attribute] for c in pools.customers))[self.entity("customer")]
-        if entity == "product":
-            return _cells(field, (p[attribute] for p in pools.products))[self.entity("product")]
-        if entity == "campaign":
-            return _cells(field, (c[attribute] for c in pools.campaigns))[self.entity("campaign")]
-        if entity == "warehouse":
-            return _cells(field, pools.warehouses)[self.entity("warehouse")]
-        if entity == "session":
-            if attribute == "id":
-                values = [f"SESS-{number:06d}" for number in range(1, len(pools.sessions) + 1)]
-            else:
-                values = [pools.customers[owner]["id"] if owner >= 0 else None for owner in pools.sessions]
-            return _cells(field, values)[self.entity("session")]
-        if attribute == "url":
-            return _cells(field, (url for url, _ in pools.pages))[self.entity("page")]
-        products = [pools.products[index]["id"] if index >= 0 else None for _, index in pools.pages]
-        return _cells(field, products)[self.entity("page")]
+        key = (field, kind)
+        cells = pools.cells.get(key)
+        if cells is None:
+            cells = pools.cells[key] = _cells(field, _entity_values(pools, entity, attribute))
+        return cells[self.entity(entity)]
+
+
+def _entity_values(pools: Pools, entity: str, attribute: str) -> list:
+    """Return the value of `attribute` for every entity in the pool, in pool order."""
+    if entity == "customer":
+        return [c[attribute] for c in pools.customers]
+    if entity == "product":
+        return [p[attribute] for p in pools.products]
+    if entity == "campaign":
+        return [c[attribute] for c in pools.campaigns]
+    if entity == "warehouse":
+        return list(pools.warehouses)
+    if entity == "session":
+        if attribute == "id":
+            return [f"SESS-{number:06d}" for number in range(1, len(pools.sessions) + 1)]
+        return [pools.customers[owner]["id"] if owner >= 0 else None for owner in pools.sessions]
+    if attribute == "url":
+        return [url for url, _ in pools.pages]
+    return [pools.products[index]["id"] if index >= 0 else None for _, index in pools.pages]
 
 
 def _value_of(cell: str) -> str:
@@ -412,7 +421,8 @@ def generate_source(
             ),
         )
     )
-    lines = [line.encode() for line in text]
+    # One encode and one split in C instead of a call per line (no line holds a newline yet).
+    lines = "\n".join(text).encode().split(b"\n")
 
     for fault in replacing:
         rows = np.flatnonzero(replacing_masks[fault.name]).tolist()
