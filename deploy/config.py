@@ -13,8 +13,8 @@ from croniter import croniter
 
 from deploy import naming
 
-COMPONENTS = ("landing", "generator", "trigger", "dataform", "scheduler", "pubsub_writer")
-FUNCTIONS = ("landing", "generator", "trigger")
+COMPONENTS = ("landing", "generator", "audit", "trigger", "dataform", "scheduler", "pubsub_writer")
+FUNCTIONS = ("landing", "generator", "audit", "trigger")
 DATASETS = ("bronze", "silver", "gold", "assertions", "ops")
 BUCKETS = ("landing", "dead_letter", "lake", "functions_source")
 DEFAULT_GENERATOR_CRON = "*/2 * * * *"
@@ -22,6 +22,7 @@ DEFAULT_GENERATOR_CRON = "*/2 * * * *"
 DEFAULT_ENTRY_POINTS = {
     "landing": "ingest.main:land_http",
     "generator": "ingest.main:generate_http",
+    "audit": "ingest.main:on_object_finalized",
     "trigger": "deploy.function:workflow_trigger",
 }
 # Release-config vars deploy sets itself, from the resources they name.
@@ -101,7 +102,7 @@ class EnvConfig:
     min_backoff_s: int = 10
     max_backoff_s: int = 600
     trigger_timeout_s: int = 3000
-    extra: dict[str, Any] = field(default_factory=dict)
+    generator_tick: dict[str, Any] = field(default_factory=lambda: {"events": 10})
 
     def service_account_email(self, component: str) -> str:
         """Return the e-mail of the service account of `component` (one of COMPONENTS)."""
@@ -282,6 +283,17 @@ def _shared_generator_cron(shared: dict) -> str | None:
     return None
 
 
+def _shared_generator_tick(shared: dict) -> dict[str, Any]:
+    """Return the body of a generator tick (events, batch_size, pubsub_share) from the shared file."""
+    for key in ("generator", "generate"):
+        entry = shared.get(key) or (shared.get("schedules") or {}).get(key)
+        if isinstance(entry, dict):
+            tick = {k: entry[k] for k in ("events", "batch_size", "pubsub_share") if k in entry}
+            if tick:
+                return tick
+    return {"events": 10}
+
+
 def _shared_workflows(shared: dict) -> Any:
     for key in ("workflows", "dataform"):
         entry = shared.get(key) or (shared.get("schedules") or {}).get(key)
@@ -418,7 +430,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
         functions[name] = FunctionSettings(
             entry_point=entry or "",
             memory=memory or "512Mi",
-            timeout_s=r.integer(f"functions.{name}.timeout_s", 540 if name != "trigger" else 3600, 1, 3600),
+            timeout_s=r.integer(f"functions.{name}.timeout_s", {"trigger": 3600, "audit": 60}.get(name, 540), 1, 3600),
             max_instances=r.integer(f"functions.{name}.max_instances", 3, 1, 1000),
         )
 
@@ -437,6 +449,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
         service_accounts=accounts,
         dataform=dataform,
         generator_cron=generator_cron or DEFAULT_GENERATOR_CRON,
+        generator_tick=_shared_generator_tick(shared),
         workflows=workflows,
         functions=functions,
         max_delivery_attempts=r.integer("pubsub.max_delivery_attempts", 5, 5, 100),

@@ -708,6 +708,20 @@ def build_function(resource: Resource, spec: dict) -> functions_v2.Function:
             all_traffic_on_latest_revision=True,
         ),
         labels=spec["labels"],
+        event_trigger=build_event_trigger(spec["event_trigger"]) if "event_trigger" in spec else None,
+    )
+
+
+def build_event_trigger(trigger: dict) -> functions_v2.EventTrigger:
+    """Return the Eventarc trigger: one event type on one bucket, delivered as a service account."""
+    return functions_v2.EventTrigger(
+        event_type=trigger["event_type"],
+        event_filters=[functions_v2.EventFilter(attribute="bucket", value=trigger["bucket"])],
+        trigger_region=trigger["trigger_region"],
+        service_account_email=trigger["service_account_email"],
+        retry_policy=functions_v2.EventTrigger.RetryPolicy.RETRY_POLICY_RETRY
+        if trigger["retry"]
+        else functions_v2.EventTrigger.RetryPolicy.RETRY_POLICY_DO_NOT_RETRY,
     )
 
 
@@ -715,23 +729,29 @@ def observe_function(function: functions_v2.Function) -> Observed:
     """Return the desired-spec view of a function; its output is the HTTPS URL."""
     source = function.build_config.source.storage_source
     service = function.service_config
-    return Observed(
-        {
-            "runtime": function.build_config.runtime,
-            "entry_point": function.build_config.entry_point,
-            "source": f"gs://{source.bucket}/{source.object_}",
-            "service_account_email": service.service_account_email,
-            "memory": service.available_memory,
-            "timeout_s": service.timeout_seconds,
-            "max_instances": service.max_instance_count,
-            "environment_variables": {
-                k: v for k, v in sorted(service.environment_variables.items()) if k not in PLATFORM_ENV_VARS
-            },
-            "labels": dict(function.labels),
+    seen = {
+        "runtime": function.build_config.runtime,
+        "entry_point": function.build_config.entry_point,
+        "source": f"gs://{source.bucket}/{source.object_}",
+        "service_account_email": service.service_account_email,
+        "memory": service.available_memory,
+        "timeout_s": service.timeout_seconds,
+        "max_instances": service.max_instance_count,
+        "environment_variables": {
+            k: v for k, v in sorted(service.environment_variables.items()) if k not in PLATFORM_ENV_VARS
         },
-        {"url": service.uri or function.url},
-        managed=_labelled(function.labels),
-    )
+        "labels": dict(function.labels),
+    }
+    if "event_trigger" in function:
+        trigger = function.event_trigger
+        seen["event_trigger"] = {
+            "event_type": trigger.event_type,
+            "bucket": next((f.value for f in trigger.event_filters if f.attribute == "bucket"), None),
+            "trigger_region": trigger.trigger_region,
+            "service_account_email": trigger.service_account_email,
+            "retry": trigger.retry_policy == functions_v2.EventTrigger.RetryPolicy.RETRY_POLICY_RETRY,
+        }
+    return Observed(seen, {"url": service.uri or function.url}, managed=_labelled(function.labels))
 
 
 class FunctionHandler(Handler):
@@ -745,6 +765,7 @@ class FunctionHandler(Handler):
         "timeout_s": "service_config.timeout_seconds",
         "max_instances": "service_config.max_instance_count",
         "environment_variables": "service_config.environment_variables",
+        "event_trigger": "event_trigger",
         "labels": "labels",
     }
 

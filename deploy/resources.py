@@ -29,6 +29,7 @@ RAW_TABLE_SCHEMA = (
 )
 # One row per action per trigger run, on GCP and locally.
 ACTION_RUNS_TABLE = "workflow_action_runs"
+FILE_ARRIVALS_TABLE = "file_arrivals"
 ACTION_RUNS_SCHEMA = (
     ("run_id", "STRING", "REQUIRED"),
     ("started_at", "TIMESTAMP", "REQUIRED"),
@@ -134,6 +135,13 @@ def discover_sources(project_dir: Path) -> list[str]:
     return sources
 
 
+def file_arrival_columns() -> list[tuple[str, str, str]]:
+    """Return (name, BigQuery type, mode) of ops.file_arrivals, as ingest.audit defines them."""
+    from ingest.audit import COLUMNS
+
+    return [(name, kind, "NULLABLE") for name, kind, _ in COLUMNS]
+
+
 def derived_vars(env: EnvConfig) -> dict[str, str]:
     """Return the release-config vars that name deployed resources (includes/params.js reads them)."""
     return {
@@ -179,6 +187,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     project_number = env.project_number or ref("project:" + p, "number")
     pubsub_agent = f"serviceAccount:service-{project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
     dataform_agent = f"serviceAccount:service-{project_number}@gcp-sa-dataform.iam.gserviceaccount.com"
+    storage_agent = f"serviceAccount:service-{project_number}@gs-project-accounts.iam.gserviceaccount.com"
     out: list[Resource] = []
     problems: list[str] = []
 
@@ -191,6 +200,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     components = {
         "landing": "Landing function: writes accepted events to the landing bucket, rejects to dead-letter.",
         "generator": "Generator function: publishes synthetic events and posts batches to landing.",
+        "audit": "Audit function: records every finalized landing object in ops.file_arrivals.",
         "trigger": "Workflow trigger function: compiles and invokes Dataform, reports assertions.",
         "dataform": "Dataform workflow executor: builds bronze, silver, gold and assertions.",
         "scheduler": "Cloud Scheduler caller: invokes the generator and trigger with OIDC tokens.",
@@ -207,6 +217,10 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     sa_dataform = f"projects/{p}/serviceAccounts/{env.service_account_email('dataform')}"
     sa_writer = f"projects/{p}/serviceAccounts/{env.service_account_email('pubsub_writer')}"
     out += [
+        # Eventarc: the audit function's trigger receives events as the audit account, and Cloud Storage
+        # publishes them through its own service agent.
+        _binding("project", f"projects/{p}", "roles/eventarc.eventReceiver", _sa(env, "audit")),
+        _binding("project", f"projects/{p}", "roles/pubsub.publisher", storage_agent),
         _binding("project", f"projects/{p}", "roles/bigquery.jobUser", _sa(env, "dataform")),
         _binding("project", f"projects/{p}", "roles/bigquery.jobUser", _sa(env, "trigger")),
         _binding("service_account", sa_writer, "roles/iam.serviceAccountTokenCreator", pubsub_agent),
@@ -267,6 +281,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         _binding("dataset", ds["gold"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["assertions"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["ops"], "roles/bigquery.dataEditor", _sa(env, "trigger")),
+        _binding("dataset", ds["ops"], "roles/bigquery.dataEditor", _sa(env, "audit")),
     ]
     for source in sources:
         out.append(Resource("table", f"{ds['bronze']}.{source}_raw", {
@@ -275,6 +290,12 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
             "description": f"Messages of topic {env.prefix}-{source}, written by its BigQuery subscription.",
             "labels": labels(env, "bronze"),
         }, data=True))  # fmt: skip
+    out.append(Resource("table", f"{ds['ops']}.{FILE_ARRIVALS_TABLE}", {
+        "schema": _schema(file_arrival_columns()),
+        "partition_field": "arrived_at",
+        "description": "Every object finalized in the landing bucket (written by the audit function).",
+        "labels": labels(env, "ops"),
+    }, data=True))  # fmt: skip
     out.append(Resource("table", f"{ds['ops']}.{ACTION_RUNS_TABLE}", {
         "schema": _schema(ACTION_RUNS_SCHEMA),
         "partition_field": "started_at",
@@ -368,6 +389,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         "generator": {
             "LAKEHOUSE_TOPIC_PREFIX": f"projects/{p}/topics/{env.prefix}-",
         },
+        "audit": {"FILE_ARRIVALS_TABLE": f"{ds['ops']}.{FILE_ARRIVALS_TABLE}"},
         "trigger": {
             "LAKEHOUSE_DATAFORM_REPOSITORY": repo,
             "LAKEHOUSE_RELEASE_CONFIG": release,
@@ -377,7 +399,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
             "LAKEHOUSE_TRIGGER_TIMEOUT_S": str(env.trigger_timeout_s),
         },
     }
-    for name in ("landing", "generator", "trigger"):
+    for name in ("landing", "generator", "audit", "trigger"):
         settings = env.functions[name]
         function_id = check("function", f"{env.prefix}-{name}", naming.function_problem)
         functions[name] = f"projects/{p}/locations/{region}/functions/{function_id}"
@@ -395,12 +417,22 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
             "environment_variables": dict(sorted(variables.items())),
             "labels": labels(env, name),
         }))  # fmt: skip
+        if name == "audit":
+            out[-1].spec["event_trigger"] = {
+                "event_type": "google.cloud.storage.object.v1.finalized",
+                "bucket": landing,
+                "trigger_region": location.lower(),  # a storage trigger lives where its bucket is
+                "service_account_email": env.service_account_email("audit"),
+                "retry": True,
+            }
         service = f"projects/{p}/locations/{region}/services/{function_id}"
-        callers = {"landing": ["generator"], "generator": ["scheduler"], "trigger": ["scheduler"]}[name]
+        callers = {"landing": ["generator"], "generator": ["scheduler"], "audit": ["audit"], "trigger": ["scheduler"]}[
+            name
+        ]
         for caller in callers:
             out.append(_binding("run_service", service, "roles/run.invoker", _sa(env, caller)))
 
-    jobs = [("generator", env.generator_cron, {"events": 10}, functions["generator"])]
+    jobs = [("generator", env.generator_cron, dict(env.generator_tick), functions["generator"])]
     for workflow in env.workflows:
         body = {
             "tags": list(workflow.tags),

@@ -21,7 +21,7 @@ def project_dir(tmp_path: Path, monkeypatch) -> Path:
         (contracts / f"{name}.json").write_text(json.dumps({"name": name, "fields": []}))
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     for module, functions in (("deploy/function.py", ["workflow_trigger"]),
-                              ("ingest/main.py", ["land_http", "generate_http"])):  # fmt: skip
+                              ("ingest/main.py", ["land_http", "generate_http", "on_object_finalized"])):  # fmt: skip
         path = root / module
         path.parent.mkdir(exist_ok=True)
         path.write_text('"""stand-in"""\n' + "".join(f"\n\ndef {f}(request):\n    return ''\n" for f in functions))

@@ -45,7 +45,7 @@ def test_plan_without_clients_lists_everything_as_create(setup, project_dir):
     env, resources = setup()
     plan = make_plan(env, ["orders", "page_views"], resources, project_dir, why_not_read="no credentials")
     assert plan.state_read is False
-    assert plan.count("create") == len(resources) == 63
+    assert plan.count("create") == len(resources) == 70
     text = render(plan)
     assert "Current state NOT read: no credentials. Showing the full desired state" in text
     assert (
@@ -220,7 +220,7 @@ def test_destroy_keeps_data_and_foreign_resources(setup, cloud, project_dir):
     kept = sorted(o.resource.name for o in report.outcomes if o.result == "kept")
     assert kept == sorted(r.name for r in resources if r.data)
     assert sorted(cloud.buckets) == ["lh-test-dead-letter", "lh-test-lake", "lh-test-landing"]
-    assert len(cloud.datasets) == 5 and len(cloud.tables) == 3
+    assert len(cloud.datasets) == 5 and len(cloud.tables) == 4
     assert sorted(cloud.store) == [foreign_topic]
     assert all(not p.bindings for p in cloud.policies.values())
 

@@ -31,7 +31,7 @@ def test_plan_offline_prints_the_full_desired_state_fast(write_env, project_dir)
     assert "+ create    bucket               lh-test-landing [holds data]" in lines
     job = "projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-generator"
     assert f"+ create    scheduler_job        {job}" in lines
-    assert "Plan: 63 to create, 0 to update, 0 unchanged, 0 blocked (63 resources). Nothing was changed." in lines
+    assert "Plan: 70 to create, 0 to update, 0 unchanged, 0 blocked (70 resources). Nothing was changed." in lines
 
 
 def test_plan_of_the_sample_config_as_a_user_runs_it():

@@ -210,3 +210,31 @@ def test_archive_is_reproducible_and_has_entry_points(project_dir):
     assert not any(line.startswith("duckdb") for line in requirements)
     (project_dir / "deploy" / "function.py").write_text('"""changed"""\n')
     assert build_archive(project_dir, entry_points)[0] != sha
+
+
+def test_audit_function_is_triggered_by_landing_finalize_events(state):
+    function = h.build_function(*state("function", "functions/lh-test-audit"))
+    trigger = function.event_trigger
+    assert trigger.event_type == "google.cloud.storage.object.v1.finalized"
+    assert [(f.attribute, f.value) for f in trigger.event_filters] == [("bucket", "lh-test-landing")]
+    assert trigger.trigger_region == "us"
+    assert trigger.service_account_email == "lh-dev-audit@lakehouse-test-1.iam.gserviceaccount.com"
+    assert trigger.retry_policy == functions_v2.EventTrigger.RetryPolicy.RETRY_POLICY_RETRY
+    assert function.build_config.entry_point == "on_object_finalized"
+    assert function.service_config.environment_variables["FILE_ARRIVALS_TABLE"] == (
+        "lakehouse-test-1.ops.file_arrivals"
+    )
+    assert (
+        h.observe_function(function).spec["event_trigger"]
+        == state("function", "functions/lh-test-audit")[1]["event_trigger"]
+    )
+    landing = h.build_function(*state("function", "functions/lh-test-landing"))
+    assert "event_trigger" not in landing
+
+
+def test_file_arrivals_table_has_the_audit_columns(state):
+    from ingest.audit import COLUMNS
+
+    table = h.build_table(*state("table", "ops.file_arrivals"))
+    assert [(f.name, f.field_type) for f in table.schema] == [(name, kind) for name, kind, _ in COLUMNS]
+    assert table.time_partitioning.field == "arrived_at"

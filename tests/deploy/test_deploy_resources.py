@@ -37,6 +37,11 @@ ALLOWED = {
         ("connection", "roles/bigquery.connectionUser"),
     },
     "scheduler": {("run_service", "roles/run.invoker")},
+    "audit": {
+        ("project", "roles/eventarc.eventReceiver"),
+        ("dataset", "roles/bigquery.dataEditor"),
+        ("run_service", "roles/run.invoker"),
+    },
     "pubsub-writer": {("dataset", "roles/bigquery.dataEditor")},
 }
 
@@ -54,10 +59,10 @@ def resources(env, project_dir):
 def test_counts_per_kind(resources):
     counts = collections.Counter(r.kind for r in resources)
     assert counts == {
-        "service_account": 6,
+        "service_account": 7,
         "bucket": 4,
         "dataset": 5,
-        "table": 3,
+        "table": 4,
         "connection": 1,
         "topic": 3,
         "subscription": 3,
@@ -65,9 +70,9 @@ def test_counts_per_kind(resources):
         "release_config": 1,
         "workflow_config": 1,
         "source_archive": 1,
-        "function": 3,
+        "function": 4,
         "scheduler_job": 2,
-        "iam_binding": 29,
+        "iam_binding": 33,
     }
     assert len({r.key for r in resources}) == len(resources)
 
@@ -136,7 +141,7 @@ def test_least_privilege(resources, env):
     """No primitive role, nobody public, one service account per component, each within its table."""
     bindings = iam_bindings(resources)
     emails = {env.service_account_email(c): c.replace("_", "-") for c in env.service_accounts}
-    assert len(set(emails)) == 6
+    assert len(set(emails)) == 7
     granted = collections.defaultdict(set)
     for binding in bindings:
         spec = binding.spec
@@ -148,15 +153,27 @@ def test_least_privilege(resources, env):
             granted[emails[member]].add((spec["scope"], spec["role"]))
         else:  # Google's own service agents, and the BigLake connection's account
             assert (
-                member.endswith(("@gcp-sa-pubsub.iam.gserviceaccount.com", "@gcp-sa-dataform.iam.gserviceaccount.com"))
+                member.endswith(
+                    (
+                        "@gcp-sa-pubsub.iam.gserviceaccount.com",
+                        "@gs-project-accounts.iam.gserviceaccount.com",
+                        "@gcp-sa-dataform.iam.gserviceaccount.com",
+                    )
+                )
                 or "connection:" in member
             ), member
     for component, grants in granted.items():
         assert grants <= ALLOWED[component], (component, grants - ALLOWED[component])
     project_roles = {b.spec["role"] for b in bindings if b.spec["scope"] == "project"}
-    assert project_roles == {"roles/bigquery.jobUser"}
+    assert project_roles == {"roles/bigquery.jobUser", "roles/eventarc.eventReceiver", "roles/pubsub.publisher"}
+    # The only project-wide publisher is Cloud Storage's own agent (for the audit function's events).
+    assert [
+        b.spec["member"]
+        for b in bindings
+        if b.spec["role"] == "roles/pubsub.publisher" and b.spec["scope"] == "project"
+    ] == ["serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com"]
     functions = [r for r in resources if r.kind == "function"]
-    assert len({f.spec["service_account_email"] for f in functions}) == 3
+    assert len({f.spec["service_account_email"] for f in functions}) == 4
 
 
 def test_least_privilege_test_catches_a_primitive_role(resources):
