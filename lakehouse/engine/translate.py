@@ -18,6 +18,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.bigquery import BigQuery
 from sqlglot.errors import ErrorLevel, ParseError, TokenError, UnsupportedError
+from sqlglot.time import format_time
 from sqlglot.tokens import Token, TokenType
 
 from lakehouse.engine.functions import register_functions
@@ -659,6 +660,19 @@ def _timestamp_diff_whole_units(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _cast_to_string_with_format(node: exp.Cast, fmt: exp.Expression) -> exp.Expression:
+    """CAST(date_or_timestamp AS STRING FORMAT 'YYYY-MM-DD HH24:MI') -> strftime (UTC for TIMESTAMP)."""
+    if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+        raise UnsupportedConstruct("CAST ... AS STRING FORMAT <expression>", "use a literal format string")
+    converted = format_time(fmt.this, BigQuery.FORMAT_MAPPING, BigQuery.FORMAT_TRIE)
+    if re.search(r"[0-9]|\b(?:S|B|FM|TZH|TZM|AM|PM)\b", converted or ""):
+        raise UnsupportedConstruct(
+            f"CAST ... AS STRING FORMAT '{fmt.this}'", "use FORMAT_DATE/FORMAT_TIMESTAMP with % elements"
+        )
+    call = _call("strftime", node.this.copy(), exp.Literal.string(converted))
+    return _call("TRY", call) if isinstance(node, exp.TryCast) or node.args.get("safe") else call
+
+
 def _cast_semantics(tree: exp.Expression) -> exp.Expression:
     """CAST/SAFE_CAST follow BigQuery's conversion rules (macros in functions.MACROS).
 
@@ -669,6 +683,11 @@ def _cast_semantics(tree: exp.Expression) -> exp.Expression:
     for dtype in list(tree.find_all(exp.DataType)):
         dtype.replace(_numeric_type(dtype))
     for node in list(tree.find_all(exp.Cast)):
+        fmt = node.args.get("format")
+        if fmt is not None:
+            if node.to.this in (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR):
+                node.replace(_cast_to_string_with_format(node, fmt))
+            continue  # other targets: sqlglot already maps the format to strptime
         to = node.to.this
         safe = isinstance(node, exp.TryCast) or bool(node.args.get("safe"))
         value = node.this

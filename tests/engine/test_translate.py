@@ -234,6 +234,13 @@ TRAPS = [
         [("y", "x", 5)],
     ),
     (
+        "trap-cast-string-format",
+        "SELECT CAST(DATE '2024-01-02' AS STRING FORMAT 'YYYY/MM/DD'), "
+        "CAST(TIMESTAMP '2024-01-02 03:04:05+00' AS STRING FORMAT 'YYYY-MM-DD HH24:MI:SS'), "
+        "CAST('20240102' AS DATE FORMAT 'YYYYMMDD')",
+        [("2024/01/02", "2024-01-02 03:04:05", dt.date(2024, 1, 2))],
+    ),
+    (
         "trap-format-timestamp-zone",
         "SELECT FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%S %Z', TIMESTAMP '2024-01-02 03:04:05+02'), "
         "FORMAT_TIMESTAMP('%H:%M', TIMESTAMP '2024-01-02 03:04:05', 'America/New_York'), "
