@@ -49,9 +49,7 @@ class Report:
             return (
                 f"All {total} assertions passed."
                 if self.counts().get("passed") == total
-                else (
-                    f"No assertion failed; {total - self.counts().get('passed', 0)} of {total} did not run."
-                )
+                else (f"No assertion failed; {total - self.counts().get('passed', 0)} of {total} did not run.")
             )
         return f"{errors} error and {warnings} warning assertion(s) failed, of {total}."
 

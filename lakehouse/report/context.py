@@ -111,9 +111,7 @@ def _project_of(graph: Graph | None, runs: list[Run], home_dir: Path) -> str | N
 
 
 @contextlib.contextmanager
-def open_context(
-    project_dir: Path | str, home_dir: Path | None = None, run_id: str | None = None
-) -> Iterator[Context]:
+def open_context(project_dir: Path | str, home_dir: Path | None = None, run_id: str | None = None) -> Iterator[Context]:
     """Yield the Context of the run `run_id` (latest when None); closes the warehouse on exit.
 
     Raises ReportInputError when there is no run to report on, WarehouseBusy when the warehouse is locked.
@@ -129,9 +127,7 @@ def open_context(
         notes.append(why)
     try:
         if con is None:
-            notes.append(
-                f"the local warehouse under {home_dir} is empty: no table, view or sample can be read"
-            )
+            notes.append(f"the local warehouse under {home_dir} is empty: no table, view or sample can be read")
         project = _project_of(graph, [], home_dir)
         runs = all_runs(home_dir, con, project)
         if project is None:

@@ -111,9 +111,7 @@ def daily_revenue(ctx: Context, tables: list[str]) -> Chart:
     """Return revenue per day from the daily sales (or daily product summary) gold table."""
     table = _pick(tables, "daily_sales", "daily_product_summary", "daily_revenue", "daily")
     if table is None:
-        return Chart(
-            empty_reason="no daily gold table (daily_sales / daily_product_summary) in the warehouse"
-        )
+        return Chart(empty_reason="no daily gold table (daily_sales / daily_product_summary) in the warehouse")
     columns = _columns(ctx, table)
     day = _first(columns, _is_time, "date", "day", "ts", "")
     revenue = _revenue_column(columns)
@@ -164,12 +162,8 @@ def funnel(ctx: Context, tables: list[str]) -> Chart:
     stage = next((name for name, kind in columns if kind == "VARCHAR" and "stage" in name.lower()), None)
     counts = [name for name, kind in columns if _is_numeric(kind) and not _RATE.search(name)]
     if stage and counts:
-        _, rows = ctx.query(
-            f'SELECT "{stage}", sum("{counts[0]}") FROM {quoted(table)} GROUP BY 1 ORDER BY 2 DESC, 1'
-        )
-        return Chart(
-            [str(s) for s, _ in rows], [float(v or 0) for _, v in rows], f"{table}: {counts[0]} by {stage}"
-        )
+        _, rows = ctx.query(f'SELECT "{stage}", sum("{counts[0]}") FROM {quoted(table)} GROUP BY 1 ORDER BY 2 DESC, 1')
+        return Chart([str(s) for s, _ in rows], [float(v or 0) for _, v in rows], f"{table}: {counts[0]} by {stage}")
     if not counts:
         return Chart(source=table, empty_reason=f"{table} has no count column per stage")
     sums = ", ".join(f'sum("{c}")' for c in counts)

@@ -87,9 +87,7 @@ def sample_rows(ctx: Context, name: str, limit: int = SAMPLE_ROWS) -> Sample:
         return Sample(note=f"no sample: the view {name} cannot be read ({first})")
     note = None
     if ctx.run is not ctx.runs[-1]:
-        note = (
-            f"sampled now, after later runs than {ctx.run.run_id}: the rows may differ from what that run saw"
-        )
+        note = f"sampled now, after later runs than {ctx.run.run_id}: the rows may differ from what that run saw"
     return Sample(columns, rows, note)
 
 
@@ -98,9 +96,7 @@ def condition_counts(ctx: Context, name: str) -> dict[str, int]:
     if ctx.con is None:
         return {}
     try:
-        _, rows = ctx.query(
-            f"SELECT failing_row_condition, count(*) FROM {quoted(name)} GROUP BY 1 ORDER BY 2 DESC, 1"
-        )
+        _, rows = ctx.query(f"SELECT failing_row_condition, count(*) FROM {quoted(name)} GROUP BY 1 ORDER BY 2 DESC, 1")
     except (duckdb.Error, ValueError):
         return {}
     return {str(condition): int(count) for condition, count in rows}
@@ -163,24 +159,18 @@ def plain_notes(ctx: Context, found: list[AssertionOutcome]) -> list[str]:
         )
     if run.source == "table":
         notes.append(
-            f"run {run.run_id} has no JSON record under {ctx.home_dir / 'runs'}; "
-            "it is rebuilt from ops.action_runs"
+            f"run {run.run_id} has no JSON record under {ctx.home_dir / 'runs'}; it is rebuilt from ops.action_runs"
         )
     if not run.actions:
         notes.append(f"run {run.run_id} recorded no action at all")
     elif not found:
-        notes.append(
-            f"run {run.run_id} executed no assertions ({len(run.actions)} action(s)): nothing was checked"
-        )
+        notes.append(f"run {run.run_id} executed no assertions ({len(run.actions)} action(s)): nothing was checked")
     not_run = [o for o in found if o.status == "not run"]
     if not_run:
         notes.append(
-            f"{len(not_run)} assertion(s) did not run because an upstream action failed: "
-            "their data is unchecked"
+            f"{len(not_run)} assertion(s) did not run because an upstream action failed: their data is unchecked"
         )
     failed = failed_actions(ctx)
     if failed:
-        notes.append(
-            f"{len(failed)} action(s) other than assertions failed: " + ", ".join(a.name for a in failed)
-        )
+        notes.append(f"{len(failed)} action(s) other than assertions failed: " + ", ".join(a.name for a in failed))
     return ctx.notes + notes

@@ -180,9 +180,7 @@ def build(run: Run, found: list[AssertionOutcome], failed_actions: list[records.
     host = socket.gethostname()
     suites: list[tuple[ET.Element, dict[str, int], float]] = []
     for file_name in sorted(by_file):
-        suite = ET.SubElement(
-            root, "testsuite", name=file_name, timestamp=stamp, hostname=host, file=file_name
-        )
+        suite = ET.SubElement(root, "testsuite", name=file_name, timestamp=stamp, hostname=host, file=file_name)
         counts = {"failure": 0, "error": 0, "skipped": 0, "passed": 0}
         for outcome in by_file[file_name]:
             counts[_testcase(suite, outcome)] += 1
@@ -232,9 +230,7 @@ def validate(root: ET.Element) -> None:
         }
         for key, value in found.items():
             if suite.get(key) != str(value):
-                raise JUnitInvalid(
-                    f"testsuite {suite.get('name')!r}: {key}={suite.get(key)!r} but it holds {value}"
-                )
+                raise JUnitInvalid(f"testsuite {suite.get('name')!r}: {key}={suite.get(key)!r} but it holds {value}")
             totals[key] += value
         for case in cases:
             for attribute in ("name", "classname", "time"):

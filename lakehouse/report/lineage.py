@@ -122,14 +122,17 @@ def build(graph: Graph | None, project_dir: Path, statuses: dict[str, str] | Non
             source_id, source, "source", "contract", detail=f"includes/contracts/{source}.json"
         )
         lineage.nodes[landing_id] = Node(
-            landing_id, uri, "landing", "landing", detail="hive-partitioned JSONL"
+            landing_id,
+            uri.rstrip("/*").rsplit("/", 1)[-1] + "/",
+            "landing",
+            "landing",
+            detail=f"{uri} (hive-partitioned JSONL)",
         )
         lineage.add_edge(source_id, landing_id)
         targets = [name for name, _ in readers] or [
             name
             for name, node in lineage.nodes.items()
-            if node.layer == "bronze"
-            and name.rsplit(".", 1)[-1] in (source, f"{source}_raw", f"raw_{source}")
+            if node.layer == "bronze" and name.rsplit(".", 1)[-1] in (source, f"{source}_raw", f"raw_{source}")
         ]
         for target in targets:
             lineage.add_edge(landing_id, target)
@@ -140,9 +143,7 @@ def _landing_readers(actions: dict, source: str) -> list[tuple[str, str]]:
     """Return (action, gs:// URI) for the actions whose SQL reads the landing path of `source`."""
     found = []
     for name, action in actions.items():
-        text = " ".join(
-            str(action.raw.get(key) or "") for key in ("query", "incrementalQuery", "preOps", "queries")
-        )
+        text = " ".join(str(action.raw.get(key) or "") for key in ("query", "incrementalQuery", "preOps", "queries"))
         for uri in _GCS.findall(text):
             if f"source={source}/" in uri or uri.rstrip("/*").endswith(f"/{source}"):
                 found.append((name, uri))
@@ -150,8 +151,12 @@ def _landing_readers(actions: dict, source: str) -> list[tuple[str, str]]:
     return found
 
 
+# The first column a layer may take: a bronze declaration with no parent still sits with bronze.
+LAYER_BASE = {"source": 0, "landing": 1, "bronze": 2, "silver": 3, "gold": 4}
+
+
 def _ranks(lineage: Lineage) -> dict[str, int]:
-    """Return the longest-path depth of every node (sources at 0)."""
+    """Return each node's column: one after its deepest parent, and never before its layer's base column."""
     preds: dict[str, list[str]] = {n: [] for n in lineage.nodes}
     for a, b in lineage.edges:
         preds[b].append(a)
@@ -163,6 +168,7 @@ def _ranks(lineage: Lineage) -> dict[str, int]:
         if node in seen:  # a cycle never reaches here from a valid graph; cut it rather than loop
             return 0
         value = max((depth(p, seen | {node}) + 1 for p in preds[node]), default=0)
+        value = max(value, LAYER_BASE.get(lineage.nodes[node].layer, 0))
         rank[node] = value
         return value
 
@@ -193,6 +199,9 @@ def layout(lineage: Lineage) -> dict[str, tuple[float, float]]:
         for index, node in enumerate(members):
             position[node] = index
     coords = {}
+    # Columns no node took (a project without contracts has no source or landing column) are closed up.
+    compact = {col: index for index, col in enumerate(sorted(columns))}
+    columns = {compact[col]: members for col, members in columns.items()}
     for col, members in columns.items():
         for index, node in enumerate(members):
             coords[node] = (MARGIN + col * (NODE_W + COL_GAP), MARGIN + 24 + index * (NODE_H + ROW_GAP))

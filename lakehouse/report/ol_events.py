@@ -60,8 +60,7 @@ def events(run: LakehouseRun, graph: Graph | None, found: list[AssertionOutcome]
             continue
         compiled = graph.actions.get(action.name) if graph else None
         inputs = [
-            InputDataset(namespace=DATASET_NAMESPACE, name=dep)
-            for dep in (compiled.dependencies if compiled else ())
+            InputDataset(namespace=DATASET_NAMESPACE, name=dep) for dep in (compiled.dependencies if compiled else ())
         ]
         outputs = []
         if action.type == "assertion":
@@ -81,9 +80,7 @@ def events(run: LakehouseRun, graph: Graph | None, found: list[AssertionOutcome]
                 )
                 checked = outcome.checks or [d.name for d in inputs]
                 inputs = [
-                    InputDataset(
-                        namespace=DATASET_NAMESPACE, name=name, inputFacets={"dataQualityAssertions": facet}
-                    )
+                    InputDataset(namespace=DATASET_NAMESPACE, name=name, inputFacets={"dataQualityAssertions": facet})
                     for name in checked
                 ]
         else:

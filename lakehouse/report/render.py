@@ -104,8 +104,7 @@ def markdown(report: Report) -> str:
             lines.append(f"- error: {outcome.error}")
         if outcome.conditions:
             lines.append(
-                "- failing rows per condition: "
-                + ", ".join(f"`{c}`: {n}" for c, n in outcome.conditions.items())
+                "- failing rows per condition: " + ", ".join(f"`{c}`: {n}" for c, n in outcome.conditions.items())
             )
         sample = outcome.sample
         if sample and sample.columns:
@@ -120,9 +119,7 @@ def markdown(report: Report) -> str:
     if report.failed_actions:
         lines += ["## Actions that failed", "", "| action | type | file | error |", "|---|---|---|---|"]
         for action in report.failed_actions:
-            lines.append(
-                f"| `{action.name}` | {action.type} | `{action.file_name}` | {_md_cell(action.error or '')} |"
-            )
+            lines.append(f"| `{action.name}` | {action.type} | `{action.file_name}` | {_md_cell(action.error or '')} |")
         lines.append("")
     lines += ["## All assertions", ""]
     if report.outcomes:
@@ -164,8 +161,7 @@ def scorecard_markdown(card: Scorecard) -> list[str]:
     for table in card.tables:
         cells = " | ".join(_score(card.cell(table, d)) for d in DIMENSIONS)
         lines.append(
-            f"| `{table}` | {_score(card.table_score(table))} | "
-            f"{_score(card.dataplex(table=table))} | {cells} |"
+            f"| `{table}` | {_score(card.table_score(table))} | {_score(card.dataplex(table=table))} | {cells} |"
         )
     cells = " | ".join(_score(card.dimension_score(d)) for d in DIMENSIONS)
     lines.append(f"| **all tables** | **{_score(card.overall)}** | {_score(card.dataplex())} | {cells} |")
@@ -259,8 +255,7 @@ def scorecard_html(card: Scorecard) -> str:
     rows = [f'<table class="scorecard"><tr><th>table</th><th>score</th><th>Dataplex-style</th>{head}</tr>']
     for table in card.tables:
         cells = "".join(
-            f'<td style="{_score_style(card.cell(table, d))}">{_score(card.cell(table, d))}</td>'
-            for d in DIMENSIONS
+            f'<td style="{_score_style(card.cell(table, d))}">{_score(card.cell(table, d))}</td>' for d in DIMENSIONS
         )
         score = card.table_score(table)
         rows.append(
@@ -328,8 +323,7 @@ def html(report: Report) -> str:
         out.append("</ul>" + _sample_html(o) + "</div>")
     if report.failed_actions:
         out.append(
-            "<h2>Actions that failed</h2>"
-            "<table><tr><th>action</th><th>type</th><th>file</th><th>error</th></tr>"
+            "<h2>Actions that failed</h2><table><tr><th>action</th><th>type</th><th>file</th><th>error</th></tr>"
         )
         for a in report.failed_actions:
             out.append(
@@ -359,8 +353,7 @@ def html(report: Report) -> str:
         out.append(
             "<ul>"
             + "".join(
-                f"<li><code>{escape(o.short_name)}</code>: {escape(' → '.join(o.sequence))}</li>"
-                for o in report.flaky
+                f"<li><code>{escape(o.short_name)}</code>: {escape(' → '.join(o.sequence))}</li>" for o in report.flaky
             )
             + "</ul>"
         )

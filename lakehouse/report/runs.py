@@ -39,9 +39,7 @@ class Run:
     @property
     def crashed(self) -> bool:
         """True when the run never finished (no finish time or still `running`)."""
-        return self.source == "json" and (
-            self.finished_at is None or self.status not in ("success", "failed")
-        )
+        return self.source == "json" and (self.finished_at is None or self.status not in ("success", "failed"))
 
     @property
     def assertions(self) -> list[records.ActionResult]:

@@ -99,8 +99,7 @@ class Scorecard:
             "overall": self.overall,
             "overall_dataplex": self.dataplex(),
             "by_dimension": {
-                d: {"score": self.dimension_score(d), "dataplex": self.dataplex(dimension=d)}
-                for d in DIMENSIONS
+                d: {"score": self.dimension_score(d), "dataplex": self.dataplex(dimension=d)} for d in DIMENSIONS
             },
             "by_table": {
                 t: {
@@ -175,9 +174,7 @@ def assertion_checks(ctx: Context, found: list[AssertionOutcome], count) -> tupl
                 failing = _duplicate_rows(ctx, outcome) if outcome.status == "failing" else 0
                 checks.append(_check(table, "uniqueness", outcome, failing, rows, errored, row_level=True))
             elif outcome.kind == "rowConditions":
-                conditions = (
-                    declared_conditions(ctx, outcome.name) or list(outcome.conditions) or ["(row conditions)"]
-                )
+                conditions = declared_conditions(ctx, outcome.name) or list(outcome.conditions) or ["(row conditions)"]
                 for condition in conditions:
                     failing = outcome.conditions.get(condition, 0)
                     if outcome.status == "failing" and not outcome.conditions and len(conditions) == 1:
