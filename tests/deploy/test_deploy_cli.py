@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from lakehouse.cli import main
@@ -97,3 +98,69 @@ def test_help_lists_the_commands():
     assert "deploy    Plan, apply or destroy the GCP deployment of an environment config." in result.output
     assert "trigger   Run the Dataform workflow (local or GCP) and report assertions." in result.output
     assert "destroy" in invoke("deploy", "--help").output
+
+
+@pytest.fixture
+def with_cloud(monkeypatch, project_dir):
+    """Credentials 'exist' and the CLI's clients are in-memory fakes of the real types."""
+    from deploy_fakes import FakeCloud
+
+    from deploy import cli, plan
+    from deploy.handlers import handlers
+
+    cloud = FakeCloud()
+    monkeypatch.setattr(plan, "credentials_status", lambda environ=None: (True, ""))
+    monkeypatch.setattr(cli, "_clients", lambda env: (cloud.clients(), handlers(project_dir)))
+    monkeypatch.setenv("TEST_PII_SALT", "pepper")
+    return cloud
+
+
+def test_apply_plan_destroy_through_the_cli(with_cloud, write_env, project_dir):
+    args = ["--env", str(write_env()), "--project-dir", str(project_dir)]
+    runner = CliRunner()
+    applied = runner.invoke(main, ["deploy", "apply", *args, "--yes"])
+    assert applied.exit_code == 0, applied.output
+    assert "  created  bucket lh-test-landing" in applied.output
+    assert applied.output.splitlines()[-1] == "Applied: 70 created, 0 updated, 0 unchanged."
+    planned = runner.invoke(main, ["deploy", "plan", *args])
+    assert "Current state NOT read" not in planned.output
+    assert "= unchanged iam_binding          roles/run.invoker for serviceAccount:lh-dev-scheduler" in planned.output
+    assert "Plan: 0 to create, 0 to update, 70 unchanged, 0 blocked (70 resources). Nothing was changed." in (
+        planned.output
+    )
+    again = runner.invoke(main, ["deploy", "apply", *args, "--yes"])
+    assert again.output.splitlines()[-1] == "Nothing to do."
+    destroyed = runner.invoke(main, ["deploy", "destroy", *args, "--yes"])
+    assert destroyed.exit_code == 0, destroyed.output
+    assert destroyed.output.splitlines()[-1] == "Destroyed: 58 deleted, 12 kept, 0 left-alone, 0 absent."
+    assert "      kept  bucket lh-test-landing  (holds data; pass --include-data to delete it)" in destroyed.output
+
+
+def test_apply_failure_exits_1_with_what_to_do(with_cloud, write_env, project_dir):
+    from google.api_core import exceptions as gexc
+
+    with_cloud.fail["create_topic"] = gexc.ResourceExhausted("Quota exceeded for topics per project")
+    result = CliRunner().invoke(
+        main, ["deploy", "apply", "--env", str(write_env()), "--project-dir", str(project_dir), "--yes"]
+    )
+    assert result.exit_code == 1
+    assert "Error: create topic projects/lakehouse-test-1/topics/lh-test-orders failed: ResourceExhausted" in (
+        result.output
+    )
+    assert (
+        "what to do: a quota or rate limit was hit: wait a minute or request more quota for pubsub.googleapis.com"
+        in (result.output)
+    )
+    assert "(so far: 44 created, 0 updated, 0 unchanged)" in result.output
+
+
+def test_plan_falls_back_to_the_desired_state_when_reading_fails(with_cloud, write_env, project_dir):
+    from google.api_core import exceptions as gexc
+
+    with_cloud.fail["get_service_account"] = gexc.PermissionDenied("iam.serviceAccounts.get denied")
+    result = CliRunner().invoke(main, ["deploy", "plan", "--env", str(write_env()), "--project-dir", str(project_dir)])
+    assert result.exit_code == 0
+    assert (
+        "Current state NOT read: reading it failed (PermissionDenied: 403 iam.serviceAccounts.get denied). "
+        "Showing the full desired state" in result.output
+    )
