@@ -665,7 +665,7 @@ def _cast_to_string_with_format(node: exp.Cast, fmt: exp.Expression) -> exp.Expr
     if not (isinstance(fmt, exp.Literal) and fmt.is_string):
         raise UnsupportedConstruct("CAST ... AS STRING FORMAT <expression>", "use a literal format string")
     converted = format_time(fmt.this, BigQuery.FORMAT_MAPPING, BigQuery.FORMAT_TRIE)
-    if re.search(r"[0-9]|\b(?:S|B|FM|TZH|TZM|AM|PM)\b", converted or ""):
+    if not converted or re.search(r"[0-9]", converted):  # a numeric format model ('999.99')
         raise UnsupportedConstruct(
             f"CAST ... AS STRING FORMAT '{fmt.this}'", "use FORMAT_DATE/FORMAT_TIMESTAMP with % elements"
         )
