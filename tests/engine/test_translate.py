@@ -352,6 +352,13 @@ def test_error_like_bigquery(shared_con, sql, message):
         run(shared_con, sql)
 
 
+def test_cast_invalid_utf8_bytes_fails(shared_con):
+    """trap-cast-bytes-to-string, the failing half: BigQuery documents a runtime error for invalid UTF-8."""
+    with pytest.raises(duckdb.Error):
+        run(shared_con, "SELECT CAST(b'a\\xffb' AS STRING)")
+    assert run(shared_con, "SELECT SAFE_CAST(b'a\\xffb' AS STRING)") == [(None,)]
+
+
 def test_date_functions_keep_date_type(con):
     """trap-date-sub-returns-date also by type: a CTAS column is DATE, not TIMESTAMP."""
     run(
