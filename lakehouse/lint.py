@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from lakehouse.engine.compile import CompileError, compile_project, parse_vars
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = ".sqlfluff"
+REGISTRY_FILE = Path("includes") / "sources.js"
+CONTRACTS_DIR = Path("includes") / "contracts"
+_NAMES = re.compile(r"^const NAMES = \[([^\]]*)\];", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,32 @@ def units(graph: dict) -> list[Unit]:
             continue
         out.append(Unit(_name(assertion["target"]), "query", assertion.get("fileName", ""), assertion["query"]))
     return out
+
+
+def registry_problems(project_dir: Path) -> list[str]:
+    """Return what is wrong between includes/sources.js and includes/contracts/*.json (empty: nothing).
+
+    Dataform's compile sandbox cannot list a directory, so the source names are listed in
+    includes/sources.js; a contract missing there would silently get no models. Projects without
+    that registry have nothing to check.
+    """
+    registry = project_dir / REGISTRY_FILE
+    if not registry.is_file():
+        return []
+    match = _NAMES.search(registry.read_text())
+    if match is None:
+        return [f"{REGISTRY_FILE}: no `const NAMES = [...];` line"]
+    listed = set(re.findall(r'"([^"]*)"', match.group(1)))
+    contracts = {path.stem for path in (project_dir / CONTRACTS_DIR).glob("*.json")}
+    problems = [
+        f"{CONTRACTS_DIR / (name + '.json')}: source {name!r} is not listed in {REGISTRY_FILE} NAMES; add it"
+        for name in sorted(contracts - listed)
+    ]
+    problems += [
+        f"{REGISTRY_FILE}: source {name!r} has no contract {CONTRACTS_DIR / (name + '.json')}"
+        for name in sorted(listed - contracts)
+    ]
+    return problems
 
 
 _LINTER = None
@@ -149,9 +179,13 @@ def lint_command(project_dir: Path, vars_text: str | None, workers: int | None) 
     Compiles the project with the pinned Dataform CLI, then lints each table's pre-operations,
     query and incremental query, each operation and each assertion, with the rules in the
     project's .sqlfluff. Built-in assertions (uniqueKey, nonNull, rowConditions) are Dataform's SQL
-    and are skipped. Prints one line per violation and exits 1 if there is any.
+    and are skipped. Also checks that includes/sources.js lists exactly the contracts in
+    includes/contracts/. Prints one line per problem and exits 1 if there is any.
     """
     console = Console(stderr=True)
+    problems = registry_problems(project_dir)
+    for problem in problems:
+        click.echo(problem)
     config = project_dir / CONFIG_FILE
     if not config.is_file():
         console.print(f"[bold red]error:[/] {config} not found: the lint rules live there", highlight=False)
@@ -181,5 +215,7 @@ def lint_command(project_dir: Path, vars_text: str | None, workers: int | None) 
         click.echo(str(violation))
     actions = len({unit.action for unit in linted})
     summary = f"{len(linted)} SQL units of {actions} actions, {len(found)} violations"
-    console.print(("[red]" if found else "[green]") + summary, highlight=False)
-    sys.exit(1 if found else 0)
+    if problems:
+        summary += f", {len(problems)} source registry problems"
+    console.print(("[red]" if found or problems else "[green]") + summary, highlight=False)
+    sys.exit(1 if found or problems else 0)
