@@ -3,32 +3,107 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
+import importlib.metadata
 import io
 import re
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
 
 PACKAGES = ("lakehouse", "ingest", "deploy")
 DATA_DIRS = ("includes", "config")
-# What the functions import at run time; the rest of pyproject's dependencies (DuckDB, sqlfluff, ...)
-# serve the local engine and CI only.
-RUNTIME_REQUIREMENTS = (
-    "functions-framework", "cloudevents", "click", "rich", "orjson", "pyyaml", "faker", "croniter",
-    "google-cloud-storage", "google-cloud-pubsub", "google-cloud-bigquery", "google-cloud-dataform",
-)  # fmt: skip
+# Imported lazily only for local runs (the embedded engine): not followed for the functions' needs.
+LOCAL_ONLY = ("lakehouse",)
+# Always installed: the runtime that serves the entry points.
+BASE_REQUIREMENTS = ("functions-framework",)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def requirements(project_dir: Path) -> str:
-    """Return requirements.txt for the functions: RUNTIME_REQUIREMENTS pinned as in pyproject.toml."""
+def _pins(project_dir: Path) -> dict[str, str]:
     pyproject = tomllib.loads((Path(project_dir) / "pyproject.toml").read_text())
     pins = {}
     for spec in pyproject["project"]["dependencies"]:
-        name = re.split(r"[\[=<>~!]", spec, maxsplit=1)[0].strip().lower()
+        name = re.split(r"[\[=<>~!; ]", spec, maxsplit=1)[0].strip().lower()
         pins[name] = spec
-    return "".join(pins[name] + "\n" for name in RUNTIME_REQUIREMENTS if name in pins)
+    return pins
+
+
+@functools.cache
+def _module_index(names: tuple[str, ...]) -> dict[str, str]:
+    """Return dotted module -> distribution for the installed distributions `names`."""
+    index: dict[str, str] = {}
+    for name in names:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for file in files:
+            if file.suffix != ".py" or ".." in file.parts or file.parts[0].endswith((".dist-info", ".data")):
+                continue
+            parts = list(file.with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if parts and len(parts) <= 3:
+                index.setdefault(".".join(parts), name)
+    return index
+
+
+def _imports(path: Path, top_level_only: bool) -> set[str]:
+    """Return the dotted names `path` imports (`from a.b import c` gives a.b and a.b.c)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def requirements(project_dir: Path | str, entry_points: dict[str, str]) -> str:
+    """Return requirements.txt for the functions, pinned as in pyproject.toml.
+
+    Follows the entry modules' imports through this repository's packages (imports inside
+    functions too, except into LOCAL_ONLY packages) and keeps the dependencies of pyproject.toml
+    that provide what is imported.
+    """
+    root = Path(project_dir)
+    pins = _pins(root)
+    index = _module_index(tuple(sorted(pins)))
+    todo = [ep.split(":")[0] for ep in entry_points.values()]
+    done: set[str] = set()
+    needed = set(BASE_REQUIREMENTS)
+    while todo:
+        module = todo.pop()
+        if module in done:
+            continue
+        done.add(module)
+        path = root / (module.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = root / module.replace(".", "/") / "__init__.py"
+        if not path.is_file():
+            continue
+        top_level = _imports(path, top_level_only=True)
+        for name in _imports(path, top_level_only=False):
+            head = name.split(".")[0]
+            if head in PACKAGES:
+                if name in top_level or head not in LOCAL_ONLY:
+                    todo.append(name)
+                continue
+            if head in sys.stdlib_module_names:
+                continue
+            parts = name.split(".")
+            for depth in range(len(parts), 0, -1):
+                dist = index.get(".".join(parts[:depth]))
+                if dist:
+                    needed.add(dist)
+                    break
+    return "".join(pins[name] + "\n" for name in sorted(needed) if name in pins)
 
 
 def main_module(entry_points: dict[str, str]) -> str:
@@ -74,7 +149,7 @@ def build_archive(project_dir: Path | str, entry_points: dict[str, str]) -> tupl
             if path.is_file() and path.suffix in (".json", ".yaml", ".yml", ".js"):
                 files[path.relative_to(root).as_posix()] = path.read_bytes()
     files["main.py"] = main_module(entry_points).encode()
-    files["requirements.txt"] = requirements(root).encode()
+    files["requirements.txt"] = requirements(root, entry_points).encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(files):

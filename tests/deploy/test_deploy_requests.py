@@ -238,3 +238,38 @@ def test_file_arrivals_table_has_the_audit_columns(state):
     table = h.build_table(*state("table", "ops.file_arrivals"))
     assert [(f.name, f.field_type) for f in table.schema] == [(name, kind) for name, kind, _ in COLUMNS]
     assert table.time_partitioning.field == "arrived_at"
+
+
+def test_requirements_follow_the_imports_of_the_entry_points(project_dir):
+    from deploy.archive import requirements
+
+    (project_dir / "ingest" / "helper.py").write_text("import numpy\nfrom faker import Faker\n")
+    (project_dir / "ingest" / "main.py").write_text(
+        "import orjson\n\n\ndef land_http(request):\n    from ingest import helper\n    return helper\n\n\n"
+        "def generate_http(request):\n    from google.cloud import pubsub_v1\n    return pubsub_v1\n"
+    )
+    (project_dir / "deploy" / "function.py").write_text(
+        "import json\n\n\ndef workflow_trigger(request):\n    from lakehouse import warehouse\n    return warehouse\n"
+    )
+    (project_dir / "lakehouse").mkdir()
+    (project_dir / "lakehouse" / "warehouse.py").write_text("import duckdb\n")
+    text = requirements(project_dir, {"landing": "ingest.main:land_http", "trigger": "deploy.function:workflow_trigger",
+                                      "generator": "ingest.main:generate_http"})  # fmt: skip
+    assert text.splitlines() == [
+        "faker==40.54.0",
+        "functions-framework==3.10.2",
+        "google-cloud-pubsub==2.44.0",
+        "numpy==2.4.6",
+        "orjson==3.13.0",
+    ]
+
+
+def test_requirements_of_this_repository_cover_the_generator():
+    from deploy_fakes import REPO
+
+    from deploy.archive import requirements
+    from deploy.config import DEFAULT_ENTRY_POINTS
+
+    names = {line.split("==")[0] for line in requirements(REPO, DEFAULT_ENTRY_POINTS).splitlines()}
+    assert {"functions-framework", "numpy", "faker", "google-cloud-dataform", "google-cloud-bigquery"} <= names
+    assert not names & {"duckdb", "sqlglot", "sqlfluff", "pyiceberg"}  # the local engine is not deployed
