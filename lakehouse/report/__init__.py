@@ -35,9 +35,11 @@ def publish(
     *,
     run_id: str | None = None,
     out_dir: Path | None = None,
+    trigger_report: Path | None = None,
 ) -> tuple[dict[str, Path], list[str]]:
     """Write every report of a run as publish_all does; return ({kind: path}, summary lines for a person).
 
+    With `trigger_report`, the run is the one in that `lakehouse trigger --json` file (local or GCP).
     Raises as publish_all.
     """
     from lakehouse.report import dashboard, junit, ol_events, render
@@ -46,7 +48,7 @@ def publish(
 
     project_dir = Path(project_dir).resolve()
     home = Path(home) if home else paths.home(project_dir)
-    with open_context(project_dir, home, run_id) as ctx:
+    with open_context(project_dir, home, run_id, trigger_report) as ctx:
         report = build(ctx)
         folder = Path(out_dir) if out_dir else reports_dir(home, ctx.run.run_id)
         folder.mkdir(parents=True, exist_ok=True)

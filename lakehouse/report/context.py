@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,7 +14,15 @@ import duckdb
 from lakehouse import paths, warehouse
 from lakehouse.engine.compile import CompileError, compile_project
 from lakehouse.engine.graph import Graph
-from lakehouse.report.runs import History, Run, all_runs, json_runs, select_run
+from lakehouse.report.runs import (
+    History,
+    ReportInputError,
+    Run,
+    all_runs,
+    json_runs,
+    run_from_trigger,
+    select_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,7 @@ class Context:
     run: Run
     history: History
     notes: list[str] = field(default_factory=list)
+    samples: dict[str, list[dict]] = field(default_factory=dict)  # failing rows a trigger report carries
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
         """Return (column names, rows) of `sql` on the warehouse; raises duckdb.Error unchanged."""
@@ -111,13 +121,24 @@ def _project_of(graph: Graph | None, runs: list[Run], home_dir: Path) -> str | N
 
 
 @contextlib.contextmanager
-def open_context(project_dir: Path | str, home_dir: Path | None = None, run_id: str | None = None) -> Iterator[Context]:
-    """Yield the Context of the run `run_id` (latest when None); closes the warehouse on exit.
+def open_context(
+    project_dir: Path | str,
+    home_dir: Path | None = None,
+    run_id: str | None = None,
+    trigger_report: Path | None = None,
+) -> Iterator[Context]:
+    """Yield the Context of the run `run_id` (latest when None), or of a `lakehouse trigger --json` report
+    file; closes the warehouse on exit.
 
-    Raises ReportInputError when there is no run to report on, WarehouseBusy when the warehouse is locked.
+    Raises ReportInputError when there is no run to report on or the trigger report is unreadable,
+    WarehouseBusy when the warehouse is locked.
     """
     project_dir = Path(project_dir).resolve()
     home_dir = Path(home_dir) if home_dir else paths.home(project_dir)
+    if trigger_report is not None:
+        with _trigger_context(project_dir, home_dir, Path(trigger_report)) as ctx:
+            yield ctx
+        return
     notes: list[str] = []
     con = open_warehouse(home_dir)
     if con is None and not json_runs(home_dir):
@@ -144,6 +165,43 @@ def open_context(project_dir: Path | str, home_dir: Path | None = None, run_id: 
             run=run,
             history=History.upto(runs, run),
             notes=notes,
+        )
+    finally:
+        if con is not None:
+            con.close()
+
+
+@contextlib.contextmanager
+def _trigger_context(project_dir: Path, home_dir: Path, path: Path) -> Iterator[Context]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ReportInputError(f"{path}: cannot read the trigger report: {error}") from error
+    run, samples, compilation_errors = run_from_trigger(data)
+    notes = [f"{path}: compilation error: {e}" for e in compilation_errors]
+    graph, why = load_graph(project_dir, home_dir)
+    if why:
+        notes.append(why)
+    target = data.get("target", "?")
+    con = open_warehouse(home_dir) if target == "local" else None
+    notes.append(
+        f"run {run.run_id} comes from a {target} trigger report ({path}); its history lives in that "
+        "target's ops.action_runs table, so only this run is shown"
+    )
+    if data.get("status") == "timeout":
+        notes.append(f"the trigger gave up waiting for run {run.run_id} (timeout): it may still be running")
+    try:
+        yield Context(
+            project_dir=project_dir,
+            home_dir=home_dir,
+            project=_project_of(graph, [run], home_dir),
+            graph=graph,
+            con=con,
+            runs=[run],
+            run=run,
+            history=History.upto([run], run),
+            notes=notes,
+            samples=samples,
         )
     finally:
         if con is not None:

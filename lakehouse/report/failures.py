@@ -77,7 +77,14 @@ def kind_of(name: str) -> str:
 
 
 def sample_rows(ctx: Context, name: str, limit: int = SAMPLE_ROWS) -> Sample:
-    """Return up to `limit` failing rows from the assertion view `name`, or a Sample saying why not."""
+    """Return up to `limit` failing rows from the assertion view `name`, or a Sample saying why not.
+
+    Rows a trigger report carries (sampled when the run ended) are used first.
+    """
+    if name in ctx.samples:
+        rows = ctx.samples[name][:limit]
+        columns = list(rows[0]) if rows else []
+        return Sample(columns, [tuple(row.get(c) for c in columns) for row in rows], "sampled by the trigger")
     if ctx.con is None:
         return Sample(note="no sample: the local warehouse is empty")
     try:

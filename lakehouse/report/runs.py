@@ -38,8 +38,9 @@ class Run:
 
     @property
     def crashed(self) -> bool:
-        """True when the run never finished (no finish time or still `running`)."""
-        return self.source == "json" and (self.finished_at is None or self.status not in ("success", "failed"))
+        """True when the run never finished (no finish time, still `running`, or a trigger `timeout`)."""
+        finished = self.finished_at is not None and self.status in ("success", "failed")
+        return self.source in ("json", "trigger") and not finished
 
     @property
     def assertions(self) -> list[records.ActionResult]:
@@ -84,6 +85,20 @@ def run_from_json(data: dict) -> Run:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ReportInputError(f"the run record is malformed: {error!r} is missing or wrong") from error
+
+
+def run_from_trigger(data: dict) -> tuple[Run, dict[str, list[dict]], list[str]]:
+    """Return the run of a `lakehouse trigger --json` report (local or GCP), its failing-row samples by
+    assertion, and its compilation errors.
+
+    Raises ReportInputError when the report lacks a required field.
+    """
+    if not isinstance(data, dict) or "actions" not in data:
+        raise ReportInputError("not a trigger report: no 'actions' (write one with `lakehouse trigger --json`)")
+    run = run_from_json({**data, "status": data.get("status") or "running"})
+    run.source = "trigger"
+    samples = {a["name"]: a.get("failing_sample") or [] for a in data["actions"] if a.get("failing_sample")}
+    return run, samples, [str(e) for e in data.get("compilation_errors") or []]
 
 
 def json_runs(home_dir: Path) -> list[Run]:

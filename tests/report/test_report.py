@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from lakehouse.cli import main
 from lakehouse.engine import records
-from lakehouse.report import publish_all
+from lakehouse.report import publish, publish_all
 from lakehouse.report.build import build
 from lakehouse.report.context import open_context
 from lakehouse.report.junit import JUNIT_XSD
@@ -283,3 +283,66 @@ def test_a_run_with_no_assertions_says_nothing_was_checked(history, tmp_path):
     root = ET.parse(written["junit"]).getroot()
     xmlschema.XMLSchema(JUNIT_XSD).validate(str(written["junit"]))
     assert (root.get("tests"), len(root.findall("testsuite"))) == ("0", 0)
+
+
+def test_a_gcp_trigger_report_is_reported_with_the_rows_it_sampled(history, tmp_path):
+    from deploy.trigger import ActionReport, TriggerReport
+
+    started = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    trigger = TriggerReport("20260302T060000Z-abcd1234", "gcp", "prod", started, finished_at=started)
+    trigger.actions = [
+        ActionReport(
+            f"{P}.silver.orders", "table", "success", duration_s=2.0, file_name="definitions/silver/orders.sqlx"
+        ),
+        ActionReport(
+            UNIQUE,
+            "assertion",
+            "failed",
+            severity="error",
+            duration_s=1.5,
+            failing_rows=1,
+            failing_sample=[{"order_id": "O9", "index_row_count": 3}],
+            file_name="definitions/silver/orders.sqlx",
+        ),
+        ActionReport(
+            FRESH, "assertion", "cancelled", severity="warn", file_name="definitions/assertions/orders_fresh.sqlx"
+        ),
+    ]
+    trigger.decide()
+    path = tmp_path / "trigger.json"
+    path.write_text(json.dumps(trigger.to_json()))
+    written, summary = publish(history.project, history.home, out_dir=tmp_path / "out", trigger_report=path)
+    assert summary[0] == "run 20260302T060000Z-abcd1234: 1 error and 0 warning assertion(s) failed, of 2."
+    markdown = written["markdown"].read_text()
+    assert "| O9 | 3 |" in markdown
+    assert "_sampled by the trigger_" in markdown
+    assert "comes from a gcp trigger report" in markdown
+    assert "- since: first failure: this run" in markdown
+    root = ET.parse(written["junit"]).getroot()
+    assert {k: root.get(k) for k in ("tests", "failures", "skipped")} == {"tests": "2", "failures": "1", "skipped": "1"}
+
+
+def test_a_trigger_that_timed_out_is_a_run_that_did_not_finish(history, tmp_path):
+    path = tmp_path / "trigger.json"
+    path.write_text(
+        json.dumps(
+            {
+                "run_id": "t1",
+                "target": "gcp",
+                "started_at": "2026-03-02T06:00:00+00:00",
+                "finished_at": None,
+                "status": "timeout",
+                "actions": [],
+            }
+        )
+    )
+    written, _ = publish(history.project, history.home, out_dir=tmp_path / "out", trigger_report=path)
+    markdown = written["markdown"].read_text()
+    assert "run t1 did not finish (status 'timeout', no finish time)" in markdown
+    assert "the trigger gave up waiting for run t1 (timeout)" in markdown
+    (tmp_path / "bad.json").write_text("[]")
+    result = CliRunner().invoke(
+        main, ["report", "--project-dir", str(history.project), "--trigger-report", str(tmp_path / "bad.json")]
+    )
+    assert result.exit_code == 1
+    assert "not a trigger report: no 'actions'" in result.output
