@@ -33,6 +33,7 @@ NEEDS = {
     "function": ("cloudfunctions.googleapis.com", "roles/cloudfunctions.admin"),
     "scheduler_job": ("cloudscheduler.googleapis.com", "roles/cloudscheduler.admin"),
     "iam_binding": ("cloudresourcemanager.googleapis.com", "roles/resourcemanager.projectIamAdmin"),
+    "project": ("cloudresourcemanager.googleapis.com", "roles/browser"),
 }
 READ_AFTER_WRITE = frozenset({"connection", "function", "service_account"})
 
@@ -132,7 +133,7 @@ def apply(
     Returns the Report; never raises for API errors (they are in Report.error as DeployError).
     """
     report = Report()
-    current_resource: Resource | None = None
+    current_resource = Resource("project", f"projects/{env.project}")
     action = "read"
     try:
         outputs = _project_outputs(env, clients, resources)
@@ -203,7 +204,7 @@ def destroy(
     """Delete, in reverse order, what apply created: only resources marked as lakehouse-kit's, and
     resources holding data only with `include_data`. Returns the Report (API errors in .error)."""
     report = Report()
-    current_resource: Resource | None = None
+    current_resource = Resource("project", f"projects/{env.project}")
     action = "read"
     try:
         outputs = _project_outputs(env, clients, resources)

@@ -251,7 +251,12 @@ def _trigger_gcp(env_file: Path | None, project_dir: Path, request):
         "LAKEHOUSE_ENVIRONMENT": env.environment,
         "LAKEHOUSE_TRIGGER_TIMEOUT_S": str(env.trigger_timeout_s),
     })  # fmt: skip
-    return target.run(request), write_rows
+    from google.api_core.exceptions import GoogleAPICallError
+
+    try:
+        return target.run(request), write_rows
+    except GoogleAPICallError as error:
+        raise click.ClickException(trigger.api_failure(error)["error"]) from error
 
 
 def _render_report(report) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import functions_framework
+from google.api_core.exceptions import GoogleAPICallError
 
 from deploy import trigger
 
@@ -20,6 +21,9 @@ def workflow_trigger(request):
         return {"error": str(error)}, 400
     except trigger.TriggerSetupError as error:
         return {"error": str(error)}, 500
-    report = target.run(body)
+    try:
+        report = target.run(body)
+    except GoogleAPICallError as error:
+        return trigger.api_failure(error), 502
     trigger.publish(report, write_rows)
     return report.to_json(), report.http_status

@@ -541,6 +541,17 @@ def publish(report: TriggerReport, write_rows: Callable[[list[dict[str, Any]]], 
                               "run_id": report.run_id}))  # fmt: skip
 
 
+def api_failure(error: Exception) -> dict[str, Any]:
+    """Log a failed Dataform/BigQuery API call as a structured ERROR entry; return the answer body."""
+    entry = {
+        "severity": "ERROR",
+        "message": f"lakehouse workflow trigger could not run: {type(error).__name__}: {error}",
+        "error": str(error),
+    }
+    log.error(json.dumps(entry))
+    return {"error": entry["message"]}
+
+
 def bigquery_writer(bigquery: Any, table: str) -> Callable[[list[dict[str, Any]]], None]:
     """Return a writer streaming rows into BigQuery `table`; raises RuntimeError with the row errors."""
 

@@ -258,3 +258,12 @@ def test_a_missing_function_entry_point_blocks_before_any_upload(setup, cloud, p
     report = run_apply(env, resources, cloud, project_dir)
     assert report.error.resource.kind == "source_archive" and report.error.action == "build"
     assert cloud.objects == {} and cloud.store.keys().isdisjoint({r.name for r in resources if r.kind == "function"})
+
+
+def test_a_failed_project_lookup_is_explained(setup, cloud, project_dir, write_env):
+    env, resources = setup(project_number=None)
+    cloud.fail["get_project"] = gexc.PermissionDenied("resourcemanager.projects.get denied")
+    report = run_apply(env, resources, cloud, project_dir)
+    assert report.outcomes == []
+    assert str(report.error).startswith("read project projects/lakehouse-test-1 failed: PermissionDenied")
+    assert "grant the deploying identity roles/browser on project lakehouse-test-1" in report.error.hint

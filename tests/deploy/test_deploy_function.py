@@ -72,3 +72,21 @@ def test_missing_environment_answers_500_naming_the_variables(client, monkeypatc
     response = client.post("/", json={})
     assert response.status_code == 500
     assert response.get_json()["error"].startswith("missing environment variables: LAKEHOUSE_GCP_PROJECT")
+
+
+def test_an_api_failure_answers_502_and_logs_an_error(client, monkeypatch, caplog):
+    from google.api_core import exceptions as gexc
+
+    class Denied:
+        def run(self, request):
+            raise gexc.PermissionDenied("dataform.compilationResults.create denied")
+
+    serve(monkeypatch, Denied())
+    response = client.post("/", json={})
+    assert response.status_code == 502
+    assert response.get_json() == {
+        "error": "lakehouse workflow trigger could not run: "
+        "PermissionDenied: 403 dataform.compilationResults.create denied"
+    }
+    entry = json.loads(caplog.records[-1].getMessage())
+    assert entry["severity"] == "ERROR"
