@@ -157,7 +157,7 @@ def _options(events, seed, sources, fault_rates, batch_size, as_of, span_hours, 
     type=click.FloatRange(0, 1),
     default=0.0,
     show_default=True,
-    help="Share of each source's batches published to Pub/Sub instead of POSTed over HTTP.",
+    help="Share of each source's events published to Pub/Sub instead of POSTed over HTTP.",
 )
 def generate_command(
     events, seed, sources, fault_rates, batch_size, as_of, span_hours, clean, in_process_bus, pubsub_share
@@ -187,7 +187,7 @@ def generate_command(
     type=click.FloatRange(0, 1),
     default=0.2,
     show_default=True,
-    help="Share of each source's batches sent through Pub/Sub.",
+    help="Share of each source's events sent through Pub/Sub.",
 )
 @click.option(
     "--schedule",

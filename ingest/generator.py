@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -527,11 +526,11 @@ def batches(lines: list[bytes], size: int) -> Iterator[list[bytes]]:
 
 
 def split_share(lines: list[bytes], batch_size: int, share: float) -> tuple[list[list[bytes]], list[bytes]]:
-    """Return (batches to POST, lines to publish): the last ceil(share × batches) batches are published."""
-    chunks = list(batches(lines, batch_size))
-    published = min(len(chunks), math.ceil(share * len(chunks))) if share > 0 else 0
-    cut = len(chunks) - published
-    return chunks[:cut], [line for chunk in chunks[cut:] for line in chunk]
+    """Return (batches to POST, lines to publish): the last round(share × lines) lines are published,
+    the others are cut into batches of `batch_size`."""
+    published = min(len(lines), round(share * len(lines))) if share > 0 else 0
+    cut = len(lines) - published
+    return list(batches(lines[:cut], batch_size)), lines[cut:]
 
 
 def default_as_of() -> datetime:

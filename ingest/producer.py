@@ -74,7 +74,7 @@ def run_tick(
     post_batch: PostBatch,
     publish: Publish,
 ) -> TickResult:
-    """Generate `events` events and send them: the last `pubsub_share` of each source's batches are
+    """Generate `events` events and send them: the last `pubsub_share` of each source's lines are
     published, the rest POSTed to the landing function. Returns the counts.
 
     Raises RuntimeError when the landing function keeps answering 5xx (the scheduler retries the tick;

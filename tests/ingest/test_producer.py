@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest import producer
-from ingest.generator import generate
+from ingest.generator import batches, generate, split_share
 from ingest.landing import route
 
 NOW = datetime(2026, 11, 22, 10, 4, tzinfo=UTC)
@@ -52,10 +52,18 @@ def test_a_tick_posts_batches_and_publishes_the_share(contracts, config_for_fuzz
     assert result.accepted + result.rejected + result.published == result.lines
     assert result.batches_posted == len(posted) and {p[2] for p in posted} == {NOW}
     orders_lines = len(generate(contracts, 340, 1, as_of=NOW, span=timedelta(minutes=2))["orders"].lines)
-    batches = math.ceil(orders_lines / 10)
-    to_publish = math.ceil(0.2 * batches)
-    assert sum(1 for p in posted if p[0] == "orders") == batches - to_publish
-    assert sum(n for s, n in published if s == "orders") == orders_lines - (batches - to_publish) * 10
+    to_publish = round(0.2 * orders_lines)
+    assert sum(n for s, n, _ in posted if s == "orders") == orders_lines - to_publish
+    assert sum(1 for p in posted if p[0] == "orders") == math.ceil((orders_lines - to_publish) / 10)
+    assert sum(n for s, n in published if s == "orders") == to_publish
+
+
+def test_split_share_publishes_a_share_of_the_lines():
+    lines = [bytes([i]) for i in range(34)]
+    posted, published = split_share(lines, 10, 0.2)
+    assert [len(b) for b in posted] == [10, 10, 7] and published == lines[27:]
+    assert split_share(lines, 10, 0) == (list(batches(lines, 10)), [])
+    assert split_share(lines, 10, 1) == ([], lines)
 
 
 def test_a_tick_fails_loudly_when_landing_is_down(contracts):
