@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -12,6 +13,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from deploy.config import EnvConfig
+from deploy.handlers import OPERATION_TIMEOUT_S
 from deploy.plan import diff, entry_point_problems, local_outputs
 from deploy.resources import Resource, resolve
 
@@ -55,7 +57,7 @@ def explain(error: Exception, resource: Resource, action: str, env: EnvConfig) -
     if "SERVICE_DISABLED" in text or "has not been used in project" in text or "is disabled" in text:
         hint = f"enable the API: gcloud services enable {api} --project {env.project}; {rerun}"
     elif isinstance(error, gexc.PermissionDenied | gexc.Forbidden):
-        if resource.kind == "bucket" and action == "create":
+        if resource.kind == "bucket":
             hint = (f"the bucket name may belong to another project: choose another name in {env.path} "
                     f"(field buckets.*), or grant the deploying identity {role}; {rerun}")  # fmt: skip
         else:
@@ -69,6 +71,8 @@ def explain(error: Exception, resource: Resource, action: str, env: EnvConfig) -
                 f"in {env.path} or wait a few minutes; {rerun}")  # fmt: skip
     elif isinstance(error, gexc.NotFound):
         hint = f"something it depends on is missing (its parent, or {api} is not enabled); {rerun}"
+    elif resource.kind == "function" and "build" in text.lower():
+        hint = f"the function did not build: read its log (gcloud builds list --project {env.project}); {rerun}"
     elif isinstance(error, gexc.FailedPrecondition | gexc.InvalidArgument | gexc.BadRequest):
         hint = f"the request was refused as invalid for this project's state; check the message; {rerun}"
     elif isinstance(error, gexc.ServiceUnavailable | gexc.DeadlineExceeded | gexc.InternalServerError):
@@ -118,6 +122,25 @@ def _read(handler: Any, clients: Any, resource: Resource, spec: dict, retries: i
     return None
 
 
+# A service account or grant made a moment ago is not visible everywhere at once: creates that name
+# one are retried a few times before the error is reported.
+PROPAGATION_DELAYS_S = (2, 4, 8, 16, 30)
+_PROPAGATION_HINTS = ("does not exist", "service account", "gserviceaccount.com")
+
+
+def _create(handler: Any, clients: Any, resource: Resource, spec: dict, sleep: Callable[[float], None]) -> None:
+    for delay in (*PROPAGATION_DELAYS_S, None):
+        try:
+            handler.create(clients, resource, spec)
+            return
+        except (gexc.InvalidArgument, gexc.FailedPrecondition, gexc.NotFound, gexc.PermissionDenied) as error:
+            text = str(error).lower()
+            if delay is None or "@" not in json.dumps(spec) or not any(h in text for h in _PROPAGATION_HINTS):
+                raise
+            log.info("%s %s: %s; retrying in %s s (IAM propagation)", resource.kind, resource.name, error, delay)
+            sleep(delay)
+
+
 def apply(
     env: EnvConfig,
     resources: list[Resource],
@@ -157,7 +180,7 @@ def apply(
             current = handler.read(clients, resource, spec)
             if current is None:
                 action = "create"
-                handler.create(clients, resource, spec)
+                _create(handler, clients, resource, spec, sleep)
                 result, detail = "created", ""
             else:
                 changed = diff(spec, current.spec)
@@ -189,7 +212,14 @@ def apply(
         report.error = error
     except gexc.GoogleAPICallError as error:
         report.error = explain(error, current_resource, action, env)
+    except TimeoutError:
+        report.error = _timed_out(current_resource, action)
     return report
+
+
+def _timed_out(resource: Resource, action: str) -> DeployError:
+    return DeployError(resource, action, f"no answer within {OPERATION_TIMEOUT_S} s",
+                       "it may still finish: wait a few minutes, then re-run the same command")  # fmt: skip
 
 
 def destroy(
@@ -240,4 +270,6 @@ def destroy(
             on_outcome(outcome)
     except gexc.GoogleAPICallError as error:
         report.error = explain(error, current_resource, action, env)
+    except TimeoutError:
+        report.error = _timed_out(current_resource, action)
     return report

@@ -143,9 +143,10 @@ class ServiceAccountHandler(Handler):
 # --- buckets and the functions source archive --------------------------------------------------
 
 
-def build_bucket(resource: Resource, spec: dict) -> storage.Bucket:
-    """Return the storage.Bucket (no client attached) that `resource` describes."""
-    bucket = storage.Bucket(client=None, name=resource.name)
+def build_bucket(resource: Resource, spec: dict, bucket: storage.Bucket | None = None) -> storage.Bucket:
+    """Return the storage.Bucket that `resource` describes: a new one (no client attached), or
+    `bucket` as read, with the desired properties set so a patch also removes stray labels."""
+    bucket = bucket if bucket is not None else storage.Bucket(client=None, name=resource.name)
     bucket.storage_class = spec["storage_class"]
     bucket.iam_configuration.uniform_bucket_level_access_enabled = spec["uniform_bucket_level_access"]
     bucket.iam_configuration.public_access_prevention = spec["public_access_prevention"]
@@ -198,7 +199,8 @@ class BucketHandler(Handler):
                                       location=spec["location"])  # fmt: skip
 
     def update(self, clients, resource, spec, changed):
-        clients.storage.patch_bucket(build_bucket(resource, spec))
+        current = clients.storage.lookup_bucket(resource.name)
+        clients.storage.patch_bucket(build_bucket(resource, spec, current))
 
     def delete(self, clients, resource, spec):
         clients.storage.delete_bucket(resource.name, force=True)

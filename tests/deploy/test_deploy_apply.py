@@ -267,3 +267,43 @@ def test_a_failed_project_lookup_is_explained(setup, cloud, project_dir, write_e
     assert report.outcomes == []
     assert str(report.error).startswith("read project projects/lakehouse-test-1 failed: PermissionDenied")
     assert "grant the deploying identity roles/browser on project lakehouse-test-1" in report.error.hint
+
+
+def test_creates_naming_a_new_service_account_are_retried_while_it_propagates(setup, cloud, project_dir):
+    env, resources = setup()
+    cloud.fail["create_subscription"] = gexc.InvalidArgument(
+        "Service account lh-dev-pubsub-writer@lakehouse-test-1.iam.gserviceaccount.com does not exist."
+    )
+    sleeps = []
+    report = apply(env, resources, cloud.clients(), handlers(project_dir), project_dir, sleep=sleeps.append)
+    assert report.error is None
+    assert sleeps == [2]
+    assert [name for name, _ in cloud.calls].count("create_subscription") == 4  # 3 subscriptions + 1 retry
+
+
+def test_other_errors_are_not_retried(setup, cloud, project_dir):
+    env, resources = setup()
+    cloud.fail["create_subscription"] = gexc.PermissionDenied("User not authorized to perform this action.")
+    sleeps = []
+    report = apply(env, resources, cloud.clients(), handlers(project_dir), project_dir, sleep=sleeps.append)
+    assert report.error.resource.kind == "subscription" and sleeps == []
+
+
+def test_an_operation_that_does_not_finish_is_reported(setup, cloud, project_dir):
+    env, resources = setup()
+    cloud.fail["create_function"] = TimeoutError()
+    report = run_apply(env, resources, cloud, project_dir)
+    assert report.error.resource.kind == "function"
+    assert report.error.message == "no answer within 900 s"
+    assert report.error.hint == "it may still finish: wait a few minutes, then re-run the same command"
+
+
+def test_a_bucket_update_removes_stray_labels(setup, cloud, project_dir):
+    env, resources = setup()
+    run_apply(env, resources, cloud, project_dir)
+    cloud.buckets["lh-test-landing"]["labels"]["added-by-hand"] = "x"
+    plan, actions = plan_actions(env, resources, cloud, project_dir)
+    assert actions["update"] == 1
+    assert run_apply(env, resources, cloud, project_dir).count("updated") == 1
+    assert "added-by-hand" not in cloud.buckets["lh-test-landing"]["labels"]
+    assert plan_actions(env, resources, cloud, project_dir)[1] == {"unchanged": len(resources)}
