@@ -178,6 +178,9 @@ def render(plan: Plan, verbose: bool = True) -> str:
         lines.append(f"{symbol} {change.action:<9} {resource.kind:<20} {resource.name}{suffix}")
         if change.reason:
             lines.append(f"      ! {change.reason}")
+        unset = [u for u in change.unknown if u.startswith("$")]
+        if unset:
+            lines.append(f"      ? {', '.join(unset)} not set here: apply needs it (compared without it)")
         if change.action == "create" and verbose:
             for key, value in spec.items():
                 lines.append(f"      {key}: {_show(key, value, resource)}")

@@ -181,6 +181,8 @@ def test_a_taken_bucket_name_points_at_the_config_field(setup, cloud, project_di
 def test_apply_refuses_an_unset_secret(setup, cloud, project_dir, monkeypatch):
     env, resources = setup()
     monkeypatch.delenv("TEST_PII_SALT")
+    text = render(make_plan(env, [], resources, project_dir, why_not_read="offline"))
+    assert "      ? $TEST_PII_SALT not set here: apply needs it (compared without it)" in text
     report = run_apply(env, resources, cloud, project_dir)
     assert report.error.resource.kind == "release_config"
     assert report.error.message == "not known yet: $TEST_PII_SALT"
