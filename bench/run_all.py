@@ -16,6 +16,7 @@ Steps, each in its own process (its peak resident memory is read from os.wait4):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -308,10 +309,13 @@ def _gold(home: Path, project: str) -> list[tuple]:
 
 def measure_incremental(args: argparse.Namespace) -> dict:
     """An incremental silver + gold over M rows: first build, +1% rows incrementally, then a full refresh."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import write_project
-
     from lakehouse.engine.runner import run
+
+    # tests/conftest.py by path: under pytest, the module name `conftest` may be another folder's.
+    spec = importlib.util.spec_from_file_location("lakehouse_tests_root_conftest", REPO / "tests" / "conftest.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    write_project = fixtures.write_project
 
     home = Path(os.environ["LAKEHOUSE_HOME"])
     project_name = "bench-incremental"

@@ -346,3 +346,30 @@ def test_a_trigger_that_timed_out_is_a_run_that_did_not_finish(history, tmp_path
     )
     assert result.exit_code == 1
     assert "not a trigger report: no 'actions'" in result.output
+
+
+def test_up_step_writes_the_reports_and_prints_where_they_are(history, tmp_path):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from lakehouse.report import up_step
+
+    console = Console(record=True, width=300)
+    ctx = SimpleNamespace(
+        settings=SimpleNamespace(project_dir=history.project, home=history.home), console=console, results={}
+    )
+    up_step(ctx)
+    written = ctx.results["reports"]
+    assert written["junit"] == history.home / "reports" / history.run_ids[-1] / "junit.xml"
+    assert all(path.is_file() for path in written.values())
+    text = console.export_text()
+    assert f"run {history.run_ids[-1]}: 2 error and 1 warning assertion(s) failed, of 5." in text
+    assert f"  dashboard    {written['dashboard']}" in text
+
+    empty = SimpleNamespace(
+        settings=SimpleNamespace(project_dir=history.project, home=tmp_path / "empty"), console=console, results={}
+    )
+    up_step(empty)
+    assert empty.results == {}
+    assert "no report: no run is recorded under" in console.export_text()
