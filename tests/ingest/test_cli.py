@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -104,3 +107,41 @@ def test_help_lists_the_ingest_commands():
     result = subprocess.run([str(REPO / ".venv/bin/lakehouse"), "--help"], capture_output=True, text=True, check=True)
     for command in ("generate", "up", "schedule", "services"):
         assert command in result.stdout
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if text.encode() in handle.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_sigterm_mid_run_stops_the_services(in_repo):
+    process = subprocess.Popen(
+        [str(REPO / ".venv/bin/lakehouse"), "generate", "--events", "400000", "--batch-size", "100"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in process.stderr:
+            if line.startswith("services up"):
+                break
+        root = str(paths.gcs_root(in_repo))
+        assert _processes_mentioning(root), "fake-gcs-server should be running"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) != 0
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(root) == []

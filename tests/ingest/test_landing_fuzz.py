@@ -109,3 +109,28 @@ def test_http_never_fails_on_bad_input_and_keeps_everything(fake_gcs, config, st
     for line in set(expected):
         assert found.count(line) >= expected.count(line)
     assert answer["accepted"] + answer["rejected"] == len(expected)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    envelope=st.none()
+    | json_values
+    | st.fixed_dictionaries(
+        {
+            "message": st.fixed_dictionaries(
+                {"data": st.binary(max_size=80).map(lambda b: base64.b64encode(b).decode()) | st.text(max_size=20)},
+                optional={
+                    "attributes": st.dictionaries(st.sampled_from(["source", "x"]), st.text(max_size=12)),
+                    "publishTime": st.text(max_size=30),
+                    "messageId": st.text(max_size=8),
+                },
+            )
+        }
+    )
+)
+def test_push_envelopes_never_crash(fake_gcs, config, store, envelope):
+    from ingest.landing import handle_pubsub_push
+
+    result = handle_pubsub_push(envelope, config, store, NOW)
+    assert sum(result.accepted.values()) + sum(result.rejected.values()) >= 1
+    assert set(result.rejected) <= set(REASONS)
