@@ -142,6 +142,15 @@ def rule_dimension(rule: str) -> str:
     return "validity"
 
 
+def _sql_rule(dimension: str) -> str:
+    """Return rule_dimension's test for `dimension` as SQL over a lambda parameter `rule`."""
+    if dimension == "completeness":
+        return (
+            "(lower(rule) LIKE '%\\_required' ESCAPE '\\' OR lower(rule) LIKE '%missing%' OR lower(rule) LIKE '%null%')"
+        )
+    return "lower(rule) LIKE '%duplicate%'"
+
+
 def declared_conditions(ctx: Context, name: str) -> list[str]:
     """Return the row conditions a built-in rowConditions assertion checks, read from its compiled query."""
     action = ctx.graph.actions.get(name) if ctx.graph else None
@@ -266,12 +275,24 @@ def _quarantine_by_dimension(ctx: Context, name: str, quarantined: int) -> dict[
     rules = next((c for c, kind in columns if _RULES_COLUMN.search(c) and kind.endswith("[]")), None)
     if rules is None:
         return {"validity": quarantined}
-    _, rows = ctx.query(f'SELECT "{rules}" FROM {quoted(name)}')
-    counts = {"completeness": 0, "validity": 0, "uniqueness": 0}
-    for (values,) in rows:
-        dimensions = {rule_dimension(str(v)) for v in values or []} or {"validity"}
-        for dimension in dimensions:
-            counts[dimension] += 1
+    # Counted in the warehouse (a quarantine can hold millions of rows); the same mapping as rule_dimension.
+    _, rows = ctx.query(
+        f"""
+        WITH dims AS (
+            SELECT list_transform(coalesce("{rules}", []), rule -> CASE
+                WHEN {_sql_rule("completeness")} THEN 'completeness'
+                WHEN {_sql_rule("uniqueness")} THEN 'uniqueness'
+                ELSE 'validity' END) AS d
+            FROM {quoted(name)}
+        )
+        SELECT count(*) FILTER (WHERE list_contains(d, 'completeness')),
+               count(*) FILTER (WHERE list_contains(d, 'validity') OR len(d) = 0),
+               count(*) FILTER (WHERE list_contains(d, 'uniqueness'))
+        FROM dims
+        """
+    )
+    completeness, validity, uniqueness = (int(n) for n in rows[0])
+    counts = {"completeness": completeness, "validity": validity, "uniqueness": uniqueness}
     # A dimension with no quarantine rule of its kind at all is not measured by the quarantine.
     return {d: n for d, n in counts.items() if n or d != "uniqueness"}
 

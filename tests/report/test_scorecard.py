@@ -58,3 +58,35 @@ def test_aggregation_is_the_mean_of_checks_then_dimensions_then_tables():
         },
     }
     assert Scorecard().overall is None and Scorecard().dataplex() is None
+
+
+def test_quarantine_rows_are_counted_per_dimension_in_the_warehouse(tmp_path):
+    from datetime import UTC, datetime
+
+    import duckdb
+
+    from lakehouse.report.context import Context
+    from lakehouse.report.runs import History, Run
+    from lakehouse.report.scorecard import _quarantine_by_dimension
+
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS p")
+    con.execute("CREATE SCHEMA p.silver")
+    con.execute("CREATE TABLE p.silver.orders_quarantine (record_id VARCHAR, failed_rules VARCHAR[])")
+    con.execute(
+        "INSERT INTO p.silver.orders_quarantine VALUES ('a', ['customer_id_required', 'price_min_exclusive']), "
+        "('b', ['record_not_json']), ('c', ['order_id_duplicate']), ('d', []), ('e', NULL), "
+        "('f', ['customer_id_required'])"
+    )
+    run = Run("r", datetime(2026, 1, 1, tzinfo=UTC), None, "success", [], "json")
+    ctx = Context(tmp_path, tmp_path, "p", None, con, [run], run, History.upto([run], run))
+    assert _quarantine_by_dimension(ctx, "p.silver.orders_quarantine", 6) == {
+        "completeness": 2,  # a, f
+        "validity": 4,  # a, b, and d, e (no rule named: counted as validity)
+        "uniqueness": 1,  # c
+    }
+    assert [rule_dimension(r) for r in ("customer_id_required", "record_not_json", "order_id_duplicate")] == [
+        "completeness",
+        "validity",
+        "uniqueness",
+    ]
