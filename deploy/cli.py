@@ -54,7 +54,7 @@ def deploy_group() -> None:
     """
 
 
-@deploy_group.command("plan")
+@deploy_group.command("plan", short_help="Show what apply would change (works offline).")
 @_ENV_OPTION
 @_PROJECT_DIR
 @click.option("--offline", is_flag=True, help="Do not read the current state even if credentials exist.")
@@ -97,7 +97,7 @@ def _require_credentials() -> None:
         raise click.ClickException(f"cannot reach Google Cloud: {why}")
 
 
-@deploy_group.command("apply")
+@deploy_group.command("apply", short_help="Create or update everything; safe to re-run.")
 @_ENV_OPTION
 @_PROJECT_DIR
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -130,7 +130,7 @@ def apply_command(env_file: Path, project_dir: Path, yes: bool) -> None:
     click.echo(f"Applied: {summary}.")
 
 
-@deploy_group.command("destroy")
+@deploy_group.command("destroy", short_help="Delete what apply created (data only with --include-data).")
 @_ENV_OPTION
 @_PROJECT_DIR
 @click.option("--include-data", is_flag=True, help="Also delete buckets, datasets and tables that hold data.")
@@ -153,7 +153,7 @@ def destroy_command(env_file: Path, project_dir: Path, include_data: bool, yes: 
     click.echo(f"Destroyed: {summary}.")
 
 
-@deploy_group.command("replay-dead-letter")
+@deploy_group.command("replay-dead-letter", short_help="Republish dead-lettered messages to their topics.")
 @_ENV_OPTION
 @_PROJECT_DIR
 @click.option("--max", "max_messages", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
@@ -178,7 +178,13 @@ def replay_command(env_file: Path, project_dir: Path, max_messages: int, dry_run
 
 
 @click.command("trigger")
-@click.option("--target", type=click.Choice(["local", "gcp"]), default="local", show_default=True)
+@click.option(
+    "--target",
+    type=click.Choice(["local", "gcp"]),
+    default="local",
+    show_default=True,
+    help="local: the embedded engine; gcp: Dataform in the --env project.",
+)
 @click.option("--env", "env_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Environment config (needed for --target gcp).")  # fmt: skip
 @_PROJECT_DIR
