@@ -130,7 +130,7 @@ def apply_command(env_file: Path, project_dir: Path, yes: bool) -> None:
     click.echo(f"Applied: {summary}.")
 
 
-@deploy_group.command("destroy", short_help="Delete what apply created (data only with --include-data).")
+@deploy_group.command("destroy", short_help="Delete what apply created; data kept unless asked.")
 @_ENV_OPTION
 @_PROJECT_DIR
 @click.option("--include-data", is_flag=True, help="Also delete buckets, datasets and tables that hold data.")
