@@ -308,8 +308,8 @@ def html(data: DashboardData, card: Scorecard) -> str:
         "funnel": data.funnel.to_json(),
         "scorecard": scorecard_chart(card).to_json(),
     }
-    # "</" inside a JSON string would end the script element early.
-    embedded = json.dumps(payload).replace("</", "<\\/")
+    # "</script" or "<!--" inside a JSON string would end or confuse the script element: escape every "<".
+    embedded = json.dumps(payload).replace("<", "\\u003c")
     panels = [
         ("chart-revenue", "Daily revenue"),
         ("chart-products", f"Top {TOP_PRODUCTS} products by revenue"),

@@ -38,10 +38,13 @@ def test_collect_reads_revenue_products_and_funnel_from_gold(history):
 
 
 def test_the_page_embeds_the_data_safely():
-    data = DashboardData("r1", Chart(["</script><b>x"], [1.0]), Chart(empty_reason="none"), Chart(empty_reason="none"))
+    data = DashboardData(
+        "r1", Chart(["</script><!--<b>x"], [1.0]), Chart(empty_reason="none"), Chart(empty_reason="none")
+    )
     page = html(data, Scorecard())
     embedded = page.split("<script type='application/json' id='dashboard-data'>")[1].split("</script>")[0]
-    assert json.loads(embedded)["revenue"]["labels"] == ["</script><b>x"]
+    assert "<" not in embedded
+    assert json.loads(embedded)["revenue"]["labels"] == ["</script><!--<b>x"]
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page
 
