@@ -36,7 +36,7 @@ HELP: dict[str, str] = {
     "up": "The local demo: services up, generate, land, publish, stop cleanly.",
     "schedule": "Run the generator on the shared cron schedule (config/schedules.yaml).",
     "services": "Keep fake-gcs-server and the Pub/Sub emulator running until Ctrl-C.",
-    "report": "Write a run's assertion report (MD/HTML/JUnit), scorecard, lineage and gold dashboard.",
+    "report": "Assertion report, scorecard, lineage and dashboard of a run.",
     "lint": "Lint the compiled SQL of every action with sqlfluff (house style in .sqlfluff).",
 }
 
