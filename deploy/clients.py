@@ -190,16 +190,25 @@ class DatasetIamAdapter:
         return policy
 
     def set_iam_policy(self, request: dict) -> policy_pb2.Policy:
+        """Add and remove only the (role, member) pairs that differ; other entries stay as they are."""
         from google.cloud import bigquery
 
         dataset = self.client.get_dataset(request["resource"])
-        kept = [e for e in dataset.access_entries if not (_access_member(e) and e.role)]
-        for binding in request["policy"].bindings:
-            for member in binding.members:
-                kept.append(bigquery.AccessEntry(binding.role, "iamMember", member))
+        entries = list(dataset.access_entries)
+        current = {_entry_pair(e) for e in entries} - {None}
+        desired = {(b.role, m) for b in request["policy"].bindings for m in b.members}
+        kept = [e for e in entries if _entry_pair(e) not in current - desired]
+        kept += [bigquery.AccessEntry(role, "iamMember", member) for role, member in sorted(desired - current)]
         dataset.access_entries = kept
         self.client.update_dataset(dataset, ["access_entries"])
         return request["policy"]
+
+
+def _entry_pair(entry: Any) -> tuple[str, str] | None:
+    member = _access_member(entry)
+    if not member or not entry.role:
+        return None
+    return _LEGACY_DATASET_ROLES.get(entry.role, entry.role), member
 
 
 def _access_member(entry: Any) -> str | None:

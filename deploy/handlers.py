@@ -753,7 +753,8 @@ def observe_function(function: functions_v2.Function) -> Observed:
             "service_account_email": trigger.service_account_email,
             "retry": trigger.retry_policy == functions_v2.EventTrigger.RetryPolicy.RETRY_POLICY_RETRY,
         }
-    return Observed(seen, {"url": service.uri or function.url}, managed=_labelled(function.labels))
+    outputs = {"url": service.uri or function.url, "service": service.service}
+    return Observed(seen, outputs, managed=_labelled(function.labels))
 
 
 class FunctionHandler(Handler):

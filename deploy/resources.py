@@ -425,7 +425,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
                 "service_account_email": env.service_account_email("audit"),
                 "retry": True,
             }
-        service = f"projects/{p}/locations/{region}/services/{function_id}"
+        service = ref("function:" + functions[name], "service")  # the function's Cloud Run service
         callers = {"landing": ["generator"], "generator": ["scheduler"], "audit": ["audit"], "trigger": ["scheduler"]}[
             name
         ]

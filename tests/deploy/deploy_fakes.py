@@ -395,6 +395,7 @@ class FakeCloud:
         if prefix == "function":
             function_id = item.name.rsplit("/", 1)[1]
             item.service_config.uri = f"https://{function_id}-abc123-uc.a.run.app"
+            item.service_config.service = item.name.replace("/functions/", "/services/")
             item.service_config.environment_variables["LOG_EXECUTION_ID"] = "true"  # as Cloud Functions does
 
     def operation(self, prefix: str, value: Any) -> Any:

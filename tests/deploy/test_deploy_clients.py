@@ -73,3 +73,35 @@ def test_clients_are_made_lazily_and_refuse_unknown_names():
         c.Clients(nope=1)
     with pytest.raises(AttributeError):
         _ = made.not_a_client
+
+
+def test_dataset_iam_adapter_changes_only_the_pairs_that_differ():
+    from deploy_fakes import FakeCloud
+    from google.cloud import bigquery
+
+    from deploy.handlers import with_member, without_member
+
+    cloud = FakeCloud()
+    bq = FakeBigQuery(cloud)
+    dataset = bigquery.Dataset("p.ops")
+    dataset.access_entries = [
+        bigquery.AccessEntry("OWNER", "specialGroup", "projectOwners"),
+        bigquery.AccessEntry("WRITER", "userByEmail", "old@p.iam.gserviceaccount.com"),
+        bigquery.AccessEntry(None, "view", {"projectId": "p", "datasetId": "gold", "tableId": "v"}),
+    ]
+    bq.create_dataset(dataset)
+    adapter = c.DatasetIamAdapter(bq)
+    policy = adapter.get_iam_policy({"resource": "p.ops"})
+    assert [(b.role, list(b.members)) for b in policy.bindings] == [
+        ("roles/bigquery.dataEditor", ["serviceAccount:old@p.iam.gserviceaccount.com"]),
+        ("roles/bigquery.dataOwner", ["specialGroup:projectOwners"]),
+    ]
+    assert without_member(policy, "roles/bigquery.dataEditor", "serviceAccount:old@p.iam.gserviceaccount.com")
+    assert with_member(policy, "roles/bigquery.dataViewer", "serviceAccount:new@p.iam.gserviceaccount.com")
+    adapter.set_iam_policy({"resource": "p.ops", "policy": policy})
+    entries = bigquery.Dataset.from_api_repr(cloud.datasets["p.ops"]).access_entries
+    assert [(e.role, e.entity_type, e.entity_id) for e in entries] == [
+        ("OWNER", "specialGroup", "projectOwners"),
+        (None, "view", {"projectId": "p", "datasetId": "gold", "tableId": "v"}),
+        ("roles/bigquery.dataViewer", "iamMember", "serviceAccount:new@p.iam.gserviceaccount.com"),
+    ]
