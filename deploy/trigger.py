@@ -244,6 +244,7 @@ class GcpTarget:
         *,
         service_account: str | None = None,
         environment: str = "",
+        location: str | None = None,
         poll_s: float = DEFAULT_POLL_S,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         sample_rows: int = SAMPLE_ROWS,
@@ -253,7 +254,7 @@ class GcpTarget:
     ):
         self.dataform, self.bigquery = dataform, bigquery
         self.repository, self.release_config = repository, release_config
-        self.service_account, self.environment = service_account, environment
+        self.service_account, self.environment, self.location = service_account, environment, location
         self.poll_s, self.timeout_s, self.sample_rows = poll_s, timeout_s, sample_rows
         self.clock, self.sleep, self.now = clock, sleep, now
 
@@ -354,8 +355,26 @@ class GcpTarget:
             )
             if kind == "assertion" and item.status == "failed":
                 item.failing_rows, item.failing_sample = self.sample(key)
+            job_id = action.bigquery_action.job_id if "bigquery_action" in action else ""
+            if job_id and kind != "assertion" and item.status == "success":
+                item.rows_affected = self.rows_affected(job_id, action.target.database)
             reports.append(item)
         return reports
+
+    def rows_affected(self, job_id: str, project: str) -> int | None:
+        """Return the rows a BigQuery job's DML changed (summed over a script's child jobs), or None."""
+        try:
+            job = self.bigquery.get_job(job_id, project=project, location=self.location)
+            rows = getattr(job, "num_dml_affected_rows", None)
+            if rows is None and getattr(job, "statement_type", None) == "SCRIPT":
+                counts = [getattr(child, "num_dml_affected_rows", None)
+                          for child in self.bigquery.list_jobs(project=project, parent_job=job_id)]  # fmt: skip
+                counts = [n for n in counts if n is not None]
+                rows = sum(counts) if counts else None
+            return rows
+        except Exception as error:  # noqa: BLE001 - a figure for the record, never a reason to fail
+            log.warning("could not read rows affected of job %s: %s", job_id, error)
+            return None
 
     def sample(self, target: str) -> tuple[int | None, list[dict[str, Any]]]:
         """Return (failing row count, up to sample_rows of them) of an assertion view."""
@@ -607,6 +626,7 @@ def gcp_target_from_environment(environ: Mapping[str, str] | None = None) -> tup
         environ["LAKEHOUSE_RELEASE_CONFIG"],
         service_account=environ.get("LAKEHOUSE_DATAFORM_SERVICE_ACCOUNT") or None,
         environment=environ.get("LAKEHOUSE_ENVIRONMENT", ""),
+        location=environ.get("LAKEHOUSE_BIGQUERY_LOCATION") or None,
         timeout_s=float(environ.get("LAKEHOUSE_TRIGGER_TIMEOUT_S", DEFAULT_TIMEOUT_S)),
     )
     return target, bigquery_writer(bq, environ["LAKEHOUSE_OPS_TABLE"])

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from google.cloud import bigquery
@@ -60,11 +61,24 @@ class RecordedDataform:
         return [load(D.WorkflowInvocationAction, a) for a in self.recording["invocation_actions"]]
 
 
+def _job(job_id: str, recorded: dict) -> bigquery.QueryJob:
+    """Return a real QueryJob with the recorded statistics."""
+    statistics = {"query": {k: v for k, v in recorded.items() if k != "children"}}
+    resource = {
+        "jobReference": {"projectId": "lh-test", "jobId": job_id, "location": "US"},
+        "configuration": {"query": {"query": "..."}},
+        "statistics": statistics,
+    }
+    return bigquery.QueryJob.from_api_repr(resource, client=SimpleNamespace(project="lh-test"))
+
+
 class RecordedBigQuery:
     """query() answers bigquery.Row objects for the assertion views of the recording."""
 
-    def __init__(self, failing: dict[str, list[dict]]):
+    def __init__(self, failing: dict[str, list[dict]], jobs: dict[str, dict] | None = None):
         self.failing = failing
+        self.jobs = jobs or {}
+        self.jobs_read: list[tuple] = []
         self.queries: list[str] = []
         self.inserted: list[tuple[str, list[dict]]] = []
 
@@ -78,6 +92,13 @@ class RecordedBigQuery:
                 return [bigquery.Row(list(r.values()), {k: i for i, k in enumerate(r)}) for r in rows]
 
         return Job()
+
+    def get_job(self, job_id, project=None, location=None):
+        self.jobs_read.append((job_id, project, location))
+        return _job(job_id, self.jobs[job_id])
+
+    def list_jobs(self, project=None, parent_job=None):
+        return [_job(f"{parent_job}_{i}", child) for i, child in enumerate(self.jobs[parent_job]["children"])]
 
     def insert_rows_json(self, table, rows):
         self.inserted.append((table, rows))
@@ -99,12 +120,12 @@ class Clock:
 
 def run(scenario: str, request: trigger.TriggerRequest | None = None, timeout_s: float = 120.0):
     dataform = RecordedDataform(scenario)
-    bq = RecordedBigQuery(dataform.recording.get("failing_rows", {}))
+    bq = RecordedBigQuery(dataform.recording.get("failing_rows", {}), dataform.recording.get("jobs"))
     clock = Clock()
     target = trigger.GcpTarget(
         dataform, bq, REPO_NAME, RELEASE,
         service_account="lh-dev-dataform@lh-test.iam.gserviceaccount.com",
-        environment="dev", poll_s=10, timeout_s=timeout_s, clock=clock, sleep=clock.sleep,
+        environment="dev", location="US", poll_s=10, timeout_s=timeout_s, clock=clock, sleep=clock.sleep,
         now=lambda: dt.datetime(2026, 11, 22, 1, 0, tzinfo=dt.UTC),
     )  # fmt: skip
     report = target.run(request or trigger.TriggerRequest(tags=("hourly",)))
@@ -134,6 +155,8 @@ def test_success():
     ]
     assert clock.sleeps == [10, 10]
     assert bq.queries == []
+    assert [a.rows_affected for a in report.actions] == [120, None, None, None]
+    assert bq.jobs_read == [("dataform-orders", "lh-test", "US"), ("dataform-daily_product_summary", "lh-test", "US")]
     compile_request = dataform.requests[0][1]
     assert isinstance(compile_request, D.CreateCompilationResultRequest)
     assert compile_request.parent == REPO_NAME
