@@ -35,12 +35,12 @@ def test_plan_offline_prints_the_full_desired_state_fast(write_env, project_dir)
     assert "Plan: 70 to create, 0 to update, 0 unchanged, 0 blocked (70 resources). Nothing was changed." in lines
 
 
-def test_plan_of_the_sample_config_as_a_user_runs_it():
+def test_plan_of_the_sample_config_as_a_user_runs_it(tmp_path):
     """The real command in a subprocess: no credentials, offline, well under a few seconds."""
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": "/nonexistent",
-        "LAKEHOUSE_HOME": "/tmp/lakehouse-deploy-test-home",
+        "LAKEHOUSE_HOME": str(tmp_path),
     }
     started = time.perf_counter()
     command = [str(Path(sys.executable).parent / "lakehouse"), "deploy", "plan", "--brief"]
