@@ -75,13 +75,30 @@ def plan_command(env_file: Path, project_dir: Path, offline: bool, brief: bool) 
 
         clients, handlers = _clients(env)
         try:
-            plan = make_plan(env, sources, resources, project_dir, clients, handlers)
+            plan = _read_plan(env, sources, resources, project_dir, clients, handlers)
         except (gexc.GoogleAPICallError, auth_exc.GoogleAuthError) as error:
             why = f"reading it failed ({type(error).__name__}: {error})"
     if plan is None:
         plan = make_plan(env, sources, resources, project_dir, why_not_read=why)
     click.echo(render(plan, verbose=not brief))
     click.echo(f"({time.perf_counter() - started:.2f} s)", err=True)
+
+
+def _read_plan(env, sources, resources, project_dir, clients, handlers):
+    """Return the plan with the current state read, a progress bar on stderr while it reads."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from deploy.plan import make_plan
+
+    columns = (TextColumn("reading current state"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("", total=len(resources))
+
+        def advance(resource) -> None:
+            progress.update(task, advance=1, description=resource.kind)
+
+        return make_plan(env, sources, resources, project_dir, clients, handlers, on_read=advance)
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -104,7 +121,7 @@ def _require_credentials() -> None:
 def apply_command(env_file: Path, project_dir: Path, yes: bool) -> None:
     """Create or update every resource; re-running after a failure resumes where it stopped."""
     from deploy.apply import apply
-    from deploy.plan import make_plan, render
+    from deploy.plan import render
 
     env, sources, resources = _load(env_file, project_dir)
     try:
@@ -113,7 +130,7 @@ def apply_command(env_file: Path, project_dir: Path, yes: bool) -> None:
         raise click.ClickException(str(error)) from error
     _require_credentials()
     clients, handlers = _clients(env)
-    plan = make_plan(env, sources, resources, project_dir, clients, handlers)
+    plan = _read_plan(env, sources, resources, project_dir, clients, handlers)
     click.echo(render(plan, verbose=False))
     if plan.count("create") + plan.count("update") == 0:
         click.echo("Nothing to do.")

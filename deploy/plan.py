@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ def make_plan(
     handlers: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     why_not_read: str = "",
+    on_read: Callable[[Resource], None] = lambda resource: None,
 ) -> Plan:
     """Return the plan: with `clients`, each resource is read and compared; without, all are creates.
 
@@ -124,6 +125,7 @@ def make_plan(
             changes.append(Change(resource, "create", spec, unknown))
             continue
         current = handler.read(clients, resource, spec)
+        on_read(resource)
         if current is None:
             changes.append(Change(resource, "create", spec, unknown))
             continue
