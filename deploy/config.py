@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,14 @@ def _check_region(value: str) -> str | None:
     return None
 
 
+def _check_time_zone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "not an IANA time zone such as Etc/UTC or Europe/Paris"
+    return None
+
+
 def _check_https(value: str) -> str | None:
     if not re.match(r"^https://[^\s]+$", value):
         return "the git remote must be an https:// URL"
@@ -340,7 +349,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     region = r.string("region", check=_check_region)
     location = r.string("bigquery_location", check=_check_location)
     prefix = r.string("prefix", check=_check_prefix)
-    time_zone = r.string("time_zone", "Etc/UTC")
+    time_zone = r.string("time_zone", "Etc/UTC", check=_check_time_zone)
 
     labels = {}
     for key, value in r.mapping("labels", {}).items():

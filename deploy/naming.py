@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-# Regions where Cloud Functions (2nd gen), Cloud Scheduler and Dataform are offered together.
+# Regions where Cloud Functions (2nd gen), Cloud Scheduler and Dataform are offered together, as
+# Google documented them in 2025; add one here when Google opens it.
 REGIONS = frozenset(
     {
         "africa-south1",

@@ -50,6 +50,12 @@ def test_missing_fields_are_each_named(write_env):
     assert "field 'region' is missing" in found
 
 
+def test_time_zone_must_exist(write_env):
+    assert problems(write_env(time_zone="Mars/Olympus")) == [
+        "field 'time_zone': 'Mars/Olympus' is not valid (not an IANA time zone such as Etc/UTC or Europe/Paris)"
+    ]
+
+
 def test_unknown_region_and_location(write_env):
     found = problems(write_env(region="us-middle9", bigquery_location="ASIA"))
     assert found == [
