@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import sqlglot
@@ -94,6 +95,12 @@ class _Context:
     default_project: str
     variables: dict[str, str | None] = field(default_factory=dict)
     if_count: int = 0
+    tables: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+class _Compiled(NamedTuple):
+    items: tuple  # DuckDB statements (str) and _ExternalTable to render against local files
+    tables: frozenset[tuple[str, str, str]]  # (project, dataset, table) read or written
 
 
 def _word(token: Token) -> str:
@@ -906,6 +913,9 @@ def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
 def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     tree = _rewrite_variables(tree, ctx)
     tree = _qualify_table_names(tree, ctx)
+    for table in tree.find_all(exp.Table):
+        if table.catalog and table.db and table.name:
+            ctx.tables.add((table.catalog, table.db, table.name))
     return _apply_rewrites(tree)
 
 
@@ -1073,6 +1083,7 @@ def _external_table(stmt: _Statement, ctx: _Context) -> _ExternalTable:
             raise UnsupportedConstruct(f"external table option {prop.sql(READ)}", "remove the option")
     table = exp.to_table(name_text, dialect=READ)
     target = _qualify_table_names(exp.select("*").from_(table), ctx).find(exp.Table)
+    ctx.tables.add((target.catalog, target.db, target.name))
     return _ExternalTable(
         replace="REPLACE" in words[:3],
         if_not_exists=if_not_exists,
@@ -1403,26 +1414,27 @@ def _disk_dir() -> Path | None:
     return Path(home) / "translate-cache" if home else None
 
 
-def _encode(items: tuple) -> bytes:
-    return orjson.dumps([{"external": dataclasses.asdict(i)} if isinstance(i, _ExternalTable) else i for i in items])
+def _encode(compiled: _Compiled) -> bytes:
+    items = [{"external": dataclasses.asdict(i)} if isinstance(i, _ExternalTable) else i for i in compiled.items]
+    return orjson.dumps({"items": items, "tables": sorted(compiled.tables)})
 
 
-def _decode(data: bytes) -> tuple:
+def _decode(data: bytes) -> _Compiled:
     def tuples(value):
         return tuple(tuples(v) for v in value) if isinstance(value, list) else value
 
-    out = []
-    for item in orjson.loads(data):
+    loaded = orjson.loads(data)
+    items = []
+    for item in loaded["items"]:
         if isinstance(item, dict):
-            fields = {k: tuples(v) for k, v in item["external"].items()}
-            out.append(_ExternalTable(**fields))
+            items.append(_ExternalTable(**{k: tuples(v) for k, v in item["external"].items()}))
         else:
-            out.append(item)
-    return tuple(out)
+            items.append(item)
+    return _Compiled(tuple(items), frozenset(tuple(t) for t in loaded["tables"]))
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def _compile(sql: str, default_project: str) -> tuple:
+def _compile(sql: str, default_project: str) -> _Compiled:
     directory = _disk_dir()
     if directory is None:
         return _compile_script(sql, default_project)
@@ -1443,7 +1455,7 @@ def _compile(sql: str, default_project: str) -> tuple:
     return items
 
 
-def _compile_script(sql: str, default_project: str) -> tuple:
+def _compile_script(sql: str, default_project: str) -> _Compiled:
     ctx = _Context(default_project=default_project)
     out: list = []
     for node in _ScriptParser(sql).parse():
@@ -1453,7 +1465,7 @@ def _compile_script(sql: str, default_project: str) -> tuple:
             out += _if(node, ctx, None)
         else:
             out += _statement(node, ctx)
-    return tuple(out)
+    return _Compiled(tuple(out), frozenset(ctx.tables))
 
 
 def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[str], str] | None = None) -> list[str]:
@@ -1466,7 +1478,7 @@ def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[
     Raises UnsupportedConstruct (construct and hint) and TranslationError (unparsable SQL).
     """
     out = []
-    for item in _compile(sql, default_project):
+    for item in _compile(sql, default_project).items:
         out.append(_render_external(item, gcs_resolver) if isinstance(item, _ExternalTable) else item)
     return out
 
@@ -1503,9 +1515,11 @@ def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str
                     visit(body)
                 continue
             if node.words[0] == "CREATE" and "EXTERNAL" in node.words[:4]:
-                target = _external_table(node, ctx)
-                parts = exp.to_table(target.target, dialect=WRITE).parts
-                found.add(tuple(p.name for p in parts))
+                try:
+                    _external_table(node, ctx)
+                except UnsupportedConstruct:
+                    pass
+                found.update(ctx.tables)
                 continue
             if node.words[0] in ("RAISE", "ASSERT") or _unsupported_statement(node.words):
                 continue
@@ -1524,6 +1538,11 @@ def referenced_tables(sql: str, *, default_project: str) -> set[tuple[str, str, 
     """Return (project, dataset, table) of every table the script reads or writes, CTE names excluded.
 
     Two-part names get `default_project`; one-part names (CTEs, temp tables) are not returned.
-    Raises TranslationError for unparsable SQL and UnsupportedConstruct for unparsable script shapes.
+    Served from the translation cache; a script that does not translate (an unsupported construct)
+    is read statement by statement, skipping what cannot be read.
+    Raises TranslationError for SQL that cannot be parsed.
     """
-    return set(_referenced(sql, default_project))
+    try:
+        return set(_compile(sql, default_project).tables)
+    except UnsupportedConstruct:
+        return set(_referenced(sql, default_project))

@@ -765,6 +765,10 @@ def test_referenced_tables():
         ("bigquery-public-data", "samples", "s"),
         (PROJECT, "other", "flags"),
     }
+    assert referenced_tables(RAW_LINES, default_project="p") == {(PROJECT, "ds", "raw_orders")}
+    # A script that does not translate still names its tables (read statement by statement).
+    unsupported = "select * from ds.a; EXECUTE IMMEDIATE 'select 1'; insert into `x-y.ds.b` select 1"
+    assert referenced_tables(unsupported, default_project=PROJECT) == {(PROJECT, "ds", "a"), ("x-y", "ds", "b")}
 
 
 # ------------------------------------------------------------------------------------ external tables
