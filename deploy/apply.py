@@ -13,7 +13,8 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from deploy.config import EnvConfig
-from deploy.handlers import OPERATION_TIMEOUT_S
+from deploy.handlers import OPERATION_TIMEOUT_S, Observed
+from deploy.orphans import find_orphans
 from deploy.plan import diff, entry_point_problems, local_outputs
 from deploy.resources import Resource, resolve
 
@@ -208,6 +209,16 @@ def apply(
             outcome = Outcome(resource, result, detail)
             report.outcomes.append(outcome)
             on_outcome(outcome)
+        current_resource, action = Resource("project", f"projects/{env.project}"), "list"
+        for orphan in find_orphans(env, resources, clients):
+            current_resource, action = orphan, "delete"
+            if orphan.data:
+                outcome = Outcome(orphan, "kept", "no longer in the config; holds data")
+            else:
+                handlers[orphan.kind].delete(clients, orphan, {})
+                outcome = Outcome(orphan, "deleted", "no longer in the config")
+            report.outcomes.append(outcome)
+            on_outcome(outcome)
     except DeployError as error:
         report.error = error
     except gexc.GoogleAPICallError as error:
@@ -239,6 +250,9 @@ def destroy(
     try:
         outputs = _project_outputs(env, clients, resources)
         seen: dict[str, tuple[dict, Any]] = {}
+        orphans = find_orphans(env, resources, clients)
+        for orphan in orphans:
+            seen[orphan.key] = ({}, Observed({}))
         for resource in resources:
             current_resource = resource
             outputs.setdefault(resource.key, {}).update(local_outputs(resource, project_dir))
@@ -250,7 +264,7 @@ def destroy(
             if current is not None:
                 outputs[resource.key].update(current.outputs)
             seen[resource.key] = (spec, current)
-        for resource in reversed(resources):
+        for resource in [*orphans, *reversed(resources)]:
             current_resource, action = resource, "read"
             spec, current = seen[resource.key]
             if current is None:

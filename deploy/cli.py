@@ -132,7 +132,7 @@ def apply_command(env_file: Path, project_dir: Path, yes: bool) -> None:
     clients, handlers = _clients(env)
     plan = _read_plan(env, sources, resources, project_dir, clients, handlers)
     click.echo(render(plan, verbose=False))
-    if plan.count("create") + plan.count("update") == 0:
+    if plan.count("create") + plan.count("update") + sum(1 for o in plan.orphans if not o.data) == 0:
         click.echo("Nothing to do.")
         return
     _confirm(yes, f"Apply these changes to project {env.project}?")

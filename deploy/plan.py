@@ -38,6 +38,7 @@ class Plan:
     changes: list[Change]
     state_read: bool
     why_not_read: str = ""
+    orphans: list[Resource] = field(default_factory=list)
 
     def count(self, action: str) -> int:
         return sum(1 for c in self.changes if c.action == action)
@@ -139,7 +140,12 @@ def make_plan(
             fields = ", ".join(sorted(set(changed) & handler.immutable))
             action, reason = "blocked", f"{fields} cannot change in place"
         changes.append(Change(resource, action, spec, unknown, changed, current, reason))
-    return Plan(env, sources, changes, clients is not None, why_not_read)
+    orphans = []
+    if clients is not None:
+        from deploy.orphans import find_orphans
+
+        orphans = find_orphans(env, resources, clients)
+    return Plan(env, sources, changes, clients is not None, why_not_read, orphans)
 
 
 def _show(key: str, value: Any, resource: Resource) -> str:
@@ -190,7 +196,17 @@ def render(plan: Plan, verbose: bool = True) -> str:
             for key in change.changed:
                 old = _show(key, change.current.spec.get(key), resource)
                 lines.append(f"      {key}: {old} -> {_show(key, spec[key], resource)}")
+    for orphan in plan.orphans:
+        if orphan.data:
+            lines.append(f"- orphan    {orphan.kind:<20} {orphan.name} [holds data]")
+            lines.append("      ! no longer in the config; kept (destroy --include-data or delete it yourself)")
+        else:
+            lines.append(f"- delete    {orphan.kind:<20} {orphan.name}")
+            lines.append("      ! no longer in the config; apply deletes it")
     counts = ", ".join(f"{plan.count(a)} to {a}" if a in ("create", "update") else f"{plan.count(a)} {a}"
                        for a in ACTIONS)  # fmt: skip
-    lines += ["", f"Plan: {counts} ({len(plan.changes)} resources). Nothing was changed."]
+    if plan.orphans:
+        counts += f", {sum(1 for o in plan.orphans if not o.data)} to delete"
+    total = len(plan.changes) + len(plan.orphans)
+    lines += ["", f"Plan: {counts} ({total} resources). Nothing was changed."]
     return "\n".join(lines)

@@ -243,6 +243,16 @@ class FakeBigQuery(Recorder):
         self.cloud.tables[key] = stored.to_api_repr()
         return stored
 
+    def list_tables(self, dataset):
+        self._call("list_tables", dataset)
+        if str(dataset) not in self.cloud.datasets:
+            raise gexc.NotFound(f"Dataset {dataset}")
+        return [
+            bigquery.table.TableListItem(copy.deepcopy(v))
+            for k, v in self.cloud.tables.items()
+            if k.rsplit(".", 1)[0] == str(dataset)
+        ]
+
     def delete_table(self, table, not_found_ok=False):
         self._call("delete_table", table)
         self.cloud.tables.pop(str(table), None)
@@ -317,6 +327,18 @@ def _proto_crud(prefix: str, field: str, kind: type, key: str = "name", id_field
     return get, create, update, delete
 
 
+def _lister(prefix: str, kind: type, collection: str):
+    """Return a list_* method: stored `kind` items under the request's parent (or project)."""
+
+    def list_items(self, request):
+        self._call(f"list_{prefix}", request)
+        base = request.get("parent") or request.get("project")
+        start = f"{base}/{collection}/"
+        return [copy.deepcopy(v) for k, v in self.cloud.store.items() if isinstance(v, kind) and k.startswith(start)]
+
+    return list_items
+
+
 field_collection = {
     "repository": "repositories",
     "release_config": "releaseConfigs",
@@ -328,12 +350,14 @@ field_collection = {
 
 class FakeTopics(PolicyStore):
     get_topic, create_topic, update_topic, delete_topic = _proto_crud("topic", "topic", pubsub_v1.types.Topic)
+    list_topics = _lister("topics", pubsub_v1.types.Topic, "topics")
 
 
 class FakeSubscriptions(PolicyStore):
     get_subscription, create_subscription, update_subscription, delete_subscription = _proto_crud(
         "subscription", "subscription", pubsub_v1.types.Subscription
     )
+    list_subscriptions = _lister("subscriptions", pubsub_v1.types.Subscription, "subscriptions")
 
 
 class FakeDataform(PolicyStore):
@@ -347,16 +371,19 @@ class FakeDataform(PolicyStore):
     get_workflow_config, create_workflow_config, update_workflow_config, delete_workflow_config = _proto_crud(
         "workflow_config", "workflow_config", D.WorkflowConfig, id_field="workflow_config_id"
     )
+    list_workflow_configs = _lister("workflow_configs", D.WorkflowConfig, "workflowConfigs")
 
 
 class FakeFunctions(PolicyStore):
     get_function, create_function, update_function, delete_function = _proto_crud(
         "function", "function", functions_v2.Function, id_field="function_id"
     )
+    list_functions = _lister("functions", functions_v2.Function, "functions")
 
 
 class FakeScheduler(Recorder):
     get_job, create_job, update_job, delete_job = _proto_crud("job", "job", scheduler_v1.Job)
+    list_jobs = _lister("jobs", scheduler_v1.Job, "jobs")
 
 
 class FakeProjects(PolicyStore):
@@ -403,7 +430,7 @@ class FakeCloud:
 
     def writes(self) -> list[str]:
         """Return the names of the calls that changed something."""
-        readonly = ("get_", "lookup_", "object_exists")
+        readonly = ("get_", "lookup_", "object_exists", "list_")
         return [name for name, _ in self.calls if not name.startswith(readonly)]
 
     def clients(self) -> Clients:

@@ -309,3 +309,44 @@ def test_a_bucket_update_removes_stray_labels(setup, cloud, project_dir):
     assert run_apply(env, resources, cloud, project_dir).count("updated") == 1
     assert "added-by-hand" not in cloud.buckets["lh-test-landing"]["labels"]
     assert plan_actions(env, resources, cloud, project_dir)[1] == {"unchanged": len(resources)}
+
+
+def test_a_removed_source_or_schedule_is_cleaned_up_but_its_data_kept(setup, cloud, project_dir):
+    env, resources = setup(
+        schedules={"workflows": [{"name": "hourly", "cron": "5 * * * *", "tags": ["hourly"]},
+                                 {"name": "daily", "cron": "0 3 * * *", "tags": ["daily"]}]}
+    )  # fmt: skip
+    run_apply(env, resources, cloud, project_dir)
+    other_env = "projects/lakehouse-test-1/topics/lh-test-other-env"
+    cloud.store[other_env] = pubsub_v1.types.Topic(
+        name=other_env, labels={"managed-by": "lakehouse-kit", "lakehouse-env": "prod"}
+    )
+    (project_dir / "includes" / "contracts" / "page_views.json").unlink()
+    env2, resources2 = setup()  # one workflow left, one source left
+    plan = make_plan(env2, ["orders"], resources2, project_dir, cloud.clients(), handlers(project_dir))
+    assert [(o.kind, o.name.rsplit("/", 1)[-1], o.data) for o in plan.orphans] == [
+        ("scheduler_job", "lh-test-trigger-daily", False),
+        ("workflow_config", "daily", False),
+        ("subscription", "lh-test-page_views-bq", False),
+        ("topic", "lh-test-page_views", False),
+        ("table", "lakehouse-test-1.bronze.page_views_raw", True),
+    ]
+    text = render(plan)
+    assert "- delete    topic                projects/lakehouse-test-1/topics/lh-test-page_views" in text
+    assert "- orphan    table                lakehouse-test-1.bronze.page_views_raw [holds data]" in text
+    # The contract left the functions' source archive too: a new archive, four functions redeployed.
+    assert text.splitlines()[-1] == (
+        "Plan: 1 to create, 4 to update, 60 unchanged, 0 blocked, 4 to delete (70 resources). Nothing was changed."
+    )
+
+    report = run_apply(env2, resources2, cloud, project_dir)
+    assert report.error is None
+    assert [(o.result, o.resource.kind) for o in report.outcomes if o.result in ("deleted", "kept")] == [
+        ("deleted", "scheduler_job"), ("deleted", "workflow_config"), ("deleted", "subscription"),
+        ("deleted", "topic"), ("kept", "table"),
+    ]  # fmt: skip
+    assert "projects/lakehouse-test-1/topics/lh-test-page_views" not in cloud.store
+    assert other_env in cloud.store and "lakehouse-test-1.bronze.page_views_raw" in cloud.tables
+
+    destroy(env2, resources2, cloud.clients(), handlers(project_dir), project_dir, include_data=True)
+    assert cloud.tables == {} and list(cloud.store) == [other_env]

@@ -129,3 +129,24 @@ def test_dead_letter_replay_moves_messages_back_to_their_topic(clients, write_en
     assert dict(pulled[0].message.attributes) == {"source": "orders", "lakehouse-replayed": "true"}
     destroy(env, resources, clients, handlers(project_dir), project_dir)
     clients.subscriptions.delete_subscription(request={"subscription": watch})
+
+
+def test_a_removed_source_loses_its_topic_and_subscription(clients, write_env, project_dir):
+    env = load_env(write_env(project="emulator-orphan-1"), project_dir)
+    resources = pubsub_resources(env, project_dir)
+    assert apply(env, resources, clients, handlers(project_dir), project_dir).error is None
+    (project_dir / "includes" / "contracts" / "page_views.json").unlink()
+    fewer = pubsub_resources(env, project_dir)
+    plan = make_plan(env, ["orders"], fewer, project_dir, clients, handlers(project_dir))
+    assert [o.name for o in plan.orphans] == [
+        "projects/emulator-orphan-1/subscriptions/lh-test-page_views-bq",
+        "projects/emulator-orphan-1/topics/lh-test-page_views",
+    ]
+    report = apply(env, fewer, clients, handlers(project_dir), project_dir)
+    assert report.error is None and report.count("deleted") == 2
+    topics = sorted(t.name for t in clients.topics.list_topics(request={"project": "projects/emulator-orphan-1"}))
+    assert topics == [
+        "projects/emulator-orphan-1/topics/lh-test-dead-letter",
+        "projects/emulator-orphan-1/topics/lh-test-orders",
+    ]
+    destroy(env, fewer, clients, handlers(project_dir), project_dir)
