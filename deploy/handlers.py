@@ -73,15 +73,19 @@ class Handler:
         return {}
 
     def read(self, clients: Any, resource: Resource, spec: dict) -> Observed | None:
+        """Return the resource as it is, or None when it does not exist; raises API errors."""
         raise NotImplementedError
 
     def create(self, clients: Any, resource: Resource, spec: dict) -> None:
+        """Create the resource as `spec` describes it; raises API errors."""
         raise NotImplementedError
 
     def update(self, clients: Any, resource: Resource, spec: dict, changed: list[str]) -> None:
+        """Change the `changed` spec keys of an existing resource in place; raises API errors."""
         raise NotImplementedError
 
     def delete(self, clients: Any, resource: Resource, spec: dict) -> None:
+        """Delete the resource; raises API errors (NotFound included)."""
         raise NotImplementedError
 
 
@@ -112,6 +116,8 @@ def observe_service_account(account: iam_admin_v1.ServiceAccount) -> Observed:
 
 
 class ServiceAccountHandler(Handler):
+    """One service account per component (iam_admin_v1)."""
+
     kind = "service_account"
     immutable = frozenset({"project", "account_id"})
     mask = {"display_name": "display_name", "description": "description"}
@@ -187,6 +193,8 @@ def observe_bucket(bucket: storage.Bucket, project: str) -> Observed:
 
 
 class BucketHandler(Handler):
+    """Cloud Storage buckets with lifecycle rules, uniform access and labels."""
+
     kind = "bucket"
     immutable = frozenset({"project", "location"})
 
@@ -267,6 +275,8 @@ def observe_dataset(dataset: bigquery.Dataset) -> Observed:
 
 
 class DatasetHandler(Handler):
+    """BigQuery datasets (location, description, labels)."""
+
     kind = "dataset"
     immutable = frozenset({"project", "location"})
     mask = {"description": "description", "labels": "labels"}
@@ -329,6 +339,8 @@ def observe_table(table: bigquery.Table) -> Observed:
 
 
 class TableHandler(Handler):
+    """BigQuery tables deploy owns: raw subscription tables and the ops tables."""
+
     kind = "table"
     immutable = frozenset({"partition_field"})
     mask = {"schema": "schema", "description": "description", "labels": "labels"}
@@ -378,6 +390,8 @@ def observe_connection(connection: bigquery_connection_v1.Connection) -> Observe
 
 
 class ConnectionHandler(Handler):
+    """The BigLake Cloud Resource connection; its output is the connection's service account."""
+
     kind = "connection"
     immutable = frozenset({"cloud_resource"})
     mask = {"friendly_name": "friendly_name", "description": "description"}
@@ -414,6 +428,8 @@ def build_topic(resource: Resource, spec: dict) -> pubsub_v1.types.Topic:
 
 
 class TopicHandler(Handler):
+    """Pub/Sub topics."""
+
     kind = "topic"
     mask = {"labels": "labels"}
 
@@ -491,6 +507,8 @@ def observe_subscription(sub: pubsub_v1.types.Subscription, desired: dict) -> Ob
 
 
 class SubscriptionHandler(Handler):
+    """Pub/Sub subscriptions: BigQuery ones with dead letter and retry, and the hold one."""
+
     kind = "subscription"
     immutable = frozenset({"topic"})
     mask = {
@@ -549,6 +567,8 @@ def build_repository(resource: Resource, spec: dict) -> D.CreateRepositoryReques
 
 
 class RepositoryHandler(Handler):
+    """The Dataform repository linked to the git remote."""
+
     kind = "dataform_repository"
     mask = {
         "git_remote": "git_remote_settings",
@@ -601,6 +621,8 @@ def build_release_config(resource: Resource, spec: dict) -> D.ReleaseConfig:
 
 
 class ReleaseConfigHandler(Handler):
+    """The environment's Dataform release config."""
+
     kind = "release_config"
     mask = {
         "git_commitish": "git_commitish",
@@ -650,6 +672,8 @@ def build_workflow_config(resource: Resource, spec: dict) -> D.WorkflowConfig:
 
 
 class WorkflowConfigHandler(Handler):
+    """One Dataform workflow config per scheduled workflow."""
+
     kind = "workflow_config"
     mask = {
         "release_config": "release_config",
@@ -758,6 +782,8 @@ def observe_function(function: functions_v2.Function) -> Observed:
 
 
 class FunctionHandler(Handler):
+    """Cloud Functions (2nd gen); its outputs are the URL and the Cloud Run service."""
+
     kind = "function"
     mask = {
         "runtime": "build_config.runtime",
@@ -835,6 +861,8 @@ def observe_job(job: scheduler_v1.Job) -> Observed:
 
 
 class JobHandler(Handler):
+    """Cloud Scheduler jobs."""
+
     kind = "scheduler_job"
     mask = {
         "schedule": "schedule",
