@@ -18,7 +18,7 @@ RETURNS = {
     "key": ["return_id"],
     "event_time": "event_ts",
     "fields": [
-        {"name": "return_id", "type": "STRING", "required": True, "pattern": "^RET-[0-9]{6}$"},
+        {"name": "return_id", "type": "STRING", "required": True, "pattern": "^RET-[0-9A-F]{12}$"},
         {"name": "order_id", "type": "STRING", "required": True},
         {"name": "customer_email", "type": "STRING", "pii": True},
         {"name": "reason", "type": "STRING", "accepted_values": ["damaged", "wrong_size", "other"]},
