@@ -919,14 +919,67 @@ def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     return _apply_rewrites(tree)
 
 
-def _merge_duplicate_guard(merge: exp.Merge) -> str | None:
-    """A MERGE whose WHEN MATCHED sees two source rows for one target row fails in BigQuery.
+_MERGE_COUNT_COLUMN = "__lakehouse_matches"
 
-    DuckDB silently applies one of them, so a guard query raises BigQuery's error first.
+
+def _merge_keys(merge: exp.Merge) -> list[exp.Expression] | None:
+    """Return the source-side key expressions when ON is only `target.x = source.y` equalities and
+    target-only filters (Dataform's uniqueKey merge, updatePartitionFilter); else None."""
+    target_alias = merge.this.alias_or_name
+    source_alias = merge.args["using"].alias_or_name
+    keys = []
+    for conjunct in merge.args["on"].flatten() if isinstance(merge.args["on"], exp.And) else [merge.args["on"]]:
+        tables = {c.table for c in conjunct.find_all(exp.Column)}
+        if "" in tables or not tables <= {target_alias, source_alias}:
+            return None
+        if source_alias not in tables:
+            continue  # a filter on the target rows only
+        if not isinstance(conjunct, exp.EQ):
+            return None
+        sides = [conjunct.this, conjunct.expression]
+        source_side = [e for e in sides if {c.table for c in e.find_all(exp.Column)} == {source_alias}]
+        target_side = [e for e in sides if {c.table for c in e.find_all(exp.Column)} == {target_alias}]
+        if len(source_side) != 1 or len(target_side) != 1:
+            return None
+        keys.append(source_side[0].copy())
+    return keys or None
+
+
+def _merge_duplicates_fail(merge: exp.Merge) -> str | None:
+    """A MERGE whose WHEN MATCHED sees two source rows for one target row fails in BigQuery
+    ("UPDATE/MERGE must match at most one source row for each target row"); DuckDB silently
+    applies one of them.
+
+    For key-equality merges (what Dataform emits) the source gets a per-key row count and a first
+    `WHEN MATCHED AND count > 1 THEN ERROR` clause: one pass, no second read of the source. Other
+    merges get a guard query, returned here, to run before the MERGE.
     """
     whens = merge.args.get("whens")
     clauses = whens.expressions if whens is not None else []
     if not any(w.args.get("matched") and not w.args.get("source") for w in clauses):
+        return None
+    keys = _merge_keys(merge)
+    inserts_row = any(
+        isinstance(w.args.get("then"), exp.Insert) and isinstance(w.args["then"].this, exp.Var) for w in clauses
+    )
+    if keys is not None and not inserts_row:
+        using = merge.args["using"]
+        source_alias = using.alias_or_name
+        inner = using.copy()
+        inner.set("alias", exp.TableAlias(this=exp.to_identifier(source_alias)))
+        counted = exp.select(
+            exp.Column(this=exp.Star(), table=exp.to_identifier(source_alias)),
+            exp.Window(this=exp.Count(this=exp.Star()), partition_by=keys).as_(_MERGE_COUNT_COLUMN),
+        ).from_(inner)
+        merge.set("using", exp.Subquery(this=counted, alias=exp.TableAlias(this=exp.to_identifier(source_alias))))
+        check = exp.When(
+            matched=True,
+            condition=exp.GT(
+                this=exp.column(_MERGE_COUNT_COLUMN, table=source_alias), expression=exp.Literal.number(1)
+            ),
+            then=exp.Var(this=f"ERROR '{_MERGE_DUPLICATE_MESSAGE}'"),
+        )
+        whens.set("expressions", [check, *clauses])
         return None
     target = merge.this.copy()
     alias = target.alias or target.name
@@ -1339,7 +1392,7 @@ def _statement(stmt: _Statement, ctx: _Context) -> list:
     tree = _rewrite(tree, ctx)
     out = []
     if isinstance(tree, exp.Merge):
-        guard = _merge_duplicate_guard(tree)
+        guard = _merge_duplicates_fail(tree)
         if guard:
             out.append(guard)
     out.append(_generate(tree))

@@ -603,6 +603,17 @@ def test_ddl_merge_two_source_rows_for_one_target_row_fails(con):
     assert con.execute(f'SELECT count(*) FROM "{PROJECT}".ds.m WHERE k = 5').fetchall() == [(2,)]
 
 
+def test_ddl_merge_duplicate_check_with_a_source_filter_in_on(con):
+    """ON with a source-side predicate takes the guard-query path; only rows that really match count."""
+    run(con, "create or replace table ds.g as select 1 as k, 'old' as v")
+    source = "select 1 as k, 'a' as v, true as ok union all select 1, 'b', false"
+    run(con, f"merge ds.g D using ({source}) S on D.k = S.k and S.ok when matched then update set v = S.v")
+    assert run(con, "select v from ds.g") == [("a",)]
+    twice = source.replace("false", "true")
+    with pytest.raises(duckdb.Error, match="UPDATE/MERGE must match at most one source row for each target row"):
+        run(con, f"merge ds.g D using ({twice}) S on D.k = S.k and S.ok when matched then update set v = S.v")
+
+
 def test_ddl_merge_not_matched_by_source_delete(con):
     target = f"{PROJECT}.ds.m"
     run(con, f"create or replace table `{target}` as select 1 as k union all select 2")
