@@ -86,7 +86,7 @@ def bench_landing(contracts, events: int, batch_size: int, root: Path) -> list[t
                         assert response.status_code == 200, response.data
 
                 _, wall, cpu = _timed(over_http)
-            rows.append(("landing", "through functions-framework (HTTP handler)",
+            rows.append(("landing", f"through functions-framework (HTTP handler), batches of {batch_size}",
                          f"{lines / cpu:,.0f} events/s per core"))
     finally:
         server.stop()
@@ -125,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--generator-events", type=int, default=1_000_000)
     parser.add_argument("--landing-events", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--pubsub-messages", type=int, default=20_000)
     parser.add_argument("--no-emulator", action="store_true", help="Only the in-process bus for Pub/Sub.")
     args = parser.parse_args()
@@ -135,7 +135,8 @@ def main() -> None:
         table.add_column(column)
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench_generator(contracts, args.generator_events)
-        rows += bench_landing(contracts, args.landing_events, args.batch_size, Path(tmp))
+        for index, size in enumerate(args.batch_size):
+            rows += bench_landing(contracts, args.landing_events, size, Path(tmp) / f"landing{index}")
         rows += bench_pubsub(args.pubsub_messages, Path(tmp), not args.no_emulator)
     for row in rows:
         table.add_row(*row)
