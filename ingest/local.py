@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import shutil
 import signal
@@ -28,6 +29,7 @@ from lakehouse import paths
 log = logging.getLogger(__name__)
 
 MAIN_PY = Path(__file__).resolve().parent / "main.py"
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,18 @@ class Settings:
             raise ValueError(f"{path}: defaultProject is missing")
         if not isinstance(bucket, str) or not bucket:
             raise ValueError(f"{path}: vars.landing_bucket is missing")
-        paths.catalog_file(paths.home(project_dir), project)  # validates the project id
-        return cls(project_dir, paths.home(project_dir), project, bucket, f"{bucket}-dead-letter")
+        try:
+            paths.catalog_file(paths.home(project_dir), project)  # validates the project id
+        except ValueError as error:
+            raise ValueError(f"{path}: defaultProject: {error}") from None
+        dead_letter = f"{bucket}-dead-letter"
+        for name in (bucket, dead_letter):
+            if not _BUCKET_NAME.match(name):
+                raise ValueError(
+                    f"{path}: vars.landing_bucket: {name!r} is not a valid bucket name "
+                    "(3-63 lower-case letters, digits, '-', '_' or '.'; the dead-letter bucket adds '-dead-letter')"
+                )
+        return cls(project_dir, paths.home(project_dir), project, bucket, dead_letter)
 
 
 @dataclass

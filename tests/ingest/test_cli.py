@@ -145,3 +145,16 @@ def test_sigterm_mid_run_stops_the_services(in_repo):
     while _processes_mentioning(root) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_mentioning(root) == []
+
+
+def test_settings_refuse_a_bad_bucket_or_project(tmp_path):
+    from ingest.local import Settings
+
+    (tmp_path / "workflow_settings.yaml").write_text("defaultProject: p-1\nvars: {landing_bucket: Bad_Bucket}\n")
+    with pytest.raises(ValueError, match="vars.landing_bucket: 'Bad_Bucket' is not a valid bucket name"):
+        Settings.load(tmp_path)
+    (tmp_path / "workflow_settings.yaml").write_text("defaultProject: P1\nvars: {landing_bucket: ok-bucket}\n")
+    with pytest.raises(ValueError, match="defaultProject: 'P1' is not a valid BigQuery project id"):
+        Settings.load(tmp_path)
+    (tmp_path / "workflow_settings.yaml").write_text("defaultProject: p-1\nvars: {landing_bucket: ok-bucket}\n")
+    assert Settings.load(tmp_path).dead_letter_bucket == "ok-bucket-dead-letter"
