@@ -65,8 +65,8 @@ TRAPS = [
     ("trap-safe-cast-int64-fraction", "SELECT SAFE_CAST('1.5' AS INT64)", [(None,)]),
     (
         "trap-safe-cast-int64-exponent",
-        "SELECT SAFE_CAST('1e3' AS INT64), SAFE_CAST('1_000' AS INT64)",
-        [(None, None)],
+        "SELECT SAFE_CAST('1e3' AS INT64), SAFE_CAST('1_000' AS INT64), SAFE_CAST('0b101' AS INT64)",
+        [(None, None, None)],
     ),
     (
         "trap-cast-int64-hex-and-spaces",
