@@ -227,6 +227,7 @@ def measure_e2e(args: argparse.Namespace) -> dict:
     figures["engine_s"] = time.perf_counter() - started
     figures["engine_actions"] = len(record.actions)
     figures["engine_status"] = record.status
+    figures["engine_action_s"] = {a.name.rsplit(".", 1)[-1]: round(a.duration_s, 3) for a in record.actions}
     failed = [a for a in record.actions if a.status == "failed" and a.type != "assertion"]
     if failed:
         figures["engine_error"] = failed[0].error
@@ -413,6 +414,9 @@ def rows_of(results: dict) -> list[tuple[str, str, str, str]]:
                 add(step, "peak memory (RSS) of the step", f"{result['peak_rss_mb']:.0f} MB")
                 continue
             add(step, f"engine: landing → {E2E_TARGET} ({f['engine_actions']} actions)", f"{f['engine_s']:.2f} s")
+            slowest = sorted(f.get("engine_action_s", {}).items(), key=lambda item: -item[1])[:3]
+            if slowest:
+                add(step, "  slowest engine actions", ", ".join(f"{name} {s:.1f} s" for name, s in slowest))
             add(step, "hand-written DuckDB SQL, same work", f"{f['baseline_s']:.2f} s")
             add(step, "engine / baseline", f"{f['engine_vs_baseline_ratio']:.2f}×")
             add(step, "gold equals baseline", "yes" if f["gold_matches_baseline"] else "NO", "yes")
