@@ -303,6 +303,10 @@ _INFORMATION_SCHEMA_VIEWS = {
 }
 
 
+_SCHEMATA = """(SELECT catalog_name, schema_name FROM information_schema.schemata
+    WHERE catalog_name = {catalog} AND schema_name NOT IN ('information_schema', 'pg_catalog', 'main'))"""
+
+
 def _split_name(table: exp.Table) -> list[str]:
     """Return the dotted parts of a table name, splitting backticked `a.b.c` segments."""
     parts: list[str] = []
@@ -318,12 +322,17 @@ def _information_schema(table: exp.Table, parts: list[str], ctx: _Context) -> ex
     at = upper.index("INFORMATION_SCHEMA")
     view = ".".join(upper[at + 1 :])
     before = parts[:at]
+    if view == "SCHEMATA" and len(before) <= 1 and not (before and before[0].lower().startswith("region-")):
+        catalog = exp.Literal.string(before[0] if before else ctx.default_project).sql(WRITE)
+        subquery = sqlglot.parse_one(_SCHEMATA.format(catalog=catalog), read=WRITE)
+        return exp.Subquery(this=subquery.this, alias=exp.TableAlias(this=exp.to_identifier(table.alias or "schemata")))
     if len(before) == 1 and not before[0].lower().startswith("region-"):
         before = [ctx.default_project, before[0]]
     if len(before) != 2 or view not in _INFORMATION_SCHEMA_VIEWS:
         raise UnsupportedConstruct(
             f"INFORMATION_SCHEMA.{view or '?'} at {'.'.join(parts[:at]) or 'project'} level",
-            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES and .COLUMNS are emulated locally",
+            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS and <project>.INFORMATION_SCHEMA.SCHEMATA "
+            "are emulated locally",
         )
     sql = _INFORMATION_SCHEMA_VIEWS[view].format(
         catalog=exp.Literal.string(before[0]).sql(WRITE), schema=exp.Literal.string(before[1]).sql(WRITE)

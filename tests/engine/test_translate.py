@@ -728,6 +728,9 @@ def test_ddl_information_schema(con):
     ]
     tables = run(con, "SELECT table_name, table_type FROM ds.INFORMATION_SCHEMA.TABLES ORDER BY table_name")
     assert tables == [("t", "BASE TABLE"), ("v", "VIEW")]
+    schemata = run(con, f"SELECT schema_name FROM `{PROJECT}.INFORMATION_SCHEMA.SCHEMATA` ORDER BY 1")
+    assert schemata == [("ds",), ("silver",)]  # DuckDB's own "main" schema is not a dataset
+    assert run(con, "SELECT count(*) FROM INFORMATION_SCHEMA.SCHEMATA WHERE schema_name = 'silver'") == [(1,)]
 
 
 # -------------------------------------------------------------------------------------------- names
