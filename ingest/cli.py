@@ -219,7 +219,7 @@ def up_command(
 
 
 def _schedule(settings: local.Settings, name: str, ticks: int | None, seed: int, in_process_bus: bool) -> None:
-    from ingest.schedule import load_schedules, run_schedule
+    from ingest.schedule import load_schedules, next_fire, run_schedule
     from ingest.up import step_audit, step_drain, step_generate, step_land
 
     try:
@@ -235,6 +235,8 @@ def _schedule(settings: local.Settings, name: str, ticks: int | None, seed: int,
     def tick_steps(ctx: UpContext) -> None:
         def tick(fire: datetime) -> None:
             ctx.options.as_of = fire
+            # Events of a tick cover the interval since the previous tick; each tick has its own seed.
+            ctx.options.span = next_fire(schedule.cron, fire) - fire
             ctx.options.seed = seed + int(fire.timestamp() // 60)
             for step in (step_generate, step_land, step_audit, step_drain):
                 step(ctx)

@@ -158,3 +158,23 @@ def test_settings_refuse_a_bad_bucket_or_project(tmp_path):
         Settings.load(tmp_path)
     (tmp_path / "workflow_settings.yaml").write_text("defaultProject: p-1\nvars: {landing_bucket: ok-bucket}\n")
     assert Settings.load(tmp_path).dead_letter_bucket == "ok-bucket-dead-letter"
+
+
+def test_schedule_runs_a_tick_from_the_shared_definition(in_repo, monkeypatch):
+    from ingest import schedule
+
+    original = schedule.run_schedule
+    monkeypatch.setattr(
+        schedule, "run_schedule", lambda s, tick, ticks: original(s, tick, ticks=ticks, sleep=lambda _: None)
+    )
+    result = CliRunner().invoke(main, ["schedule", "--ticks", "1", "--in-process-bus"])
+    assert result.exit_code == 0, result.output
+    assert "schedule generate: */2 * * * * (UTC), 34 events a tick" in result.output
+    line = next(text for text in result.output.splitlines() if " UTC: " in text)
+    landed, raw = int(line.split(": ")[1].split()[0]), int(line.split(", ")[-1].split()[0])
+    with open_catalog(in_repo, "lakehouse-dev") as con:
+        raw_rows = sum(
+            con.execute(f"SELECT count(*) FROM bronze.{source}_raw").fetchone()[0]
+            for source in ("orders", "page_views", "ad_clicks", "inventory", "user_activity")
+        )
+    assert landed == _landed_lines(in_repo) and raw == raw_rows and landed > 0 and raw > 0
