@@ -1462,6 +1462,11 @@ _VERSION = hashlib.sha256(
 ).hexdigest()[:16]
 
 
+# Dataform names temporary objects with a random id per run (INSERT_OVERWRITE staging tables,
+# onSchemaChange procedures): such scripts never repeat, so they are not written to disk.
+_ONE_OFF = re.compile(r"staging_table_temp_|_df_temp_|df_osc_")
+
+
 def set_cache_dir(path: Path | str | None) -> None:
     """Keep translations under `path` on disk (None: only $LAKEHOUSE_HOME/translate-cache, if set)."""
     global _cache_dir
@@ -1498,7 +1503,7 @@ def _decode(data: bytes) -> _Compiled:
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _compile(sql: str, default_project: str) -> _Compiled:
     directory = _disk_dir()
-    if directory is None:
+    if directory is None or _ONE_OFF.search(sql):
         return _compile_script(sql, default_project)
     key = hashlib.sha256(f"{_VERSION}\0{default_project}\0{sql}".encode()).hexdigest()
     path = directory / key[:2] / f"{key}.json"

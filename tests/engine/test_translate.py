@@ -936,6 +936,8 @@ def test_disk_cache_serves_a_new_process_and_rerenders_external_tables(tmp_path,
     try:
         script = "DECLARE x INT64 DEFAULT 1; SELECT x + 1; " + RAW_LINES
         first = translate_script(script, default_project=PROJECT, gcs_resolver=gcs)
+        # Scripts with Dataform's per-run random ids never repeat: kept in memory only.
+        translate_script("select * from `staging_table_temp_ab12`", default_project=PROJECT)
         assert len(list((tmp_path / "cache").rglob("*.json"))) == 1
         translate._compile.cache_clear()  # what a new process sees: only the disk
 
