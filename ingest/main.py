@@ -54,13 +54,18 @@ def _json(status: int, body: dict) -> tuple[bytes, int, dict[str, str]]:
 def land_http(request):
     """Land a batch of JSON events (one per line); answers 200 with counts or 4xx naming the fault."""
     try:
+        config = _config()
+    except ValueError as error:
+        log.error("landing function misconfigured: %s", error)
+        return _json(500, {"error": f"landing function misconfigured: {error}"})
+    try:
         status, body = landing.handle_http(
             request.method,
             request.headers,
             request.args,
             lambda limit: request.stream.read(limit) if limit else request.get_data(cache=False),
             request.content_length,
-            _config(),
+            config,
             _store(),
             datetime.now(UTC),
         )

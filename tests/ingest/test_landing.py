@@ -257,3 +257,19 @@ def test_config_from_env_names_what_is_missing(monkeypatch):
         )
     config = LandingConfig.from_env({"LANDING_BUCKET": "a", "DEAD_LETTER_BUCKET": "b", "LANDING_AUTH_MODE": "none"})
     assert config.sources == {"ad_clicks", "inventory", "orders", "page_views", "user_activity"}
+
+
+def test_a_misconfigured_function_says_what_is_missing(monkeypatch):
+    import functions_framework
+
+    from ingest import main
+
+    monkeypatch.delenv("LANDING_BUCKET", raising=False)
+    monkeypatch.delenv("DEAD_LETTER_BUCKET", raising=False)
+    client = functions_framework.create_app("land_http", str(main.__file__)).test_client()
+    response = client.post("/", data=_event())
+    assert response.status_code == 500
+    assert orjson.loads(response.data) == {
+        "error": "landing function misconfigured: environment variable(s) LANDING_BUCKET, DEAD_LETTER_BUCKET "
+        "must be set"
+    }
