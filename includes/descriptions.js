@@ -11,7 +11,7 @@ const COMMON = {
   event_date: "UTC date of the event time; the partition of the table.",
   raw_record: "The record exactly as it arrived (one JSONL line or Pub/Sub data).",
   failed_rules: "Every quality rule the record failed, named <field>_<rule> or record_<rule>.",
-  duplicate_of: "record_id of the version kept in silver for the same key.",
+  duplicate_of: "record_id of the version of the same key that was kept over this record when it was judged.",
   duplicate_kind: "redelivery (same event_id as the kept version) or older_version (an earlier event).",
   total_price: "quantity * price, in the order currency.",
   sales_date: "UTC date of the order's latest event.",
