@@ -72,6 +72,13 @@ MACROS: dict[str, str] = {
     "bq_byte_length": """(x) AS CASE
         WHEN typeof(x) = 'BLOB' THEN octet_length(CAST(CAST(x AS VARCHAR) AS BLOB))
         ELSE strlen(CAST(x AS VARCHAR)) END""",
+    # CURRENT_DATETIME([zone]): the wall-clock time in UTC or the zone, as a DATETIME.
+    "current_datetime": "(zone := 'UTC') AS CAST(timezone(zone, now()) AS TIMESTAMP)",
+    # RANGE_BUCKET(point, boundaries): how many boundaries are <= point.
+    "range_bucket": "(point, boundaries) AS CASE WHEN point IS NULL THEN NULL "
+    "ELSE len(list_filter(boundaries, b -> b <= point)) END",
+    # ARRAY_INCLUDES(array, value).
+    "array_includes": "(arr, value) AS list_contains(arr, value)",
     # IEEE_DIVIDE: floating point division, inf and NaN instead of errors.
     "ieee_divide": "(a, b) AS CAST(a AS DOUBLE) / CAST(b AS DOUBLE)",
     # FARM_FINGERPRINT takes STRING or BYTES.

@@ -623,17 +623,39 @@ _VALUE_CONTEXTS = (
 )
 
 
+def _is_number(node: exp.Expression) -> bool:
+    """Return whether `node` is built only of number literals (possibly already cast by _number_literals)."""
+    if isinstance(node, exp.Literal):
+        return not node.is_string
+    if isinstance(node, exp.Cast):
+        return isinstance(node.this, exp.Literal) and node.to.this in (
+            exp.DataType.Type.BIGINT,
+            exp.DataType.Type.DOUBLE,
+        )
+    if isinstance(node, (exp.Neg, exp.Paren)):
+        return _is_number(node.this)
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Mod, exp.Div)):
+        return _is_number(node.this) and _is_number(node.expression)
+    return False
+
+
 def _number_literals(tree: exp.Expression) -> exp.Expression:
     """Integer literals are INT64 and 1.5 / 1e3 are FLOAT64, as in BigQuery.
 
     DuckDB types 1 as a 32-bit INTEGER (2147483647 + 1 overflows, `select 1 as a` makes an INTEGER
     column) and 1.5 as DECIMAL(2,1) (0.1 + 0.2 = 0.3 exactly, a DECIMAL column).
-    Positional GROUP BY/ORDER BY and LIMIT stay bare.
+    Positional GROUP BY/ORDER BY and LIMIT stay bare, and so does `x + 1` / `x - 1` when x is not a
+    number literal: x may be a DATE, and DuckDB adds days to a DATE only with a 32-bit integer.
     """
     for literal in list(tree.find_all(exp.Literal)):
-        parent = literal.parent.parent if isinstance(literal.parent, exp.Neg) else literal.parent
+        node = literal.parent if isinstance(literal.parent, exp.Neg) else literal
+        parent = node.parent
         if literal.is_string or not isinstance(parent, _VALUE_CONTEXTS):
             continue
+        if isinstance(parent, (exp.Add, exp.Sub)):
+            other = parent.expression if node is parent.this else parent.this
+            if not _is_number(other):
+                continue
         if re.fullmatch(r"[0-9]+", literal.this):
             literal.replace(exp.cast(literal.copy(), _type("BIGINT")))
         elif re.fullmatch(r"[0-9]*\.?[0-9]*([eE][+-]?[0-9]+)?", literal.this):

@@ -209,7 +209,11 @@ TRAPS = [
         "TIMESTAMP_DIFF(TIMESTAMP '2010-07-07 10:20:00+00', TIMESTAMP '2008-12-25 15:30:00+00', HOUR)",
         [(0, 13410)],
     ),
-    ("trap-int64-literals", "SELECT 2147483647 + 1, 3000000000 * 2", [(2147483648, 6000000000)]),
+    (
+        "trap-int64-literals",
+        "SELECT 2147483647 + 1, 3000000000 * 2, -2147483648 - 1, (2147483647 + 1) * 2",
+        [(2147483648, 6000000000, -2147483649, 4294967296)],
+    ),
     ("trap-float64-literals", "SELECT 0.1 + 0.2, 1e3", [(0.30000000000000004, 1000.0)]),
     (
         "trap-numeric-is-38-9",
@@ -329,6 +333,17 @@ SAME = [
         "same-array-offset",
         "SELECT [1, 2, 3][OFFSET(0)], [1, 2, 3][ORDINAL(3)], [1, 2][SAFE_OFFSET(5)]",
         [(1, 3, None)],
+    ),
+    (
+        "same-date-plus-days",
+        "SELECT d + 1, d - 7, DATE_TRUNC(d, MONTH) - 1 FROM (SELECT DATE '2024-03-15' AS d)",
+        [(dt.date(2024, 3, 16), dt.date(2024, 3, 8), dt.date(2024, 2, 29))],
+    ),
+    (
+        "same-missing-functions-as-macros",
+        "SELECT RANGE_BUCKET(20, [0, 10, 20, 30]), RANGE_BUCKET(-1, [0, 10]), ARRAY_INCLUDES([1, 2], 2), "
+        "CURRENT_DATETIME() <= CURRENT_DATETIME('UTC')",
+        [(3, 0, True, True)],
     ),
     ("same-string-agg", "SELECT STRING_AGG(x, ',' ORDER BY x) FROM UNNEST(['b', 'a']) AS x", [("a,b",)]),
 ]
