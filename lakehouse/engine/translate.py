@@ -680,6 +680,19 @@ def _substr_positions(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _like_backslash_escape(tree: exp.Expression) -> exp.Expression:
+    """LIKE patterns escape with a backslash in BigQuery ('a\\_b' matches 'a_b' only); DuckDB has no
+    escape character unless told: ESCAPE '\\' is added where the pattern may hold a backslash."""
+    for node in list(tree.find_all(exp.Like)):
+        if isinstance(node.parent, exp.Escape):
+            continue
+        pattern = node.expression
+        if isinstance(pattern, exp.Literal) and pattern.is_string and "\\" not in pattern.this:
+            continue  # no backslash: DuckDB keeps its fast paths (prefix, contains)
+        node.replace(exp.Escape(this=node.copy(), expression=exp.Literal.string("\\")))
+    return tree
+
+
 def _byte_length(tree: exp.Expression) -> exp.Expression:
     """BYTE_LENGTH counts the UTF-8 bytes of a STRING or BYTES (DuckDB's octet_length takes only BLOB)."""
     for node in list(tree.find_all(exp.ByteLength)):
@@ -848,6 +861,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _division_errors,
     _timestamp_from_epoch,
     _substr_positions,
+    _like_backslash_escape,
     _byte_length,
     _timestamp_diff_whole_units,
     _number_literals,
@@ -874,6 +888,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _timestamp_from_epoch: (exp.UnixToTime,),
     _substr_positions: (exp.Substring,),
     _byte_length: (exp.ByteLength,),
+    _like_backslash_escape: (exp.Like,),
     _timestamp_diff_whole_units: (exp.TimestampDiff,),
     _number_literals: (exp.Literal,),
 }

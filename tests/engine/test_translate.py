@@ -228,6 +228,12 @@ TRAPS = [
         [("1.5", "1", "0.5", "12", "true", "2024-01-02", "2024-01-02 03:04:05+00")],
     ),
     (
+        "trap-like-backslash-escape",
+        "SELECT 'a_b' LIKE 'a\\\\_b', 'axb' LIKE 'a\\\\_b', 'a%' LIKE 'a\\\\%', 'ab' LIKE 'a\\\\%', "
+        "'ab' LIKE p FROM (SELECT 'a\\\\%' AS p)",
+        [(True, False, True, False, False)],
+    ),
+    (
         "trap-byte-length",
         "SELECT BYTE_LENGTH('été'), BYTE_LENGTH(b'\\xc3\\xa9'), LENGTH('été'), LENGTH(b'ab')",
         [(5, 2, 3, 2)],
