@@ -208,12 +208,21 @@ def up_command(
     pubsub_share,
     keep_scheduling,
 ):
-    """The local demo: start the services, generate, land, publish, write raw tables, stop cleanly."""
+    """The local demo: start the services, generate, land, publish, write the raw tables, run the Dataform
+    graph on DuckDB (bronze -> silver -> gold, assertions), write the reports, and stop cleanly.
+
+    Exits 1 when an action failed or an error-severity assertion has failing rows.
+    """
     settings = _settings()
     options = _options(
         events, seed, sources, fault_rates, batch_size, as_of, span_hours, clean, in_process_bus, pubsub_share
     )
-    _run(settings, options, UP_STEPS, with_pubsub=True)
+    ctx = _run(settings, options, UP_STEPS, with_pubsub=True)
+    record = ctx.results.get("run")
+    if record is not None and record.status != "success":
+        raise click.ClickException(
+            f"run {record.run_id} failed: an action failed or an error-severity assertion has failing rows"
+        )
     if keep_scheduling:
         _schedule(settings, "generate", None, seed, in_process_bus)
 

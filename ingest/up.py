@@ -116,9 +116,44 @@ INGEST_STEPS: list[Step] = [
     ("write the Pub/Sub raw tables", step_drain),
 ]
 
-# What `lakehouse up` does: the ingest steps, then whatever later steps are appended here
-# (an engine run of the Dataform graph, a report). Each step takes the UpContext.
-UP_STEPS: list[Step] = [*INGEST_STEPS]
+def step_run_graph(ctx: UpContext) -> None:
+    """Run the Dataform graph (bronze -> silver -> gold and every assertion) on the local warehouse."""
+    from lakehouse.engine.runner import RunError, run
+
+    try:
+        record = run(ctx.settings.project_dir, home_dir=ctx.settings.home)
+    except RunError as error:
+        raise RuntimeError(f"the Dataform run could not start: {error}") from None
+    ctx.results["run"] = record
+    counts: dict[str, int] = {}
+    for action in record.actions:
+        counts[action.status] = counts.get(action.status, 0) + 1
+    ctx.console.print(
+        f"run {record.run_id}: {record.status} ("
+        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        + ")",
+        highlight=False,
+    )
+    for action in record.actions:
+        if action.status in ("failed", "skipped"):
+            label = "warn" if action.severity == "warn" else action.status
+            ctx.console.print(f"  {label}: {action.error}", highlight=False, markup=False)
+
+
+def step_report(ctx: UpContext) -> None:
+    """Write the assertion report, scorecard, lineage and dashboard of the run, and say where."""
+    from lakehouse.report import up_step
+
+    up_step(ctx)
+
+
+# What `lakehouse up` does: the ingest steps, then the Dataform run on the local warehouse and its
+# reports. Each step takes the UpContext.
+UP_STEPS: list[Step] = [
+    *INGEST_STEPS,
+    ("run the Dataform graph on DuckDB", step_run_graph),
+    ("write the reports", step_report),
+]
 
 
 def check_options(contracts: dict[str, Contract], options: Options) -> None:
