@@ -9,6 +9,10 @@ from duckdb.sqltypes import BIGINT, BLOB, VARCHAR
 _INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
 _HEX_PATTERN = r"^\s*[+-]?0[xX][0-9a-fA-F]+\s*$"
 
+# BigQuery's canonical DATE and DATETIME strings (no time zone, no time in a DATE).
+DATE_PATTERN = r"^\s*[0-9]{1,4}-[0-9]{1,2}-[0-9]{1,2}\s*$"
+DATETIME_PATTERN = r"^\s*[0-9]{1,4}-[0-9]{1,2}-[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{1,2}(:[0-9]{1,2}(\.[0-9]{1,6})?)?)?\s*$"
+
 # Each macro is TEMP: it lives in the connection, never in a warehouse file, and is found from any
 # catalog the connection USEs. `typeof(x)` is folded at bind time, so only one branch runs per call.
 # DuckDB's own BIGINT cast takes surrounding whitespace, so decimal strings need no trim (a trim
@@ -46,6 +50,24 @@ MACROS: dict[str, str] = {
         WHEN lower(CAST(x AS VARCHAR)) = 'true' THEN true
         WHEN lower(CAST(x AS VARCHAR)) = 'false' THEN false
         ELSE CAST(NULL AS BOOLEAN) END""",
+    # CAST(x AS DATE) / CAST(x AS DATETIME) of a string: BigQuery's canonical format only; DuckDB
+    # would read '2024-01-02 03:04:05' as a DATE and drop the '+02:00' of a DATETIME.
+    "bq_cast_date": f"""(x) AS CASE
+        WHEN typeof(x) <> 'VARCHAR' THEN CAST(x AS DATE)
+        WHEN x IS NULL OR regexp_full_match(CAST(x AS VARCHAR), '{DATE_PATTERN}') THEN CAST(x AS DATE)
+        ELSE error('Invalid date: ' || CAST(x AS VARCHAR)) END""",
+    "bq_safe_cast_date": f"""(x) AS CASE
+        WHEN typeof(x) <> 'VARCHAR' THEN TRY_CAST(x AS DATE)
+        WHEN regexp_full_match(CAST(x AS VARCHAR), '{DATE_PATTERN}') THEN TRY_CAST(x AS DATE)
+        ELSE CAST(NULL AS DATE) END""",
+    "bq_cast_datetime": f"""(x) AS CASE
+        WHEN typeof(x) <> 'VARCHAR' THEN CAST(x AS TIMESTAMP)
+        WHEN x IS NULL OR regexp_full_match(CAST(x AS VARCHAR), '{DATETIME_PATTERN}') THEN CAST(x AS TIMESTAMP)
+        ELSE error('Invalid datetime string: ' || CAST(x AS VARCHAR)) END""",
+    "bq_safe_cast_datetime": f"""(x) AS CASE
+        WHEN typeof(x) <> 'VARCHAR' THEN TRY_CAST(x AS TIMESTAMP)
+        WHEN regexp_full_match(CAST(x AS VARCHAR), '{DATETIME_PATTERN}') THEN TRY_CAST(x AS TIMESTAMP)
+        ELSE CAST(NULL AS TIMESTAMP) END""",
     # CAST(x AS STRING) and STRING(json): JSON strings lose their quotes, BYTES decode as UTF-8
     # (DuckDB would print \\xNN escapes; BLOB->VARCHAR->BLOB is lossless, backslash included), whole
     # FLOAT64 values print without '.0', NUMERIC without trailing zeros.

@@ -22,7 +22,7 @@ from sqlglot.errors import ErrorLevel, ParseError, TokenError, UnsupportedError
 from sqlglot.time import format_time
 from sqlglot.tokens import Token, TokenType
 
-from lakehouse.engine.functions import register_functions
+from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_functions
 
 __all__ = [
     "TranslationError",
@@ -746,6 +746,12 @@ def _cast_semantics(tree: exp.Expression) -> exp.Expression:
             if isinstance(value, exp.Literal) and not value.is_string:
                 continue
             node.replace(_call("bq_safe_cast_int64" if safe else "bq_cast_int64", value.copy()))
+        elif to in (exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP) and not node.to.expressions:
+            pattern = DATE_PATTERN if to == exp.DataType.Type.DATE else DATETIME_PATTERN
+            if isinstance(value, exp.Literal) and value.is_string and re.match(pattern, value.this):
+                continue  # DATE '2024-01-02' and friends
+            name = "date" if to == exp.DataType.Type.DATE else "datetime"
+            node.replace(_call(f"bq_safe_cast_{name}" if safe else f"bq_cast_{name}", value.copy()))
         elif to == exp.DataType.Type.BOOLEAN:
             if isinstance(value, exp.Boolean):
                 continue
@@ -848,13 +854,13 @@ def _timestamp_from_epoch(tree: exp.Expression) -> exp.Expression:
 _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _drop_table_options,
     _copy_and_clone_as_select,
+    _cast_semantics,  # before the rewrites that add their own CASTs
     _countif_zero,
     _unnest_offset_zero_based,
     _date_functions_return_date,
     _parse_functions,
     _format_timestamp,
     _safe_prefix,
-    _cast_semantics,
     _array_agg_limit,
     _extract_parts,
     _format_printf,

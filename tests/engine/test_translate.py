@@ -74,6 +74,13 @@ TRAPS = [
         [(31, -31, 12, 3)],
     ),
     (
+        "trap-cast-date-strings",
+        "SELECT SAFE_CAST('2024-01-02 03:04:05' AS DATE), SAFE_CAST('2024-01-02T00:00:00Z' AS DATE), "
+        "SAFE_CAST('2024-1-2' AS DATE), CAST(TIMESTAMP '2024-01-02 23:00:00' AS DATE), "
+        "SAFE_CAST('2024-01-02 03:04:05+02:00' AS DATETIME), CAST('2024-01-02T03:04:05.5' AS DATETIME)",
+        [(None, None, dt.date(2024, 1, 2), dt.date(2024, 1, 2), None, dt.datetime(2024, 1, 2, 3, 4, 5, 500000))],
+    ),
+    (
         "trap-cast-bool-strings",
         "SELECT SAFE_CAST('yes' AS BOOL), SAFE_CAST('1' AS BOOL), CAST('TRUE' AS BOOL), CAST('false' AS BOOL)",
         [(None, None, True, False)],
@@ -358,6 +365,7 @@ SAME = [
 ERRORS = [
     ("trap-cast-int64-error", "SELECT CAST('1.5' AS INT64)", "Bad int64 value: 1.5"),
     ("trap-cast-bool-error", "SELECT CAST('yes' AS BOOL)", "Bad bool value: yes"),
+    ("trap-cast-date-error", "SELECT CAST('2024-01-02 03:04:05' AS DATE)", "Invalid date"),
     ("trap-division-by-zero", "SELECT 1 / 0", "division by zero: 1 / 0"),
 ]
 
