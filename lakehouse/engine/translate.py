@@ -873,6 +873,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _number_literals,
 ]
 
+# The whole rewrite layer, in the order it runs (plus _merge_duplicates_fail on MERGE statements).
 REWRITES = [_rewrite_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
 
 # The node types each rewrite acts on: a rewrite whose types are absent from a tree is skipped, so a

@@ -983,6 +983,15 @@ def test_disk_cache_serves_a_new_process_and_rerenders_external_tables(tmp_path,
         translate.set_cache_dir(None)
 
 
+def test_every_rewrite_says_which_bigquery_behaviour_it_preserves():
+    for rewrite in [*translate.REWRITES, translate._merge_duplicates_fail]:
+        doc = rewrite.__doc__ or ""
+        assert len(doc) > 40 and ("BigQuery" in doc or "DuckDB" in doc), rewrite.__name__
+        if rewrite in translate._TRIGGERS:
+            assert translate._TRIGGERS[rewrite], rewrite
+    assert set(translate._TRIGGERS) == set(translate._EXPRESSION_REWRITES)
+
+
 def test_parity_doc_lists_exactly_the_tested_traps():
     """docs/parity.md is kept true: every `trap-*`/`same-*` id in it is a test here, and back."""
     documented = set(re.findall(r"`((?:trap|same)-[a-z0-9-]+)`", DOC.read_text()))
