@@ -13,7 +13,7 @@ import pytest
 from lakehouse import warehouse
 from lakehouse.engine import query as engine_query
 from lakehouse.engine import translate
-from models.project import REPO, contract_names
+from models.project import REPO, contract_names, copy_project
 
 LAKEHOUSE = str(Path(sys.executable).parent / "lakehouse")
 PROJECT = "lakehouse-dev"
@@ -149,3 +149,29 @@ def test_incremental_batch_matches_a_full_rebuild(loaded: Path):
     incremental = snapshot(loaded, tables)
     lakehouse(loaded, "run", "--full-refresh")
     assert snapshot(loaded, tables) == incremental
+
+
+def test_without_cleansing_the_assertions_catch_the_faults(tmp_path: Path):
+    """Silver that keeps failing records (the rule filter removed) trips the error assertions, not the models."""
+    project = copy_project(tmp_path / "project")
+    for name in ("contracts.js", "orders.sqlx"):
+        path = project / "definitions" / "silver" / name
+        path.write_text(path.read_text().replace("array_length(failed_rules) = 0", "true"))
+    home = tmp_path / "home"
+    generate(home, 3)
+    done = subprocess.run(
+        [LAKEHOUSE, "run", "--project-dir", str(project)],
+        cwd=REPO,
+        env={**os.environ, "LAKEHOUSE_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    record = json.loads(max((home / "runs").glob("*.json")).read_text())
+    failed = {a["name"].split(".")[-1] for a in record["actions"] if a["status"] == "failed"}
+    assert all(a["type"] == "assertion" for a in record["actions"] if a["status"] == "failed")
+    expected = {f"{s}_conservation" for s in contract_names()}
+    expected |= {f"silver_{s}_assertions_rowConditions" for s in contract_names()}
+    expected |= {"orders_reconcile_with_gold", "user_activity_accepted_values", "gold_facts_reference_dimensions"}
+    assert expected <= failed, expected - failed
