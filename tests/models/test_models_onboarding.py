@@ -67,6 +67,7 @@ def test_new_contract_gets_bronze_silver_quarantine_and_assertions(onboarded: Pa
         assert f"assertions.{name}" in assertions, name
     for name in ("silver_returns_assertions_uniqueKey_0", "silver_returns_assertions_rowConditions"):
         assert f"assertions.{name}" in assertions, name
+    assert "returns_staged_not_json_message" in {test["name"] for test in graph["tests"]}
     staged = tables["silver.returns_staged"]["query"]
     for rule in ("return_id_pattern", "refund_min", "reason_accepted_values", "order_id_required"):
         assert f"['{rule}']" in staged, rule
