@@ -998,7 +998,7 @@ def _merge_keys(merge: exp.Merge) -> list[exp.Expression] | None:
     return keys or None
 
 
-def _merge_duplicates_fail(merge: exp.Merge) -> str | None:
+def _merge_duplicates_fail(merge: exp.Merge, guard: exp.Expression | None = None) -> str | None:
     """A MERGE whose WHEN MATCHED sees two source rows for one target row fails in BigQuery
     ("UPDATE/MERGE must match at most one source row for each target row"); DuckDB silently
     applies one of them.
@@ -1049,7 +1049,10 @@ def _merge_duplicates_fail(merge: exp.Merge) -> str | None:
         exp.Case(
             ifs=[
                 exp.If(
-                    this=exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(0)),
+                    this=exp.and_(
+                        exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(0)),
+                        guard.copy() if guard is not None else exp.true(),
+                    ),
                     true=_call("error", exp.Literal.string(_MERGE_DUPLICATE_MESSAGE)),
                 )
             ]
@@ -1419,7 +1422,28 @@ def _assert(stmt: _Statement, ctx: _Context) -> list[str]:
 _SET_OPTIONS = re.compile(r"\bSET\s+OPTIONS\s*\(", re.IGNORECASE)
 
 
-def _statement(stmt: _Statement, ctx: _Context) -> list:
+def _guard_dml(tree: exp.Expression, guard: exp.Expression) -> None:
+    """Make INSERT/UPDATE/DELETE/MERGE inside an IF branch act only when the branch is taken."""
+    if isinstance(tree, (exp.Delete, exp.Update)):
+        where = tree.args.get("where")
+        condition = exp.and_(exp.Paren(this=where.this), guard.copy()) if where is not None else guard.copy()
+        tree.set("where", exp.Where(this=condition))
+    elif isinstance(tree, exp.Insert) and isinstance(tree.expression, (exp.Query, exp.Values)):
+        source = exp.Subquery(this=tree.expression.copy(), alias=exp.TableAlias(this=exp.to_identifier("_guarded")))
+        tree.set("expression", exp.select("*").from_(source).where(guard.copy()))
+    elif isinstance(tree, exp.Merge):
+        for when in tree.args["whens"].expressions:
+            condition = when.args.get("condition")
+            when.set("condition", exp.and_(exp.Paren(this=condition), guard.copy()) if condition else guard.copy())
+    else:
+        raise UnsupportedConstruct(
+            f"{tree.key.upper()} inside IF",
+            "locally IF may hold SET, RAISE, INSERT ... SELECT, UPDATE, DELETE and MERGE; move the statement "
+            "out of the IF (e.g. put the condition in its WHERE clause)",
+        )
+
+
+def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -> list:
     words = stmt.words
     unsupported = _unsupported_statement(words)
     if unsupported:
@@ -1445,16 +1469,18 @@ def _statement(stmt: _Statement, ctx: _Context) -> list:
     tree = _rewrite(tree, ctx)
     out = []
     if isinstance(tree, exp.Merge):
-        guard = _merge_duplicates_fail(tree)
-        if guard:
-            out.append(guard)
+        check = _merge_duplicates_fail(tree, guard)
+        if check:
+            out.append(check)
+    if guard is not None:
+        _guard_dml(tree, guard)
     out.append(_generate(tree))
     return out
 
 
 def _if(node: _If, ctx: _Context, guard: exp.Expression | None) -> list[str]:
-    """IF/ELSEIF/ELSE around SET and RAISE: each branch condition is stored in a variable and
-    guards the branch's statements; other statements inside IF are unsupported."""
+    """IF/ELSEIF/ELSE: each branch condition is stored in a variable that guards the branch's SET,
+    RAISE, INSERT ... SELECT, UPDATE, DELETE and MERGE statements; other statements are unsupported."""
     out: list[str] = []
     taken: list[exp.Expression] = []
     for condition, body in node.branches:
@@ -1489,10 +1515,12 @@ def _guarded(node, ctx: _Context, guard: exp.Expression) -> list[str]:
         return _set(node, ctx, guard)
     if first == "RAISE":
         return _raise(node, ctx, guard)
+    if first in ("INSERT", "UPDATE", "DELETE", "MERGE"):
+        return _statement(node, ctx, guard)
     raise UnsupportedConstruct(
         f"{first} inside IF",
-        "locally IF may only contain SET and RAISE; move the statement out of the IF "
-        "(e.g. put the condition in its WHERE clause)",
+        "locally IF may hold SET, RAISE, INSERT ... SELECT, UPDATE, DELETE and MERGE; move the statement "
+        "out of the IF (e.g. put the condition in its WHERE clause)",
     )
 
 

@@ -464,6 +464,26 @@ def test_script_if_nested_and_condition_evaluated_once(con):
     assert run(con, script) == [(2, "inner")]
 
 
+def test_script_if_guards_dml(con):
+    run(con, "create or replace table ds.t as select 1 as k, 'a' as v union all select 2, 'b'")
+    script = """
+        DECLARE n INT64 DEFAULT (SELECT COUNT(*) FROM ds.t);
+        IF n > 5 THEN
+          DELETE FROM ds.t WHERE TRUE;
+        ELSEIF n = 2 THEN
+          DELETE FROM ds.t WHERE k = 1;
+          INSERT INTO ds.t (k, v) SELECT 3, 'c';
+          INSERT INTO ds.t (k, v) VALUES (4, 'd');
+          UPDATE ds.t SET v = 'B' WHERE k = 2;
+          MERGE ds.t T USING (SELECT 3 AS k, 'C' AS v) S ON T.k = S.k WHEN MATCHED THEN UPDATE SET v = S.v;
+        ELSE
+          INSERT INTO ds.t (k, v) SELECT 99, 'never';
+        END IF;
+        SELECT k, v FROM ds.t ORDER BY k
+    """
+    assert run(con, script) == [(2, "B"), (3, "C"), (4, "d")]
+
+
 def test_script_raise(con):
     with pytest.raises(duckdb.Error, match="no rows for 2024"):
         run(
@@ -498,7 +518,7 @@ def test_script_temp_function(con):
         ("BEGIN SELECT 1; EXCEPTION WHEN ERROR THEN SELECT 2; END", "BEGIN ... EXCEPTION WHEN ERROR"),
         ("BEGIN TRANSACTION; SELECT 1; COMMIT TRANSACTION", "BEGIN TRANSACTION"),
         ("RAISE", "RAISE"),
-        ("DECLARE x INT64; IF x IS NULL THEN DELETE FROM ds.t WHERE TRUE; END IF", "DELETE inside IF"),
+        ("DECLARE x INT64; IF x IS NULL THEN CREATE TABLE ds.t AS SELECT 1; END IF", "CREATE inside IF"),
         ("SELECT INSTR('abcabc', 'c', 1, 2)", "STRPOS does not support the occurrence parameter."),
         ("SELECT * FROM `region-us.INFORMATION_SCHEMA.JOBS`", "INFORMATION_SCHEMA.JOBS at region-us level"),
         (
