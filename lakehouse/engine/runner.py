@@ -294,6 +294,7 @@ def run(
         compile_cached=compiled.cached,
     )
     engine = Engine(compiled, home_dir, None)
+    translate.set_cache_dir(home_dir / "translate-cache")
     try:
         order = engine.graph.topological_order()
     except CycleError as error:
