@@ -45,6 +45,8 @@ def connect(
     paths.warehouse_dir(home_dir).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    # The CLI shows its own progress per action; DuckDB's per-query bar would interleave with it.
+    con.execute("SET enable_progress_bar = false")
     deadline = time.monotonic() + wait_seconds
     for project in dict.fromkeys(projects):
         path = paths.catalog_file(home_dir, project)
