@@ -33,7 +33,7 @@ HELP: dict[str, str] = {
     "deploy": "Plan, apply or destroy the GCP deployment of an environment config.",
     "trigger": "Run the Dataform workflow (local or GCP) and report assertions.",
     "generate": "Generate synthetic events with faults and land them locally.",
-    "up": "The local demo: services up, generate, land, publish, stop cleanly.",
+    "up": "The local demo: services up, generate, land, publish, run the graph, report, stop cleanly.",
     "schedule": "Run the generator on the shared cron schedule (config/schedules.yaml).",
     "services": "Keep fake-gcs-server and the Pub/Sub emulator running until Ctrl-C.",
     "report": "Assertion report, scorecard, lineage and dashboard of a run.",
