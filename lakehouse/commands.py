@@ -179,6 +179,9 @@ def run_command(
         except RunError as error:
             progress.stop()
             fail(str(error))
+        except KeyboardInterrupt:
+            progress.stop()
+            fail("interrupted: the action in progress was rolled back; finished actions are kept", 130)
     _print_summary(record, _default_project(project_dir))
     if show_sql:
         for a in record.actions:

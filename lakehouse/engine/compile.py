@@ -118,7 +118,10 @@ def _source_dir(project_dir: Path, home_dir: Path) -> Path:
             settings = yaml.safe_load(settings_file.read_text()) or {}
         except yaml.YAMLError as error:
             raise CompileError([("workflow_settings.yaml", f"is not valid YAML: {error}")]) from error
-    if (project_dir / "node_modules" / "@dataform" / "core").is_dir():
+    core = project_dir / "node_modules" / "@dataform" / "core"
+    # The compiler's sandbox refuses a core that resolves outside the project (a symlinked
+    # node_modules): such a project is staged like one without node_modules.
+    if core.is_dir() and core.resolve().is_relative_to(project_dir.resolve()):
         return project_dir
     wanted = _wanted_core_version(project_dir, settings)
     kit_version = _core_version(KIT_ROOT) if _kit_core().is_dir() else None

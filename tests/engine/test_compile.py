@@ -82,6 +82,17 @@ def test_project_pinning_the_kits_core_compiles_without_its_own_node_modules(mak
     assert not (project / "node_modules").exists()
 
 
+def test_symlinked_node_modules_is_staged_instead_of_refused(make_project, tmp_path):
+    project = make_project(TABLE, vars={"colour": "red"})
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(project / "node_modules", elsewhere)
+    (project / "node_modules").symlink_to(elsewhere)
+
+    compiled = compile_project(project)
+
+    assert '"red" as colour' in compiled.graph["tables"][0]["query"]
+
+
 def test_workflow_settings_core_version_of_the_kit_compiles_offline(make_project):
     project = make_project(TABLE, vars={"colour": "red"})
     shutil.rmtree(project / "node_modules")
