@@ -456,6 +456,50 @@ def _unnest_offset_zero_based(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _exists_over_unnest(tree: exp.Expression) -> exp.Expression:
+    """EXISTS (SELECT … FROM UNNEST(arr) AS x [WHERE cond]) is a per-row test over one array.
+
+    Same result in both engines; DuckDB decorrelates the subquery into a join over the whole outer
+    relation, which made a 300k-row silver staging model twice as slow. The test becomes
+    `coalesce(len(list_filter(arr, x -> cond)), 0) > 0`: rows where cond is NULL are dropped as WHERE
+    drops them, and a NULL or empty array is FALSE, as EXISTS over no rows is.
+    """
+    for node in list(tree.find_all(exp.Exists)):
+        select = node.this
+        if not isinstance(select, exp.Select):
+            continue
+        source = select.args.get("from_")
+        unnest = source.this if source else None
+        if (
+            not isinstance(unnest, exp.Unnest)
+            or len(unnest.expressions) != 1
+            or unnest.args.get("offset")
+            or any(select.args.get(k) for k in ("joins", "group", "having", "qualify", "limit", "offset", "with_"))
+        ):
+            continue
+        alias = unnest.args.get("alias")
+        names = [c.name for c in alias.columns] if alias and alias.columns else []
+        element = names[0] if len(names) == 1 else (alias.name if alias and alias.name and not names else "")
+        if not element:
+            continue
+        where = select.args.get("where")
+        condition = where.this if where else None
+        if condition is not None and any(
+            isinstance(n, exp.Select | exp.AggFunc | exp.Window) for n in condition.walk()
+        ):
+            continue
+        array = unnest.expressions[0].copy()
+        if condition is not None:
+            array = _call(
+                "list_filter",
+                array,
+                exp.Lambda(this=condition.copy(), expressions=[exp.to_identifier(element)]),
+            )
+        count = exp.Coalesce(this=_call("len", array), expressions=[exp.Literal.number(0)])
+        node.replace(exp.GT(this=count, expression=exp.Literal.number(0)))
+    return tree
+
+
 _SUB_DAY_UNITS = {"HOUR", "MINUTE", "SECOND", "MILLISECOND", "MICROSECOND"}
 _TIMESTAMP_TYPES = {exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.DATETIME}
 
@@ -856,6 +900,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _copy_and_clone_as_select,
     _cast_semantics,  # before the rewrites that add their own CASTs
     _countif_zero,
+    _exists_over_unnest,  # before UNNEST ... WITH OFFSET becomes a subquery
     _unnest_offset_zero_based,
     _date_functions_return_date,
     _parse_functions,
@@ -882,6 +927,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _drop_table_options: (exp.Create,),
     _copy_and_clone_as_select: (exp.Create,),
     _countif_zero: (exp.CountIf,),
+    _exists_over_unnest: (exp.Exists,),
     _unnest_offset_zero_based: (exp.Unnest,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),

@@ -359,6 +359,22 @@ SAME = [
         [(3, 0, True, True)],
     ),
     ("same-string-agg", "SELECT STRING_AGG(x, ',' ORDER BY x) FROM UNNEST(['b', 'a']) AS x", [("a,b",)]),
+    (
+        # rewritten to list_filter for speed: NULL conditions, NULL and empty arrays as EXISTS has them
+        "same-exists-over-unnest",
+        "SELECT id, EXISTS (SELECT 1 FROM UNNEST(k) AS x WHERE x NOT IN ('a', 'b')), "
+        "EXISTS (SELECT 1 FROM UNNEST(k) AS x), EXISTS (SELECT x FROM UNNEST(k) x WHERE x = y) "
+        "FROM (SELECT 1 AS id, ['a', 'c'] AS k, 'c' AS y UNION ALL SELECT 2, ['a'], 'z' "
+        "UNION ALL SELECT 3, CAST(NULL AS ARRAY<STRING>), 'a' UNION ALL SELECT 4, ['a', NULL], 'q' "
+        "UNION ALL SELECT 5, [], 'a') ORDER BY id",
+        [
+            (1, True, True, True),
+            (2, False, True, False),
+            (3, False, False, False),
+            (4, False, True, False),
+            (5, False, False, False),
+        ],
+    ),
 ]
 
 # BigQuery raises on these; so must the translation (id, SQL, part of BigQuery's message).
