@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 
 import pytest
 
@@ -312,3 +313,33 @@ def test_compile_error_stops_the_run(make_project, lakehouse_home):
 
     with pytest.raises(RunError, match="definitions/gold/broken.sqlx"):
         run(project)
+
+
+def test_insert_overwrite_replaces_the_partitions_the_batch_holds(make_project, lakehouse_home):
+    project = make_project(
+        {
+            "definitions/src.sqlx": """
+                config { type: "table" }
+                select date "2026-01-01" as day, 1 as v union all select date "2026-01-02", 2
+            """,
+            "definitions/daily.sqlx": """
+                config {
+                  type: "incremental",
+                  incrementalStrategy: "insert_overwrite",
+                  bigquery: { partitionBy: "day" },
+                }
+                select day, v * ${when(incremental(), 10, 1)} as v from ${ref("src")}
+                ${when(incremental(), `where day = date "2026-01-02"`)}
+            """,
+        }
+    )
+    run(project)
+
+    second = run(project)
+
+    assert second.status == "success"
+    # Only the partition in the incremental batch (2026-01-02) is replaced; 2026-01-01 keeps its row.
+    assert query(lakehouse_home, 'select * from "test-local".silver.daily order by day') == [
+        (date(2026, 1, 1), 1),
+        (date(2026, 1, 2), 20),
+    ]
