@@ -343,3 +343,19 @@ def test_insert_overwrite_replaces_the_partitions_the_batch_holds(make_project, 
         (date(2026, 1, 1), 1),
         (date(2026, 1, 2), 20),
     ]
+
+
+def test_protected_incremental_table_is_not_rebuilt_by_full_refresh(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/silver/orders.sqlx"] = files["definitions/silver/orders.sqlx"].replace(
+        'uniqueKey: ["order_id"],', 'uniqueKey: ["order_id"], protected: true,', 1
+    )
+    project = make_project(files)
+    run(project)
+    query(lakehouse_home, "insert into \"test-local\".silver.orders values (99, 'CUST-9', 1.0)")
+
+    record = run(project, actions=["orders"], full_refresh=True)
+
+    assert record.status == "success"
+    # A full refresh rebuilds unprotected incremental tables; a protected one is merged into as usual.
+    assert query(lakehouse_home, 'select count(*) from "test-local".silver.orders where order_id = 99') == [(1,)]
