@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,22 @@ def make_project(tmp_path, lakehouse_home):
         return write_project(tmp_path / "project", files, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory) -> Iterator:
+    """The Google Pub/Sub emulator, started once for the whole session (ingest and deploy tests share it);
+    tests using it skip, saying why, when it is not installed or does not start."""
+    from ingest.services import PubSubEmulator, ServiceError
+
+    emulator = PubSubEmulator.find(tmp_path_factory.mktemp("pubsub-logs"))
+    if emulator is None:
+        pytest.skip("the Google Pub/Sub emulator (gcloud pubsub-emulator component + java) is not installed")
+    try:
+        emulator.start()
+    except ServiceError as error:
+        pytest.skip(f"the Pub/Sub emulator did not start: {error}")
+    try:
+        yield emulator
+    finally:
+        emulator.stop()

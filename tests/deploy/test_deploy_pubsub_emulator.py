@@ -6,8 +6,6 @@ BigQuery) and has no IAM, so IAM bindings are left to the fakes (test_deploy_app
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from deploy.apply import apply, destroy
@@ -20,26 +18,9 @@ from deploy.resources import desired_state, discover_sources
 pytestmark = pytest.mark.slow  # the emulator (a JVM) takes a few seconds to start
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory) -> Iterator[str]:
-    from ingest.services import PubSubEmulator, ServiceError
-
-    found = PubSubEmulator.find(tmp_path_factory.mktemp("pubsub-emulator"))
-    if found is None:
-        pytest.skip("the Google Pub/Sub emulator (gcloud beta emulators pubsub, with java) is not installed")
-    try:
-        found.start()
-    except ServiceError as error:
-        pytest.skip(f"the Pub/Sub emulator did not start: {error}")
-    try:
-        yield found.host_port
-    finally:
-        found.stop()
-
-
 @pytest.fixture
-def clients(emulator, monkeypatch) -> Clients:
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator)
+def clients(pubsub_emulator, monkeypatch) -> Clients:
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host_port)
     from google.cloud import pubsub_v1
 
     return Clients(topics=pubsub_v1.PublisherClient(), subscriptions=pubsub_v1.SubscriberClient())

@@ -10,7 +10,7 @@ import pytest
 
 from ingest.contracts import load_contracts
 from ingest.landing import LandingConfig
-from ingest.services import FakeGcs, PubSubEmulator, ServiceError, environment
+from ingest.services import FakeGcs, environment
 from ingest.storage import GcsStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,22 +34,6 @@ def fake_gcs(tmp_path_factory) -> Iterator[FakeGcs]:
             yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def pubsub_emulator(tmp_path_factory) -> Iterator[PubSubEmulator]:
-    """The Google Pub/Sub emulator for the whole session; tests using it skip when it is not installed."""
-    emulator = PubSubEmulator.find(tmp_path_factory.mktemp("pubsub-logs"))
-    if emulator is None:
-        pytest.skip("the Google Pub/Sub emulator (gcloud pubsub-emulator component + java) is not installed")
-    try:
-        emulator.start()
-    except ServiceError as error:
-        pytest.skip(f"the Pub/Sub emulator did not start: {error}")
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture
