@@ -451,21 +451,15 @@ def run_local(project_dir: Path | str, request: TriggerRequest, environment: str
 _PART = re.compile(r"^[A-Za-z0-9_\-]{1,1024}$")
 
 
-def _default_project(project_dir: Path) -> str:
-    import yaml
-
-    settings = yaml.safe_load((project_dir / "workflow_settings.yaml").read_text()) or {}
-    return str(settings.get("defaultProject", "lakehouse-local"))
-
-
 def _local_sample(project_dir: Path, name: str, limit: int = SAMPLE_ROWS) -> list[dict[str, Any]]:
     """Return up to `limit` rows of a failed assertion's view in the local warehouse ([] if unreadable)."""
+    from lakehouse import paths, warehouse  # local target only: lakehouse/ is not in the function archive
+
     parts = name.split(".")
     if len(parts) == 2:
-        parts = [_default_project(project_dir), *parts]
+        parts = [paths.default_project(project_dir), *parts]
     if len(parts) != 3 or not all(_PART.match(p) for p in parts):
         return []
-    from lakehouse import paths, warehouse
 
     try:
         con = warehouse.connect(paths.home(project_dir), [parts[0]], read_only=True)
@@ -591,7 +585,7 @@ def local_writer(project_dir: Path | str) -> Callable[[list[dict[str, Any]]], No
     def write(rows: list[dict[str, Any]]) -> None:
         from lakehouse import paths, warehouse
 
-        project = _default_project(Path(project_dir))
+        project = paths.default_project(Path(project_dir))
         columns = [name for name, _, _ in ACTION_RUNS_SCHEMA]
         with warehouse.open_catalog(paths.home(project_dir), project) as con:
             con.execute('create schema if not exists "ops"')

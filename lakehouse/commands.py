@@ -35,18 +35,6 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def _default_project(project_dir: Path) -> str:
-    """Return workflow_settings.yaml's defaultProject, or "lakehouse-local" when it names none."""
-    import yaml
-
-    settings_file = Path(project_dir) / "workflow_settings.yaml"
-    try:
-        settings = yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else None
-    except yaml.YAMLError:
-        settings = None
-    return (settings or {}).get("defaultProject") or "lakehouse-local"
-
-
 def _vars(vars_text: str | None) -> dict[str, str]:
     try:
         return parse_vars(vars_text)
@@ -182,7 +170,7 @@ def run_command(
         except KeyboardInterrupt:
             progress.stop()
             fail("interrupted: the action in progress was rolled back; finished actions are kept", 130)
-    _print_summary(record, _default_project(project_dir))
+    _print_summary(record, paths.default_project(project_dir))
     if show_sql:
         for a in record.actions:
             console.rule(a.name)
@@ -250,7 +238,7 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
 
     if sql == "-":
         sql = sys.stdin.read()
-    default_project = _default_project(project_dir)
+    default_project = paths.default_project(project_dir)
     home_dir = paths.home(project_dir)
     try:
         projects = {p for p, _, _ in translate.referenced_tables(sql, default_project=default_project)}
@@ -300,7 +288,7 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
 
     parts = table.replace("`", "").split(".")
     if len(parts) == 2:
-        parts.insert(0, _default_project(project_dir))
+        parts.insert(0, paths.default_project(project_dir))
     if len(parts) != 3 or not all(parts):
         fail(f"{table!r} is not dataset.table or project.dataset.table", 2)
     project, dataset, name = parts

@@ -13,6 +13,18 @@ DEFAULT_HOME_NAME = ".lakehouse"
 _CATALOG_NAME = re.compile(r"^[a-z][a-z0-9\-]{0,62}[a-z0-9]$")
 
 
+def default_project(project_dir: Path | str) -> str:
+    """Return the project's workflow_settings.yaml defaultProject ("lakehouse-local" when it names none)."""
+    import yaml
+
+    settings_file = Path(project_dir) / "workflow_settings.yaml"
+    try:
+        settings = yaml.safe_load(settings_file.read_text()) if settings_file.is_file() else None
+    except yaml.YAMLError:
+        settings = None
+    return str((settings or {}).get("defaultProject") or "lakehouse-local")
+
+
 def home(project_dir: Path | str) -> Path:
     """Return the local state directory: $LAKEHOUSE_HOME, else <project_dir>/.lakehouse."""
     configured = os.environ.get(HOME_ENV)
