@@ -215,9 +215,10 @@ def partition(moment: datetime) -> str:
     return f"ingest_date={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
-def landing_object_name(source: str, lines: list[bytes], moment: datetime) -> str:
-    """Return the idempotent object name of a batch's lines: the same lines give the same name."""
-    digest = hashlib.sha256(b"\n".join(lines)).hexdigest()[:40]
+def landing_object_name(source: str, lines: list[bytes], moment: datetime, identity: bytes = b"") -> str:
+    """Return the idempotent object name of a batch's lines: the same lines (and `identity`, e.g. a
+    Pub/Sub message id) at the same moment give the same name."""
+    digest = hashlib.sha256(identity + b"\n".join(lines)).hexdigest()[:40]
     return f"source={source}/{partition(moment)}/{digest}.jsonl"
 
 
@@ -259,11 +260,15 @@ def dead_letter_objects(rejects: list[Reject], moment: datetime) -> list[tuple[s
     return objects
 
 
-def land(routed: Routed, store: ObjectStore, config: LandingConfig, moment: datetime) -> LandingResult:
+def land(
+    routed: Routed, store: ObjectStore, config: LandingConfig, moment: datetime, identity: bytes = b""
+) -> LandingResult:
     """Write a routed batch: one JSONL object per source, one dead-letter object per (source, reason).
 
-    Returns the counts and objects. Raises StorageUnavailable when storage stays down; every object
-    written before that is complete, and a retry of the batch recreates none of them.
+    `identity` goes into the landing object names (the Pub/Sub message id: two messages with the same
+    text are two objects, one message delivered twice is one). Returns the counts and objects. Raises
+    StorageUnavailable when storage stays down; every object written before that is complete, and a
+    retry of the batch recreates none of them.
     """
     objects = []
     for name, content, count in dead_letter_objects(routed.rejects, moment):
@@ -281,7 +286,7 @@ def land(routed: Routed, store: ObjectStore, config: LandingConfig, moment: date
         objects.append(
             store.put_new(
                 config.landing_bucket,
-                landing_object_name(source, lines, moment),
+                landing_object_name(source, lines, moment, identity),
                 b"\n".join(lines) + b"\n",
                 content_type="application/x-ndjson",
                 metadata={"records": str(len(lines)), "source": source},
@@ -377,8 +382,10 @@ def handle_http(
 def handle_pubsub_push(envelope: Any, config: LandingConfig, store: ObjectStore, now: datetime) -> LandingResult:
     """Land the message of a Pub/Sub push CloudEvent (`{"message": {...}, "subscription": ...}`).
 
-    The partition comes from the message's publish time, so a redelivered message lands under the same
-    name. A malformed envelope is dead-lettered as `bad_envelope`. Raises StorageUnavailable only.
+    The object's partition and name come from the message alone (its publish time and id), however
+    late it is delivered: a redelivery, or a replay from the dead-letter topic days later, lands under
+    the same name. `now` is used only when the message has no readable publish time. A malformed
+    envelope is dead-lettered as `bad_envelope`. Raises StorageUnavailable only.
     """
     message = envelope.get("message") if isinstance(envelope, dict) else None
     if not isinstance(message, dict):
@@ -387,7 +394,9 @@ def handle_pubsub_push(envelope: Any, config: LandingConfig, store: ObjectStore,
         return land(routed, store, config, now)
     attributes = message.get("attributes") if isinstance(message.get("attributes"), dict) else {}
     declared = attributes.get("source")
-    moment = parse_batch_time(message.get("publishTime") or message.get("publish_time"), now)
+    moment = publish_time(message.get("publishTime") or message.get("publish_time")) or now
+    message_id = message.get("messageId") or message.get("message_id")
+    identity = f"pubsub:{message_id}\n".encode() if isinstance(message_id, (str, int)) else b""
     try:
         data = base64.b64decode(message.get("data") or "", validate=True)
     except (binascii.Error, ValueError, TypeError) as error:
@@ -397,4 +406,15 @@ def handle_pubsub_push(envelope: Any, config: LandingConfig, store: ObjectStore,
     routed = route(data, declared if isinstance(declared, str) else None, config)
     if not routed.accepted and not routed.rejects:
         routed.rejects.append(Reject(UNKNOWN_SOURCE, "bad_envelope", "message without data", data))
-    return land(routed, store, config, moment)
+    return land(routed, store, config, moment, identity)
+
+
+def publish_time(value: Any) -> datetime | None:
+    """Return a Pub/Sub publish time (RFC 3339, set by the service, so trusted at any age), or None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        stamped = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamped if stamped.tzinfo is not None else stamped.replace(tzinfo=UTC)

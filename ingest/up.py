@@ -121,7 +121,8 @@ def step_run_graph(ctx: UpContext) -> None:
     from lakehouse.engine.runner import RunError, run
 
     try:
-        record = run(ctx.settings.project_dir, home_dir=ctx.settings.home)
+        # The graph runs as of the time the events were generated for, so freshness is judged then.
+        record = run(ctx.settings.project_dir, home_dir=ctx.settings.home, now=ctx.options.as_of)
     except RunError as error:
         raise RuntimeError(f"the Dataform run could not start: {error}") from None
     ctx.results["run"] = record

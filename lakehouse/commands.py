@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import click
@@ -125,8 +126,14 @@ def _print_summary(record, default_project: str = "") -> None:
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental tables from scratch (unless protected).")
 @click.option("--dry-run", is_flag=True, help="Compile, build and translate every statement; execute nothing.")
 @click.option("--show-sql", is_flag=True, help="With --dry-run: print the DuckDB statements of each action.")
+@click.option(
+    "--now",
+    "now",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="Run as of this UTC time: what CURRENT_TIMESTAMP() returns (default: the real clock).",
+)
 def run_command(
-    project_dir, vars_text, tags, actions, include_deps, include_dependents, full_refresh, dry_run, show_sql
+    project_dir, vars_text, tags, actions, include_deps, include_dependents, full_refresh, dry_run, show_sql, now
 ):
     """Run the compiled graph on the local DuckDB warehouse, in dependency order.
 
@@ -146,6 +153,7 @@ def run_command(
         full_refresh=full_refresh,
         vars=_vars(vars_text),
         dry_run=dry_run,
+        now=now.replace(tzinfo=UTC) if now else None,
     )
     progress = Progress(
         SpinnerColumn(),

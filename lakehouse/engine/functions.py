@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import duckdb
 import farmhash
 from duckdb.sqltypes import BIGINT, BLOB, VARCHAR
@@ -94,8 +96,8 @@ MACROS: dict[str, str] = {
     "bq_byte_length": """(x) AS CASE
         WHEN typeof(x) = 'BLOB' THEN octet_length(CAST(CAST(x AS VARCHAR) AS BLOB))
         ELSE strlen(CAST(x AS VARCHAR)) END""",
-    # CURRENT_DATETIME([zone]): the wall-clock time in UTC or the zone, as a DATETIME.
-    "current_datetime": "(zone := 'UTC') AS CAST(timezone(zone, now()) AS TIMESTAMP)",
+    # CURRENT_DATETIME([zone]): the run's clock in UTC or the zone, as a DATETIME.
+    "current_datetime": "(zone := 'UTC') AS CAST(timezone(zone, lakehouse_now()) AS TIMESTAMP)",
     # RANGE_BUCKET(point, boundaries): how many boundaries are <= point.
     "range_bucket": "(point, boundaries) AS CASE WHEN point IS NULL THEN NULL "
     "ELSE len(list_filter(boundaries, b -> b <= point)) END",
@@ -124,11 +126,17 @@ def safe_convert_bytes_to_string(value: bytes) -> str:
     return bytes(value).decode("utf-8", errors="replace")
 
 
-def register_functions(con: duckdb.DuckDBPyConnection) -> None:
+def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = None) -> None:
     """Register on `con` every UDF and macro translated SQL calls; safe to call twice.
 
+    `now` fixes the clock that CURRENT_TIMESTAMP and friends read (default: each statement's start).
     Raises duckdb.Error only if the connection is unusable.
     """
+    if now is None:
+        clock = "get_current_timestamp()"
+    else:
+        clock = f"TIMESTAMPTZ '{now.astimezone(UTC).isoformat()}'"
+    con.execute(f"CREATE OR REPLACE TEMP MACRO lakehouse_now() AS {clock}")
     udfs = [
         ("bq_farm_fingerprint_string", farm_fingerprint, [VARCHAR], BIGINT),
         ("bq_farm_fingerprint_bytes", farm_fingerprint, [BLOB], BIGINT),

@@ -38,6 +38,9 @@ class RunOptions:
     full_refresh: bool = False
     vars: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
+    # The time CURRENT_TIMESTAMP() reads during the run (None: the real clock); a replay or a test
+    # of data stamped in the past runs "as of" then.
+    now: datetime | None = None
 
 
 def severity(action: Action) -> str | None:
@@ -272,7 +275,7 @@ def run(
     """Compile and run a Dataform project locally; return the run record.
 
     `options` (or the same fields as keyword arguments: tags, actions, include_deps,
-    include_dependents, full_refresh, vars, dry_run) select what runs. `on_progress(name, result,
+    include_dependents, full_refresh, vars, dry_run, now) select what runs. `on_progress(name, result,
     done, total)` is called before (result None) and after each action.
     Raises RunError when the run cannot start; action failures are recorded, not raised.
     """
@@ -319,7 +322,7 @@ def run(
     except warehouse.WarehouseBusy as error:
         raise RunError(str(error)) from error
     try:
-        translate.register_functions(engine.con)
+        translate.register_functions(engine.con, options.now)
         plan = [name for name in order if name in selected]
         results: dict[str, records.ActionResult] = {}
         for index, name in enumerate(plan):

@@ -895,7 +895,24 @@ def _timestamp_from_epoch(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _injected_clock(tree: exp.Expression) -> exp.Expression:
+    """CURRENT_TIMESTAMP/CURRENT_DATE/CURRENT_DATETIME read the run's clock, `lakehouse_now()`: the
+    statement's start time, or the time a run was told it is (`lakehouse run --now`), as BigQuery
+    reads one time per statement."""
+    now = _call("lakehouse_now")
+    for node in list(tree.find_all(exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentDatetime)):
+        zone = node.this.copy() if node.this is not None else exp.Literal.string("UTC")
+        if isinstance(node, exp.CurrentTimestamp):
+            node.replace(now.copy())
+        elif isinstance(node, exp.CurrentDate):
+            node.replace(exp.cast(_call("timezone", zone, now.copy()), _type("DATE")))
+        else:
+            node.replace(exp.cast(_call("timezone", zone, now.copy()), _type("TIMESTAMP")))
+    return tree
+
+
 _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
+    _injected_clock,
     _drop_table_options,
     _copy_and_clone_as_select,
     _cast_semantics,  # before the rewrites that add their own CASTs
@@ -924,6 +941,7 @@ REWRITES = [_rewrite_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
 # The node types each rewrite acts on: a rewrite whose types are absent from a tree is skipped, so a
 # statement costs one walk instead of one per rewrite.
 _TRIGGERS: dict[Callable, tuple[type, ...]] = {
+    _injected_clock: (exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentDatetime),
     _drop_table_options: (exp.Create,),
     _copy_and_clone_as_select: (exp.Create,),
     _countif_zero: (exp.CountIf,),

@@ -359,3 +359,22 @@ def test_protected_incremental_table_is_not_rebuilt_by_full_refresh(make_project
     assert record.status == "success"
     # A full refresh rebuilds unprotected incremental tables; a protected one is merged into as usual.
     assert query(lakehouse_home, 'select count(*) from "test-local".silver.orders where order_id = 99') == [(1,)]
+
+
+def test_injected_clock_is_what_current_timestamp_reads(make_project, lakehouse_home):
+    from datetime import UTC, datetime
+
+    project = make_project(
+        {
+            "definitions/clock.sqlx": """
+                config { type: "table", schema: "gold" }
+                select current_timestamp() as now_at, current_date() as today,
+                  timestamp_diff(current_timestamp(), timestamp '2026-01-01 00:00:00+00', hour) as hours
+            """,
+        }
+    )
+    record = run(project, home_dir=lakehouse_home, now=datetime(2026, 1, 2, 6, 30, tzinfo=UTC))
+    assert record.status == "success", [a.error for a in record.actions]
+    assert query(lakehouse_home, 'select now_at, today, hours from "test-local".gold.clock') == [
+        (datetime(2026, 1, 2, 6, 30, tzinfo=UTC), date(2026, 1, 2), 30)
+    ]

@@ -241,6 +241,29 @@ def test_pubsub_push_lands_once_per_message(fake_gcs, config, monkeypatch):
     ]
 
 
+@pytest.mark.parametrize("delay_days", [0, 3, 30, 400])
+def test_pubsub_message_name_depends_on_the_message_not_on_when_it_arrives(fake_gcs, config, delay_days):
+    from datetime import timedelta
+
+    from ingest.landing import handle_pubsub_push
+
+    store = GcsStore()
+    message = {
+        "data": base64.b64encode(_event(order_id="ORD-8")).decode(),
+        "attributes": {"source": "orders"},
+        "messageId": "201",
+        "publishTime": "2026-11-22T13:01:02.123456789Z",
+    }
+    first = handle_pubsub_push({"message": message}, config, store, NOW)
+    late = handle_pubsub_push({"message": message}, config, store, NOW + timedelta(days=delay_days))
+    assert [o.name for o in late.objects] == [o.name for o in first.objects]
+    assert first.objects[0].name.startswith(f"source=orders/{PARTITION}/")
+    assert [o.created for o in first.objects + late.objects] == [True, False]
+    # Another message with the same text is another object: nothing is merged away at landing.
+    other = handle_pubsub_push({"message": {**message, "messageId": "202"}}, config, store, NOW)
+    assert other.objects[0].name != first.objects[0].name and other.objects[0].created
+
+
 def test_config_from_env_names_what_is_missing(monkeypatch):
     with pytest.raises(ValueError, match="LANDING_BUCKET, DEAD_LETTER_BUCKET"):
         LandingConfig.from_env({})
