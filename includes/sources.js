@@ -11,9 +11,79 @@ const HAND_WRITTEN_SILVER = ["orders"];
 
 const IDENTIFIER = /^[a-z][a-z0-9_]{0,62}$/;
 const TYPES = ["STRING", "INT64", "NUMERIC", "FLOAT64", "BOOL", "TIMESTAMP", "DATE"];
+const NUMERIC_TYPES = ["INT64", "NUMERIC", "FLOAT64"];
+const FIELD_KEYS = [
+  "name",
+  "type",
+  "required",
+  "pii",
+  "pattern",
+  "min",
+  "min_exclusive",
+  "accepted_values",
+  "description",
+];
 
 function fail(name, where, message) {
-  throw new Error(`includes/contracts/${name}.json: ${where}: ${message}`);
+  const place = where ? `${where}: ` : "";
+  throw new Error(`includes/contracts/${name}.json: ${place}${message}`);
+}
+
+function isObject(value) {
+  return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+// The same checks as ingest/contracts.py `_parse_field`, so a bound, pattern or list of the wrong type
+// stops the compile naming file and field instead of failing the generated SQL at run time.
+function checkField(name, index, field) {
+  if (!isObject(field)) {
+    fail(name, `fields[${index}]`, "must be an object");
+  }
+  if (typeof field.name !== "string" || !IDENTIFIER.test(field.name)) {
+    fail(name, `fields[${index}].name`, `${JSON.stringify(field.name)} must match ^[a-z][a-z0-9_]{0,62}$`);
+  }
+  const where = `fields[${index}] (${field.name})`;
+  const unknown = Object.keys(field).filter((key) => !FIELD_KEYS.includes(key)).sort();
+  if (unknown.length) {
+    fail(name, where, `unknown attribute(s) ${unknown.join(", ")}`);
+  }
+  if (!TYPES.includes(field.type)) {
+    fail(name, `${where}.type`, `${JSON.stringify(field.type)} is not one of ${TYPES.join(", ")}`);
+  }
+  ["required", "pii"].forEach((flag) => {
+    if (flag in field && typeof field[flag] !== "boolean") {
+      fail(name, `${where}.${flag}`, "must be true or false");
+    }
+  });
+  if ("pattern" in field) {
+    // BigQuery reads the pattern as RE2; its syntax is checked by ingest/contracts.py, its type here.
+    if (typeof field.pattern !== "string" || !field.pattern) {
+      fail(name, `${where}.pattern`, "must be a non-empty string");
+    }
+    if (field.type !== "STRING") {
+      fail(name, `${where}.pattern`, `only STRING fields take a pattern, not ${field.type}`);
+    }
+  }
+  ["min", "min_exclusive"].forEach((bound) => {
+    if (!(bound in field)) {
+      return;
+    }
+    if (!NUMERIC_TYPES.includes(field.type)) {
+      fail(name, `${where}.${bound}`, `only numeric fields take a bound, not ${field.type}`);
+    }
+    if (typeof field[bound] !== "number" || !Number.isFinite(field[bound])) {
+      fail(name, `${where}.${bound}`, `${JSON.stringify(field[bound])} must be a finite number`);
+    }
+  });
+  if ("accepted_values" in field) {
+    const values = field.accepted_values;
+    if (!Array.isArray(values) || !values.length || !values.every((value) => typeof value === "string")) {
+      fail(name, `${where}.accepted_values`, "must be a non-empty list of strings");
+    }
+  }
+  if ("description" in field && typeof field.description !== "string") {
+    fail(name, `${where}.description`, "must be a string");
+  }
 }
 
 // Returns the contract, checked for what the SQL generators rely on; throws naming file and field.
@@ -23,31 +93,34 @@ function load(name) {
   }
   // eslint-disable-next-line global-require
   const contract = require(`./contracts/${name}.json`);
+  if (!isObject(contract)) {
+    fail(name, "", "a contract must be a JSON object");
+  }
   if (contract.name !== name) {
     fail(name, "name", `${JSON.stringify(contract.name)} must equal the file name`);
   }
-  const fields = contract.fields || [];
+  const fields = contract.fields;
+  if (!Array.isArray(fields) || !fields.length) {
+    fail(name, "fields", "must be a non-empty list");
+  }
   const names = new Set();
   fields.forEach((field, index) => {
-    const where = `fields[${index}]`;
-    if (!IDENTIFIER.test(field.name || "")) {
-      fail(name, `${where}.name`, "must match ^[a-z][a-z0-9_]{0,62}$");
-    }
-    if (!TYPES.includes(field.type)) {
-      fail(name, `${where}.type`, `${JSON.stringify(field.type)} is not one of ${TYPES.join(", ")}`);
+    checkField(name, index, field);
+    if (names.has(field.name)) {
+      fail(name, `fields (${field.name})`, "duplicate field name");
     }
     names.add(field.name);
   });
-  (contract.key || []).forEach((key) => {
+  if (!Array.isArray(contract.key) || !contract.key.length) {
+    fail(name, "key", "must be a non-empty list of field names");
+  }
+  contract.key.forEach((key) => {
     if (!names.has(key)) {
       fail(name, "key", `${JSON.stringify(key)} is not a field`);
     }
   });
   if (!names.has(contract.event_time)) {
     fail(name, "event_time", `${JSON.stringify(contract.event_time)} is not a field`);
-  }
-  if (!(contract.key || []).length) {
-    fail(name, "key", "must name at least one field");
   }
   return contract;
 }
