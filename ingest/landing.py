@@ -142,6 +142,21 @@ def _error_text(error: Exception) -> str:
 
 
 _SOURCE_IN_TEXT = re.compile(rb'"source"\s*:\s*"([a-z][a-z0-9_]{0,62})"')
+# JSON whitespace other than the space, as raw bytes. In an accepted line they can only stand between
+# tokens (inside a string JSON requires them escaped, and lines split on \n), so a space in their place
+# keeps the parsed value; a raw CR would end the line for the bronze CSV reader.
+_RAW_WHITESPACE = bytes.maketrans(b"\r\t", b"  ")
+
+
+def stored_line(line: bytes) -> bytes:
+    """Return the text an accepted line is stored as: CR and TAB between JSON tokens become spaces.
+
+    The parsed value is unchanged; every stored line holds no control character, so bronze's raw-line
+    reader reads it back as one line, byte for byte.
+    """
+    if b"\r" in line or b"\t" in line:
+        return line.translate(_RAW_WHITESPACE)
+    return line
 
 
 def check_line(line: bytes, declared_source: str | None, config: LandingConfig) -> tuple[str, str | None, str]:
@@ -178,7 +193,8 @@ def check_line(line: bytes, declared_source: str | None, config: LandingConfig) 
 
 
 def route(body: bytes, declared_source: str | None, config: LandingConfig) -> Routed:
-    """Return the body's lines split into accepted lines per source and rejects. Never raises."""
+    """Return the body's lines split into accepted lines per source (as `stored_line` stores them) and
+    rejects (the payload as received). Never raises."""
     routed = Routed()
     accepted = routed.accepted
     sources = config.sources
@@ -199,11 +215,11 @@ def route(body: bytes, declared_source: str | None, config: LandingConfig) -> Ro
             if type(event) is dict:
                 source = event.get("source")
                 if type(source) is str and source in sources and (declared_source is None or source == declared_source):
-                    accepted.setdefault(source, []).append(line)
+                    accepted.setdefault(source, []).append(stored_line(line))
                     continue
         source, reason, detail = check_line(line, declared_source, config)
         if reason is None:
-            accepted.setdefault(source, []).append(line)
+            accepted.setdefault(source, []).append(stored_line(line))
         else:
             routed.rejects.append(Reject(source, reason, detail, line))
     return routed

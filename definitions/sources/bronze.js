@@ -7,6 +7,8 @@ sources.all().forEach((contract) => {
 
   // One STRING column per line: a CSV table whose delimiter (0x01) and quote (none) never occur in
   // JSON text, so nothing is parsed, dropped or rejected here; silver parses and quarantines.
+  // Control characters (NUL included) in a file someone else put there are kept, not an error, so
+  // such a line reaches the quarantine; no max_bad_records, which would drop lines unseen.
   operate(`${name}_landing`, {
     dataset: "bronze",
     hasOutput: true,
@@ -24,6 +26,7 @@ options (
   format = 'CSV',
   field_delimiter = '\\x01',
   quote = '',
+  preserve_ascii_control_characters = true,
   uris = ['${prefix}/*'],
   hive_partition_uri_prefix = '${prefix}',
   description = 'Raw landing lines of ${name}; defined by definitions/sources/bronze.js.'

@@ -1350,6 +1350,12 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
         skip = int(options.get("skip_leading_rows", 0) or 0)
         args += [f"delim={_sql_string(delimiter)}", f"quote={_sql_string(quote)}"]
         args.append(f"escape={_sql_string(quote)}")
+        if not quote:
+            # Without quoting BigQuery reads any bytes between line ends; DuckDB's strict mode would
+            # stop the whole query at a lone CR (`state machine reached an invalid state`).
+            args.append("strict_mode=false")
+        # BigQuery reads CSV rows up to 100 MB; DuckDB's default limit is 2 MB.
+        args.append(f"max_line_size={100 * 1024 * 1024}")
         if table.columns:
             args += [f"columns={_struct_literal(list(table.columns))}", "auto_detect=false", "header=false"]
             if skip:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from datetime import UTC, datetime
 
 import orjson
@@ -11,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.landing import REASONS, UNKNOWN_SOURCE, handle_http, route
+from ingest.landing import MAX_EVENT_BYTES, REASONS, UNKNOWN_SOURCE, check_line, handle_http, route, stored_line
 
-from .conftest import TOKEN
+from .conftest import REPO, TOKEN
 
 SOURCES = ["orders", "page_views", "ad_clicks", "inventory", "user_activity"]
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -35,6 +36,7 @@ lines = st.one_of(
     events,
     events.map(lambda b: b[: len(b) // 2]),
     events.map(lambda b: b[:-1] + b',"x":"\xe9"}'),
+    events.map(lambda b: b.replace(b',"', b',\r\t"').replace(b":", b" :\r")),
     json_values.map(orjson.dumps),
     st.binary(max_size=60),
     st.text(max_size=60).map(str.encode),
@@ -49,12 +51,18 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-def _non_blank(body: bytes) -> list[bytes]:
+def _non_blank(body: bytes, config=None, declared: str | None = None) -> list[bytes]:
+    """The body's non-blank lines; with `config`, accepted ones as the landing function stores them."""
     out = []
     for line in body.split(b"\n"):
         line = line[:-1] if line.endswith(b"\r") else line
-        if line.strip():
-            out.append(line)
+        if not line.strip():
+            continue
+        if config is not None and check_line(line, declared, config)[1] is None and stored_line(line) != line:
+            # Only JSON whitespace changed: the stored line parses to the very same value.
+            assert orjson.loads(stored_line(line)) == orjson.loads(line)
+            line = stored_line(line)
+        out.append(line)
     return out
 
 
@@ -63,10 +71,11 @@ def _non_blank(body: bytes) -> list[bytes]:
 def test_route_puts_every_line_in_exactly_one_place(config_for_fuzz, body, declared):
     routed = route(body, declared, config_for_fuzz)
     placed = [line for group in routed.accepted.values() for line in group] + [r.payload for r in routed.rejects]
-    assert sorted(placed) == sorted(_non_blank(body))
+    assert sorted(placed) == sorted(_non_blank(body, config_for_fuzz, declared))
     for source, group in routed.accepted.items():
         for line in group:
             assert orjson.loads(line)["source"] == source
+            assert b"\r" not in line and b"\t" not in line
     for reject in routed.rejects:
         assert reject.reason in REASONS and reject.detail
         assert reject.source in set(SOURCES) | {UNKNOWN_SOURCE}
@@ -86,7 +95,7 @@ def test_http_never_fails_on_bad_input_and_keeps_everything(fake_gcs, config, st
         store,
         NOW,
     )
-    expected = _non_blank(body)
+    expected = _non_blank(body, config)
     if not expected:
         assert status == 400
         return
@@ -134,3 +143,105 @@ def test_push_envelopes_never_crash(fake_gcs, config, store, envelope):
     result = handle_pubsub_push(envelope, config, store, NOW)
     assert sum(result.accepted.values()) + sum(result.rejected.values()) >= 1
     assert set(result.rejected) <= set(REASONS)
+
+
+# Landed-but-hostile lines: JSON whose whitespace or strings hold what breaks line readers, and bytes
+# that are not JSON at all. Each is (text, whether the landing function accepts it).
+WHITESPACE = st.sampled_from([b" ", b"\t", b"\r", b"\r\r", b" \r\t "])
+HOSTILE_TEXT = st.text(
+    st.sampled_from(["\x00", "\x01", "\x1f", "\x7f", "\x85", "\u2028", "\u2029", "\ufeff", "\r", "\n", "é", "💥", ","])
+    | st.characters(),
+    max_size=12,
+)
+
+
+@st.composite
+def hostile_lines(draw) -> bytes:
+    """One line (no \n) a client may send: a JSON event with hostile spacing and strings, or raw bytes."""
+    kind = draw(st.sampled_from(["spaced", "padded", "raw"]))
+    event = {"source": draw(st.sampled_from(SOURCES)), "event_id": draw(HOSTILE_TEXT), "note": draw(HOSTILE_TEXT)}
+    # Escaped (\\u0000, \\ud800) or raw UTF-8 (a lone surrogate raw is not UTF-8).
+    escape = draw(st.booleans())
+    if kind == "padded":
+        # Lines of about 64 KiB, either side of the landing function's limit.
+        event["note"] = "x" * draw(st.integers(MAX_EVENT_BYTES - 120, MAX_EVENT_BYTES - 40))
+    text = json.dumps(event, ensure_ascii=escape, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    if kind == "raw":
+        prefix = draw(st.sampled_from([b"", b"\xef\xbb\xbf", b"\x00", b"\xed\xa0\x80", b"\r", b"\xc3"]))
+        return prefix + draw(st.binary(max_size=40)).replace(b"\n", b"") + text
+    for token in (b"{", b",", b":"):
+        text = text.replace(token, token + draw(WHITESPACE), 1)
+    return draw(WHITESPACE) + text + draw(WHITESPACE)
+
+
+@pytest.fixture(scope="module")
+def landing_ddl(tmp_path_factory) -> str:
+    """The compiled DDL of bronze.orders_landing (definitions/sources/bronze.js)."""
+    from lakehouse.engine.compile import compile_project
+
+    graph = compile_project(REPO, home_dir=tmp_path_factory.mktemp("home"), use_cache=False).graph
+    [ddl] = [a["queries"][0] for a in graph["operations"] if a["target"]["name"] == "orders_landing"]
+    return ddl
+
+
+def bronze_rows(fake_gcs, ddl: str, bucket: str, source: str) -> list[tuple[str, str]]:
+    """Return (line, _FILE_NAME) of every row the engine reads from bronze.<source>_landing of `bucket`."""
+    import duckdb
+
+    from lakehouse.engine.translate import register_functions, translate_script
+
+    ddl = ddl.replace("lakehouse-dev-bronze-landing", bucket).replace("source=orders", f"source={source}")
+    ddl = ddl.replace("orders_landing", f"{source}_landing")
+
+    def resolve(uri: str) -> str:
+        name, _, path = uri.removeprefix("gs://").partition("/")
+        return str(fake_gcs.root / name / path)
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        register_functions(con)
+        con.execute("ATTACH ':memory:' AS \"lakehouse-dev\"")
+        con.execute('CREATE SCHEMA "lakehouse-dev".bronze')
+        for statement in translate_script(ddl, default_project="lakehouse-dev", gcs_resolver=resolve):
+            con.execute(statement)
+        return con.execute(
+            f'SELECT line, "_FILE_NAME" FROM "lakehouse-dev".bronze.{source}_landing WHERE line IS NOT NULL'
+        ).fetchall()
+    finally:
+        con.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.lists(hostile_lines(), min_size=1, max_size=8).map(lambda items: b"\n".join(items)))
+def test_every_accepted_line_is_read_back_by_bronze_exactly_once(fake_gcs, config, store, landing_ddl, body):
+    status, answer = handle_http(
+        "POST", {"Authorization": f"Bearer {TOKEN}"}, {}, lambda n: body, len(body), config, store, NOW
+    )
+    assert status in (200, 422)
+    for source in SOURCES:
+        rows = bronze_rows(fake_gcs, landing_ddl, config.landing_bucket, source)
+        mine = [u for u in answer["objects"] if u.startswith(f"gs://{config.landing_bucket}/source={source}/")]
+        read = sorted(line.encode() for line, file_name in rows if file_name in mine)
+        expected = []
+        for uri in mine:
+            _, _, name = uri.removeprefix("gs://").partition("/")
+            expected.extend((fake_gcs.root / config.landing_bucket / name).read_bytes().split(b"\n")[:-1])
+        assert read == sorted(expected)
+        assert len(read) == answer["accepted_by_source"].get(source, 0)
+        for line in read:
+            assert orjson.loads(line)["source"] == source
+
+
+def test_a_carriage_return_between_tokens_lands_as_a_space_and_bronze_reads_it(fake_gcs, config, store, landing_ddl):
+    sent = b'{"source":"orders",\r"event_id":"e1",\t"quantity":\r\r2}\n{"source":"orders","event_id":"e2"}\r\n'
+    status, answer = handle_http(
+        "POST", {"Authorization": f"Bearer {TOKEN}"}, {}, lambda n: sent, len(sent), config, store, NOW
+    )
+    assert (status, answer["accepted"]) == (200, 2)
+    rows = bronze_rows(fake_gcs, landing_ddl, config.landing_bucket, "orders")
+    assert sorted(line for line, _ in rows) == [
+        '{"source":"orders", "event_id":"e1", "quantity":  2}',
+        '{"source":"orders","event_id":"e2"}',
+    ]
+    assert {file_name for _, file_name in rows} == set(answer["objects"])
