@@ -277,6 +277,8 @@ def drain_subscriptions(settings: Settings, services: Services, sources: list[st
         total.written += result.written
         total.dead_lettered += result.dead_lettered
         total.pulls += result.pulls
+    # The holding subscription lives in the emulator's memory: keep its messages as on GCP, in the bucket.
+    total.dead_letters_kept = pubsub.drain_dead_letters(services.bus, services.store, settings.dead_letter_bucket)
     return total
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -309,6 +310,8 @@ class DrainResult:
     dead_lettered: int = 0
     nacked: int = 0
     pulls: int = 0
+    # Dead letters moved from the holding subscription to the dead-letter bucket, by reason.
+    dead_letters_kept: dict[str, int] = field(default_factory=dict)
 
 
 def raw_rows(bus_project: str, subscription: str, messages: list[Received]) -> tuple[list[dict], list[Received]]:
@@ -431,6 +434,7 @@ def drain_to_warehouse(
                                 "dead_letter_reason": "data_not_utf8",
                                 "original_subscription": subscription,
                                 "original_message_id": m.message_id,
+                                "original_publish_time": _rfc3339(m.publish_time),
                             },
                         )
                         for m in unwritable
@@ -440,3 +444,71 @@ def drain_to_warehouse(
             result.written += len(rows)
             result.dead_lettered += len(unwritable)
     return result
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def dead_letter_object(message: Received) -> tuple[str, bytes, str]:
+    """Return (object name, JSONL record, reason) keeping a dead-lettered message in the dead-letter bucket.
+
+    The layout and record are the landing function's (`source=<s>/reason=<r>/ingest_date=…/hour=…/<sha>.jsonl`,
+    `ingest.landing.dead_letter_record`) plus `pubsub_message_id`, `pubsub_subscription` and
+    `delivery_attempt`. Name and partition come from the original message (its id and publish time),
+    so the same dead letter kept twice, or published twice by a writer that crashed before its ack, is
+    one object.
+    """
+    from ingest.landing import UNKNOWN_SOURCE, Reject, dead_letter_record, partition, publish_time
+
+    attributes = message.attributes
+    source = attributes.get("source", "")
+    source = source if IDENTIFIER.match(source) else UNKNOWN_SOURCE
+    reason = attributes.get("dead_letter_reason", "")
+    # A message GCP dead-letters after max_delivery_attempts carries no reason of ours.
+    reason = reason if IDENTIFIER.match(reason) else "undeliverable"
+    original_id = attributes.get("original_message_id") or message.message_id
+    moment = publish_time(attributes.get("original_publish_time")) or message.publish_time
+    detail = f"dead-lettered from {attributes.get('original_subscription') or 'a subscription'}: {reason}"
+    record = dead_letter_record(Reject(source, reason, detail, message.data), moment)
+    record["pubsub_message_id"] = original_id
+    record["pubsub_subscription"] = attributes.get("original_subscription")
+    record["delivery_attempt"] = message.delivery_attempt
+    digest = hashlib.sha256(f"pubsub:{original_id}\n".encode() + message.data).hexdigest()[:40]
+    name = f"source={source}/reason={reason}/{partition(moment)}/{digest}.jsonl"
+    return name, orjson.dumps(record) + b"\n", reason
+
+
+def drain_dead_letters(
+    bus: Bus,
+    store: Any,
+    bucket: str,
+    *,
+    max_messages: int = 1000,
+    idle_pulls: int = 3,
+    idle_wait_seconds: float = 0.1,
+) -> dict[str, int]:
+    """Pull the dead-letter holding subscription until empty, keeping each message in `bucket`.
+
+    Locally the holding subscription lives in the emulator's (or this process's) memory; on GCP it keeps
+    messages 7 days. Each message is written (`dead_letter_object`, create-only) before it is acked, so a
+    crash in between redelivers it onto the same object. Returns the count kept per reason. Raises
+    StorageUnavailable when storage stays down (nothing unwritten is acked).
+    """
+    kept: dict[str, int] = {}
+    empty = 0
+    while empty < idle_pulls:
+        messages = bus.pull(DEAD_LETTER_SUBSCRIPTION, max_messages)
+        if not messages:
+            # The emulator may answer an immediate pull empty while messages are in flight.
+            empty += 1
+            if empty < idle_pulls:
+                time.sleep(idle_wait_seconds)
+            continue
+        empty = 0
+        for message in messages:
+            name, content, reason = dead_letter_object(message)
+            store.put_new(bucket, name, content, content_type="application/x-ndjson", metadata={"records": "1"})
+            kept[reason] = kept.get(reason, 0) + 1
+        bus.ack(DEAD_LETTER_SUBSCRIPTION, [m.ack_id for m in messages])
+    return kept

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 import pytest
 
 from ingest import pubsub
 from ingest.pubsub import DEAD_LETTER_SUBSCRIPTION, EmulatorBus, InProcessBus, drain_to_warehouse
 from lakehouse.warehouse import open_catalog
+
+from .conftest import files_under
 
 PROJECT = "test-local"
 EXPECTED_SCHEMA = [
@@ -99,3 +103,58 @@ def test_messages_are_acked_only_after_the_append_committed(lakehouse_home):
         con.execute("DROP TABLE bronze.orders_raw")
     result = drain_to_warehouse(bus, "orders", lakehouse_home, PROJECT)
     assert result.written == 5 and bus.backlog("ingest-orders-bq") == 0
+
+
+def _dead_letters_kept(bus, home, fake_gcs, store, bucket):
+    """A message the writer dead-letters ends in the dead-letter bucket, once, with the landing layout."""
+    pubsub.ensure_topology(bus, ["orders"])
+    pubsub.publish_events(bus, "orders", [*_lines(2), LATIN1])
+    assert drain_to_warehouse(bus, "orders", home, PROJECT).dead_lettered == 1
+    assert pubsub.drain_dead_letters(bus, store, bucket) == {"data_not_utf8": 1}
+    kept = files_under(fake_gcs, bucket)
+    [(name, content)] = kept.items()
+    assert name.startswith("source=orders/reason=data_not_utf8/ingest_date=") and name.endswith(".jsonl")
+    record = orjson.loads(content)
+    assert base64.b64decode(record.pop("payload_base64")) == LATIN1
+    received_at = record.pop("received_at")
+    assert f"ingest_date={received_at[:10]}/hour={received_at[11:13]}/" in name
+    message_id = record.pop("pubsub_message_id")
+    assert message_id and record.pop("delivery_attempt") >= 1
+    assert record == {
+        "source": "orders",
+        "reason": "data_not_utf8",
+        "error": "dead-lettered from ingest-orders-bq: data_not_utf8",
+        "payload_bytes": len(LATIN1),
+        "payload_truncated": False,
+        "pubsub_subscription": "ingest-orders-bq",
+    }
+    assert pubsub.drain_dead_letters(bus, store, bucket) == {}
+    # A writer that crashed after publishing the dead letter and before its ack publishes it again:
+    # the copy maps to the same object.
+    attributes = {
+        "source": "orders",
+        "dead_letter_reason": "data_not_utf8",
+        "original_subscription": "ingest-orders-bq",
+        "original_message_id": message_id,
+        "original_publish_time": received_at,
+    }
+    bus.publish(pubsub.DEAD_LETTER_TOPIC, [(LATIN1, attributes)])
+    assert pubsub.drain_dead_letters(bus, store, bucket) == {"data_not_utf8": 1}
+    assert files_under(fake_gcs, bucket) == kept
+
+
+def test_dead_letters_are_kept_in_the_bucket_with_the_in_process_bus(lakehouse_home, fake_gcs, store, config):
+    bus = InProcessBus(PROJECT)
+    _dead_letters_kept(bus, lakehouse_home, fake_gcs, store, config.dead_letter_bucket)
+    assert bus.backlog(DEAD_LETTER_SUBSCRIPTION) == 0
+
+
+def test_dead_letters_are_kept_in_the_bucket_with_the_emulator(
+    pubsub_emulator, lakehouse_home, fake_gcs, store, config, monkeypatch
+):
+    bus = EmulatorBus(f"{PROJECT}-dl", pubsub_emulator.host_port)
+    try:
+        _dead_letters_kept(bus, lakehouse_home, fake_gcs, store, config.dead_letter_bucket)
+    finally:
+        bus.close()
+        monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
