@@ -245,3 +245,27 @@ def test_a_carriage_return_between_tokens_lands_as_a_space_and_bronze_reads_it(f
         '{"source":"orders","event_id":"e2"}',
     ]
     assert {file_name for _, file_name in rows} == set(answer["objects"])
+
+
+def test_a_file_the_landing_function_did_not_write_is_read_not_failed(fake_gcs, config, landing_ddl):
+    folder = fake_gcs.root / config.landing_bucket / "source=orders" / "ingest_date=2026-11-22" / "hour=08"
+    folder.mkdir(parents=True)
+    long_line = b'{"note":"' + b"x" * (3 * 1024 * 1024) + b'"}'
+    (folder / "foreign.jsonl").write_bytes(
+        b'\xef\xbb\xbf{"a":1}\n{"a":\r2}\nnul\x00 and \x02 and \x1f\n' + long_line + b'\r\n{"b":3}'
+    )
+    rows = bronze_rows(fake_gcs, landing_ddl, config.landing_bucket, "orders")
+    uri = f"gs://{config.landing_bucket}/source=orders/ingest_date=2026-11-22/hour=08/foreign.jsonl"
+    assert {file_name for _, file_name in rows} == {uri}
+    # The BOM is dropped, as BigQuery drops it; the lone CR ends a row (docs/parity.md).
+    assert [line for line, _ in rows] == [
+        '{"a":1}',
+        '{"a":',
+        "2}",
+        "nul\x00 and \x02 and \x1f",
+        long_line.decode(),
+        '{"b":3}',
+    ]
+    (folder / "latin1.jsonl").write_bytes(b'{"a":"caf\xe9"}\n')
+    with pytest.raises(Exception, match=r"(?s)not utf-8 encoded.*file = .*latin1\.jsonl"):
+        bronze_rows(fake_gcs, landing_ddl, config.landing_bucket, "orders")
