@@ -19,6 +19,8 @@ const COMMON = {
   revenue: "Sum of total_price of orders not cancelled, in the row's currency.",
   units: "Units ordered in orders not cancelled.",
   order_count: "Orders not cancelled.",
+  record_count: "Bronze records taken from the file or message (one per line; one per message).",
+  taken_at: "When the run that took the file or message started (UTC).",
 };
 
 // Returns {column: description} for `names`, taking `extra` first, then the contract, then COMMON.

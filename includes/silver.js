@@ -170,19 +170,19 @@ function failedRulesColumn(contract) {
   return `array_concat(\n${indent(lines, 6)}\n    ) as failed_rules,`;
 }
 
-// Returns the staging view query: every bronze record of the source (landing files and Pub/Sub
-// rows), parsed, typed and checked against every rule. One row per bronze row, exactly.
-function stagedQuery(contract, ctx) {
-  const fieldList = indent(contract.fields.map((field) => `${field.name},`), 4);
+// The columns of a bronze record before parsing: where it came from and its raw text.
+function bronzeSelects(contract, ctx, scope) {
+  const landingWhere = scope ? `\n  ${scope.landing}` : "";
+  const pubsubWhere = scope ? `\n  ${scope.pubsub}` : "";
   return `
-with landing as (
+landing as (
   select
     'landing' as source_kind,
     _file_name as origin,
     ingest_date,
     timestamp_add(timestamp(ingest_date), interval safe_cast(hour as int64) hour) as ingested_at,
     line as raw_record,
-  from ${ctx.ref(`${contract.name}_landing`)}
+  from ${ctx.ref(`${contract.name}_landing`)}${landingWhere}
 ),
 
 pubsub as (
@@ -192,8 +192,18 @@ pubsub as (
     date(publish_time) as ingest_date,
     publish_time as ingested_at,
     data as raw_record,
-  from ${ctx.ref(`${contract.name}_raw`)}
-),
+  from ${ctx.ref(`${contract.name}_raw`)}${pubsubWhere}
+),`;
+}
+
+// Returns the query that parses, types and checks bronze records against every rule: one row per
+// bronze row, exactly. Without `scope`, every bronze record (the staging view, a first or full
+// run's batch); with `scope` ({landing, pubsub}: a WHERE clause per bronze table), only the
+// records it selects (an incremental run's batch).
+function stagedQuery(contract, ctx, scope) {
+  const fieldList = indent(contract.fields.map((field) => `${field.name},`), 4);
+  return `
+with ${bronzeSelects(contract, ctx, scope).trim()}
 
 bronze as (
   select * from landing
@@ -262,6 +272,161 @@ select * from final
 `;
 }
 
+// The intake ledger's columns: one row per landing file or Pub/Sub message a run took.
+const INTAKE_COLUMNS = [
+  ["source_kind", "string"],
+  ["origin", "string"],
+  ["ingest_date", "date"],
+  ["ingested_at", "timestamp"],
+  ["record_count", "int64"],
+  ["taken_at", "timestamp"],
+];
+
+// Returns the batch's pre-operations. Incremental runs empty the batch and declare the watermarks:
+// the oldest landing folder and Pub/Sub publish time still scanned for what was not taken yet
+// (lookback_days before the newest taken), as scripting variables so that BigQuery prunes the
+// landing table's hive partitions and the raw table's publish_time partitions. The intake ledger
+// is created empty if a crash left the batch without it. A first or full-refresh run takes all of
+// bronze, so a full refresh rebuilds every silver table from everything landed.
+function batchPreOps(ctx, intake) {
+  const columns = INTAKE_COLUMNS.map(([name, type]) => `  ${name} ${type}`).join(",\n");
+  const days = params.lookbackDays();
+  // BigQuery takes DECLARE only at the start of a script: declare, then create, then set.
+  return ctx.when(ctx.incremental(), `declare landing_from date;
+declare pubsub_from timestamp;
+
+create table if not exists ${intake} (
+${columns}
+);
+
+delete from ${ctx.self()} where true;
+
+set landing_from = (
+  select coalesce(date_sub(max(ingest_date), interval ${days} day), date '1970-01-01')
+  from ${intake}
+  where source_kind = 'landing'
+);
+
+set pubsub_from = (
+  select coalesce(timestamp_sub(max(ingested_at), interval ${days * 24} hour), timestamp '1970-01-01')
+  from ${intake}
+  where source_kind = 'pubsub'
+);`, "");
+}
+
+// Returns the WHERE clauses selecting the bronze records no run has taken yet.
+function batchScope(intake) {
+  const taken = (kind, column, bound) => [
+    `and ${column} not in (`,
+    `    select origin from ${intake}`,
+    `    where source_kind = '${kind}' and ${bound}`,
+    "  )",
+  ].join("\n");
+  return {
+    landing: ["where ingest_date >= landing_from", `  ${taken("landing", "_file_name", "ingest_date >= landing_from")}`]
+      .join("\n"),
+    pubsub: [
+      "where publish_time >= pubsub_from",
+      `  ${taken("pubsub", PUBSUB_INTAKE_KEY, "ingested_at >= pubsub_from")}`,
+    ].join("\n"),
+  };
+}
+
+// A Pub/Sub message in the intake ledger: its id with its publish time, which a redelivery repeats
+// (message ids are unique per topic on GCP, but a restarted local emulator numbers from 1 again).
+const PUBSUB_INTAKE_KEY =
+  "concat(subscription_name, '/', message_id, '@', format_timestamp('%FT%H:%M:%E6SZ', publish_time))";
+
+// Returns the intake ledger rows of the batch: one per landing file or Pub/Sub message taken.
+function intakeQuery(batch) {
+  return `
+with taken as (
+  select
+    source_kind,
+    if(
+      source_kind = 'pubsub',
+      concat(origin, '@', format_timestamp('%FT%H:%M:%E6SZ', ingested_at)),
+      origin
+    ) as origin,
+    ingest_date,
+    ingested_at,
+  from ${batch}
+),
+
+final as (
+  select
+    source_kind,
+    origin,
+    min(ingest_date) as ingest_date,
+    min(ingested_at) as ingested_at,
+    count(*) as record_count,
+    current_timestamp() as taken_at,
+  from taken
+  group by source_kind, origin
+)
+
+select * from final
+`;
+}
+
+// Returns the latest valid version per key among the batch and (incremental) the kept versions
+// of the keys it touches; only keys whose kept version changes are merged, so a replay changes
+// nothing. `selectList` maps batch columns to silver columns (PII hashed, derived columns).
+function latestVersionsQuery(contract, ctx, selectList) {
+  const keys = keyList(contract);
+  return `
+with batch as (
+  select
+    ${selectList},
+    true as is_new,
+  from ${ctx.ref(`${contract.name}_batch`)}
+  where array_length(failed_rules) = 0
+),
+${ctx.when(ctx.incremental(), `
+touched_keys as (
+  ${selectDistinctKeys(contract)}
+  from batch
+),
+
+kept as (
+  select
+    kept_rows.*,
+    false as is_new,
+  from ${ctx.self()} as kept_rows
+  inner join touched_keys using (${keys})
+),
+`)}
+candidates as (
+  select * from batch${ctx.when(ctx.incremental(), `
+  union all
+  select * from kept`)}
+),
+
+distinct_records as (
+  select * from candidates
+  -- a record taken again after a crash is the version already kept
+  qualify row_number() over (partition by record_id order by is_new) = 1
+),
+
+ranked as (
+  select
+    *,
+    row_number() over (
+      partition by ${keys}
+      order by ${latestFirst(contract)}
+    ) as version_rank,
+  from distinct_records
+),
+
+final as (
+  select * except (is_new, version_rank) from ranked
+  where version_rank = 1 and is_new
+)
+
+select * from final
+`;
+}
+
 // Returns [[column, expression over the staging view]] of the silver table: contract fields typed,
 // PII replaced by salted hashes, then lineage columns.
 function silverColumns(contract) {
@@ -281,22 +446,6 @@ function silverColumns(contract) {
 // Returns the salted SHA-256 (hex) of a column; NULL stays NULL.
 function piiHash(column) {
   return `to_hex(sha256(concat(${params.piiSalt()}, ${column})))`;
-}
-
-// Returns the pre-operation declaring ingest_cutoff: the first ingest_date the run (re)reads.
-// Incremental runs re-read lookback_days before the newest ingest_date already in the table.
-function ingestCutoff(ctx) {
-  const newest = ctx.when(
-    ctx.incremental(),
-    `select max(ingest_date) from ${ctx.self()}`,
-    "select cast(null as date)",
-  );
-  return `declare ingest_cutoff default (
-  select coalesce(
-    date_sub((${newest}), interval ${params.lookbackDays()} day),
-    date '1970-01-01'
-  )
-);`;
 }
 
 // The silver order of versions of one key: latest event first, then latest arrival.
@@ -324,7 +473,12 @@ module.exports = {
   stagedQuery,
   silverColumns,
   piiHash,
-  ingestCutoff,
+  INTAKE_COLUMNS,
+  PUBSUB_INTAKE_KEY,
+  batchPreOps,
+  batchScope,
+  intakeQuery,
+  latestVersionsQuery,
   latestFirst,
   keyList,
   selectDistinctKeys,

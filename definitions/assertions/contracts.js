@@ -5,42 +5,98 @@ sources.all().forEach((contract) => {
   const name = contract.name;
   const event = contract.event_time;
 
-  // Every bronze record ends in exactly one of silver, quarantine or duplicates.
+  // Every record this run took ends in exactly one of silver, quarantine or duplicates. It reads
+  // the batch, not bronze, so data landing while the run runs is judged by the next run.
   assert(`${name}_conservation`, {
     tags: ["assertions", "hourly", name],
-    description: `Bronze rows of ${name} = silver rows + quarantined rows + duplicate rows, exactly.`,
+    description: `Every record of ${name}_batch is in exactly one of silver, quarantine or duplicates.`,
   }).query((ctx) => `
-with landing as (
-  select count(*) as row_count from ${ctx.ref(`${name}_landing`)}
+with batch as (
+  select record_id from ${ctx.ref(`${name}_batch`)}
 ),
 
-pubsub as (
-  select count(*) as row_count from ${ctx.ref(`${name}_raw`)}
+placed as (
+  select record_id, 'silver' as place from ${ctx.ref(name)}
+  where record_id in (select record_id from batch)
+  union all
+  select record_id, 'quarantine' as place from ${ctx.ref(`${name}_quarantine`)}
+  where record_id in (select record_id from batch)
+  union all
+  select record_id, 'duplicates' as place from ${ctx.ref(`${name}_duplicates`)}
+  where record_id in (select record_id from batch)
 ),
 
-latest as (
-  select count(*) as row_count from ${ctx.ref(name)}
-),
-
-quarantine as (
-  select count(*) as row_count from ${ctx.ref(`${name}_quarantine`)}
-),
-
-duplicates as (
-  select count(*) as row_count from ${ctx.ref(`${name}_duplicates`)}
-),
-
-counts as (
+counted as (
   select
-    landing.row_count + pubsub.row_count as bronze_rows,
-    latest.row_count as silver_rows,
-    quarantine.row_count as quarantined_rows,
-    duplicates.row_count as duplicate_rows,
-  from landing, pubsub, latest, quarantine, duplicates
+    batch.record_id,
+    count(placed.record_id) as places,
+    string_agg(placed.place, ', ') as found_in,
+  from batch
+  left join placed using (record_id)
+  group by batch.record_id
+)
+
+select * from counted
+where places != 1
+`);
+
+  // The all-time identity, from the intake ledger: records taken = silver + quarantine + duplicates.
+  assert(`${name}_ledger`, {
+    tags: ["assertions", "hourly", name],
+    description: `Records of ${name} taken by all runs (ops.${name}_intake) = silver + quarantine + duplicates rows.`,
+  }).query((ctx) => `
+with counts as (
+  select
+    (select coalesce(sum(record_count), 0) from ${ctx.ref(`${name}_intake`)}) as taken_records,
+    (select count(*) from ${ctx.ref(name)}) as silver_rows,
+    (select count(*) from ${ctx.ref(`${name}_quarantine`)}) as quarantined_rows,
+    (select count(*) from ${ctx.ref(`${name}_duplicates`)}) as duplicate_rows,
 )
 
 select * from counts
-where bronze_rows != silver_rows + quarantined_rows + duplicate_rows
+where taken_records != silver_rows + quarantined_rows + duplicate_rows
+`);
+
+  // Nothing is left behind: every bronze record that arrived before the last run started was
+  // taken. Scans all of bronze, so it runs daily, not hourly.
+  assert(`${name}_all_taken`, {
+    tags: ["assertions", "daily", name],
+    description: `Every bronze record of ${name} that arrived before the last run started is in ops.${name}_intake.`,
+  }).query((ctx) => `
+with intake as (
+  select source_kind, origin, record_count, taken_at from ${ctx.ref(`${name}_intake`)}
+),
+
+last_run as (
+  select max(taken_at) as started_at from intake
+),
+
+bronze as (
+  select 'landing' as source_kind, _file_name as origin, count(*) as record_count,
+  from ${ctx.ref(`${name}_landing`)}
+  -- folders whose hour had ended when the last run started
+  where timestamp_add(timestamp(ingest_date), interval safe_cast(hour as int64) + 1 hour)
+    <= (select started_at from last_run)
+  group by _file_name
+  union all
+  select 'pubsub' as source_kind, ${silver.PUBSUB_INTAKE_KEY} as origin, count(*) as record_count,
+  from ${ctx.ref(`${name}_raw`)}
+  where publish_time < (select started_at from last_run)
+  group by origin
+),
+
+untaken as (
+  select
+    bronze.source_kind,
+    bronze.origin,
+    bronze.record_count as bronze_records,
+    intake.record_count as taken_records,
+  from bronze
+  left join intake using (source_kind, origin)
+  where intake.record_count is null or intake.record_count != bronze.record_count
+)
+
+select * from untaken
 `);
 
   // The newest event in silver is no older than the SLA (an empty table fails too).

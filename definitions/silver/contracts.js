@@ -1,10 +1,15 @@
-// Silver, per source contract: a staging view that parses, types and checks every bronze record,
-// and three incremental tables that every bronze record ends in exactly one of:
+// Silver, per source contract. Each run takes the bronze records no run has taken yet:
+//   <source>_batch       what arrived since the last successful run, parsed, typed and checked once;
+// and routes every record of the batch to exactly one of three incremental tables:
 //   <source>             the latest valid version per key (PII hashed), MERGE on the key;
 //   <source>_quarantine  records that failed any rule, with the raw record and every rule failed;
 //   <source>_duplicates  valid records that are not the latest version of their key.
-// <source>_duplicates runs first and reads the silver table as it was before this run (resolve(),
-// not ref()), so a version displaced by a newer one is recorded as a duplicate, never lost.
+// Then ops.<source>_intake, the watermark, records the files and messages taken; it is written only
+// when all three succeeded, so a failed or killed run leaves it where it was and the next run takes
+// the same records again (every table is keyed on record_id, so taking them twice changes nothing).
+// <source>_duplicates runs before silver and reads the silver table as it was before this run
+// (resolve(), not ref()), so a version displaced by a newer one is recorded as a duplicate.
+// <source>_staged is the same parsing over all of bronze, as a view, for people and unit tests.
 
 sources.all().forEach((contract) => {
   const name = contract.name;
@@ -22,11 +27,32 @@ sources.all().forEach((contract) => {
       {},
       contract,
     ),
+  }).query((ctx) => silver.stagedQuery(contract, ctx));
+
+  const intake = `${name}_intake`;
+  // Incremental so that a full refresh is visible to it: an incremental run replaces its rows with
+  // what is new, a first or full-refresh run with all of bronze.
+  publish(`${name}_batch`, {
+    type: "incremental",
+    tags,
+    description:
+      `One row per bronze record of ${name} that arrived since the last successful run (landing files ` +
+      "and Pub/Sub messages not in the intake ledger), parsed, typed and checked once.",
+    columns: descriptions.describe(
+      ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "event_id", "raw_record", "failed_rules"]
+        .concat(contract.fields.map((field) => field.name)),
+      {},
+      contract,
+    ),
     assertions: {
       uniqueKey: ["record_id"],
       nonNull: ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "raw_record"],
     },
-  }).query((ctx) => silver.stagedQuery(contract, ctx));
+  })
+    .preOps((ctx) => silver.batchPreOps(ctx, ctx.resolve("ops", intake)))
+    .query((ctx) => silver.stagedQuery(
+      contract, ctx, ctx.incremental() ? silver.batchScope(ctx.resolve("ops", intake)) : undefined,
+    ));
 
   publish(`${name}_quarantine`, {
     type: "incremental",
@@ -43,7 +69,6 @@ sources.all().forEach((contract) => {
       rowConditions: ["array_length(failed_rules) > 0"],
     },
   })
-    .preOps((ctx) => silver.ingestCutoff(ctx))
     .query((ctx) => `
 select
   record_id,
@@ -54,8 +79,8 @@ select
   event_id,
   raw_record,
   failed_rules,
-from ${ctx.ref(`${name}_staged`)}
-where ingest_date >= ingest_cutoff and array_length(failed_rules) > 0
+from ${ctx.ref(`${name}_batch`)}
+where array_length(failed_rules) > 0
 `);
 
   const dedupColumns = contract.key.filter((key) => key !== event).concat([
@@ -70,7 +95,9 @@ where ingest_date >= ingest_cutoff and array_length(failed_rules) > 0
       `One row per valid bronze record of ${name} that is not the latest version of its key ` +
       "(a re-delivery, or an older version).",
     bigquery: { partitionBy: "ingest_date", clusterBy: contract.key.slice(0, 4) },
-    columns: descriptions.describe(dedupColumns.concat(["duplicate_of", "duplicate_kind"]), {}, contract),
+    columns: descriptions.describe(dedupColumns.concat(["duplicate_of", "duplicate_kind"]), {
+      duplicate_of: "record_id of the version of the same key that silver keeps (updated when a newer one arrives).",
+    }, contract),
     assertions: {
       uniqueKey: ["record_id"],
       nonNull: ["record_id", "duplicate_of", "duplicate_kind"].concat(contract.key),
@@ -80,13 +107,14 @@ where ingest_date >= ingest_cutoff and array_length(failed_rules) > 0
       ],
     },
   })
-    .preOps((ctx) => silver.ingestCutoff(ctx))
     .query((ctx) => `
 with batch as (
   select
     ${dedupList},
-  from ${ctx.ref(`${name}_staged`)}
-  where ingest_date >= ingest_cutoff and array_length(failed_rules) = 0
+    cast(null as string) as prior_duplicate_of,
+    cast(null as string) as prior_duplicate_kind,
+  from ${ctx.ref(`${name}_batch`)}
+  where array_length(failed_rules) = 0
 ),
 ${ctx.when(ctx.incremental(), `
 touched_keys as (
@@ -98,19 +126,34 @@ kept as (
   -- the versions silver holds now (before this run's merge), for the keys this batch touches
   select
     ${dedupColumns.map((column) => `kept_rows.${column}`).join(",\n    ")},
+    cast(null as string) as prior_duplicate_of,
+    cast(null as string) as prior_duplicate_kind,
   from ${ctx.resolve(name)} as kept_rows
+  inner join touched_keys using (${keys})
+),
+
+prior as (
+  -- the duplicates already recorded for those keys: a newer version changes their duplicate_of
+  select
+    ${dedupColumns.map((column) => `prior_rows.${column}`).join(",\n    ")},
+    prior_rows.duplicate_of as prior_duplicate_of,
+    prior_rows.duplicate_kind as prior_duplicate_kind,
+  from ${ctx.self()} as prior_rows
   inner join touched_keys using (${keys})
 ),
 `)}
 candidates as (
   select * from batch${ctx.when(ctx.incremental(), `
   union all
-  select * from kept`)}
+  select * from kept
+  union all
+  select * from prior`)}
 ),
 
 distinct_records as (
   select * from candidates
-  qualify row_number() over (partition by record_id) = 1
+  -- a record taken again after a crash keeps what was recorded of it
+  qualify row_number() over (partition by record_id order by prior_duplicate_of is null) = 1
 ),
 
 ranked as (
@@ -125,22 +168,59 @@ ranked as (
   )
 ),
 
-final as (
+judged as (
   select
-    ${dedupList},
+    *,
     kept_record_id as duplicate_of,
     if(coalesce(event_id = kept_event_id, false), 'redelivery', 'older_version') as duplicate_kind,
   from ranked
   where record_id != kept_record_id
+),
+
+final as (
+  -- new duplicates, and recorded ones whose latest version changed (so any sequence of runs
+  -- ends where one run over all of bronze would)
+  select
+    ${dedupList},
+    duplicate_of,
+    duplicate_kind,
+  from judged
+  where prior_duplicate_of is null
+    or prior_duplicate_of != duplicate_of
+    or prior_duplicate_kind != duplicate_kind
 )
 
 select * from final
 `);
 
-  if (sources.hasHandWrittenSilver(name)) {
-    return;
+  if (!sources.hasHandWrittenSilver(name)) {
+    publishSilver(contract, tags);
   }
 
+  // The watermark: what this run took, written once silver, quarantine and duplicates hold it.
+  publish(intake, {
+    type: "incremental",
+    schema: "ops",
+    tags,
+    dependencies: [name, `${name}_quarantine`, `${name}_duplicates`],
+    description:
+      `One row per landing file or Pub/Sub message of ${name} taken by a run: the watermark of ` +
+      `${name}_batch, and the ledger of record counts behind the conservation checks.`,
+    bigquery: { partitionBy: "ingest_date", clusterBy: ["source_kind", "origin"] },
+    columns: descriptions.describe(silver.INTAKE_COLUMNS.map(([column]) => column), {
+      origin: "gs:// object of the landing file, or subscription/message_id@publish_time of the message.",
+    }),
+    assertions: {
+      nonNull: silver.INTAKE_COLUMNS.map(([column]) => column),
+      rowConditions: ["record_count > 0"],
+    },
+  }).query((ctx) => silver.intakeQuery(ctx.ref(`${name}_batch`)));
+});
+
+function publishSilver(contract, tags) {
+  const name = contract.name;
+  const event = contract.event_time;
+  const keys = silver.keyList(contract);
   const columns = silver.silverColumns(contract);
   const selectList = columns.map(([column, expression]) =>
     expression === column ? column : `${expression} as ${column}`).join(",\n    ");
@@ -160,64 +240,5 @@ select * from final
       nonNull,
       rowConditions: [`event_date = date(${event})`],
     },
-  })
-    .preOps((ctx) => silver.ingestCutoff(ctx))
-    .query((ctx) => silverQuery(contract, ctx, selectList));
-});
-
-// The latest valid version per key among this batch and (incremental) the kept versions of the
-// keys it touches; only keys whose kept version changes are merged, so a replay changes nothing.
-function silverQuery(contract, ctx, selectList) {
-  const keys = silver.keyList(contract);
-  return `
-with batch as (
-  select
-    ${selectList},
-    true as is_new,
-  from ${ctx.ref(`${contract.name}_staged`)}
-  where ingest_date >= ingest_cutoff and array_length(failed_rules) = 0
-),
-${ctx.when(ctx.incremental(), `
-touched_keys as (
-  ${silver.selectDistinctKeys(contract)}
-  from batch
-),
-
-kept as (
-  select
-    kept_rows.*,
-    false as is_new,
-  from ${ctx.self()} as kept_rows
-  inner join touched_keys using (${keys})
-),
-`)}
-candidates as (
-  select * from batch${ctx.when(ctx.incremental(), `
-  union all
-  select * from kept`)}
-),
-
-distinct_records as (
-  select * from candidates
-  -- a record re-read inside the lookback window is the version already kept
-  qualify row_number() over (partition by record_id order by is_new) = 1
-),
-
-ranked as (
-  select
-    *,
-    row_number() over (
-      partition by ${keys}
-      order by ${silver.latestFirst(contract)}
-    ) as version_rank,
-  from distinct_records
-),
-
-final as (
-  select * except (is_new, version_rank) from ranked
-  where version_rank = 1 and is_new
-)
-
-select * from final
-`;
+  }).query((ctx) => silver.latestVersionsQuery(contract, ctx, selectList));
 }

@@ -29,11 +29,12 @@ def test_action_counts(graph):
     )
     assert len(graph["operations"]) == sources
     assert len(graph["declarations"]) == sources
-    # per source: staging view, quarantine, duplicates, silver table; plus the gold tables
-    assert len(graph["tables"]) == 4 * sources + len(GOLD_TABLES)
+    # per source: staging view, batch, quarantine, duplicates, silver table, intake ledger; plus gold
+    assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES)
     manual = [a for a in graph["assertions"] if not a.get("parentAction")]
-    # per source: conservation, freshness, volume (+ accepted values); plus reconcile and integrity
-    assert len(manual) == 3 * sources + accepted + 2
+    # per source: conservation, ledger, all taken, freshness, volume (+ accepted values); plus
+    # reconcile and integrity
+    assert len(manual) == 5 * sources + accepted + 2
     # hand-written tests, plus one generated per contract
     assert len(graph["tests"]) == 3 + sources
 
@@ -50,13 +51,16 @@ def test_every_source_has_bronze_silver_and_checks(graph, source):
     assert "with partition columns" in ddl and "quote = ''" in ddl
     assert f"bronze.{source}_raw" in declarations
     assert tables[f"silver.{source}_staged"]["type"] == "view"
-    for name in (f"{source}_quarantine", f"{source}_duplicates", source):
-        assert tables[f"silver.{name}"]["type"] == "incremental", name
+    assert tables[f"silver.{source}_batch"]["type"] == "incremental"
+    incremental = [f"silver.{source}{suffix}" for suffix in ("_quarantine", "_duplicates", "")]
+    incremental.append(f"ops.{source}_intake")
+    for name in incremental:
+        assert tables[name]["type"] == "incremental", name
     contract = load_contract(source)
     assert tables[f"silver.{source}"]["uniqueKey"] == contract["key"]
     assert tables[f"silver.{source}"]["bigquery"]["partitionBy"] == "event_date"
     assert tables[f"silver.{source}_quarantine"]["uniqueKey"] == ["record_id"]
-    for check in ("conservation", "freshness", "volume"):
+    for check in ("conservation", "ledger", "all_taken", "freshness", "volume"):
         assert f"assertions.{source}_{check}" in assertions
 
 
@@ -67,8 +71,11 @@ def test_every_silver_and_gold_table_has_builtin_assertions(graph):
         if parent:
             kind = assertion["target"]["name"].rsplit("_assertions_", 1)[1]
             parents.setdefault(f"{parent['schema']}.{parent['name']}", set()).add(kind.split("_")[0])
+    # The staging view parses all of bronze for people and unit tests; the batch carries its checks.
     checked = [
-        name for name, table in targets(graph, "tables").items() if name.split(".")[0] in ("silver", "gold")
+        name
+        for name, table in targets(graph, "tables").items()
+        if name.split(".")[0] in ("silver", "gold") and not name.endswith("_staged")
     ]
     assert {name.split(".")[1] for name in checked if name.startswith("gold.")} == GOLD_TABLES
     for name in checked:
@@ -105,3 +112,35 @@ def test_tags_select_schedules(graph):
     for kind in ("tables", "operations"):
         for action in graph[kind]:
             assert "hourly" in action["tags"], action["target"]
+
+
+def test_hourly_runs_parse_bronze_once(graph):
+    """Only <source>_batch reads bronze (and the daily checks); nothing hourly reads the staging view."""
+    bronze = {f"{source}_{kind}" for source in contract_names() for kind in ("landing", "raw", "staged")}
+    readers = {}
+    for kind in ("tables", "assertions", "operations"):
+        for action in graph[kind]:
+            # a view's definition reads nothing when the run (re)creates it
+            if "hourly" not in (action.get("tags") or []) or action.get("type") == "view":
+                continue
+            read = {dep["name"] for dep in action.get("dependencyTargets", [])} & bronze
+            if read:
+                readers[action["target"]["name"]] = read
+    assert readers == {
+        f"{source}_batch": {f"{source}_landing", f"{source}_raw"} for source in contract_names()
+    }
+
+
+@pytest.mark.parametrize("source", contract_names())
+def test_batch_filters_bronze_partitions_by_scripting_variables(graph, source):
+    """BigQuery prunes hive partitions and publish_time partitions only on constants or variables."""
+    batch = targets(graph, "tables")[f"silver.{source}_batch"]
+    pre = "\n".join(batch["incrementalPreOps"])
+    assert pre.startswith("declare landing_from date;\ndeclare pubsub_from timestamp;\n")
+    assert f"create table if not exists `lakehouse-dev.ops.{source}_intake`" in pre
+    assert f"delete from `lakehouse-dev.silver.{source}_batch` where true;" in pre
+    assert "set landing_from = (" in pre and "set pubsub_from = (" in pre
+    assert "landing_from" not in batch["query"] and "".join(batch.get("preOps", [])) == ""
+    query = batch["incrementalQuery"]
+    assert f"from `lakehouse-dev.bronze.{source}_landing`\n  where ingest_date >= landing_from\n" in query
+    assert f"from `lakehouse-dev.bronze.{source}_raw`\n  where publish_time >= pubsub_from\n" in query
