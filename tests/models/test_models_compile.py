@@ -36,7 +36,7 @@ def test_action_counts(graph):
     # reconcile and integrity
     assert len(manual) == 5 * sources + accepted + 2
     # hand-written tests, plus one generated per contract
-    assert len(graph["tests"]) == 3 + sources
+    assert len(graph["tests"]) == 5 + sources
 
 
 @pytest.mark.parametrize("source", contract_names())

@@ -22,5 +22,7 @@ def test_every_unit_test_passes(graph, tmp_path: Path):
         "orders_staged_valid_line",
         "orders_staged_every_failed_rule",
         "ad_attribution_last_click_wins",
+        "ad_attribution_ties",
+        "ad_attribution_window_edge",
     } | {f"{source}_staged_not_json_message" for source in contract_names()}
     assert [(r.name, r.messages) for r in results if not r.successful] == []
