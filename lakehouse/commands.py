@@ -132,8 +132,24 @@ def _print_summary(record, default_project: str = "") -> None:
     type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
     help="Run as of this UTC time: what CURRENT_TIMESTAMP() returns (default: the real clock).",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Actions run at once when independent (default: one per core); each stays one transaction.",
+)
 def run_command(
-    project_dir, vars_text, tags, actions, include_deps, include_dependents, full_refresh, dry_run, show_sql, now
+    project_dir,
+    vars_text,
+    tags,
+    actions,
+    include_deps,
+    include_dependents,
+    full_refresh,
+    dry_run,
+    show_sql,
+    now,
+    concurrency,
 ):
     """Run the compiled graph on the local DuckDB warehouse, in dependency order.
 
@@ -154,6 +170,7 @@ def run_command(
         vars=_vars(vars_text),
         dry_run=dry_run,
         now=now.replace(tzinfo=UTC) if now else None,
+        concurrency=concurrency or 0,
     )
     progress = Progress(
         SpinnerColumn(),

@@ -145,8 +145,9 @@ def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = No
     for name, function, params, returns in udfs:
         try:
             con.create_function(name, function, params, returns, side_effects=False)
-        except duckdb.NotImplementedException as error:  # already registered on this connection
-            if "already created" not in str(error):
+        except (duckdb.NotImplementedException, duckdb.CatalogException) as error:
+            # already registered on this connection, or on the one a cursor was made from
+            if "already created" not in str(error) and "already exists" not in str(error):
                 raise
     for name, body in MACROS.items():
         con.execute(f"CREATE OR REPLACE TEMP MACRO {name}{body}")

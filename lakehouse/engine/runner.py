@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +23,8 @@ from lakehouse.engine.iceberg import IcebergStore, is_iceberg
 
 WARN_TAG = "warn"
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
+# DuckDB names the file a reader failed on in a later line of its message.
+_FAILED_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 _DML_PREFIXES = ("insert", "merge", "update", "delete", "create table", "create or replace table")
 
 
@@ -41,6 +46,12 @@ class RunOptions:
     # The time CURRENT_TIMESTAMP() reads during the run (None: the real clock); a replay or a test
     # of data stamped in the past runs "as of" then.
     now: datetime | None = None
+    # Independent actions run at once, as Dataform runs them; each stays one transaction.
+    concurrency: int = 0  # 0: one per core
+
+    def workers(self) -> int:
+        """Return how many actions may run at once (at least 1)."""
+        return max(1, self.concurrency or os.cpu_count() or 1)
 
 
 def severity(action: Action) -> str | None:
@@ -72,11 +83,31 @@ class Engine:
         self.core_version = self.graph.core_version
         self.default_project = self.project_config.get("defaultDatabase") or "lakehouse-local"
         self.home_dir = home_dir
-        self.con = con
+        self._base_con = con
+        self._local = threading.local()
+        self._schemas_lock = threading.Lock()
         self.iceberg = IcebergStore(home_dir)
         self.resolve_gcs = gcs_resolver(home_dir)
         self._state: dict[tuple[str, str, str], statements.TableMetadata] | None = None
         self._schemas: set[tuple[str, str]] = set()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection | None:
+        """The connection of the calling thread: a worker's own cursor, else the run's connection."""
+        return getattr(self._local, "con", None) or self._base_con
+
+    @con.setter
+    def con(self, value: duckdb.DuckDBPyConnection | None) -> None:
+        self._base_con = value
+
+    def bind_worker(self, now: datetime | None) -> duckdb.DuckDBPyConnection:
+        """Give the calling thread its own connection to the warehouse (DuckDB transactions and
+        script variables are per connection); returns it."""
+        assert self._base_con is not None
+        con = self._base_con.cursor()
+        translate.register_functions(con, now)
+        self._local.con = con
+        return con
 
     # -- warehouse state -------------------------------------------------------------------
     def exists(self, target: dict) -> bool:
@@ -91,6 +122,11 @@ class Engine:
             self._state = self._read_state()
         key = (target.get("database") or self.default_project, target["schema"], target["name"])
         return self._state.get(key)
+
+    def load_state(self) -> None:
+        """Read the warehouse state now, before any action runs (and before actions run at once)."""
+        if self._state is None:
+            self._state = self._read_state()
 
     def _read_state(self) -> dict[tuple[str, str, str], statements.TableMetadata]:
         # Dataform reads the warehouse state once, before the run, and decides every action's
@@ -185,6 +221,9 @@ class Engine:
                 f"local warehouse; run the action that creates it first, or load local data for it "
                 f"(lakehouse load)"
             )
+        failed_file = _FAILED_FILE.search(str(error))
+        if failed_file:
+            text += f" (file {failed_file.group(1).strip()})"
         return f"{action.file_name}: action {action.name} failed: {text}"
 
     def _execute(self, action: Action, options: RunOptions, result: records.ActionResult) -> None:
@@ -205,9 +244,10 @@ class Engine:
         assert con is not None
         target = action.target
         schema = (target["database"], target["schema"])
-        if schema not in self._schemas:
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema[0]}"."{schema[1]}"')
-            self._schemas.add(schema)
+        with self._schemas_lock:
+            if schema not in self._schemas:
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema[0]}"."{schema[1]}"')
+                self._schemas.add(schema)
         con.execute("BEGIN TRANSACTION")
         try:
             incremental_write = False
@@ -324,30 +364,9 @@ def run(
     try:
         translate.register_functions(engine.con, options.now)
         plan = [name for name in order if name in selected]
-        results: dict[str, records.ActionResult] = {}
-        for index, name in enumerate(plan):
-            action = engine.graph.actions[name]
-            if on_progress:
-                on_progress(name, None, index, len(plan))
-            if action.disabled:
-                result = records.ActionResult(name, action.kind, "disabled", action.file_name or "")
-            else:
-                blocked = [dep for dep in action.dependencies if dep in results and _blocks(results[dep])]
-                if blocked:
-                    result = records.ActionResult(
-                        name,
-                        action.kind,
-                        "skipped",
-                        action.file_name or "",
-                        severity=severity(action),
-                        error=f"skipped: upstream {', '.join(blocked)} did not succeed",
-                    )
-                else:
-                    result = engine.execute(action, options)
-            results[name] = result
-            record.actions.append(result)
-            if on_progress:
-                on_progress(name, result, index + 1, len(plan))
+        engine.load_state()
+        results = _execute_plan(engine, plan, options, on_progress)
+        record.actions.extend(results[name] for name in plan)
         record.finished_at = datetime.now(UTC)
         record.status = "success" if all(_ok(r) for r in record.actions) else "failed"
         if not options.dry_run:
@@ -356,6 +375,100 @@ def run(
     finally:
         engine.con.close()
     return record
+
+
+def _skipped_or_disabled(
+    engine: Engine, action: Action, results: dict[str, records.ActionResult]
+) -> records.ActionResult | None:
+    """Return the result of an action that does not execute (disabled, or an upstream blocked it)."""
+    if action.disabled:
+        return records.ActionResult(action.name, action.kind, "disabled", action.file_name or "")
+    blocked = [dep for dep in action.dependencies if dep in results and _blocks(results[dep])]
+    if blocked:
+        return records.ActionResult(
+            action.name,
+            action.kind,
+            "skipped",
+            action.file_name or "",
+            severity=severity(action),
+            error=f"skipped: upstream {', '.join(blocked)} did not succeed",
+        )
+    return None
+
+
+def _execute_plan(
+    engine: Engine,
+    plan: list[str],
+    options: RunOptions,
+    on_progress: Callable[[str, records.ActionResult | None, int, int], None] | None,
+) -> dict[str, records.ActionResult]:
+    """Execute `plan` (topologically ordered) with up to options.workers() actions at once, each
+    as soon as every dependency in the plan has finished; returns the result of every action.
+
+    Ctrl-C interrupts the running statements (their transactions roll back) and re-raises.
+    """
+    results: dict[str, records.ActionResult] = {}
+    total = len(plan)
+    planned = set(plan)
+    waiting_on = {
+        name: {dep for dep in engine.graph.actions[name].dependencies if dep in planned and dep != name}
+        for name in plan
+    }
+    workers = 1 if options.dry_run else min(options.workers(), max(total, 1))
+    connections: list[duckdb.DuckDBPyConnection] = []
+    lock = threading.Lock()
+
+    def work(action: Action) -> records.ActionResult:
+        if workers > 1 and getattr(engine._local, "con", None) is None:
+            with lock:
+                connections.append(engine.bind_worker(options.now))
+        return engine.execute(action, options)
+
+    def finish(name: str, result: records.ActionResult) -> None:
+        results[name] = result
+        if on_progress:
+            on_progress(name, result, len(results), total)
+
+    if workers == 1:
+        for name in plan:
+            action = engine.graph.actions[name]
+            if on_progress:
+                on_progress(name, None, len(results), total)
+            finish(name, _skipped_or_disabled(engine, action, results) or engine.execute(action, options))
+        return results
+
+    running: dict[Future, str] = {}
+    queue = list(plan)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lakehouse-action") as pool:
+        try:
+            while queue or running:
+                for name in [n for n in queue if not waiting_on[n] - results.keys()]:
+                    if len(running) >= workers:
+                        break
+                    queue.remove(name)
+                    action = engine.graph.actions[name]
+                    settled = _skipped_or_disabled(engine, action, results)
+                    if settled is not None:
+                        finish(name, settled)
+                        continue
+                    if on_progress:
+                        on_progress(name, None, len(results), total)
+                    running[pool.submit(work, action)] = name
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finish(running.pop(future), future.result())
+        except BaseException:
+            for con in connections:
+                con.interrupt()
+            raise
+        finally:
+            for future in running:
+                future.cancel()
+    for con in connections:
+        con.close()
+    return results
 
 
 def _blocks(result: records.ActionResult) -> bool:

@@ -378,3 +378,34 @@ def test_injected_clock_is_what_current_timestamp_reads(make_project, lakehouse_
     assert query(lakehouse_home, 'select now_at, today, hours from "test-local".gold.clock') == [
         (datetime(2026, 1, 2, 6, 30, tzinfo=UTC), date(2026, 1, 2), 30)
     ]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_independent_actions_run_at_once_with_the_same_results(make_project, lakehouse_home, concurrency):
+    files = dict(SEED)
+    for index in range(6):
+        files[f"definitions/gold/parallel_{index}.sqlx"] = f"""
+            config {{ type: "table", schema: "gold" }}
+            select customer_id, count(*) + {index} as n from ${{ref("orders")}} group by customer_id
+        """
+    files["definitions/gold/broken.sqlx"] = """
+        config { type: "table", schema: "gold" }
+        select cast('x' as int64) as n from ${ref("parallel_0")}
+    """
+    files["definitions/gold/after_broken.sqlx"] = """
+        config { type: "view", schema: "gold" }
+        select * from ${ref("broken")}
+    """
+    project = make_project(files)
+
+    record = run(project, concurrency=concurrency)
+
+    results = by_name(record)
+    assert record.status == "failed"
+    assert [r.status for name, r in results.items() if name.startswith("gold.parallel_")] == ["success"] * 6
+    assert results["gold.broken"].status == "failed" and results["gold.after_broken"].status == "skipped"
+    # the record lists actions in dependency order whatever finished first
+    order = [a.name.split(".", 1)[1] for a in record.actions]
+    assert order.index("silver.orders") < order.index("gold.parallel_3")
+    assert order.index("gold.parallel_0") < order.index("gold.broken") < order.index("gold.after_broken")
+    assert query(lakehouse_home, 'select sum(n) from "test-local".gold.parallel_5') == [(3 + 2 * 5,)]
