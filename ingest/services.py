@@ -106,10 +106,11 @@ def _can_tie() -> bool:
 
 def _die_with(parent: int):
     """Return a pre-exec hook that asks Linux to SIGTERM the child when `parent` dies."""
+    # Looked up before the fork: the hook itself only makes the system call.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def hook() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the request took effect
             os._exit(1)
 
