@@ -57,6 +57,7 @@ def _summary(ctx: UpContext, console: Console) -> None:
     table.add_row("file arrivals recorded", f"{stats.arrivals_recorded:,}")
     table.add_row(f"published to Pub/Sub ({ctx.services.pubsub_kind if ctx.services else '-'})", f"{stats.published:,}")
     table.add_row("raw table rows written", f"{stats.raw_rows:,}")
+    table.add_row("raw rows already written (same record key)", f"{stats.raw_rows_already_written:,}")
     table.add_row("Pub/Sub dead-lettered (not UTF-8)", f"{stats.pubsub_dead_lettered:,}")
     for name, seconds in stats.seconds.items():
         table.add_row(f"seconds: {name}", f"{seconds:.2f}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +24,10 @@ EXTRA_FIELDS = (
     ',"experiment":{"id":"exp-42","arm":"b"}',
 )
 OVERSIZED_BYTES = 80 * 1024
+# Each stripe of events draws from its own generator (see _StripedRng); chunks are whole stripes.
+STRIPE_EVENTS = 1000
+CHUNK_EVENTS = 50_000
+DUPLICATE_LOOKBACK = 200
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
@@ -180,9 +185,9 @@ def _cells(name: str, values: Iterable) -> np.ndarray:
 
 
 class _Builder:
-    """Builds the columns of one source's events; one instance per generate_source call."""
+    """Builds the columns of one chunk of a source's events."""
 
-    def __init__(self, contract: Contract, count: int, rng: np.random.Generator, pools: Pools) -> None:
+    def __init__(self, contract: Contract, count: int, rng: _StripedRng, pools: Pools) -> None:
         self.contract = contract
         self.count = count
         self.rng = rng
@@ -264,7 +269,16 @@ def _value_of(cell: str) -> str:
     return cell.split(":", 1)[1]
 
 
-def _field_fault(fault: Fault, cells: np.ndarray, field_type: str, rng: np.random.Generator) -> np.ndarray:
+def _fault_picks(fault: Fault, rng: _StripedRng, size: int) -> np.ndarray | None:
+    """Return one random pick per event for the faults whose replacement values vary, else None."""
+    if fault.kind == "wrong_format":
+        return rng.integers(0, 10000, size)
+    if fault.kind == "unknown_value":
+        return rng.integers(0, len(fault.params["values"]), size)
+    return None
+
+
+def _field_fault(fault: Fault, cells: np.ndarray, field_type: str, picks: np.ndarray | None) -> np.ndarray:
     """Return the replacement cells for `fault` applied to `cells` (one field, masked rows)."""
     name = fault.field
     prefix = f',"{name}":'
@@ -275,16 +289,10 @@ def _field_fault(fault: Fault, cells: np.ndarray, field_type: str, rng: np.rando
         return np.full(size, prefix + ("0" if field_type == "INT64" else "0.0"), dtype=object)
     if fault.kind == "wrong_format":
         template = fault.params["format"]
-        return np.array(
-            [prefix + orjson.dumps(template.format(n=n)).decode() for n in rng.integers(0, 10000, size)],
-            dtype=object,
-        )
+        return np.array([prefix + orjson.dumps(template.format(n=n)).decode() for n in picks.tolist()], dtype=object)
     if fault.kind == "unknown_value":
         values = fault.params["values"]
-        return np.array(
-            [prefix + orjson.dumps(values[i]).decode() for i in rng.integers(0, len(values), size)],
-            dtype=object,
-        )
+        return np.array([prefix + orjson.dumps(values[i]).decode() for i in picks.tolist()], dtype=object)
     out = []
     for cell in cells.tolist():
         raw = _value_of(cell)
@@ -305,7 +313,7 @@ def _field_fault(fault: Fault, cells: np.ndarray, field_type: str, rng: np.rando
     return np.array(out, dtype=object)
 
 
-def _draw_exclusive(rng: np.random.Generator, faults: list[Fault], size: int) -> list[np.ndarray]:
+def _draw_exclusive(rng: _StripedRng, faults: list[Fault], size: int) -> list[np.ndarray]:
     """Return one mask per fault; the faults exclude each other (one uniform draw per row)."""
     draw = rng.random(size)
     masks, low = [], 0.0
@@ -316,7 +324,109 @@ def _draw_exclusive(rng: np.random.Generator, faults: list[Fault], size: int) ->
     return masks
 
 
-def generate_source(
+class _StripedRng:
+    """numpy-style draws for the events [start, start + size) of one source, one generator per stripe.
+
+    Every stripe of STRIPE_EVENTS events has its own generator, seeded by (seed, source, stream,
+    stripe), and every draw takes one value per event: an event's values depend on its stripe alone,
+    so the same events come out however the source is cut into chunks.
+    """
+
+    def __init__(self, seed: int, source_key: int, stream: int, start: int, size: int) -> None:
+        self.size = size
+        self._parts: list[tuple[np.random.Generator, int]] = []
+        position, end = start, start + size
+        while position < end:
+            stripe = position // STRIPE_EVENTS
+            stop = min((stripe + 1) * STRIPE_EVENTS, end)
+            self._parts.append((np.random.default_rng([seed, source_key, stream, stripe]), stop - position))
+            position = stop
+
+    def _each(self, size: int, draw: Callable[[np.random.Generator, int], np.ndarray]) -> np.ndarray:
+        if size != self.size:
+            raise ValueError(f"a striped draw takes one value per event ({self.size}), not {size}")
+        return np.concatenate([draw(generator, count) for generator, count in self._parts])
+
+    def random(self, size: int) -> np.ndarray:
+        return self._each(size, lambda generator, count: generator.random(count))
+
+    def integers(self, low: int, high: int, size: int) -> np.ndarray:
+        return self._each(size, lambda generator, count: generator.integers(low, high, count))
+
+    def choice(self, a: int, size: int, p: np.ndarray | None = None) -> np.ndarray:
+        return self._each(size, lambda generator, count: generator.choice(a, size=count, p=p))
+
+    def bytes(self, length: int) -> bytes:
+        width = length // self.size
+        return b"".join(generator.bytes(width * count) for generator, count in self._parts)
+
+
+@dataclass
+class Chunk:
+    """Consecutive lines of one source's line stream, from position `start`, with their fault counts."""
+
+    start: int
+    lines: list[bytes]
+    fault_counts: dict[str, int]
+    traces: list[tuple[str, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """One source's part of a generate call: its counts up front, its lines drawn chunk by chunk.
+
+    `lines` is exact before anything is drawn (events plus redelivered copies), so a progress bar
+    can show it; `record_prefix` names the generated line stream in record keys.
+    """
+
+    contract: Contract
+    events: int
+    seed: int
+    as_of: datetime
+    span: timedelta
+    faults: tuple[Fault, ...]
+    pools: Pools
+    lines: int
+    record_prefix: str
+
+    @property
+    def source(self) -> str:
+        """Return the source name."""
+        return self.contract.name
+
+    def record_key(self, position: int) -> str:
+        """Return the stable id of the line at `position` of this source's line stream."""
+        return f"{self.record_prefix}-{position}"
+
+    def chunks(self, chunk_events: int = CHUNK_EVENTS, *, trace: bool = False) -> Iterator[Chunk]:
+        """Yield the source's lines, `chunk_events` events (plus their redelivered copies) at a time.
+
+        The lines do not depend on `chunk_events`. Raises ValueError when it is not a positive
+        multiple of STRIPE_EVENTS.
+        """
+        if chunk_events <= 0 or chunk_events % STRIPE_EVENTS:
+            raise ValueError(f"chunk_events must be a positive multiple of {STRIPE_EVENTS}, not {chunk_events}")
+        return _chunks(self, chunk_events, trace)
+
+
+def _source_key(contract: Contract) -> int:
+    return zlib.crc32(contract.name.encode())
+
+
+def _redeliveries(plan: SourcePlan, start: int, size: int) -> list[tuple[Fault, np.ndarray, np.ndarray]]:
+    """Return (fault, redelivered mask, how many lines later the copy comes) per redelivery fault.
+
+    Drawn from their own stream so the copies can be counted before any event is built.
+    """
+    rng = _StripedRng(plan.seed, _source_key(plan.contract), 1, start, size)
+    return [
+        (fault, rng.random(size) < fault.rate, rng.integers(1, 50, size))
+        for fault in plan.faults
+        if fault.kind == "redelivery"
+    ]
+
+
+def plan_source(
     contract: Contract,
     count: int,
     seed: int,
@@ -324,47 +434,121 @@ def generate_source(
     as_of: datetime,
     span: timedelta = timedelta(hours=24),
     fault_rates: Mapping[str, float] | None = None,
-    trace: bool = False,
     pools: Pools | None = None,
-) -> SourceEvents:
-    """Return `count` events of `contract` with its faults injected, deterministic for (seed, as_of).
+) -> SourcePlan:
+    """Return the plan of `count` events of `contract`, deterministic for (seed, as_of).
 
-    Event times spread evenly over the `span` before `as_of`. Raises ValueError for bad fault rates.
+    Counts the redelivered copies (a pass over small masks, no event is built). The record prefix
+    depends on the source, seed, count, span and fault rates, not on as_of: a rerun of the same
+    command an hour later names its lines as the first run did. Raises ValueError for bad fault rates.
     """
     faults = resolve_faults(contract, fault_rates)
-    pools = pools or build_pools(seed)
-    rng = np.random.default_rng([seed, zlib.crc32(contract.name.encode())])
-    n = count
-    fired: dict[str, np.ndarray] = {}
-    if n == 0:
-        return SourceEvents(contract.name, [], 0, {fault.name: 0 for fault in faults}, [] if trace else None)
+    identity = [
+        contract.name,
+        seed,
+        count,
+        round(span.total_seconds() * 1000),
+        sorted((f.name, f.rate) for f in faults),
+    ]
+    made = SourcePlan(
+        contract=contract,
+        events=count,
+        seed=seed,
+        as_of=as_of,
+        span=span,
+        faults=faults,
+        pools=pools or build_pools(seed),
+        lines=count,
+        record_prefix=hashlib.sha256(orjson.dumps(identity)).hexdigest()[:16],
+    )
+    copies = 0
+    for start in range(0, count, CHUNK_EVENTS):
+        size = min(CHUNK_EVENTS, count - start)
+        copies += sum(int(mask.sum()) for _, mask, _ in _redeliveries(made, start, size))
+    return replace(made, lines=count + copies)
 
-    end_ms = int(as_of.timestamp() * 1000)
-    times = np.sort(rng.integers(end_ms - int(span.total_seconds() * 1000), end_ms + 1, n))
-    late = [fault for fault in faults if fault.kind == "late_event"]
-    for fault in late:
-        mask = rng.random(n) < fault.rate
-        days = rng.integers(1, int(fault.params["max_days"]) + 1, n)
-        times = np.where(mask, times - days * 86_400_000 - rng.integers(0, 3_600_000, n), times)
-        fired[fault.name] = mask
+
+def _chunks(plan: SourcePlan, chunk_events: int, trace: bool) -> Iterator[Chunk]:
+    # State carried across chunks: the last events' keys (duplicate keys repeat one of the 199
+    # events before them) and redelivered copies due after the chunk's last event.
+    tails: dict[str, dict[str, np.ndarray]] = {}
+    pending: list[tuple[float, bytes, tuple[str, ...] | None]] = []
+    emitted = 0
+    for start in range(0, plan.events, chunk_events):
+        size = min(chunk_events, plan.events - start)
+        lines, traces, counts, copies = _build_chunk(plan, start, size, tails, trace)
+        last = start + size >= plan.events
+        copies = sorted(pending + copies, key=lambda copy: copy[0])
+        limit = start + size
+        due = copies if last else [copy for copy in copies if copy[0] < limit]
+        pending = [] if last else [copy for copy in copies if copy[0] >= limit]
+        positions = np.concatenate([np.arange(start, limit, dtype=float), [copy[0] for copy in due]])
+        order = np.argsort(positions, kind="stable").tolist()
+        all_lines = lines + [copy[1] for copy in due]
+        out_traces = None
+        if traces is not None:
+            all_traces = [tuple(t) for t in traces] + [copy[2] for copy in due]
+            out_traces = [all_traces[k] for k in order]
+        chunk = Chunk(emitted, [all_lines[k] for k in order], counts, out_traces)
+        emitted += len(chunk.lines)
+        yield chunk
+
+
+def _build_chunk(
+    plan: SourcePlan,
+    start: int,
+    n: int,
+    tails: dict[str, dict[str, np.ndarray]],
+    trace: bool,
+) -> tuple[list[bytes], list[list[str]] | None, dict[str, int], list]:
+    """Return (lines, traces, fault counts, redelivered copies) of events [start, start + n)."""
+    contract, faults, pools = plan.contract, plan.faults, plan.pools
+    rng = _StripedRng(plan.seed, _source_key(contract), 0, start, n)
+    fired: dict[str, np.ndarray] = {}
+
+    # Event times spread evenly over the span: event i falls at a random point of the i-th of
+    # `events` equal slots, so times rise with the position whatever the chunk.
+    end_ms = int(plan.as_of.timestamp() * 1000)
+    span_ms = int(plan.span.total_seconds() * 1000)
+    slots = (np.arange(start, start + n) + rng.random(n)) * (span_ms / plan.events)
+    times = end_ms - span_ms + slots.astype(np.int64)
+    for fault in faults:
+        if fault.kind == "late_event":
+            mask = rng.random(n) < fault.rate
+            days = rng.integers(1, int(fault.params["max_days"]) + 1, n)
+            times = np.where(mask, times - days * 86_400_000 - rng.integers(0, 3_600_000, n), times)
+            fired[fault.name] = mask
 
     builder = _Builder(contract, n, rng, pools)
     columns = {name: builder.column(name, contract.value_specs[name], times) for name in contract.field_names}
 
+    copied_fields = [
+        name
+        for name in contract.field_names
+        if name != contract.event_time and contract.value_specs[name]["kind"] != "choice"
+    ]
     for fault in faults:
         if fault.kind == "duplicate_key":
             mask = rng.random(n) < fault.rate
-            mask[0] = False
+            back = rng.integers(1, DUPLICATE_LOOKBACK, n)
+            if start == 0:
+                mask[0] = False
+            tail = tails.get(fault.name, {})
+            kept = len(tail[copied_fields[0]]) if tail and copied_fields else 0
             rows = np.flatnonzero(mask)
-            originals = np.maximum(rows - rng.integers(1, 200, len(rows)), 0)
-            # Resolve chains (a copy of a copy) in row order so every copy repeats a key that exists.
-            resolved = np.arange(n)
-            for row, original in zip(rows.tolist(), originals.tolist(), strict=True):
+            # Indices into (the previous events kept from earlier chunks, then this chunk's); copies
+            # resolve in row order so every copy (even a copy of a copy) repeats a key that exists.
+            originals = np.maximum(rows + kept - back[rows], 0)
+            resolved = np.arange(kept + n)
+            for row, original in zip((rows + kept).tolist(), originals.tolist(), strict=True):
                 resolved[row] = resolved[original]
-            for name in contract.field_names:
-                spec_kind = contract.value_specs[name]["kind"]
-                if name != contract.event_time and spec_kind != "choice":
-                    columns[name][rows] = columns[name][resolved[rows]]
+            new_tail = {}
+            for name in copied_fields:
+                combined = np.concatenate([tail[name], columns[name]]) if kept else columns[name].copy()
+                columns[name][rows] = combined[resolved[rows + kept]]
+                combined[kept:] = columns[name]
+                new_tail[name] = combined[-(DUPLICATE_LOOKBACK - 1) :].copy()
+            tails[fault.name] = new_tail
             fired[fault.name] = mask
 
     by_field: dict[str, list[Fault]] = {}
@@ -374,8 +558,10 @@ def generate_source(
     for name, group in by_field.items():
         field_type = contract.field(name).type
         for fault, mask in zip(group, _draw_exclusive(rng, group, n), strict=True):
+            picks = _fault_picks(fault, rng, n)
             if mask.any():
-                columns[name][mask] = _field_fault(fault, columns[name][mask], field_type, rng)
+                masked_picks = picks[mask] if picks is not None else None
+                columns[name][mask] = _field_fault(fault, columns[name][mask], field_type, masked_picks)
             fired[fault.name] = mask
 
     for fault in faults:
@@ -390,7 +576,8 @@ def generate_source(
     for fault in faults:
         if fault.kind == "extra_field":
             mask = rng.random(n) < fault.rate
-            extra[mask] = [EXTRA_FIELDS[i] + "}" for i in rng.integers(0, len(EXTRA_FIELDS), int(mask.sum()))]
+            picks = rng.integers(0, len(EXTRA_FIELDS), n)
+            extra[mask] = [EXTRA_FIELDS[i] + "}" for i in picks[mask].tolist()]
             fired[fault.name] = mask
 
     replacing = [fault for fault in faults if fault.kind in REPLACING_FAULTS]
@@ -451,32 +638,54 @@ def generate_source(
                     traces[row].append(f"poison_pill:{POISON_KINDS[poison_kind[row]]}")
 
     counts = {fault.name: int(fired[fault.name].sum()) if fault.name in fired else 0 for fault in faults}
-    for fault in faults:
-        if fault.kind == "redelivery":
-            mask = rng.random(n) < fault.rate
-            rows = np.flatnonzero(mask)
-            counts[fault.name] = len(rows)
-            if len(rows):
-                positions = np.concatenate([np.arange(n, dtype=float), rows + rng.integers(1, 50, len(rows)) + 0.5])
-                order = np.argsort(positions, kind="stable").tolist()
-                source_rows = list(range(n)) + rows.tolist()
-                lines = [lines[source_rows[k]] for k in order]
-                if traces is not None:
-                    copied = set(rows.tolist())
-                    traces = [
-                        traces[source_rows[k]] + ([fault.name] if k >= n or source_rows[k] in copied else [])
-                        for k in order
-                    ]
-    return SourceEvents(
-        source=contract.name,
-        lines=lines,
-        events=n,
-        fault_counts=counts,
-        traces=[tuple(t) for t in traces] if traces is not None else None,
-    )
+    copies = []
+    for fault, mask, later in _redeliveries(plan, start, n):
+        rows = np.flatnonzero(mask).tolist()
+        counts[fault.name] = len(rows)
+        for row in rows:
+            if traces is not None:
+                traces[row].append(fault.name)
+            # A copy comes 1 to 49 lines after its original, possibly in a later chunk.
+            copied_trace = tuple(traces[row]) if traces is not None else None
+            copies.append((start + row + int(later[row]) + 0.5, lines[row], copied_trace))
+    return lines, traces, counts, copies
 
 
-def generate(
+def _collect(plan: SourcePlan, trace: bool, chunk_events: int) -> SourceEvents:
+    lines: list[bytes] = []
+    traces: list[tuple[str, ...]] | None = [] if trace else None
+    counts = {fault.name: 0 for fault in plan.faults}
+    for chunk in plan.chunks(chunk_events, trace=trace):
+        lines.extend(chunk.lines)
+        if traces is not None:
+            traces.extend(chunk.traces)
+        for name, count in chunk.fault_counts.items():
+            counts[name] += count
+    return SourceEvents(plan.source, lines, plan.events, counts, traces)
+
+
+def generate_source(
+    contract: Contract,
+    count: int,
+    seed: int,
+    *,
+    as_of: datetime,
+    span: timedelta = timedelta(hours=24),
+    fault_rates: Mapping[str, float] | None = None,
+    trace: bool = False,
+    pools: Pools | None = None,
+    chunk_events: int = CHUNK_EVENTS,
+) -> SourceEvents:
+    """Return `count` events of `contract` with its faults injected, deterministic for (seed, as_of),
+    held in memory (plan_source streams them instead).
+
+    Event times spread evenly over the `span` before `as_of`. Raises ValueError for bad fault rates.
+    """
+    plan = plan_source(contract, count, seed, as_of=as_of, span=span, fault_rates=fault_rates, pools=pools)
+    return _collect(plan, trace, chunk_events)
+
+
+def plan(
     contracts: Mapping[str, Contract],
     events: int,
     seed: int,
@@ -485,12 +694,11 @@ def generate(
     span: timedelta = timedelta(hours=24),
     sources: Iterable[str] | None = None,
     fault_rates: Mapping[str, float] | None = None,
-    trace: bool = False,
-) -> dict[str, SourceEvents]:
-    """Return `events` events split over the sources by their generator share, per source.
+) -> dict[str, SourcePlan]:
+    """Return the plan of `events` events split over the sources by their generator share, per source.
 
-    Deterministic for (seed, as_of); as_of defaults to now. Raises ValueError for an unknown source,
-    an unknown fault key or a bad rate.
+    Nothing is drawn until a plan's chunks are read. Deterministic for (seed, as_of); as_of defaults
+    to now. Raises ValueError for an unknown source, an unknown fault key or a bad rate.
     """
     chosen = list(sources) if sources else sorted(contracts)
     unknown = [name for name in chosen if name not in contracts]
@@ -505,18 +713,74 @@ def generate(
     counts = allocate(events, {name: contracts[name].share for name in chosen})
     pools = build_pools(seed)
     return {
-        name: generate_source(
-            contracts[name],
-            counts[name],
-            seed,
-            as_of=as_of,
-            span=span,
-            fault_rates=fault_rates,
-            trace=trace,
-            pools=pools,
+        name: plan_source(
+            contracts[name], counts[name], seed, as_of=as_of, span=span, fault_rates=fault_rates, pools=pools
         )
         for name in chosen
     }
+
+
+def generate(
+    contracts: Mapping[str, Contract],
+    events: int,
+    seed: int,
+    *,
+    as_of: datetime | None = None,
+    span: timedelta = timedelta(hours=24),
+    sources: Iterable[str] | None = None,
+    fault_rates: Mapping[str, float] | None = None,
+    trace: bool = False,
+    chunk_events: int = CHUNK_EVENTS,
+) -> dict[str, SourceEvents]:
+    """Return `events` events split over the sources by their generator share, per source, in memory.
+
+    Deterministic for (seed, as_of) whatever `chunk_events`; as_of defaults to now. Raises
+    ValueError for an unknown source, an unknown fault key or a bad rate.
+    """
+    plans = plan(contracts, events, seed, as_of=as_of, span=span, sources=sources, fault_rates=fault_rates)
+    return {name: _collect(source_plan, trace, chunk_events) for name, source_plan in plans.items()}
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Consecutive lines of one source bound for one place: `post` (an HTTP batch) or `publish`."""
+
+    kind: str
+    start: int
+    lines: list[bytes]
+
+
+def route(
+    source_plan: SourcePlan, batch_size: int, pubsub_share: float, *, chunk_events: int = CHUNK_EVENTS
+) -> Iterator[Piece]:
+    """Yield a source's lines in order as split_share cuts them, without holding them all: HTTP
+    batches of `batch_size` lines, then the last round(pubsub_share × lines) lines to publish (in
+    pieces of at most one chunk)."""
+    total = source_plan.lines
+    published = min(total, round(pubsub_share * total)) if pubsub_share > 0 else 0
+    cut = total - published
+    batch: list[bytes] = []
+    batch_start = 0
+    for chunk in source_plan.chunks(chunk_events):
+        lines = chunk.lines
+        posted = max(0, min(len(lines), cut - chunk.start))
+        index = 0
+        while index < posted:
+            if not batch:
+                batch_start = chunk.start + index
+            take = min(batch_size - len(batch), posted - index)
+            batch.extend(lines[index : index + take])
+            index += take
+            if len(batch) == batch_size:
+                yield Piece("post", batch_start, batch)
+                batch = []
+        if posted < len(lines):
+            if batch:
+                yield Piece("post", batch_start, batch)
+                batch = []
+            yield Piece("publish", chunk.start + posted, lines[posted:])
+    if batch:
+        yield Piece("post", batch_start, batch)
 
 
 def batches(lines: list[bytes], size: int) -> Iterator[list[bytes]]:

@@ -10,7 +10,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ import orjson
 import yaml
 
 from ingest import audit, pubsub
-from ingest.generator import SourceEvents, batches, split_share
+from ingest.generator import SourcePlan, route
 from ingest.landing import BATCH_TIME_HEADER
 from ingest.services import FakeGcs, PubSubEmulator, ServiceError, environment
 from ingest.storage import GcsStore
@@ -133,18 +133,43 @@ def local_services(settings: Settings, *, with_pubsub: bool = True, prefer_emula
             try:
                 yield services
             finally:
+                # A second Ctrl-C or SIGTERM must not cut the stopping short and leave a service
+                # behind: hold them until everything is stopped, then deliver them.
+                _hold_signals()
                 if bus is not None:
                     bus.close()
     finally:
-        if emulator is not None:
-            emulator.stop()
-        gcs.stop()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        held = _hold_signals()
+        try:
+            if emulator is not None:
+                emulator.stop()
+            gcs.stop()
+        finally:
+            _release_signals(held)
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+_HELD = {signal.SIGINT, signal.SIGTERM}
+
+
+def _hold_signals() -> bool:
+    """Block SIGINT and SIGTERM in this thread (main thread only; blocking twice is harmless);
+    returns whether they are blocked."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    return True
+
+
+def _release_signals(held: bool) -> None:
+    """Unblock what _hold_signals blocked; a signal that came meanwhile is delivered now."""
+    if held:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
 
 @contextlib.contextmanager
@@ -177,6 +202,7 @@ class IngestStats:
     objects: list[str] = field(default_factory=list)
     published: int = 0
     raw_rows: int = 0
+    raw_rows_already_written: int = 0
     pubsub_dead_lettered: int = 0
     arrivals_recorded: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -204,50 +230,55 @@ def post_batch(client: Any, token: str, source: str, lines: list[bytes], batch_t
 def land_generated(
     settings: Settings,
     services: Services,
-    generated: dict[str, SourceEvents],
+    plans: Mapping[str, SourcePlan],
     *,
     batch_size: int,
     pubsub_share: float = 0.0,
     batch_time: datetime | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> IngestStats:
-    """Land generated events: HTTP batches through the landing function, a share published to Pub/Sub.
+    """Land planned events as they are drawn, a chunk at a time: HTTP batches through the landing
+    function, the last `pubsub_share` of each source's lines published to Pub/Sub with their record keys.
 
     Returns the counts. Raises RuntimeError when the landing function answers 5xx (storage down).
     """
     stats = IngestStats()
     batch_time = batch_time or datetime.now(UTC)
     started = time.perf_counter()
-    to_publish: dict[str, list[bytes]] = {}
+    posting = publishing = 0.0
+    share = pubsub_share if services.bus is not None else 0.0
+    if share > 0:
+        pubsub.ensure_topology(services.bus, plans)
     with landing_app(settings, services) as client:
-        for source, events in generated.items():
-            stats.events += events.events
-            stats.lines += len(events.lines)
-            http_batches, publish = split_share(events.lines, batch_size, pubsub_share)
-            if publish and services.bus is not None:
-                to_publish[source] = publish
-            elif publish:
-                http_batches = list(batches(events.lines, batch_size))
-            for index, chunk in enumerate(http_batches):
-                status, answer = post_batch(client, services.token, source, chunk, batch_time)
-                if status >= 500 or status in (401, 405):
-                    raise RuntimeError(f"landing function answered {status} for {source} batch {index}: {answer}")
-                stats.http_batches += 1
-                stats.accepted += answer.get("accepted", 0)
-                stats.add_rejected(answer.get("rejected_by_reason", {}))
-                stats.objects_created += answer.get("objects_created", 0)
-                stats.objects.extend(answer.get("objects", []))
+        for source, plan in plans.items():
+            stats.events += plan.events
+            stats.lines += plan.lines
+            for piece in route(plan, batch_size, share):
+                step_started = time.perf_counter()
+                if piece.kind == "publish":
+                    keys = [plan.record_key(piece.start + offset) for offset in range(len(piece.lines))]
+                    ids = pubsub.publish_events(services.bus, source, piece.lines, batch_time, record_keys=keys)
+                    stats.published += len(ids)
+                    publishing += time.perf_counter() - step_started
+                else:
+                    status, answer = post_batch(client, services.token, source, piece.lines, batch_time)
+                    if status >= 500 or status in (401, 405):
+                        raise RuntimeError(
+                            f"landing function answered {status} for the {source} batch of lines "
+                            f"{piece.start}-{piece.start + len(piece.lines) - 1}: {answer}"
+                        )
+                    stats.http_batches += 1
+                    stats.accepted += answer.get("accepted", 0)
+                    stats.add_rejected(answer.get("rejected_by_reason", {}))
+                    stats.objects_created += answer.get("objects_created", 0)
+                    stats.objects.extend(answer.get("objects", []))
+                    posting += time.perf_counter() - step_started
                 if progress:
-                    progress(len(chunk))
-    stats.seconds["land_http"] = time.perf_counter() - started
-    if to_publish:
-        started = time.perf_counter()
-        pubsub.ensure_topology(services.bus, generated)
-        for source, lines in to_publish.items():
-            stats.published += len(pubsub.publish_events(services.bus, source, lines, batch_time))
-            if progress:
-                progress(len(lines))
-        stats.seconds["publish"] = time.perf_counter() - started
+                    progress(len(piece.lines))
+    stats.seconds["generate"] = time.perf_counter() - started - posting - publishing
+    stats.seconds["land_http"] = posting
+    if publishing:
+        stats.seconds["publish"] = publishing
     return stats
 
 
@@ -275,6 +306,7 @@ def drain_subscriptions(settings: Settings, services: Services, sources: list[st
     for source in sources:
         result = pubsub.drain_to_warehouse(services.bus, source, settings.home, settings.project)
         total.written += result.written
+        total.already_written += result.already_written
         total.dead_lettered += result.dead_lettered
         total.pulls += result.pulls
     # The holding subscription lives in the emulator's memory: keep its messages as on GCP, in the bucket.

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ingest.contracts import Contract
-from ingest.generator import generate, split_share
+from ingest.generator import plan, route
 from ingest.landing import BATCH_TIME_HEADER
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,8 @@ MAX_EVENTS_PER_TICK = 100_000
 POST_RETRY_DELAYS_SECONDS = (0.5, 1.0, 2.0, 4.0)
 
 PostBatch = Callable[[str, list[bytes], datetime], tuple[int, dict]]
-Publish = Callable[[str, list[bytes], datetime], int]
+# (source, lines, batch time, one record key per line) -> how many were published
+Publish = Callable[[str, list[bytes], datetime, list[str]], int]
 
 
 @dataclass
@@ -75,27 +76,27 @@ def run_tick(
     publish: Publish,
 ) -> TickResult:
     """Generate `events` events and send them: the last `pubsub_share` of each source's lines are
-    published, the rest POSTed to the landing function. Returns the counts.
+    published (each with its record key), the rest POSTed to the landing function. Returns the counts.
 
     Raises RuntimeError when the landing function keeps answering 5xx (the scheduler retries the tick;
     the landing function's idempotent names keep the retry from duplicating objects).
     """
     result = TickResult()
-    generated = generate(contracts, events, seed, as_of=as_of, span=span)
-    for source, made in generated.items():
-        result.events += made.events
-        result.lines += len(made.lines)
-        to_post, published = split_share(made.lines, batch_size, pubsub_share)
-        for chunk in to_post:
-            status, answer = post_batch(source, chunk, as_of)
+    for source, source_plan in plan(contracts, events, seed, as_of=as_of, span=span).items():
+        result.events += source_plan.events
+        result.lines += source_plan.lines
+        for piece in route(source_plan, batch_size, pubsub_share):
+            if piece.kind == "publish":
+                keys = [source_plan.record_key(piece.start + offset) for offset in range(len(piece.lines))]
+                result.published += publish(source, piece.lines, as_of, keys)
+                continue
+            status, answer = post_batch(source, piece.lines, as_of)
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if status >= 500:
                 raise RuntimeError(f"landing function answered {status} for a {source} batch: {answer}")
             result.batches_posted += 1
             result.accepted += int(answer.get("accepted", 0))
             result.rejected += int(answer.get("rejected", 0))
-        if published:
-            result.published += publish(source, published, as_of)
     return result
 
 
@@ -145,15 +146,18 @@ class TopicPublisher:
         self.topic_prefix = topic_prefix
         self._client = None
 
-    def __call__(self, source: str, lines: list[bytes], batch_time: datetime) -> int:
-        """Publish one message per line with the source as attribute; returns how many were published."""
+    def __call__(self, source: str, lines: list[bytes], batch_time: datetime, record_keys: list[str]) -> int:
+        """Publish one message per line with the source, batch time and the line's record key as
+        attributes; returns how many were published."""
         from google.cloud import pubsub_v1
 
         self._client = self._client or pubsub_v1.PublisherClient()
         stamp = batch_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
         futures = [
-            self._client.publish(f"{self.topic_prefix}{source}", line, source=source, batch_time=stamp)
-            for line in lines
+            self._client.publish(
+                f"{self.topic_prefix}{source}", line, source=source, batch_time=stamp, record_key=record_key
+            )
+            for line, record_key in zip(lines, record_keys, strict=True)
         ]
         for future in futures:
             future.result(timeout=60)

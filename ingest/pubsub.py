@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_TOPIC = "ingest-dead-letter"
 DEAD_LETTER_SUBSCRIPTION = "ingest-dead-letter-hold"
 MAX_DELIVERY_ATTEMPTS = 5
+# The message attribute naming the generated line a message carries; staging keys Pub/Sub rows on it.
+RECORD_KEY = "record_key"
 RAW_DATASET = "bronze"
 # The table a BigQuery subscription writes with write_metadata=true and no topic/table schema.
 # `data` is STRING: JSON payloads read with JSON_VALUE in SQL without a bytes conversion. A message
@@ -290,16 +292,29 @@ def ensure_topology(bus: Bus, sources: Iterable[str]) -> None:
         bus.ensure_subscription(subscription_id(source), topic_id(source))
 
 
-def publish_events(bus: Bus, source: str, lines: list[bytes], batch_time: datetime | None = None) -> list[str]:
+def publish_events(
+    bus: Bus,
+    source: str,
+    lines: list[bytes],
+    batch_time: datetime | None = None,
+    record_keys: list[str] | None = None,
+) -> list[str]:
     """Publish one message per event line to the source's topic; returns the message ids.
 
-    Attributes carry the source (and the producer's batch time), never the payload: the line is
-    published as it is, faults and all, as an upstream producer would.
+    Attributes carry the source, the producer's batch time and, when given, the line's `record_key`
+    (a stable id of the generated line, so a re-publish of the same line is recognised downstream),
+    never the payload: the line is published as it is, faults and all, as an upstream producer would.
+    Raises ValueError when record_keys is not one key per line.
     """
     attributes = {"source": source}
     if batch_time is not None:
         attributes["batch_time"] = batch_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return bus.publish(topic_id(source), [(line, attributes) for line in lines])
+    if record_keys is None:
+        return bus.publish(topic_id(source), [(line, attributes) for line in lines])
+    if len(record_keys) != len(lines):
+        raise ValueError(f"{len(record_keys)} record keys for {len(lines)} lines")
+    messages = [(line, {**attributes, RECORD_KEY: key}) for line, key in zip(lines, record_keys, strict=True)]
+    return bus.publish(topic_id(source), messages)
 
 
 @dataclass
@@ -310,6 +325,7 @@ class DrainResult:
     dead_lettered: int = 0
     nacked: int = 0
     pulls: int = 0
+    already_written: int = 0
     # Dead letters moved from the holding subscription to the dead-letter bucket, by reason.
     dead_letters_kept: dict[str, int] = field(default_factory=dict)
 
@@ -317,8 +333,10 @@ class DrainResult:
 def raw_rows(bus_project: str, subscription: str, messages: list[Received]) -> tuple[list[dict], list[Received]]:
     """Return (rows for the raw table, messages that cannot be written) for pulled messages.
 
-    A row holds exactly what a BigQuery subscription with write_metadata writes; a message whose data
-    is not UTF-8 cannot go into the STRING `data` column and is returned for the dead-letter topic.
+    A row holds exactly what a BigQuery subscription with write_metadata writes (the attributes,
+    record_key included, as a JSON object in `attributes`), plus the record key on its own for the
+    writer; a message whose data is not UTF-8 cannot go into the STRING `data` column and is returned
+    for the dead-letter topic.
     """
     name = f"projects/{bus_project}/subscriptions/{subscription}"
     rows, unwritable = [], []
@@ -335,6 +353,7 @@ def raw_rows(bus_project: str, subscription: str, messages: list[Received]) -> t
                 "publish_time": message.publish_time,
                 "data": data,
                 "attributes": orjson.dumps(message.attributes, option=orjson.OPT_SORT_KEYS).decode(),
+                RECORD_KEY: message.attributes.get(RECORD_KEY),
             }
         )
     return rows, unwritable
@@ -383,6 +402,52 @@ def append_raw(con: Any, source: str, rows: list[dict]) -> None:
         con.unregister("incoming_raw_batch")
 
 
+class WrittenKeys:
+    """The record keys already in one raw table, loaded per key prefix when a message first names it.
+
+    A key is `<prefix>-<position>`; one prefix names one generated line stream, so a drain loads only
+    the keys of the streams its messages belong to (none, for a fresh stream).
+    """
+
+    def __init__(self, con: Any, source: str, subscription_name: str) -> None:
+        self.con = con
+        self.table = raw_table(source)
+        self.subscription_name = subscription_name
+        self._by_prefix: dict[str, set[str]] = {}
+
+    def _prefix_keys(self, prefix: str) -> set[str]:
+        keys = self._by_prefix.get(prefix)
+        if keys is None:
+            found = self.con.execute(
+                f"select key from (select json_extract_string(attributes, '$.{RECORD_KEY}') as key "
+                f"from {self.table} where subscription_name = ?) where starts_with(key, ?)",
+                [self.subscription_name, prefix],
+            ).fetchall()
+            keys = self._by_prefix[prefix] = {key for (key,) in found if key.rpartition("-")[0] == prefix}
+        return keys
+
+    def take_new(self, rows: list[dict]) -> list[dict]:
+        """Return the rows whose record key is not written yet (rows without one are all new), and
+        count their keys as written."""
+        new = []
+        for row in rows:
+            key = row.get(RECORD_KEY)
+            if key is not None:
+                keys = self._prefix_keys(key.rpartition("-")[0])
+                if key in keys:
+                    continue
+                keys.add(key)
+            new.append(row)
+        return new
+
+    def forget(self, rows: list[dict]) -> None:
+        """Un-count the keys of rows whose append was rolled back."""
+        for row in rows:
+            key = row.get(RECORD_KEY)
+            if key is not None:
+                self._by_prefix.get(key.rpartition("-")[0], set()).discard(key)
+
+
 def drain_to_warehouse(
     bus: Bus,
     source: str,
@@ -396,9 +461,11 @@ def drain_to_warehouse(
     """Pull the source's subscription until empty and append each pull to bronze.<source>_raw.
 
     At-least-once: messages are acked only after the append committed (a crash in between means a
-    redelivery, which silver deduplicates on event_id). Undecodable messages go to the dead-letter
-    topic with the reason in their attributes, then are acked. Returns the counts. Raises
-    WarehouseBusy when another process holds the warehouse (nothing is acked then).
+    redelivery, which silver deduplicates on event_id). A message whose `record_key` attribute is
+    already in the table (a line published again after a killed `generate`, or redelivered) is acked
+    without a second row. Undecodable messages go to the dead-letter topic with the reason in their
+    attributes, then are acked. Returns the counts. Raises WarehouseBusy when another process holds
+    the warehouse (nothing is acked then).
     """
     from lakehouse.warehouse import open_catalog
 
@@ -406,6 +473,8 @@ def drain_to_warehouse(
     result = DrainResult()
     empty = 0
     with open_catalog(home, project) as con:
+        create_raw_table(con, source)
+        written_keys = WrittenKeys(con, source, f"projects/{bus.project}/subscriptions/{subscription}")
         while empty < idle_pulls:
             messages = bus.pull(subscription, max_messages)
             result.pulls += 1
@@ -416,10 +485,12 @@ def drain_to_warehouse(
                 continue
             empty = 0
             rows, unwritable = raw_rows(bus.project, subscription, messages)
+            new_rows = written_keys.take_new(rows)
             try:
-                if rows:
-                    append_raw(con, source, rows)
+                if new_rows:
+                    append_raw(con, source, new_rows)
             except Exception:
+                written_keys.forget(new_rows)
                 bus.nack(subscription, [m.ack_id for m in messages])
                 result.nacked += len(messages)
                 raise
@@ -441,7 +512,8 @@ def drain_to_warehouse(
                     ],
                 )
             bus.ack(subscription, [m.ack_id for m in messages])
-            result.written += len(rows)
+            result.written += len(new_rows)
+            result.already_written += len(rows) - len(new_rows)
             result.dead_lettered += len(unwritable)
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import glob
 import logging
 import os
@@ -11,6 +12,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +28,9 @@ PUBSUB_JAR_GLOBS = (
     "/usr/share/google-cloud-sdk/platform/pubsub-emulator/lib/cloud-pubsub-emulator-*.jar",
     "/opt/google-cloud-sdk/platform/pubsub-emulator/lib/cloud-pubsub-emulator-*.jar",
 )
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class ServiceError(RuntimeError):
@@ -49,8 +55,13 @@ class ChildProcess:
     _registered: bool = field(default=False, repr=False)
 
     def start(self, env: dict[str, str] | None = None) -> None:
-        """Start the process (new session = new process group); output goes to log_path."""
+        """Start the process (new session = new process group); output goes to log_path.
+
+        On Linux, started from the main thread, the process is also tied to this one: the kernel sends
+        it SIGTERM when this process dies, even by SIGKILL, when no `finally` or atexit can run.
+        """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        tie = _die_with(os.getpid()) if _can_tie() else None
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
                 self.args,
@@ -59,6 +70,7 @@ class ChildProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env=env,
+                preexec_fn=tie,
             )
         if not self._registered:
             atexit.register(self.stop)
@@ -84,6 +96,25 @@ class ChildProcess:
         # Children that outlived the leader (a JVM forked by a wrapper) are in the same group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def _can_tie() -> bool:
+    # The kernel signals the child when the *thread* that forked it ends: only the main thread lives
+    # as long as the process.
+    return sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+
+
+def _die_with(parent: int):
+    """Return a pre-exec hook that asks Linux to SIGTERM the child when `parent` dies."""
+    # Looked up before the fork: the hook itself only makes the system call.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return hook
 
 
 def _wait_http(url: str, process: ChildProcess, timeout: float) -> None:

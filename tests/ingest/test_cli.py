@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -62,8 +63,40 @@ def test_generate_lands_through_the_http_function(in_repo):
     # The same run again (same seed, same --as-of): every batch is a retry, nothing new is written.
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0
-    assert "│ objects created                   │ 0 " in again.output
+    assert re.search(r"│ objects created\s+│ 0 ", again.output), again.output
     assert _landed_lines(in_repo) == landed
+
+
+def _raw_rows(home) -> tuple[int, int]:
+    """Return (rows, distinct record keys) over the five raw tables."""
+    with open_catalog(home, "lakehouse-dev") as con:
+        return con.execute(
+            "select count(*), count(distinct json_extract_string(attributes, '$.record_key')) from ("
+            + " union all ".join(
+                f"select attributes from bronze.{source}_raw"
+                for source in ("orders", "page_views", "ad_clicks", "inventory", "user_activity")
+            )
+            + ")"
+        ).fetchone()
+
+
+def test_generate_again_publishes_no_raw_row_twice(in_repo):
+    args = ["generate", "--events", "2000", "--seed", "6", "--pubsub-share", "0.5", "--in-process-bus"]
+    first = CliRunner().invoke(main, [*args, "--as-of", "2026-11-22T09:30:00Z"])
+    assert first.exit_code == 0, first.output
+    rows, keys = _raw_rows(in_repo)
+    assert rows == keys and 900 < rows < 1100
+    # The same command again later (a rerun after a kill): same lines, same record keys, no new raw row.
+    again = CliRunner().invoke(main, [*args, "--as-of", "2026-11-22T10:30:00Z"])
+    assert again.exit_code == 0, again.output
+    assert re.search(r"raw table rows written\s+│ 0 ", again.output), again.output
+    assert re.search(rf"raw rows already written \(same record key\)\s+│ {rows:,} ", again.output)
+    assert _raw_rows(in_repo) == (rows, keys)
+    # Another seed is another stream: its rows are all written.
+    other = CliRunner().invoke(main, [*args[:4], "7", *args[5:], "--as-of", "2026-11-22T10:30:00Z"])
+    assert other.exit_code == 0, other.output
+    more_rows, more_keys = _raw_rows(in_repo)
+    assert more_rows == more_keys and more_rows > rows + 900
 
 
 def test_up_runs_every_step_with_the_in_process_bus(in_repo):
@@ -109,22 +142,35 @@ def test_help_lists_the_ingest_commands():
         assert command in result.stdout
 
 
-def _processes_mentioning(text: str) -> list[int]:
+def _processes_of(home) -> list[tuple[int, bytes]]:
+    """Return (pid, command) of every process whose environment has LAKEHOUSE_HOME=home."""
+    marker = f"LAKEHOUSE_HOME={home}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if marker not in handle.read().split(b"\0"):
+                        continue
                 with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if text.encode() in handle.read():
-                        found.append(int(entry))
+                    found.append((int(entry), handle.read().replace(b"\0", b" ")))
             except OSError:
                 continue
     return found
 
 
-def test_sigterm_mid_run_stops_the_services(in_repo):
+@pytest.mark.parametrize(
+    "signals",
+    [[signal.SIGTERM], [signal.SIGINT], [signal.SIGTERM, signal.SIGTERM], [signal.SIGKILL]],
+    ids=["sigterm", "sigint", "sigterm-twice", "sigkill"],
+)
+def test_sigterm_mid_run_stops_the_services(in_repo, signals):
+    from ingest.services import PubSubEmulator
+
+    emulator_installed = PubSubEmulator.find(in_repo / "logs") is not None
     process = subprocess.Popen(
-        [str(REPO / ".venv/bin/lakehouse"), "generate", "--events", "400000", "--batch-size", "100"],
+        [str(REPO / ".venv/bin/lakehouse"), "generate", "--events", "400000", "--batch-size", "100"]
+        + ["--pubsub-share", "0.5"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -134,17 +180,21 @@ def test_sigterm_mid_run_stops_the_services(in_repo):
         for line in process.stderr:
             if line.startswith("services up"):
                 break
-        root = str(paths.gcs_root(in_repo))
-        assert _processes_mentioning(root), "fake-gcs-server should be running"
-        process.send_signal(signal.SIGTERM)
+        running = [command for pid, command in _processes_of(in_repo) if pid != process.pid]
+        assert any(str(paths.gcs_root(in_repo)).encode() in command for command in running), running
+        assert any(b"pubsub-emulator" in command for command in running) == emulator_installed, running
+        for number in signals:
+            process.send_signal(number)
+            time.sleep(0.05)
         assert process.wait(timeout=30) != 0
     finally:
         process.kill()
         process.wait()
+    # Stopped on the way out; after SIGKILL the kernel stops them (they are tied to the parent).
     deadline = time.monotonic() + 10
-    while _processes_mentioning(root) and time.monotonic() < deadline:
+    while _processes_of(in_repo) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_mentioning(root) == []
+    assert _processes_of(in_repo) == []
 
 
 def test_settings_refuse_a_bad_bucket_or_project(tmp_path):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ingest import producer
-from ingest.generator import batches, generate, split_share
+from ingest.generator import batches, generate, plan, split_share
 from ingest.landing import route
 
 NOW = datetime(2026, 11, 22, 10, 4, tzinfo=UTC)
@@ -25,7 +25,7 @@ def test_parse_request_defaults_and_refusals():
 
 
 def test_a_tick_posts_batches_and_publishes_the_share(contracts, config_for_fuzz):
-    posted, published = [], []
+    posted, published, keys = [], [], []
 
     def post(source, lines, batch_time):
         posted.append((source, len(lines), batch_time))
@@ -33,8 +33,9 @@ def test_a_tick_posts_batches_and_publishes_the_share(contracts, config_for_fuzz
         accepted = sum(len(v) for v in routed.accepted.values())
         return 200, {"accepted": accepted, "rejected": len(routed.rejects)}
 
-    def publish(source, lines, batch_time):
+    def publish(source, lines, batch_time, record_keys):
         published.append((source, len(lines)))
+        keys.extend(record_keys)
         return len(lines)
 
     result = producer.run_tick(
@@ -56,6 +57,10 @@ def test_a_tick_posts_batches_and_publishes_the_share(contracts, config_for_fuzz
     assert sum(n for s, n, _ in posted if s == "orders") == orders_lines - to_publish
     assert sum(1 for p in posted if p[0] == "orders") == math.ceil((orders_lines - to_publish) / 10)
     assert sum(n for s, n in published if s == "orders") == to_publish
+    # Every published line carries its own record key: the same tick again names them the same.
+    assert len(set(keys)) == len(keys) == result.published
+    orders_plan = plan(contracts, 340, 1, as_of=NOW + timedelta(hours=1), span=timedelta(minutes=2))["orders"]
+    assert orders_plan.record_key(orders_lines - 1) in keys
 
 
 def test_split_share_publishes_a_share_of_the_lines():
@@ -77,7 +82,7 @@ def test_a_tick_fails_loudly_when_landing_is_down(contracts):
             batch_size=10,
             pubsub_share=0,
             post_batch=lambda s, lines, t: (503, {"error": "storage unavailable"}),
-            publish=lambda s, lines, t: 0,
+            publish=lambda s, lines, t, keys: 0,
         )
 
 

@@ -53,7 +53,8 @@ def test_in_process_bus_redelivers_what_is_not_acked():
 def _drain_and_check(bus, home, count):
     pubsub.ensure_topology(bus, ["orders"])
     lines = _lines(count)
-    pubsub.publish_events(bus, "orders", [*lines, LATIN1])
+    keys = [f"stream1-{position}" for position in range(count + 1)]
+    pubsub.publish_events(bus, "orders", [*lines, LATIN1], record_keys=keys)
     result = drain_to_warehouse(bus, "orders", home, PROJECT, max_messages=100)
     assert (result.written, result.dead_lettered) == (count, 1)
     with open_catalog(home, PROJECT) as con:
@@ -69,6 +70,9 @@ def _drain_and_check(bus, home, count):
     assert sorted(r[2].encode() for r in rows) == sorted(lines)
     assert {r[0] for r in rows} == {f"projects/{PROJECT}/subscriptions/ingest-orders-bq"}
     assert all(orjson.loads(r[3])["source"] == "orders" and r[4] for r in rows)
+    # The record key reaches the raw table's attributes, one per line.
+    by_data = {r[2].encode(): orjson.loads(r[3])["record_key"] for r in rows}
+    assert by_data == dict(zip(lines, keys, strict=False))
     assert len({r[1] for r in rows}) == count
     dead = bus.pull(DEAD_LETTER_SUBSCRIPTION, 10)
     assert [(m.data, m.attributes["dead_letter_reason"]) for m in dead] == [(LATIN1, "data_not_utf8")]
@@ -158,3 +162,27 @@ def test_dead_letters_are_kept_in_the_bucket_with_the_emulator(
     finally:
         bus.close()
         monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+
+
+def test_a_republished_line_is_not_written_twice(lakehouse_home):
+    bus = InProcessBus(PROJECT)
+    pubsub.ensure_topology(bus, ["orders"])
+    lines = _lines(30)
+    keys = [f"stream1-{position}" for position in range(30)]
+    pubsub.publish_events(bus, "orders", lines[:20], record_keys=keys[:20])
+    first = drain_to_warehouse(bus, "orders", lakehouse_home, PROJECT, max_messages=7)
+    # A killed `generate` run again: it publishes every line again; a line without a key is always new.
+    pubsub.publish_events(bus, "orders", lines, record_keys=keys)
+    pubsub.publish_events(bus, "orders", lines[:2])
+    other_stream = [f"stream2-{position}" for position in range(3)]
+    pubsub.publish_events(bus, "orders", lines[:3], record_keys=other_stream)
+    again = drain_to_warehouse(bus, "orders", lakehouse_home, PROJECT, max_messages=7)
+    assert (first.written, first.already_written) == (20, 0)
+    assert (again.written, again.already_written) == (10 + 2 + 3, 20)
+    assert bus.backlog("ingest-orders-bq") == 0
+    with open_catalog(lakehouse_home, PROJECT) as con:
+        written = con.execute(
+            "select json_extract_string(attributes, '$.record_key') as key, count(*) from bronze.orders_raw "
+            "group by key order by key nulls first"
+        ).fetchall()
+    assert written == [(None, 2), *sorted((key, 1) for key in keys + other_stream)]

@@ -1,0 +1,84 @@
+"""Tests for the warehouse connection's resource settings: memory limit, threads, spill directory."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from lakehouse import warehouse
+
+# A sort of 2M rows of 32-character strings needs more than 64 MB: it only finishes by spilling.
+BIG_SORT = (
+    "select count(*), sum(hash(i)), min(s), max(s) from "
+    "(select i, md5(i::varchar) as s from range(2000000) t(i) order by s)"
+)
+
+
+def _settings(con) -> tuple:
+    return con.execute(
+        "select current_setting('memory_limit'), current_setting('threads'), current_setting('temp_directory')"
+    ).fetchone()
+
+
+def test_connections_take_the_configured_limits(tmp_path, monkeypatch):
+    monkeypatch.setenv(warehouse.MEMORY_LIMIT_ENV, "512MiB")
+    monkeypatch.setenv(warehouse.THREADS_ENV, "1")
+    con = warehouse.connect(tmp_path, ["lakehouse-dev"])
+    try:
+        assert _settings(con) == ("512.0 MiB", 1, str(tmp_path / "tmp" / "duckdb-spill"))
+    finally:
+        con.close()
+    assert (tmp_path / "tmp" / "duckdb-spill").is_dir()
+
+
+def test_the_default_limit_is_a_share_of_the_machine_capped(tmp_path, monkeypatch):
+    monkeypatch.delenv(warehouse.MEMORY_LIMIT_ENV, raising=False)
+    monkeypatch.delenv(warehouse.THREADS_ENV, raising=False)
+    for machine, expected in ((24 * 1024**3, "3072MiB"), (4 * 1024**3, "1024MiB"), (512 * 1024**2, "256MiB")):
+        monkeypatch.setattr(warehouse, "_machine_memory_bytes", lambda machine=machine: machine)
+        assert warehouse.resource_settings(tmp_path)["memory_limit"] == expected
+    monkeypatch.setattr(warehouse, "_machine_memory_bytes", lambda: 24 * 1024**3)
+    with warehouse.open_catalog(tmp_path, "lakehouse-dev") as con:
+        limit, threads, _ = _settings(con)
+    assert limit == "3.0 GiB"
+    assert threads == warehouse._machine_threads()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (warehouse.MEMORY_LIMIT_ENV, "80%", "LAKEHOUSE_MEMORY_LIMIT='80%' is not a memory size"),
+        (warehouse.MEMORY_LIMIT_ENV, "lots", "LAKEHOUSE_MEMORY_LIMIT='lots' is not a memory size"),
+        (warehouse.THREADS_ENV, "0", "LAKEHOUSE_THREADS='0' is not a positive whole number"),
+        (warehouse.THREADS_ENV, "two", "LAKEHOUSE_THREADS='two' is not a positive whole number"),
+    ],
+)
+def test_a_bad_setting_is_one_clear_error(tmp_path, monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(warehouse.WarehouseSettingsError) as caught:
+        warehouse.connect(tmp_path, ["lakehouse-dev"])
+    assert str(caught.value).startswith(message)
+    # Reported wherever a warehouse that cannot be opened is reported.
+    assert isinstance(caught.value, warehouse.WarehouseBusy)
+
+
+def test_a_query_larger_than_the_limit_spills_instead_of_failing(tmp_path, monkeypatch):
+    reference = duckdb.connect(":memory:")
+    expected = reference.execute(BIG_SORT).fetchone()
+    reference.close()
+
+    monkeypatch.setenv(warehouse.MEMORY_LIMIT_ENV, "64MB")
+    monkeypatch.setenv(warehouse.THREADS_ENV, "2")
+    con = warehouse.connect(tmp_path, ["lakehouse-dev"])
+    try:
+        # The same limit with spilling switched off runs out of memory: the query does need to spill.
+        con.execute("SET temp_directory = ''")
+        with pytest.raises(duckdb.OutOfMemoryException):
+            con.execute(BIG_SORT).fetchone()
+    finally:
+        con.close()
+    con = warehouse.connect(tmp_path, ["lakehouse-dev"])
+    try:
+        assert con.execute(BIG_SORT).fetchone() == expected
+    finally:
+        con.close()
