@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,6 +19,10 @@ LOCK_WAIT_SECONDS = 30.0
 LOCK_WAIT_ENV = "LAKEHOUSE_LOCK_WAIT_SECONDS"
 
 
+PUBLISHED = "published.json"
+_LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
+
+
 class WarehouseBusy(RuntimeError):
     """Another process holds the warehouse file for writing."""
 
@@ -23,6 +30,20 @@ class WarehouseBusy(RuntimeError):
 def _is_lock_error(error: duckdb.Error) -> bool:
     text = str(error)
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+def _unreadable(path: Path, error: duckdb.Error) -> paths.StateError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return paths.StateError(
+        f"the warehouse file {path} cannot be opened ({reason}). If it is damaged (cut short, overwritten), "
+        f"it cannot be repaired in place: move it aside (mv {path} {path}.broken) and rebuild it with "
+        f"`lakehouse run --full-refresh` (tables filled with `lakehouse load` must be loaded again; Iceberg "
+        f"tables keep their history)"
+    )
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
 
 
 def connect(
@@ -37,12 +58,21 @@ def connect(
 
     A file held by another run is waited for up to `wait_seconds` (default
     $LAKEHOUSE_LOCK_WAIT_SECONDS or 30), then WarehouseBusy is raised naming the file: a second
-    run never writes into a warehouse another run has open.
+    run never writes into a warehouse another run has open. A `read_only` connection does not wait
+    for a run: it reads the copy the run published after its last commit (see publish_read_copy).
     With `only_existing`, projects without a file yet are skipped instead of created.
+    Raises paths.StateError when a file cannot be opened (damaged, not a DuckDB file).
     """
     if wait_seconds is None:
         wait_seconds = float(os.environ.get(LOCK_WAIT_ENV, LOCK_WAIT_SECONDS))
-    paths.warehouse_dir(home_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        paths.warehouse_dir(home_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise paths.StateError(
+            f"cannot create the warehouse directory {paths.warehouse_dir(home_dir)} ({error.strerror}); "
+            f"point {paths.HOME_ENV} at a directory you can write"
+        ) from error
+    rebase(home_dir)
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     # The CLI shows its own progress per action; DuckDB's per-query bar would interleave with it.
@@ -60,7 +90,11 @@ def connect(
             except duckdb.Error as error:
                 if not _is_lock_error(error):
                     con.close()
-                    raise
+                    raise _unreadable(path, error) from error
+                copy = _published_copy(home_dir, project, error) if read_only else None
+                if copy is not None:
+                    con.execute(f"ATTACH '{_sql_text(str(copy))}' AS \"{project}\" (READ_ONLY)")
+                    break
                 if time.monotonic() >= deadline:
                     con.close()
                     raise WarehouseBusy(
@@ -78,5 +112,134 @@ def open_catalog(home_dir: Path, project: str, **kwargs) -> Iterator[duckdb.Duck
     try:
         con.execute(f'USE "{project}"')
         yield con
+    finally:
+        con.close()
+
+
+def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Path]:
+    """Copy every project file attached for writing on `con`, as committed now, to warehouse-read/;
+    return the copies written (files unchanged since their last copy are not copied again).
+
+    DuckDB lets one process open a file while another writes it, so a run calls this after each
+    commit: a read-only connect() that finds the file held by that run reads these copies, i.e. the
+    state of the run's last committed action. Call it outside a transaction.
+    """
+    folder = paths.read_copy_dir(home_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    warehouse_dir = paths.warehouse_dir(home_dir)
+    rows = con.execute(
+        "SELECT database_name, path FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
+    ).fetchall()
+    published, written = [], []
+    for name, path in rows:
+        source = Path(path)
+        if source.parent != warehouse_dir:
+            continue
+        # The commit is in the write-ahead log; a checkpoint puts it in the file, which is then whole.
+        con.execute(f'CHECKPOINT "{name}"')
+        published.append(name)
+        target = folder / source.name
+        before, after = source.stat(), target.stat() if target.exists() else None
+        if after is not None and (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns):
+            continue
+        partial = folder / f".{source.name}.{os.getpid()}.tmp"
+        _copy_from_another_process(source, partial)
+        os.replace(partial, target)
+        written.append(target)
+    manifest = folder / PUBLISHED
+    partial = folder / f".{PUBLISHED}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps({"pid": os.getpid(), "projects": sorted(published)}))
+    os.replace(partial, manifest)
+    return written
+
+
+def _copy_from_another_process(source: Path, target: Path) -> None:
+    """Copy `source`, which this process has open in DuckDB, with its modification time.
+
+    DuckDB's file lock is a POSIX record lock, which belongs to the process and is released when the
+    process closes ANY descriptor of the file: copying it from Python here would silently unlock the
+    warehouse under the run. `cp` opens and closes the file in its own process.
+    """
+    done = subprocess.run(["cp", "-p", str(source), str(target)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise OSError(f"could not copy {source} to {target}: {done.stderr.strip()}")
+
+
+def _published_copy(home_dir: Path, project: str, error: duckdb.Error) -> Path | None:
+    """Return the read copy of `project` when the process holding its file is the run that publishes
+    it (so the copy is that run's last committed state), else None."""
+    holder = _LOCK_HOLDER.search(str(error))
+    folder = paths.read_copy_dir(home_dir)
+    try:
+        manifest = json.loads((folder / PUBLISHED).read_text())
+    except (OSError, ValueError):
+        return None
+    copy = folder / f"{project}.duckdb"
+    if (
+        holder is None
+        or not isinstance(manifest, dict)
+        or manifest.get("pid") != int(holder.group(1))
+        or project not in (manifest.get("projects") or [])
+        or not copy.is_file()
+    ):
+        return None
+    return copy
+
+
+def reading_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[str]:
+    """Return the projects `con` reads from a run's published copy rather than from the warehouse."""
+    folder = str(paths.read_copy_dir(home_dir))
+    rows = con.execute("SELECT database_name, path FROM duckdb_databases() WHERE path IS NOT NULL").fetchall()
+    return sorted(name for name, path in rows if str(Path(path).parent) == folder)
+
+
+def rebase(home_dir: Path) -> None:
+    """Point the warehouse's views at this home when the home was moved or copied here.
+
+    Views over files (Iceberg tables, external tables over local GCS) hold absolute paths; after a
+    move they would read nothing, after a copy they would read the old home. The home records where
+    its paths were written (paths.home_record); when that differs from where it is now, every view
+    naming the old home is re-created naming this one. Raises paths.StateError for a damaged file.
+    """
+    record = paths.home_record(home_dir)
+    try:
+        previous = record.read_text().strip() or None
+    except OSError:
+        previous = None
+    current = str(home_dir)
+    if previous == current:
+        return
+    if previous is not None:
+        files = [*sorted(paths.warehouse_dir(home_dir).glob("*.duckdb"))]
+        files += sorted(paths.read_copy_dir(home_dir).glob("*.duckdb"))
+        for file in files:
+            if not _rebase_file(file, previous, current):
+                return  # held by another process: the record stays old, the next connect retries
+    partial = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    partial.write_text(current + "\n")
+    os.replace(partial, record)
+
+
+def _rebase_file(file: Path, previous: str, current: str) -> bool:
+    old, new = f"'{_sql_text(previous)}/", f"'{_sql_text(current)}/"
+    con = duckdb.connect(":memory:")
+    try:
+        try:
+            con.execute(f"ATTACH '{_sql_text(str(file))}' AS \"{file.stem}\"")
+        except duckdb.Error as error:
+            if _is_lock_error(error):
+                return False
+            raise _unreadable(file, error) from error
+        views = con.execute(
+            "SELECT sql FROM duckdb_views() WHERE database_name = ? AND NOT internal AND contains(sql, ?)",
+            [file.stem, old],
+        ).fetchall()
+        if views:
+            con.execute(f'USE "{file.stem}"')
+            con.execute("BEGIN TRANSACTION")
+            for (sql,) in views:
+                con.execute(re.sub(r"^CREATE VIEW ", "CREATE OR REPLACE VIEW ", sql).replace(old, new))
+            con.execute("COMMIT")
+        return True
     finally:
         con.close()

@@ -323,6 +323,8 @@ def run(
         raise RunError(str(error)) from error
     try:
         translate.register_functions(engine.con, options.now)
+        if not options.dry_run:
+            warehouse.publish_read_copy(engine.con, home_dir)
         plan = [name for name in order if name in selected]
         results: dict[str, records.ActionResult] = {}
         for index, name in enumerate(plan):
@@ -344,6 +346,8 @@ def run(
                     )
                 else:
                     result = engine.execute(action, options)
+                    if not options.dry_run:
+                        warehouse.publish_read_copy(engine.con, home_dir)
             results[name] = result
             record.actions.append(result)
             if on_progress:
@@ -352,6 +356,7 @@ def run(
         record.status = "success" if all(_ok(r) for r in record.actions) else "failed"
         if not options.dry_run:
             records.write_table(record, engine.con, engine.default_project)
+            warehouse.publish_read_copy(engine.con, home_dir)
             records.write_json(record, home_dir)
     finally:
         engine.con.close()
