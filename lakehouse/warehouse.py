@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -117,40 +118,62 @@ def open_catalog(home_dir: Path, project: str, **kwargs) -> Iterator[duckdb.Duck
 
 
 def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Path]:
-    """Copy every project file attached for writing on `con`, as committed now, to warehouse-read/;
-    return the copies written (files unchanged since their last copy are not copied again).
+    """Publish every project file attached for writing on `con`, as committed now, to a new folder under
+    warehouse-read/; return the files copied.
 
     DuckDB lets one process open a file while another writes it, so a run calls this after each
-    commit: a read-only connect() that finds the file held by that run reads these copies, i.e. the
-    state of the run's last committed action. Call it outside a transaction.
+    commit: a read-only connect() that finds the file held by that run reads the published copy, i.e.
+    the state of the run's last committed action. Call it between transactions. The committed state is
+    the file plus its write-ahead log, so both are copied (no checkpoint is forced); a file unchanged
+    since the last publish is hard-linked from it, not copied. Each publish is a new folder named in
+    published.json, replaced in one rename, so a reader never sees a file and a log of different moments.
     """
     folder = paths.read_copy_dir(home_dir)
     folder.mkdir(parents=True, exist_ok=True)
     warehouse_dir = paths.warehouse_dir(home_dir)
+    previous = _manifest(folder)
+    before = folder / str(previous.get("folder")) if previous.get("folder") else None
+    target = folder / f"{time.time_ns()}-{os.getpid()}"
+    target.mkdir()
     rows = con.execute(
         "SELECT database_name, path FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
     ).fetchall()
-    published, written = [], []
+    published, stamps, written = [], {}, []
     for name, path in rows:
         source = Path(path)
         if source.parent != warehouse_dir:
             continue
-        # The commit is in the write-ahead log; a checkpoint puts it in the file, which is then whole.
-        con.execute(f'CHECKPOINT "{name}"')
         published.append(name)
-        target = folder / source.name
-        before, after = source.stat(), target.stat() if target.exists() else None
-        if after is not None and (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns):
-            continue
-        partial = folder / f".{source.name}.{os.getpid()}.tmp"
-        _copy_from_another_process(source, partial)
-        os.replace(partial, target)
-        written.append(target)
-    manifest = folder / PUBLISHED
+        stat = source.stat()
+        stamps[source.name] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        unchanged = before is not None and (previous.get("stamps") or {}).get(source.name) == stamps[source.name]
+        if unchanged and (before / source.name).is_file():
+            os.link(before / source.name, target / source.name)
+        else:
+            _copy_from_another_process(source, target / source.name)
+            written.append(target / source.name)
+        log_file = source.with_name(source.name + ".wal")
+        if log_file.exists():
+            _copy_from_another_process(log_file, target / log_file.name)
+            written.append(target / log_file.name)
     partial = folder / f".{PUBLISHED}.{os.getpid()}.tmp"
-    partial.write_text(json.dumps({"pid": os.getpid(), "projects": sorted(published)}))
-    os.replace(partial, manifest)
+    partial.write_text(
+        json.dumps({"pid": os.getpid(), "projects": sorted(published), "folder": target.name, "stamps": stamps})
+    )
+    os.replace(partial, folder / PUBLISHED)
+    # Readers that opened an older folder keep reading it (removing open files is safe on POSIX).
+    for old in folder.iterdir():
+        if old.is_dir() and old.name not in (target.name, before.name if before else None):
+            shutil.rmtree(old, ignore_errors=True)
     return written
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / PUBLISHED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _copy_from_another_process(source: Path, target: Path) -> None:
@@ -169,28 +192,18 @@ def _published_copy(home_dir: Path, project: str, error: duckdb.Error) -> Path |
     """Return the read copy of `project` when the process holding its file is the run that publishes
     it (so the copy is that run's last committed state), else None."""
     holder = _LOCK_HOLDER.search(str(error))
-    folder = paths.read_copy_dir(home_dir)
-    try:
-        manifest = json.loads((folder / PUBLISHED).read_text())
-    except (OSError, ValueError):
+    manifest = _manifest(paths.read_copy_dir(home_dir))
+    if holder is None or manifest.get("pid") != int(holder.group(1)) or project not in (manifest.get("projects") or []):
         return None
-    copy = folder / f"{project}.duckdb"
-    if (
-        holder is None
-        or not isinstance(manifest, dict)
-        or manifest.get("pid") != int(holder.group(1))
-        or project not in (manifest.get("projects") or [])
-        or not copy.is_file()
-    ):
-        return None
-    return copy
+    copy = paths.read_copy_dir(home_dir) / str(manifest.get("folder")) / f"{project}.duckdb"
+    return copy if copy.is_file() else None
 
 
 def reading_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[str]:
     """Return the projects `con` reads from a run's published copy rather than from the warehouse."""
-    folder = str(paths.read_copy_dir(home_dir))
+    folder = paths.read_copy_dir(home_dir)
     rows = con.execute("SELECT database_name, path FROM duckdb_databases() WHERE path IS NOT NULL").fetchall()
-    return sorted(name for name, path in rows if str(Path(path).parent) == folder)
+    return sorted(name for name, path in rows if Path(path).parent.parent == folder)
 
 
 def rebase(home_dir: Path) -> None:
@@ -210,11 +223,12 @@ def rebase(home_dir: Path) -> None:
     if previous == current:
         return
     if previous is not None:
-        files = [*sorted(paths.warehouse_dir(home_dir).glob("*.duckdb"))]
-        files += sorted(paths.read_copy_dir(home_dir).glob("*.duckdb"))
-        for file in files:
+        for file in sorted(paths.warehouse_dir(home_dir).glob("*.duckdb")):
             if not _rebase_file(file, previous, current):
                 return  # held by another process: the record stays old, the next connect retries
+        # Read copies are only read while the run that published them holds the warehouse; a moved
+        # home has no such run, and its copies name the old home: the next run publishes new ones.
+        shutil.rmtree(paths.read_copy_dir(home_dir), ignore_errors=True)
     partial = record.with_name(f".{record.name}.{os.getpid()}.tmp")
     partial.write_text(current + "\n")
     os.replace(partial, record)
