@@ -230,8 +230,10 @@ def rebase(home_dir: Path) -> None:
         # home has no such run, and its copies name the old home: the next run publishes new ones.
         shutil.rmtree(paths.read_copy_dir(home_dir), ignore_errors=True)
     partial = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    partial.write_text(current + "\n")
-    os.replace(partial, record)
+    # A home on a read-only disk can still be read: rebasing is repeated (it is idempotent) next time.
+    with contextlib.suppress(OSError):
+        partial.write_text(current + "\n")
+        os.replace(partial, record)
 
 
 def _rebase_file(file: Path, previous: str, current: str) -> bool:
