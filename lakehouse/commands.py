@@ -265,15 +265,14 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
         sql = sys.stdin.read()
     default_project = paths.default_project(project_dir)
     home_dir = paths.home(project_dir)
+    translate.set_cache_dir(home_dir / "translate-cache")
     try:
         projects = {p for p, _, _ in translate.referenced_tables(sql, default_project=default_project)}
     except (translate.UnsupportedConstruct, translate.TranslationError) as error:
         fail(str(error))
     try:
-        con = warehouse.connect(home_dir, [default_project, *sorted(projects)])
-    except warehouse.WarehouseBusy as error:
-        fail(str(error))
-    except ValueError as error:
+        con = _query_connection(home_dir, [default_project, *sorted(projects)])
+    except (warehouse.WarehouseBusy, ValueError) as error:
         fail(str(error))
     try:
         translate.register_functions(con)
@@ -282,7 +281,13 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
     except translate.UnsupportedConstruct as error:
         fail(f"{error.construct} is not supported locally. {error.hint}")
     except (translate.TranslationError, duckdb.Error) as error:
-        fail(str(error).strip().splitlines()[0])
+        message = str(error).strip().splitlines()[0]
+        if warehouse.reading_copy(con, home_dir) and "read-only" in message:
+            message = (
+                "a run holds the warehouse, so this query reads the copy of its last commit and cannot write; "
+                f"run it again when the run has finished ({message})"
+            )
+        fail(message)
     finally:
         con.close()
     if fmt == "json":
@@ -296,6 +301,28 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
         for row in result.rows:
             table.add_row(*("NULL" if v is None else str(v) for v in row))
         console.print(table)
+
+
+def _query_connection(home_dir: Path, projects: list[str]):
+    """Return a connection for `lakehouse query`: the warehouse itself when it is free (or held briefly
+    by another writer), else, while a run holds it, the copy of its last committed state (read-only).
+
+    Raises warehouse.WarehouseBusy as warehouse.connect does.
+    """
+    try:
+        return warehouse.connect(home_dir, projects, wait_seconds=0)
+    except warehouse.WarehouseBusy:
+        con = warehouse.connect(home_dir, projects, read_only=True)
+    copied = warehouse.reading_copy(con, home_dir)
+    if copied:
+        errors.print(
+            f"note: a run holds the warehouse; reading {', '.join(copied)} as of the run's last committed "
+            "action (read-only)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    return con
 
 
 @click.command("load")

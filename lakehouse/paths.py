@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+import click
+
 HOME_ENV = "LAKEHOUSE_HOME"
 DEFAULT_HOME_NAME = ".lakehouse"
 
@@ -25,11 +27,27 @@ def default_project(project_dir: Path | str) -> str:
     return str((settings or {}).get("defaultProject") or "lakehouse-local")
 
 
+class StateError(click.ClickException):
+    """Local state under LAKEHOUSE_HOME is unusable as it is; the message says what and what to do.
+
+    A click exception so that every command prints it as one line and exits 1, never a traceback.
+    """
+
+
 def home(project_dir: Path | str) -> Path:
-    """Return the local state directory: $LAKEHOUSE_HOME, else <project_dir>/.lakehouse."""
+    """Return the local state directory: $LAKEHOUSE_HOME, else <project_dir>/.lakehouse.
+
+    Raises StateError when that path exists and is not a directory.
+    """
     configured = os.environ.get(HOME_ENV)
-    root = Path(configured) if configured else Path(project_dir) / DEFAULT_HOME_NAME
-    return root.resolve()
+    root = (Path(configured) if configured else Path(project_dir) / DEFAULT_HOME_NAME).resolve()
+    if root.exists() and not root.is_dir():
+        source = f"{HOME_ENV}={configured}" if configured else f"the local state directory {root}"
+        raise StateError(
+            f"{source} is a file, not a directory; point {HOME_ENV} at a directory "
+            f"(a new one is created), or move the file away if it is not yours to keep"
+        )
+    return root
 
 
 def warehouse_dir(home_dir: Path) -> Path:
@@ -71,3 +89,13 @@ def runs_dir(home_dir: Path) -> Path:
 def compile_cache_dir(home_dir: Path) -> Path:
     """Return the directory of cached compilation results, keyed by content hash."""
     return home_dir / "compile-cache"
+
+
+def read_copy_dir(home_dir: Path) -> Path:
+    """Return the directory of the read-only copies a run publishes after each commit (see warehouse.py)."""
+    return home_dir / "warehouse-read"
+
+
+def home_record(home_dir: Path) -> Path:
+    """Return the file naming the absolute path the home's stored paths were last written for."""
+    return home_dir / "home-path"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,6 +25,10 @@ MEMORY_SHARE = 0.25
 MEMORY_CAP_BYTES = 3 * 1024**3
 MEMORY_FLOOR_BYTES = 256 * 1024**2
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
+
+
+PUBLISHED = "published.json"
+_LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
 
 
 class WarehouseBusy(RuntimeError):
@@ -90,6 +97,20 @@ def spill_dir(home_dir: Path) -> Path:
     return home_dir / "tmp" / "duckdb-spill"
 
 
+def _unreadable(path: Path, error: duckdb.Error) -> paths.StateError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return paths.StateError(
+        f"the warehouse file {path} cannot be opened ({reason}). If it is damaged (cut short, overwritten), "
+        f"it cannot be repaired in place: move it aside (mv {path} {path}.broken) and rebuild it with "
+        f"`lakehouse run --full-refresh` (tables filled with `lakehouse load` must be loaded again; Iceberg "
+        f"tables keep their history)"
+    )
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
+
+
 def connect(
     home_dir: Path,
     projects: Iterable[str],
@@ -102,16 +123,24 @@ def connect(
 
     A file held by another run is waited for up to `wait_seconds` (default
     $LAKEHOUSE_LOCK_WAIT_SECONDS or 30), then WarehouseBusy is raised naming the file: a second
-    run never writes into a warehouse another run has open.
+    run never writes into a warehouse another run has open. A `read_only` connection does not wait
+    for a run: it reads the copy the run published after its last commit (see publish_read_copy).
     With `only_existing`, projects without a file yet are skipped instead of created.
     Memory, threads and the spill directory are set by resource_settings (its WarehouseSettingsError
-    included).
+    included). Raises paths.StateError when a file cannot be opened (damaged, not a DuckDB file).
     """
     if wait_seconds is None:
         wait_seconds = float(os.environ.get(LOCK_WAIT_ENV, LOCK_WAIT_SECONDS))
     resources = resource_settings(home_dir)
-    paths.warehouse_dir(home_dir).mkdir(parents=True, exist_ok=True)
-    spill_dir(home_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        paths.warehouse_dir(home_dir).mkdir(parents=True, exist_ok=True)
+        spill_dir(home_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise paths.StateError(
+            f"cannot create the warehouse directory {paths.warehouse_dir(home_dir)} ({error.strerror}); "
+            f"point {paths.HOME_ENV} at a directory you can write"
+        ) from error
+    rebase(home_dir)
     try:
         con = duckdb.connect(":memory:", config={name: str(value) for name, value in resources.items()})
     except duckdb.Error as error:
@@ -136,7 +165,11 @@ def connect(
             except duckdb.Error as error:
                 if not _is_lock_error(error):
                     con.close()
-                    raise
+                    raise _unreadable(path, error) from error
+                copy = _published_copy(home_dir, project, error) if read_only else None
+                if copy is not None:
+                    con.execute(f"ATTACH '{_sql_text(str(copy))}' AS \"{project}\" (READ_ONLY)")
+                    break
                 if time.monotonic() >= deadline:
                     con.close()
                     raise WarehouseBusy(
@@ -154,5 +187,149 @@ def open_catalog(home_dir: Path, project: str, **kwargs) -> Iterator[duckdb.Duck
     try:
         con.execute(f'USE "{project}"')
         yield con
+    finally:
+        con.close()
+
+
+def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Path]:
+    """Publish every project file attached for writing on `con`, as committed now, to a new folder under
+    warehouse-read/; return the files copied.
+
+    DuckDB lets one process open a file while another writes it, so a run calls this after each
+    commit: a read-only connect() that finds the file held by that run reads the published copy, i.e.
+    the state of the run's last committed action. Call it between transactions. The committed state is
+    the file plus its write-ahead log, so both are copied (no checkpoint is forced); a file unchanged
+    since the last publish is hard-linked from it, not copied. Each publish is a new folder named in
+    published.json, replaced in one rename, so a reader never sees a file and a log of different moments.
+    """
+    folder = paths.read_copy_dir(home_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    warehouse_dir = paths.warehouse_dir(home_dir)
+    previous = _manifest(folder)
+    before = folder / str(previous.get("folder")) if previous.get("folder") else None
+    target = folder / f"{time.time_ns()}-{os.getpid()}"
+    target.mkdir()
+    rows = con.execute(
+        "SELECT database_name, path FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
+    ).fetchall()
+    published, stamps, written = [], {}, []
+    for name, path in rows:
+        source = Path(path)
+        if source.parent != warehouse_dir:
+            continue
+        published.append(name)
+        stat = source.stat()
+        stamps[source.name] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        unchanged = before is not None and (previous.get("stamps") or {}).get(source.name) == stamps[source.name]
+        if unchanged and (before / source.name).is_file():
+            os.link(before / source.name, target / source.name)
+        else:
+            _copy_from_another_process(source, target / source.name)
+            written.append(target / source.name)
+        log_file = source.with_name(source.name + ".wal")
+        if log_file.exists():
+            _copy_from_another_process(log_file, target / log_file.name)
+            written.append(target / log_file.name)
+    partial = folder / f".{PUBLISHED}.{os.getpid()}.tmp"
+    partial.write_text(
+        json.dumps({"pid": os.getpid(), "projects": sorted(published), "folder": target.name, "stamps": stamps})
+    )
+    os.replace(partial, folder / PUBLISHED)
+    # Readers that opened an older folder keep reading it (removing open files is safe on POSIX).
+    for old in folder.iterdir():
+        if old.is_dir() and old.name not in (target.name, before.name if before else None):
+            shutil.rmtree(old, ignore_errors=True)
+    return written
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / PUBLISHED).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _copy_from_another_process(source: Path, target: Path) -> None:
+    """Copy `source`, which this process has open in DuckDB, with its modification time.
+
+    DuckDB's file lock is a POSIX record lock, which belongs to the process and is released when the
+    process closes ANY descriptor of the file: copying it from Python here would silently unlock the
+    warehouse under the run. `cp` opens and closes the file in its own process.
+    """
+    done = subprocess.run(["cp", "-p", str(source), str(target)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise OSError(f"could not copy {source} to {target}: {done.stderr.strip()}")
+
+
+def _published_copy(home_dir: Path, project: str, error: duckdb.Error) -> Path | None:
+    """Return the read copy of `project` when the process holding its file is the run that publishes
+    it (so the copy is that run's last committed state), else None."""
+    holder = _LOCK_HOLDER.search(str(error))
+    manifest = _manifest(paths.read_copy_dir(home_dir))
+    if holder is None or manifest.get("pid") != int(holder.group(1)) or project not in (manifest.get("projects") or []):
+        return None
+    copy = paths.read_copy_dir(home_dir) / str(manifest.get("folder")) / f"{project}.duckdb"
+    return copy if copy.is_file() else None
+
+
+def reading_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[str]:
+    """Return the projects `con` reads from a run's published copy rather than from the warehouse."""
+    folder = paths.read_copy_dir(home_dir)
+    rows = con.execute("SELECT database_name, path FROM duckdb_databases() WHERE path IS NOT NULL").fetchall()
+    return sorted(name for name, path in rows if Path(path).parent.parent == folder)
+
+
+def rebase(home_dir: Path) -> None:
+    """Point the warehouse's views at this home when the home was moved or copied here.
+
+    Views over files (Iceberg tables, external tables over local GCS) hold absolute paths; after a
+    move they would read nothing, after a copy they would read the old home. The home records where
+    its paths were written (paths.home_record); when that differs from where it is now, every view
+    naming the old home is re-created naming this one. Raises paths.StateError for a damaged file.
+    """
+    record = paths.home_record(home_dir)
+    try:
+        previous = record.read_text().strip() or None
+    except OSError:
+        previous = None
+    current = str(home_dir)
+    if previous == current:
+        return
+    if previous is not None:
+        for file in sorted(paths.warehouse_dir(home_dir).glob("*.duckdb")):
+            if not _rebase_file(file, previous, current):
+                return  # held by another process: the record stays old, the next connect retries
+        # Read copies are only read while the run that published them holds the warehouse; a moved
+        # home has no such run, and its copies name the old home: the next run publishes new ones.
+        shutil.rmtree(paths.read_copy_dir(home_dir), ignore_errors=True)
+    partial = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    # A home on a read-only disk can still be read: rebasing is repeated (it is idempotent) next time.
+    with contextlib.suppress(OSError):
+        partial.write_text(current + "\n")
+        os.replace(partial, record)
+
+
+def _rebase_file(file: Path, previous: str, current: str) -> bool:
+    old, new = f"'{_sql_text(previous)}/", f"'{_sql_text(current)}/"
+    con = duckdb.connect(":memory:")
+    try:
+        try:
+            con.execute(f"ATTACH '{_sql_text(str(file))}' AS \"{file.stem}\"")
+        except duckdb.Error as error:
+            if _is_lock_error(error):
+                return False
+            raise _unreadable(file, error) from error
+        views = con.execute(
+            "SELECT sql FROM duckdb_views() WHERE database_name = ? AND NOT internal AND contains(sql, ?)",
+            [file.stem, old],
+        ).fetchall()
+        if views:
+            con.execute(f'USE "{file.stem}"')
+            con.execute("BEGIN TRANSACTION")
+            for (sql,) in views:
+                con.execute(re.sub(r"^CREATE VIEW ", "CREATE OR REPLACE VIEW ", sql).replace(old, new))
+            con.execute("COMMIT")
+        return True
     finally:
         con.close()

@@ -169,6 +169,16 @@ def _compilation_errors(graph: dict) -> list[tuple[str, str]]:
     return [(e.get("fileName") or "(project)", (e.get("message") or "").strip()) for e in errors]
 
 
+def _read_cache(cache_file: Path) -> dict | None:
+    """Return the cached graph, or None when there is none or it does not parse (a truncated or
+    overwritten entry is a miss: the caller compiles again and rewrites it)."""
+    try:
+        graph = json.loads(cache_file.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return graph if isinstance(graph, dict) else None
+
+
 def compile_project(
     project_dir: Path | str,
     *,
@@ -186,8 +196,10 @@ def compile_project(
     source = _source_dir(project_dir, home_dir)
     key = cache_key(project_dir, vars, bundle)
     cache_file = paths.compile_cache_dir(home_dir) / f"{key}.json"
-    if use_cache and cache_file.is_file():
-        return Compiled(json.loads(cache_file.read_bytes()), key, cached=True)
+    if use_cache:
+        cached = _read_cache(cache_file)
+        if cached is not None:
+            return Compiled(cached, key, cached=True)
 
     command = ["node", str(bundle), "compile", str(source), "--json"]
     if vars:
@@ -222,7 +234,7 @@ def compile_project(
     if done.returncode != 0:
         raise CompileError([(str(project_dir), (done.stderr or "compile failed").strip())])
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(".tmp")
+    partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(graph))
     partial.replace(cache_file)
     return Compiled(graph, key, cached=False)

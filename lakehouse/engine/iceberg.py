@@ -8,6 +8,10 @@ the warehouse with no copy and no DuckDB extension.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +19,17 @@ import duckdb
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.io.pyarrow import PyArrowFileIO
+from sqlalchemy.exc import SQLAlchemyError
 
 from lakehouse import paths
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Catalog properties handed to HomeFileIO: where the catalog's recorded paths point (the home the
+# catalog was created in) and where that directory is now.
+LOGICAL_WAREHOUSE = "lakehouse.logical-warehouse"
+PHYSICAL_WAREHOUSE = "lakehouse.physical-warehouse"
+_METADATA_VERSION = re.compile(r"^(\d+)-.*\.metadata\.json$")
 
 
 def is_iceberg(table: dict) -> bool:
@@ -27,6 +40,40 @@ def is_iceberg(table: dict) -> bool:
 def quoted(target: dict) -> str:
     """Return the DuckDB three-part name of a Dataform target."""
     return f'"{target["database"]}"."{target["schema"]}"."{target["name"]}"'
+
+
+def _local_path(uri: str) -> str:
+    return PyArrowFileIO.parse_location(uri)[2]
+
+
+def relocate(path: str, properties: dict) -> str:
+    """Return where a path the catalog recorded (a file:// URI or a plain path) is on disk now.
+
+    Iceberg metadata, manifest lists and manifests hold absolute paths under the home the catalog was
+    created in; after LAKEHOUSE_HOME is moved or copied the same files are under the new home.
+    """
+    logical = properties.get(LOGICAL_WAREHOUSE)
+    physical = properties.get(PHYSICAL_WAREHOUSE)
+    local = _local_path(path)
+    if logical and physical and logical != physical:
+        if local == logical or local.startswith(logical.rstrip("/") + "/"):
+            return physical.rstrip("/") + local[len(logical.rstrip("/")) :]
+    return local
+
+
+class HomeFileIO(PyArrowFileIO):
+    """pyiceberg's local file IO, reading and writing a moved or copied home in its new place.
+
+    The paths recorded in the catalog stay as they were written (Iceberg metadata is immutable);
+    every one is mapped to the current home when a file is opened, so nothing is ever read from or
+    written into the old home.
+    """
+
+    def parse_location(self, location: str, properties=None) -> tuple[str, str, str]:  # type: ignore[override]
+        scheme, netloc, path = PyArrowFileIO.parse_location(location, properties or self.properties)
+        if scheme == "file":
+            path = relocate(path, self.properties)
+        return scheme, netloc, path
 
 
 @dataclass(frozen=True)
@@ -44,29 +91,135 @@ class IcebergStore:
 
     def __init__(self, home_dir: Path):
         self.root = paths.iceberg_dir(home_dir)
+        self.catalog_file = self.root / "catalog.db"
+        self.data_dir = self.root / "data"
         self._catalog: SqlCatalog | None = None
 
     @property
     def catalog(self) -> SqlCatalog:
+        """The pyiceberg catalog, opened on first use.
+
+        Raises paths.StateError when catalog.db is damaged, empty while tables exist, or unreadable:
+        it is never replaced silently, since the snapshot history of every table lives in it. A missing
+        catalog.db beside existing table metadata (moved aside as the error says) is rebuilt by
+        re-registering each table at its newest metadata file, history included.
+        """
         if self._catalog is None:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._catalog = SqlCatalog(
-                "lakehouse",
-                uri=f"sqlite:///{self.root / 'catalog.db'}",
-                warehouse=(self.root / "data").as_uri(),
-            )
+            tables = self._metadata_on_disk()
+            self._check_catalog_file(tables)
+            rebuild = not self.catalog_file.exists() and bool(tables)
+            logical = self._logical_warehouse(tables)
+            try:
+                catalog = SqlCatalog(
+                    "lakehouse",
+                    uri=f"sqlite:///{self.catalog_file}",
+                    warehouse=logical,
+                    **{
+                        "py-io-impl": f"{HomeFileIO.__module__}.{HomeFileIO.__qualname__}",
+                        LOGICAL_WAREHOUSE: _local_path(logical),
+                        PHYSICAL_WAREHOUSE: str(self.data_dir),
+                    },
+                )
+                if rebuild:
+                    self._register(catalog, tables, logical)
+            except SQLAlchemyError as error:
+                raise self._damaged(str(error).splitlines()[0]) from error
+            self._catalog = catalog
         return self._catalog
+
+    def _damaged(self, what: str) -> paths.StateError:
+        return paths.StateError(
+            f"the Iceberg catalog {self.catalog_file} {what}; it holds the snapshot history of the local "
+            f"Iceberg tables, so it is not replaced. Restore it from a backup, or move it aside "
+            f"(mv {self.catalog_file} {self.catalog_file}.broken): the next command re-registers every table "
+            f"found under {self.data_dir} at its newest metadata file, history included"
+        )
+
+    def _check_catalog_file(self, tables: dict[tuple[str, str, str], Path]) -> None:
+        if not self.catalog_file.exists():
+            return
+        try:
+            with self.catalog_file.open("rb") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as error:
+            raise self._damaged(f"cannot be read ({error.strerror})") from error
+        if not header and not tables:
+            # Empty and no table ever committed (a crash while creating it): nothing to lose.
+            self.catalog_file.unlink()
+        elif not header:
+            raise self._damaged(f"is empty while {len(tables)} Iceberg table(s) have metadata")
+        elif header != SQLITE_HEADER:
+            raise self._damaged("is not a SQLite database")
+
+    def _metadata_on_disk(self) -> dict[tuple[str, str, str], Path]:
+        """Return the newest metadata file of every table under data/<project.dataset>/<table>/."""
+        found: dict[tuple[str, str, str], tuple[int, Path]] = {}
+        for file in self.data_dir.glob("*/*/metadata/*.metadata.json") if self.data_dir.is_dir() else []:
+            match = _METADATA_VERSION.match(file.name)
+            namespace = file.parents[2].name
+            if not match or "." not in namespace:
+                continue
+            project, dataset = namespace.split(".", 1)
+            key = (project, dataset, file.parents[1].name)
+            version = int(match.group(1))
+            if key not in found or version > found[key][0]:
+                found[key] = (version, file)
+        return {key: file for key, (_, file) in sorted(found.items())}
+
+    def _logical_warehouse(self, tables: dict[tuple[str, str, str], Path]) -> str:
+        """Return the warehouse URI the catalog's paths were written under (this home's, for a new one)."""
+        recorded = None
+        if self.catalog_file.exists():
+            try:
+                with sqlite3.connect(f"file:{self.catalog_file}?mode=ro", uri=True) as con:
+                    recorded = con.execute(
+                        "select table_namespace, table_name, metadata_location from iceberg_tables limit 1"
+                    ).fetchone()
+            except sqlite3.Error:
+                recorded = None  # a new or damaged catalog: SqlCatalog says which
+            if recorded:
+                namespace, name, location = recorded
+                marker = f"/{namespace}/{name}/metadata/"
+                if marker in location:
+                    return location[: location.rindex(marker)]
+        for key, file in tables.items():
+            location = self._read_location(file)
+            suffix = f"/{key[0]}.{key[1]}/{key[2]}"
+            if location and location.endswith(suffix):
+                return location[: -len(suffix)]
+        return self.data_dir.as_uri()
+
+    @staticmethod
+    def _read_location(file: Path) -> str | None:
+        try:
+            return json.loads(file.read_text()).get("location")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _register(self, catalog: SqlCatalog, tables: dict[tuple[str, str, str], Path], logical: str) -> None:
+        physical = str(self.data_dir)
+        for ident, file in tables.items():
+            relative = os.path.relpath(file, physical)
+            catalog.create_namespace_if_not_exists(ident[:2])
+            catalog.register_table(ident, f"{logical.rstrip('/')}/{relative}")
 
     @staticmethod
     def identifier(target: dict) -> tuple[str, str, str]:
         return (target["database"], target["schema"], target["name"])
 
     def load(self, target: dict):
-        """Return the pyiceberg table for `target`, or None when it does not exist."""
+        """Return the pyiceberg table for `target`, or None when it does not exist.
+
+        Raises paths.StateError when the catalog is damaged.
+        """
+        catalog = self.catalog
         try:
-            return self.catalog.load_table(self.identifier(target))
+            return catalog.load_table(self.identifier(target))
         except NoSuchTableError:
             return None
+        except SQLAlchemyError as error:
+            raise self._damaged(str(error).splitlines()[0]) from error
 
     def columns(self, target: dict) -> tuple[str, ...] | None:
         """Return the column names of the Iceberg table, or None when it does not exist."""
@@ -77,7 +230,7 @@ class IcebergStore:
         table = self.load(target)
         if table is None:
             return []
-        return [task.file.file_path.removeprefix("file://") for task in table.scan().plan_files()]
+        return [relocate(task.file.file_path, self.catalog.properties) for task in table.scan().plan_files()]
 
     def materialize(self, con: duckdb.DuckDBPyConnection, target: dict) -> None:
         """Replace the DuckDB view of `target` with a table holding the current snapshot's rows,

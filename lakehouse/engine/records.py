@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -81,8 +82,12 @@ def write_json(record: RunRecord, home_dir: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record.to_json(), indent=2)
     target = folder / f"{record.run_id}.json"
-    target.write_text(text)
-    (folder / "latest.json").write_text(text)
+    # Written whole or not at all (temporary file + rename): a kill mid-write never leaves a
+    # truncated record for `lakehouse report` to stop on.
+    for path in (target, folder / "latest.json"):
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text)
+        os.replace(partial, path)
     return target
 
 

@@ -363,14 +363,22 @@ def run(
         raise RunError(str(error)) from error
     try:
         translate.register_functions(engine.con, options.now)
+        if not options.dry_run:
+            warehouse.publish_read_copy(engine.con, home_dir)
         plan = [name for name in order if name in selected]
         engine.load_state()
-        results = _execute_plan(engine, plan, options, on_progress)
+
+        def publish() -> None:
+            if not options.dry_run:
+                warehouse.publish_read_copy(engine.con, home_dir)
+
+        results = _execute_plan(engine, plan, options, on_progress, between_actions=publish)
         record.actions.extend(results[name] for name in plan)
         record.finished_at = datetime.now(UTC)
         record.status = "success" if all(_ok(r) for r in record.actions) else "failed"
         if not options.dry_run:
             records.write_table(record, engine.con, engine.default_project)
+            warehouse.publish_read_copy(engine.con, home_dir)
             records.write_json(record, home_dir)
     finally:
         engine.con.close()
@@ -401,9 +409,11 @@ def _execute_plan(
     plan: list[str],
     options: RunOptions,
     on_progress: Callable[[str, records.ActionResult | None, int, int], None] | None,
+    between_actions: Callable[[], None] = lambda: None,
 ) -> dict[str, records.ActionResult]:
     """Execute `plan` (topologically ordered) with up to options.workers() actions at once, each
     as soon as every dependency in the plan has finished; returns the result of every action.
+    `between_actions()` is called after an action commits whenever no other action is running.
 
     Ctrl-C interrupts the running statements (their transactions roll back) and re-raises.
     """
@@ -434,7 +444,10 @@ def _execute_plan(
             action = engine.graph.actions[name]
             if on_progress:
                 on_progress(name, None, len(results), total)
-            finish(name, _skipped_or_disabled(engine, action, results) or engine.execute(action, options))
+            settled = _skipped_or_disabled(engine, action, results)
+            finish(name, settled or engine.execute(action, options))
+            if settled is None:
+                between_actions()
         return results
 
     running: dict[Future, str] = {}
@@ -459,6 +472,8 @@ def _execute_plan(
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     finish(running.pop(future), future.result())
+                if not running:
+                    between_actions()
         except BaseException:
             for con in connections:
                 con.interrupt()

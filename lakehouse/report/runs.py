@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -12,8 +11,6 @@ import duckdb
 
 from lakehouse import paths
 from lakehouse.engine import records
-
-log = logging.getLogger(__name__)
 
 # Statuses that mean an assertion was evaluated; skipped/disabled ones say nothing about the data.
 EVALUATED = ("success", "failed")
@@ -104,21 +101,37 @@ def run_from_trigger(data: dict) -> tuple[Run, dict[str, list[dict]], list[str]]
 def json_runs(home_dir: Path) -> list[Run]:
     """Return every run with a JSON record under home_dir/runs (dry runs excluded), oldest first.
 
-    Unreadable files are skipped with a warning.
+    Raises ReportInputError naming the file when a record (runs/latest.json included) does not parse:
+    records are written whole (temporary file + rename), so an unreadable one was damaged from outside,
+    and reporting on the runs around it as if it did not exist would hide a run.
     """
     folder = paths.runs_dir(home_dir)
     runs = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        if path.name == "latest.json":
-            continue
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ReportInputError("it is not a JSON object")
+            if path.name == "latest.json":
+                continue
             if data.get("dry_run"):
                 continue
             runs.append(run_from_json(data))
-        except (OSError, json.JSONDecodeError, ReportInputError) as error:
-            log.warning("skipping unreadable run record %s: %s", path, error)
+        except (OSError, ValueError, ReportInputError) as error:
+            raise ReportInputError(_unreadable(path, error)) from error
     return sorted(runs, key=lambda r: (r.started_at, r.run_id))
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+    if path.name == "latest.json":
+        remedy = f"it is only a copy of the newest run's record: delete it (rm {path}); the next run writes it again"
+    else:
+        remedy = (
+            f"move it out of the way (mv {path} {path}.broken) and report again; the actions of a run that "
+            f"finished are also in the warehouse table ops.{records.RUNS_TABLE}"
+        )
+    return f"the run record {path} is unreadable ({reason}); {remedy}"
 
 
 def ops_table(project: str) -> str:

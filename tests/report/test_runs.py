@@ -93,17 +93,35 @@ def test_history_upto_ignores_later_runs_and_trend_summarises_each_run():
     ]
 
 
-def test_json_runs_skip_latest_dry_runs_and_unreadable_files(tmp_path, caplog):
+def test_json_runs_skip_latest_and_dry_runs(tmp_path):
     folder = tmp_path / "runs"
     folder.mkdir()
     record = records.RunRecord("r1", "/p", T0, T0 + timedelta(seconds=1), "success")
     records.write_json(record, tmp_path)
     dry = records.RunRecord("r0", "/p", T0 - timedelta(hours=1), T0, "success", dry_run=True)
     (folder / "r0.json").write_text(json.dumps(dry.to_json()))
-    (folder / "broken.json").write_text("{not json")
     found = json_runs(tmp_path)
     assert [r.run_id for r in found] == ["r1"]
-    assert "broken.json" in caplog.text
+    assert sorted(p.name for p in folder.iterdir()) == ["latest.json", "r0.json", "r1.json"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "remedy"),
+    [
+        ("broken.json", "{not json", "mv {path} {path}.broken"),
+        ("latest.json", "", "rm {path}"),
+        ("latest.json", "[1, 2]", "rm {path}"),
+        ("r2.json", '{"run_id": "r2"}', "mv {path} {path}.broken"),
+    ],
+)
+def test_an_unreadable_run_record_is_named_never_skipped(tmp_path, name, text, remedy):
+    records.write_json(records.RunRecord("r1", "/p", T0, T0 + timedelta(seconds=1), "success"), tmp_path)
+    path = tmp_path / "runs" / name
+    path.write_text(text)
+    with pytest.raises(ReportInputError) as raised:
+        json_runs(tmp_path)
+    assert str(raised.value).startswith(f"the run record {path} is unreadable (")
+    assert remedy.format(path=path) in str(raised.value)
 
 
 def test_a_record_without_finish_time_is_a_crashed_run():
