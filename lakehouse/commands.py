@@ -230,7 +230,8 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
     sys.exit(1 if failed else 0)
 
 
-@click.command("query")
+# SQL may begin with a `--` comment: click must not read it as an option.
+@click.command("query", context_settings={"ignore_unknown_options": True})
 @click.argument("sql")
 @project_dir_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
