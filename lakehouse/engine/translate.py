@@ -911,6 +911,57 @@ def _injected_clock(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _system_variable_name(node: exp.Parameter) -> str | None:
+    """Return `project_id` for @@project_id, `script.job_id` for @@script.job_id; None if not @@."""
+    if not isinstance(node.this, exp.Parameter):
+        return None
+    name = node.this.name.lower()
+    if isinstance(node.parent, exp.Dot) and node.arg_key == "this":
+        return f"{name}.{node.parent.expression.name.lower()}"
+    return name
+
+
+def _system_variable_value(name: str, ctx: _Context) -> exp.Expression | None:
+    now = _call("lakehouse_now")
+    values = {
+        # BigQuery's values for a script run by a job with no default dataset (Dataform's case).
+        "project_id": exp.Literal.string(ctx.default_project),
+        "dataset_project_id": exp.Literal.string(ctx.default_project),
+        "dataset_id": exp.cast(exp.Null(), _type("VARCHAR")),
+        "session_id": exp.cast(exp.Null(), _type("VARCHAR")),
+        "time_zone": exp.Literal.string("UTC"),
+        "current_job_id": exp.cast(_call("uuid"), _type("VARCHAR")),
+        "script.job_id": exp.cast(_call("uuid"), _type("VARCHAR")),
+        "script.creation_time": now,
+        # Nothing is billed, scanned or run as a child job locally.
+        "script.bytes_billed": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+        "script.bytes_processed": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+        "script.num_child_jobs": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+        "script.slot_ms": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+    }
+    return values.get(name)
+
+
+def _system_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
+    """`@@project_id`, `@@dataset_project_id` (the default project), `@@dataset_id`, `@@session_id`
+    (NULL: no default dataset, no session), `@@time_zone` ('UTC'), `@@current_job_id` and
+    `@@script.job_id` (a fresh id), `@@script.creation_time` (the statement clock) and
+    `@@script.bytes_billed/bytes_processed/num_child_jobs/slot_ms` (0) read as a BigQuery job would.
+    Others (`@@row_count`, `@@error.*` outside a handler) are unsupported."""
+    for node in list(tree.find_all(exp.Parameter)):
+        name = _system_variable_name(node)
+        if name is None:
+            continue
+        value = _system_variable_value(name, ctx)
+        if value is None:
+            raise UnsupportedConstruct(f"@@{name}", "this system variable has no local value")
+        if "." in name:
+            node.parent.replace(value)
+        else:
+            node.replace(value)
+    return tree
+
+
 _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _injected_clock,
     _drop_table_options,
@@ -936,7 +987,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
 ]
 
 # The whole rewrite layer, in the order it runs (plus _merge_duplicates_fail on MERGE statements).
-REWRITES = [_rewrite_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
+REWRITES = [_rewrite_variables, _system_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
 
 # The node types each rewrite acts on: a rewrite whose types are absent from a tree is skipped, so a
 # statement costs one walk instead of one per rewrite.
@@ -1029,6 +1080,8 @@ def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
 
 def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     tree = _rewrite_variables(tree, ctx)
+    if tree.find(exp.Parameter) is not None:
+        tree = _system_variables(tree, ctx)
     tree = _qualify_table_names(tree, ctx)
     for table in tree.find_all(exp.Table):
         if table.catalog and table.db and table.name:
@@ -1423,8 +1476,13 @@ def _set_value(name: str, value: exp.Expression, ctx: _Context, guard: exp.Expre
 
 def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -> list[str]:
     """SET x = v and SET (a, b) = (v1, v2) / (SELECT AS STRUCT ...) -> SET VARIABLE ..."""
-    if stmt.text.lstrip()[3:].lstrip().startswith("@@"):
-        raise UnsupportedConstruct("SET @@system_variable", "system variables have no local equivalent")
+    system = re.match(r"\s*SET\s+@@(\w+)", stmt.text, re.IGNORECASE)
+    if system:
+        if system.group(1).lower() == "query_label":
+            return []  # job labels for billing reports: nothing to label locally
+        raise UnsupportedConstruct(
+            f"SET @@{system.group(1)}", "only SET @@query_label (a no-op locally) is accepted; qualify names instead"
+        )
     tree = _parse_statement(stmt)
     if not isinstance(tree, exp.Set):
         raise TranslationError(f"cannot parse SET at {stmt.position}")

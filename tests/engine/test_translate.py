@@ -541,7 +541,7 @@ def test_script_temp_function(con):
             "CREATE TEMP FUNCTION f(x STRING) RETURNS STRING LANGUAGE js AS 'return x'",
             "CREATE FUNCTION (JavaScript or remote)",
         ),
-        ("SET @@dataset_project_id = 'p'", "SET @@system_variable"),
+        ("SET @@dataset_project_id = 'p'", "SET @@dataset_project_id"),
     ],
 )
 def test_script_unsupported_names_construct_and_hint(sql, construct):
