@@ -250,11 +250,11 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
     default_project = paths.default_project(project_dir)
     home_dir = paths.home(project_dir)
     try:
-        projects = {p for p, _, _ in translate.referenced_tables(sql, default_project=default_project)}
+        projects = query.projects_to_attach(home_dir, [sql], default_project)
     except (translate.UnsupportedConstruct, translate.TranslationError) as error:
         fail(str(error))
     try:
-        con = warehouse.connect(home_dir, [default_project, *sorted(projects)])
+        con = warehouse.connect(home_dir, projects)
     except warehouse.WarehouseBusy as error:
         fail(str(error))
     except ValueError as error:
@@ -266,7 +266,8 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
     except translate.UnsupportedConstruct as error:
         fail(f"{error.construct} is not supported locally. {error.hint}")
     except (translate.TranslationError, duckdb.Error) as error:
-        fail(str(error).strip().splitlines()[0])
+        missing = query.missing_tables(con, [sql], default_project) if isinstance(error, duckdb.Error) else []
+        fail(query.missing_table_message(missing) if missing else str(error).strip().splitlines()[0])
     finally:
         con.close()
     if fmt == "json":

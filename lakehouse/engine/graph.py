@@ -63,6 +63,15 @@ def _action(raw: dict, kind: str) -> Action:
     )
 
 
+def sql_texts(action: Action) -> list[str]:
+    """Return every SQL text of a compiled action: query, incremental query, pre/post operations, queries."""
+    raw = action.raw
+    texts = [raw.get("query"), raw.get("incrementalQuery")]
+    for key in ("preOps", "postOps", "incrementalPreOps", "incrementalPostOps", "queries"):
+        texts.extend(raw.get(key) or [])
+    return [text for text in texts if text]
+
+
 def match_patterns(patterns: Iterable[str], values: list[str]) -> list[str]:
     """Return the values the patterns name, as the CLI's matchPatterns.
 

@@ -8,10 +8,13 @@ import decimal
 import io
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 
+from lakehouse import paths
 from lakehouse.engine import translate
 
 
@@ -36,6 +39,57 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, *, default_project: str, g
         else:
             last = QueryResult([], [])
     return last if cursor is not None else QueryResult([], [])
+
+
+def local_projects(home_dir: Path) -> list[str]:
+    """Return every project that has a warehouse file: attached so views over them resolve."""
+    folder = paths.warehouse_dir(home_dir)
+    return sorted(f.stem for f in folder.glob("*.duckdb")) if folder.is_dir() else []
+
+
+def projects_to_attach(
+    home_dir: Path, sqls: Iterable[str], default_project: str, known: Iterable[str] = ()
+) -> list[str]:
+    """Return the projects a connection needs: the default, `known`, every local warehouse file and every
+    project the SQL names (declared or not); names that are not project ids are left out."""
+    known = [default_project, *known, *local_projects(home_dir)]
+    named = translate.referenced_projects(sqls, default_project=default_project, known=known)
+    projects = []
+    for project in [*known, *sorted(named)]:
+        try:
+            paths.catalog_file(home_dir, project)
+        except ValueError:
+            continue
+        projects.append(project)
+    return list(dict.fromkeys(projects))
+
+
+def missing_tables(con: duckdb.DuckDBPyConnection, sqls: Iterable[str], default_project: str) -> list[str]:
+    """Return `project.dataset.table` of each table the scripts name that the connection does not have."""
+    named: set[tuple[str, str, str]] = set()
+    for sql in sqls:
+        try:
+            named |= translate.referenced_tables(sql, default_project=default_project)
+        except translate.TranslationError:
+            continue
+    if not named:
+        return []
+    present = set(
+        con.execute(
+            "SELECT database_name, schema_name, table_name FROM duckdb_tables() "
+            "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views()"
+        ).fetchall()
+    )
+    return sorted(".".join(t) for t in named - present)
+
+
+def missing_table_message(names: list[str]) -> str:
+    """Return one line naming tables without local data and how to load them."""
+    listed = ", ".join(f"`{name}`" for name in names)
+    return (
+        f"{listed} {'has' if len(names) == 1 else 'have'} no local data: load a sample with "
+        f"`lakehouse load {names[0]} <file.csv|.jsonl|.parquet>`, or run the action that creates it first"
+    )
 
 
 def _jsonable(value):

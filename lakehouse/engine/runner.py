@@ -13,13 +13,14 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths, warehouse
-from lakehouse.engine import records, statements, translate
+from lakehouse.engine import query, records, statements, translate
 from lakehouse.engine.compile import Compiled, compile_project
-from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph
+from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
 
 WARN_TAG = "warn"
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
+_MISSING_CATALOG = re.compile(r'Catalog "([^"]+)" does not exist')
 NOT_LOCAL_NOTE = "not run locally"
 _DML_PREFIXES = ("insert", "merge", "update", "delete", "create table", "create or replace table")
 
@@ -183,6 +184,14 @@ class Engine:
     def _explain(self, action: Action, error: Exception) -> str:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         match = _MISSING_TABLE.search(str(error))
+        if match or _MISSING_CATALOG.search(str(error)):
+            missing = [
+                name
+                for name in query.missing_tables(self.con, sql_texts(action), self.default_project)
+                if name != action.name
+            ]
+            if missing:
+                return f"{action.file_name}: action {action.name}: {query.missing_table_message(missing)}"
         if match:
             return (
                 f"{action.file_name}: action {action.name} reads {match.group(1)}, which does not exist in the "
@@ -196,7 +205,7 @@ class Engine:
         if missing:
             raise ValueError(
                 f"reads {', '.join(missing)}, declared as a source but with no local data; "
-                f"load it with `lakehouse load <table> <file>` or land data with `lakehouse generate`"
+                f"load a sample with `lakehouse load {missing[0]} <file.csv|.jsonl|.parquet>`"
             )
         iceberg = action.kind in ("table", "incremental") and is_iceberg(action.raw)
         tasks = self.tasks(action, options.full_refresh)
@@ -317,7 +326,12 @@ def run(
         raise RunError(str(error)) from error
     if (options.actions or options.tags) and not selected:
         raise RunError("no action matches the given --actions/--tags")
-    projects = _projects(engine.graph, engine.default_project)
+    projects = query.projects_to_attach(
+        home_dir,
+        (text for name in selected for text in sql_texts(engine.graph.actions[name])),
+        engine.default_project,
+        _projects(engine.graph, engine.default_project),
+    )
     try:
         if options.dry_run:
             engine.con = warehouse.connect(home_dir, projects, read_only=True, only_existing=True)

@@ -9,7 +9,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +27,7 @@ from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_
 __all__ = [
     "TranslationError",
     "UnsupportedConstruct",
+    "referenced_projects",
     "referenced_tables",
     "register_functions",
     "set_cache_dir",
@@ -1807,3 +1808,28 @@ def referenced_tables(sql: str, *, default_project: str) -> set[tuple[str, str, 
         return set(_compile(sql, default_project).tables)
     except UnsupportedConstruct:
         return set(_referenced(sql, default_project))
+
+
+# A dotted name of three parts, backticked whole or per part, or bare: a candidate `project.dataset.table`.
+_THREE_PARTS = re.compile(r"`?([A-Za-z][\w-]*)`?\s*\.\s*`?[\w-]+`?\s*\.\s*`?[\w$*-]+`?")
+
+
+def referenced_projects(sqls: Iterable[str], *, default_project: str, known: Iterable[str] = ()) -> set[str]:
+    """Return the projects (catalogs) the scripts name, beyond `default_project` and `known`.
+
+    A script is parsed only when it holds a three-part name whose first part is not a known project
+    (a struct field path `t.a.b` can look like one), so the common case costs a regular-expression scan.
+    Scripts that do not parse are skipped: they fail later, where their own error is reported.
+    """
+    seen = {default_project, *known}
+    found: set[str] = set()
+    for sql in sqls:
+        candidates = {m.group(1) for m in _THREE_PARTS.finditer(sql.replace("`.`", "."))}
+        if not candidates - seen - found:
+            continue
+        try:
+            tables = referenced_tables(sql, default_project=default_project)
+        except TranslationError:
+            continue
+        found.update(project for project, _, _ in tables if project not in seen)
+    return found

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from click.testing import CliRunner
+
 from lakehouse import paths
+from lakehouse.cli import main
 from lakehouse.engine.runner import run
 
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
@@ -29,3 +32,58 @@ def test_a_notebook_is_listed_as_skipped_with_why_and_the_rest_runs(make_project
     assert record.status == "success"
     saved = json.loads((paths.runs_dir(lakehouse_home) / "latest.json").read_text())
     assert {a["name"]: a["status"] for a in saved["actions"]}["test-local.silver.weekly_report"] == "skipped"
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+PARTNER = {
+    "definitions/accounts_by_region.sqlx": """
+        config { type: "table" }
+        select region, count(*) as accounts from `partner-data.crm.accounts` group by region
+    """,
+}
+
+
+def test_an_undeclared_project_loaded_locally_is_attached_for_run_and_query(make_project, lakehouse_home, tmp_path):
+    project = make_project(PARTNER)
+    sample = tmp_path / "accounts.csv"
+    sample.write_text("account_id,region\n1,emea\n2,emea\n3,apac\n")
+    assert invoke("load", "partner-data.crm.accounts", sample, "--project-dir", project).exit_code == 0
+
+    record = run(project)
+    # A view in the default project over the partner table resolves in a later query.
+    view = "create view silver.partner_accounts as select * from `partner-data`.crm.accounts"
+    assert invoke("query", view, "--project-dir", project).exit_code == 0
+    result = invoke(
+        "query",
+        "select a.region, a.accounts, (select count(*) from silver.partner_accounts) as total "
+        "from silver.accounts_by_region as a order by region",
+        "--project-dir",
+        project,
+        "--format",
+        "csv",
+    )
+
+    assert record.status == "success", [a.error for a in record.actions]
+    assert result.output == "region,accounts,total\napac,1,3\nemea,2,3\n"
+
+
+def test_a_table_with_no_local_data_is_named_with_how_to_load_it(make_project, lakehouse_home):
+    project = make_project(PARTNER)
+
+    record = run(project)
+    result = invoke("query", "select * from `partner-data.crm.accounts`", "--project-dir", project)
+
+    (action,) = record.actions
+    assert action.error == (
+        "definitions/accounts_by_region.sqlx: action test-local.silver.accounts_by_region: "
+        "`partner-data.crm.accounts` has no local data: load a sample with "
+        "`lakehouse load partner-data.crm.accounts <file.csv|.jsonl|.parquet>`, or run the action that creates it first"
+    )
+    assert result.exit_code == 1
+    assert " ".join(result.output.split()) == (
+        "error: `partner-data.crm.accounts` has no local data: load a sample with `lakehouse load "
+        "partner-data.crm.accounts <file.csv|.jsonl|.parquet>`, or run the action that creates it first"
+    )
