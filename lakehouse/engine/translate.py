@@ -418,6 +418,31 @@ def _countif_zero(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _unnest_struct_fields_as_columns(tree: exp.Expression) -> exp.Expression:
+    """An unaliased `FROM UNNEST(array_of_structs)` exposes each struct field as a column in BigQuery
+    (`(SELECT value.int_value FROM UNNEST(event_params) WHERE key = 'x')`); DuckDB's gives one
+    struct column named `unnest`.
+
+    The UNNEST becomes a (lateral) subquery `SELECT UNNEST(arr, max_depth := 2)`, which unpacks the
+    struct's top-level fields into columns (nested structs stay structs) and leaves a scalar array as one
+    column, as BigQuery does.
+    """
+    count = 0
+    for unnest in list(tree.find_all(exp.Unnest)):
+        if unnest.args.get("alias") or unnest.args.get("offset") or len(unnest.expressions) != 1:
+            continue
+        if not isinstance(unnest.parent, (exp.From, exp.Join)):
+            continue
+        count += 1
+        explode = exp.Explode(
+            this=unnest.expressions[0].copy(),
+            expressions=[exp.PropertyEQ(this=exp.to_identifier("max_depth"), expression=exp.Literal.number(2))],
+        )
+        select = exp.select(explode)
+        unnest.replace(exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(f"_lakehouse_s{count}"))))
+    return tree
+
+
 def _unnest_offset_zero_based(tree: exp.Expression) -> exp.Expression:
     """UNNEST(...) WITH OFFSET counts from 0 in BigQuery; DuckDB's WITH ORDINALITY counts from 1.
 
@@ -970,6 +995,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _cast_semantics,  # before the rewrites that add their own CASTs
     _countif_zero,
     _exists_over_unnest,  # before UNNEST ... WITH OFFSET becomes a subquery
+    _unnest_struct_fields_as_columns,
     _unnest_offset_zero_based,
     _date_functions_return_date,
     _parse_functions,
@@ -998,6 +1024,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _copy_and_clone_as_select: (exp.Create,),
     _countif_zero: (exp.CountIf,),
     _exists_over_unnest: (exp.Exists,),
+    _unnest_struct_fields_as_columns: (exp.Unnest,),
     _unnest_offset_zero_based: (exp.Unnest,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
