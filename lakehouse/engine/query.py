@@ -31,14 +31,83 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, *, default_project: str, g
 
     Raises translate.UnsupportedConstruct / translate.TranslationError / duckdb.Error.
     """
-    cursor = None
-    for statement in translate.translate_script(sql, default_project=default_project, gcs_resolver=gcs_resolver):
-        cursor = con.execute(statement)
-        if cursor.description is not None:
-            last = QueryResult([d[0] for d in cursor.description], cursor.fetchall())
-        else:
-            last = QueryResult([], [])
-    return last if cursor is not None else QueryResult([], [])
+    last = QueryResult([], [])
+    for item in translate.translate_script(sql, default_project=default_project, gcs_resolver=gcs_resolver):
+        cursor = run_item(con, item)
+        if isinstance(item, str):  # a block's last statement may be its own loop test
+            description = cursor.description
+            last = QueryResult([d[0] for d in description], cursor.fetchall()) if description else QueryResult([], [])
+    return last
+
+
+# A loop that runs this often is taken for one that never ends (BigQuery stops a script after 6 hours).
+MAX_ITERATIONS = 1_000_000
+
+
+class _Break(Exception):
+    pass
+
+
+class _Continue(Exception):
+    pass
+
+
+def _true(con: duckdb.DuckDBPyConnection, select: str) -> bool:
+    return bool(con.execute(select).fetchone()[0])
+
+
+def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
+    """Run one item of translate_script: a DuckDB statement, or a Block (IF, loop, FOR, BREAK, CONTINUE).
+
+    Returns the cursor of the last statement run (None when a block ran none).
+    Raises duckdb.Error from the statements, and RuntimeError for a loop past MAX_ITERATIONS.
+    """
+    if isinstance(item, str):
+        return con.execute(item)
+    if item.kind == "break":
+        raise _Break
+    if item.kind == "continue":
+        raise _Continue
+    if item.kind == "if":
+        for condition, body in item.branches:
+            if not condition or _true(con, condition):
+                return _run_body(con, body)
+        return None
+    last = None
+    if item.kind == "for":
+        holder = f"__lakehouse_rows_{item.variable}"
+        con.execute(f"SET VARIABLE {holder} = ({item.rows})")
+        count = con.execute(f"SELECT coalesce(len(getvariable('{holder}')), 0)").fetchone()[0]
+        for index in range(1, count + 1):
+            con.execute(f"SET VARIABLE {item.variable} = getvariable('{holder}')[{index}]")
+            try:
+                last = _run_body(con, item.body) or last
+            except _Break:
+                break
+            except _Continue:
+                continue
+        return last
+    for _ in range(MAX_ITERATIONS):
+        if item.condition and not _true(con, item.condition):
+            return last
+        try:
+            last = _run_body(con, item.body) or last
+        except _Break:
+            return last
+        except _Continue:
+            pass
+        if item.until and _true(con, item.until):
+            return last
+    raise RuntimeError(f"a loop ran {MAX_ITERATIONS:,} times; is its exit condition ever met?")
+
+
+def _run_body(con: duckdb.DuckDBPyConnection, body) -> duckdb.DuckDBPyConnection | None:
+    last = None
+    for item in body:
+        cursor = run_item(con, item)
+        if cursor is not None:
+            last = cursor
+    return last
 
 
 def local_projects(home_dir: Path) -> list[str]:

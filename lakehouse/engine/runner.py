@@ -210,7 +210,7 @@ class Engine:
         iceberg = action.kind in ("table", "incremental") and is_iceberg(action.raw)
         tasks = self.tasks(action, options.full_refresh)
         translated = self.translated(tasks)
-        result.statements = [sql for _, sql in translated]
+        result.statements = [str(sql) for _, sql in translated]
         if options.dry_run:
             result.status = "planned"
             return
@@ -233,6 +233,9 @@ class Engine:
             rows = 0
             counted = False
             for kind, sql in translated:
+                if not isinstance(sql, str):  # a procedural block (loop, IF, FOR)
+                    query.run_item(con, sql)
+                    continue
                 cursor = con.execute(sql)
                 fetched = cursor.fetchall() if cursor.description else []
                 if kind == "assertion":
@@ -250,7 +253,7 @@ class Engine:
             con.execute("ROLLBACK")
             raise
         finally:
-            if any("VARIABLE" in sql for _, sql in translated):
+            if any(not isinstance(sql, str) or "VARIABLE" in sql for _, sql in translated):
                 self._reset_variables()
 
     def _prepare_iceberg(self, target: dict, incremental_write: bool) -> None:

@@ -25,6 +25,7 @@ from sqlglot.tokens import Token, TokenType
 from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_functions
 
 __all__ = [
+    "Block",
     "TranslationError",
     "UnsupportedConstruct",
     "referenced_projects",
@@ -45,6 +46,7 @@ CACHE_SIZE = 4096
 FILE_NAME_COLUMN = "_FILE_NAME"
 _FILE_COLUMN = "__lakehouse_file"
 _IF_VARIABLE = "__lakehouse_if_{}"
+_STRUCT_VARIABLE = "STRUCT"  # the type recorded for a FOR loop's row variable
 _MERGE_DUPLICATE_MESSAGE = "UPDATE/MERGE must match at most one source row for each target row"
 
 
@@ -89,6 +91,42 @@ class _Failure:
 class _If:
     branches: list[tuple[str, list]]  # (condition text, body); ELSE has condition ""
     position: str
+
+
+@dataclass
+class _Loop:
+    kind: str  # "LOOP" | "WHILE" | "REPEAT" | "FOR"
+    condition: str  # WHILE condition, REPEAT's UNTIL condition, FOR's query; "" for LOOP
+    body: list
+    position: str
+    variable: str = ""  # FOR x IN
+
+
+@dataclass
+class _Jump:
+    kind: str  # "BREAK" | "CONTINUE"
+    position: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """A control-flow step of a procedural script, run by lakehouse.engine.query.run_item.
+
+    kind: "if" (condition chosen among `branches`), "loop" (repeat `body` while `condition` holds; a
+    REPEAT checks `until` after the body), "for" (`body` once per row of `rows`, bound to `variable`),
+    "break" / "continue". Conditions and rows are DuckDB SELECTs of one value.
+    """
+
+    kind: str
+    branches: tuple = ()  # if: ((condition select or "", body), ...)
+    condition: str = ""
+    until: str = ""
+    rows: str = ""
+    variable: str = ""
+    body: tuple = ()
+
+    def __str__(self) -> str:
+        return f"-- {self.kind} block"
 
 
 @dataclass
@@ -172,10 +210,10 @@ class _ScriptParser:
             elif word == "IF":
                 nodes.append(self.if_statement(token))
             elif word in self._LOOPS:
-                raise UnsupportedConstruct(
-                    word,
-                    "loops do not run locally; rewrite as one set-based statement (e.g. GENERATE_DATE_ARRAY + UNNEST)",
-                )
+                nodes.append(self.loop(token, word))
+            elif word in ("BREAK", "LEAVE", "CONTINUE", "ITERATE"):
+                self.i += 1
+                nodes.append(_Jump("BREAK" if word in ("BREAK", "LEAVE") else "CONTINUE", _position(self.sql, token)))
             else:
                 nodes.append(self.statement())
 
@@ -201,8 +239,8 @@ class _ScriptParser:
             self.sql,
         )
 
-    def condition(self) -> str:
-        """Consume tokens up to THEN (outside parentheses) and return their text."""
+    def condition(self, until: str = "THEN") -> str:
+        """Consume tokens up to `until` (THEN, DO, END; outside parentheses) and return their text."""
         start = self.i
         depth = 0
         while self.peek() is not None:
@@ -211,14 +249,52 @@ class _ScriptParser:
                 depth += 1
             elif token.token_type == TokenType.R_PAREN:
                 depth -= 1
-            elif token.token_type == TokenType.THEN and depth == 0:
+            elif depth == 0 and _word(token) == until:
                 break
             self.i += 1
         if self.peek() is None or start == self.i:
-            raise TranslationError(f"IF without THEN at {_position(self.sql, self.tokens[start - 1])}")
+            raise TranslationError(f"{until} missing after {_position(self.sql, self.tokens[start - 1])}")
         text = self.sql[self.tokens[start].start : self.tokens[self.i - 1].end + 1]
-        self.i += 1  # THEN
+        if until != "END":
+            self.i += 1  # THEN / DO
         return text
+
+    def expect_end(self, word: str, token: Token) -> None:
+        for expected in ("END", word):
+            if self.peek() is None or _word(self.peek()) != expected:
+                raise TranslationError(f"{word} at {_position(self.sql, token)} must end with END {word}")
+            self.i += 1
+
+    def loop(self, token: Token, word: str) -> _Loop:
+        """LOOP ... END LOOP, WHILE c DO ... END WHILE, REPEAT ... UNTIL c END REPEAT,
+        FOR x IN (query) DO ... END FOR."""
+        position = _position(self.sql, token)
+        self.i += 1
+        if word == "LOOP":
+            body = self.block(stop={"END"})
+            self.expect_end("LOOP", token)
+            return _Loop("LOOP", "", body, position)
+        if word == "WHILE":
+            condition = self.condition("DO")
+            body = self.block(stop={"END"})
+            self.expect_end("WHILE", token)
+            return _Loop("WHILE", condition, body, position)
+        if word == "REPEAT":
+            body = self.block(stop={"UNTIL"})
+            if self.peek() is None:
+                raise TranslationError(f"REPEAT at {position} has no UNTIL")
+            self.i += 1
+            condition = self.condition("END")
+            self.expect_end("REPEAT", token)
+            return _Loop("REPEAT", condition, body, position)
+        variable = self.peek()
+        if variable is None or self.peek(1) is None or _word(self.peek(1)) != "IN":
+            raise TranslationError(f"FOR at {position} must read FOR x IN (query) DO")
+        self.i += 2
+        query = self.condition("DO")
+        body = self.block(stop={"END"})
+        self.expect_end("FOR", token)
+        return _Loop("FOR", query, body, position, variable=variable.text.strip("`").lower())
 
     def if_statement(self, token: Token) -> _If:
         self.i += 1
@@ -270,6 +346,11 @@ def _rewrite_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     if not ctx.variables:
         return tree
     for column in list(tree.find_all(exp.Column)):
+        if column.table and ctx.variables.get(column.table.lower()) == _STRUCT_VARIABLE and not column.args.get("db"):
+            # FOR x IN (query): x.col reads a field of the current row.
+            field_name = exp.Literal.string(column.name)
+            column.replace(_call("struct_extract", _getvariable(column.table.lower()), field_name))
+            continue
         if column.table or column.name.lower() not in ctx.variables:
             continue
         parent = column.parent
@@ -1734,6 +1815,8 @@ def _compile(sql: str, default_project: str) -> _Compiled:
     except (OSError, ValueError, TypeError, KeyError):
         pass
     items = _compile_script(sql, default_project)
+    if any(isinstance(item, Block) for item in items.items):
+        return items  # procedural scripts are rare; their Blocks are not serialised
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
@@ -1744,10 +1827,65 @@ def _compile(sql: str, default_project: str) -> _Compiled:
     return items
 
 
+def _is_procedural(nodes: list) -> bool:
+    """Return True when the script has loops or jumps: it then runs as a program of Blocks."""
+    for node in nodes:
+        if isinstance(node, (_Loop, _Jump)):
+            return True
+        if isinstance(node, _If) and any(
+            _is_procedural(body)
+            or any(isinstance(child, _Statement) and child.words[0] not in _GUARDABLE for child in body)
+            for _, body in node.branches
+        ):
+            return True  # DDL inside IF: run the IF for real rather than guard each statement
+    return False
+
+
+# Statements an IF can guard without running as a program (see _guarded).
+_GUARDABLE = {"SET", "RAISE", "INSERT", "UPDATE", "DELETE", "MERGE"}
+
+
+def _truth(text: str, ctx: _Context, position: str) -> str:
+    condition = exp.Coalesce(this=exp.Paren(this=_expression(text, ctx, position)), expressions=[exp.false()])
+    return _generate(exp.select(condition))
+
+
+def _program(nodes: list, ctx: _Context) -> list:
+    """Translate a procedural script into DuckDB statements and Blocks the executor interprets: IF with any
+    statement in its branches, LOOP, WHILE, REPEAT, FOR ... IN, BREAK/LEAVE and CONTINUE/ITERATE."""
+    out: list = []
+    for node in nodes:
+        if isinstance(node, _Failure):
+            raise node.error
+        if isinstance(node, _If):
+            branches = tuple(
+                (_truth(condition, ctx, node.position) if condition else "", tuple(_program(body, ctx)))
+                for condition, body in node.branches
+            )
+            out.append(Block("if", branches=branches))
+        elif isinstance(node, _Jump):
+            out.append(Block(node.kind.lower()))
+        elif isinstance(node, _Loop) and node.kind == "FOR":
+            rows = _parse(f"SELECT ARRAY_AGG(_lakehouse_row) FROM {node.condition} AS _lakehouse_row", node.position)
+            rows_sql = _generate(_rewrite(rows, ctx))
+            ctx.variables[node.variable] = _STRUCT_VARIABLE
+            out.append(Block("for", rows=rows_sql, variable=node.variable, body=tuple(_program(node.body, ctx))))
+        elif isinstance(node, _Loop):
+            condition = _truth(node.condition, ctx, node.position) if node.kind == "WHILE" else ""
+            until = _truth(node.condition, ctx, node.position) if node.kind == "REPEAT" else ""
+            out.append(Block("loop", condition=condition, until=until, body=tuple(_program(node.body, ctx))))
+        else:
+            out += _statement(node, ctx)
+    return out
+
+
 def _compile_script(sql: str, default_project: str) -> _Compiled:
     ctx = _Context(default_project=default_project)
+    nodes = _ScriptParser(sql).parse()
+    if _is_procedural(nodes):
+        return _Compiled(tuple(_program(nodes, ctx)), frozenset(ctx.tables))
     out: list = []
-    for node in _ScriptParser(sql).parse():
+    for node in nodes:
         if isinstance(node, _Failure):
             raise node.error
         if isinstance(node, _If):
@@ -1759,6 +1897,9 @@ def _compile_script(sql: str, default_project: str) -> _Compiled:
 
 def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[str], str] | None = None) -> list[str]:
     """Return the DuckDB statements that run a BigQuery script (one or more ';'-separated statements).
+
+    A procedural script (loops, BREAK/CONTINUE) returns Blocks among the statements: run every item with
+    lakehouse.engine.query.run_item.
 
     Run them in order on one connection prepared with register_functions() and SET TimeZone='UTC'.
     Translations are cached by (sql, default_project) in memory and on disk (set_cache_dir, or
@@ -1795,7 +1936,10 @@ def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str
 
     def visit(nodes: list) -> None:
         for node in nodes:
-            if isinstance(node, _Failure):
+            if isinstance(node, (_Failure, _Jump)):
+                continue
+            if isinstance(node, _Loop):
+                visit(node.body)
                 continue
             if isinstance(node, _If):
                 for condition, body in node.branches:

@@ -7,6 +7,7 @@ import datetime as dt
 import duckdb
 import pytest
 
+from lakehouse.engine import query
 from lakehouse.engine.translate import UnsupportedConstruct, register_functions, translate_script
 
 PROJECT = "acme-analytics"
@@ -130,3 +131,83 @@ def test_arrays_of_structs_read_as_in_bigquery(con, sql, expected):
     run(con, EVENTS)
 
     assert run(con, sql) == expected
+
+
+# -- procedural BigQuery -----------------------------------------------------------------------------------
+
+
+def execute(con, sql):
+    return query.execute(con, sql, default_project=PROJECT).rows
+
+
+def test_while_with_continue_and_break(con):
+    rows = execute(
+        con,
+        """
+        declare i int64 default 0;
+        declare total int64 default 0;
+        while i < 10 do
+          set i = i + 1;
+          if i = 2 then continue; end if;
+          if i = 4 then break; end if;
+          set total = total + i;
+        end while;
+        select i, total
+        """,
+    )
+
+    assert rows == [(4, 4)]  # 1 + 3: 2 was skipped, the loop left at 4
+
+
+def test_loop_with_leave_and_repeat_until(con):
+    assert execute(
+        con, "declare n int64 default 0; loop set n = n + 1; if n >= 3 then leave; end if; end loop; select n"
+    ) == [(3,)]
+    # REPEAT runs its body before testing UNTIL: 10, 7, 4, 1, -2.
+    assert execute(con, "declare n int64 default 10; repeat set n = n - 3; until n < 0 end repeat; select n") == [(-2,)]
+
+
+def test_for_in_query_binds_each_row_as_a_struct(con):
+    rows = execute(
+        con,
+        """
+        create table web.pages as select 1 as page_id, 'home' as slug union all select 2, 'about';
+        create table web.audit (page_id int64, label string);
+        for page in (select page_id, slug from web.pages order by page_id) do
+          insert into web.audit values (page.page_id * 10, upper(page.slug));
+        end for;
+        select * from web.audit order by page_id
+        """,
+    )
+
+    assert rows == [(10, "HOME"), (20, "ABOUT")]
+
+
+def test_ddl_inside_a_loop_and_inside_if_runs(con):
+    rows = execute(
+        con,
+        """
+        declare day date default date '2024-02-27';
+        declare made int64 default 0;
+        create table web.calendar (day date);
+        while day <= date '2024-03-01' do
+          create or replace table web.one_day as select day as calendar_day;
+          insert into web.calendar select calendar_day from web.one_day;
+          set day = date_add(day, interval 1 day);
+        end while;
+        if (select count(*) from web.calendar) = 4 then
+          create table web.done as select 'leap' as note;
+          set made = 1;
+        end if;
+        select count(*), max(c.day), made, (select note from web.done) from web.calendar as c
+        """,
+    )
+
+    assert rows == [(4, dt.date(2024, 3, 1), 1, "leap")]  # 2024 is a leap year: 27, 28, 29 Feb, 1 Mar
+
+
+def test_a_loop_that_never_ends_is_stopped(con, monkeypatch):
+    monkeypatch.setattr(query, "MAX_ITERATIONS", 50)
+
+    with pytest.raises(RuntimeError, match="a loop ran 50 times"):
+        execute(con, "declare n int64 default 0; loop set n = n + 1; end loop")

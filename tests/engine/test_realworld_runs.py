@@ -87,3 +87,26 @@ def test_a_table_with_no_local_data_is_named_with_how_to_load_it(make_project, l
         "error: `partner-data.crm.accounts` has no local data: load a sample with `lakehouse load "
         "partner-data.crm.accounts <file.csv|.jsonl|.parquet>`, or run the action that creates it first"
     )
+
+
+def test_an_operation_with_a_loop_runs_in_a_project(make_project, lakehouse_home):
+    project = make_project(
+        {
+            "definitions/calendar.sqlx": """
+                config { type: "operations", hasOutput: true }
+                declare day date default date '2024-12-30';
+                create or replace table ${self()} (calendar_day date, iso_week int64);
+                while day <= date '2025-01-02' do
+                  insert into ${self()} values (day, extract(isoweek from day));
+                  set day = date_add(day, interval 1 day);
+                end while
+            """,
+        }
+    )
+
+    record = run(project)
+    result = invoke("query", "select * from silver.calendar order by 1", "--project-dir", project, "--format", "csv")
+
+    assert record.status == "success", [a.error for a in record.actions]
+    # ISO week 1 of 2025 starts on Monday 30 December 2024.
+    assert result.output == "calendar_day,iso_week\n2024-12-30,1\n2024-12-31,1\n2025-01-01,1\n2025-01-02,1\n"

@@ -529,12 +529,9 @@ def test_script_temp_function(con):
         ("EXECUTE IMMEDIATE 'select 1'", "EXECUTE IMMEDIATE"),
         ("CALL ds.proc()", "CALL"),
         ("CREATE OR REPLACE PROCEDURE ds.p() BEGIN SELECT 1; END", "CREATE PROCEDURE"),
-        ("LOOP SELECT 1; END LOOP", "LOOP"),
-        ("WHILE TRUE DO SELECT 1; END WHILE", "WHILE"),
         ("BEGIN SELECT 1; EXCEPTION WHEN ERROR THEN SELECT 2; END", "BEGIN ... EXCEPTION WHEN ERROR"),
         ("BEGIN TRANSACTION; SELECT 1; COMMIT TRANSACTION", "BEGIN TRANSACTION"),
         ("RAISE", "RAISE"),
-        ("DECLARE x INT64; IF x IS NULL THEN CREATE TABLE ds.t AS SELECT 1; END IF", "CREATE inside IF"),
         ("SELECT INSTR('abcabc', 'c', 1, 2)", "STRPOS does not support the occurrence parameter."),
         ("SELECT * FROM `region-us.INFORMATION_SCHEMA.JOBS`", "INFORMATION_SCHEMA.JOBS at region-us level"),
         (
