@@ -68,6 +68,8 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
         raise _Break
     if item.kind == "continue":
         raise _Continue
+    if item.kind == "execute":
+        return _execute_immediate(con, item)
     if item.kind == "if":
         for condition, body in item.branches:
             if not condition or _true(con, condition):
@@ -99,6 +101,30 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
         if item.until and _true(con, item.until):
             return last
     raise RuntimeError(f"a loop ran {MAX_ITERATIONS:,} times; is its exit condition ever met?")
+
+
+def _execute_immediate(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
+    sql, *values = con.execute(item.condition).fetchone()
+    if sql is None:
+        raise duckdb.InvalidInputException("EXECUTE IMMEDIATE: the SQL string is NULL")
+    if values:
+        sql = translate.bind_parameters(sql, values, item.using)
+    last = None
+    for statement in translate.translate_script(sql, default_project=item.project):
+        last = run_item(con, statement)
+    if item.variable and last is not None:
+        names = item.variable.split(",")
+        row = last.fetchone() if last.description else None
+        for index, name in enumerate(names):
+            value = None if row is None else row[index]
+            con.execute(f"SET VARIABLE {name} = CAST(? AS {_variable_type(con, name)})", [value])
+        return None
+    return last
+
+
+def _variable_type(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    found = con.execute("SELECT type FROM duckdb_variables() WHERE name = ?", [name]).fetchone()
+    return found[0] if found and found[0] != "NULL" else "VARCHAR"
 
 
 def _run_body(con: duckdb.DuckDBPyConnection, body) -> duckdb.DuckDBPyConnection | None:

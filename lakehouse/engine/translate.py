@@ -26,6 +26,7 @@ from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_
 
 __all__ = [
     "Block",
+    "bind_parameters",
     "TranslationError",
     "UnsupportedConstruct",
     "referenced_projects",
@@ -124,6 +125,10 @@ class Block:
     rows: str = ""
     variable: str = ""
     body: tuple = ()
+    # execute: `condition` selects the SQL text then the USING values; `variable` holds the INTO names
+    # (comma-separated); `using` the USING names ("" for positional ?); `project` the default project.
+    using: tuple = ()
+    project: str = ""
 
     def __str__(self) -> str:
         return f"-- {self.kind} block"
@@ -1832,6 +1837,8 @@ def _is_procedural(nodes: list) -> bool:
     for node in nodes:
         if isinstance(node, (_Loop, _Jump)):
             return True
+        if isinstance(node, _Statement) and node.words[:2] == ("EXECUTE", "IMMEDIATE"):
+            return True
         if isinstance(node, _If) and any(
             _is_procedural(body)
             or any(isinstance(child, _Statement) and child.words[0] not in _GUARDABLE for child in body)
@@ -1870,6 +1877,8 @@ def _program(nodes: list, ctx: _Context) -> list:
             rows_sql = _generate(_rewrite(rows, ctx))
             ctx.variables[node.variable] = _STRUCT_VARIABLE
             out.append(Block("for", rows=rows_sql, variable=node.variable, body=tuple(_program(node.body, ctx))))
+        elif isinstance(node, _Statement) and node.words[:2] == ("EXECUTE", "IMMEDIATE"):
+            out.append(_execute_immediate(node, ctx))
         elif isinstance(node, _Loop):
             condition = _truth(node.condition, ctx, node.position) if node.kind == "WHILE" else ""
             until = _truth(node.condition, ctx, node.position) if node.kind == "REPEAT" else ""
@@ -1877,6 +1886,88 @@ def _program(nodes: list, ctx: _Context) -> list:
         else:
             out += _statement(node, ctx)
     return out
+
+
+def _execute_immediate(stmt: _Statement, ctx: _Context) -> Block:
+    """EXECUTE IMMEDIATE sql [INTO a, b] [USING e1 [AS name], ...]: the SQL text and the USING values are
+    computed when the statement runs; the text is then translated like any script, with `?` / `@name`
+    bound to the values, and INTO sets the variables from its first row."""
+    tokens = stmt.tokens[2:]
+    parts: dict[str, list] = {"SQL": [], "INTO": [], "USING": []}
+    current, depth = "SQL", 0
+    for token in tokens:
+        if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
+            depth += 1
+        elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
+            depth -= 1
+        if depth == 0 and _word(token) in ("INTO", "USING"):
+            current = _word(token)
+            continue
+        parts[current].append(token)
+
+    def text(group: list) -> str:
+        return stmt.script[group[0].start : group[-1].end + 1] if group else ""
+
+    if not parts["SQL"]:
+        raise TranslationError(f"EXECUTE IMMEDIATE without SQL at {stmt.position}")
+    values = [_expression(text(parts["SQL"]), ctx, stmt.position)]
+    names: list[str] = []
+    if parts["USING"]:
+        for item in _parse(f"SELECT {text(parts['USING'])}", stmt.position).expressions:
+            names.append(item.alias if isinstance(item, exp.Alias) else "")
+            value = item.this if isinstance(item, exp.Alias) else item
+            values.append(_rewrite(exp.select(value.copy()), ctx).expressions[0])
+    into = [t.text.strip("`").lower() for t in parts["INTO"] if t.token_type != TokenType.COMMA]
+    for name in into:
+        if name not in ctx.variables:
+            raise TranslationError(f"EXECUTE IMMEDIATE INTO undeclared variable {name}: DECLARE it first")
+    return Block(
+        "execute",
+        condition=_generate(exp.select(*values)),
+        variable=",".join(into),
+        using=tuple(names),
+        project=ctx.default_project,
+    )
+
+
+def bind_parameters(sql: str, values: list, names: tuple) -> str:
+    """Return BigQuery SQL with `?` (in order) and `@name` replaced by the given values as literals.
+
+    Raises TranslationError when a parameter has no value.
+    """
+    tree = _parse(sql, "EXECUTE IMMEDIATE")
+    positional = [v for v, n in zip(values, names, strict=True) if not n]
+    named = {n.lower(): v for v, n in zip(values, names, strict=True) if n}
+    placeholders = list(tree.find_all(exp.Placeholder))
+    if len(placeholders) > len(positional):
+        raise TranslationError(f"EXECUTE IMMEDIATE: {len(placeholders)} ? parameters, {len(positional)} values")
+    for node, value in zip(placeholders, positional, strict=False):
+        node.replace(_literal(value))
+    for node in list(tree.find_all(exp.Parameter)):
+        if isinstance(node.this, exp.Parameter) or node.name.lower() not in named:
+            continue
+        node.replace(_literal(named[node.name.lower()]))
+    return tree.sql(READ)
+
+
+def _literal(value: object) -> exp.Expression:
+    import datetime as _dt
+    from decimal import Decimal
+
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float | Decimal):
+        return exp.Literal.number(value)
+    if isinstance(value, _dt.datetime):
+        kind = "TIMESTAMP" if value.tzinfo else "DATETIME"
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.build(kind, dialect=READ))
+    if isinstance(value, _dt.date):
+        return exp.cast(exp.Literal.string(value.isoformat()), exp.DataType.build("DATE"))
+    if isinstance(value, str):
+        return exp.Literal.string(value)
+    raise UnsupportedConstruct(f"EXECUTE IMMEDIATE ... USING a {type(value).__name__}", "pass scalar values")
 
 
 def _compile_script(sql: str, default_project: str) -> _Compiled:

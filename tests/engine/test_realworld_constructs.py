@@ -211,3 +211,22 @@ def test_a_loop_that_never_ends_is_stopped(con, monkeypatch):
 
     with pytest.raises(RuntimeError, match="a loop ran 50 times"):
         execute(con, "declare n int64 default 0; loop set n = n + 1; end loop")
+
+
+def test_execute_immediate_into_using_positional_and_named_parameters(con):
+    rows = execute(
+        con,
+        """
+        declare above int64;
+        declare top_plus string;
+        declare source string default 'web.scores';
+        create table web.scores as select 1 as score union all select 5 union all select 9;
+        execute immediate 'select count(*) from web.scores where score > ?' into above using 2;
+        execute immediate format("select cast(max(score) + @bonus as string) from %s", source)
+          into top_plus using 100 as bonus;
+        execute immediate 'create table web.made_by_dynamic_sql as select 42 as answer';
+        select above, top_plus, (select answer from web.made_by_dynamic_sql)
+        """,
+    )
+
+    assert rows == [(2, "109", 42)]

@@ -526,7 +526,6 @@ def test_script_temp_function(con):
 @pytest.mark.parametrize(
     ("sql", "construct"),
     [
-        ("EXECUTE IMMEDIATE 'select 1'", "EXECUTE IMMEDIATE"),
         ("CALL ds.proc()", "CALL"),
         ("CREATE OR REPLACE PROCEDURE ds.p() BEGIN SELECT 1; END", "CREATE PROCEDURE"),
         ("BEGIN SELECT 1; EXCEPTION WHEN ERROR THEN SELECT 2; END", "BEGIN ... EXCEPTION WHEN ERROR"),
@@ -570,11 +569,6 @@ DROP PROCEDURE IF EXISTS `lakehouse-dev.ds.df_osc_x1`;"""
     with pytest.raises(UnsupportedConstruct) as caught:
         translate_script(script, default_project=PROJECT)
     assert caught.value.construct == "CREATE PROCEDURE"
-    with pytest.raises(UnsupportedConstruct) as caught:
-        translate_script(
-            "DECLARE n INT64; IF n IS NULL THEN EXECUTE IMMEDIATE 'select 1'; END IF", default_project=PROJECT
-        )
-    assert caught.value.construct == "EXECUTE IMMEDIATE"
 
 
 def test_translation_error_names_position():
