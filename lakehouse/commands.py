@@ -265,7 +265,7 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
         result = query.execute(con, sql, default_project=default_project, gcs_resolver=gcs_resolver(home_dir))
     except translate.UnsupportedConstruct as error:
         fail(f"{error.construct} is not supported locally. {error.hint}")
-    except (translate.TranslationError, duckdb.Error) as error:
+    except (translate.TranslationError, duckdb.Error, OSError) as error:
         missing = query.missing_tables(con, [sql], default_project) if isinstance(error, duckdb.Error) else []
         fail(query.missing_table_message(missing) if missing else str(error).strip().splitlines()[0])
     finally:

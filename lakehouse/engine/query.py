@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths
-from lakehouse.engine import translate
+from lakehouse.engine import functions, translate
 
 
 @dataclass
@@ -70,6 +70,9 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
         raise _Continue
     if item.kind == "execute":
         return _execute_immediate(con, item)
+    if item.kind == "js_function":
+        functions.register_js_function(con, item)
+        return None
     if item.kind == "if":
         for condition, body in item.branches:
             if not condition or _true(con, condition):

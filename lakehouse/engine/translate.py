@@ -129,6 +129,12 @@ class Block:
     # (comma-separated); `using` the USING names ("" for positional ?); `project` the default project.
     using: tuple = ()
     project: str = ""
+    # js_function: `variable` is the name, `code` the body, `params` (name, DuckDB type) pairs, `returns` the
+    # DuckDB return type, `libraries` the gs:// URIs and, once rendered, their local paths.
+    code: str = ""
+    params: tuple = ()
+    returns: str = ""
+    libraries: tuple = ()
 
     def __str__(self) -> str:
         return f"-- {self.kind} block"
@@ -1837,7 +1843,7 @@ def _is_procedural(nodes: list) -> bool:
     for node in nodes:
         if isinstance(node, (_Loop, _Jump)):
             return True
-        if isinstance(node, _Statement) and node.words[:2] == ("EXECUTE", "IMMEDIATE"):
+        if isinstance(node, _Statement) and (node.words[:2] == ("EXECUTE", "IMMEDIATE") or _is_js_function(node)):
             return True
         if isinstance(node, _If) and any(
             _is_procedural(body)
@@ -1879,6 +1885,8 @@ def _program(nodes: list, ctx: _Context) -> list:
             out.append(Block("for", rows=rows_sql, variable=node.variable, body=tuple(_program(node.body, ctx))))
         elif isinstance(node, _Statement) and node.words[:2] == ("EXECUTE", "IMMEDIATE"):
             out.append(_execute_immediate(node, ctx))
+        elif isinstance(node, _Statement) and _is_js_function(node):
+            out.append(_js_function(node))
         elif isinstance(node, _Loop):
             condition = _truth(node.condition, ctx, node.position) if node.kind == "WHILE" else ""
             until = _truth(node.condition, ctx, node.position) if node.kind == "REPEAT" else ""
@@ -1928,6 +1936,97 @@ def _execute_immediate(stmt: _Statement, ctx: _Context) -> Block:
         using=tuple(names),
         project=ctx.default_project,
     )
+
+
+_JS_LANGUAGE = re.compile(r"\bLANGUAGE\s+js\b", re.IGNORECASE)
+_LIBRARY = re.compile(r"\blibrary\s*=\s*(\[[^\]]*\]|'[^']*'|\"[^\"]*\")", re.IGNORECASE)
+
+
+def _is_js_function(stmt: _Statement) -> bool:
+    return stmt.words[:1] == ("CREATE",) and "FUNCTION" in stmt.words[:6] and bool(_JS_LANGUAGE.search(stmt.text))
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char in "(<[":
+            depth += 1
+        elif char in ")>]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _duck_type(bigquery_type: str, position: str) -> str:
+    try:
+        return _numeric_type(exp.DataType.build(bigquery_type, dialect=READ)).sql(WRITE)
+    except (ParseError, ValueError) as error:
+        raise TranslationError(f"cannot read the type {bigquery_type!r} at {position}") from error
+
+
+def _js_function(stmt: _Statement) -> Block:
+    """CREATE TEMP FUNCTION f(x T, ...) RETURNS R LANGUAGE js AS r\"\"\"...\"\"\" [OPTIONS(library=...)]: run by
+    an embedded V8 (mini-racer) as a DuckDB function; arguments and results cross as JSON, so NULL is
+    null, arrays are arrays and structs objects, as in BigQuery."""
+    tokens = stmt.tokens
+    words = [_word(t) for t in tokens]
+    if "TEMP" not in words[:4] and "TEMPORARY" not in words[:4]:
+        raise UnsupportedConstruct(
+            "CREATE FUNCTION ... LANGUAGE js (persistent)", "declare it as CREATE TEMP FUNCTION in the script"
+        )
+    at = words.index("FUNCTION") + 1
+    if words[at : at + 3] == ["IF", "NOT", "EXISTS"]:
+        at += 3
+    name_end = at
+    while name_end < len(tokens) and tokens[name_end].token_type != TokenType.L_PAREN:
+        name_end += 1
+    name = "".join(t.text for t in tokens[at:name_end]).strip("`")
+    depth, close = 0, name_end
+    for close in range(name_end, len(tokens)):
+        if tokens[close].token_type == TokenType.L_PAREN:
+            depth += 1
+        elif tokens[close].token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0:
+                break
+    params_text = stmt.script[tokens[name_end].end + 1 : tokens[close].start]
+    params = []
+    for param in _split_top_level(params_text):
+        param_name, _, param_type = param.partition(" ")
+        params.append((param_name.strip("`"), _duck_type(param_type.strip(), stmt.position)))
+    rest = words[close + 1 :]
+    if "RETURNS" not in rest:
+        raise UnsupportedConstruct("JavaScript function without RETURNS", "BigQuery requires RETURNS for js")
+    returns_at = close + 1 + rest.index("RETURNS") + 1
+    language_at = close + 1 + rest.index("LANGUAGE")
+    returns = _duck_type(stmt.script[tokens[returns_at].start : tokens[language_at - 1].end + 1], stmt.position)
+    as_at = next((i for i in range(language_at, len(tokens)) if words[i] == "AS"), len(tokens))
+    bodies = [t for t in tokens[as_at:] if t.token_type in (TokenType.STRING, TokenType.RAW_STRING)]
+    if not bodies:
+        raise TranslationError(f"JavaScript function {name} at {stmt.position} has no body")
+    body = bodies[0]
+    outside = stmt.script[tokens[0].start : body.start] + stmt.script[body.end + 1 : tokens[-1].end + 1]
+    libraries: tuple = ()
+    match = _LIBRARY.search(outside)
+    if match:
+        libraries = tuple(re.findall(r"'([^']*)'|\"([^\"]*)\"", match.group(1)))
+        libraries = tuple(a or b for a, b in libraries)
+    return Block(
+        "js_function", variable=name, code=body.text, params=tuple(params), returns=returns, libraries=libraries
+    )
+
+
+def _library_path(uri: str, gcs_resolver: Callable[[str], str] | None) -> str:
+    """Return the local file standing in for a JavaScript library URI (gs:// or storage.googleapis.com)."""
+    for prefix in ("https://storage.googleapis.com/", "http://storage.googleapis.com/"):
+        if uri.startswith(prefix):
+            uri = "gs://" + uri[len(prefix) :]
+    if uri.startswith("gs://") and gcs_resolver is not None:
+        return gcs_resolver(uri)
+    return uri
 
 
 def bind_parameters(sql: str, values: list, names: tuple) -> str:
@@ -2000,7 +2099,13 @@ def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[
     """
     out = []
     for item in _compile(sql, default_project).items:
-        out.append(_render_external(item, gcs_resolver) if isinstance(item, _ExternalTable) else item)
+        if isinstance(item, _ExternalTable):
+            item = _render_external(item, gcs_resolver)
+        elif isinstance(item, Block) and item.libraries:
+            item = dataclasses.replace(
+                item, libraries=tuple((uri, _library_path(uri, gcs_resolver)) for uri in item.libraries)
+            )
+        out.append(item)
     return out
 
 

@@ -230,3 +230,51 @@ def test_execute_immediate_into_using_positional_and_named_parameters(con):
     )
 
     assert rows == [(2, "109", 42)]
+
+
+# -- JavaScript UDFs -----------------------------------------------------------------------------------
+
+PARSE_AGENT = '''
+CREATE TEMP FUNCTION parse_agent(agent STRING, weight INT64)
+RETURNS STRUCT<browser STRING, weight INT64, tags ARRAY<STRING>>
+LANGUAGE js
+AS r"""
+  if (agent === null) return null;
+  return {browser: agent.split("/")[0], weight: weight * 2, tags: agent.split(" ").slice(1)};
+""";
+'''
+
+
+def test_a_javascript_udf_runs_in_v8_with_bigquery_types(con):
+    rows = execute(
+        con,
+        PARSE_AGENT + "select parse_agent('Mozilla/5.0 (X11) Gecko', 21), parse_agent(null, 1), "
+        "parse_agent('curl/8', null).weight",
+    )
+
+    # A NULL argument is JavaScript null, and null * 2 is 0 in JavaScript (so in BigQuery too).
+    assert rows == [({"browser": "Mozilla", "weight": 42, "tags": ["(X11)", "Gecko"]}, None, 0)]
+
+
+def test_a_javascript_udf_library_is_read_from_the_local_bucket(con, tmp_path):
+    library = tmp_path / "gcs" / "scripts" / "greeter.js"
+    library.parent.mkdir(parents=True)
+    library.write_text("var greeter = { hello: function (name) { return 'hello ' + name; } };\n")
+
+    def resolve(uri):
+        return str(tmp_path / "gcs" / uri[len("gs://") :])
+
+    sql = (
+        "CREATE TEMP FUNCTION greet(name STRING) RETURNS STRING LANGUAGE js "
+        "OPTIONS(library=['https://storage.googleapis.com/scripts/greeter.js']) AS 'return greeter.hello(name);'; "
+        "select greet('ada')"
+    )
+
+    assert query.execute(con, sql, default_project=PROJECT, gcs_resolver=resolve).rows == [("hello ada",)]
+    library.unlink()
+    with pytest.raises(FileNotFoundError) as caught:
+        query.execute(con, sql, default_project=PROJECT, gcs_resolver=resolve)
+    assert str(caught.value) == (
+        "JavaScript library https://storage.googleapis.com/scripts/greeter.js of function greet has no local copy "
+        f"at {library}; copy the file there"
+    )
