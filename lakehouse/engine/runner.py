@@ -201,7 +201,9 @@ class Engine:
         return f"{action.file_name}: action {action.name} failed: {text}"
 
     def _execute(self, action: Action, options: RunOptions, result: records.ActionResult) -> None:
-        missing = self.missing_sources(action)
+        # An operation may create the very table it declares (CREATE TABLE IF NOT EXISTS on a declared
+        # log table): it is run, and a table still missing is named when it fails.
+        missing = self.missing_sources(action) if action.kind != "operation" else []
         if missing:
             raise ValueError(
                 f"reads {', '.join(missing)}, declared as a source but with no local data; "

@@ -110,3 +110,22 @@ def test_an_operation_with_a_loop_runs_in_a_project(make_project, lakehouse_home
     assert record.status == "success", [a.error for a in record.actions]
     # ISO week 1 of 2025 starts on Monday 30 December 2024.
     assert result.output == "calendar_day,iso_week\n2024-12-30,1\n2024-12-31,1\n2025-01-01,1\n2025-01-02,1\n"
+
+
+def test_an_operation_that_creates_its_declared_table_runs_on_a_fresh_warehouse(make_project, lakehouse_home):
+    project = make_project(
+        {
+            "definitions/process_log.sqlx": 'config { type: "declaration", name: "process_log" }\n',
+            "definitions/create_process_log.sqlx": """
+                config { type: "operations" }
+                create table if not exists ${ref("process_log")} (process_id int64, note string);
+                insert into ${ref("process_log")} values (1, 'started')
+            """,
+        }
+    )
+
+    record = run(project)
+    result = invoke("query", "select * from silver.process_log", "--project-dir", project, "--format", "csv")
+
+    assert record.status == "success", [a.error for a in record.actions]
+    assert result.output == "process_id,note\n1,started\n"
