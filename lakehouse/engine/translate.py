@@ -393,6 +393,18 @@ _INFORMATION_SCHEMA_VIEWS = {
           WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
           ELSE data_type END AS data_type
       FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+    # BigQuery lists primary and foreign keys only (no UNIQUE, no NOT NULL checks).
+    "TABLE_CONSTRAINTS": """(SELECT constraint_catalog, constraint_schema, constraint_name, table_catalog, table_schema,
+        table_name, constraint_type, is_deferrable, initially_deferred, enforced
+      FROM information_schema.table_constraints
+      WHERE table_catalog = {catalog} AND table_schema = {schema}
+        AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY'))""",
+    "KEY_COLUMN_USAGE": """(SELECT k.constraint_catalog, k.constraint_schema, k.constraint_name, k.table_catalog,
+        k.table_schema, k.table_name, k.column_name, k.ordinal_position, k.position_in_unique_constraint
+      FROM information_schema.key_column_usage AS k
+      JOIN information_schema.table_constraints AS c USING (constraint_catalog, constraint_schema, constraint_name)
+      WHERE k.table_catalog = {catalog} AND k.table_schema = {schema}
+        AND c.constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY'))""",
 }
 
 
@@ -424,7 +436,8 @@ def _information_schema(table: exp.Table, parts: list[str], ctx: _Context) -> ex
     if len(before) != 2 or view not in _INFORMATION_SCHEMA_VIEWS:
         raise UnsupportedConstruct(
             f"INFORMATION_SCHEMA.{view or '?'} at {'.'.join(parts[:at]) or 'project'} level",
-            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS and <project>.INFORMATION_SCHEMA.SCHEMATA "
+            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS/.TABLE_CONSTRAINTS/.KEY_COLUMN_USAGE and "
+            "<project>.INFORMATION_SCHEMA.SCHEMATA "
             "are emulated locally",
         )
     sql = _INFORMATION_SCHEMA_VIEWS[view].format(
@@ -472,13 +485,18 @@ def _qualify_table_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
 
 
 def _drop_table_options(tree: exp.Expression) -> exp.Expression:
-    """PARTITION BY, CLUSTER BY and OPTIONS(...) of CREATE TABLE/VIEW/SCHEMA are dropped.
+    """PARTITION BY, CLUSTER BY and OPTIONS(...) of CREATE TABLE/VIEW/SCHEMA are dropped, and so are
+    table-level PRIMARY KEY / FOREIGN KEY ... NOT ENFORCED constraints (BigQuery never enforces them).
 
     DuckDB has no partitions, clustering, labels or descriptions; the data are the same.
     TEMP is kept.
     """
     if not isinstance(tree, exp.Create):
         return tree
+    # BigQuery never enforces PRIMARY KEY / FOREIGN KEY (they must say NOT ENFORCED); DuckDB would.
+    for constraint in list(tree.find_all(exp.PrimaryKey, exp.ForeignKey)):
+        if isinstance(constraint.parent, exp.Schema):
+            constraint.pop()
     properties = tree.args.get("properties")
     if properties is None:
         return tree

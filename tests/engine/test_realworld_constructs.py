@@ -278,3 +278,22 @@ def test_a_javascript_udf_library_is_read_from_the_local_bucket(con, tmp_path):
         "JavaScript library https://storage.googleapis.com/scripts/greeter.js of function greet has no local copy "
         f"at {library}; copy the file there"
     )
+
+
+def test_information_schema_table_constraints_and_key_columns(con):
+    run(con, "create table web.accounts (account_id int64, region string, primary key (account_id) not enforced)")
+    run(con, "insert into web.accounts values (1, 'emea'), (1, 'apac')")  # NOT ENFORCED: duplicates are kept
+    con.execute(f'CREATE TABLE "{PROJECT}".web.local_keys (k BIGINT PRIMARY KEY, v VARCHAR UNIQUE)')
+
+    constraints = run(
+        con,
+        "select table_name, constraint_type from web.INFORMATION_SCHEMA.TABLE_CONSTRAINTS order by table_name",
+    )
+    keys = run(
+        con,
+        f"select table_name, column_name, ordinal_position from `{PROJECT}.web.INFORMATION_SCHEMA.KEY_COLUMN_USAGE`",
+    )
+
+    assert run(con, "select count(*) from web.accounts") == [(2,)]
+    assert constraints == [("local_keys", "PRIMARY KEY")]  # UNIQUE is not a BigQuery constraint type
+    assert keys == [("local_keys", "k", 1)]
