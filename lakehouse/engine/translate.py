@@ -493,6 +493,21 @@ def _drop_table_options(tree: exp.Expression) -> exp.Expression:
     """
     if not isinstance(tree, exp.Create):
         return tree
+    schema, query = tree.this, tree.args.get("expression")
+    if isinstance(schema, exp.Schema) and isinstance(query, exp.Query):
+        # CREATE TABLE t (a T, ...) AS SELECT: DuckDB takes no column list with AS; the query's columns
+        # are cast to the declared types by name instead.
+        columns = [c for c in schema.expressions if isinstance(c, exp.ColumnDef)]
+        if columns and len(columns) == len(schema.expressions):
+            source = exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=exp.to_identifier("_lakehouse_ctas")))
+            casts = [
+                exp.cast(exp.column(c.name, table="_lakehouse_ctas", quoted=True), c.args["kind"].copy()).as_(
+                    c.name, quoted=True
+                )
+                for c in columns
+            ]
+            tree.set("this", schema.this.copy())
+            tree.set("expression", exp.select(*casts).from_(source))
     # BigQuery never enforces PRIMARY KEY / FOREIGN KEY (they must say NOT ENFORCED); DuckDB would.
     for constraint in list(tree.find_all(exp.PrimaryKey, exp.ForeignKey)):
         if isinstance(constraint.parent, exp.Schema):

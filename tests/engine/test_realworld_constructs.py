@@ -297,3 +297,30 @@ def test_information_schema_table_constraints_and_key_columns(con):
     assert run(con, "select count(*) from web.accounts") == [(2,)]
     assert constraints == [("local_keys", "PRIMARY KEY")]  # UNIQUE is not a BigQuery constraint type
     assert keys == [("local_keys", "k", 1)]
+
+
+def test_create_table_with_a_column_list_as_select(con):
+    run(
+        con,
+        """
+        create table if not exists web.regions (
+          region string options(description = "GCP region"),
+          country string,
+          weight int64
+        )
+        as
+        select region, country, weight
+        from unnest([
+          struct<region string, country string, weight int64>('europe-west1', 'Belgium', 2),
+          ('us-east1', 'USA', 1)
+        ])
+        """,
+    )
+
+    assert run(con, "select * from web.regions order by weight") == [
+        ("us-east1", "USA", 1),
+        ("europe-west1", "Belgium", 2),
+    ]
+    assert run(
+        con, "select column_name, data_type from web.INFORMATION_SCHEMA.COLUMNS where table_name = 'regions'"
+    ) == [("region", "STRING"), ("country", "STRING"), ("weight", "INT64")]
