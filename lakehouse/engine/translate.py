@@ -1695,6 +1695,10 @@ def _assert(stmt: _Statement, ctx: _Context) -> list[str]:
 
 # Descriptions, labels, expirations: metadata that does not exist locally.
 _SET_OPTIONS = re.compile(r"\bSET\s+OPTIONS\s*\(", re.IGNORECASE)
+# BigQuery's key constraints are never enforced (NOT ENFORCED); CREATE TABLE drops them, so do these.
+_KEY_CONSTRAINT = re.compile(
+    r"^\s*ALTER\s+TABLE\s+.*?\b(ADD|DROP)\s+(PRIMARY\s+KEY|CONSTRAINT|FOREIGN\s+KEY)\b", re.IGNORECASE | re.DOTALL
+)
 
 
 def _guard_dml(tree: exp.Expression, guard: exp.Expression) -> None:
@@ -1733,6 +1737,9 @@ def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = N
         return _assert(stmt, ctx)
     if words[0] == "CREATE" and "EXTERNAL" in words[:4]:
         return [_external_table(stmt, ctx)]
+    if words[0] == "ALTER" and _KEY_CONSTRAINT.search(stmt.text):
+        log.debug("ALTER TABLE ... PRIMARY/FOREIGN KEY (never enforced) has no local effect: %s", stmt.text[:80])
+        return []
     if words[0] == "ALTER" and _SET_OPTIONS.search(stmt.text):
         log.debug("ALTER ... SET OPTIONS has no local effect: %s", stmt.text[:80])
         return []

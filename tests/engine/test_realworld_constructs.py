@@ -324,3 +324,20 @@ def test_create_table_with_a_column_list_as_select(con):
     assert run(
         con, "select column_name, data_type from web.INFORMATION_SCHEMA.COLUMNS where table_name = 'regions'"
     ) == [("region", "STRING"), ("country", "STRING"), ("weight", "INT64")]
+
+
+def test_alter_table_key_constraints_are_no_ops_as_they_are_never_enforced(con):
+    rows = run(
+        con,
+        """
+        create table web.trainees (trainee_id int64, name string);
+        alter table web.trainees drop primary key if exists;
+        alter table web.trainees add primary key (trainee_id) not enforced;
+        alter table web.trainees drop constraint if exists trainees_fk;
+        alter table web.trainees add column cohort string;
+        insert into web.trainees values (1, 'ada', '2025'), (1, 'ada again', '2026');
+        select count(*), count(distinct trainee_id), max(cohort) from web.trainees
+        """,
+    )
+
+    assert rows == [(2, 1, "2026")]
