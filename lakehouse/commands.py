@@ -247,7 +247,8 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
     sys.exit(1 if failed else 0)
 
 
-@click.command("query")
+# SQL may begin with a `--` comment: click must not read it as an option.
+@click.command("query", context_settings={"ignore_unknown_options": True})
 @click.argument("sql")
 @project_dir_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
@@ -267,11 +268,11 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
     home_dir = paths.home(project_dir)
     translate.set_cache_dir(home_dir / "translate-cache")
     try:
-        projects = {p for p, _, _ in translate.referenced_tables(sql, default_project=default_project)}
+        projects = query.projects_to_attach(home_dir, [sql], default_project)
     except (translate.UnsupportedConstruct, translate.TranslationError) as error:
         fail(str(error))
     try:
-        con = _query_connection(home_dir, [default_project, *sorted(projects)])
+        con = _query_connection(home_dir, projects)
     except (warehouse.WarehouseBusy, ValueError) as error:
         fail(str(error))
     try:
@@ -280,14 +281,15 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
         result = query.execute(con, sql, default_project=default_project, gcs_resolver=gcs_resolver(home_dir))
     except translate.UnsupportedConstruct as error:
         fail(f"{error.construct} is not supported locally. {error.hint}")
-    except (translate.TranslationError, duckdb.Error) as error:
+    except (translate.TranslationError, duckdb.Error, OSError) as error:
         message = str(error).strip().splitlines()[0]
         if warehouse.reading_copy(con, home_dir) and "read-only" in message:
-            message = (
+            fail(
                 "a run holds the warehouse, so this query reads the copy of its last commit and cannot write; "
                 f"run it again when the run has finished ({message})"
             )
-        fail(message)
+        missing = query.missing_tables(con, [sql], default_project) if isinstance(error, duckdb.Error) else []
+        fail(query.missing_table_message(missing) if missing else message)
     finally:
         con.close()
     if fmt == "json":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from datetime import UTC, datetime
 
 import duckdb
@@ -151,3 +153,56 @@ def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = No
                 raise
     for name, body in MACROS.items():
         con.execute(f"CREATE OR REPLACE TEMP MACRO {name}{body}")
+
+
+def register_js_function(con: duckdb.DuckDBPyConnection, block) -> None:
+    """Register a BigQuery JavaScript UDF (a translate.Block of kind js_function) on the connection.
+
+    The body runs in an embedded V8 (mini-racer), one isolate per function, with its libraries loaded
+    first; arguments and the result cross as JSON (NULL is null, ARRAY an array, STRUCT an object;
+    INT64 arrives as a number, DATE/TIMESTAMP as ISO strings). Raises FileNotFoundError naming a library
+    with no local copy.
+    """
+    import json
+
+    from py_mini_racer import MiniRacer
+
+    racer = MiniRacer()
+    for uri, path in block.libraries:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"JavaScript library {uri} of function {block.variable} has no local copy at {path}; "
+                "copy the file there"
+            )
+        with open(path, encoding="utf-8") as handle:
+            racer.eval(handle.read())
+    names = ", ".join(name for name, _ in block.params)
+    racer.eval(
+        f"function __lakehouse_udf(args) {{ const [{names}] = JSON.parse(args); "
+        f"const result = (function({names}) {{ {block.code} \n}})({names}); "
+        "return JSON.stringify(result === undefined ? null : result); }"
+    )
+    returns = block.returns.upper()
+
+    def call(*args):
+        result = json.loads(racer.call("__lakehouse_udf", json.dumps(args, default=str)))
+        if result is not None and returns in ("BIGINT", "INTEGER"):
+            return int(result)
+        return result
+
+    # DuckDB reads the arity from the signature.
+    call.__signature__ = inspect.Signature(
+        [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(block.params))]
+    )
+    try:
+        con.remove_function(block.variable)  # CREATE TEMP FUNCTION run again (the next action's script)
+    except duckdb.Error:
+        pass
+    con.create_function(
+        block.variable,
+        call,
+        [duckdb.sqltype(t) for _, t in block.params],
+        duckdb.sqltype(block.returns),
+        null_handling="special",
+        side_effects=True,
+    )

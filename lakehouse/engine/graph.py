@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 
 from lakehouse.engine.statements import readable_name, table_type
 
-ACTION_KINDS = ("table", "view", "incremental", "operation", "assertion", "declaration")
+ACTION_KINDS = ("table", "view", "incremental", "operation", "assertion", "declaration", "notebook", "dataPreparation")
+# Action kinds that need a Google Cloud service with no local stand-in: listed in a run as skipped, with why.
+NOT_LOCAL = {
+    "notebook": "a notebook runs on a Colab Enterprise runtime in Google Cloud; it is not run locally",
+    "dataPreparation": "a data preparation runs on BigQuery's data preparation service; it is not run locally",
+}
 
 
 class CycleError(ValueError):
@@ -58,6 +63,15 @@ def _action(raw: dict, kind: str) -> Action:
     )
 
 
+def sql_texts(action: Action) -> list[str]:
+    """Return every SQL text of a compiled action: query, incremental query, pre/post operations, queries."""
+    raw = action.raw
+    texts = [raw.get("query"), raw.get("incrementalQuery")]
+    for key in ("preOps", "postOps", "incrementalPreOps", "incrementalPostOps", "queries"):
+        texts.extend(raw.get(key) or [])
+    return [text for text in texts if text]
+
+
 def match_patterns(patterns: Iterable[str], values: list[str]) -> list[str]:
     """Return the values the patterns name, as the CLI's matchPatterns.
 
@@ -94,6 +108,9 @@ class Graph:
             self._add(_action(raw, "operation"))
         for raw in compiled.get("assertions") or []:
             self._add(_action(raw, "assertion"))
+        for key in NOT_LOCAL:
+            for raw in compiled.get(f"{key}s") or []:
+                self._add(_action(raw, key))
         declarations = (_action(raw, "declaration") for raw in compiled.get("declarations") or [])
         self.declarations: dict[str, Action] = {action.name: action for action in declarations}
 
@@ -131,7 +148,7 @@ class Graph:
                     state[done] = 2
                     order.append(done)
                 elif state.get(dep) == 1:
-                    raise CycleError(path[path.index(dep):] + [dep])
+                    raise CycleError(path[path.index(dep) :] + [dep])
                 elif dep not in state:
                     state[dep] = 1
                     path.append(dep)

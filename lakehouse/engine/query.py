@@ -8,11 +8,14 @@ import decimal
 import io
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 
-from lakehouse.engine import translate
+from lakehouse import paths
+from lakehouse.engine import functions, translate
 
 
 @dataclass
@@ -28,14 +31,163 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, *, default_project: str, g
 
     Raises translate.UnsupportedConstruct / translate.TranslationError / duckdb.Error.
     """
-    cursor = None
-    for statement in translate.translate_script(sql, default_project=default_project, gcs_resolver=gcs_resolver):
-        cursor = con.execute(statement)
-        if cursor.description is not None:
-            last = QueryResult([d[0] for d in cursor.description], cursor.fetchall())
-        else:
-            last = QueryResult([], [])
-    return last if cursor is not None else QueryResult([], [])
+    last = QueryResult([], [])
+    for item in translate.translate_script(sql, default_project=default_project, gcs_resolver=gcs_resolver):
+        cursor = run_item(con, item)
+        if isinstance(item, str):  # a block's last statement may be its own loop test
+            description = cursor.description
+            last = QueryResult([d[0] for d in description], cursor.fetchall()) if description else QueryResult([], [])
+    return last
+
+
+# A loop that runs this often is taken for one that never ends (BigQuery stops a script after 6 hours).
+MAX_ITERATIONS = 1_000_000
+
+
+class _Break(Exception):
+    pass
+
+
+class _Continue(Exception):
+    pass
+
+
+def _true(con: duckdb.DuckDBPyConnection, select: str) -> bool:
+    return bool(con.execute(select).fetchone()[0])
+
+
+def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
+    """Run one item of translate_script: a DuckDB statement, or a Block (IF, loop, FOR, BREAK, CONTINUE).
+
+    Returns the cursor of the last statement run (None when a block ran none).
+    Raises duckdb.Error from the statements, and RuntimeError for a loop past MAX_ITERATIONS.
+    """
+    if isinstance(item, str):
+        return con.execute(item)
+    if item.kind == "break":
+        raise _Break
+    if item.kind == "continue":
+        raise _Continue
+    if item.kind == "execute":
+        return _execute_immediate(con, item)
+    if item.kind == "js_function":
+        functions.register_js_function(con, item)
+        return None
+    if item.kind == "if":
+        for condition, body in item.branches:
+            if not condition or _true(con, condition):
+                return _run_body(con, body)
+        return None
+    last = None
+    if item.kind == "for":
+        holder = f"__lakehouse_rows_{item.variable}"
+        con.execute(f"SET VARIABLE {holder} = ({item.rows})")
+        count = con.execute(f"SELECT coalesce(len(getvariable('{holder}')), 0)").fetchone()[0]
+        for index in range(1, count + 1):
+            con.execute(f"SET VARIABLE {item.variable} = getvariable('{holder}')[{index}]")
+            try:
+                last = _run_body(con, item.body) or last
+            except _Break:
+                break
+            except _Continue:
+                continue
+        return last
+    for _ in range(MAX_ITERATIONS):
+        if item.condition and not _true(con, item.condition):
+            return last
+        try:
+            last = _run_body(con, item.body) or last
+        except _Break:
+            return last
+        except _Continue:
+            pass
+        if item.until and _true(con, item.until):
+            return last
+    raise RuntimeError(f"a loop ran {MAX_ITERATIONS:,} times; is its exit condition ever met?")
+
+
+def _execute_immediate(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
+    sql, *values = con.execute(item.condition).fetchone()
+    if sql is None:
+        raise duckdb.InvalidInputException("EXECUTE IMMEDIATE: the SQL string is NULL")
+    if values:
+        sql = translate.bind_parameters(sql, values, item.using)
+    last = None
+    for statement in translate.translate_script(sql, default_project=item.project):
+        last = run_item(con, statement)
+    if item.variable and last is not None:
+        names = item.variable.split(",")
+        row = last.fetchone() if last.description else None
+        for index, name in enumerate(names):
+            value = None if row is None else row[index]
+            con.execute(f"SET VARIABLE {name} = CAST(? AS {_variable_type(con, name)})", [value])
+        return None
+    return last
+
+
+def _variable_type(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    found = con.execute("SELECT type FROM duckdb_variables() WHERE name = ?", [name]).fetchone()
+    return found[0] if found and found[0] != "NULL" else "VARCHAR"
+
+
+def _run_body(con: duckdb.DuckDBPyConnection, body) -> duckdb.DuckDBPyConnection | None:
+    last = None
+    for item in body:
+        cursor = run_item(con, item)
+        if cursor is not None:
+            last = cursor
+    return last
+
+
+def local_projects(home_dir: Path) -> list[str]:
+    """Return every project that has a warehouse file: attached so views over them resolve."""
+    folder = paths.warehouse_dir(home_dir)
+    return sorted(f.stem for f in folder.glob("*.duckdb")) if folder.is_dir() else []
+
+
+def projects_to_attach(
+    home_dir: Path, sqls: Iterable[str], default_project: str, known: Iterable[str] = ()
+) -> list[str]:
+    """Return the projects a connection needs: the default, `known`, every local warehouse file and every
+    project the SQL names (declared or not); names that are not project ids are left out."""
+    known = [default_project, *known, *local_projects(home_dir)]
+    named = translate.referenced_projects(sqls, default_project=default_project, known=known)
+    projects = []
+    for project in [*known, *sorted(named)]:
+        try:
+            paths.catalog_file(home_dir, project)
+        except ValueError:
+            continue
+        projects.append(project)
+    return list(dict.fromkeys(projects))
+
+
+def missing_tables(con: duckdb.DuckDBPyConnection, sqls: Iterable[str], default_project: str) -> list[str]:
+    """Return `project.dataset.table` of each table the scripts name that the connection does not have."""
+    named: set[tuple[str, str, str]] = set()
+    for sql in sqls:
+        try:
+            named |= translate.referenced_tables(sql, default_project=default_project)
+        except translate.TranslationError:
+            continue
+    if not named:
+        return []
+    present = set(
+        con.execute(
+            "SELECT database_name, schema_name, table_name FROM duckdb_tables() "
+            "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views()"
+        ).fetchall()
+    )
+    return sorted(".".join(t) for t in named - present)
+
+
+def missing_table_message(names: list[str]) -> str:
+    """Return one line naming tables without local data and how to load them."""
+    listed = ", ".join(f"`{name}`" for name in names)
+    return (
+        f"{listed} {'has' if len(names) == 1 else 'have'} no local data: load a sample with "
+        f"`lakehouse load {names[0]} <file.csv|.jsonl|.parquet>`, or run the action that creates it first"
+    )
 
 
 def _jsonable(value):

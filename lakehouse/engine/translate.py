@@ -9,7 +9,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -25,8 +25,11 @@ from sqlglot.tokens import Token, TokenType
 from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_functions
 
 __all__ = [
+    "Block",
+    "bind_parameters",
     "TranslationError",
     "UnsupportedConstruct",
+    "referenced_projects",
     "referenced_tables",
     "register_functions",
     "set_cache_dir",
@@ -44,6 +47,7 @@ CACHE_SIZE = 4096
 FILE_NAME_COLUMN = "_FILE_NAME"
 _FILE_COLUMN = "__lakehouse_file"
 _IF_VARIABLE = "__lakehouse_if_{}"
+_STRUCT_VARIABLE = "STRUCT"  # the type recorded for a FOR loop's row variable
 _MERGE_DUPLICATE_MESSAGE = "UPDATE/MERGE must match at most one source row for each target row"
 
 
@@ -88,6 +92,52 @@ class _Failure:
 class _If:
     branches: list[tuple[str, list]]  # (condition text, body); ELSE has condition ""
     position: str
+
+
+@dataclass
+class _Loop:
+    kind: str  # "LOOP" | "WHILE" | "REPEAT" | "FOR"
+    condition: str  # WHILE condition, REPEAT's UNTIL condition, FOR's query; "" for LOOP
+    body: list
+    position: str
+    variable: str = ""  # FOR x IN
+
+
+@dataclass
+class _Jump:
+    kind: str  # "BREAK" | "CONTINUE"
+    position: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """A control-flow step of a procedural script, run by lakehouse.engine.query.run_item.
+
+    kind: "if" (condition chosen among `branches`), "loop" (repeat `body` while `condition` holds; a
+    REPEAT checks `until` after the body), "for" (`body` once per row of `rows`, bound to `variable`),
+    "break" / "continue". Conditions and rows are DuckDB SELECTs of one value.
+    """
+
+    kind: str
+    branches: tuple = ()  # if: ((condition select or "", body), ...)
+    condition: str = ""
+    until: str = ""
+    rows: str = ""
+    variable: str = ""
+    body: tuple = ()
+    # execute: `condition` selects the SQL text then the USING values; `variable` holds the INTO names
+    # (comma-separated); `using` the USING names ("" for positional ?); `project` the default project.
+    using: tuple = ()
+    project: str = ""
+    # js_function: `variable` is the name, `code` the body, `params` (name, DuckDB type) pairs, `returns` the
+    # DuckDB return type, `libraries` the gs:// URIs and, once rendered, their local paths.
+    code: str = ""
+    params: tuple = ()
+    returns: str = ""
+    libraries: tuple = ()
+
+    def __str__(self) -> str:
+        return f"-- {self.kind} block"
 
 
 @dataclass
@@ -171,10 +221,10 @@ class _ScriptParser:
             elif word == "IF":
                 nodes.append(self.if_statement(token))
             elif word in self._LOOPS:
-                raise UnsupportedConstruct(
-                    word,
-                    "loops do not run locally; rewrite as one set-based statement (e.g. GENERATE_DATE_ARRAY + UNNEST)",
-                )
+                nodes.append(self.loop(token, word))
+            elif word in ("BREAK", "LEAVE", "CONTINUE", "ITERATE"):
+                self.i += 1
+                nodes.append(_Jump("BREAK" if word in ("BREAK", "LEAVE") else "CONTINUE", _position(self.sql, token)))
             else:
                 nodes.append(self.statement())
 
@@ -200,8 +250,8 @@ class _ScriptParser:
             self.sql,
         )
 
-    def condition(self) -> str:
-        """Consume tokens up to THEN (outside parentheses) and return their text."""
+    def condition(self, until: str = "THEN") -> str:
+        """Consume tokens up to `until` (THEN, DO, END; outside parentheses) and return their text."""
         start = self.i
         depth = 0
         while self.peek() is not None:
@@ -210,14 +260,52 @@ class _ScriptParser:
                 depth += 1
             elif token.token_type == TokenType.R_PAREN:
                 depth -= 1
-            elif token.token_type == TokenType.THEN and depth == 0:
+            elif depth == 0 and _word(token) == until:
                 break
             self.i += 1
         if self.peek() is None or start == self.i:
-            raise TranslationError(f"IF without THEN at {_position(self.sql, self.tokens[start - 1])}")
+            raise TranslationError(f"{until} missing after {_position(self.sql, self.tokens[start - 1])}")
         text = self.sql[self.tokens[start].start : self.tokens[self.i - 1].end + 1]
-        self.i += 1  # THEN
+        if until != "END":
+            self.i += 1  # THEN / DO
         return text
+
+    def expect_end(self, word: str, token: Token) -> None:
+        for expected in ("END", word):
+            if self.peek() is None or _word(self.peek()) != expected:
+                raise TranslationError(f"{word} at {_position(self.sql, token)} must end with END {word}")
+            self.i += 1
+
+    def loop(self, token: Token, word: str) -> _Loop:
+        """LOOP ... END LOOP, WHILE c DO ... END WHILE, REPEAT ... UNTIL c END REPEAT,
+        FOR x IN (query) DO ... END FOR."""
+        position = _position(self.sql, token)
+        self.i += 1
+        if word == "LOOP":
+            body = self.block(stop={"END"})
+            self.expect_end("LOOP", token)
+            return _Loop("LOOP", "", body, position)
+        if word == "WHILE":
+            condition = self.condition("DO")
+            body = self.block(stop={"END"})
+            self.expect_end("WHILE", token)
+            return _Loop("WHILE", condition, body, position)
+        if word == "REPEAT":
+            body = self.block(stop={"UNTIL"})
+            if self.peek() is None:
+                raise TranslationError(f"REPEAT at {position} has no UNTIL")
+            self.i += 1
+            condition = self.condition("END")
+            self.expect_end("REPEAT", token)
+            return _Loop("REPEAT", condition, body, position)
+        variable = self.peek()
+        if variable is None or self.peek(1) is None or _word(self.peek(1)) != "IN":
+            raise TranslationError(f"FOR at {position} must read FOR x IN (query) DO")
+        self.i += 2
+        query = self.condition("DO")
+        body = self.block(stop={"END"})
+        self.expect_end("FOR", token)
+        return _Loop("FOR", query, body, position, variable=variable.text.strip("`").lower())
 
     def if_statement(self, token: Token) -> _If:
         self.i += 1
@@ -269,6 +357,11 @@ def _rewrite_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     if not ctx.variables:
         return tree
     for column in list(tree.find_all(exp.Column)):
+        if column.table and ctx.variables.get(column.table.lower()) == _STRUCT_VARIABLE and not column.args.get("db"):
+            # FOR x IN (query): x.col reads a field of the current row.
+            field_name = exp.Literal.string(column.name)
+            column.replace(_call("struct_extract", _getvariable(column.table.lower()), field_name))
+            continue
         if column.table or column.name.lower() not in ctx.variables:
             continue
         parent = column.parent
@@ -300,6 +393,18 @@ _INFORMATION_SCHEMA_VIEWS = {
           WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
           ELSE data_type END AS data_type
       FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+    # BigQuery lists primary and foreign keys only (no UNIQUE, no NOT NULL checks).
+    "TABLE_CONSTRAINTS": """(SELECT constraint_catalog, constraint_schema, constraint_name, table_catalog, table_schema,
+        table_name, constraint_type, is_deferrable, initially_deferred, enforced
+      FROM information_schema.table_constraints
+      WHERE table_catalog = {catalog} AND table_schema = {schema}
+        AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY'))""",
+    "KEY_COLUMN_USAGE": """(SELECT k.constraint_catalog, k.constraint_schema, k.constraint_name, k.table_catalog,
+        k.table_schema, k.table_name, k.column_name, k.ordinal_position, k.position_in_unique_constraint
+      FROM information_schema.key_column_usage AS k
+      JOIN information_schema.table_constraints AS c USING (constraint_catalog, constraint_schema, constraint_name)
+      WHERE k.table_catalog = {catalog} AND k.table_schema = {schema}
+        AND c.constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY'))""",
 }
 
 
@@ -331,7 +436,8 @@ def _information_schema(table: exp.Table, parts: list[str], ctx: _Context) -> ex
     if len(before) != 2 or view not in _INFORMATION_SCHEMA_VIEWS:
         raise UnsupportedConstruct(
             f"INFORMATION_SCHEMA.{view or '?'} at {'.'.join(parts[:at]) or 'project'} level",
-            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS and <project>.INFORMATION_SCHEMA.SCHEMATA "
+            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS/.TABLE_CONSTRAINTS/.KEY_COLUMN_USAGE and "
+            "<project>.INFORMATION_SCHEMA.SCHEMATA "
             "are emulated locally",
         )
     sql = _INFORMATION_SCHEMA_VIEWS[view].format(
@@ -379,13 +485,33 @@ def _qualify_table_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
 
 
 def _drop_table_options(tree: exp.Expression) -> exp.Expression:
-    """PARTITION BY, CLUSTER BY and OPTIONS(...) of CREATE TABLE/VIEW/SCHEMA are dropped.
+    """PARTITION BY, CLUSTER BY and OPTIONS(...) of CREATE TABLE/VIEW/SCHEMA are dropped, and so are
+    table-level PRIMARY KEY / FOREIGN KEY ... NOT ENFORCED constraints (BigQuery never enforces them).
 
     DuckDB has no partitions, clustering, labels or descriptions; the data are the same.
     TEMP is kept.
     """
     if not isinstance(tree, exp.Create):
         return tree
+    schema, query = tree.this, tree.args.get("expression")
+    if isinstance(schema, exp.Schema) and isinstance(query, exp.Query):
+        # CREATE TABLE t (a T, ...) AS SELECT: DuckDB takes no column list with AS; the query's columns
+        # are cast to the declared types by name instead.
+        columns = [c for c in schema.expressions if isinstance(c, exp.ColumnDef)]
+        if columns and len(columns) == len(schema.expressions):
+            source = exp.Subquery(this=query.copy(), alias=exp.TableAlias(this=exp.to_identifier("_lakehouse_ctas")))
+            casts = [
+                exp.cast(exp.column(c.name, table="_lakehouse_ctas", quoted=True), c.args["kind"].copy()).as_(
+                    c.name, quoted=True
+                )
+                for c in columns
+            ]
+            tree.set("this", schema.this.copy())
+            tree.set("expression", exp.select(*casts).from_(source))
+    # BigQuery never enforces PRIMARY KEY / FOREIGN KEY (they must say NOT ENFORCED); DuckDB would.
+    for constraint in list(tree.find_all(exp.PrimaryKey, exp.ForeignKey)):
+        if isinstance(constraint.parent, exp.Schema):
+            constraint.pop()
     properties = tree.args.get("properties")
     if properties is None:
         return tree
@@ -414,6 +540,31 @@ def _countif_zero(tree: exp.Expression) -> exp.Expression:
     for node in list(tree.find_all(exp.CountIf)):
         target = node.parent if isinstance(node.parent, exp.Window) else node
         target.replace(exp.Coalesce(this=target.copy(), expressions=[exp.Literal.number(0)]))
+    return tree
+
+
+def _unnest_struct_fields_as_columns(tree: exp.Expression) -> exp.Expression:
+    """An unaliased `FROM UNNEST(array_of_structs)` exposes each struct field as a column in BigQuery
+    (`(SELECT value.int_value FROM UNNEST(event_params) WHERE key = 'x')`); DuckDB's gives one
+    struct column named `unnest`.
+
+    The UNNEST becomes a (lateral) subquery `SELECT UNNEST(arr, max_depth := 2)`, which unpacks the
+    struct's top-level fields into columns (nested structs stay structs) and leaves a scalar array as one
+    column, as BigQuery does.
+    """
+    count = 0
+    for unnest in list(tree.find_all(exp.Unnest)):
+        if unnest.args.get("alias") or unnest.args.get("offset") or len(unnest.expressions) != 1:
+            continue
+        if not isinstance(unnest.parent, (exp.From, exp.Join)):
+            continue
+        count += 1
+        explode = exp.Explode(
+            this=unnest.expressions[0].copy(),
+            expressions=[exp.PropertyEQ(this=exp.to_identifier("max_depth"), expression=exp.Literal.number(2))],
+        )
+        select = exp.select(explode)
+        unnest.replace(exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(f"_lakehouse_s{count}"))))
     return tree
 
 
@@ -911,6 +1062,57 @@ def _injected_clock(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _system_variable_name(node: exp.Parameter) -> str | None:
+    """Return `project_id` for @@project_id, `script.job_id` for @@script.job_id; None if not @@."""
+    if not isinstance(node.this, exp.Parameter):
+        return None
+    name = node.this.name.lower()
+    if isinstance(node.parent, exp.Dot) and node.arg_key == "this":
+        return f"{name}.{node.parent.expression.name.lower()}"
+    return name
+
+
+def _system_variable_value(name: str, ctx: _Context) -> exp.Expression | None:
+    now = _call("lakehouse_now")
+    values = {
+        # BigQuery's values for a script run by a job with no default dataset (Dataform's case).
+        "project_id": exp.Literal.string(ctx.default_project),
+        "dataset_project_id": exp.Literal.string(ctx.default_project),
+        "dataset_id": exp.cast(exp.Null(), _type("VARCHAR")),
+        "session_id": exp.cast(exp.Null(), _type("VARCHAR")),
+        "time_zone": exp.Literal.string("UTC"),
+        "current_job_id": exp.cast(_call("uuid"), _type("VARCHAR")),
+        "script.job_id": exp.cast(_call("uuid"), _type("VARCHAR")),
+        "script.creation_time": now,
+        # Nothing is billed, scanned or run as a child job locally.
+        "script.bytes_billed": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+        "script.bytes_processed": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+        "script.num_child_jobs": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+        "script.slot_ms": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+    }
+    return values.get(name)
+
+
+def _system_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
+    """`@@project_id`, `@@dataset_project_id` (the default project), `@@dataset_id`, `@@session_id`
+    (NULL: no default dataset, no session), `@@time_zone` ('UTC'), `@@current_job_id` and
+    `@@script.job_id` (a fresh id), `@@script.creation_time` (the statement clock) and
+    `@@script.bytes_billed/bytes_processed/num_child_jobs/slot_ms` (0) read as a BigQuery job would.
+    Others (`@@row_count`, `@@error.*` outside a handler) are unsupported."""
+    for node in list(tree.find_all(exp.Parameter)):
+        name = _system_variable_name(node)
+        if name is None:
+            continue
+        value = _system_variable_value(name, ctx)
+        if value is None:
+            raise UnsupportedConstruct(f"@@{name}", "this system variable has no local value")
+        if "." in name:
+            node.parent.replace(value)
+        else:
+            node.replace(value)
+    return tree
+
+
 _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _injected_clock,
     _drop_table_options,
@@ -918,6 +1120,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _cast_semantics,  # before the rewrites that add their own CASTs
     _countif_zero,
     _exists_over_unnest,  # before UNNEST ... WITH OFFSET becomes a subquery
+    _unnest_struct_fields_as_columns,
     _unnest_offset_zero_based,
     _date_functions_return_date,
     _parse_functions,
@@ -936,7 +1139,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
 ]
 
 # The whole rewrite layer, in the order it runs (plus _merge_duplicates_fail on MERGE statements).
-REWRITES = [_rewrite_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
+REWRITES = [_rewrite_variables, _system_variables, _qualify_table_names, *_EXPRESSION_REWRITES]
 
 # The node types each rewrite acts on: a rewrite whose types are absent from a tree is skipped, so a
 # statement costs one walk instead of one per rewrite.
@@ -946,6 +1149,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _copy_and_clone_as_select: (exp.Create,),
     _countif_zero: (exp.CountIf,),
     _exists_over_unnest: (exp.Exists,),
+    _unnest_struct_fields_as_columns: (exp.Unnest,),
     _unnest_offset_zero_based: (exp.Unnest,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
@@ -1029,6 +1233,8 @@ def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
 
 def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     tree = _rewrite_variables(tree, ctx)
+    if tree.find(exp.Parameter) is not None:
+        tree = _system_variables(tree, ctx)
     tree = _qualify_table_names(tree, ctx)
     for table in tree.find_all(exp.Table):
         if table.catalog and table.db and table.name:
@@ -1429,8 +1635,13 @@ def _set_value(name: str, value: exp.Expression, ctx: _Context, guard: exp.Expre
 
 def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -> list[str]:
     """SET x = v and SET (a, b) = (v1, v2) / (SELECT AS STRUCT ...) -> SET VARIABLE ..."""
-    if stmt.text.lstrip()[3:].lstrip().startswith("@@"):
-        raise UnsupportedConstruct("SET @@system_variable", "system variables have no local equivalent")
+    system = re.match(r"\s*SET\s+@@(\w+)", stmt.text, re.IGNORECASE)
+    if system:
+        if system.group(1).lower() == "query_label":
+            return []  # job labels for billing reports: nothing to label locally
+        raise UnsupportedConstruct(
+            f"SET @@{system.group(1)}", "only SET @@query_label (a no-op locally) is accepted; qualify names instead"
+        )
     tree = _parse_statement(stmt)
     if not isinstance(tree, exp.Set):
         raise TranslationError(f"cannot parse SET at {stmt.position}")
@@ -1490,6 +1701,10 @@ def _assert(stmt: _Statement, ctx: _Context) -> list[str]:
 
 # Descriptions, labels, expirations: metadata that does not exist locally.
 _SET_OPTIONS = re.compile(r"\bSET\s+OPTIONS\s*\(", re.IGNORECASE)
+# BigQuery's key constraints are never enforced (NOT ENFORCED); CREATE TABLE drops them, so do these.
+_KEY_CONSTRAINT = re.compile(
+    r"^\s*ALTER\s+TABLE\s+.*?\b(ADD|DROP)\s+(PRIMARY\s+KEY|CONSTRAINT|FOREIGN\s+KEY)\b", re.IGNORECASE | re.DOTALL
+)
 
 
 def _guard_dml(tree: exp.Expression, guard: exp.Expression) -> None:
@@ -1528,6 +1743,9 @@ def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = N
         return _assert(stmt, ctx)
     if words[0] == "CREATE" and "EXTERNAL" in words[:4]:
         return [_external_table(stmt, ctx)]
+    if words[0] == "ALTER" and _KEY_CONSTRAINT.search(stmt.text):
+        log.debug("ALTER TABLE ... PRIMARY/FOREIGN KEY (never enforced) has no local effect: %s", stmt.text[:80])
+        return []
     if words[0] == "ALTER" and _SET_OPTIONS.search(stmt.text):
         log.debug("ALTER ... SET OPTIONS has no local effect: %s", stmt.text[:80])
         return []
@@ -1654,6 +1872,8 @@ def _compile(sql: str, default_project: str) -> _Compiled:
     except (OSError, ValueError, TypeError, KeyError):
         pass
     items = _compile_script(sql, default_project)
+    if any(isinstance(item, Block) for item in items.items):
+        return items  # procedural scripts are rare; their Blocks are not serialised
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
@@ -1664,10 +1884,244 @@ def _compile(sql: str, default_project: str) -> _Compiled:
     return items
 
 
+def _is_procedural(nodes: list) -> bool:
+    """Return True when the script has loops or jumps: it then runs as a program of Blocks."""
+    for node in nodes:
+        if isinstance(node, (_Loop, _Jump)):
+            return True
+        if isinstance(node, _Statement) and (node.words[:2] == ("EXECUTE", "IMMEDIATE") or _is_js_function(node)):
+            return True
+        if isinstance(node, _If) and any(
+            _is_procedural(body)
+            or any(isinstance(child, _Statement) and child.words[0] not in _GUARDABLE for child in body)
+            for _, body in node.branches
+        ):
+            return True  # DDL inside IF: run the IF for real rather than guard each statement
+    return False
+
+
+# Statements an IF can guard without running as a program (see _guarded).
+_GUARDABLE = {"SET", "RAISE", "INSERT", "UPDATE", "DELETE", "MERGE"}
+
+
+def _truth(text: str, ctx: _Context, position: str) -> str:
+    condition = exp.Coalesce(this=exp.Paren(this=_expression(text, ctx, position)), expressions=[exp.false()])
+    return _generate(exp.select(condition))
+
+
+def _program(nodes: list, ctx: _Context) -> list:
+    """Translate a procedural script into DuckDB statements and Blocks the executor interprets: IF with any
+    statement in its branches, LOOP, WHILE, REPEAT, FOR ... IN, BREAK/LEAVE and CONTINUE/ITERATE."""
+    out: list = []
+    for node in nodes:
+        if isinstance(node, _Failure):
+            raise node.error
+        if isinstance(node, _If):
+            branches = tuple(
+                (_truth(condition, ctx, node.position) if condition else "", tuple(_program(body, ctx)))
+                for condition, body in node.branches
+            )
+            out.append(Block("if", branches=branches))
+        elif isinstance(node, _Jump):
+            out.append(Block(node.kind.lower()))
+        elif isinstance(node, _Loop) and node.kind == "FOR":
+            rows = _parse(f"SELECT ARRAY_AGG(_lakehouse_row) FROM {node.condition} AS _lakehouse_row", node.position)
+            rows_sql = _generate(_rewrite(rows, ctx))
+            ctx.variables[node.variable] = _STRUCT_VARIABLE
+            out.append(Block("for", rows=rows_sql, variable=node.variable, body=tuple(_program(node.body, ctx))))
+        elif isinstance(node, _Statement) and node.words[:2] == ("EXECUTE", "IMMEDIATE"):
+            out.append(_execute_immediate(node, ctx))
+        elif isinstance(node, _Statement) and _is_js_function(node):
+            out.append(_js_function(node))
+        elif isinstance(node, _Loop):
+            condition = _truth(node.condition, ctx, node.position) if node.kind == "WHILE" else ""
+            until = _truth(node.condition, ctx, node.position) if node.kind == "REPEAT" else ""
+            out.append(Block("loop", condition=condition, until=until, body=tuple(_program(node.body, ctx))))
+        else:
+            out += _statement(node, ctx)
+    return out
+
+
+def _execute_immediate(stmt: _Statement, ctx: _Context) -> Block:
+    """EXECUTE IMMEDIATE sql [INTO a, b] [USING e1 [AS name], ...]: the SQL text and the USING values are
+    computed when the statement runs; the text is then translated like any script, with `?` / `@name`
+    bound to the values, and INTO sets the variables from its first row."""
+    tokens = stmt.tokens[2:]
+    parts: dict[str, list] = {"SQL": [], "INTO": [], "USING": []}
+    current, depth = "SQL", 0
+    for token in tokens:
+        if token.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
+            depth += 1
+        elif token.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
+            depth -= 1
+        if depth == 0 and _word(token) in ("INTO", "USING"):
+            current = _word(token)
+            continue
+        parts[current].append(token)
+
+    def text(group: list) -> str:
+        return stmt.script[group[0].start : group[-1].end + 1] if group else ""
+
+    if not parts["SQL"]:
+        raise TranslationError(f"EXECUTE IMMEDIATE without SQL at {stmt.position}")
+    values = [_expression(text(parts["SQL"]), ctx, stmt.position)]
+    names: list[str] = []
+    if parts["USING"]:
+        for item in _parse(f"SELECT {text(parts['USING'])}", stmt.position).expressions:
+            names.append(item.alias if isinstance(item, exp.Alias) else "")
+            value = item.this if isinstance(item, exp.Alias) else item
+            values.append(_rewrite(exp.select(value.copy()), ctx).expressions[0])
+    into = [t.text.strip("`").lower() for t in parts["INTO"] if t.token_type != TokenType.COMMA]
+    for name in into:
+        if name not in ctx.variables:
+            raise TranslationError(f"EXECUTE IMMEDIATE INTO undeclared variable {name}: DECLARE it first")
+    return Block(
+        "execute",
+        condition=_generate(exp.select(*values)),
+        variable=",".join(into),
+        using=tuple(names),
+        project=ctx.default_project,
+    )
+
+
+_JS_LANGUAGE = re.compile(r"\bLANGUAGE\s+js\b", re.IGNORECASE)
+_LIBRARY = re.compile(r"\blibrary\s*=\s*(\[[^\]]*\]|'[^']*'|\"[^\"]*\")", re.IGNORECASE)
+
+
+def _is_js_function(stmt: _Statement) -> bool:
+    return stmt.words[:1] == ("CREATE",) and "FUNCTION" in stmt.words[:6] and bool(_JS_LANGUAGE.search(stmt.text))
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char in "(<[":
+            depth += 1
+        elif char in ")>]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _duck_type(bigquery_type: str, position: str) -> str:
+    try:
+        return _numeric_type(exp.DataType.build(bigquery_type, dialect=READ)).sql(WRITE)
+    except (ParseError, ValueError) as error:
+        raise TranslationError(f"cannot read the type {bigquery_type!r} at {position}") from error
+
+
+def _js_function(stmt: _Statement) -> Block:
+    """CREATE TEMP FUNCTION f(x T, ...) RETURNS R LANGUAGE js AS r\"\"\"...\"\"\" [OPTIONS(library=...)]: run by
+    an embedded V8 (mini-racer) as a DuckDB function; arguments and results cross as JSON, so NULL is
+    null, arrays are arrays and structs objects, as in BigQuery."""
+    tokens = stmt.tokens
+    words = [_word(t) for t in tokens]
+    if "TEMP" not in words[:4] and "TEMPORARY" not in words[:4]:
+        raise UnsupportedConstruct(
+            "CREATE FUNCTION ... LANGUAGE js (persistent)", "declare it as CREATE TEMP FUNCTION in the script"
+        )
+    at = words.index("FUNCTION") + 1
+    if words[at : at + 3] == ["IF", "NOT", "EXISTS"]:
+        at += 3
+    name_end = at
+    while name_end < len(tokens) and tokens[name_end].token_type != TokenType.L_PAREN:
+        name_end += 1
+    name = "".join(t.text for t in tokens[at:name_end]).strip("`")
+    depth, close = 0, name_end
+    for close in range(name_end, len(tokens)):
+        if tokens[close].token_type == TokenType.L_PAREN:
+            depth += 1
+        elif tokens[close].token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0:
+                break
+    params_text = stmt.script[tokens[name_end].end + 1 : tokens[close].start]
+    params = []
+    for param in _split_top_level(params_text):
+        param_name, _, param_type = param.partition(" ")
+        params.append((param_name.strip("`"), _duck_type(param_type.strip(), stmt.position)))
+    rest = words[close + 1 :]
+    if "RETURNS" not in rest:
+        raise UnsupportedConstruct("JavaScript function without RETURNS", "BigQuery requires RETURNS for js")
+    returns_at = close + 1 + rest.index("RETURNS") + 1
+    language_at = close + 1 + rest.index("LANGUAGE")
+    returns = _duck_type(stmt.script[tokens[returns_at].start : tokens[language_at - 1].end + 1], stmt.position)
+    as_at = next((i for i in range(language_at, len(tokens)) if words[i] == "AS"), len(tokens))
+    bodies = [t for t in tokens[as_at:] if t.token_type in (TokenType.STRING, TokenType.RAW_STRING)]
+    if not bodies:
+        raise TranslationError(f"JavaScript function {name} at {stmt.position} has no body")
+    body = bodies[0]
+    outside = stmt.script[tokens[0].start : body.start] + stmt.script[body.end + 1 : tokens[-1].end + 1]
+    libraries: tuple = ()
+    match = _LIBRARY.search(outside)
+    if match:
+        libraries = tuple(re.findall(r"'([^']*)'|\"([^\"]*)\"", match.group(1)))
+        libraries = tuple(a or b for a, b in libraries)
+    return Block(
+        "js_function", variable=name, code=body.text, params=tuple(params), returns=returns, libraries=libraries
+    )
+
+
+def _library_path(uri: str, gcs_resolver: Callable[[str], str] | None) -> str:
+    """Return the local file standing in for a JavaScript library URI (gs:// or storage.googleapis.com)."""
+    for prefix in ("https://storage.googleapis.com/", "http://storage.googleapis.com/"):
+        if uri.startswith(prefix):
+            uri = "gs://" + uri[len(prefix) :]
+    if uri.startswith("gs://") and gcs_resolver is not None:
+        return gcs_resolver(uri)
+    return uri
+
+
+def bind_parameters(sql: str, values: list, names: tuple) -> str:
+    """Return BigQuery SQL with `?` (in order) and `@name` replaced by the given values as literals.
+
+    Raises TranslationError when a parameter has no value.
+    """
+    tree = _parse(sql, "EXECUTE IMMEDIATE")
+    positional = [v for v, n in zip(values, names, strict=True) if not n]
+    named = {n.lower(): v for v, n in zip(values, names, strict=True) if n}
+    placeholders = list(tree.find_all(exp.Placeholder))
+    if len(placeholders) > len(positional):
+        raise TranslationError(f"EXECUTE IMMEDIATE: {len(placeholders)} ? parameters, {len(positional)} values")
+    for node, value in zip(placeholders, positional, strict=False):
+        node.replace(_literal(value))
+    for node in list(tree.find_all(exp.Parameter)):
+        if isinstance(node.this, exp.Parameter) or node.name.lower() not in named:
+            continue
+        node.replace(_literal(named[node.name.lower()]))
+    return tree.sql(READ)
+
+
+def _literal(value: object) -> exp.Expression:
+    import datetime as _dt
+    from decimal import Decimal
+
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float | Decimal):
+        return exp.Literal.number(value)
+    if isinstance(value, _dt.datetime):
+        kind = "TIMESTAMP" if value.tzinfo else "DATETIME"
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.build(kind, dialect=READ))
+    if isinstance(value, _dt.date):
+        return exp.cast(exp.Literal.string(value.isoformat()), exp.DataType.build("DATE"))
+    if isinstance(value, str):
+        return exp.Literal.string(value)
+    raise UnsupportedConstruct(f"EXECUTE IMMEDIATE ... USING a {type(value).__name__}", "pass scalar values")
+
+
 def _compile_script(sql: str, default_project: str) -> _Compiled:
     ctx = _Context(default_project=default_project)
+    nodes = _ScriptParser(sql).parse()
+    if _is_procedural(nodes):
+        return _Compiled(tuple(_program(nodes, ctx)), frozenset(ctx.tables))
     out: list = []
-    for node in _ScriptParser(sql).parse():
+    for node in nodes:
         if isinstance(node, _Failure):
             raise node.error
         if isinstance(node, _If):
@@ -1680,6 +2134,9 @@ def _compile_script(sql: str, default_project: str) -> _Compiled:
 def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[str], str] | None = None) -> list[str]:
     """Return the DuckDB statements that run a BigQuery script (one or more ';'-separated statements).
 
+    A procedural script (loops, BREAK/CONTINUE) returns Blocks among the statements: run every item with
+    lakehouse.engine.query.run_item.
+
     Run them in order on one connection prepared with register_functions() and SET TimeZone='UTC'.
     Translations are cached by (sql, default_project) in memory and on disk (set_cache_dir, or
     $LAKEHOUSE_HOME/translate-cache); external tables are re-rendered each call because they depend
@@ -1688,7 +2145,13 @@ def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[
     """
     out = []
     for item in _compile(sql, default_project).items:
-        out.append(_render_external(item, gcs_resolver) if isinstance(item, _ExternalTable) else item)
+        if isinstance(item, _ExternalTable):
+            item = _render_external(item, gcs_resolver)
+        elif isinstance(item, Block) and item.libraries:
+            item = dataclasses.replace(
+                item, libraries=tuple((uri, _library_path(uri, gcs_resolver)) for uri in item.libraries)
+            )
+        out.append(item)
     return out
 
 
@@ -1715,7 +2178,10 @@ def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str
 
     def visit(nodes: list) -> None:
         for node in nodes:
-            if isinstance(node, _Failure):
+            if isinstance(node, (_Failure, _Jump)):
+                continue
+            if isinstance(node, _Loop):
+                visit(node.body)
                 continue
             if isinstance(node, _If):
                 for condition, body in node.branches:
@@ -1755,3 +2221,28 @@ def referenced_tables(sql: str, *, default_project: str) -> set[tuple[str, str, 
         return set(_compile(sql, default_project).tables)
     except UnsupportedConstruct:
         return set(_referenced(sql, default_project))
+
+
+# A dotted name of three parts, backticked whole or per part, or bare: a candidate `project.dataset.table`.
+_THREE_PARTS = re.compile(r"`?([A-Za-z][\w-]*)`?\s*\.\s*`?[\w-]+`?\s*\.\s*`?[\w$*-]+`?")
+
+
+def referenced_projects(sqls: Iterable[str], *, default_project: str, known: Iterable[str] = ()) -> set[str]:
+    """Return the projects (catalogs) the scripts name, beyond `default_project` and `known`.
+
+    A script is parsed only when it holds a three-part name whose first part is not a known project
+    (a struct field path `t.a.b` can look like one), so the common case costs a regular-expression scan.
+    Scripts that do not parse are skipped: they fail later, where their own error is reported.
+    """
+    seen = {default_project, *known}
+    found: set[str] = set()
+    for sql in sqls:
+        candidates = {m.group(1) for m in _THREE_PARTS.finditer(sql.replace("`.`", "."))}
+        if not candidates - seen - found:
+            continue
+        try:
+            tables = referenced_tables(sql, default_project=default_project)
+        except TranslationError:
+            continue
+        found.update(project for project, _, _ in tables if project not in seen)
+    return found

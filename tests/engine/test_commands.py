@@ -61,6 +61,26 @@ def test_query_csv_and_a_script_of_several_statements(make_project):
     assert result.output == 'six,text\n6,"a,b"\n'
 
 
+def test_query_accepts_sql_that_begins_with_a_comment(make_project):
+    project = make_project(PROJECT)
+
+    result = invoke(
+        "query", "-- how many = ?\nselect 2 as n -- trailing", "--project-dir", project, "--format", "csv"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.output == "n\n2\n"
+
+
+def test_query_with_a_misspelt_option_still_fails(make_project):
+    project = make_project(PROJECT)
+
+    result = invoke("query", "select 1", "--formt", "json", "--project-dir", project)
+
+    assert result.exit_code == 2
+    assert "unexpected extra argument" in result.output
+
+
 def test_query_error_is_one_clear_line(make_project):
     project = make_project(PROJECT)
 

@@ -105,13 +105,121 @@ def test_workflow_settings_core_version_of_the_kit_compiles_offline(make_project
     assert compiled.graph["dataformCoreVersion"] == "3.0.62"
 
 
-def test_project_pinning_another_core_says_to_run_npm_ci(make_project):
+def _without_node_modules(project, **package):
+    shutil.rmtree(project / "node_modules")
+    (project / "package.json").write_text(json.dumps(package))
+    return project
+
+
+def test_a_range_the_kits_core_satisfies_compiles_offline_without_a_warning(make_project):
+    project = _without_node_modules(
+        make_project(TABLE, vars={"colour": "red"}), dependencies={"@dataform/core": "^3.0.61"}
+    )
+
+    compiled = compile_project(project)
+
+    assert compiled.warnings == ()
+    assert compiled.graph["dataformCoreVersion"] == "3.0.62"
+
+
+def test_a_core_that_cannot_be_installed_compiles_with_the_kits_core_and_says_so(make_project, monkeypatch):
+    # An unreachable registry stands for an offline laptop; npm gives up at once.
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    monkeypatch.setenv("npm_config_cache", str(project_cache := make_project(TABLE).parent / "npm-cache"))
+    project = _without_node_modules(
+        make_project(TABLE, vars={"colour": "red"}), dependencies={"@dataform/core": "3.0.1"}
+    )
+
+    compiled = compile_project(project)
+
+    (warning,) = compiled.warnings
+    assert warning.startswith("@dataform/core 3.0.1 could not be installed (")
+    assert warning.endswith("compiled with the kit's @dataform/core 3.0.62 instead")
+    assert '"red" as colour' in compiled.graph["tables"][0]["query"]
+    assert project_cache.is_dir()
+
+
+def test_root_index_js_and_json_includes_are_staged(make_project):
+    project = make_project(
+        {
+            "index.js": 'module.exports = (name) => publish(name, { type: "view" }).query("select 1 as one");\n',
+            "includes/names.json": '{"views": ["first_view", "second_view"]}\n',
+            "definitions/views.js": (
+                'const make = require("../");\nrequire("../includes/names.json").views.forEach(make);\n'
+            ),
+        }
+    )
+    _without_node_modules(project, main="index.js", dependencies={"@dataform/core": "3.0.62"})
+
+    first = compile_project(project)
+    (project / "index.js").write_text(
+        'module.exports = (name) => publish(name, { type: "view" }).query("select 2 as two");\n'
+    )
+    changed = compile_project(project)
+
+    assert sorted(t["target"]["name"] for t in first.graph["tables"]) == ["first_view", "second_view"]
+    assert changed.cached is False
+    assert {t["query"].strip() for t in changed.graph["tables"]} == {"select 2 as two"}
+
+
+def test_npm_dependencies_of_the_project_are_installed_into_a_cache(make_project, tmp_path, monkeypatch):
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not on PATH")
+    # Offline: @dataform/core comes from npm's cache (filled by ./dev setup), the package from a folder.
+    monkeypatch.setenv("npm_config_offline", "true")
+    package = tmp_path / "shared-macros"
+    package.mkdir()
+    (package / "package.json").write_text(json.dumps({"name": "shared-macros", "version": "1.0.0"}))
+    (package / "index.js").write_text("module.exports = { greeting: () => \"select 'hello' as word\" };\n")
+    project = make_project(
+        {"definitions/hello.js": 'publish("hello", { type: "view" }).query(require("shared-macros").greeting());\n'}
+    )
+    _without_node_modules(project, dependencies={"@dataform/core": "3.0.62", "shared-macros": "file:../shared-macros"})
+
+    compiled = compile_project(project)
+
+    assert compiled.warnings == ()
+    assert compiled.graph["tables"][0]["query"] == "select 'hello' as word"
+    assert not (project / "node_modules").exists()
+
+
+@pytest.mark.parametrize(
+    ("package_json", "settings_core", "expected"),
+    [
+        ("", None, "package.json: is empty; it must be a JSON object such as"),
+        ("{", None, "package.json: is not valid JSON"),
+        (None, None, "workflow_settings.yaml: names no @dataform/core version: set dataformCoreVersion"),
+        ('{"name": "x"}', None, "package.json: names no @dataform/core version"),
+    ],
+)
+def test_a_project_without_a_usable_core_version_gets_one_line(make_project, package_json, settings_core, expected):
     project = make_project(TABLE)
     shutil.rmtree(project / "node_modules")
-    (project / "package.json").write_text(json.dumps({"dependencies": {"@dataform/core": "3.0.1"}}))
+    if package_json is None:
+        (project / "package.json").unlink()
+    else:
+        (project / "package.json").write_text(package_json)
 
-    with pytest.raises(CompileError, match="npm ci"):
+    with pytest.raises(CompileError) as caught:
         compile_project(project)
+
+    assert str(caught.value).startswith(expected)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_dataform_v2_project_is_named_as_such(make_project):
+    project = make_project(TABLE)
+    (project / "workflow_settings.yaml").unlink()
+    (project / "dataform.json").write_text(json.dumps({"warehouse": "bigquery", "defaultSchema": "silver"}))
+    (project / "package.json").write_text(json.dumps({"dependencies": {"@dataform/core": "2.9.0"}}))
+
+    with pytest.raises(CompileError) as caught:
+        compile_project(project)
+
+    assert str(caught.value).startswith(
+        "dataform.json: this is a Dataform v2 project (@dataform/core 2.9.0); the local engine compiles Dataform v3"
+    )
 
 
 def test_dependency_cycle_is_reported_with_its_files(make_project):

@@ -1,0 +1,343 @@
+"""Constructs real Dataform projects use, run on real DuckDB with BigQuery's documented results."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pytest
+
+from lakehouse.engine import query
+from lakehouse.engine.translate import UnsupportedConstruct, register_functions, translate_script
+
+PROJECT = "acme-analytics"
+NOW = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def con():
+    connection = duckdb.connect(":memory:")
+    connection.execute("SET TimeZone = 'UTC'")
+    register_functions(connection, NOW)
+    connection.execute(f"ATTACH ':memory:' AS \"{PROJECT}\"")
+    connection.execute(f'CREATE SCHEMA "{PROJECT}".web')
+    yield connection
+    connection.close()
+
+
+def run(con, sql: str):
+    """Translate a BigQuery script, execute every statement, return the last statement's rows."""
+    rows = None
+    for statement in translate_script(sql, default_project=PROJECT):
+        rows = con.execute(statement).fetchall()
+    return rows
+
+
+# -- system variables ----------------------------------------------------------------------------------
+
+
+def test_system_variables_read_as_a_bigquery_job_with_no_default_dataset(con):
+    rows = run(
+        con,
+        """
+        select @@project_id, @@dataset_project_id, @@dataset_id, @@time_zone,
+               @@script.creation_time, @@script.bytes_billed + @@script.num_child_jobs,
+               length(@@script.job_id) > 0, @@session_id is null
+        """,
+    )
+
+    assert rows == [(PROJECT, PROJECT, None, "UTC", NOW, 0, True, True)]
+
+
+def test_set_query_label_is_a_no_op_and_the_script_goes_on(con):
+    rows = run(con, "SET @@query_label = 'team:growth,job:daily'; select 1 as one")
+
+    assert rows == [(1,)]
+
+
+def test_set_query_label_inside_if_is_a_no_op_too(con):
+    rows = run(con, "declare n int64 default 1; if n = 1 then set @@query_label = 'a:b'; end if; select n")
+
+    assert rows == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "construct"),
+    [("SET @@dataset_id = 'web'", "SET @@dataset_id"), ("select @@row_count", "@@row_count")],
+)
+def test_system_variables_without_a_local_meaning_are_named(sql, construct):
+    with pytest.raises(UnsupportedConstruct) as caught:
+        translate_script(sql, default_project=PROJECT)
+
+    assert caught.value.construct == construct
+
+
+# -- arrays of structs (GA4 export shape) --------------------------------------------------------------
+
+EVENTS = """
+create table web.events as
+select 'page_view' as event_name, 1 as user_id,
+  [struct('page' as key, struct(cast(null as string) as string_value, 7 as int_value) as value),
+   struct('title' as key, struct('Home' as string_value, cast(null as int64) as int_value) as value)] as event_params,
+  struct([struct('sku1' as item_id, 2 as quantity), struct('sku2' as item_id, 3 as quantity)] as items) as ecommerce
+union all
+select 'scroll', 2, [struct('percent' as key, struct(cast(null as string) as string_value, 90 as int_value) as value)],
+  struct(cast([] as array<struct<item_id string, quantity int64>>) as items)
+"""
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # Unaliased UNNEST: the struct's fields are columns; nested struct `value` stays a struct.
+        (
+            "select event_name, (select value.int_value from unnest(event_params) where key = 'page') as page "
+            "from web.events order by event_name",
+            [("page_view", 7), ("scroll", None)],
+        ),
+        (
+            "select e.user_id, (select value.string_value from unnest(e.event_params) where key = 'title') "
+            "from web.events as e order by 1",
+            [(1, "Home"), (2, None)],
+        ),
+        # A nested repeated record, flattened with a comma join (lateral) and summed in a subquery.
+        ("select item_id from web.events as e, unnest(e.ecommerce.items) order by item_id", [("sku1",), ("sku2",)]),
+        (
+            "select user_id, (select sum(quantity) from unnest(ecommerce.items)) from web.events order by 1",
+            [(1, 5), (2, None)],
+        ),
+        (
+            "select key from web.events cross join unnest(event_params) order by key",
+            [("page",), ("percent",), ("title",)],
+        ),
+        # Aliased UNNEST WITH OFFSET counts from 0.
+        (
+            "select p.key, n from web.events, unnest(event_params) as p with offset as n where user_id = 1 order by n",
+            [("page", 0), ("title", 1)],
+        ),
+        # ARRAY(SELECT AS STRUCT ...) builds an array of structs; STRUCT equality compares field by field.
+        (
+            "select array(select as struct key, value.int_value from unnest(event_params) order by key) "
+            "from web.events where user_id = 1",
+            [([{"key": "page", "int_value": 7}, {"key": "title", "int_value": None}],)],
+        ),
+        (
+            "select struct(1 as a, 'x' as b) = struct(1 as a, 'x' as b), struct(1 as a, 'x' as b) = struct(1, 'y')",
+            [(True, False)],
+        ),
+    ],
+)
+def test_arrays_of_structs_read_as_in_bigquery(con, sql, expected):
+    run(con, EVENTS)
+
+    assert run(con, sql) == expected
+
+
+# -- procedural BigQuery -----------------------------------------------------------------------------------
+
+
+def execute(con, sql):
+    return query.execute(con, sql, default_project=PROJECT).rows
+
+
+def test_while_with_continue_and_break(con):
+    rows = execute(
+        con,
+        """
+        declare i int64 default 0;
+        declare total int64 default 0;
+        while i < 10 do
+          set i = i + 1;
+          if i = 2 then continue; end if;
+          if i = 4 then break; end if;
+          set total = total + i;
+        end while;
+        select i, total
+        """,
+    )
+
+    assert rows == [(4, 4)]  # 1 + 3: 2 was skipped, the loop left at 4
+
+
+def test_loop_with_leave_and_repeat_until(con):
+    assert execute(
+        con, "declare n int64 default 0; loop set n = n + 1; if n >= 3 then leave; end if; end loop; select n"
+    ) == [(3,)]
+    # REPEAT runs its body before testing UNTIL: 10, 7, 4, 1, -2.
+    assert execute(con, "declare n int64 default 10; repeat set n = n - 3; until n < 0 end repeat; select n") == [(-2,)]
+
+
+def test_for_in_query_binds_each_row_as_a_struct(con):
+    rows = execute(
+        con,
+        """
+        create table web.pages as select 1 as page_id, 'home' as slug union all select 2, 'about';
+        create table web.audit (page_id int64, label string);
+        for page in (select page_id, slug from web.pages order by page_id) do
+          insert into web.audit values (page.page_id * 10, upper(page.slug));
+        end for;
+        select * from web.audit order by page_id
+        """,
+    )
+
+    assert rows == [(10, "HOME"), (20, "ABOUT")]
+
+
+def test_ddl_inside_a_loop_and_inside_if_runs(con):
+    rows = execute(
+        con,
+        """
+        declare day date default date '2024-02-27';
+        declare made int64 default 0;
+        create table web.calendar (day date);
+        while day <= date '2024-03-01' do
+          create or replace table web.one_day as select day as calendar_day;
+          insert into web.calendar select calendar_day from web.one_day;
+          set day = date_add(day, interval 1 day);
+        end while;
+        if (select count(*) from web.calendar) = 4 then
+          create table web.done as select 'leap' as note;
+          set made = 1;
+        end if;
+        select count(*), max(c.day), made, (select note from web.done) from web.calendar as c
+        """,
+    )
+
+    assert rows == [(4, dt.date(2024, 3, 1), 1, "leap")]  # 2024 is a leap year: 27, 28, 29 Feb, 1 Mar
+
+
+def test_a_loop_that_never_ends_is_stopped(con, monkeypatch):
+    monkeypatch.setattr(query, "MAX_ITERATIONS", 50)
+
+    with pytest.raises(RuntimeError, match="a loop ran 50 times"):
+        execute(con, "declare n int64 default 0; loop set n = n + 1; end loop")
+
+
+def test_execute_immediate_into_using_positional_and_named_parameters(con):
+    rows = execute(
+        con,
+        """
+        declare above int64;
+        declare top_plus string;
+        declare source string default 'web.scores';
+        create table web.scores as select 1 as score union all select 5 union all select 9;
+        execute immediate 'select count(*) from web.scores where score > ?' into above using 2;
+        execute immediate format("select cast(max(score) + @bonus as string) from %s", source)
+          into top_plus using 100 as bonus;
+        execute immediate 'create table web.made_by_dynamic_sql as select 42 as answer';
+        select above, top_plus, (select answer from web.made_by_dynamic_sql)
+        """,
+    )
+
+    assert rows == [(2, "109", 42)]
+
+
+# -- JavaScript UDFs -----------------------------------------------------------------------------------
+
+PARSE_AGENT = '''
+CREATE TEMP FUNCTION parse_agent(agent STRING, weight INT64)
+RETURNS STRUCT<browser STRING, weight INT64, tags ARRAY<STRING>>
+LANGUAGE js
+AS r"""
+  if (agent === null) return null;
+  return {browser: agent.split("/")[0], weight: weight * 2, tags: agent.split(" ").slice(1)};
+""";
+'''
+
+
+def test_a_javascript_udf_runs_in_v8_with_bigquery_types(con):
+    rows = execute(
+        con,
+        PARSE_AGENT + "select parse_agent('Mozilla/5.0 (X11) Gecko', 21), parse_agent(null, 1), "
+        "parse_agent('curl/8', null).weight",
+    )
+
+    # A NULL argument is JavaScript null, and null * 2 is 0 in JavaScript (so in BigQuery too).
+    assert rows == [({"browser": "Mozilla", "weight": 42, "tags": ["(X11)", "Gecko"]}, None, 0)]
+
+
+def test_a_javascript_udf_library_is_read_from_the_local_bucket(con, tmp_path):
+    library = tmp_path / "gcs" / "scripts" / "greeter.js"
+    library.parent.mkdir(parents=True)
+    library.write_text("var greeter = { hello: function (name) { return 'hello ' + name; } };\n")
+
+    def resolve(uri):
+        return str(tmp_path / "gcs" / uri[len("gs://") :])
+
+    sql = (
+        "CREATE TEMP FUNCTION greet(name STRING) RETURNS STRING LANGUAGE js "
+        "OPTIONS(library=['https://storage.googleapis.com/scripts/greeter.js']) AS 'return greeter.hello(name);'; "
+        "select greet('ada')"
+    )
+
+    assert query.execute(con, sql, default_project=PROJECT, gcs_resolver=resolve).rows == [("hello ada",)]
+    library.unlink()
+    with pytest.raises(FileNotFoundError) as caught:
+        query.execute(con, sql, default_project=PROJECT, gcs_resolver=resolve)
+    assert str(caught.value) == (
+        "JavaScript library https://storage.googleapis.com/scripts/greeter.js of function greet has no local copy "
+        f"at {library}; copy the file there"
+    )
+
+
+def test_information_schema_table_constraints_and_key_columns(con):
+    run(con, "create table web.accounts (account_id int64, region string, primary key (account_id) not enforced)")
+    run(con, "insert into web.accounts values (1, 'emea'), (1, 'apac')")  # NOT ENFORCED: duplicates are kept
+    con.execute(f'CREATE TABLE "{PROJECT}".web.local_keys (k BIGINT PRIMARY KEY, v VARCHAR UNIQUE)')
+
+    constraints = run(
+        con,
+        "select table_name, constraint_type from web.INFORMATION_SCHEMA.TABLE_CONSTRAINTS order by table_name",
+    )
+    keys = run(
+        con,
+        f"select table_name, column_name, ordinal_position from `{PROJECT}.web.INFORMATION_SCHEMA.KEY_COLUMN_USAGE`",
+    )
+
+    assert run(con, "select count(*) from web.accounts") == [(2,)]
+    assert constraints == [("local_keys", "PRIMARY KEY")]  # UNIQUE is not a BigQuery constraint type
+    assert keys == [("local_keys", "k", 1)]
+
+
+def test_create_table_with_a_column_list_as_select(con):
+    run(
+        con,
+        """
+        create table if not exists web.regions (
+          region string options(description = "GCP region"),
+          country string,
+          weight int64
+        )
+        as
+        select region, country, weight
+        from unnest([
+          struct<region string, country string, weight int64>('europe-west1', 'Belgium', 2),
+          ('us-east1', 'USA', 1)
+        ])
+        """,
+    )
+
+    assert run(con, "select * from web.regions order by weight") == [
+        ("us-east1", "USA", 1),
+        ("europe-west1", "Belgium", 2),
+    ]
+    assert run(
+        con, "select column_name, data_type from web.INFORMATION_SCHEMA.COLUMNS where table_name = 'regions'"
+    ) == [("region", "STRING"), ("country", "STRING"), ("weight", "INT64")]
+
+
+def test_alter_table_key_constraints_are_no_ops_as_they_are_never_enforced(con):
+    rows = run(
+        con,
+        """
+        create table web.trainees (trainee_id int64, name string);
+        alter table web.trainees drop primary key if exists;
+        alter table web.trainees add primary key (trainee_id) not enforced;
+        alter table web.trainees drop constraint if exists trainees_fk;
+        alter table web.trainees add column cohort string;
+        insert into web.trainees values (1, 'ada', '2025'), (1, 'ada again', '2026');
+        select count(*), count(distinct trainee_id), max(cohort) from web.trainees
+        """,
+    )
+
+    assert rows == [(2, 1, "2026")]
