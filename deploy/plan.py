@@ -39,6 +39,7 @@ class Plan:
     state_read: bool
     why_not_read: str = ""
     orphans: list[Resource] = field(default_factory=list)
+    unmanaged: list[Resource] = field(default_factory=list)
 
     def count(self, action: str) -> int:
         return sum(1 for c in self.changes if c.action == action)
@@ -140,12 +141,12 @@ def make_plan(
             fields = ", ".join(sorted(set(changed) & handler.immutable))
             action, reason = "blocked", f"{fields} cannot change in place"
         changes.append(Change(resource, action, spec, unknown, changed, current, reason))
-    orphans = []
+    orphans, unmanaged = [], []
     if clients is not None:
-        from deploy.orphans import find_orphans
+        from deploy.orphans import survey
 
-        orphans = find_orphans(env, resources, clients)
-    return Plan(env, sources, changes, clients is not None, why_not_read, orphans)
+        orphans, unmanaged = survey(env, resources, clients)
+    return Plan(env, sources, changes, clients is not None, why_not_read, orphans, unmanaged)
 
 
 def _show(key: str, value: Any, resource: Resource) -> str:
@@ -203,10 +204,15 @@ def render(plan: Plan, verbose: bool = True) -> str:
         else:
             lines.append(f"- delete    {orphan.kind:<20} {orphan.name}")
             lines.append("      ! no longer in the config; apply deletes it")
+    for other in plan.unmanaged:
+        lines.append(f"  not managed {other.kind:<18} {other.name}")
+        lines.append("      ! not in the config and not marked as lakehouse-kit's; apply leaves it alone")
     counts = ", ".join(f"{plan.count(a)} to {a}" if a in ("create", "update") else f"{plan.count(a)} {a}"
                        for a in ACTIONS)  # fmt: skip
     if plan.orphans:
         counts += f", {sum(1 for o in plan.orphans if not o.data)} to delete"
+    if plan.unmanaged:
+        counts += f", {len(plan.unmanaged)} not managed"
     total = len(plan.changes) + len(plan.orphans)
     lines += ["", f"Plan: {counts} ({total} resources). Nothing was changed."]
     return "\n".join(lines)

@@ -32,7 +32,7 @@ def test_plan_offline_prints_the_full_desired_state_fast(write_env, project_dir)
     assert "+ create    bucket               lh-test-landing [holds data]" in lines
     job = "projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-generator"
     assert f"+ create    scheduler_job        {job}" in lines
-    assert "Plan: 70 to create, 0 to update, 0 unchanged, 0 blocked (70 resources). Nothing was changed." in lines
+    assert "Plan: 73 to create, 0 to update, 0 unchanged, 0 blocked (73 resources). Nothing was changed." in lines
 
 
 def test_plan_of_the_sample_config_as_a_user_runs_it(tmp_path):
@@ -121,18 +121,18 @@ def test_apply_plan_destroy_through_the_cli(with_cloud, write_env, project_dir):
     applied = runner.invoke(main, ["deploy", "apply", *args, "--yes"])
     assert applied.exit_code == 0, applied.output
     assert "  created  bucket lh-test-landing" in applied.output
-    assert applied.output.splitlines()[-1] == "Applied: 70 created, 0 updated, 0 unchanged."
+    assert applied.output.splitlines()[-1] == "Applied: 73 created, 0 updated, 0 unchanged."
     planned = runner.invoke(main, ["deploy", "plan", *args])
     assert "Current state NOT read" not in planned.output
     assert "= unchanged iam_binding          roles/run.invoker for serviceAccount:lh-dev-scheduler" in planned.output
-    assert "Plan: 0 to create, 0 to update, 70 unchanged, 0 blocked (70 resources). Nothing was changed." in (
+    assert "Plan: 0 to create, 0 to update, 73 unchanged, 0 blocked (73 resources). Nothing was changed." in (
         planned.output
     )
     again = runner.invoke(main, ["deploy", "apply", *args, "--yes"])
     assert again.output.splitlines()[-1] == "Nothing to do."
     destroyed = runner.invoke(main, ["deploy", "destroy", *args, "--yes"])
     assert destroyed.exit_code == 0, destroyed.output
-    assert destroyed.output.splitlines()[-1] == "Destroyed: 58 deleted, 12 kept, 0 left-alone, 0 absent."
+    assert destroyed.output.splitlines()[-1] == "Destroyed: 61 deleted, 12 kept, 0 left-alone, 0 absent."
     assert "      kept  bucket lh-test-landing  (holds data; pass --include-data to delete it)" in destroyed.output
 
 
@@ -151,7 +151,7 @@ def test_apply_failure_exits_1_with_what_to_do(with_cloud, write_env, project_di
         "what to do: a quota or rate limit was hit: wait a minute or request more quota for pubsub.googleapis.com"
         in (result.output)
     )
-    assert "(so far: 44 created, 0 updated, 0 unchanged)" in result.output
+    assert "(so far: 47 created, 0 updated, 0 unchanged)" in result.output
 
 
 def test_plan_falls_back_to_the_desired_state_when_reading_fails(with_cloud, write_env, project_dir):
