@@ -369,3 +369,27 @@ def test_a_removed_source_or_schedule_is_cleaned_up_but_its_data_kept(setup, clo
 
     destroy(env2, resources2, cloud.clients(), handlers(project_dir), project_dir, include_data=True)
     assert cloud.tables == {} and sorted(cloud.store) == sorted([other_env, *hand_made])
+
+
+def test_a_saved_plan_made_offline_or_for_another_config_is_refused(setup, cloud, project_dir):
+    from deploy.plan import moved, to_json
+
+    env, resources = setup()
+    offline = to_json(make_plan(env, [], resources, project_dir, why_not_read="offline"))
+    live = make_plan(env, [], resources, project_dir, cloud.clients(), handlers(project_dir))
+    assert moved(offline, live) == [
+        "the plan was made without reading the current state; make it again with credentials"
+    ]
+    assert moved(to_json(live), live) == []
+    env2, resources2 = setup(dataform={**json_safe(env.dataform), "git_commitish": "v2"})
+    live2 = make_plan(env2, [], resources2, project_dir, cloud.clients(), handlers(project_dir))
+    release = "projects/lakehouse-test-1/locations/us-central1/repositories/lakehouse/releaseConfigs/dev"
+    assert moved(to_json(live), live2) == [f"release_config {release}: the config changed since the plan"]
+    assert moved({"format": 0}, live) == [
+        "not a plan of this version (expected format 1; make it with plan --format json)"
+    ]
+
+
+def json_safe(dataform) -> dict:
+    return {"git_remote": dataform.git_remote, "token_secret_version": dataform.token_secret_version,
+            "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "3"}}  # fmt: skip
