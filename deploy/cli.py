@@ -334,5 +334,6 @@ def _render_report(report) -> str:
         if a.error and a.status == "failed":
             lines.append(f"           {a.error.splitlines()[0][:200]}")
     lines += [f"           compilation error: {e}" for e in report.compilation_errors]
+    lines += [f"           lookup failed: {e}" for e in report.lookup_errors]
     lines.append(report.summary())
     return "\n".join(lines)

@@ -240,3 +240,20 @@ def test_apply_takes_the_lock_and_refuses_while_another_holds_it(with_cloud, wri
     writes = with_cloud.writes()
     assert writes[:2] == ["delete_lock", "create_lock"] and writes[-1] == "delete_lock"
     assert "patch_bucket" in writes[2:-1]
+
+
+def test_the_trigger_report_shows_failed_lookups():
+    import datetime as dt
+
+    from deploy import trigger
+    from deploy.cli import _render_report
+
+    report = trigger.TriggerReport("r1", "gcp", "dev", dt.datetime(2026, 11, 22, tzinfo=dt.UTC), status="failed")
+    report.actions = [trigger.ActionReport("p.assertions.a", "assertion", "failed", "error", error="3 rows")]
+    report.lookup_errors = ["failing rows of p.assertions.a not read: Forbidden: 403 Access Denied"]
+    assert _render_report(report).splitlines() == [
+        "   failed  assertion   p.assertions.a [error]",
+        "           3 rows",
+        "           lookup failed: failing rows of p.assertions.a not read: Forbidden: 403 Access Denied",
+        "run r1 (gcp) failed: 1 actions; failed error assertions: p.assertions.a; 1 lookups failed",
+    ]
