@@ -393,7 +393,9 @@ class GcpTarget:
                     request=D.CancelWorkflowInvocationRequest(name=invocation.name)
                 )
                 report.status = "timeout"
-            kinds = _compiled_actions(self.dataform, invocation.compilation_result)
+            # A workflow config's invocation names its compilation only as the resolved one.
+            compilation = invocation.compilation_result or invocation.resolved_compilation_result
+            kinds = _compiled_actions(self.dataform, compilation)
             reports.append(self.finish(report, invocation, kinds))
         return reports
 

@@ -441,12 +441,18 @@ def test_check_reports_ended_runs_once_cancels_overdue_ones_and_leaves_running_o
         _invocation("old", "FAILED", "2026-11-19T02:05:00Z"),  # outside the two-day lookback
         _invocation("ui", "FAILED", "2026-11-22T02:05:00Z", "someone@example.com"),  # not the Dataform account
     ]
+    from_config = _invocation("from-config", "SUCCEEDED", "2026-11-22T02:06:00Z")
+    from_config["resolvedCompilationResult"] = from_config.pop("compilationResult").replace("c0ffee", "5eed")
+    listed.append(from_config)
     target, dataform = checker(listed, now)
     reports = target.check({f"{REPO_NAME}/workflowInvocations/already"})
     assert [(r.run_id, r.status, r.started_at.isoformat()) for r in reports] == [
         ("gcp-done", "success", "2026-11-22T02:05:00+00:00"),
         ("gcp-overdue", "timeout", "2026-11-22T02:09:59+00:00"),
+        ("gcp-from-config", "success", "2026-11-22T02:06:00+00:00"),
     ]
+    compiled = [r.name.rsplit("/", 1)[1] for n, r in dataform.requests if n == "query_compilation_result_actions"]
+    assert compiled == ["c0ffee", "c0ffee", "5eed"]
     cancelled = [r.name.rsplit("/", 1)[1] for n, r in dataform.requests if n == "cancel_workflow_invocation"]
     assert cancelled == ["overdue"]
     assert [a.name for a in reports[0].actions][0] == "lh-test.silver.orders"
