@@ -32,7 +32,6 @@ NEEDS = {
     "subscription": ("pubsub.googleapis.com", "roles/pubsub.admin"),
     "dataform_repository": ("dataform.googleapis.com", "roles/dataform.admin"),
     "release_config": ("dataform.googleapis.com", "roles/dataform.admin"),
-    "workflow_config": ("dataform.googleapis.com", "roles/dataform.admin"),
     "function": ("cloudfunctions.googleapis.com", "roles/cloudfunctions.admin"),
     "scheduler_job": ("cloudscheduler.googleapis.com", "roles/cloudscheduler.admin"),
     "iam_binding": ("cloudresourcemanager.googleapis.com", "roles/resourcemanager.projectIamAdmin"),
@@ -274,12 +273,12 @@ def destroy(
             elif resource.data and not include_data:
                 outcome = Outcome(resource, "kept", "holds data; pass --include-data to delete it")
             else:
-                action = "delete"
+                action, detail = "delete", ""
                 try:
-                    handlers[resource.kind].delete(clients, resource, spec)
+                    detail = handlers[resource.kind].delete(clients, resource, spec) or ""
                 except gexc.NotFound:
                     pass
-                outcome = Outcome(resource, "deleted")
+                outcome = Outcome(resource, "deleted", detail)
             report.outcomes.append(outcome)
             on_outcome(outcome)
     except gexc.GoogleAPICallError as error:

@@ -59,9 +59,11 @@ def deploy_group() -> None:
 @_PROJECT_DIR
 @click.option("--offline", is_flag=True, help="Do not read the current state even if credentials exist.")
 @click.option("--brief", is_flag=True, help="One line per resource, without the desired properties.")
-def plan_command(env_file: Path, project_dir: Path, offline: bool, brief: bool) -> None:
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: machine-readable, for review and for apply --plan FILE.")  # fmt: skip
+def plan_command(env_file: Path, project_dir: Path, offline: bool, brief: bool, output_format: str) -> None:
     """Show create / update / unchanged per resource; changes nothing."""
-    from deploy.plan import credentials_status, make_plan, render
+    from deploy.plan import credentials_status, make_plan, render, to_json
 
     started = time.perf_counter()
     env, sources, resources = _load(env_file, project_dir)
@@ -80,7 +82,10 @@ def plan_command(env_file: Path, project_dir: Path, offline: bool, brief: bool) 
             why = f"reading it failed ({type(error).__name__}: {error})"
     if plan is None:
         plan = make_plan(env, sources, resources, project_dir, why_not_read=why)
-    click.echo(render(plan, verbose=not brief))
+    if output_format == "json":
+        click.echo(json.dumps(to_json(plan), indent=2, sort_keys=True))
+    else:
+        click.echo(render(plan, verbose=not brief))
     click.echo(f"({time.perf_counter() - started:.2f} s)", err=True)
 
 
@@ -118,24 +123,62 @@ def _require_credentials() -> None:
 @_ENV_OPTION
 @_PROJECT_DIR
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def apply_command(env_file: Path, project_dir: Path, yes: bool) -> None:
-    """Create or update every resource; re-running after a failure resumes where it stopped."""
-    from deploy.apply import apply
-    from deploy.plan import render
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Apply exactly this saved plan (plan --format json); refuse if the live state moved since.",
+)
+@click.option("--break-lock", is_flag=True, help="Remove the apply lock an apply that was killed left behind.")
+def apply_command(env_file: Path, project_dir: Path, yes: bool, plan_file: Path | None, break_lock: bool) -> None:
+    """Create or update every resource; re-running after a failure resumes where it stopped.
+
+    Holds the environment's apply lock (an object in the functions source bucket) throughout.
+    """
+    from google.api_core import exceptions as gexc
+
+    from deploy.lock import LockError, apply_lock
 
     env, sources, resources = _load(env_file, project_dir)
     try:
         env.resolved_vars()
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
+    saved = _saved_plan(plan_file) if plan_file else None
     _require_credentials()
     clients, handlers = _clients(env)
+    try:
+        with apply_lock(env, clients, break_lock=break_lock, note=lambda text: click.echo(text, err=True)):
+            _apply_locked(env, sources, resources, project_dir, clients, handlers, yes, saved)
+    except LockError as error:
+        raise click.ClickException(str(error)) from error
+    except gexc.GoogleAPICallError as error:  # from reading the current state; nothing was changed
+        raise click.ClickException(f"reading the current state failed; nothing was changed: {error}") from error
+
+
+def _saved_plan(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise click.ClickException(f"{path}: not a saved plan ({error}); make one with plan --format json") from error
+
+
+def _apply_locked(env, sources, resources, project_dir, clients, handlers, yes, saved) -> None:
+    from deploy.apply import apply
+    from deploy.plan import moved, render
+
     plan = _read_plan(env, sources, resources, project_dir, clients, handlers)
+    if saved is not None:
+        problems = moved(saved, plan)
+        if problems:
+            listed = "\n".join(f"  {p}" for p in problems)
+            raise click.ClickException(f"the saved plan no longer applies; nothing was changed:\n{listed}\n"
+                                       "make a new plan and review it")  # fmt: skip
     click.echo(render(plan, verbose=False))
     if plan.count("create") + plan.count("update") + sum(1 for o in plan.orphans if not o.data) == 0:
         click.echo("Nothing to do.")
         return
-    _confirm(yes, f"Apply these changes to project {env.project}?")
+    _confirm(yes or saved is not None, f"Apply these changes to project {env.project}?")
 
     def show(outcome) -> None:
         click.echo(f"{outcome.result:>9}  {outcome.resource.kind} {outcome.resource.name}")
@@ -291,5 +334,6 @@ def _render_report(report) -> str:
         if a.error and a.status == "failed":
             lines.append(f"           {a.error.splitlines()[0][:200]}")
     lines += [f"           compilation error: {e}" for e in report.compilation_errors]
+    lines += [f"           lookup failed: {e}" for e in report.lookup_errors]
     lines.append(report.summary())
     return "\n".join(lines)

@@ -32,7 +32,7 @@ class BucketClient(Protocol):
     def lookup_bucket(self, name: str) -> Any: ...
     def create_bucket(self, bucket: Any, project: str, location: str) -> Any: ...
     def patch_bucket(self, bucket: Any) -> None: ...
-    def delete_bucket(self, name: str, force: bool) -> None: ...
+    def delete_bucket(self, name: str, force: bool) -> int: ...
     def object_exists(self, bucket: str, name: str) -> bool: ...
     def upload_object(self, bucket: str, name: str, data: bytes) -> None: ...
 
@@ -81,7 +81,7 @@ class SubscriptionClient(IamPolicyClient, Protocol):
 
 
 class DataformClient(IamPolicyClient, Protocol):
-    """dataform_v1beta1.DataformClient: repositories, release and workflow configs, invocations."""
+    """dataform_v1.DataformClient: repositories, release and workflow configs, invocations."""
 
     def get_repository(self, request: Any) -> Any: ...
     def create_repository(self, request: Any) -> Any: ...
@@ -91,10 +91,6 @@ class DataformClient(IamPolicyClient, Protocol):
     def create_release_config(self, request: Any) -> Any: ...
     def update_release_config(self, request: Any) -> Any: ...
     def delete_release_config(self, request: Any) -> None: ...
-    def get_workflow_config(self, request: Any) -> Any: ...
-    def create_workflow_config(self, request: Any) -> Any: ...
-    def update_workflow_config(self, request: Any) -> Any: ...
-    def delete_workflow_config(self, request: Any) -> None: ...
     def list_workflow_configs(self, request: Any) -> Any: ...
 
 
@@ -124,6 +120,10 @@ class ProjectClient(IamPolicyClient, Protocol):
     def get_project(self, request: Any) -> Any: ...
 
 
+LIST_PAGE = 1000
+DELETE_THREADS = 16
+
+
 class StorageAdapter:
     """BucketClient and bucket IamPolicyClient over a google.cloud.storage.Client."""
 
@@ -141,8 +141,62 @@ class StorageAdapter:
         bucket._client = self.client
         bucket.patch()
 
-    def delete_bucket(self, name: str, force: bool) -> None:
-        self.client.bucket(name).delete(force=force)
+    def delete_bucket(self, name: str, force: bool) -> int:
+        """Delete the bucket, with `force` its objects first; return how many objects were deleted.
+
+        The client refuses force=True on more than 256 objects, so objects go in batches of
+        LIST_PAGE, deleted DELETE_THREADS at a time, until the bucket is empty.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from google.api_core import exceptions as gexc
+
+        def delete(blob: Any) -> None:
+            try:
+                blob.delete()
+            except gexc.NotFound:  # gone already (a lifecycle rule, another destroy): fine
+                pass
+
+        bucket = self.client.bucket(name)
+        deleted = 0
+        with ThreadPoolExecutor(DELETE_THREADS) as pool:
+            while force:
+                blobs = list(self.client.list_blobs(name, max_results=LIST_PAGE))
+                if not blobs:
+                    break
+                list(pool.map(delete, blobs))
+                deleted += len(blobs)
+        bucket.delete()
+        return deleted
+
+    def create_lock(self, bucket: str, name: str, data: bytes) -> int | None:
+        """Create object `name` only if absent; return its generation, or None when it exists."""
+        from google.api_core import exceptions as gexc
+
+        blob = self.client.bucket(bucket).blob(name)
+        try:
+            blob.upload_from_string(data, content_type="application/json", if_generation_match=0)
+        except gexc.PreconditionFailed:
+            return None
+        return blob.generation
+
+    def read_lock(self, bucket: str, name: str) -> bytes | None:
+        """Return the lock object's content, or None when there is none."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            return self.client.bucket(bucket).blob(name).download_as_bytes()
+        except gexc.NotFound:
+            return None
+
+    def delete_lock(self, bucket: str, name: str, generation: int | None) -> None:
+        """Delete the lock object (only that generation when given); absent is fine."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.client.bucket(bucket).blob(name).delete(if_generation_match=generation)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            pass
 
     def object_exists(self, bucket: str, name: str) -> bool:
         return self.client.bucket(bucket).blob(name).exists()
@@ -241,7 +295,7 @@ _FACTORIES: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {
     "connections": ("google.cloud.bigquery_connection_v1", lambda m, p: m.ConnectionServiceClient()),
     "topics": ("google.cloud.pubsub_v1", lambda m, p: m.PublisherClient()),
     "subscriptions": ("google.cloud.pubsub_v1", lambda m, p: m.SubscriberClient()),
-    "dataform": ("google.cloud.dataform_v1beta1", lambda m, p: m.DataformClient()),
+    "dataform": ("google.cloud.dataform_v1", lambda m, p: m.DataformClient()),
     "functions": ("google.cloud.functions_v2", lambda m, p: m.FunctionServiceClient()),
     "scheduler": ("google.cloud.scheduler_v1", lambda m, p: m.CloudSchedulerClient()),
     "projects": ("google.cloud.resourcemanager_v3", lambda m, p: m.ProjectsClient()),

@@ -77,6 +77,8 @@ class DataformSettings:
     release_config: str
     git_commitish: str
     vars: dict[str, str]
+    workspace_project: str = ""
+    workspace_schema_suffix: str = "_${workspaceName}"
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,10 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
             r.problems.append(f"field 'dataform.vars.{key}' must be a string or a number")
         else:
             vars_[key] = str(value)
+    # UI workspaces compile into the environment's project unless a sandbox project is named.
+    workspace_project = project
+    if r.get("dataform.workspace_project", None) is not None:
+        workspace_project = r.string("dataform.workspace_project", check=naming.project_id_problem)
     dataform = DataformSettings(
         repository=r.string("dataform.repository", "lakehouse", check=naming.resource_id_problem) or "",
         git_remote=r.string("dataform.git_remote", check=_check_https) or "",
@@ -408,6 +414,8 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
         release_config=r.string("dataform.release_config", environment or "", check=naming.resource_id_problem) or "",
         git_commitish=r.string("dataform.git_commitish", "main") or "",
         vars=vars_,
+        workspace_project=workspace_project or "",
+        workspace_schema_suffix=r.string("dataform.workspace_schema_suffix", "_${workspaceName}") or "",
     )
 
     schedules = r.mapping("schedules", {})

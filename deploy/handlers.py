@@ -11,7 +11,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import (
     bigquery,
     bigquery_connection_v1,
-    dataform_v1beta1,
+    dataform_v1,
     functions_v2,
     iam_admin_v1,
     pubsub_v1,
@@ -211,7 +211,9 @@ class BucketHandler(Handler):
         clients.storage.patch_bucket(build_bucket(resource, spec, current))
 
     def delete(self, clients, resource, spec):
-        clients.storage.delete_bucket(resource.name, force=True)
+        """Delete the bucket and its objects; return "N objects deleted"."""
+        count = clients.storage.delete_bucket(resource.name, force=True)
+        return f"{count} objects deleted"
 
 
 class SourceArchiveHandler(Handler):
@@ -546,7 +548,7 @@ class SubscriptionHandler(Handler):
 
 # --- Dataform ----------------------------------------------------------------------------------
 
-D = dataform_v1beta1
+D = dataform_v1
 
 
 def build_repository(resource: Resource, spec: dict) -> D.CreateRepositoryRequest:
@@ -561,6 +563,9 @@ def build_repository(resource: Resource, spec: dict) -> D.CreateRepositoryReques
                 authentication_token_secret_version=spec["token_secret_version"],
             ),
             service_account=spec["service_account"],
+            workspace_compilation_overrides=D.Repository.WorkspaceCompilationOverrides(
+                default_database=spec["workspace_project"], schema_suffix=spec["workspace_schema_suffix"]
+            ),
             labels=spec["labels"],
         ),
     )
@@ -575,6 +580,8 @@ class RepositoryHandler(Handler):
         "default_branch": "git_remote_settings",
         "token_secret_version": "git_remote_settings",
         "service_account": "service_account",
+        "workspace_project": "workspace_compilation_overrides",
+        "workspace_schema_suffix": "workspace_compilation_overrides",
         "labels": "labels",
     }
 
@@ -589,6 +596,8 @@ class RepositoryHandler(Handler):
                 "default_branch": git.default_branch,
                 "token_secret_version": git.authentication_token_secret_version,
                 "service_account": found.service_account,
+                "workspace_project": found.workspace_compilation_overrides.default_database,
+                "workspace_schema_suffix": found.workspace_compilation_overrides.schema_suffix,
                 "labels": dict(found.labels),
             },
             managed=_labelled(found.labels),
@@ -657,59 +666,6 @@ class ReleaseConfigHandler(Handler):
         clients.dataform.delete_release_config(request=D.DeleteReleaseConfigRequest(name=resource.name))
 
 
-def build_workflow_config(resource: Resource, spec: dict) -> D.WorkflowConfig:
-    """Return the workflow config selecting actions by tag (run by the trigger, so no cron of its own)."""
-    return D.WorkflowConfig(
-        name=resource.name,
-        release_config=spec["release_config"],
-        invocation_config=D.InvocationConfig(
-            included_tags=spec["included_tags"],
-            transitive_dependencies_included=spec["transitive_dependencies_included"],
-            fully_refresh_incremental_tables_enabled=spec["full_refresh"],
-            service_account=spec["service_account"],
-        ),
-    )
-
-
-class WorkflowConfigHandler(Handler):
-    """One Dataform workflow config per scheduled workflow."""
-
-    kind = "workflow_config"
-    mask = {
-        "release_config": "release_config",
-        "included_tags": "invocation_config",
-        "transitive_dependencies_included": "invocation_config",
-        "full_refresh": "invocation_config",
-        "service_account": "invocation_config",
-    }
-
-    def read(self, clients, resource, spec):
-        found = _get(clients.dataform.get_workflow_config, D.GetWorkflowConfigRequest(name=resource.name))
-        if found is None:
-            return None
-        invocation = found.invocation_config
-        return Observed({
-            "release_config": found.release_config,
-            "included_tags": list(invocation.included_tags),
-            "transitive_dependencies_included": invocation.transitive_dependencies_included,
-            "full_refresh": invocation.fully_refresh_incremental_tables_enabled,
-            "service_account": invocation.service_account,
-        })  # fmt: skip
-
-    def create(self, clients, resource, spec):
-        clients.dataform.create_workflow_config(request=D.CreateWorkflowConfigRequest(
-            parent=_parent(resource.name), workflow_config_id=_last(resource.name),
-            workflow_config=build_workflow_config(resource, spec)))  # fmt: skip
-
-    def update(self, clients, resource, spec, changed):
-        clients.dataform.update_workflow_config(request=D.UpdateWorkflowConfigRequest(
-            workflow_config=build_workflow_config(resource, spec),
-            update_mask=_mask([self.mask[c] for c in changed])))  # fmt: skip
-
-    def delete(self, clients, resource, spec):
-        clients.dataform.delete_workflow_config(request=D.DeleteWorkflowConfigRequest(name=resource.name))
-
-
 # --- Cloud Functions and Cloud Scheduler -------------------------------------------------------
 
 
@@ -730,7 +686,7 @@ def build_function(resource: Resource, spec: dict) -> functions_v2.Function:
             max_instance_count=spec["max_instances"],
             environment_variables=spec["environment_variables"],
             service_account_email=spec["service_account_email"],
-            ingress_settings=functions_v2.ServiceConfig.IngressSettings.ALLOW_ALL,
+            ingress_settings=functions_v2.ServiceConfig.IngressSettings[spec["ingress"]],
             all_traffic_on_latest_revision=True,
         ),
         labels=spec["labels"],
@@ -757,6 +713,7 @@ def observe_function(function: functions_v2.Function) -> Observed:
     service = function.service_config
     seen = {
         "runtime": function.build_config.runtime,
+        "ingress": functions_v2.ServiceConfig.IngressSettings(service.ingress_settings).name,
         "entry_point": function.build_config.entry_point,
         "source": f"gs://{source.bucket}/{source.object_}",
         "service_account_email": service.service_account_email,
@@ -787,6 +744,7 @@ class FunctionHandler(Handler):
     kind = "function"
     mask = {
         "runtime": "build_config.runtime",
+        "ingress": "service_config.ingress_settings",
         "entry_point": "build_config.entry_point",
         "source": "build_config.source",
         "service_account_email": "service_config.service_account_email",
@@ -980,6 +938,6 @@ def handlers(project_dir: Any = ".") -> dict[str, Handler]:
     all_handlers = [
         ServiceAccountHandler(), BucketHandler(), SourceArchiveHandler(project_dir), DatasetHandler(),
         TableHandler(), ConnectionHandler(), TopicHandler(), SubscriptionHandler(), RepositoryHandler(),
-        ReleaseConfigHandler(), WorkflowConfigHandler(), FunctionHandler(), JobHandler(), BindingHandler(),
+        ReleaseConfigHandler(), FunctionHandler(), JobHandler(), BindingHandler(),
     ]  # fmt: skip
     return {h.kind: h for h in all_handlers}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -39,6 +40,7 @@ class Plan:
     state_read: bool
     why_not_read: str = ""
     orphans: list[Resource] = field(default_factory=list)
+    unmanaged: list[Resource] = field(default_factory=list)
 
     def count(self, action: str) -> int:
         return sum(1 for c in self.changes if c.action == action)
@@ -140,12 +142,12 @@ def make_plan(
             fields = ", ".join(sorted(set(changed) & handler.immutable))
             action, reason = "blocked", f"{fields} cannot change in place"
         changes.append(Change(resource, action, spec, unknown, changed, current, reason))
-    orphans = []
+    orphans, unmanaged = [], []
     if clients is not None:
-        from deploy.orphans import find_orphans
+        from deploy.orphans import survey
 
-        orphans = find_orphans(env, resources, clients)
-    return Plan(env, sources, changes, clients is not None, why_not_read, orphans)
+        orphans, unmanaged = survey(env, resources, clients)
+    return Plan(env, sources, changes, clients is not None, why_not_read, orphans, unmanaged)
 
 
 def _show(key: str, value: Any, resource: Resource) -> str:
@@ -203,10 +205,102 @@ def render(plan: Plan, verbose: bool = True) -> str:
         else:
             lines.append(f"- delete    {orphan.kind:<20} {orphan.name}")
             lines.append("      ! no longer in the config; apply deletes it")
+    for other in plan.unmanaged:
+        lines.append(f"  not managed {other.kind:<18} {other.name}")
+        lines.append("      ! not in the config and not marked as lakehouse-kit's; apply leaves it alone")
     counts = ", ".join(f"{plan.count(a)} to {a}" if a in ("create", "update") else f"{plan.count(a)} {a}"
                        for a in ACTIONS)  # fmt: skip
     if plan.orphans:
         counts += f", {sum(1 for o in plan.orphans if not o.data)} to delete"
+    if plan.unmanaged:
+        counts += f", {len(plan.unmanaged)} not managed"
     total = len(plan.changes) + len(plan.orphans)
     lines += ["", f"Plan: {counts} ({total} resources). Nothing was changed."]
     return "\n".join(lines)
+
+
+PLAN_FORMAT = 1
+
+
+def _masked(resource: Resource, spec: Any) -> Any:
+    """Return `spec` with secret-looking release-config vars masked (plans are shared and stored)."""
+    if resource.kind != "release_config" or not isinstance(spec, dict) or "vars" not in spec:
+        return spec
+    return {**spec, "vars": {k: display_var(k, str(v)) for k, v in spec["vars"].items()}}
+
+
+def fingerprint(resource: Resource, spec: Any) -> str | None:
+    """Return a short hash of a spec (secrets masked), or None for no spec (the resource is absent)."""
+    if spec is None:
+        return None
+    text = json.dumps(_norm(_masked(resource, spec)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def to_json(plan: Plan) -> dict[str, Any]:
+    """Return the plan as a JSON-ready dict: per resource its action, the changed keys, the desired
+    spec (secrets masked) and fingerprints of the desired and the current spec, which `apply --plan`
+    compares with the live state."""
+    changes = []
+    for change in plan.changes:
+        resource = change.resource
+        current = change.current.spec if change.current is not None else None
+        changes.append({
+            "kind": resource.kind,
+            "name": resource.name,
+            "action": change.action,
+            "changed": list(change.changed),
+            "reason": change.reason,
+            "spec": _norm(_masked(resource, change.spec)),
+            "desired": fingerprint(resource, change.spec),
+            "current": fingerprint(resource, current),
+        })  # fmt: skip
+    return {
+        "format": PLAN_FORMAT,
+        "environment": plan.env.environment,
+        "project": plan.env.project,
+        "state_read": plan.state_read,
+        "why_not_read": plan.why_not_read,
+        "changes": changes,
+        "delete": [{"kind": o.kind, "name": o.name} for o in plan.orphans if not o.data],
+        "keep": [{"kind": o.kind, "name": o.name} for o in plan.orphans if o.data],
+        "not_managed": [{"kind": o.kind, "name": o.name} for o in plan.unmanaged],
+        "totals": {**{a: plan.count(a) for a in ACTIONS}, "delete": sum(1 for o in plan.orphans if not o.data)},
+    }
+
+
+def moved(saved: Mapping[str, Any], live: Plan) -> list[str]:
+    """Return why `live` is not the `saved` plan (JSON of to_json), one line each; [] when it is.
+
+    A saved plan applies only if it was made with the state read, for the same environment, and
+    every resource's action, desired spec and current spec are what they were.
+    """
+    if not isinstance(saved, Mapping) or saved.get("format") != PLAN_FORMAT:
+        return [f"not a plan of this version (expected format {PLAN_FORMAT}; make it with plan --format json)"]
+    if not saved.get("state_read"):
+        return ["the plan was made without reading the current state; make it again with credentials"]
+    problems = []
+    for key, value in (("environment", live.env.environment), ("project", live.env.project)):
+        if saved.get(key) != value:
+            problems.append(f"the plan is for {key} {saved.get(key)!r}, the config for {value!r}")
+    now = to_json(live)
+    before = {(c["kind"], c["name"]): c for c in saved.get("changes", [])}
+    after = {(c["kind"], c["name"]): c for c in now["changes"]}
+    for key in sorted(before.keys() - after.keys()):
+        problems.append(f"{key[0]} {key[1]}: in the plan, no longer in the config")
+    for key in sorted(after.keys() - before.keys()):
+        problems.append(f"{key[0]} {key[1]}: in the config, not in the plan")
+    for key in [k for k in after if k in before]:
+        old, new = before[key], after[key]
+        if old.get("desired") != new["desired"]:
+            problems.append(f"{key[0]} {key[1]}: the config changed since the plan")
+        elif old.get("current") != new["current"] or old.get("action") != new["action"]:
+            problems.append(f"{key[0]} {key[1]}: live state moved since the plan ({old.get('action')} -> "
+                            f"{new['action']})")  # fmt: skip
+    for field_name in ("delete", "keep"):
+        old_set = {(o["kind"], o["name"]) for o in saved.get(field_name, [])}
+        new_set = {(o["kind"], o["name"]) for o in now[field_name]}
+        for kind, name in sorted(old_set ^ new_set):
+            where = "the plan" if (kind, name) in old_set else "the live state"
+            problems.append(f"{kind} {name}: to {field_name} only in {where}")
+    return problems

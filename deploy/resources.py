@@ -49,6 +49,17 @@ ACTION_RUNS_SCHEMA = (
     ("file_name", "STRING", "NULLABLE"),
 )
 ARCHIVE_KEY = "source_archive:lakehouse"
+# Who may reach each function: landing takes producers' posts from anywhere (IAM still checks them);
+# the generator and trigger are called by Cloud Scheduler and audit by Eventarc, which internal ingress admits.
+INGRESS = {
+    "landing": "ALLOW_ALL",
+    "generator": "ALLOW_INTERNAL_ONLY",
+    "audit": "ALLOW_INTERNAL_ONLY",
+    "trigger": "ALLOW_INTERNAL_ONLY",
+}
+# Cloud Scheduler allows an attempt at most 30 minutes; the trigger answers once the run started.
+TRIGGER_ATTEMPT_DEADLINE_S = 600
+TRIGGER_CHECK_CRON = "*/10 * * * *"
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 
@@ -254,6 +265,8 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         _binding("bucket", landing, "roles/storage.objectViewer", _sa(env, "landing")),
         _binding("bucket", dead, "roles/storage.objectCreator", _sa(env, "landing")),
         _binding("bucket", landing, "roles/storage.objectViewer", _sa(env, "dataform")),
+        # The trigger samples failing rows of assertions, whose views read bronze's external tables.
+        _binding("bucket", landing, "roles/storage.objectViewer", _sa(env, "trigger")),
     ]
 
     descriptions = {
@@ -277,6 +290,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         _binding("dataset", ds["silver"], "roles/bigquery.dataEditor", _sa(env, "dataform")),
         _binding("dataset", ds["gold"], "roles/bigquery.dataEditor", _sa(env, "dataform")),
         _binding("dataset", ds["assertions"], "roles/bigquery.dataEditor", _sa(env, "dataform")),
+        _binding("dataset", ds["bronze"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["silver"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["gold"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["assertions"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
@@ -311,8 +325,13 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     }))  # fmt: skip
     connection_sa = "serviceAccount:" + ref("connection:" + connection, "service_account")
     out += [
-        _binding("bucket", lake, "roles/storage.objectAdmin", connection_sa),
-        _binding("connection", connection, "roles/bigquery.connectionUser", _sa(env, "dataform")),
+        # BigLake Iceberg tables: the connection's own account reads and writes the data files and
+        # needs storage.buckets.get on the bucket (Legacy Bucket Reader has it, objectUser does not).
+        _binding("bucket", lake, "roles/storage.objectUser", connection_sa),
+        _binding("bucket", lake, "roles/storage.legacyBucketReader", connection_sa),
+        # Creating or merging into an Iceberg table delegates to the connection:
+        # bigquery.connections.delegate, which Connection Admin has and Connection User lacks.
+        _binding("connection", connection, "roles/bigquery.connectionAdmin", _sa(env, "dataform")),
     ]
 
     dead_topic = f"projects/{p}/topics/" + check("topic", f"{env.prefix}-dead-letter", naming.pubsub_problem)
@@ -356,6 +375,10 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         "default_branch": env.dataform.default_branch,
         "token_secret_version": env.dataform.token_secret_version,
         "service_account": env.service_account_email("dataform"),
+        # Workspaces in the Dataform UI compile into the workspace project, each developer's
+        # datasets suffixed with the workspace name, never into the release's datasets.
+        "workspace_project": env.dataform.workspace_project,
+        "workspace_schema_suffix": env.dataform.workspace_schema_suffix,
         "labels": labels(env, "dataform"),
     }))  # fmt: skip
     out.append(_binding("dataform_repository", repo, "roles/dataform.editor", _sa(env, "trigger")))
@@ -367,15 +390,6 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         # ${env:NAME} values are read at apply; bucket and connection vars follow the resources above.
         "vars": dict(sorted({**env.dataform.vars, **derived_vars(env)}.items())),
     }))  # fmt: skip
-    for workflow in env.workflows:
-        out.append(Resource("workflow_config", f"{repo}/workflowConfigs/{workflow.name}", {
-            "release_config": release,
-            "included_tags": list(workflow.tags),
-            "transitive_dependencies_included": workflow.include_dependencies,
-            "full_refresh": workflow.full_refresh,
-            "service_account": env.service_account_email("dataform"),
-        }))  # fmt: skip
-
     archive = f"gs://{env.buckets['functions_source']}/lakehouse-{ref(ARCHIVE_KEY, 'sha')}.zip"
     functions: dict[str, str] = {}
     env_vars = {
@@ -408,6 +422,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
             variables["LAKEHOUSE_LANDING_URL"] = ref("function:" + functions["landing"], "url")
         out.append(Resource("function", functions[name], {
             "runtime": "python311",
+            "ingress": INGRESS[name],
             "entry_point": settings.entry_point.split(":")[1],
             "source": archive,
             "service_account_email": env.service_account_email(name),
@@ -440,6 +455,8 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
             "full_refresh": workflow.full_refresh,
         }
         jobs.append((f"trigger-{workflow.name}", workflow.cron, body, functions["trigger"]))
+    # The trigger answers as soon as the invocation starts; this job reports the ones that ended.
+    jobs.append(("trigger-check", TRIGGER_CHECK_CRON, {"check": True}, functions["trigger"]))
     for job_name, cron, body, function in jobs:
         job_id = check("scheduler job", f"{env.prefix}-{job_name}", naming.resource_id_problem)
         url = ref("function:" + function, "url")
@@ -452,7 +469,8 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
             "audience": url,
             # A workflow run is not retried by the scheduler: a failure is reported, not repeated.
             "retry_count": 0 if job_name.startswith("trigger") else 1,
-            "attempt_deadline_s": 1800 if job_name.startswith("trigger") else 180,
+            # The trigger never waits for a run, so each attempt ends in seconds (the cap is 1800).
+            "attempt_deadline_s": TRIGGER_ATTEMPT_DEADLINE_S if job_name.startswith("trigger") else 180,
             "description": f"lakehouse {env.environment} {job_name} ({cron}). {MARKER}",
         }))  # fmt: skip
     if problems:

@@ -119,7 +119,7 @@ class ActionReport:
 
 @dataclass
 class TriggerReport:
-    """A whole trigger run. status: success | failed | timeout (warn assertions never fail a run)."""
+    """A whole trigger run. status: running | success | failed | timeout (warn assertions never fail a run)."""
 
     run_id: str
     target: str
@@ -130,6 +130,8 @@ class TriggerReport:
     invocation: str | None = None
     compilation_errors: list[str] = field(default_factory=list)
     actions: list[ActionReport] = field(default_factory=list)
+    invocation_state: str | None = None
+    lookup_errors: list[str] = field(default_factory=list)
 
     @property
     def failed_error_assertions(self) -> list[ActionReport]:
@@ -145,20 +147,29 @@ class TriggerReport:
 
     @property
     def http_status(self) -> int:
-        """Return 200 for success, 504 for a timeout, 500 for any other failure."""
-        return {"success": 200, "timeout": 504}.get(self.status, 500)
+        """Return 200 for success, 202 while running, 504 for a timeout, 500 for any other failure."""
+        return {"success": 200, "running": 202, "timeout": 504}.get(self.status, 500)
 
     def decide(self) -> None:
-        """Set status from the actions: failed if an action or an error-severity assertion failed."""
+        """Set status: failed if an action or an error-severity assertion failed, or the invocation
+        ended CANCELLED, or FAILED with no failed action to explain it (a warn assertion failing also
+        ends an invocation FAILED, and stays a success); running while the invocation still runs."""
         if self.status == "timeout":
+            return
+        if self.invocation_state in ("RUNNING", "CANCELING"):
+            self.status = "running"
             return
         broken = self.compilation_errors or self.failed_actions or self.failed_error_assertions
         broken = broken or any(a.status == "cancelled" for a in self.actions)
+        broken = broken or self.invocation_state == "CANCELLED"
+        broken = broken or (self.invocation_state == "FAILED" and not any(a.status == "failed" for a in self.actions))
         self.status = "failed" if broken else "success"
 
     def summary(self) -> str:
         """Return one line: status and what failed."""
         parts = [f"run {self.run_id} ({self.target}) {self.status}: {len(self.actions)} actions"]
+        if self.invocation_state in ("FAILED", "CANCELLED"):
+            parts.append(f"invocation {self.invocation_state}")
         if self.compilation_errors:
             parts.append(f"{len(self.compilation_errors)} compilation errors")
         for label, items in (("failed actions", self.failed_actions),
@@ -166,6 +177,8 @@ class TriggerReport:
                              ("failed warn assertions", self.failed_warn_assertions)):  # fmt: skip
             if items:
                 parts.append(f"{label}: {', '.join(a.name for a in items)}")
+        if self.lookup_errors:
+            parts.append(f"{len(self.lookup_errors)} lookups failed")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -204,7 +217,7 @@ def _target_key(target: Any) -> str:
 
 def _compiled_actions(dataform: Any, compilation: str) -> dict[str, tuple[str, list[str], str]]:
     """Return target -> (type, tags, file path) from the compilation result's actions."""
-    from google.cloud import dataform_v1beta1 as D
+    from google.cloud import dataform_v1 as D
 
     kinds: dict[str, tuple[str, list[str], str]] = {}
     request = D.QueryCompilationResultActionsRequest(name=compilation)
@@ -261,7 +274,7 @@ class GcpTarget:
     def compile(self, request: TriggerRequest) -> Any:
         """Return the created CompilationResult: the release config as it is, or with another
         commitish and/or extra vars on top of its compilation settings."""
-        from google.cloud import dataform_v1beta1 as D
+        from google.cloud import dataform_v1 as D
 
         if request.git_commitish or request.vars:
             release = self.dataform.get_release_config(request=D.GetReleaseConfigRequest(name=self.release_config))
@@ -277,7 +290,7 @@ class GcpTarget:
 
     def invocation_request(self, compilation: str, request: TriggerRequest) -> Any:
         """Return the CreateWorkflowInvocationRequest for `compilation` (pure)."""
-        from google.cloud import dataform_v1beta1 as D
+        from google.cloud import dataform_v1 as D
 
         config = D.InvocationConfig(
             included_tags=list(request.tags),
@@ -292,10 +305,11 @@ class GcpTarget:
             workflow_invocation=D.WorkflowInvocation(compilation_result=compilation, invocation_config=config),
         )
 
-    def run(self, request: TriggerRequest) -> TriggerReport:
-        """Return the report of one run; raises google.api_core errors only for failed API calls."""
-        from google.cloud import dataform_v1beta1 as D
+    def start(self, request: TriggerRequest) -> tuple[TriggerReport, Any, dict]:
+        """Return (report, created invocation or None, compiled actions): compile and invoke, never wait.
 
+        With compilation errors the report is already failed and nothing was invoked.
+        """
         report = TriggerReport(_new_run_id(self.now()), "gcp", self.environment, self.now())
         compilation = self.compile(request)
         if compilation.compilation_errors:
@@ -304,16 +318,26 @@ class GcpTarget:
                 for e in compilation.compilation_errors
             ]
             report.status, report.finished_at = "failed", self.now()
-            return report
+            return report, None, {}
         kinds = _compiled_actions(self.dataform, compilation.name)
         invocation = self.dataform.create_workflow_invocation(
             request=self.invocation_request(compilation.name, request)
         )
-        report.invocation = invocation.name
+        report.invocation, report.invocation_state = invocation.name, _state_name(invocation.state)
+        return report, invocation, kinds
+
+    def run(self, request: TriggerRequest) -> TriggerReport:
+        """Return the report of one run, waiting for it (the CLI; the function uses start and check).
+
+        Raises google.api_core errors only for failed API calls.
+        """
+        from google.cloud import dataform_v1 as D
+
+        report, invocation, kinds = self.start(request)
+        if invocation is None:
+            return report
         deadline = self.clock() + (request.timeout_s or self.timeout_s)
-        terminal = {D.WorkflowInvocation.State.SUCCEEDED, D.WorkflowInvocation.State.FAILED,
-                    D.WorkflowInvocation.State.CANCELLED}  # fmt: skip
-        while invocation.state not in terminal:
+        while _state_name(invocation.state) not in TERMINAL:
             if self.clock() >= deadline:
                 report.status = "timeout"
                 self.dataform.cancel_workflow_invocation(
@@ -324,14 +348,67 @@ class GcpTarget:
             invocation = self.dataform.get_workflow_invocation(
                 request=D.GetWorkflowInvocationRequest(name=invocation.name)
             )
-        report.actions = self.collect(invocation.name, kinds)
+        return self.finish(report, invocation, kinds)
+
+    def finish(self, report: TriggerReport, invocation: Any, kinds: Mapping) -> TriggerReport:
+        """Return `report` completed from the invocation as it is now: actions, state, verdict."""
+        report.invocation, report.invocation_state = invocation.name, _state_name(invocation.state)
+        report.actions = self.collect(invocation.name, kinds, report)
         report.finished_at = self.now()
         report.decide()
         return report
 
-    def collect(self, invocation: str, kinds: Mapping[str, tuple[str, list[str], str]]) -> list[ActionReport]:
-        """Return every action's report, with failing-row samples for failed assertions."""
-        from google.cloud import dataform_v1beta1 as D
+    def check(self, reported: set[str], lookback: dt.timedelta = dt.timedelta(days=2)) -> list[TriggerReport]:
+        """Return a report for each of this repository's invocations that ended and is not in `reported`.
+
+        Idempotent per invocation: the caller passes the invocations already recorded (ops table).
+        An invocation still running past the timeout is cancelled and reported as a timeout; one
+        CANCELING is still running. Only invocations run as this target's service account and started
+        within `lookback` are considered. Raises google.api_core errors for failed API calls.
+        """
+        from google.cloud import dataform_v1 as D
+
+        now = self.now()
+        reports = []
+        request = D.ListWorkflowInvocationsRequest(parent=self.repository)
+        for invocation in self.dataform.list_workflow_invocations(request=request):
+            if invocation.name in reported:
+                continue
+            if self.service_account and invocation.invocation_config.service_account != self.service_account:
+                continue
+            timing = invocation.invocation_timing if "invocation_timing" in invocation else None
+            if timing is None or not timing.HasField("start_time"):
+                continue
+            started = timing.start_time.ToDatetime(tzinfo=dt.UTC)
+            if started < now - lookback:
+                continue
+            report = TriggerReport(_run_id_of(invocation.name), "gcp", self.environment, started)
+            state = _state_name(invocation.state)
+            if state == "CANCELING":  # still running: reported once it has ended
+                continue
+            if state not in TERMINAL:
+                if now - started < dt.timedelta(seconds=self.timeout_s):
+                    continue
+                self.dataform.cancel_workflow_invocation(
+                    request=D.CancelWorkflowInvocationRequest(name=invocation.name)
+                )
+                report.status = "timeout"
+            # A workflow config's invocation names its compilation only as the resolved one.
+            compilation = invocation.compilation_result or invocation.resolved_compilation_result
+            kinds = _compiled_actions(self.dataform, compilation)
+            reports.append(self.finish(report, invocation, kinds))
+        return reports
+
+    def collect(
+        self, invocation: str, kinds: Mapping[str, tuple[str, list[str], str]], report: TriggerReport | None = None
+    ) -> list[ActionReport]:
+        """Return every action's report, with failing-row samples for failed assertions.
+
+        A sample that cannot be read is listed in `report.lookup_errors` (and the action's error).
+        Rows affected are not looked up on GCP: reading the Dataform account's jobs needs a
+        project-wide role that also shows every job's SQL text.
+        """
+        from google.cloud import dataform_v1 as D
 
         states = {
             D.WorkflowInvocationAction.State.SUCCEEDED: "success",
@@ -354,44 +431,45 @@ class GcpTarget:
                 file_name=file_name,
             )
             if kind == "assertion" and item.status == "failed":
-                item.failing_rows, item.failing_sample = self.sample(key)
-            job_id = action.bigquery_action.job_id if "bigquery_action" in action else ""
-            if job_id and kind != "assertion" and item.status == "success":
-                item.rows_affected = self.rows_affected(job_id, action.target.database)
+                try:
+                    item.failing_rows, item.failing_sample = self.sample(key)
+                except Exception as error:  # noqa: BLE001 - the failure is reported; the sample is extra
+                    problem = f"failing rows of {key} not read: {type(error).__name__}: {error}"
+                    log.warning(problem)
+                    item.error = f"{item.error or ''}\n({problem})".lstrip("\n")
+                    if report is not None:
+                        report.lookup_errors.append(problem)
             reports.append(item)
         return reports
 
-    def rows_affected(self, job_id: str, project: str) -> int | None:
-        """Return the rows a BigQuery job's DML changed (summed over a script's child jobs), or None."""
-        try:
-            job = self.bigquery.get_job(job_id, project=project, location=self.location)
-            rows = getattr(job, "num_dml_affected_rows", None)
-            if rows is None and getattr(job, "statement_type", None) == "SCRIPT":
-                counts = [getattr(child, "num_dml_affected_rows", None)
-                          for child in self.bigquery.list_jobs(project=project, parent_job=job_id)]  # fmt: skip
-                counts = [n for n in counts if n is not None]
-                rows = sum(counts) if counts else None
-            return rows
-        except Exception as error:  # noqa: BLE001 - a figure for the record, never a reason to fail
-            log.warning("could not read rows affected of job %s: %s", job_id, error)
-            return None
-
-    def sample(self, target: str) -> tuple[int | None, list[dict[str, Any]]]:
-        """Return (failing row count, up to sample_rows of them) of an assertion view."""
+    def sample(self, target: str) -> tuple[int, list[dict[str, Any]]]:
+        """Return (failing row count, up to sample_rows of them) of an assertion view; raises the
+        BigQuery error when it cannot be read."""
         database, schema, name = target.split(".")
         sql = (
             f"select * from (select count(*) over () as _lakehouse_failing_rows, failing.* "
             f"from `{database}.{schema}.{name}` as failing) limit {int(self.sample_rows)}"
         )
-        try:
-            rows = [dict(row.items()) for row in self.bigquery.query(sql).result()]
-        except Exception as error:  # noqa: BLE001 - a sample is best effort; the failure is still reported
-            log.warning("could not sample failing rows of %s: %s", target, error)
-            return None, []
+        rows = [dict(row.items()) for row in self.bigquery.query(sql).result()]
         count = rows[0].pop("_lakehouse_failing_rows") if rows else 0
         for row in rows[1:]:
             row.pop("_lakehouse_failing_rows", None)
         return count, json.loads(json.dumps(rows, default=_jsonable))
+
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+def _state_name(state: Any) -> str:
+    """Return a WorkflowInvocation state's name (RUNNING, SUCCEEDED, FAILED, CANCELLED, CANCELING)."""
+    from google.cloud import dataform_v1 as D
+
+    return D.WorkflowInvocation.State(state).name
+
+
+def _run_id_of(invocation: str) -> str:
+    """Return the run id of an invocation reported by check: its id, so a re-check names it the same."""
+    return "gcp-" + invocation.rsplit("/", 1)[1]
 
 
 # --- local: the embedded engine -----------------------------------------------------------------
@@ -481,7 +559,11 @@ def _local_sample(project_dir: Path, name: str, limit: int = SAMPLE_ROWS) -> lis
 def log_entry(report: TriggerReport) -> tuple[int, dict[str, Any]]:
     """Return (logging level, structured entry) for Cloud Logging: ERROR when the run failed."""
     failed = report.failed_actions + report.failed_error_assertions + report.failed_warn_assertions
-    level = logging.ERROR if report.status != "success" else logging.WARNING if failed else logging.INFO
+    if report.status == "running":
+        level = logging.INFO
+    else:
+        failing = report.status != "success"
+        level = logging.ERROR if failing else logging.WARNING if failed or report.lookup_errors else logging.INFO
     entry = {
         "severity": logging.getLevelName(level),
         "message": f"lakehouse workflow {report.summary()}",
@@ -491,6 +573,8 @@ def log_entry(report: TriggerReport) -> tuple[int, dict[str, Any]]:
         "status": report.status,
         "invocation": report.invocation,
         "compilation_errors": report.compilation_errors,
+        "invocation_state": report.invocation_state,
+        "lookup_errors": report.lookup_errors,
         "failed": [
             {
                 "name": a.name,
@@ -523,6 +607,10 @@ def ops_rows(report: TriggerReport) -> list[dict[str, Any]]:
     if report.compilation_errors:
         return [{**base, "action_name": "(compilation)", "action_type": "compilation", "status": "failed",
                  "severity": "error", "error": "\n".join(report.compilation_errors)}]  # fmt: skip
+    if not report.actions and report.invocation:
+        # One row still records the invocation, so a check reports it once (see already_reported).
+        return [{**base, "action_name": "(invocation)", "action_type": "invocation", "status": report.status,
+                 "error": f"invocation ended {report.invocation_state}"}]  # fmt: skip
     return [
         {
             **base,
@@ -563,6 +651,28 @@ def api_failure(error: Exception) -> dict[str, Any]:
     }
     log.error(json.dumps(entry))
     return {"error": entry["message"]}
+
+
+def already_reported(bigquery: Any, table: str, since: dt.datetime) -> set[str]:
+    """Return the invocations with rows in the ops `table` started since `since` (one partition scan
+    per day); raises google.api_core errors when the table cannot be read."""
+    from google.cloud import bigquery as bq
+
+    sql = f"select distinct invocation from `{table}` where started_at >= @since and invocation is not null"
+    config = bq.QueryJobConfig(query_parameters=[bq.ScalarQueryParameter("since", "TIMESTAMP", since)])
+    return {row["invocation"] for row in bigquery.query(sql, job_config=config).result()}
+
+
+def check_and_publish(
+    target: GcpTarget, ops_table: str, write_rows: Callable | None, lookback: dt.timedelta = dt.timedelta(days=2)
+) -> list[TriggerReport]:
+    """Return the reports of invocations that ended since the last check, each published once."""
+    # A day more than the lookback: an invocation started just inside it has its rows from then.
+    reported = already_reported(target.bigquery, ops_table, target.now() - lookback - dt.timedelta(days=1))
+    reports = target.check(reported, lookback)
+    for report in reports:
+        publish(report, write_rows)
+    return reports
 
 
 def bigquery_writer(bigquery: Any, table: str) -> Callable[[list[dict[str, Any]]], None]:
@@ -609,12 +719,12 @@ def gcp_target_from_environment(environ: Mapping[str, str] | None = None) -> tup
     missing = [name for name in needed if not environ.get(name)]
     if missing:
         raise TriggerSetupError(f"missing environment variables: {', '.join(missing)}")
-    from google.cloud import bigquery, dataform_v1beta1
+    from google.cloud import bigquery, dataform_v1
 
     bq = bigquery.Client(project=environ["LAKEHOUSE_GCP_PROJECT"],
                          location=environ.get("LAKEHOUSE_BIGQUERY_LOCATION") or None)  # fmt: skip
     target = GcpTarget(
-        dataform_v1beta1.DataformClient(),
+        dataform_v1.DataformClient(),
         bq,
         environ["LAKEHOUSE_DATAFORM_REPOSITORY"],
         environ["LAKEHOUSE_RELEASE_CONFIG"],

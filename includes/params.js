@@ -33,6 +33,16 @@ function bucket(name) {
   return text;
 }
 
+// Returns whether an optional "true"/"false" var is on; unset is off.
+function flag(name) {
+  const vars = (dataform.projectConfig && dataform.projectConfig.vars) || {};
+  const text = vars[name] === undefined ? "false" : String(vars[name]);
+  if (!/^(true|false)$/.test(text)) {
+    throw new Error(`workflow_settings.yaml: var ${name}=${JSON.stringify(text)} must be true or false`);
+  }
+  return text === "true";
+}
+
 // Returns a SQL string literal of `value` (BigQuery escaping).
 function sqlString(value) {
   return `'${String(value).replace(/\\/g, "\\\\").replace(/'/g, "\\'").replace(/\n/g, "\\n")}'`;
@@ -47,6 +57,10 @@ module.exports = {
   landingBucket: () => bucket("landing_bucket"),
   icebergBucket: () => bucket("iceberg_bucket"),
   icebergConnection: () => raw("iceberg_connection"),
+  // Partitioning of BigLake Iceberg tables is in Preview: off unless the project has it
+  // (release-config var iceberg_partitioning: "true"). Spread into a bigquery config block:
+  // { partitionBy: column } when on, {} when off (Dataform refuses an empty or undefined partitionBy).
+  icebergPartitioning: (column) => (flag("iceberg_partitioning") ? { partitionBy: column } : {}),
   // Records larger than this are quarantined (the landing function rejects them earlier).
   maxRecordBytes: () => integer("max_record_bytes", 1),
   attributionWindowDays: () => integer("attribution_window_days", 1),

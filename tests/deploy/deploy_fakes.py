@@ -10,7 +10,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import (
     bigquery,
     bigquery_connection_v1,
-    dataform_v1beta1,
+    dataform_v1,
     functions_v2,
     iam_admin_v1,
     pubsub_v1,
@@ -161,7 +161,26 @@ class FakeStorage(Recorder):
     def delete_bucket(self, name, force):
         self._call("delete_bucket", name)
         del self.cloud.buckets[name]
+        count = sum(1 for k in self.cloud.objects if k[0] == name)
         self.cloud.objects = {k: v for k, v in self.cloud.objects.items() if k[0] != name}
+        return count
+
+    def create_lock(self, bucket, name, data):
+        self._call("create_lock", (bucket, name))
+        if bucket not in self.cloud.buckets:
+            raise gexc.NotFound(f"bucket {bucket}")
+        if (bucket, name) in self.cloud.objects:
+            return None
+        self.cloud.objects[(bucket, name)] = data
+        return 1
+
+    def read_lock(self, bucket, name):
+        self._call("read_lock", (bucket, name))
+        return self.cloud.objects.get((bucket, name))
+
+    def delete_lock(self, bucket, name, generation):
+        self._call("delete_lock", (bucket, name))
+        self.cloud.objects.pop((bucket, name), None)
 
     def object_exists(self, bucket, name):
         self._call("object_exists", (bucket, name))
@@ -361,15 +380,12 @@ class FakeSubscriptions(PolicyStore):
 
 
 class FakeDataform(PolicyStore):
-    D = dataform_v1beta1
+    D = dataform_v1
     get_repository, create_repository, update_repository, delete_repository = _proto_crud(
         "repository", "repository", D.Repository, id_field="repository_id"
     )
     get_release_config, create_release_config, update_release_config, delete_release_config = _proto_crud(
         "release_config", "release_config", D.ReleaseConfig, id_field="release_config_id"
-    )
-    get_workflow_config, create_workflow_config, update_workflow_config, delete_workflow_config = _proto_crud(
-        "workflow_config", "workflow_config", D.WorkflowConfig, id_field="workflow_config_id"
     )
     list_workflow_configs = _lister("workflow_configs", D.WorkflowConfig, "workflowConfigs")
 

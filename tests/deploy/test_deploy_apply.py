@@ -7,7 +7,7 @@ import collections
 import pytest
 from deploy_fakes import CONNECTION_SA, FakeCloud
 from google.api_core import exceptions as gexc
-from google.cloud import bigquery, pubsub_v1, storage
+from google.cloud import bigquery, dataform_v1, pubsub_v1, scheduler_v1, storage
 
 from deploy.apply import apply, destroy, explain
 from deploy.config import load_env
@@ -25,6 +25,9 @@ def setup(write_env, project_dir, monkeypatch):
         return env, desired_state(env, discover_sources(project_dir))
 
     return make
+
+
+REPO_NAME = "projects/lakehouse-test-1/locations/us-central1/repositories/lakehouse"
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ def test_plan_without_clients_lists_everything_as_create(setup, project_dir):
     env, resources = setup()
     plan = make_plan(env, ["orders", "page_views"], resources, project_dir, why_not_read="no credentials")
     assert plan.state_read is False
-    assert plan.count("create") == len(resources) == 70
+    assert plan.count("create") == len(resources) == 73
     text = render(plan)
     assert "Current state NOT read: no credentials. Showing the full desired state" in text
     assert (
@@ -73,7 +76,8 @@ def test_apply_wires_outputs_and_iam(setup, cloud, project_dir):
     assert run_apply(env, resources, cloud, project_dir).error is None
     lake = cloud.policies["lh-test-lake"]
     assert [(b.role, list(b.members)) for b in lake.bindings] == [
-        ("roles/storage.objectAdmin", [f"serviceAccount:{CONNECTION_SA}"])
+        ("roles/storage.objectUser", [f"serviceAccount:{CONNECTION_SA}"]),
+        ("roles/storage.legacyBucketReader", [f"serviceAccount:{CONNECTION_SA}"]),
     ]
     bronze = bigquery.Dataset.from_api_repr(cloud.datasets["lakehouse-test-1.bronze"])
     assert sorted((e.role, e.entity_id) for e in bronze.access_entries) == [
@@ -84,6 +88,10 @@ def test_apply_wires_outputs_and_iam(setup, cloud, project_dir):
         (
             "roles/bigquery.dataEditor",
             "serviceAccount:lh-dev-pubsub-writer@lakehouse-test-1.iam.gserviceaccount.com",
+        ),
+        (
+            "roles/bigquery.dataViewer",
+            "serviceAccount:lh-dev-trigger@lakehouse-test-1.iam.gserviceaccount.com",
         ),
     ]
     job = cloud.store["projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-trigger-hourly"]
@@ -321,32 +329,67 @@ def test_a_removed_source_or_schedule_is_cleaned_up_but_its_data_kept(setup, clo
     cloud.store[other_env] = pubsub_v1.types.Topic(
         name=other_env, labels={"managed-by": "lakehouse-kit", "lakehouse-env": "prod"}
     )
+    # Made by people, without the kit's marker, in the kit's namespace: reported, never deleted.
+    hand_made = {
+        f"{REPO_NAME}/workflowConfigs/adhoc": dataform_v1.WorkflowConfig(name=f"{REPO_NAME}/workflowConfigs/adhoc"),
+        "projects/lakehouse-test-1/topics/lh-test-manual": pubsub_v1.types.Topic(
+            name="projects/lakehouse-test-1/topics/lh-test-manual"),
+        "projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-by-hand": scheduler_v1.Job(
+            name="projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-by-hand", description="mine"),
+    }  # fmt: skip
+    cloud.store.update(hand_made)
     (project_dir / "includes" / "contracts" / "page_views.json").unlink()
     env2, resources2 = setup()  # one workflow left, one source left
     plan = make_plan(env2, ["orders"], resources2, project_dir, cloud.clients(), handlers(project_dir))
     assert [(o.kind, o.name.rsplit("/", 1)[-1], o.data) for o in plan.orphans] == [
         ("scheduler_job", "lh-test-trigger-daily", False),
-        ("workflow_config", "daily", False),
         ("subscription", "lh-test-page_views-bq", False),
         ("topic", "lh-test-page_views", False),
         ("table", "lakehouse-test-1.bronze.page_views_raw", True),
     ]
+    assert sorted(o.name for o in plan.unmanaged) == sorted([other_env, *hand_made])  # prod's is not ours either
     text = render(plan)
     assert "- delete    topic                projects/lakehouse-test-1/topics/lh-test-page_views" in text
     assert "- orphan    table                lakehouse-test-1.bronze.page_views_raw [holds data]" in text
+    assert f"  not managed workflow_config    {REPO_NAME}/workflowConfigs/adhoc" in text
     # The contract left the functions' source archive too: a new archive, four functions redeployed.
     assert text.splitlines()[-1] == (
-        "Plan: 1 to create, 4 to update, 60 unchanged, 0 blocked, 4 to delete (70 resources). Nothing was changed."
+        "Plan: 1 to create, 4 to update, 63 unchanged, 0 blocked, 3 to delete, 4 not managed (72 resources). "
+        "Nothing was changed."
     )
 
     report = run_apply(env2, resources2, cloud, project_dir)
     assert report.error is None
     assert [(o.result, o.resource.kind) for o in report.outcomes if o.result in ("deleted", "kept")] == [
-        ("deleted", "scheduler_job"), ("deleted", "workflow_config"), ("deleted", "subscription"),
-        ("deleted", "topic"), ("kept", "table"),
+        ("deleted", "scheduler_job"), ("deleted", "subscription"), ("deleted", "topic"), ("kept", "table"),
     ]  # fmt: skip
     assert "projects/lakehouse-test-1/topics/lh-test-page_views" not in cloud.store
     assert other_env in cloud.store and "lakehouse-test-1.bronze.page_views_raw" in cloud.tables
+    assert set(hand_made) <= set(cloud.store)
 
     destroy(env2, resources2, cloud.clients(), handlers(project_dir), project_dir, include_data=True)
-    assert cloud.tables == {} and list(cloud.store) == [other_env]
+    assert cloud.tables == {} and sorted(cloud.store) == sorted([other_env, *hand_made])
+
+
+def test_a_saved_plan_made_offline_or_for_another_config_is_refused(setup, cloud, project_dir):
+    from deploy.plan import moved, to_json
+
+    env, resources = setup()
+    offline = to_json(make_plan(env, [], resources, project_dir, why_not_read="offline"))
+    live = make_plan(env, [], resources, project_dir, cloud.clients(), handlers(project_dir))
+    assert moved(offline, live) == [
+        "the plan was made without reading the current state; make it again with credentials"
+    ]
+    assert moved(to_json(live), live) == []
+    env2, resources2 = setup(dataform={**json_safe(env.dataform), "git_commitish": "v2"})
+    live2 = make_plan(env2, [], resources2, project_dir, cloud.clients(), handlers(project_dir))
+    release = "projects/lakehouse-test-1/locations/us-central1/repositories/lakehouse/releaseConfigs/dev"
+    assert moved(to_json(live), live2) == [f"release_config {release}: the config changed since the plan"]
+    assert moved({"format": 0}, live) == [
+        "not a plan of this version (expected format 1; make it with plan --format json)"
+    ]
+
+
+def json_safe(dataform) -> dict:
+    return {"git_remote": dataform.git_remote, "token_secret_version": dataform.token_secret_version,
+            "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "3"}}  # fmt: skip

@@ -19,7 +19,7 @@ from deploy_fakes import (
 from google.cloud import (
     bigquery,
     bigquery_connection_v1,
-    dataform_v1beta1,
+    dataform_v1,
     functions_v2,
     iam_admin_v1,
     pubsub_v1,
@@ -51,7 +51,7 @@ def members(protocol: type) -> set[str]:
         (c.ConnectionClient, bigquery_connection_v1.ConnectionServiceClient, FakeConnections),
         (c.TopicClient, pubsub_v1.PublisherClient, FakeTopics),
         (c.SubscriptionClient, pubsub_v1.SubscriberClient, FakeSubscriptions),
-        (c.DataformClient, dataform_v1beta1.DataformClient, FakeDataform),
+        (c.DataformClient, dataform_v1.DataformClient, FakeDataform),
         (c.FunctionClient, functions_v2.FunctionServiceClient, FakeFunctions),
         (c.SchedulerClient, scheduler_v1.CloudSchedulerClient, FakeScheduler),
         (c.ProjectClient, resourcemanager_v3.ProjectsClient, FakeProjects),

@@ -10,7 +10,7 @@ import pytest
 from google.cloud import (
     bigquery,
     bigquery_connection_v1,
-    dataform_v1beta1,
+    dataform_v1,
     functions_v2,
     iam_admin_v1,
     pubsub_v1,
@@ -119,9 +119,9 @@ def test_bigquery_subscription(state):
     assert hold.message_retention_duration == dt.timedelta(days=7)
 
 
-def test_dataform_repository_release_and_workflow_configs(state):
+def test_dataform_repository_and_release_config_use_the_ga_api(state):
     repo = h.build_repository(*state("dataform_repository", "repositories/lakehouse"))
-    assert isinstance(repo, dataform_v1beta1.CreateRepositoryRequest)
+    assert isinstance(repo, dataform_v1.CreateRepositoryRequest)
     assert repo.parent == "projects/lakehouse-test-1/locations/us-central1"
     assert repo.repository.git_remote_settings.url == "https://github.com/example/lakehouse.git"
     assert repo.repository.git_remote_settings.authentication_token_secret_version == (
@@ -129,7 +129,7 @@ def test_dataform_repository_release_and_workflow_configs(state):
     )
     assert repo.repository.service_account == "lh-dev-dataform@lakehouse-test-1.iam.gserviceaccount.com"
     release = h.build_release_config(*state("release_config", "releaseConfigs/dev"))
-    assert isinstance(release, dataform_v1beta1.ReleaseConfig)
+    assert isinstance(release, dataform_v1.ReleaseConfig)
     assert release.git_commitish == "main"
     assert release.code_compilation_config.default_database == "lakehouse-test-1"
     assert dict(release.code_compilation_config.vars) == {
@@ -139,11 +139,25 @@ def test_dataform_repository_release_and_workflow_configs(state):
         "lookback_days": "3",
         "pii_salt": "pepper",
     }
-    workflow = h.build_workflow_config(*state("workflow_config", "workflowConfigs/hourly"))
-    assert list(workflow.invocation_config.included_tags) == ["hourly"]
-    assert workflow.invocation_config.transitive_dependencies_included is True
-    assert workflow.invocation_config.fully_refresh_incremental_tables_enabled is False
-    assert workflow.cron_schedule == ""  # the Cloud Scheduler job calls the trigger instead
+
+
+def test_ui_workspaces_compile_into_the_environment_with_a_suffix_per_developer(state, write_env, project_dir):
+    repo = h.build_repository(*state("dataform_repository", "repositories/lakehouse")).repository
+    overrides = repo.workspace_compilation_overrides
+    assert (overrides.default_database, overrides.schema_suffix, overrides.table_prefix) == (
+        "lakehouse-test-1", "_${workspaceName}", ""
+    )  # fmt: skip
+    dataform = {"git_remote": "https://github.com/example/lakehouse.git", "workspace_project": "lakehouse-sandbox-1",
+                "token_secret_version": "projects/lakehouse-test-1/secrets/git-token/versions/1"}  # fmt: skip
+    env = load_env(write_env(dataform=dataform), project_dir)
+    repository = next(r for r in desired_state(env, ["orders"]) if r.kind == "dataform_repository")
+    assert repository.spec["workspace_project"] == "lakehouse-sandbox-1"
+
+
+def test_no_workflow_config_is_created_the_scheduler_runs_the_trigger(state, write_env, project_dir):
+    env = load_env(write_env(), project_dir)
+    assert [r for r in desired_state(env, ["orders"]) if r.kind == "workflow_config"] == []
+    assert "workflow_config" not in h.handlers()
 
 
 def test_function_and_scheduler_job(state):
@@ -169,6 +183,7 @@ def test_function_and_scheduler_job(state):
     )
     assert job.http_target.oidc_token.audience == "https://trig"
     assert job.retry_config.retry_count == 0
+    assert job.attempt_deadline == dt.timedelta(seconds=600)
     assert (
         h.observe_job(job).spec["body"] == '{"full_refresh": false, "include_dependencies": true, "tags": ["hourly"]}'
     )
@@ -273,3 +288,35 @@ def test_requirements_of_this_repository_cover_the_generator():
     names = {line.split("==")[0] for line in requirements(REPO, DEFAULT_ENTRY_POINTS).splitlines()}
     assert {"functions-framework", "numpy", "faker", "google-cloud-dataform", "google-cloud-bigquery"} <= names
     assert not names & {"duckdb", "sqlglot", "sqlfluff", "pyiceberg"}  # the local engine is not deployed
+
+
+@pytest.mark.parametrize(
+    ("function", "ingress"),
+    [
+        ("lh-test-landing", functions_v2.ServiceConfig.IngressSettings.ALLOW_ALL),
+        ("lh-test-generator", functions_v2.ServiceConfig.IngressSettings.ALLOW_INTERNAL_ONLY),
+        ("lh-test-audit", functions_v2.ServiceConfig.IngressSettings.ALLOW_INTERNAL_ONLY),
+        ("lh-test-trigger", functions_v2.ServiceConfig.IngressSettings.ALLOW_INTERNAL_ONLY),
+    ],
+)
+def test_function_ingress_is_explicit_per_function(state, function, ingress):
+    resource, spec = state("function", f"functions/{function}")
+    built = h.build_function(resource, spec)
+    assert built.service_config.ingress_settings == ingress
+    assert h.observe_function(built).spec["ingress"] == ingress.name
+    assert h.FunctionHandler.mask["ingress"] == "service_config.ingress_settings"
+
+
+def test_scheduler_attempts_stay_under_the_30_minute_cap(state, write_env, project_dir):
+    env = load_env(write_env(), project_dir)
+    jobs = [r for r in desired_state(env, ["orders"]) if r.kind == "scheduler_job"]
+    assert sorted(j.name.rsplit("/", 1)[1] for j in jobs) == [
+        "lh-test-generator", "lh-test-trigger-check", "lh-test-trigger-hourly"
+    ]  # fmt: skip
+    assert all(j.spec["attempt_deadline_s"] <= 1800 for j in jobs)
+    check = next(j for j in jobs if j.name.endswith("trigger-check"))
+    assert (check.spec["schedule"], check.spec["body"], check.spec["retry_count"]) == (
+        "*/10 * * * *",
+        '{"check": true}',
+        0,
+    )

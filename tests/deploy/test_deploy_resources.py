@@ -27,6 +27,7 @@ ALLOWED = {
         ("project", "roles/bigquery.jobUser"),
         ("dataset", "roles/bigquery.dataViewer"),
         ("dataset", "roles/bigquery.dataEditor"),
+        ("bucket", "roles/storage.objectViewer"),
         ("dataform_repository", "roles/dataform.editor"),
         ("service_account", "roles/iam.serviceAccountUser"),
     },
@@ -34,7 +35,7 @@ ALLOWED = {
         ("project", "roles/bigquery.jobUser"),
         ("dataset", "roles/bigquery.dataEditor"),
         ("bucket", "roles/storage.objectViewer"),
-        ("connection", "roles/bigquery.connectionUser"),
+        ("connection", "roles/bigquery.connectionAdmin"),
     },
     "scheduler": {("run_service", "roles/run.invoker")},
     "audit": {
@@ -68,11 +69,10 @@ def test_counts_per_kind(resources):
         "subscription": 3,
         "dataform_repository": 1,
         "release_config": 1,
-        "workflow_config": 1,
         "source_archive": 1,
         "function": 4,
-        "scheduler_job": 2,
-        "iam_binding": 33,
+        "scheduler_job": 3,
+        "iam_binding": 36,
     }
     assert len({r.key for r in resources}) == len(resources)
 
@@ -114,7 +114,7 @@ def test_everything_destroy_may_delete_is_marked(resources):
         elif "description" in spec:
             assert MARKER in spec["description"], resource.key
         else:
-            assert resource.kind in {"iam_binding", "release_config", "workflow_config", "source_archive"}
+            assert resource.kind in {"iam_binding", "release_config", "source_archive"}
 
 
 def test_data_holders_are_buckets_datasets_and_tables(resources):
@@ -191,7 +191,7 @@ def test_least_privilege_test_catches_a_primitive_role(resources):
 
 def test_scheduler_jobs_use_oidc_with_their_own_account(resources):
     jobs = {r.name.rsplit("/", 1)[1]: r.spec for r in resources if r.kind == "scheduler_job"}
-    assert sorted(jobs) == ["lh-test-generator", "lh-test-trigger-hourly"]
+    assert sorted(jobs) == ["lh-test-generator", "lh-test-trigger-check", "lh-test-trigger-hourly"]
     assert jobs["lh-test-generator"]["schedule"] == "*/2 * * * *"
     trigger = jobs["lh-test-trigger-hourly"]
     assert json.loads(trigger["body"]) == {
@@ -236,4 +236,35 @@ def test_derived_names_that_break_rules_are_reported(write_env, project_dir):
         f"derived scheduler job 'a-very-long-prefix-for-names-x-trigger-{long_name}' is not valid (an id has "
         "1-63 characters: lower-case letters, digits, '-' and '_', starting with a letter); shorten 'prefix' "
         "or the name"
+    ]
+
+
+def test_biglake_iceberg_grants_are_exactly_these_on_the_connection_and_the_lake(resources, env):
+    """Iceberg create/merge needs bigquery.connections.delegate on the connection (Connection Admin has
+    it, Connection User lacks it) and the connection's account storage.buckets.get on the lake bucket."""
+    connection = "projects/lakehouse-test-1/locations/us/connections/lh-test-lake"
+    lake_grants = sorted(
+        (b.spec["scope"], b.spec["resource"], b.spec["role"], b.spec["member"])
+        for b in iam_bindings(resources)
+        if b.spec["resource"] in (connection, "lh-test-lake")
+    )
+    connection_sa = f"serviceAccount:@{{connection:{connection}#service_account}}"
+    assert lake_grants == [
+        ("bucket", "lh-test-lake", "roles/storage.legacyBucketReader", connection_sa),
+        ("bucket", "lh-test-lake", "roles/storage.objectUser", connection_sa),
+        ("connection", connection, "roles/bigquery.connectionAdmin",
+         f"serviceAccount:{env.service_account_email('dataform')}"),
+    ]  # fmt: skip
+
+
+def test_the_trigger_can_read_what_its_report_samples(resources, env):
+    trigger = f"serviceAccount:{env.service_account_email('trigger')}"
+    reads = sorted((b.spec["resource"], b.spec["role"]) for b in iam_bindings(resources) if b.spec["member"] == trigger
+                   and b.spec["role"] in ("roles/bigquery.dataViewer", "roles/storage.objectViewer"))  # fmt: skip
+    assert reads == [
+        ("lakehouse-test-1.assertions", "roles/bigquery.dataViewer"),
+        ("lakehouse-test-1.bronze", "roles/bigquery.dataViewer"),
+        ("lakehouse-test-1.gold", "roles/bigquery.dataViewer"),
+        ("lakehouse-test-1.silver", "roles/bigquery.dataViewer"),
+        ("lh-test-landing", "roles/storage.objectViewer"),
     ]

@@ -81,3 +81,29 @@ def test_a_taken_bucket_name_conflicts(storage_client):
             build_bucket(Resource("bucket", "lh-deploy-taken", SPEC), SPEC), "test-local", "US"
         )
     storage_client.delete_bucket("lh-deploy-taken", force=True)
+
+
+def test_destroy_empties_a_bucket_of_more_than_256_objects_first(storage_client):
+    """The client refuses delete(force=True) above 256 objects: the adapter deletes them itself."""
+    storage_client.create_bucket(build_bucket(Resource("bucket", "lh-deploy-full", SPEC), SPEC), "test-local", "US")
+    bucket = storage_client.client.bucket("lh-deploy-full")
+    for index in range(300):
+        bucket.blob(f"orders/ingest_date=2026-11-22/{index:04d}.jsonl").upload_from_string(b"{}\n")
+    with pytest.raises(ValueError, match="more than 256 objects"):  # what force=True alone does
+        bucket.delete(force=True)
+    handler = BucketHandler()
+    detail = handler.delete(Clients(storage=storage_client), Resource("bucket", "lh-deploy-full", SPEC), SPEC)
+    assert detail == "300 objects deleted"
+    assert storage_client.lookup_bucket("lh-deploy-full") is None
+
+
+def test_the_apply_lock_is_taken_once_and_released(storage_client):
+    storage_client.create_bucket(build_bucket(Resource("bucket", "lh-deploy-lock", SPEC), SPEC), "test-local", "US")
+    generation = storage_client.create_lock("lh-deploy-lock", "deploy.lock", b'{"holder": "a"}')
+    assert generation is not None
+    assert storage_client.create_lock("lh-deploy-lock", "deploy.lock", b'{"holder": "b"}') is None
+    assert storage_client.read_lock("lh-deploy-lock", "deploy.lock") == b'{"holder": "a"}'
+    storage_client.delete_lock("lh-deploy-lock", "deploy.lock", generation)
+    assert storage_client.read_lock("lh-deploy-lock", "deploy.lock") is None
+    assert storage_client.create_lock("lh-deploy-lock", "deploy.lock", b'{"holder": "b"}') is not None
+    storage_client.delete_bucket("lh-deploy-lock", force=True)

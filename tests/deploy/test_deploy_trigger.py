@@ -1,4 +1,4 @@
-"""The workflow trigger against recorded Dataform API responses (real dataform_v1beta1 messages)."""
+"""The workflow trigger against recorded Dataform API responses (real dataform_v1 messages)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from google.cloud import bigquery
-from google.cloud import dataform_v1beta1 as D
+from google.cloud import dataform_v1 as D
 
 from deploy import trigger
 from deploy.resources import ACTION_RUNS_SCHEMA
@@ -52,6 +52,10 @@ class RecordedDataform:
     def get_workflow_invocation(self, request):
         self.requests.append(("get_workflow_invocation", request))
         return self.states.pop(0)
+
+    def list_workflow_invocations(self, request):
+        self.requests.append(("list_workflow_invocations", request))
+        return [load(D.WorkflowInvocation, i) for i in self.recording["listed"]]
 
     def cancel_workflow_invocation(self, request):
         self.requests.append(("cancel_workflow_invocation", request))
@@ -118,8 +122,13 @@ class Clock:
         self.now += seconds
 
 
-def run(scenario: str, request: trigger.TriggerRequest | None = None, timeout_s: float = 120.0):
+def run(scenario: str, request: trigger.TriggerRequest | None = None, timeout_s: float = 120.0,
+        final_state: str | None = None, actions: list | None = None):  # fmt: skip
     dataform = RecordedDataform(scenario)
+    if final_state:
+        dataform.states[-1].state = D.WorkflowInvocation.State[final_state]
+    if actions is not None:
+        dataform.recording["invocation_actions"] = actions
     bq = RecordedBigQuery(dataform.recording.get("failing_rows", {}), dataform.recording.get("jobs"))
     clock = Clock()
     target = trigger.GcpTarget(
@@ -155,8 +164,9 @@ def test_success():
     ]
     assert clock.sleeps == [10, 10]
     assert bq.queries == []
-    assert [a.rows_affected for a in report.actions] == [120, None, None, None]
-    assert bq.jobs_read == [("dataform-orders", "lh-test", "US"), ("dataform-daily_product_summary", "lh-test", "US")]
+    # Not looked up on GCP: reading the Dataform account's jobs needs a project-wide role.
+    assert [a.rows_affected for a in report.actions] == [None, None, None, None]
+    assert bq.jobs_read == []
     compile_request = dataform.requests[0][1]
     assert isinstance(compile_request, D.CreateCompilationResultRequest)
     assert compile_request.parent == REPO_NAME
@@ -333,3 +343,119 @@ def test_gcp_target_from_environment_names_missing_variables():
     assert str(caught.value) == (
         "missing environment variables: LAKEHOUSE_DATAFORM_REPOSITORY, LAKEHOUSE_RELEASE_CONFIG, LAKEHOUSE_OPS_TABLE"
     )
+
+
+@pytest.mark.parametrize(
+    ("final_state", "empty", "status"),
+    [
+        ("FAILED", False, "failed"),  # every action succeeded, yet the invocation failed
+        ("FAILED", True, "failed"),
+        ("CANCELLED", False, "failed"),
+        ("CANCELLED", True, "failed"),
+        ("SUCCEEDED", True, "success"),
+    ],
+)
+def test_the_invocation_state_decides_when_no_action_explains_it(final_state, empty, status):
+    report, _, _, _ = run("success", final_state=final_state, actions=[] if empty else None)
+    assert (report.status, report.invocation_state) == (status, final_state)
+    if status == "failed":
+        assert report.http_status == 500
+        assert f"invocation {final_state}" in report.summary()
+    if empty:
+        rows = trigger.ops_rows(report)
+        assert [(r["action_name"], r["action_type"], r["status"], r["error"]) for r in rows] == [
+            ("(invocation)", "invocation", status, f"invocation ended {final_state}")
+        ]
+
+
+def test_a_warn_assertion_ending_the_invocation_failed_stays_a_success():
+    report, _, _, _ = run("warn_only")
+    assert (report.invocation_state, report.status) == ("FAILED", "success")
+
+
+def test_an_unreadable_failing_sample_is_reported_not_hidden(caplog):
+    from google.api_core import exceptions as gexc
+
+    dataform = RecordedDataform("failed_assertion")
+    bq = RecordedBigQuery({})
+    bq.query = lambda sql: (_ for _ in ()).throw(gexc.Forbidden("Access Denied: Table lh-test:bronze.orders_raw"))
+    clock = Clock()
+    target = trigger.GcpTarget(dataform, bq, REPO_NAME, RELEASE, clock=clock, sleep=clock.sleep,
+                               now=lambda: dt.datetime(2026, 11, 22, 1, 0, tzinfo=dt.UTC))  # fmt: skip
+    report = target.run(trigger.TriggerRequest())
+    problem = ("failing rows of lh-test.assertions.orders_conservation not read: Forbidden: 403 Access Denied: "
+               "Table lh-test:bronze.orders_raw")  # fmt: skip
+    assert problem in report.lookup_errors
+    conservation = next(a for a in report.actions if a.name == "lh-test.assertions.orders_conservation")
+    assert conservation.error == f"Assertion failed: query returned 3 row(s).\n({problem})"
+    assert report.summary().endswith("2 lookups failed")
+    level, entry = trigger.log_entry(report)
+    assert entry["lookup_errors"] == report.lookup_errors
+
+
+DATAFORM_SA = "lh-dev-dataform@lh-test.iam.gserviceaccount.com"
+
+
+def _invocation(name: str, state: str, started: str, service_account: str = DATAFORM_SA):
+    return {
+        "name": f"{REPO_NAME}/workflowInvocations/{name}",
+        "compilationResult": f"{REPO_NAME}/compilationResults/c0ffee",
+        "state": state,
+        "invocationConfig": {"serviceAccount": service_account},
+        "invocationTiming": {"startTime": started},
+    }
+
+
+def checker(listed: list[dict], now: dt.datetime, timeout_s: float = 3000):
+    dataform = RecordedDataform("success")
+    dataform.recording["listed"] = listed
+    bq = RecordedBigQuery({})
+    target = trigger.GcpTarget(
+        dataform, bq, REPO_NAME, RELEASE, service_account="lh-dev-dataform@lh-test.iam.gserviceaccount.com",
+        environment="dev", timeout_s=timeout_s, now=lambda: now,
+    )  # fmt: skip
+    return target, dataform
+
+
+def test_start_answers_at_once_without_waiting():
+    dataform = RecordedDataform("success")
+    clock = Clock()
+    target = trigger.GcpTarget(dataform, RecordedBigQuery({}), REPO_NAME, RELEASE, clock=clock, sleep=clock.sleep)
+    report, invocation, kinds = target.start(trigger.TriggerRequest(tags=("hourly",)))
+    assert (report.status, report.http_status, report.invocation_state) == ("running", 202, "RUNNING")
+    assert report.invocation == invocation.name == f"{REPO_NAME}/workflowInvocations/1700000000-abc"
+    assert clock.sleeps == [] and clock.now == 0
+    assert [n for n, _ in dataform.requests] == [
+        "create_compilation_result", "query_compilation_result_actions", "create_workflow_invocation"
+    ]  # fmt: skip
+
+
+def test_check_reports_ended_runs_once_cancels_overdue_ones_and_leaves_running_ones():
+    now = dt.datetime(2026, 11, 22, 3, 0, tzinfo=dt.UTC)
+    listed = [
+        _invocation("done", "SUCCEEDED", "2026-11-22T02:05:00Z"),
+        _invocation("already", "FAILED", "2026-11-22T01:05:00Z"),
+        _invocation("running", "RUNNING", "2026-11-22T02:30:00Z"),  # 30 min: still within 50
+        _invocation("canceling", "CANCELING", "2026-11-22T01:00:00Z"),  # still running, even past the timeout
+        _invocation("overdue", "RUNNING", "2026-11-22T02:09:59Z"),  # 50 min 1 s: cancelled, a timeout
+        _invocation("old", "FAILED", "2026-11-19T02:05:00Z"),  # outside the two-day lookback
+        _invocation("ui", "FAILED", "2026-11-22T02:05:00Z", "someone@example.com"),  # not the Dataform account
+    ]
+    from_config = _invocation("from-config", "SUCCEEDED", "2026-11-22T02:06:00Z")
+    from_config["resolvedCompilationResult"] = from_config.pop("compilationResult").replace("c0ffee", "5eed")
+    listed.append(from_config)
+    target, dataform = checker(listed, now)
+    reports = target.check({f"{REPO_NAME}/workflowInvocations/already"})
+    assert [(r.run_id, r.status, r.started_at.isoformat()) for r in reports] == [
+        ("gcp-done", "success", "2026-11-22T02:05:00+00:00"),
+        ("gcp-overdue", "timeout", "2026-11-22T02:09:59+00:00"),
+        ("gcp-from-config", "success", "2026-11-22T02:06:00+00:00"),
+    ]
+    compiled = [r.name.rsplit("/", 1)[1] for n, r in dataform.requests if n == "query_compilation_result_actions"]
+    assert compiled == ["c0ffee", "c0ffee", "5eed"]
+    cancelled = [r.name.rsplit("/", 1)[1] for n, r in dataform.requests if n == "cancel_workflow_invocation"]
+    assert cancelled == ["overdue"]
+    assert [a.name for a in reports[0].actions][0] == "lh-test.silver.orders"
+    # A second check, after the first one's rows were written, reports nothing again.
+    again, _ = checker(listed, now)
+    assert again.check({r.invocation for r in reports} | {f"{REPO_NAME}/workflowInvocations/already"}) == []

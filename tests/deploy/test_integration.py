@@ -93,3 +93,63 @@ def test_trigger_runs_the_deployed_workflow():
     result = CliRunner().invoke(main, ["trigger", "--target", "gcp", "--env", str(env_file), "--json"])
     assert result.exit_code in (0, 1), result.output
     assert '"target": "gcp"' in result.output
+
+
+def test_the_apply_lock_on_real_storage(setup):
+    """The lock object is created only if absent (if_generation_match=0) and released by generation."""
+    from deploy.handlers import build_bucket
+    from deploy.lock import LOCK_OBJECT, LockHeld, apply_lock
+    from deploy.resources import Resource
+
+    env, resources, clients, handlers, root = setup
+    bucket = env.buckets["functions_source"]
+    spec = next(r for r in resources if r.name == bucket).spec
+    clients.storage.create_bucket(build_bucket(Resource("bucket", bucket, spec), spec), PROJECT, spec["location"])
+    try:
+        with apply_lock(env, clients, who="first") as taken:
+            assert taken is True
+            with pytest.raises(LockHeld, match=r"\(first since "), apply_lock(env, clients, who="second"):
+                pass
+        assert clients.storage.read_lock(bucket, LOCK_OBJECT) is None
+    finally:
+        clients.storage.delete_bucket(bucket, force=True)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LAKEHOUSE_GCP_ENV"), reason="LAKEHOUSE_GCP_ENV (a deployed environment) is not set"
+)
+def test_started_runs_are_reported_once_by_the_check_with_iceberg_create_and_merge():
+    """Start the orders pipeline twice (full refresh: the Iceberg table is created; then incremental: merged)
+    the way the Scheduler does, then check until both are reported, once each."""
+    import datetime as dt
+    import time
+
+    from deploy import trigger
+    from deploy.config import load_env
+    from deploy.resources import ACTION_RUNS_TABLE
+
+    env = load_env(Path(os.environ["LAKEHOUSE_GCP_ENV"]))
+    repo = f"projects/{env.project}/locations/{env.region}/repositories/{env.dataform.repository}"
+    ops_table = f"{env.project}.{env.datasets['ops']}.{ACTION_RUNS_TABLE}"
+    target, write_rows = trigger.gcp_target_from_environment({
+        "LAKEHOUSE_GCP_PROJECT": env.project, "LAKEHOUSE_DATAFORM_REPOSITORY": repo,
+        "LAKEHOUSE_RELEASE_CONFIG": f"{repo}/releaseConfigs/{env.dataform.release_config}",
+        "LAKEHOUSE_OPS_TABLE": ops_table, "LAKEHOUSE_BIGQUERY_LOCATION": env.bigquery_location,
+        "LAKEHOUSE_DATAFORM_SERVICE_ACCOUNT": env.service_account_email("dataform"),
+        "LAKEHOUSE_ENVIRONMENT": env.environment, "LAKEHOUSE_TRIGGER_TIMEOUT_S": str(env.trigger_timeout_s),
+    })  # fmt: skip
+    started = []
+    for full_refresh in (True, False):
+        report, invocation, _ = target.start(trigger.TriggerRequest(tags=("orders",), full_refresh=full_refresh))
+        assert report.status == "running" and report.http_status == 202, report.compilation_errors
+        started.append(invocation.name)
+        while True:  # the second run merges into what the first created
+            reports = trigger.check_and_publish(target, ops_table, write_rows)
+            if any(r.invocation == invocation.name for r in reports):
+                break
+            assert target.now() - report.started_at < dt.timedelta(seconds=env.trigger_timeout_s + 600)
+            time.sleep(30)
+        done = next(r for r in reports if r.invocation == invocation.name)
+        orders = next(a for a in done.actions if a.name.endswith(".silver.orders"))
+        assert (done.status, orders.status, done.lookup_errors) == ("success", "success", []), done.summary()
+    assert not [r for r in trigger.check_and_publish(target, ops_table, write_rows) if r.invocation in started]
