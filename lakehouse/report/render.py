@@ -10,6 +10,8 @@ from html import escape
 from lakehouse.report import lineage
 from lakehouse.report.build import Report
 from lakehouse.report.failures import AssertionOutcome
+from lakehouse.report.quality import DIMENSIONS as QUALITY_DIMENSIONS
+from lakehouse.report.quality import Quality, SourceQuality, Threshold
 from lakehouse.report.runs import RunSummary
 from lakehouse.report.scorecard import DIMENSIONS, Scorecard
 
@@ -66,27 +68,184 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def score_text(value: float | None) -> str:
+    """Return an incoming-quality score as NN.N/100, or — when nothing was measured."""
+    return "—" if value is None else f"{value:.1f}/100"
+
+
+def pct_text(value: float | None) -> str:
+    """Return a percentage with one decimal, or — when there is no denominator."""
+    return "—" if value is None else f"{value:.1f}%"
+
+
+def threshold_text(threshold: Threshold) -> str:
+    """Return what a threshold allows and what was measured: `max_reject_rate 25.0% (measured 45.8%)`."""
+    observed = "—" if threshold.observed_rate is None else f"{100 * threshold.observed_rate:.1f}%"
+    return f"{threshold.name} {100 * threshold.max_rate:.1f}% (measured {observed})"
+
+
+def source_line(source: SourceQuality, top: int = 3) -> str:
+    """Return one plain sentence: how much of a source was rejected and why (its top rules)."""
+    if not source.lines_taken:
+        return f"{source.name}: no line has arrived yet"
+    text = (
+        f"{source.name} {score_text(source.score)}: {source.quarantined_rows:,} of {source.lines_taken:,} lines "
+        f"rejected ({pct_text(source.quarantined_pct)})"
+    )
+    reasons = [f"{r.rule} {r.quarantined_rows:,}" for r in source.rules if r.quarantined_rows][:top]
+    if reasons:
+        text += "; top rules: " + ", ".join(reasons)
+    if source.dead_lettered_rows:
+        text += f"; {source.dead_lettered_rows:,} dead-lettered before bronze"
+    if source.crossed:
+        text += f"; {source.status.upper()}: " + ", ".join(threshold_text(t) for t in source.crossed)
+    return text
+
+
+def dead_letter_text(source: SourceQuality) -> str:
+    """Return the dead-lettered count of a source with its reasons: `5 (not_json 3, not_utf8 2)`."""
+    if not source.dead_letters:
+        return str(source.dead_lettered_rows)
+    reasons = ", ".join(f"{reason} {n}" for reason, n in source.dead_letters.items())
+    return f"{source.dead_lettered_rows} ({reasons})"
+
+
+def thresholds_cell(source: SourceQuality) -> str:
+    """Return a source's threshold state: none set, all within, or those crossed."""
+    if source.thresholds is None:
+        return "none set"
+    if not source.crossed:
+        return f"{len(source.thresholds)} within"
+    return f"{source.status}: " + "; ".join(threshold_text(t) for t in source.crossed)
+
+
+def quality_first_screen_markdown(quality: Quality) -> list[str]:
+    """Return the opening lines: per source, how much was rejected and why."""
+    lines = ["## Incoming data: how much of each source was rejected, and why", ""]
+    if not quality.measured:
+        return lines + [f"> {note}" for note in quality.notes] + [""]
+    lines += [f"- {_md_cell(source_line(s))}" for s in quality.sources]
+    return lines + [""]
+
+
+def quality_markdown(quality: Quality) -> list[str]:
+    """Return the per-source quality section: where lines went, dimensions, rules, samples, trends."""
+    lines = ["## Incoming data quality per source", ""]
+    if not quality.measured:
+        return lines + [f"> {note}" for note in quality.notes] + [""]
+    lines += [
+        "Counts are what the silver tables hold at report time (every run so far); the score is the share of "
+        "lines taken that passed every rule. Read the same numbers in BigQuery from `ops.source_quality`, "
+        "`ops.quarantine_rules`, `ops.source_quality_dimensions` and `ops.source_quality_daily`.",
+        "",
+        "| source | incoming quality | lines taken | silver | quarantined | quarantined % | duplicates "
+        "| dead-lettered | late | thresholds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in quality.sources:
+        lines.append(
+            f"| {s.name} | **{score_text(s.score)}** | {s.lines_taken} | {s.silver_rows} | {s.quarantined_rows} | "
+            f"{pct_text(s.quarantined_pct)} | {s.duplicate_rows} | {_md_cell(dead_letter_text(s))} | {s.late_rows} | "
+            f"{_md_cell(thresholds_cell(s))} |"
+        )
+    lines += ["", "### Score per dimension (0–100)", ""]
+    lines.append("| source | " + " | ".join(QUALITY_DIMENSIONS) + " |")
+    lines.append("|---|" + "---|" * len(QUALITY_DIMENSIONS))
+    for s in quality.sources:
+        cells = " | ".join("—" if s.dimensions.get(d) is None else f"{s.dimensions[d]:.1f}" for d in QUALITY_DIMENSIONS)
+        lines.append(f"| {s.name} | {cells} |")
+    top = quality.top_rules()
+    lines += ["", "### Top failing rules", ""]
+    if top:
+        lines += ["| source | rule | dimension | records | % of lines taken |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {r.source} | `{r.rule}` | {r.dimension} | {r.quarantined_rows} | {pct_text(r.quarantined_pct)} |"
+            for r in top
+        ]
+    else:
+        lines.append("No record was quarantined.")
+    for s in quality.sources:
+        lines += ["", f"### {s.name}: quarantine per rule", ""]
+        failing = [r for r in s.rules if r.quarantined_rows]
+        if not failing:
+            lines.append("No record failed a rule." if s.lines_taken else "No line has arrived yet.")
+            continue
+        lines += ["| rule | dimension | records | % of lines taken |", "|---|---|---|---|"]
+        lines += [
+            f"| `{r.rule}` | {r.dimension} | {r.quarantined_rows} | {pct_text(r.quarantined_pct)} |" for r in failing
+        ]
+        lines.append(
+            f"| **records with any failed rule** | | **{s.any_rule}** | **{pct_text(s.quarantined_pct)}** |"
+        )
+        passing = len(s.rules) - len(failing)
+        lines += ["", f"{passing} other rule(s) of the contract failed no record."]
+        if s.samples:
+            lines += [
+                "",
+                "<details>",
+                "<summary>Sample of quarantined raw records per rule (PII masked as ***)</summary>",
+                "",
+            ]
+            for rule, records in s.samples.items():
+                for raw in records:
+                    lines.append(f"- `{rule}`: `{raw.replace('`', chr(39))}`")
+            lines += ["", "</details>"]
+    lines += ["", "### Trend over runs (lines rejected / lines taken, totals at each report)", ""]
+    names = [s.name for s in quality.sources]
+    lines.append("| run | started (UTC) | " + " | ".join(names) + " |")
+    lines.append("|---|---|" + "---|" * len(names))
+    for point in quality.runs:
+        cells = []
+        for name in names:
+            totals = point.sources.get(name)
+            cells.append(f"{totals['quarantined_rows']}/{totals['lines_taken']}" if totals else "—")
+        lines.append(f"| {point.run_id} | {point.started_at:%Y-%m-%d %H:%M} | " + " | ".join(cells) + " |")
+    lines += ["", "### Trend over ingest days (quarantined % of the lines that arrived that day)", ""]
+    days = sorted({d.ingest_date for d in quality.daily})
+    lines.append("| ingest date | " + " | ".join(names) + " |")
+    lines.append("|---|" + "---|" * len(names))
+    by_key = {(d.source, d.ingest_date): d for d in quality.daily}
+    for day in days[-14:]:
+        cells = []
+        for name in names:
+            row = by_key.get((name, day))
+            cells.append(f"{pct_text(row.quarantined_pct)} of {row.lines_taken}" if row else "—")
+        lines.append(f"| {day} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"> {note}" for note in quality.notes]
+    return lines + [""]
+
+
 def markdown(report: Report) -> str:
-    """Return the report as GitHub-flavoured Markdown."""
+    """Return the report as GitHub-flavoured Markdown: incoming data first, then failures and warnings,
+    per-source quality, and the full assertion list by table."""
     run = report.run
     lines = [
-        f"# Assertion report — run {run.run_id}",
+        f"# Data-quality report — run {run.run_id}",
         "",
         f"Started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · "
         f"run status **{'crashed' if run.crashed else run.status}**"
         f" · {len(run.actions)} actions · project `{report.ctx.project or '?'}`",
         "",
-        f"**{report.headline()}**",
+        *quality_first_screen_markdown(report.quality),
+        f"**Pipeline health: {report.headline()}**",
         "",
     ]
     for note in report.notes:
         lines.append(f"> {note}")
     if report.notes:
         lines.append("")
-    lines += ["## Failed assertions", ""]
-    if not report.failing:
+    lines += ["## Failed and warned", ""]
+    crossed = [s for s in report.quality.sources if s.crossed]
+    for source in crossed:
+        lines.append(
+            f"- **{source.name}** crossed its contract thresholds ({source.status.upper()}): "
+            + ", ".join(threshold_text(t) for t in source.crossed)
+        )
+    if crossed:
+        lines.append("")
+    if not report.failing and not crossed:
         lines += ["None.", ""]
-    for outcome in report.failing:
+    for outcome in report.failed_first:
         rows = "could not run" if outcome.status == "error" else f"{outcome.failing_rows} failing row(s)"
         lines += [
             f"### {outcome.short_name} — {outcome.severity.upper()}",
@@ -121,12 +280,22 @@ def markdown(report: Report) -> str:
         for action in report.failed_actions:
             lines.append(f"| `{action.name}` | {action.type} | `{action.file_name}` | {_md_cell(action.error or '')} |")
         lines.append("")
-    lines += ["## All assertions", ""]
+    lines += quality_markdown(report.quality)
+    lines += ["## All assertions, by table", ""]
     if report.outcomes:
-        lines += ["| assertion | severity | status | failing rows | file |", "|---|---|---|---|---|"]
-        for o in report.outcomes:
-            rows = "" if o.failing_rows is None else str(o.failing_rows)
-            lines.append(f"| {o.short_name} | {o.severity} | {o.status} | {rows} | `{o.file_name}` |")
+        for table, outcomes in report.by_table():
+            passed = sum(1 for o in outcomes if o.status == "passed")
+            lines += [
+                "<details>",
+                f"<summary>{escape(table)}: {passed} of {len(outcomes)} passed</summary>",
+                "",
+                "| assertion | severity | status | failing rows | file |",
+                "|---|---|---|---|---|",
+            ]
+            for o in outcomes:
+                rows = "" if o.failing_rows is None else str(o.failing_rows)
+                lines.append(f"| {o.short_name} | {o.severity} | {o.status} | {rows} | `{o.file_name}` |")
+            lines += ["", "</details>", ""]
     else:
         lines.append("No assertion ran in this run.")
     lines += [
@@ -153,7 +322,7 @@ def markdown(report: Report) -> str:
 
 def scorecard_markdown(card: Scorecard) -> list[str]:
     """Return the scorecard section as Markdown lines."""
-    lines = ["## Data-quality scorecard (0–100)", ""]
+    lines = ["## Pipeline health scorecard (assertions on the tables, 0–100)", ""]
     if not card.checks:
         return lines + [f"> {note}" for note in card.notes] + [""]
     lines.append("| table | score | Dataplex-style | " + " | ".join(DIMENSIONS) + " |")
