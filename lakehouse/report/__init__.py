@@ -71,7 +71,7 @@ def publish(
         written["scorecard"].write_text(json.dumps(report.scorecard.to_json(), indent=2, default=str))
         written["lineage"].write_text(json.dumps(report.lineage.to_json(), indent=2))
         ol_events.emit(ctx.run, ctx.graph, report.outcomes, written["openlineage"])
-        written["dashboard"].write_text(dashboard.html(dashboard.collect(ctx), report.scorecard))
+        written["dashboard"].write_text(dashboard.html(dashboard.collect(ctx), report.scorecard, report.quality))
         summary = [f"run {ctx.run.run_id}: {report.headline()}", *report.notes]
         summary += [f"incoming {render.source_line(s)}" for s in report.quality.sources]
         if not report.quality.measured:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import decimal
+import functools
 from datetime import date, datetime, timedelta
 from html import escape
+
+import jinja2
+from markupsafe import Markup
 
 from lakehouse.report import lineage
 from lakehouse.report.build import Report
@@ -174,9 +178,7 @@ def quality_markdown(quality: Quality) -> list[str]:
         lines += [
             f"| `{r.rule}` | {r.dimension} | {r.quarantined_rows} | {pct_text(r.quarantined_pct)} |" for r in failing
         ]
-        lines.append(
-            f"| **records with any failed rule** | | **{s.any_rule}** | **{pct_text(s.quarantined_pct)}** |"
-        )
+        lines.append(f"| **records with any failed rule** | | **{s.any_rule}** | **{pct_text(s.quarantined_pct)}** |")
         passing = len(s.rules) - len(failing)
         lines += ["", f"{passing} other rule(s) of the contract failed no record."]
         if s.samples:
@@ -355,6 +357,8 @@ th{background:#f9fafb}.note{background:#fff7ed;border-left:4px solid #f97316;pad
 .sev-warn{background:#c2410c;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
 .flaky{background:#7c3aed;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
 code{background:#f3f4f6;padding:0 3px;border-radius:3px}.scroll{overflow-x:auto}
+.status-warn{color:#c2410c;font-weight:600}.status-error{color:#b91c1c;font-weight:600}
+.samples code{font-size:11px;word-break:break-all}details{margin:6px 0}
 .passed{color:#15803d}.failing,.error{color:#b91c1c}.not-run{color:#92400e}
 """
 
@@ -395,27 +399,6 @@ def trend_svg(trend: list[RunSummary]) -> str:
     return "".join(parts)
 
 
-def _sample_html(outcome: AssertionOutcome) -> str:
-    sample = outcome.sample
-    if sample is None:
-        return ""
-    out = []
-    if sample.columns:
-        out.append(
-            "<details open><summary>"
-            f"Sample: {len(sample.rows)} of {outcome.failing_rows} failing rows</summary>"
-            '<div class="scroll"><table><tr>'
-        )
-        out.extend(f"<th>{escape(c)}</th>" for c in sample.columns)
-        out.append("</tr>")
-        for row in sample.rows:
-            out.append("<tr>" + "".join(f"<td>{escape(value_text(v))}</td>" for v in row) + "</tr>")
-        out.append("</table></div></details>")
-    if sample.note:
-        out.append(f"<p><em>{escape(sample.note)}</em></p>")
-    return "".join(out)
-
-
 def scorecard_html(card: Scorecard) -> str:
     """Return the scorecard as an HTML table with cells shaded red (0) to green (100)."""
     if not card.checks:
@@ -449,86 +432,99 @@ def scorecard_html(card: Scorecard) -> str:
     return "".join(rows)
 
 
-def html(report: Report) -> str:
-    """Return the report as one self-contained HTML page."""
-    run = report.run
-    status = "crashed" if run.crashed else run.status
-    out = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Assertion report — run {escape(run.run_id)}</title><style>{CSS}</style></head><body>",
-        f"<h1>Assertion report — run {escape(run.run_id)}</h1>",
-        f"<p>Started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · run status <b>{escape(status)}</b> · "
-        f"{len(run.actions)} actions · project <code>{escape(report.ctx.project or '?')}</code></p>",
-        f"<p id='headline'><b>{escape(report.headline())}</b></p>",
+PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563")
+
+
+def quality_svg(quality: Quality) -> str:
+    """Return a line per source of its incoming-quality score (share of lines valid) per ingest day (SVG)."""
+    days = sorted({d.ingest_date for d in quality.daily})
+    names = sorted({d.source for d in quality.daily})
+    if not days:
+        return "<p>No ingest day to chart yet.</p>"
+    width, height, left, pad = max(320, 60 * len(days) + 160), 200, 40, 24
+    step = (width - left - 140) / max(1, len(days) - 1)
+    by_key = {(d.source, d.ingest_date): d for d in quality.daily}
+
+    def y(score: float) -> float:
+        return pad + (100 - score) * (height - 2 * pad) / 100
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="quality-trend" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="10" role="img"><title>Incoming quality per ingest day</title>'
     ]
-    out.extend(f"<p class='note'>{escape(note)}</p>" for note in report.notes)
-    out.append("<h2>Failed assertions</h2>")
-    if not report.failing:
-        out.append("<p>None.</p>")
-    for o in report.failing:
-        rows = "could not run" if o.status == "error" else f"{o.failing_rows} failing row(s)"
-        badges = f"<span class='sev-{o.severity}'>{o.severity.upper()}</span>"
-        if o.flaky:
-            badges += " <span class='flaky'>FLAKY</span>"
-        out.append(
-            f"<div class='card failed-assertion' data-name='{escape(o.name)}'>"
-            f"<h3>{escape(o.short_name)} {badges}</h3><ul>"
-            f"<li>assertion <code>{escape(o.name)}</code></li>"
-            f"<li>defined in <code>{escape(o.file_name)}</code></li><li>result: <b>{escape(rows)}</b></li>"
-            f"<li>since: {escape(since_text(report, o))}</li>"
+    for score in (0, 50, 100):
+        parts.append(
+            f'<line x1="{left}" x2="{width - 140}" y1="{y(score):.1f}" y2="{y(score):.1f}" stroke="#e5e7eb"/>'
+            f'<text x="4" y="{y(score) + 3:.1f}">{score}</text>'
         )
-        if o.checks:
-            out.append("<li>checks " + ", ".join(f"<code>{escape(t)}</code>" for t in o.checks) + "</li>")
-        if o.flaky:
-            out.append(f"<li>last evaluations: {escape(' → '.join(o.sequence))}</li>")
-        if o.conditions:
-            out.append(
-                "<li>failing rows per condition: "
-                + ", ".join(f"<code>{escape(c)}</code>: {n}" for c, n in o.conditions.items())
-                + "</li>"
+    for i, day in enumerate(days):
+        parts.append(f'<text x="{left + i * step - 14:.1f}" y="{height - 6}">{day:%m-%d}</text>')
+    for n, name in enumerate(names):
+        color = PALETTE[n % len(PALETTE)]
+        points = []
+        for i, day in enumerate(days):
+            row = by_key.get((name, day))
+            if row is None or row.quarantined_pct is None:
+                continue
+            score = 100 - row.quarantined_pct
+            points.append((left + i * step, y(score), f"{name} {day}: {score:.1f}/100 of {row.lines_taken} lines"))
+        if len(points) > 1:
+            path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy, _ in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for x, yy, label in points:
+            parts.append(
+                f'<circle class="quality-point" cx="{x:.1f}" cy="{yy:.1f}" r="3" fill="{color}">'
+                f"<title>{escape(label)}</title></circle>"
             )
-        if o.error and o.status == "error":
-            out.append(f"<li>error: {escape(o.error)}</li>")
-        out.append("</ul>" + _sample_html(o) + "</div>")
-    if report.failed_actions:
-        out.append(
-            "<h2>Actions that failed</h2><table><tr><th>action</th><th>type</th><th>file</th><th>error</th></tr>"
+        parts.append(f'<text x="{width - 130}" y="{pad + 14 * n}" fill="{color}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("lakehouse.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def html(report: Report) -> str:
+    """Return the report as one self-contained HTML page, rendered from templates/report.html.j2."""
+    run = report.run
+    return (
+        _templates()
+        .get_template("report.html.j2")
+        .render(
+            run=run,
+            status="crashed" if run.crashed else run.status,
+            project=report.ctx.project or "?",
+            css=Markup(CSS),
+            headline=report.headline(),
+            notes=report.notes,
+            quality=report.quality,
+            failing=report.failed_first,
+            failed_actions=report.failed_actions,
+            outcomes=report.outcomes,
+            by_table=report.by_table(),
+            flaky=report.flaky,
+            dimensions=QUALITY_DIMENSIONS,
+            source_line=source_line,
+            threshold_text=threshold_text,
+            thresholds_cell=thresholds_cell,
+            dead_letter_text=dead_letter_text,
+            score_text=score_text,
+            pct_text=pct_text,
+            score_style=_score_style,
+            value_text=value_text,
+            since_text=lambda outcome: since_text(report, outcome),
+            # generated below with every value escaped; the template must not escape them again
+            quality_svg=Markup(quality_svg(report.quality)),
+            trend_svg=Markup(trend_svg(report.trend)),
+            scorecard_html=Markup(scorecard_html(report.scorecard)),
+            lineage_svg=Markup(lineage.svg(report.lineage)),
         )
-        for a in report.failed_actions:
-            out.append(
-                f"<tr><td><code>{escape(a.name)}</code></td><td>{a.type}</td><td><code>{escape(a.file_name)}"
-                f"</code></td><td>{escape(a.error or '')}</td></tr>"
-            )
-        out.append("</table>")
-    out.append("<h2>All assertions</h2>")
-    if report.outcomes:
-        out.append(
-            "<table><tr><th>assertion</th><th>severity</th><th>status</th><th>failing rows</th><th>file</th>"
-            "<th>last evaluations</th></tr>"
-        )
-        for o in report.outcomes:
-            rows = "" if o.failing_rows is None else str(o.failing_rows)
-            out.append(
-                f"<tr><td>{escape(o.short_name)}</td><td>{o.severity}</td>"
-                f"<td class='{o.status.replace(' ', '-')}'>{o.status}</td><td>{rows}</td>"
-                f"<td><code>{escape(o.file_name)}</code></td><td>{escape(' '.join(o.sequence))}</td></tr>"
-            )
-        out.append("</table>")
-    else:
-        out.append("<p>No assertion ran in this run.</p>")
-    out.append("<h2>Trend</h2>" + trend_svg(report.trend))
-    out.append("<h2>Flaky assertions</h2>")
-    if report.flaky:
-        out.append(
-            "<ul>"
-            + "".join(
-                f"<li><code>{escape(o.short_name)}</code>: {escape(' → '.join(o.sequence))}</li>" for o in report.flaky
-            )
-            + "</ul>"
-        )
-    else:
-        out.append("<p>None (flaky = at least two pass/fail flips in the last 10 evaluations).</p>")
-    out.append("<h2>Data-quality scorecard</h2>" + scorecard_html(report.scorecard))
-    out.append("<h2>Lineage</h2><div class='scroll'>" + lineage.svg(report.lineage) + "</div>")
-    out.append("</body></html>")
-    return "".join(out)
+    )

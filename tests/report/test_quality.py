@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from report.test_dashboard import CHROMIUM, needs_chromium, render
 
 from ingest.contracts import load_contracts
 from lakehouse import paths, warehouse
@@ -259,6 +260,31 @@ def test_a_second_report_trends_over_runs(loaded, tmp_path):
     assert isinstance(report.quality.runs[-1].started_at, datetime)
 
 
+def screenshot(page: Path, out: Path, tmp_path: Path, height: int = 900) -> Path:
+    """Return `out`, a PNG of the top `height` pixels of `page` taken by headless Chromium."""
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium-shots'}",
+            f"--window-size=1280,{height}",
+            "--virtual-time-budget=5000",
+            f"--screenshot={out}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
 def test_mask_record_masks_json_and_broken_json():
     pii = ["customer_email", "customer_name"]
     assert mask_record('{"customer_email": "a@b.c", "customer_name": null, "x": 1}', pii) == (
@@ -266,3 +292,19 @@ def test_mask_record_masks_json_and_broken_json():
     )
     assert mask_record('{"customer_email": "a@b.c", "x": ', pii) == '{"customer_email": "***", "x": '
     assert mask_record("x" * 500, pii) == "x" * 239 + "…"
+
+
+@needs_chromium
+def test_chromium_draws_quality_over_time_and_screenshots_the_report(loaded, tmp_path):
+    written, _ = publish(REPO, loaded, out_dir=tmp_path / "out")
+    drawn = render(written["dashboard"], tmp_path)
+    days = rows(loaded, f"SELECT count(DISTINCT ingest_date) FROM {t('ops', 'source_quality_daily')}")[0][0]
+    assert drawn.found["chart-quality"]["points"] == days
+    assert drawn.found["chart-quality"]["point"] == days
+    assert "chart-quality" not in drawn.empty
+    # LAKEHOUSE_DOCS_SCREENSHOTS=docs/img writes the pictures docs/reports.md shows
+    folder = Path(os.environ.get("LAKEHOUSE_DOCS_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, name, height in (("html", "report.png", 900), ("dashboard", "dashboard.png", 2000)):
+        shot = screenshot(written[kind], folder / name, tmp_path, height)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
