@@ -80,7 +80,10 @@ def plan_command(env_file: Path, project_dir: Path, offline: bool, brief: bool) 
             why = f"reading it failed ({type(error).__name__}: {error})"
     if plan is None:
         plan = make_plan(env, sources, resources, project_dir, why_not_read=why)
-    click.echo(render(plan, verbose=not brief))
+    from deploy.dataplex import observability_plan  # Dataplex scans and alerts (issue 13), before the totals
+
+    body, _, totals = render(plan, verbose=not brief).rpartition("\n")
+    click.echo(f"{body.rstrip()}\n{observability_plan(env, project_dir, verbose=not brief)}\n\n{totals}")
     click.echo(f"({time.perf_counter() - started:.2f} s)", err=True)
 
 
