@@ -440,7 +440,8 @@ contracts.filter((contract) => contract.quality).forEach((contract) => {
   }
   const severity = quality.severity || "error";
   assert(`${name}_quality_thresholds`, {
-    tags: ["assertions", "hourly", name].concat(severity === "warn" ? ["warn"] : []),
+    // "incoming_quality": the report scores it as incoming data, not as pipeline health
+    tags: ["assertions", "hourly", name, "incoming_quality"].concat(severity === "warn" ? ["warn"] : []),
     description:
       `${name}: the shares of rejected, duplicate, dead-lettered and late lines and of each rule stay within ` +
       `the contract's quality thresholds (includes/contracts/${name}.json); severity ${severity}.`,
