@@ -85,7 +85,10 @@ def plan_command(env_file: Path, project_dir: Path, offline: bool, brief: bool, 
     if output_format == "json":
         click.echo(json.dumps(to_json(plan), indent=2, sort_keys=True))
     else:
-        click.echo(render(plan, verbose=not brief))
+        from deploy.dataplex import observability_plan  # Dataplex scans and alerts, before the totals
+
+        body, _, totals = render(plan, verbose=not brief).rpartition("\n")
+        click.echo(f"{body.rstrip()}\n{observability_plan(env, project_dir, verbose=not brief)}\n\n{totals}")
     click.echo(f"({time.perf_counter() - started:.2f} s)", err=True)
 
 

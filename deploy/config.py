@@ -29,6 +29,7 @@ DEFAULT_ENTRY_POINTS = {
 # Release-config vars deploy sets itself, from the resources they name.
 DERIVED_VARS = {
     "landing_bucket": "buckets.landing",
+    "dead_letter_bucket": "buckets.dead_letter",
     "iceberg_bucket": "buckets.lake",
     "iceberg_connection": "the BigLake connection <prefix>-lake",
 }

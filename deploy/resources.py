@@ -157,6 +157,7 @@ def derived_vars(env: EnvConfig) -> dict[str, str]:
     """Return the release-config vars that name deployed resources (includes/params.js reads them)."""
     return {
         "landing_bucket": env.buckets["landing"],
+        "dead_letter_bucket": env.buckets["dead_letter"],  # ops.dead_letters (definitions/ops/quality.js)
         "iceberg_bucket": env.buckets["lake"],
         "iceberg_connection": lake_connection(env),
     }

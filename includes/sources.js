@@ -122,7 +122,43 @@ function load(name) {
   if (!names.has(contract.event_time)) {
     fail(name, "event_time", `${JSON.stringify(contract.event_time)} is not a field`);
   }
+  checkQuality(name, contract.quality);
   return contract;
+}
+
+const QUALITY_RATES = ["max_reject_rate", "max_duplicate_rate", "max_dead_letter_rate", "max_late_rate"];
+
+function isShare(value) {
+  return typeof value === "number" && value >= 0 && value <= 1;
+}
+
+// The optional quality block: thresholds (shares 0-1) that definitions/ops/quality.js asserts.
+// Rule names are checked there against silver's rules (includes/silver.js ruleNames).
+function checkQuality(name, quality) {
+  if (quality === undefined) {
+    return;
+  }
+  if (quality === null || typeof quality !== "object" || Array.isArray(quality)) {
+    fail(name, "quality", "must be an object of thresholds");
+  }
+  Object.keys(quality).forEach((key) => {
+    if (!QUALITY_RATES.concat(["severity", "rules"]).includes(key)) {
+      fail(name, `quality.${key}`, "is not a known threshold");
+    }
+  });
+  QUALITY_RATES.forEach((key) => {
+    if (quality[key] !== undefined && !isShare(quality[key])) {
+      fail(name, `quality.${key}`, `${JSON.stringify(quality[key])} is not a share between 0 and 1`);
+    }
+  });
+  if (quality.severity !== undefined && !["warn", "error"].includes(quality.severity)) {
+    fail(name, "quality.severity", `${JSON.stringify(quality.severity)} must be "warn" or "error"`);
+  }
+  Object.entries(quality.rules || {}).forEach(([rule, value]) => {
+    if (!isShare(value)) {
+      fail(name, `quality.rules.${rule}`, `${JSON.stringify(value)} is not a share between 0 and 1`);
+    }
+  });
 }
 
 // Returns every contract, in name order.

@@ -47,7 +47,12 @@ REPLACING_FAULTS = frozenset({"poison_pill", "non_utf8", "oversized"})
 RECORD_FAULTS = frozenset({"duplicate_key", "extra_field", "renamed_field", "late_event", "redelivery"})
 FAULT_KINDS = FIELD_FAULTS | REPLACING_FAULTS | RECORD_FAULTS
 
-_TOP_KEYS = {"name", "description", "key", "event_time", "fields", "generator"}
+_TOP_KEYS = {"name", "description", "key", "event_time", "fields", "generator", "quality"}
+# The optional `quality` block: thresholds (shares 0-1) whose crossing is a warn or error assertion.
+_QUALITY_RATES = ("max_reject_rate", "max_duplicate_rate", "max_dead_letter_rate", "max_late_rate")
+_QUALITY_KEYS = {*_QUALITY_RATES, "severity", "rules"}
+# Rules silver checks on every record, before the per-field ones (includes/silver.js).
+RECORD_RULES = ("record_not_json", "record_oversized", "record_source_mismatch", "record_unexpected_field")
 _FIELD_KEYS = {
     "name",
     "type",
@@ -116,6 +121,24 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """A source's quality thresholds: shares (0-1) of lines it may reject, duplicate, dead-letter or get
+    late, per rule too; crossing one is an assertion of `severity` (warn or error)."""
+
+    max_reject_rate: float | None = None
+    max_duplicate_rate: float | None = None
+    max_dead_letter_rate: float | None = None
+    max_late_rate: float | None = None
+    rules: dict[str, float] = dataclasses.field(default_factory=dict)
+    severity: str = "error"
+
+    @property
+    def empty(self) -> bool:
+        """True when no threshold is set."""
+        return not self.rules and all(getattr(self, name) is None for name in _QUALITY_RATES)
+
+
+@dataclass(frozen=True)
 class Contract:
     """A source: its fields, key, event-time field and generator profile."""
 
@@ -128,6 +151,7 @@ class Contract:
     value_specs: dict[str, dict[str, Any]]
     faults: tuple[Fault, ...]
     path: str
+    quality: Quality = dataclasses.field(default_factory=Quality)
 
     def field(self, name: str) -> Field:
         """Return the field called `name`; raises KeyError when the contract has none."""
@@ -140,6 +164,19 @@ class Contract:
     def field_names(self) -> list[str]:
         """Return the field names in contract order."""
         return [item.name for item in self.fields]
+
+    @property
+    def quarantine_rules(self) -> list[str]:
+        """Return every rule silver checks, in its order: record rules, then `<field>_<check>` per field."""
+        rules = list(RECORD_RULES)
+        for item in self.fields:
+            names = item.rule_names()
+            if f"{item.name}_type" not in names:
+                # silver type-checks STRING fields too (a JSON number is not a string)
+                at = 1 if item.required else 0
+                names.insert(at, f"{item.name}_type")
+            rules.extend(names)
+        return rules
 
     @property
     def pii_fields(self) -> list[str]:
@@ -330,6 +367,37 @@ def check_fault_rates(path: Path | str, faults: list[Fault] | tuple[Fault, ...])
             raise ContractError(path, "generator.faults", f"rates of the {group} add up to {total:g} > 1")
 
 
+def _parse_quality(path: Path, raw: Any, rule_names: list[str]) -> Quality:
+    if raw is None:
+        return Quality()
+    if not isinstance(raw, dict):
+        raise _fail(path, "quality", "must be an object of thresholds")
+    unknown = sorted(set(raw) - _QUALITY_KEYS)
+    if unknown:
+        raise _fail(path, "quality", f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_QUALITY_KEYS))})")
+
+    def share(where: str, value: Any) -> float:
+        if not _is_number(value) or not 0 <= value <= 1:
+            raise _fail(path, where, f"{value!r} is not a share between 0 and 1")
+        return float(value)
+
+    rates = {name: share(f"quality.{name}", raw[name]) for name in _QUALITY_RATES if name in raw}
+    rules = raw.get("rules", {})
+    if not isinstance(rules, dict):
+        raise _fail(path, "quality.rules", "must be an object of rule name -> share")
+    for rule in rules:
+        if rule not in rule_names:
+            raise _fail(
+                path, f"quality.rules.{rule}", f"is not a rule of this contract (rules: {', '.join(rule_names)})"
+            )
+    severity = raw.get("severity", "error")
+    if severity not in ("warn", "error"):
+        raise _fail(path, "quality.severity", f"{severity!r} must be 'warn' or 'error'")
+    return Quality(
+        **rates, rules={rule: share(f"quality.rules.{rule}", value) for rule, value in rules.items()}, severity=severity
+    )
+
+
 def parse_contract(raw: Any, path: Path | str) -> Contract:
     """Return the Contract described by the decoded JSON `raw`; raises ContractError naming the field."""
     path = Path(path)
@@ -377,7 +445,7 @@ def parse_contract(raw: Any, path: Path | str) -> Contract:
         raise _fail(path, "generator.share", f"{share!r} is not a share between 0 and 1")
     specs = _parse_value_specs(path, generator.get("fields"), set(by_name))
     faults = _parse_faults(path, generator.get("faults", []), by_name)
-    return Contract(
+    contract = Contract(
         name=name,
         description=description,
         key=tuple(key),
@@ -388,6 +456,8 @@ def parse_contract(raw: Any, path: Path | str) -> Contract:
         faults=faults,
         path=str(path),
     )
+    quality = _parse_quality(path, raw.get("quality"), contract.quarantine_rules)
+    return dataclasses.replace(contract, quality=quality)
 
 
 def load_contract(path: Path | str) -> Contract:

@@ -22,7 +22,7 @@ def publish_all(
 ) -> dict[str, Path]:
     """Write every report of a run (latest when run_id is None) and return {kind: path}.
 
-    Kinds: markdown, html, junit, scorecard, lineage, openlineage, dashboard. Raises
+    Kinds: markdown, html, junit, scorecard, quality, lineage, openlineage, dashboard. Raises
     lakehouse.report.runs.ReportInputError when there is no run to report on, and
     lakehouse.warehouse.WarehouseBusy when another process holds the warehouse.
     """
@@ -42,7 +42,7 @@ def publish(
     With `trigger_report`, the run is the one in that `lakehouse trigger --json` file (local or GCP).
     Raises as publish_all.
     """
-    from lakehouse.report import dashboard, junit, ol_events, render
+    from lakehouse.report import dashboard, junit, ol_events, quality, render
     from lakehouse.report.build import build
     from lakehouse.report.context import open_context
 
@@ -57,22 +57,29 @@ def publish(
             "html": folder / "report.html",
             "junit": folder / "junit.xml",
             "scorecard": folder / "scorecard.json",
+            "quality": folder / "quality.json",
             "lineage": folder / "lineage.json",
             "openlineage": folder / "openlineage" / f"{ctx.run.run_id}.jsonl",
             "dashboard": folder / "dashboard.html",
         }
         written["markdown"].write_text(render.markdown(report))
         written["html"].write_text(render.html(report))
-        junit.write(junit.build(ctx.run, report.outcomes, report.failed_actions), written["junit"])
+        junit.write(
+            junit.build(ctx.run, report.outcomes, report.failed_actions, report.quality), written["junit"]
+        )
+        quality.write(report.quality, ctx, written["quality"])
         written["scorecard"].write_text(json.dumps(report.scorecard.to_json(), indent=2, default=str))
         written["lineage"].write_text(json.dumps(report.lineage.to_json(), indent=2))
         ol_events.emit(ctx.run, ctx.graph, report.outcomes, written["openlineage"])
-        written["dashboard"].write_text(dashboard.html(dashboard.collect(ctx), report.scorecard))
+        written["dashboard"].write_text(dashboard.html(dashboard.collect(ctx), report.scorecard, report.quality))
         summary = [f"run {ctx.run.run_id}: {report.headline()}", *report.notes]
+        summary += [f"incoming {render.source_line(s)}" for s in report.quality.sources]
+        if not report.quality.measured:
+            summary += report.quality.notes
         if report.scorecard.overall is not None:
             summary.append(
-                f"data-quality score {report.scorecard.overall:.1f}/100 "
-                f"(Dataplex-style {report.scorecard.dataplex():.1f})"
+                f"pipeline health (assertions on the tables) {report.scorecard.overall:.1f}/100 "
+                f"(Dataplex-style {report.scorecard.dataplex():.1f}); this is not the quality of the incoming data"
             )
     return written, summary
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lakehouse.engine import records
-from lakehouse.report import failures, lineage, scorecard
+from lakehouse.report import failures, lineage, quality, scorecard
 from lakehouse.report.context import Context
 from lakehouse.report.runs import RunSummary
 
@@ -21,6 +21,7 @@ class Report:
     trend: list[RunSummary]
     scorecard: scorecard.Scorecard
     lineage: lineage.Lineage
+    quality: quality.Quality = field(default_factory=quality.Quality)
     flaky: list[failures.AssertionOutcome] = field(default_factory=list)
 
     @property
@@ -30,6 +31,19 @@ class Report:
     @property
     def failing(self) -> list[failures.AssertionOutcome]:
         return [o for o in self.outcomes if o.failed]
+
+    @property
+    def failed_first(self) -> list[failures.AssertionOutcome]:
+        """Return the failed assertions: errors first, then warnings."""
+        return sorted(self.failing, key=lambda o: o.severity != "error")
+
+    def by_table(self) -> list[tuple[str, list[failures.AssertionOutcome]]]:
+        """Return every assertion grouped by the table it checks (its first), tables in name order."""
+        grouped: dict[str, list[failures.AssertionOutcome]] = {}
+        for outcome in self.outcomes:
+            table = outcome.checks[0] if outcome.checks else "(cross-table and file assertions)"
+            grouped.setdefault(table, []).append(outcome)
+        return sorted(grouped.items())
 
     def counts(self) -> dict[str, int]:
         """Return the number of assertions per report status."""
@@ -91,4 +105,5 @@ def build(ctx: Context, window: int = 10) -> Report:
         scorecard=card,
         lineage=graph_lineage,
         flaky=[o for o in found if o.flaky],
+        quality=quality.build(ctx),
     )

@@ -1,4 +1,4 @@
-"""The gold dashboard: one static HTML page charting revenue, top products, the funnel and the scorecard."""
+"""The gold dashboard: one static HTML page charting revenue, products, the funnel, incoming quality and health."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import duckdb
 
 from lakehouse.report.context import Context, quoted, split_name
 from lakehouse.report.lineage import layer_of
+from lakehouse.report.quality import Quality
 from lakehouse.report.scorecard import DIMENSIONS, Scorecard
 
 TOP_PRODUCTS = 10
@@ -266,6 +267,7 @@ SCRIPT = r"""
   const blues = ['#1d4ed8', '#2563eb', '#3b82f6', '#60a5fa', '#93c5fd'];
   drawn += bars('chart-funnel', data.funnel, (v, i) => blues[i % 5],
                 (v, i) => fmt(v) + (i ? ' (' + (100 * v / first).toFixed(1) + '%)' : ''));
+  drawn += line('chart-quality', data.quality);
   drawn += bars('chart-scorecard', data.scorecard,
                 v => 'hsl(' + Math.round(1.2 * v) + ',65%,50%)', v => v.toFixed(1));
   document.body.setAttribute('data-charts-drawn', String(drawn));
@@ -300,12 +302,27 @@ def scorecard_chart(card: Scorecard) -> Chart:
     return Chart(labels, values, f"score 0–100 per table, then per dimension; overall {card.overall}")
 
 
-def html(data: DashboardData, card: Scorecard) -> str:
+def quality_chart(quality: Quality | None) -> Chart:
+    """Return incoming quality over time: per ingest day, 100 × lines valid / lines taken over every source."""
+    if quality is None or not quality.daily:
+        notes = quality.notes if quality is not None else []
+        return Chart(empty_reason="; ".join(notes) or "no ingest day measured yet")
+    days: dict = {}
+    for row in quality.daily:
+        taken, rejected = days.get(row.ingest_date, (0, 0))
+        days[row.ingest_date] = (taken + row.lines_taken, rejected + row.quarantined_rows)
+    labels = [str(day) for day in sorted(days)]
+    values = [round(100 * (1 - days[day][1] / days[day][0]), 1) if days[day][0] else 0.0 for day in sorted(days)]
+    return Chart(labels, values, "ops.source_quality_daily: 100 × (1 − quarantined / lines taken) per ingest_date")
+
+
+def html(data: DashboardData, card: Scorecard, quality: Quality | None = None) -> str:
     """Return the dashboard page: data embedded as JSON, drawn as SVG by an inline script (no network)."""
     payload = {
         "revenue": data.revenue.to_json(),
         "products": data.products.to_json(),
         "funnel": data.funnel.to_json(),
+        "quality": quality_chart(quality).to_json(),
         "scorecard": scorecard_chart(card).to_json(),
     }
     # "</script" or "<!--" inside a JSON string would end or confuse the script element: escape every "<".
@@ -314,7 +331,8 @@ def html(data: DashboardData, card: Scorecard) -> str:
         ("chart-revenue", "Daily revenue"),
         ("chart-products", f"Top {TOP_PRODUCTS} products by revenue"),
         ("chart-funnel", "Conversion funnel"),
-        ("chart-scorecard", "Data-quality scorecard"),
+        ("chart-quality", "Incoming data quality over time (share of lines valid)"),
+        ("chart-scorecard", "Pipeline health scorecard (assertions)"),
     ]
     body = "".join(
         f"<section class='panel'><h2>{escape(title)}</h2><div class='chart' id='{pid}'></div></section>"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lakehouse.engine import records
 from lakehouse.report.failures import AssertionOutcome, Sample
+from lakehouse.report.quality import Quality, SourceQuality
 from lakehouse.report.runs import Run
 
 # The structure CI systems read (Jenkins, GitLab, GitHub test reporters, pytest's xunit2): testsuites >
@@ -170,8 +171,55 @@ def _action_case(suite: ET.Element, action: records.ActionResult) -> None:
     error.text = action.error or ""
 
 
-def build(run: Run, found: list[AssertionOutcome], failed_actions: list[records.ActionResult]) -> ET.Element:
-    """Return the <testsuites> of a run: a suite per SQLX file of assertions, one for failed actions."""
+def _source_case(suite: ET.Element, source: SourceQuality) -> str:
+    """Add the testcase of one source's incoming quality; return passed | skipped.
+
+    A crossed threshold fails the source's `<source>_quality_thresholds` assertion (its own testcase), so
+    the source's case carries the numbers and says WARN/ERROR in system-out without failing a second time.
+    """
+    case = ET.SubElement(suite, "testcase", name=source.name, classname="ops.source_quality", time="0.000")
+    props = ET.SubElement(case, "properties")
+    values = {
+        "score": "" if source.score is None else f"{source.score:.1f}",
+        "lines_taken": source.lines_taken,
+        "silver_rows": source.silver_rows,
+        "quarantined_rows": source.quarantined_rows,
+        "quarantined_pct": "" if source.quarantined_pct is None else f"{source.quarantined_pct:.1f}",
+        "duplicate_rows": source.duplicate_rows,
+        "dead_lettered_rows": source.dead_lettered_rows,
+        "late_rows": source.late_rows,
+    }
+    values.update({f"dead_letter.{reason}": n for reason, n in source.dead_letters.items()})
+    values.update({f"rule.{r.rule}": r.quarantined_rows for r in source.rules if r.quarantined_rows})
+    for name, value in values.items():
+        ET.SubElement(props, "property", name=name, value=str(value))
+    if not source.lines_taken:
+        ET.SubElement(case, "skipped", message=f"{source.name}: no line has arrived yet")
+        return "skipped"
+    out = ET.SubElement(case, "system-out")
+    lines = [
+        f"{source.quarantined_rows} of {source.lines_taken} lines quarantined ({source.quarantined_pct}%)",
+        *(f"{r.rule}: {r.quarantined_rows}" for r in source.rules if r.quarantined_rows),
+    ]
+    if source.thresholds is None:
+        lines.append("no quality thresholds in the contract")
+    for threshold in source.crossed:
+        lines.append(
+            f"{threshold.severity.upper()}: {threshold.name} {threshold.max_rate} crossed "
+            f"(measured {threshold.observed_rate:.4f})"
+        )
+    out.text = "\n".join(lines)
+    return "passed"
+
+
+def build(
+    run: Run,
+    found: list[AssertionOutcome],
+    failed_actions: list[records.ActionResult],
+    quality: Quality | None = None,
+) -> ET.Element:
+    """Return the <testsuites> of a run: a suite per SQLX file of assertions, one for failed actions, and
+    one `incoming data quality` suite with a testcase per source."""
     stamp = run.started_at.replace(tzinfo=None, microsecond=0).isoformat()
     root = ET.Element("testsuites", name=f"lakehouse run {run.run_id}")
     by_file: dict[str, list[AssertionOutcome]] = {}
@@ -191,6 +239,12 @@ def build(run: Run, found: list[AssertionOutcome], failed_actions: list[records.
             _action_case(suite, action)
         counts = {"failure": 0, "error": len(failed_actions), "skipped": 0, "passed": 0}
         suites.append((suite, counts, sum(a.duration_s for a in failed_actions)))
+    if quality is not None and quality.sources:
+        suite = ET.SubElement(root, "testsuite", name="incoming data quality", timestamp=stamp, hostname=host)
+        counts = {"failure": 0, "error": 0, "skipped": 0, "passed": 0}
+        for source in quality.sources:
+            counts[_source_case(suite, source)] += 1
+        suites.append((suite, counts, 0.0))
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     total_time = 0.0
     for suite, counts, seconds in suites:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import decimal
+import functools
 from datetime import date, datetime, timedelta
 from html import escape
+
+import jinja2
+from markupsafe import Markup
 
 from lakehouse.report import lineage
 from lakehouse.report.build import Report
 from lakehouse.report.failures import AssertionOutcome
+from lakehouse.report.quality import DIMENSIONS as QUALITY_DIMENSIONS
+from lakehouse.report.quality import Quality, SourceQuality, Threshold
 from lakehouse.report.runs import RunSummary
 from lakehouse.report.scorecard import DIMENSIONS, Scorecard
 
@@ -66,27 +72,182 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def score_text(value: float | None) -> str:
+    """Return an incoming-quality score as NN.N/100, or — when nothing was measured."""
+    return "—" if value is None else f"{value:.1f}/100"
+
+
+def pct_text(value: float | None) -> str:
+    """Return a percentage with one decimal, or — when there is no denominator."""
+    return "—" if value is None else f"{value:.1f}%"
+
+
+def threshold_text(threshold: Threshold) -> str:
+    """Return what a threshold allows and what was measured: `max_reject_rate 25.0% (measured 45.8%)`."""
+    observed = "—" if threshold.observed_rate is None else f"{100 * threshold.observed_rate:.1f}%"
+    return f"{threshold.name} {100 * threshold.max_rate:.1f}% (measured {observed})"
+
+
+def source_line(source: SourceQuality, top: int = 3) -> str:
+    """Return one plain sentence: how much of a source was rejected and why (its top rules)."""
+    if not source.lines_taken:
+        return f"{source.name}: no line has arrived yet"
+    text = (
+        f"{source.name} {score_text(source.score)}: {source.quarantined_rows:,} of {source.lines_taken:,} lines "
+        f"rejected ({pct_text(source.quarantined_pct)})"
+    )
+    reasons = [f"{r.rule} {r.quarantined_rows:,}" for r in source.rules if r.quarantined_rows][:top]
+    if reasons:
+        text += "; top rules: " + ", ".join(reasons)
+    if source.dead_lettered_rows:
+        text += f"; {source.dead_lettered_rows:,} dead-lettered before bronze"
+    if source.crossed:
+        text += f"; {source.status.upper()}: " + ", ".join(threshold_text(t) for t in source.crossed)
+    return text
+
+
+def dead_letter_text(source: SourceQuality) -> str:
+    """Return the dead-lettered count of a source with its reasons: `5 (not_json 3, not_utf8 2)`."""
+    if not source.dead_letters:
+        return str(source.dead_lettered_rows)
+    reasons = ", ".join(f"{reason} {n}" for reason, n in source.dead_letters.items())
+    return f"{source.dead_lettered_rows} ({reasons})"
+
+
+def thresholds_cell(source: SourceQuality) -> str:
+    """Return a source's threshold state: none set, all within, or those crossed."""
+    if source.thresholds is None:
+        return "none set"
+    if not source.crossed:
+        return f"{len(source.thresholds)} within"
+    return f"{source.status}: " + "; ".join(threshold_text(t) for t in source.crossed)
+
+
+def quality_first_screen_markdown(quality: Quality) -> list[str]:
+    """Return the opening lines: per source, how much was rejected and why."""
+    lines = ["## Incoming data: how much of each source was rejected, and why", ""]
+    if not quality.measured:
+        return lines + [f"> {note}" for note in quality.notes] + [""]
+    lines += [f"- {_md_cell(source_line(s))}" for s in quality.sources]
+    return lines + [""]
+
+
+def quality_markdown(quality: Quality) -> list[str]:
+    """Return the per-source quality section: where lines went, dimensions, rules, samples, trends."""
+    lines = ["## Incoming data quality per source", ""]
+    if not quality.measured:
+        return lines + [f"> {note}" for note in quality.notes] + [""]
+    lines += [
+        "Counts are what the silver tables hold at report time (every run so far); the score is the share of "
+        "lines taken that passed every rule. Read the same numbers in BigQuery from `ops.source_quality`, "
+        "`ops.quarantine_rules`, `ops.source_quality_dimensions` and `ops.source_quality_daily`.",
+        "",
+        "| source | incoming quality | lines taken | silver | quarantined | quarantined % | duplicates "
+        "| dead-lettered | late | thresholds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in quality.sources:
+        lines.append(
+            f"| {s.name} | **{score_text(s.score)}** | {s.lines_taken} | {s.silver_rows} | {s.quarantined_rows} | "
+            f"{pct_text(s.quarantined_pct)} | {s.duplicate_rows} | {_md_cell(dead_letter_text(s))} | {s.late_rows} | "
+            f"{_md_cell(thresholds_cell(s))} |"
+        )
+    lines += ["", "### Score per dimension (0–100)", ""]
+    lines.append("| source | " + " | ".join(QUALITY_DIMENSIONS) + " |")
+    lines.append("|---|" + "---|" * len(QUALITY_DIMENSIONS))
+    for s in quality.sources:
+        cells = " | ".join("—" if s.dimensions.get(d) is None else f"{s.dimensions[d]:.1f}" for d in QUALITY_DIMENSIONS)
+        lines.append(f"| {s.name} | {cells} |")
+    top = quality.top_rules()
+    lines += ["", "### Top failing rules", ""]
+    if top:
+        lines += ["| source | rule | dimension | records | % of lines taken |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {r.source} | `{r.rule}` | {r.dimension} | {r.quarantined_rows} | {pct_text(r.quarantined_pct)} |"
+            for r in top
+        ]
+    else:
+        lines.append("No record was quarantined.")
+    for s in quality.sources:
+        lines += ["", f"### {s.name}: quarantine per rule", ""]
+        failing = [r for r in s.rules if r.quarantined_rows]
+        if not failing:
+            lines.append("No record failed a rule." if s.lines_taken else "No line has arrived yet.")
+            continue
+        lines += ["| rule | dimension | records | % of lines taken |", "|---|---|---|---|"]
+        lines += [
+            f"| `{r.rule}` | {r.dimension} | {r.quarantined_rows} | {pct_text(r.quarantined_pct)} |" for r in failing
+        ]
+        lines.append(f"| **records with any failed rule** | | **{s.any_rule}** | **{pct_text(s.quarantined_pct)}** |")
+        passing = len(s.rules) - len(failing)
+        lines += ["", f"{passing} other rule(s) of the contract failed no record."]
+        if s.samples:
+            lines += [
+                "",
+                "<details>",
+                "<summary>Sample of quarantined raw records per rule (PII masked as ***)</summary>",
+                "",
+            ]
+            for rule, records in s.samples.items():
+                for raw in records:
+                    lines.append(f"- `{rule}`: `{raw.replace('`', chr(39))}`")
+            lines += ["", "</details>"]
+    lines += ["", "### Trend over runs (lines rejected / lines taken, totals at each report)", ""]
+    names = [s.name for s in quality.sources]
+    lines.append("| run | started (UTC) | " + " | ".join(names) + " |")
+    lines.append("|---|---|" + "---|" * len(names))
+    for point in quality.runs:
+        cells = []
+        for name in names:
+            totals = point.sources.get(name)
+            cells.append(f"{totals['quarantined_rows']}/{totals['lines_taken']}" if totals else "—")
+        lines.append(f"| {point.run_id} | {point.started_at:%Y-%m-%d %H:%M} | " + " | ".join(cells) + " |")
+    lines += ["", "### Trend over ingest days (quarantined % of the lines that arrived that day)", ""]
+    days = sorted({d.ingest_date for d in quality.daily})
+    lines.append("| ingest date | " + " | ".join(names) + " |")
+    lines.append("|---|" + "---|" * len(names))
+    by_key = {(d.source, d.ingest_date): d for d in quality.daily}
+    for day in days[-14:]:
+        cells = []
+        for name in names:
+            row = by_key.get((name, day))
+            cells.append(f"{pct_text(row.quarantined_pct)} of {row.lines_taken}" if row else "—")
+        lines.append(f"| {day} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"> {note}" for note in quality.notes]
+    return lines + [""]
+
+
 def markdown(report: Report) -> str:
-    """Return the report as GitHub-flavoured Markdown."""
+    """Return the report as GitHub-flavoured Markdown: incoming data first, then failures and warnings,
+    per-source quality, and the full assertion list by table."""
     run = report.run
     lines = [
-        f"# Assertion report — run {run.run_id}",
+        f"# Data-quality report — run {run.run_id}",
         "",
         f"Started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · "
         f"run status **{'crashed' if run.crashed else run.status}**"
         f" · {len(run.actions)} actions · project `{report.ctx.project or '?'}`",
         "",
-        f"**{report.headline()}**",
+        *quality_first_screen_markdown(report.quality),
+        f"**Pipeline health: {report.headline()}**",
         "",
     ]
     for note in report.notes:
         lines.append(f"> {note}")
     if report.notes:
         lines.append("")
-    lines += ["## Failed assertions", ""]
-    if not report.failing:
+    lines += ["## Failed and warned", ""]
+    crossed = [s for s in report.quality.sources if s.crossed]
+    for source in crossed:
+        lines.append(
+            f"- **{source.name}** crossed its contract thresholds ({source.status.upper()}): "
+            + ", ".join(threshold_text(t) for t in source.crossed)
+        )
+    if crossed:
+        lines.append("")
+    if not report.failing and not crossed:
         lines += ["None.", ""]
-    for outcome in report.failing:
+    for outcome in report.failed_first:
         rows = "could not run" if outcome.status == "error" else f"{outcome.failing_rows} failing row(s)"
         lines += [
             f"### {outcome.short_name} — {outcome.severity.upper()}",
@@ -121,12 +282,22 @@ def markdown(report: Report) -> str:
         for action in report.failed_actions:
             lines.append(f"| `{action.name}` | {action.type} | `{action.file_name}` | {_md_cell(action.error or '')} |")
         lines.append("")
-    lines += ["## All assertions", ""]
+    lines += quality_markdown(report.quality)
+    lines += ["## All assertions, by table", ""]
     if report.outcomes:
-        lines += ["| assertion | severity | status | failing rows | file |", "|---|---|---|---|---|"]
-        for o in report.outcomes:
-            rows = "" if o.failing_rows is None else str(o.failing_rows)
-            lines.append(f"| {o.short_name} | {o.severity} | {o.status} | {rows} | `{o.file_name}` |")
+        for table, outcomes in report.by_table():
+            passed = sum(1 for o in outcomes if o.status == "passed")
+            lines += [
+                "<details>",
+                f"<summary>{escape(table)}: {passed} of {len(outcomes)} passed</summary>",
+                "",
+                "| assertion | severity | status | failing rows | file |",
+                "|---|---|---|---|---|",
+            ]
+            for o in outcomes:
+                rows = "" if o.failing_rows is None else str(o.failing_rows)
+                lines.append(f"| {o.short_name} | {o.severity} | {o.status} | {rows} | `{o.file_name}` |")
+            lines += ["", "</details>", ""]
     else:
         lines.append("No assertion ran in this run.")
     lines += [
@@ -153,7 +324,7 @@ def markdown(report: Report) -> str:
 
 def scorecard_markdown(card: Scorecard) -> list[str]:
     """Return the scorecard section as Markdown lines."""
-    lines = ["## Data-quality scorecard (0–100)", ""]
+    lines = ["## Pipeline health scorecard (assertions on the tables, 0–100)", ""]
     if not card.checks:
         return lines + [f"> {note}" for note in card.notes] + [""]
     lines.append("| table | score | Dataplex-style | " + " | ".join(DIMENSIONS) + " |")
@@ -186,6 +357,8 @@ th{background:#f9fafb}.note{background:#fff7ed;border-left:4px solid #f97316;pad
 .sev-warn{background:#c2410c;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
 .flaky{background:#7c3aed;color:#fff;border-radius:4px;padding:1px 6px;font-size:12px}
 code{background:#f3f4f6;padding:0 3px;border-radius:3px}.scroll{overflow-x:auto}
+.status-warn{color:#c2410c;font-weight:600}.status-error{color:#b91c1c;font-weight:600}
+.samples code{font-size:11px;word-break:break-all}details{margin:6px 0}
 .passed{color:#15803d}.failing,.error{color:#b91c1c}.not-run{color:#92400e}
 """
 
@@ -226,27 +399,6 @@ def trend_svg(trend: list[RunSummary]) -> str:
     return "".join(parts)
 
 
-def _sample_html(outcome: AssertionOutcome) -> str:
-    sample = outcome.sample
-    if sample is None:
-        return ""
-    out = []
-    if sample.columns:
-        out.append(
-            "<details open><summary>"
-            f"Sample: {len(sample.rows)} of {outcome.failing_rows} failing rows</summary>"
-            '<div class="scroll"><table><tr>'
-        )
-        out.extend(f"<th>{escape(c)}</th>" for c in sample.columns)
-        out.append("</tr>")
-        for row in sample.rows:
-            out.append("<tr>" + "".join(f"<td>{escape(value_text(v))}</td>" for v in row) + "</tr>")
-        out.append("</table></div></details>")
-    if sample.note:
-        out.append(f"<p><em>{escape(sample.note)}</em></p>")
-    return "".join(out)
-
-
 def scorecard_html(card: Scorecard) -> str:
     """Return the scorecard as an HTML table with cells shaded red (0) to green (100)."""
     if not card.checks:
@@ -280,86 +432,99 @@ def scorecard_html(card: Scorecard) -> str:
     return "".join(rows)
 
 
-def html(report: Report) -> str:
-    """Return the report as one self-contained HTML page."""
-    run = report.run
-    status = "crashed" if run.crashed else run.status
-    out = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Assertion report — run {escape(run.run_id)}</title><style>{CSS}</style></head><body>",
-        f"<h1>Assertion report — run {escape(run.run_id)}</h1>",
-        f"<p>Started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · run status <b>{escape(status)}</b> · "
-        f"{len(run.actions)} actions · project <code>{escape(report.ctx.project or '?')}</code></p>",
-        f"<p id='headline'><b>{escape(report.headline())}</b></p>",
+PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563")
+
+
+def quality_svg(quality: Quality) -> str:
+    """Return a line per source of its incoming-quality score (share of lines valid) per ingest day (SVG)."""
+    days = sorted({d.ingest_date for d in quality.daily})
+    names = sorted({d.source for d in quality.daily})
+    if not days:
+        return "<p>No ingest day to chart yet.</p>"
+    width, height, left, pad = max(320, 60 * len(days) + 160), 200, 40, 24
+    step = (width - left - 140) / max(1, len(days) - 1)
+    by_key = {(d.source, d.ingest_date): d for d in quality.daily}
+
+    def y(score: float) -> float:
+        return pad + (100 - score) * (height - 2 * pad) / 100
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="quality-trend" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="10" role="img"><title>Incoming quality per ingest day</title>'
     ]
-    out.extend(f"<p class='note'>{escape(note)}</p>" for note in report.notes)
-    out.append("<h2>Failed assertions</h2>")
-    if not report.failing:
-        out.append("<p>None.</p>")
-    for o in report.failing:
-        rows = "could not run" if o.status == "error" else f"{o.failing_rows} failing row(s)"
-        badges = f"<span class='sev-{o.severity}'>{o.severity.upper()}</span>"
-        if o.flaky:
-            badges += " <span class='flaky'>FLAKY</span>"
-        out.append(
-            f"<div class='card failed-assertion' data-name='{escape(o.name)}'>"
-            f"<h3>{escape(o.short_name)} {badges}</h3><ul>"
-            f"<li>assertion <code>{escape(o.name)}</code></li>"
-            f"<li>defined in <code>{escape(o.file_name)}</code></li><li>result: <b>{escape(rows)}</b></li>"
-            f"<li>since: {escape(since_text(report, o))}</li>"
+    for score in (0, 50, 100):
+        parts.append(
+            f'<line x1="{left}" x2="{width - 140}" y1="{y(score):.1f}" y2="{y(score):.1f}" stroke="#e5e7eb"/>'
+            f'<text x="4" y="{y(score) + 3:.1f}">{score}</text>'
         )
-        if o.checks:
-            out.append("<li>checks " + ", ".join(f"<code>{escape(t)}</code>" for t in o.checks) + "</li>")
-        if o.flaky:
-            out.append(f"<li>last evaluations: {escape(' → '.join(o.sequence))}</li>")
-        if o.conditions:
-            out.append(
-                "<li>failing rows per condition: "
-                + ", ".join(f"<code>{escape(c)}</code>: {n}" for c, n in o.conditions.items())
-                + "</li>"
+    for i, day in enumerate(days):
+        parts.append(f'<text x="{left + i * step - 14:.1f}" y="{height - 6}">{day:%m-%d}</text>')
+    for n, name in enumerate(names):
+        color = PALETTE[n % len(PALETTE)]
+        points = []
+        for i, day in enumerate(days):
+            row = by_key.get((name, day))
+            if row is None or row.quarantined_pct is None:
+                continue
+            score = 100 - row.quarantined_pct
+            points.append((left + i * step, y(score), f"{name} {day}: {score:.1f}/100 of {row.lines_taken} lines"))
+        if len(points) > 1:
+            path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy, _ in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for x, yy, label in points:
+            parts.append(
+                f'<circle class="quality-point" cx="{x:.1f}" cy="{yy:.1f}" r="3" fill="{color}">'
+                f"<title>{escape(label)}</title></circle>"
             )
-        if o.error and o.status == "error":
-            out.append(f"<li>error: {escape(o.error)}</li>")
-        out.append("</ul>" + _sample_html(o) + "</div>")
-    if report.failed_actions:
-        out.append(
-            "<h2>Actions that failed</h2><table><tr><th>action</th><th>type</th><th>file</th><th>error</th></tr>"
+        parts.append(f'<text x="{width - 130}" y="{pad + 14 * n}" fill="{color}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("lakehouse.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def html(report: Report) -> str:
+    """Return the report as one self-contained HTML page, rendered from templates/report.html.j2."""
+    run = report.run
+    return (
+        _templates()
+        .get_template("report.html.j2")
+        .render(
+            run=run,
+            status="crashed" if run.crashed else run.status,
+            project=report.ctx.project or "?",
+            css=Markup(CSS),
+            headline=report.headline(),
+            notes=report.notes,
+            quality=report.quality,
+            failing=report.failed_first,
+            failed_actions=report.failed_actions,
+            outcomes=report.outcomes,
+            by_table=report.by_table(),
+            flaky=report.flaky,
+            dimensions=QUALITY_DIMENSIONS,
+            source_line=source_line,
+            threshold_text=threshold_text,
+            thresholds_cell=thresholds_cell,
+            dead_letter_text=dead_letter_text,
+            score_text=score_text,
+            pct_text=pct_text,
+            score_style=_score_style,
+            value_text=value_text,
+            since_text=lambda outcome: since_text(report, outcome),
+            # generated below with every value escaped; the template must not escape them again
+            quality_svg=Markup(quality_svg(report.quality)),
+            trend_svg=Markup(trend_svg(report.trend)),
+            scorecard_html=Markup(scorecard_html(report.scorecard)),
+            lineage_svg=Markup(lineage.svg(report.lineage)),
         )
-        for a in report.failed_actions:
-            out.append(
-                f"<tr><td><code>{escape(a.name)}</code></td><td>{a.type}</td><td><code>{escape(a.file_name)}"
-                f"</code></td><td>{escape(a.error or '')}</td></tr>"
-            )
-        out.append("</table>")
-    out.append("<h2>All assertions</h2>")
-    if report.outcomes:
-        out.append(
-            "<table><tr><th>assertion</th><th>severity</th><th>status</th><th>failing rows</th><th>file</th>"
-            "<th>last evaluations</th></tr>"
-        )
-        for o in report.outcomes:
-            rows = "" if o.failing_rows is None else str(o.failing_rows)
-            out.append(
-                f"<tr><td>{escape(o.short_name)}</td><td>{o.severity}</td>"
-                f"<td class='{o.status.replace(' ', '-')}'>{o.status}</td><td>{rows}</td>"
-                f"<td><code>{escape(o.file_name)}</code></td><td>{escape(' '.join(o.sequence))}</td></tr>"
-            )
-        out.append("</table>")
-    else:
-        out.append("<p>No assertion ran in this run.</p>")
-    out.append("<h2>Trend</h2>" + trend_svg(report.trend))
-    out.append("<h2>Flaky assertions</h2>")
-    if report.flaky:
-        out.append(
-            "<ul>"
-            + "".join(
-                f"<li><code>{escape(o.short_name)}</code>: {escape(' → '.join(o.sequence))}</li>" for o in report.flaky
-            )
-            + "</ul>"
-        )
-    else:
-        out.append("<p>None (flaky = at least two pass/fail flips in the last 10 evaluations).</p>")
-    out.append("<h2>Data-quality scorecard</h2>" + scorecard_html(report.scorecard))
-    out.append("<h2>Lineage</h2><div class='scroll'>" + lineage.svg(report.lineage) + "</div>")
-    out.append("</body></html>")
-    return "".join(out)
+    )

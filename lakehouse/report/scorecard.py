@@ -14,6 +14,8 @@ from lakehouse.report.failures import AssertionOutcome
 
 DIMENSIONS = ("completeness", "validity", "uniqueness", "freshness", "consistency")
 QUARANTINE_SUFFIX = "_quarantine"
+# Tag of the contract-threshold assertions (definitions/ops/quality.js): scored as incoming data quality.
+INCOMING_TAG = "incoming_quality"
 
 # A file assertion's dimension: a tag naming it wins ("freshness", "dq:freshness", "dq_freshness"), else the
 # first keyword group its name matches, else validity. Volume checks count as completeness (did all data
@@ -172,6 +174,8 @@ def assertion_checks(ctx: Context, found: list[AssertionOutcome], count) -> tupl
     checks: list[Check] = []
     left_out = []
     for outcome in found:
+        if INCOMING_TAG in outcome.tags:
+            continue  # a contract threshold on what arrived: reported as incoming quality, not pipeline health
         if outcome.status in ("not run", "disabled"):
             left_out.append(outcome.short_name)
             continue

@@ -27,6 +27,8 @@ def test_release_config_vars_compile_the_repository(tmp_path):
         q
         for op in graph.get("operations", [])
         for q in op.get("queries", [])
-        if "create or replace external table" in q
+        if "create or replace external table" in q and "_landing`" in q
     ]
     assert landing and all("gs://lakehouse-kit-dev-bronze-landing/source=" in q for q in landing)
+    dead_letters = next(op for op in graph["operations"] if op["target"]["name"] == "dead_letters")
+    assert "uris = ['gs://lakehouse-kit-dev-dead-letter/*']" in dead_letters["queries"][0]

@@ -133,6 +133,7 @@ def test_dataform_repository_and_release_config_use_the_ga_api(state):
     assert release.git_commitish == "main"
     assert release.code_compilation_config.default_database == "lakehouse-test-1"
     assert dict(release.code_compilation_config.vars) == {
+        "dead_letter_bucket": "lh-test-dead-letter",
         "iceberg_bucket": "lh-test-lake",
         "iceberg_connection": "projects/lakehouse-test-1/locations/us/connections/lh-test-lake",
         "landing_bucket": "lh-test-landing",

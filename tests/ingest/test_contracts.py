@@ -117,3 +117,47 @@ def test_an_empty_directory_is_an_error(tmp_path):
 def test_parse_contract_rejects_a_non_object():
     with pytest.raises(ContractError, match="must be a JSON object"):
         parse_contract([], "x.json")
+
+
+def test_the_quality_block_is_read_with_its_thresholds():
+    contract = load_contract(REPO / "includes" / "contracts" / "orders.json")
+    assert contract.quality.max_reject_rate == 0.25
+    assert contract.quality.rules == {"product_id_pattern": 0.1, "customer_id_required": 0.1}
+    assert contract.quality.severity == "warn"
+    assert load_contract(REPO / "includes" / "contracts" / "inventory.json").quality.empty
+
+
+def test_quarantine_rules_follow_silver_order():
+    rules = load_contract(REPO / "includes" / "contracts" / "orders.json").quarantine_rules
+    assert rules[:8] == [
+        "record_not_json",
+        "record_oversized",
+        "record_source_mismatch",
+        "record_unexpected_field",
+        "order_id_required",
+        "order_id_type",
+        "order_id_pattern",
+        "customer_id_required",
+    ]
+    assert len(rules) == 30
+
+
+@pytest.mark.parametrize(
+    "quality, where, fragment",
+    [
+        ([0.1], "quality", "must be an object"),
+        ({"max_reject": 0.1}, "quality", "unknown key(s) max_reject"),
+        ({"max_reject_rate": 1.5}, "quality.max_reject_rate", "not a share between 0 and 1"),
+        ({"max_reject_rate": True}, "quality.max_reject_rate", "not a share between 0 and 1"),
+        ({"severity": "fatal"}, "quality.severity", "must be 'warn' or 'error'"),
+        ({"rules": {"price_pattern": 0.1}}, "quality.rules.price_pattern", "is not a rule of this contract"),
+        ({"rules": {"price_required": -0.1}}, "quality.rules.price_required", "not a share between 0 and 1"),
+    ],
+)
+def test_a_bad_quality_block_names_the_field(quality, where, fragment):
+    raw = _orders()
+    raw["quality"] = quality
+    with pytest.raises(ContractError) as caught:
+        parse_contract(raw, "includes/contracts/orders.json")
+    assert caught.value.where == where
+    assert fragment in caught.value.detail

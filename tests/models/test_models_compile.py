@@ -16,6 +16,14 @@ GOLD_TABLES = {
     "inventory_levels",
     "customer_360",
 }
+OPS_VIEWS = {
+    "source_quality",
+    "quarantine_rules",
+    "source_quality_dimensions",
+    "source_quality_daily",
+    "dead_letter_reasons",
+    "quarantine_failures",
+}
 
 
 def test_compiles_without_graph_errors(graph):
@@ -27,14 +35,17 @@ def test_action_counts(graph):
     accepted = sum(
         1 for name in contract_names() if any("accepted_values" in f for f in load_contract(name)["fields"])
     )
-    assert len(graph["operations"]) == sources
+    with_thresholds = sum(1 for name in contract_names() if load_contract(name).get("quality"))
+    # per source: its landing table; plus ops.dead_letters
+    assert len(graph["operations"]) == sources + 1
     assert len(graph["declarations"]) == sources
     # per source: staging view, batch, quarantine, duplicates, silver table, intake ledger; plus gold
-    assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES)
+    # and the ops views
+    assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES) + len(OPS_VIEWS)
     manual = [a for a in graph["assertions"] if not a.get("parentAction")]
-    # per source: conservation, ledger, all taken, freshness, volume (+ accepted values); plus
-    # reconcile and integrity
-    assert len(manual) == 5 * sources + accepted + 2
+    # per source: conservation, ledger, all taken, freshness, volume (+ accepted values, + quality
+    # thresholds); plus reconcile and integrity
+    assert len(manual) == 5 * sources + accepted + with_thresholds + 2
     # hand-written tests, plus one generated per contract
     assert len(graph["tests"]) == 5 + sources
 
@@ -88,7 +99,12 @@ def test_every_silver_and_gold_table_has_builtin_assertions(graph):
 def test_severity_convention(graph):
     manual = {a["target"]["name"]: a for a in graph["assertions"] if not a.get("parentAction")}
     warn = sorted(name for name, a in manual.items() if "warn" in (a.get("tags") or []))
-    assert warn == sorted(f"{source}_volume" for source in contract_names())
+    thresholds = [
+        f"{source}_quality_thresholds"
+        for source in contract_names()
+        if (load_contract(source).get("quality") or {}).get("severity") == "warn"
+    ]
+    assert warn == sorted([f"{source}_volume" for source in contract_names()] + thresholds)
 
 
 def test_orders_silver_is_an_iceberg_table_with_total_price(graph):

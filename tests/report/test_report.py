@@ -112,9 +112,17 @@ def test_publish_all_writes_every_artifact_and_the_junit_validates(history, tmp_
         "lineage",
         "markdown",
         "openlineage",
+        "quality",
         "scorecard",
     ]
     assert all(path.is_file() for path in written.values())
+    # the fixture project has no ops views: the report says so rather than inventing a quality
+    assert json.loads(written["quality"].read_text())["notes"] == [
+        "incoming data quality is unknown: the ops view(s) ops.source_quality, ops.quarantine_rules, "
+        "ops.source_quality_dimensions, ops.source_quality_daily, ops.dead_letter_reasons, "
+        "ops.quarantine_failures are not in the warehouse (run "
+        f"{history.run_ids[-1]} did not build them: it crashed or did not select definitions/ops)"
+    ]
 
     xmlschema.XMLSchema(JUNIT_XSD).validate(str(written["junit"]))
     xmlschema.XMLSchema(str(tmp_path / "out" / "junit.xsd")).validate(str(written["junit"]))
@@ -255,6 +263,7 @@ def test_a_crashed_run_over_an_empty_warehouse_is_reported_plainly(history, tmp_
         "run crashed-1 did not finish (status 'running', no finish time): it crashed or was stopped midway" in markdown
     )
     assert f"the local warehouse under {home} is empty" in markdown
+    assert "> incoming data quality is unknown: the local warehouse is empty (nothing was ingested or run)" in markdown
     assert "1 assertion(s) did not run because an upstream action failed" in markdown
     assert f"| `{P}.silver.orders` | table | `definitions/silver/orders.sqlx` |" in markdown
     root = ET.parse(written["junit"]).getroot()
@@ -277,7 +286,7 @@ def test_a_run_with_no_assertions_says_nothing_was_checked(history, tmp_path):
     _write_record(home, "plain-1", [table], finished=True, cache=history.home)
     written = publish_all(report_project, home, out_dir=tmp_path / "out")
     markdown = written["markdown"].read_text()
-    assert "**No assertions ran.**" in markdown
+    assert "**Pipeline health: No assertions ran.**" in markdown
     assert "run plain-1 executed no assertions (1 action(s)): nothing was checked" in markdown
     assert "no assertion or quarantine result to score: the scorecard is empty" in markdown
     root = ET.parse(written["junit"]).getroot()
