@@ -56,7 +56,7 @@ def _unique_key(query: str) -> tuple[str, ...]:
     return tuple(column.name for column in group.expressions if isinstance(column, exp.Column))
 
 
-def _partition_column(partition_by: str | None) -> str | None:
+def partition_column(partition_by: str | None) -> str | None:
     """Return the column of a partitionBy expression (`day`, `date(ordered_at)`, ...), or None."""
     if not partition_by:
         return None
@@ -96,7 +96,7 @@ def gold_tables(graph: dict, dataset: str = "gold") -> dict[str, GoldTable]:
             name=name,
             description=descriptor.get("description", ""),
             columns=columns,
-            partition_by=_partition_column(bigquery.get("partitionBy")),
+            partition_by=partition_column(bigquery.get("partitionBy")),
             cluster_by=tuple(bigquery.get("clusterBy") or ()),
             key=key,
         )
