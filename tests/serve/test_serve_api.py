@@ -239,3 +239,31 @@ def test_keys_from_env_reads_names_secrets_and_rates():
     assert [(k.name, k.secret, k.rate) for k in keys] == [
         ("app", "0123456789abcdef", "10/second"), ("bi", "fedcba9876543210", "100/minute"),
     ]  # fmt: skip
+
+
+def test_serve_without_keys_refuses_to_bind_beyond_localhost(served_home):
+    from click.testing import CliRunner
+
+    from lakehouse.serve.cli import serve_command
+    from serve.conftest import REPO
+
+    done = CliRunner().invoke(
+        serve_command, ["--host", "0.0.0.0", "--project-dir", str(REPO)],
+        env={"LAKEHOUSE_HOME": str(served_home), "LAKEHOUSE_API_KEYS": ""},
+    )  # fmt: skip
+    assert done.exit_code == 1
+    assert "no API keys configured (LAKEHOUSE_API_KEYS): refusing to bind 0.0.0.0" in " ".join(done.output.split())
+
+
+def test_serve_refuses_malformed_keys(served_home):
+    from click.testing import CliRunner
+
+    from lakehouse.serve.cli import serve_command
+    from serve.conftest import REPO
+
+    done = CliRunner().invoke(
+        serve_command, ["--project-dir", str(REPO)],
+        env={"LAKEHOUSE_HOME": str(served_home), "LAKEHOUSE_API_KEYS": "app:short"},
+    )  # fmt: skip
+    assert done.exit_code == 1
+    assert "the secret of 'app' is shorter than 16 characters" in " ".join(done.output.split())
