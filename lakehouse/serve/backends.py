@@ -112,7 +112,12 @@ class DuckDBBackend:
         t = query.table
         table_sql = ".".join(_duck_quote(p) for p in (t.project, t.dataset, t.name))
         sql, params = page_sql(query, table_sql, _duck_quote)
-        return self._cursor().execute(sql, [value for _, value in params]).to_arrow_table()
+        rows = self._cursor().execute(sql, [value for _, value in params]).to_arrow_table()
+        # DuckDB sums BIGINTs into HUGEINT, which Arrow carries as decimal(38, 0); BigQuery says INT64.
+        for i, field in enumerate(rows.schema):
+            if t.types.get(field.name) == "INT64" and not pa.types.is_integer(field.type):
+                rows = rows.set_column(i, field.name, rows.column(i).cast(pa.int64()))
+        return rows
 
     def check(self) -> None:
         self._cursor().execute("select 1").fetchall()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import json
 
@@ -27,6 +28,8 @@ LOOKUPS = {
 def as_json(records: list[dict]) -> list[dict]:
     """Return `records` as the API's JSON renders them (dates ISO, decimals as strings)."""
     def default(value):
+        if isinstance(value, decimal.Decimal) and value.as_tuple().exponent == 0:
+            return int(value)  # a HUGEINT sum: the API serves it as the INT64 BigQuery has
         return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
     return json.loads(json.dumps(records, default=default))
@@ -101,6 +104,13 @@ def test_fields_select_columns(open_app, served_home):
     response = TestClient(open_app).get("/v1/daily_sales", params={"fields": "revenue,currency", "limit": 3})
     expected = rows(served_home, "select revenue, currency from gold.daily_sales order by sales_date, currency limit 3")
     assert response.json()["rows"] == as_json(expected)
+
+
+def test_int64_columns_are_json_integers(open_app, served_home):
+    expected = rows(served_home, "select sum(units) as units from gold.daily_sales")[0]["units"]
+    body = TestClient(open_app).get("/v1/daily_sales", params={"fields": "units", "limit": MAX_LIMIT}).json()
+    assert all(type(r["units"]) is int for r in body["rows"])
+    assert sum(r["units"] for r in body["rows"]) == expected
 
 
 def test_point_lookup_by_customer_and_product_id(open_app, served_home):
