@@ -113,7 +113,8 @@ class Guard:
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         self.rates = {k.name: parse_rate(k.rate) for k in keys}
 
-    def __call__(self, request: Request) -> str | None:
+    async def __call__(self, request: Request) -> str | None:
+        # async: it never blocks, and a sync dependency would cost every request a thread-pool hop.
         """Return the name of the request's key (None when the API is open); raises ApiError 401/403/429."""
         if not self.keys:
             return None

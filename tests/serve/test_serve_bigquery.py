@@ -62,3 +62,13 @@ def test_a_first_page_has_only_the_limit_parameter():
         "order by `sales_date`, `product_id`, `currency` limit @p0"
     )
     assert parameters(config) == [("p0", "INT64", 10)]
+
+
+def test_a_lookup_by_the_whole_key_is_not_sorted():
+    pinned = (("sales_date", dt.date(2026, 1, 2)), ("product_id", "PROD-0001"), ("currency", "USD"))
+    sql, config = bigquery_job(PageQuery(TABLE, ("units",), pinned, None, 2))
+    assert sql == (
+        "select `units` from `acme-prod.gold.daily_product_summary` "
+        "where `sales_date` = @p0 and `product_id` = @p1 and `currency` = @p2 limit @p3"
+    )
+    assert [p.value for p in config.query_parameters] == [dt.date(2026, 1, 2), "PROD-0001", "USD", 2]
