@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import decimal
 import io
 import json
@@ -30,6 +31,8 @@ def as_json(records: list[dict]) -> list[dict]:
     def default(value):
         if isinstance(value, decimal.Decimal) and value.as_tuple().exponent == 0:
             return int(value)  # a HUGEINT sum: the API serves it as the INT64 BigQuery has
+        if isinstance(value, dt.datetime):
+            return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
     return json.loads(json.dumps(records, default=default))
