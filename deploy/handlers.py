@@ -940,4 +940,7 @@ def handlers(project_dir: Any = ".") -> dict[str, Handler]:
         TableHandler(), ConnectionHandler(), TopicHandler(), SubscriptionHandler(), RepositoryHandler(),
         ReleaseConfigHandler(), FunctionHandler(), JobHandler(), BindingHandler(),
     ]  # fmt: skip
+    from deploy import serving  # the gold API's Cloud Run service
+
+    all_handlers += serving.handlers()
     return {h.kind: h for h in all_handlers}

@@ -476,6 +476,9 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         }))  # fmt: skip
     if problems:
         raise ConfigError(env.path, problems)
+    from deploy import serving  # the gold API (lakehouse serve) on Cloud Run
+
+    out += serving.resources(env)
     return _with_archive(out, env)
 
 

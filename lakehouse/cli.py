@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "services": "ingest.cli:services_command",
     "report": "lakehouse.report.cli:report_command",
     "lint": "lakehouse.lint:lint_command",
+    "serve": "lakehouse.serve.cli:serve_command",
+    "export": "lakehouse.export:export_command",
 }
 
 HELP: dict[str, str] = {
@@ -38,6 +40,8 @@ HELP: dict[str, str] = {
     "services": "Keep fake-gcs-server and the Pub/Sub emulator running until Ctrl-C.",
     "report": "Assertion report, scorecard, lineage and dashboard of a run.",
     "lint": "Lint the compiled SQL of every action with sqlfluff (house style in .sqlfluff).",
+    "serve": "Serve the gold tables as a read-only REST API (local DuckDB or BigQuery).",
+    "export": "Export a table to gs://bucket/prefix as Parquet, CSV or JSONL, one folder per date.",
 }
 
 
