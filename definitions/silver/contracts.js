@@ -197,12 +197,13 @@ select * from final
     publishSilver(contract, tags);
   }
 
-  // The watermark: what this run took, written once silver, quarantine and duplicates hold it.
+  // The watermark: what this run took, written once silver, quarantine, duplicates and the gold
+  // date aggregates that read the batch (includes/touched.js) hold it.
   publish(intake, {
     type: "incremental",
     schema: "ops",
     tags,
-    dependencies: [name, `${name}_quarantine`, `${name}_duplicates`],
+    dependencies: [name, `${name}_quarantine`, `${name}_duplicates`].concat(touched.consumersOf(name)),
     description:
       `One row per landing file or Pub/Sub message of ${name} taken by a run: the watermark of ` +
       `${name}_batch, and the ledger of record counts behind the conservation checks.`,

@@ -1348,10 +1348,7 @@ def _temp_function(tree: exp.Create) -> str:
 _UNSUPPORTED_STATEMENTS: dict[tuple[str, ...], str] = {
     ("EXECUTE", "IMMEDIATE"): "dynamic SQL does not run locally; write the statement out in the script",
     ("CALL",): "procedures do not run locally; inline the procedure body in the operation",
-    ("BEGIN", "TRANSACTION"): "each action already runs atomically locally; remove the explicit transaction",
-    ("BEGIN",): "each action already runs atomically locally; remove the explicit transaction",
-    ("COMMIT",): "each action already runs atomically locally; remove the explicit transaction",
-    ("ROLLBACK",): "each action already runs atomically locally; remove the explicit transaction",
+    ("ROLLBACK",): "each action runs atomically locally; fail the action (RAISE) to undo its statements",
     ("BREAK",): "loops do not run locally",
     ("LEAVE",): "loops do not run locally",
     ("CONTINUE",): "loops do not run locally",
@@ -1560,8 +1557,10 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
             # Without quoting BigQuery reads any bytes between line ends; DuckDB's strict mode would
             # stop the whole query at a lone CR (`state machine reached an invalid state`).
             args.append("strict_mode=false")
-        # BigQuery reads CSV rows up to 100 MB; DuckDB's default limit is 2 MB.
-        args.append(f"max_line_size={100 * 1024 * 1024}")
+        # BigQuery reads CSV rows up to 100 MB; DuckDB's default limit is 2 MB. DuckDB reads in buffers
+        # of 16 rows of the limit per thread, so 100 MB would take 1.6 GB per thread (out of memory
+        # under the engine's cap): 16 MB rows, 256 MB buffers. The landing function lands 64 KiB lines.
+        args.append(f"max_line_size={16 * 1024 * 1024}")
         if table.columns:
             args += [f"columns={_struct_literal(list(table.columns))}", "auto_detect=false", "header=false"]
             if skip:
@@ -1730,6 +1729,10 @@ def _guard_dml(tree: exp.Expression, guard: exp.Expression) -> None:
 
 def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -> list:
     words = stmt.words
+    if words[0] in ("BEGIN", "COMMIT") and words[1:] in ((), ("TRANSACTION",)):
+        # The engine runs every action in one transaction: a script's own BEGIN/COMMIT TRANSACTION
+        # around all of its statements is already what happens.
+        return []
     unsupported = _unsupported_statement(words)
     if unsupported:
         raise UnsupportedConstruct(*unsupported)

@@ -162,3 +162,20 @@ def test_batch_filters_bronze_partitions_by_scripting_variables(graph, source):
     query = batch["incrementalQuery"]
     assert f"from `lakehouse-dev.bronze.{source}_landing`\n  where ingest_date >= landing_from\n" in query
     assert f"from `lakehouse-dev.bronze.{source}_raw`\n  where publish_time >= pubsub_from\n" in query
+
+
+def test_gold_date_aggregates_of_a_batch_finish_before_its_watermark_moves(graph):
+    """A table that rebuilds the dates a batch touched must run before that source's intake ledger."""
+    tables = targets(graph, "tables")
+    for source in contract_names():
+        readers = {
+            name.split(".")[1]
+            for name, table in tables.items()
+            if f"silver.{source}_batch`" in "\n".join(table.get("incrementalPreOps", []))
+            and name.startswith("gold.")
+        }
+        intake_deps = {dep["name"] for dep in tables[f"ops.{source}_intake"]["dependencyTargets"]}
+        assert readers <= intake_deps, (source, readers - intake_deps)
+    assert {"daily_sales", "daily_product_summary"} <= {
+        dep["name"] for dep in tables["ops.orders_intake"]["dependencyTargets"]
+    }

@@ -1,0 +1,168 @@
+"""Issue 9's benchmark on the repository's own models: a full run over N generated events, +1% new events,
+no new data, each with its wall time and peak memory, beside the hand-written DuckDB baseline of the orders
+chain (bench/baseline_orders.sql) on the same landed files. Prints a table (and writes JSON with --json).
+
+    .venv/bin/python bench/incremental_bench.py                       # 1M events
+    .venv/bin/python bench/incremental_bench.py --events 10000000 --batch-size 20000
+    .venv/bin/python bench/incremental_bench.py --events 100000 --home /tmp/bench-home --keep
+
+Every step runs in its own process; its peak resident memory comes from os.wait4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_all import REPO, run_child  # noqa: E402
+
+LAKEHOUSE = str(Path(sys.executable).parent / "lakehouse")
+ORDERS_CHAIN = ("orders_batch", "orders_quarantine", "orders_duplicates", "orders", "orders_intake")
+BASELINE_GOLD = "daily_product_summary"
+
+BASELINE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from lakehouse import warehouse
+    home, project, script = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]).read_text()
+    con = warehouse.connect(home, [project])
+    con.execute(f'USE "{project}"')
+    con.execute("CREATE SCHEMA IF NOT EXISTS baseline")
+    started = time.perf_counter()
+    con.execute(script)
+    print(f"baseline_s={time.perf_counter() - started:.3f}")
+    """
+)
+
+
+def step(name: str, command: list[str], env: dict[str, str], timeout: float) -> dict:
+    """Run one step in a child process; return its figures (raises SystemExit when it fails)."""
+    previous = dict(os.environ)
+    os.environ.update(env)
+    try:
+        code, seconds, rss_mb, output = run_child(command, timeout)
+    finally:
+        os.environ.clear()
+        os.environ.update(previous)
+    if code != 0:
+        raise SystemExit(f"{name} failed (exit {code}):\n{output[-3000:]}")
+    return {"step": name, "seconds": seconds, "peak_rss_mb": rss_mb, "output": output}
+
+
+def latest_record(home: Path) -> dict:
+    return json.loads((home / "runs" / "latest.json").read_text())
+
+
+def action_seconds(record: dict) -> dict[str, float]:
+    return {a["name"].rsplit(".", 1)[-1]: a.get("duration_s") or 0.0 for a in record["actions"]}
+
+
+def summarise(record: dict) -> dict:
+    """Return action-seconds by group: each source's silver chain, gold, assertions, and the rest."""
+    groups: dict[str, float] = {}
+    for action in record["actions"]:
+        name = action["name"]
+        dataset = name.split(".")[1] if name.count(".") >= 2 else ""
+        if action["type"] == "assertion":
+            group = "assertions"
+        elif dataset == "gold":
+            group = "gold"
+        elif dataset in ("silver", "ops") and action["type"] != "view":
+            group = "silver + ledger"
+        else:
+            group = "bronze, views, other"
+        groups[group] = groups.get(group, 0.0) + (action.get("duration_s") or 0.0)
+    return groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--home", type=Path, help="LAKEHOUSE_HOME to use (default: a temporary directory)")
+    parser.add_argument("--keep", action="store_true", help="keep the home directory afterwards")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--timeout", type=float, default=4 * 3600)
+    args = parser.parse_args()
+
+    home = args.home or Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
+    if home.exists() and any(home.iterdir()):
+        raise SystemExit(f"{home} is not empty: the benchmark starts from nothing")
+    env = {"LAKEHOUSE_HOME": str(home), "COLUMNS": "200"}
+    settings = yaml.safe_load((REPO / "workflow_settings.yaml").read_text())
+    project = settings["defaultProject"]
+    generate = [LAKEHOUSE, "generate", "--seed", str(args.seed), "--batch-size", str(args.batch_size)]
+    steps = []
+    try:
+        first = [*generate, "--events", str(args.events)]
+        steps.append(step(f"generate {args.events:,} events", first, env, args.timeout))
+        full = step("run: first (full)", [LAKEHOUSE, "run"], env, args.timeout)
+        full["record"] = latest_record(home)
+        steps.append(full)
+        extra = max(1, args.events // 100)
+        new_data = [LAKEHOUSE, "generate", "--seed", str(args.seed + 1), "--batch-size", str(args.batch_size)]
+        steps.append(step(f"generate +{extra:,} events (1%)", [*new_data, "--events", str(extra)], env, args.timeout))
+        plus = step("run: +1% new data", [LAKEHOUSE, "run"], env, args.timeout)
+        plus["record"] = latest_record(home)
+        steps.append(plus)
+        idle = step("run: no new data", [LAKEHOUSE, "run"], env, args.timeout)
+        idle["record"] = latest_record(home)
+        steps.append(idle)
+
+        landing = Path(home) / "gcs" / settings["vars"]["landing_bucket"] / "source=orders"
+        script = Path(home) / "baseline_orders.sql"
+        script.write_text(
+            (REPO / "bench" / "baseline_orders.sql")
+            .read_text()
+            .replace("{landing_glob}", f"{landing}/**/*.jsonl")
+            .replace("{pii_salt}", settings["vars"]["pii_salt"])
+        )
+        baseline = step(
+            "hand-written DuckDB baseline, orders chain (all orders landed)",
+            [sys.executable, "-c", BASELINE, str(home), project, str(script)],
+            env,
+            args.timeout,
+        )
+        baseline["baseline_s"] = float(baseline["output"].strip().rsplit("baseline_s=", 1)[1])
+        steps.append(baseline)
+    finally:
+        if not args.keep and not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+
+    full_s = full["seconds"]
+    rows = []
+    for item in steps:
+        ratio = f"{item['seconds'] / full_s:.3f}x" if item["step"].startswith("run") else ""
+        rows.append((item["step"], f"{item['seconds']:.1f} s", ratio, f"{item['peak_rss_mb']:.0f} MB"))
+    chain_full = sum(action_seconds(full["record"]).get(n, 0.0) for n in (*ORDERS_CHAIN, BASELINE_GOLD))
+    chain_note = f"orders chain in the full run: {chain_full:.1f} action-s; baseline {baseline['baseline_s']:.1f} s"
+    print(f"\n{args.events:,} events, seed {args.seed}, batch size {args.batch_size}; LAKEHOUSE_HOME {home}\n")
+    print(f"| {'step':<62} | {'wall':>9} | {'/ full':>8} | {'peak RSS':>9} |")
+    print(f"| {'-' * 62} | {'-' * 9}:| {'-' * 8}:| {'-' * 9}:|")
+    for name, wall, ratio, rss in rows:
+        print(f"| {name:<62} | {wall:>9} | {ratio:>8} | {rss:>9} |")
+    print(f"\n{chain_note}: {chain_full / baseline['baseline_s']:.2f}x the baseline")
+    for item in (full, plus, idle):
+        groups = ", ".join(f"{group} {seconds:.1f}" for group, seconds in sorted(summarise(item["record"]).items()))
+        print(f"{item['step']}: action-seconds by group: {groups}")
+    slowest = sorted(action_seconds(full["record"]).items(), key=lambda kv: -kv[1])[:8]
+    print("slowest actions of the full run: " + ", ".join(f"{n} {s:.1f}s" for n, s in slowest))
+    if args.json:
+        for item in steps:
+            item.pop("output", None)
+        args.json.write_text(json.dumps({"events": args.events, "steps": steps}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
