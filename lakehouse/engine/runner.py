@@ -386,14 +386,22 @@ def run(
         raise RunError(str(error)) from error
     try:
         translate.register_functions(engine.con, options.now)
-        if not options.dry_run:
-            warehouse.publish_read_copy(engine.con, home_dir)
-        plan = [name for name in order if name in selected]
-        engine.load_state()
+        # Readers during the run see the copy published after a commit. A copy costs a file copy of
+        # the changed warehouse (hundreds of MB at a million events), so it is taken after every
+        # commit only while that is cheap, else at most every ten copy-times (≤ ~10% of the run).
+        last_copy = {"at": 0.0, "cost": 0.0}
 
         def publish() -> None:
-            if not options.dry_run:
-                warehouse.publish_read_copy(engine.con, home_dir)
+            since = time.monotonic() - last_copy["at"]
+            if options.dry_run or (last_copy["cost"] >= 0.1 and since < 10 * last_copy["cost"]):
+                return
+            started = time.monotonic()
+            warehouse.publish_read_copy(engine.con, home_dir)
+            last_copy.update(at=time.monotonic(), cost=time.monotonic() - started)
+
+        publish()
+        plan = [name for name in order if name in selected]
+        engine.load_state()
 
         results = _execute_plan(engine, plan, options, on_progress, between_actions=publish)
         record.actions.extend(results[name] for name in plan)
