@@ -470,6 +470,28 @@ _INFORMATION_SCHEMA_VIEWS = {
           WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
           ELSE data_type END AS data_type
       FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+    # Top-level columns only: a STRUCT column is one row with its whole type, its fields are not listed.
+    "COLUMN_FIELD_PATHS": """(SELECT table_catalog, table_schema, table_name, column_name, column_name AS field_path,
+        CASE
+          WHEN data_type IN ('BIGINT', 'INTEGER', 'SMALLINT', 'TINYINT', 'HUGEINT') THEN 'INT64'
+          WHEN data_type = 'VARCHAR' THEN 'STRING'
+          WHEN data_type = 'DOUBLE' THEN 'FLOAT64'
+          WHEN data_type = 'BOOLEAN' THEN 'BOOL'
+          WHEN data_type = 'BLOB' THEN 'BYTES'
+          WHEN data_type = 'TIMESTAMP WITH TIME ZONE' THEN 'TIMESTAMP'
+          WHEN data_type = 'TIMESTAMP' THEN 'DATETIME'
+          WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
+          ELSE data_type END AS data_type,
+        CAST(NULL AS VARCHAR) AS description, CAST(NULL AS VARCHAR) AS collation_name,
+        CAST(NULL AS VARCHAR) AS rounding_mode
+      FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+    # Local tables are not partitioned: one row per table with partition_id NULL, as BigQuery lists an
+    # unpartitioned table; total_rows is DuckDB's row count estimate (exact for tables written by the engine).
+    "PARTITIONS": """(SELECT database_name AS table_catalog, schema_name AS table_schema, table_name,
+        CAST(NULL AS VARCHAR) AS partition_id, CAST(estimated_size AS BIGINT) AS total_rows,
+        CAST(NULL AS BIGINT) AS total_logical_bytes, CAST(NULL AS BIGINT) AS total_billable_bytes,
+        CAST(NULL AS TIMESTAMPTZ) AS last_modified_time, 'ACTIVE' AS storage_tier
+      FROM duckdb_tables() WHERE database_name = {catalog} AND schema_name = {schema})""",
     # BigQuery lists primary and foreign keys only (no UNIQUE, no NOT NULL checks).
     "TABLE_CONSTRAINTS": """(SELECT constraint_catalog, constraint_schema, constraint_name, table_catalog, table_schema,
         table_name, constraint_type, is_deferrable, initially_deferred, enforced
@@ -482,6 +504,19 @@ _INFORMATION_SCHEMA_VIEWS = {
       JOIN information_schema.table_constraints AS c USING (constraint_catalog, constraint_schema, constraint_name)
       WHERE k.table_catalog = {catalog} AND k.table_schema = {schema}
         AND c.constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY'))""",
+}
+
+
+# Region-level views list every dataset of the project: the schema filter compares the column with itself
+# (datasets are never NULL) and leaves DuckDB's own schemas out.
+_REGION_VIEWS = {
+    view: f"{column} AND {column} NOT IN ('information_schema', 'pg_catalog', 'main')"
+    for view, column in (
+        ("TABLES", "table_schema"),
+        ("COLUMNS", "table_schema"),
+        ("COLUMN_FIELD_PATHS", "table_schema"),
+        ("PARTITIONS", "schema_name"),
+    )
 }
 
 
@@ -504,18 +539,27 @@ def _information_schema(table: exp.Table, parts: list[str], ctx: _Context) -> ex
     at = upper.index("INFORMATION_SCHEMA")
     view = ".".join(upper[at + 1 :])
     before = parts[:at]
-    if view == "SCHEMATA" and len(before) <= 1 and not (before and before[0].lower().startswith("region-")):
+    region = bool(before) and before[-1].lower().startswith("region-")
+    if region:
+        before = before[:-1]  # `project.region-us.…` or `region-us.…`: every dataset of the project
+    if view == "SCHEMATA" and len(before) <= 1:
         catalog = exp.Literal.string(before[0] if before else ctx.default_project).sql(WRITE)
         subquery = sqlglot.parse_one(_SCHEMATA.format(catalog=catalog), read=WRITE)
         return exp.Subquery(this=subquery.this, alias=exp.TableAlias(this=exp.to_identifier(table.alias or "schemata")))
-    if len(before) == 1 and not before[0].lower().startswith("region-"):
+    if region and len(before) <= 1 and view in _REGION_VIEWS:
+        catalog = exp.Literal.string(before[0] if before else ctx.default_project).sql(WRITE)
+        sql = _INFORMATION_SCHEMA_VIEWS[view].format(catalog=catalog, schema=_REGION_VIEWS[view])
+        subquery = sqlglot.parse_one(sql, read=WRITE)
+        alias = exp.TableAlias(this=exp.to_identifier(table.alias or view.lower()))
+        return exp.Subquery(this=subquery.this, alias=alias)
+    if len(before) == 1 and not region:
         before = [ctx.default_project, before[0]]
-    if len(before) != 2 or view not in _INFORMATION_SCHEMA_VIEWS:
+    if region or len(before) != 2 or view not in _INFORMATION_SCHEMA_VIEWS:
         raise UnsupportedConstruct(
             f"INFORMATION_SCHEMA.{view or '?'} at {'.'.join(parts[:at]) or 'project'} level",
-            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS/.TABLE_CONSTRAINTS/.KEY_COLUMN_USAGE and "
-            "<project>.INFORMATION_SCHEMA.SCHEMATA "
-            "are emulated locally",
+            "only [<project>.]<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS/.COLUMN_FIELD_PATHS/.PARTITIONS/"
+            ".TABLE_CONSTRAINTS/.KEY_COLUMN_USAGE, [<project>.]region-xx.INFORMATION_SCHEMA.TABLES/.COLUMNS/"
+            ".COLUMN_FIELD_PATHS/.PARTITIONS/.SCHEMATA and <project>.INFORMATION_SCHEMA.SCHEMATA are emulated locally",
         )
     sql = _INFORMATION_SCHEMA_VIEWS[view].format(
         catalog=exp.Literal.string(before[0]).sql(WRITE), schema=exp.Literal.string(before[1]).sql(WRITE)
