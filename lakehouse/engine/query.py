@@ -6,7 +6,10 @@ import csv
 import datetime as dt
 import decimal
 import io
+import itertools
 import json
+import re
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,7 +37,8 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, *, default_project: str, g
     last = QueryResult([], [])
     for item in translate.translate_script(sql, default_project=default_project, gcs_resolver=gcs_resolver):
         cursor = run_item(con, item)
-        if isinstance(item, str):  # a block's last statement may be its own loop test
+        # A loop's last statement may be its own test; a handler's or procedure's last one is a result.
+        if isinstance(item, str) or (item.kind in ("try", "call") and cursor is not None):
             description = cursor.description
             last = QueryResult([d[0] for d in description], cursor.fetchall()) if description else QueryResult([], [])
     return last
@@ -50,6 +54,19 @@ class _Break(Exception):
 
 class _Continue(Exception):
     pass
+
+
+class _Return(Exception):
+    pass
+
+
+# The errors being handled, innermost last, per thread (each runner thread has its own cursor): a bare
+# RAISE re-raises the last one.
+_handling = threading.local()
+# Errors an EXCEPTION WHEN ERROR handler catches: what BigQuery reports as a statement error.
+_CATCHABLE = (duckdb.Error, translate.TranslationError, RuntimeError)
+_ERROR_KIND = re.compile(r"^[A-Za-z ]*Error: ")
+_frames = itertools.count()
 
 
 def _true(con: duckdb.DuckDBPyConnection, select: str) -> bool:
@@ -68,6 +85,17 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
         raise _Break
     if item.kind == "continue":
         raise _Continue
+    if item.kind == "return":
+        raise _Return
+    if item.kind == "try":
+        return _try(con, item)
+    if item.kind == "reraise":
+        errors = getattr(_handling, "errors", [])
+        if not errors:
+            raise duckdb.InvalidInputException("RAISE without USING MESSAGE is only valid in an EXCEPTION handler")
+        raise errors[-1]
+    if item.kind == "call":
+        return _call(con, item)
     if item.kind == "execute":
         return _execute_immediate(con, item)
     if item.kind == "js_function":
@@ -122,6 +150,109 @@ def _execute_immediate(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyC
             value = None if row is None else row[index]
             con.execute(f"SET VARIABLE {name} = CAST(? AS {_variable_type(con, name)})", [value])
         return None
+    return last
+
+
+class _Fetched:
+    """A result read before the statements that follow it (cleanup) replace the connection's result."""
+
+    def __init__(self, cursor) -> None:
+        self.description = cursor.description if cursor is not None else None
+        self.rows = cursor.fetchall() if self.description else []
+
+    def fetchall(self) -> list[tuple]:
+        rows, self.rows = self.rows, []
+        return rows
+
+    def fetchone(self) -> tuple | None:
+        return self.rows.pop(0) if self.rows else None
+
+
+def _commit_if_open(con: duckdb.DuckDBPyConnection) -> bool:
+    try:
+        con.execute("COMMIT")
+    except duckdb.TransactionException:
+        return False  # autocommit already (lakehouse query, or an enclosing handler's block)
+    return True
+
+
+def _try(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
+    """BEGIN ... EXCEPTION WHEN ERROR THEN ... END.
+
+    A DuckDB error aborts the whole transaction, so a handler could not go on inside the action's one.
+    BigQuery scripts are not transactional either: each statement commits on its own and a failed one
+    leaves no effect. So the action's transaction is committed before the block, the block and its handler
+    run statement by statement in autocommit (a failed statement rolls back alone, the ones before it stay,
+    as in BigQuery), and a new transaction is opened for the rest of the action.
+    """
+    committed = _commit_if_open(con)
+    try:
+        try:
+            return _Fetched(_run_body(con, item.body))
+        except _CATCHABLE as error:
+            message = _ERROR_KIND.sub("", str(error).strip().splitlines()[0] if str(error).strip() else "")
+            con.execute(f"SET VARIABLE {translate.ERROR_MESSAGE_VARIABLE} = ?", [message])
+            con.execute(f"SET VARIABLE {translate.ERROR_STATEMENT_VARIABLE} = CAST(NULL AS VARCHAR)")
+            errors = _handling.__dict__.setdefault("errors", [])
+            errors.append(error)
+            try:
+                return _Fetched(_run_body(con, item.branches[0][1]))
+            finally:
+                errors.pop()
+                if not errors:
+                    con.execute(f"RESET VARIABLE {translate.ERROR_MESSAGE_VARIABLE}")
+                    con.execute(f"RESET VARIABLE {translate.ERROR_STATEMENT_VARIABLE}")
+    finally:
+        if committed:
+            con.execute("BEGIN TRANSACTION")
+
+
+def _call(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
+    """CALL: run the procedure's body with its parameters declared and set from the arguments; the caller's
+    variables are saved before and restored after (a procedure has its own scope in BigQuery), then each
+    OUT/INOUT parameter is copied into the caller's variable passed for it."""
+    try:
+        definition = json.loads(con.execute(f"SELECT {item.variable}()").fetchone()[0])
+    except duckdb.CatalogException:
+        name = item.variable.replace(f'"{translate._PROCEDURE_PREFIX}', '"')
+        raise duckdb.InvalidInputException(f"Not found: Procedure {name.replace(chr(34), '')}") from None
+    params = definition["params"]
+    if len(params) != len(item.body):
+        raise duckdb.InvalidInputException(
+            f"procedure {item.variable} takes {len(params)} argument(s), {len(item.body)} given"
+        )
+    for setup in item.body:
+        con.execute(setup)
+    frame = f"__lakehouse_frame_{next(_frames)}_"
+    saved = [name for (name,) in con.execute("SELECT name FROM duckdb_variables()").fetchall()]
+    for name in saved:
+        con.execute(f'SET VARIABLE "{frame}{name}" = getvariable(?)', [name])
+    declares = "".join(f"DECLARE {name} {bq_type};\n" for _, name, bq_type in params)
+    items = translate.translate_script(declares + definition["body"], default_project=definition["project"])
+    last = None
+    try:
+        for index, (_, name, _) in enumerate(params):
+            run_item(con, items[index])  # the DECLARE, then the argument's value in the parameter's type
+            con.execute(
+                f"SET VARIABLE {name} = CAST(getvariable('{translate._CALL_ARGUMENT.format(index)}') AS "
+                f"{_variable_type(con, name)})"
+            )
+        try:
+            last = _Fetched(_run_body(con, items[len(params) :]))
+        except _Return:
+            pass
+        outs = {}
+        for (mode, name, _), caller in zip(params, item.using, strict=True):
+            if mode != "IN" and caller:
+                outs[caller] = f"__lakehouse_out_{frame}{name}"
+                con.execute(f'SET VARIABLE "{outs[caller]}" = getvariable(?)', [name])
+    finally:
+        for name in saved:
+            con.execute(f'SET VARIABLE "{name}" = getvariable(?)', [f"{frame}{name}"])
+            con.execute(f'RESET VARIABLE "{frame}{name}"')
+    for caller, holder in outs.items():
+        con.execute(f'SET VARIABLE "{caller}" = CAST(getvariable(?) AS {_variable_type(con, caller)})', [holder])
+        con.execute(f'RESET VARIABLE "{holder}"')
     return last
 
 

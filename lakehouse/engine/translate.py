@@ -47,6 +47,8 @@ CACHE_SIZE = 4096
 FILE_NAME_COLUMN = "_FILE_NAME"
 _FILE_COLUMN = "__lakehouse_file"
 _IF_VARIABLE = "__lakehouse_if_{}"
+ERROR_MESSAGE_VARIABLE = "__lakehouse_error_message"  # @@error.message in an EXCEPTION handler
+ERROR_STATEMENT_VARIABLE = "__lakehouse_error_statement"  # @@error.statement_text
 _STRUCT_VARIABLE = "STRUCT"  # the type recorded for a FOR loop's row variable
 _MERGE_DUPLICATE_MESSAGE = "UPDATE/MERGE must match at most one source row for each target row"
 
@@ -105,7 +107,24 @@ class _Loop:
 
 @dataclass
 class _Jump:
-    kind: str  # "BREAK" | "CONTINUE"
+    kind: str  # "BREAK" | "CONTINUE" | "RETURN"
+    position: str
+
+
+@dataclass
+class _Try:
+    body: list
+    handler: list  # EXCEPTION WHEN ERROR THEN ...
+    position: str
+
+
+@dataclass
+class _Procedure:
+    name: str  # as written
+    params: str  # the text between the parentheses
+    body: str  # BEGIN ... END
+    replace: bool
+    if_not_exists: bool
     position: str
 
 
@@ -115,7 +134,10 @@ class Block:
 
     kind: "if" (condition chosen among `branches`), "loop" (repeat `body` while `condition` holds; a
     REPEAT checks `until` after the body), "for" (`body` once per row of `rows`, bound to `variable`),
-    "break" / "continue". Conditions and rows are DuckDB SELECTs of one value.
+    "break" / "continue" / "return", "try" (`body`, then on an error the handler `branches[0][1]`),
+    "reraise" (a bare RAISE in a handler), "call" (`variable` the procedure's macro, `body` the statements
+    that compute its arguments, `using` the caller's variable for each argument or ""). Conditions and rows
+    are DuckDB SELECTs of one value.
     """
 
     kind: str
@@ -206,27 +228,82 @@ class _ScriptParser:
                 return nodes
             after = _word(self.peek(1)) if self.peek(1) is not None else ";"
             if word == "BEGIN" and after not in ("TRANSACTION", ";", ""):
-                self.i += 1
-                self.block(stop={"END", "EXCEPTION"}, into=nodes)
-                end = self.peek()
-                if end is None:
-                    raise TranslationError(f"BEGIN at {_position(self.sql, token)} has no END")
-                if _word(end) == "EXCEPTION":
-                    raise UnsupportedConstruct(
-                        "BEGIN ... EXCEPTION WHEN ERROR",
-                        "exception handlers do not run locally; let the statement fail, or guard it "
-                        "with IF/SAFE_ functions",
-                    )
-                self.i += 1
+                self.begin_block(token, nodes)
+            elif word == "CREATE" and self.is_procedure():
+                nodes.append(self.procedure(token))
             elif word == "IF":
                 nodes.append(self.if_statement(token))
             elif word in self._LOOPS:
                 nodes.append(self.loop(token, word))
-            elif word in ("BREAK", "LEAVE", "CONTINUE", "ITERATE"):
+            elif word in ("BREAK", "LEAVE", "CONTINUE", "ITERATE", "RETURN"):
                 self.i += 1
-                nodes.append(_Jump("BREAK" if word in ("BREAK", "LEAVE") else "CONTINUE", _position(self.sql, token)))
+                kind = {"LEAVE": "BREAK", "ITERATE": "CONTINUE"}.get(word, word)
+                nodes.append(_Jump(kind, _position(self.sql, token)))
             else:
                 nodes.append(self.statement())
+
+    def begin_block(self, token: Token, nodes: list) -> None:
+        """BEGIN ... END is flattened into `nodes` (variables are script-wide either way);
+        BEGIN ... EXCEPTION WHEN ERROR THEN ... END becomes a _Try."""
+        self.i += 1
+        body = self.block(stop={"END", "EXCEPTION"})
+        end = self.peek()
+        if end is None:
+            raise TranslationError(f"BEGIN at {_position(self.sql, token)} has no END")
+        if _word(end) == "EXCEPTION":
+            words = [_word(self.peek(k)) if self.peek(k) is not None else "" for k in range(1, 4)]
+            if words != ["WHEN", "ERROR", "THEN"]:
+                raise TranslationError(f"EXCEPTION at {_position(self.sql, end)} must read EXCEPTION WHEN ERROR THEN")
+            self.i += 4
+            handler = self.block(stop={"END"})
+            if self.peek() is None:
+                raise TranslationError(f"BEGIN at {_position(self.sql, token)} has no END")
+            nodes.append(_Try(body, handler, _position(self.sql, token)))
+        else:
+            nodes.extend(body)
+        self.i += 1
+
+    def is_procedure(self) -> bool:
+        words = [_word(t) for t in self.tokens[self.i + 1 : self.i + 6]]
+        head = [w for w in words if w not in ("OR", "REPLACE", "TEMP", "TEMPORARY")]
+        return head[:1] == ["PROCEDURE"]
+
+    def procedure(self, token: Token) -> _Procedure:
+        """CREATE [OR REPLACE] PROCEDURE [IF NOT EXISTS] name(params) [OPTIONS(...)] BEGIN ... END."""
+        start = self.i
+        while self.peek() is not None and _word(self.peek()) != "BEGIN":
+            self.i += 1
+        if self.peek() is None:
+            raise TranslationError(f"CREATE PROCEDURE at {_position(self.sql, token)} has no BEGIN ... END body")
+        header = self.tokens[start : self.i]
+        body_start = self.peek()
+        self.begin_block(body_start, [])
+        body = self.sql[body_start.start : self.tokens[self.i - 1].end + 1]
+        words = [_word(t) for t in header]
+        at = words.index("PROCEDURE") + 1
+        if words[at : at + 3] == ["IF", "NOT", "EXISTS"]:
+            at += 3
+        paren = next((k for k in range(at, len(header)) if header[k].token_type == TokenType.L_PAREN), None)
+        if paren is None:
+            raise TranslationError(f"CREATE PROCEDURE at {_position(self.sql, token)} has no parameter list")
+        depth, close = 0, paren
+        for close in range(paren, len(header)):
+            if header[close].token_type == TokenType.L_PAREN:
+                depth += 1
+            elif header[close].token_type == TokenType.R_PAREN:
+                depth -= 1
+                if depth == 0:
+                    break
+        name = self.sql[header[at].start : header[paren - 1].end + 1]
+        params = self.sql[header[paren].end + 1 : header[close].start]
+        return _Procedure(
+            name=name,
+            params=params,
+            body=body,
+            replace="REPLACE" in words[:at],
+            if_not_exists=words[at - 3 : at] == ["IF", "NOT", "EXISTS"],
+            position=_position(self.sql, token),
+        )
 
     def statement(self) -> _Statement:
         start = self.i
@@ -393,6 +470,28 @@ _INFORMATION_SCHEMA_VIEWS = {
           WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
           ELSE data_type END AS data_type
       FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+    # Top-level columns only: a STRUCT column is one row with its whole type, its fields are not listed.
+    "COLUMN_FIELD_PATHS": """(SELECT table_catalog, table_schema, table_name, column_name, column_name AS field_path,
+        CASE
+          WHEN data_type IN ('BIGINT', 'INTEGER', 'SMALLINT', 'TINYINT', 'HUGEINT') THEN 'INT64'
+          WHEN data_type = 'VARCHAR' THEN 'STRING'
+          WHEN data_type = 'DOUBLE' THEN 'FLOAT64'
+          WHEN data_type = 'BOOLEAN' THEN 'BOOL'
+          WHEN data_type = 'BLOB' THEN 'BYTES'
+          WHEN data_type = 'TIMESTAMP WITH TIME ZONE' THEN 'TIMESTAMP'
+          WHEN data_type = 'TIMESTAMP' THEN 'DATETIME'
+          WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
+          ELSE data_type END AS data_type,
+        CAST(NULL AS VARCHAR) AS description, CAST(NULL AS VARCHAR) AS collation_name,
+        CAST(NULL AS VARCHAR) AS rounding_mode
+      FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+    # Local tables are not partitioned: one row per table with partition_id NULL, as BigQuery lists an
+    # unpartitioned table; total_rows is DuckDB's row count estimate (exact for tables written by the engine).
+    "PARTITIONS": """(SELECT database_name AS table_catalog, schema_name AS table_schema, table_name,
+        CAST(NULL AS VARCHAR) AS partition_id, CAST(estimated_size AS BIGINT) AS total_rows,
+        CAST(NULL AS BIGINT) AS total_logical_bytes, CAST(NULL AS BIGINT) AS total_billable_bytes,
+        CAST(NULL AS TIMESTAMPTZ) AS last_modified_time, 'ACTIVE' AS storage_tier
+      FROM duckdb_tables() WHERE database_name = {catalog} AND schema_name = {schema})""",
     # BigQuery lists primary and foreign keys only (no UNIQUE, no NOT NULL checks).
     "TABLE_CONSTRAINTS": """(SELECT constraint_catalog, constraint_schema, constraint_name, table_catalog, table_schema,
         table_name, constraint_type, is_deferrable, initially_deferred, enforced
@@ -405,6 +504,19 @@ _INFORMATION_SCHEMA_VIEWS = {
       JOIN information_schema.table_constraints AS c USING (constraint_catalog, constraint_schema, constraint_name)
       WHERE k.table_catalog = {catalog} AND k.table_schema = {schema}
         AND c.constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY'))""",
+}
+
+
+# Region-level views list every dataset of the project: the schema filter compares the column with itself
+# (datasets are never NULL) and leaves DuckDB's own schemas out.
+_REGION_VIEWS = {
+    view: f"{column} AND {column} NOT IN ('information_schema', 'pg_catalog', 'main')"
+    for view, column in (
+        ("TABLES", "table_schema"),
+        ("COLUMNS", "table_schema"),
+        ("COLUMN_FIELD_PATHS", "table_schema"),
+        ("PARTITIONS", "schema_name"),
+    )
 }
 
 
@@ -427,18 +539,27 @@ def _information_schema(table: exp.Table, parts: list[str], ctx: _Context) -> ex
     at = upper.index("INFORMATION_SCHEMA")
     view = ".".join(upper[at + 1 :])
     before = parts[:at]
-    if view == "SCHEMATA" and len(before) <= 1 and not (before and before[0].lower().startswith("region-")):
+    region = bool(before) and before[-1].lower().startswith("region-")
+    if region:
+        before = before[:-1]  # `project.region-us.…` or `region-us.…`: every dataset of the project
+    if view == "SCHEMATA" and len(before) <= 1:
         catalog = exp.Literal.string(before[0] if before else ctx.default_project).sql(WRITE)
         subquery = sqlglot.parse_one(_SCHEMATA.format(catalog=catalog), read=WRITE)
         return exp.Subquery(this=subquery.this, alias=exp.TableAlias(this=exp.to_identifier(table.alias or "schemata")))
-    if len(before) == 1 and not before[0].lower().startswith("region-"):
+    if region and len(before) <= 1 and view in _REGION_VIEWS:
+        catalog = exp.Literal.string(before[0] if before else ctx.default_project).sql(WRITE)
+        sql = _INFORMATION_SCHEMA_VIEWS[view].format(catalog=catalog, schema=_REGION_VIEWS[view])
+        subquery = sqlglot.parse_one(sql, read=WRITE)
+        alias = exp.TableAlias(this=exp.to_identifier(table.alias or view.lower()))
+        return exp.Subquery(this=subquery.this, alias=alias)
+    if len(before) == 1 and not region:
         before = [ctx.default_project, before[0]]
-    if len(before) != 2 or view not in _INFORMATION_SCHEMA_VIEWS:
+    if region or len(before) != 2 or view not in _INFORMATION_SCHEMA_VIEWS:
         raise UnsupportedConstruct(
             f"INFORMATION_SCHEMA.{view or '?'} at {'.'.join(parts[:at]) or 'project'} level",
-            "only <project>.<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS/.TABLE_CONSTRAINTS/.KEY_COLUMN_USAGE and "
-            "<project>.INFORMATION_SCHEMA.SCHEMATA "
-            "are emulated locally",
+            "only [<project>.]<dataset>.INFORMATION_SCHEMA.TABLES/.COLUMNS/.COLUMN_FIELD_PATHS/.PARTITIONS/"
+            ".TABLE_CONSTRAINTS/.KEY_COLUMN_USAGE, [<project>.]region-xx.INFORMATION_SCHEMA.TABLES/.COLUMNS/"
+            ".COLUMN_FIELD_PATHS/.PARTITIONS/.SCHEMATA and <project>.INFORMATION_SCHEMA.SCHEMATA are emulated locally",
         )
     sql = _INFORMATION_SCHEMA_VIEWS[view].format(
         catalog=exp.Literal.string(before[0]).sql(WRITE), schema=exp.Literal.string(before[1]).sql(WRITE)
@@ -1023,11 +1144,37 @@ def _extract_parts(tree: exp.Expression) -> exp.Expression:
 def _format_printf(tree: exp.Expression) -> exp.Expression:
     """FORMAT('%d %s', ...) is printf-style in BigQuery; DuckDB's format() uses {} and would echo it."""
     for node in list(tree.find_all(exp.Format)):
-        fmt = node.this
+        fmt, args = node.this, [e.copy() for e in node.expressions]
         if isinstance(fmt, exp.Literal) and ("%t" in fmt.this or "%T" in fmt.this):
-            raise UnsupportedConstruct("FORMAT with %t/%T", "use %s with CAST(... AS STRING) or %d/%f")
-        node.replace(_call("printf", fmt.copy(), *[e.copy() for e in node.expressions]))
+            fmt, args = _format_text_elements(fmt.this, args)
+        node.replace(_call("printf", fmt.copy(), *args))
     return tree
+
+
+_PRINTF_ELEMENT = re.compile(r"%[-+ #0']*(\d+|\*)?(\.(\d+|\*))?([a-zA-Z%])")
+
+
+def _format_text_elements(fmt: str, args: list[exp.Expression]) -> tuple[exp.Expression, list[exp.Expression]]:
+    """%T (a value as a literal) becomes %s of its JSON text (`["a"]`, `"s"`, `1`), %t (as text) %s of its
+    string cast (`[a, b]`); NULL is `NULL` in both. Arrays of scalars, strings and numbers read as BigQuery
+    prints them; structs, dates and multi-element arrays use DuckDB's spelling."""
+    out, index = [], 0
+    for match in _PRINTF_ELEMENT.finditer(fmt):
+        kind = match.group(4)
+        if kind == "%":
+            continue
+        index += (match.group(1) == "*") + (match.group(3) == "*")
+        if index < len(args) and kind in "tT":
+            value = args[index]
+            text = _call("to_json", value) if kind == "T" else value
+            args[index] = exp.Coalesce(this=exp.cast(text, _type("VARCHAR")), expressions=[exp.Literal.string("NULL")])
+        index += 1
+        out.append((match.start(4), kind))
+    chars = list(fmt)
+    for at, kind in out:
+        if kind in "tT":
+            chars[at] = "s"
+    return exp.Literal.string("".join(chars)), args
 
 
 def _division_errors(tree: exp.Expression) -> exp.Expression:
@@ -1089,6 +1236,11 @@ def _system_variable_value(name: str, ctx: _Context) -> exp.Expression | None:
         "script.bytes_processed": exp.cast(exp.Literal.number(0), _type("BIGINT")),
         "script.num_child_jobs": exp.cast(exp.Literal.number(0), _type("BIGINT")),
         "script.slot_ms": exp.cast(exp.Literal.number(0), _type("BIGINT")),
+        # Set by query.run_item when an EXCEPTION handler starts (NULL outside one).
+        "error.message": _getvariable(ERROR_MESSAGE_VARIABLE),
+        "error.statement_text": _getvariable(ERROR_STATEMENT_VARIABLE),
+        "error.stack_trace": exp.cast(exp.Null(), _type("VARCHAR")),
+        "error.formatted_stack_trace": _getvariable(ERROR_MESSAGE_VARIABLE),
     }
     return values.get(name)
 
@@ -1347,13 +1499,11 @@ def _temp_function(tree: exp.Create) -> str:
 
 _UNSUPPORTED_STATEMENTS: dict[tuple[str, ...], str] = {
     ("EXECUTE", "IMMEDIATE"): "dynamic SQL does not run locally; write the statement out in the script",
-    ("CALL",): "procedures do not run locally; inline the procedure body in the operation",
     ("ROLLBACK",): "each action runs atomically locally; fail the action (RAISE) to undo its statements",
     ("BREAK",): "loops do not run locally",
     ("LEAVE",): "loops do not run locally",
     ("CONTINUE",): "loops do not run locally",
     ("ITERATE",): "loops do not run locally",
-    ("RETURN",): "RETURN does not run locally; restructure the script",
     ("EXPORT", "DATA"): "exports do not run locally; read the table from the warehouse instead",
     ("LOAD", "DATA"): "declare an external table over the files instead",
 }
@@ -1364,8 +1514,6 @@ def _unsupported_statement(words: tuple[str, ...]) -> tuple[str, str] | None:
         if words[: len(prefix)] == prefix:
             return " ".join(prefix), hint
     head = [w for w in words[:5] if w not in ("OR", "REPLACE", "TEMP", "TEMPORARY", "IF", "NOT", "EXISTS")]
-    if head[:1] in (["CREATE"], ["DROP"]) and "PROCEDURE" in head[:2]:
-        return f"{head[0]} PROCEDURE", "procedures do not run locally; inline the body in the operation"
     if head[:1] == ["CREATE"] and any(w in ("MODEL", "SNAPSHOT", "SEARCH", "VECTOR") for w in head[1:3]):
         return " ".join(head[:3]), "this BigQuery object has no local equivalent"
     return None
@@ -1649,7 +1797,10 @@ def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -
         eq = item.this
         if not isinstance(eq, exp.EQ):
             raise TranslationError(f"cannot parse SET at {stmt.position}")
-        target, value = eq.this, _rewrite(exp.select(eq.expression.copy()), ctx).expressions[0]
+        source = eq.expression
+        if isinstance(source, exp.Var):  # `SET y = x` parses x as a bare word, not a column
+            source = exp.column(source.name)
+        target, value = eq.this, _rewrite(exp.select(source.copy()), ctx).expressions[0]
         if isinstance(target, exp.Tuple):
             names = [t.name for t in target.expressions]
             if isinstance(value, exp.Tuple) and len(value.expressions) == len(names):
@@ -1671,7 +1822,7 @@ def _raise(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None)
     """RAISE USING MESSAGE = m -> SELECT error(m) (a bare RAISE re-raises and is unsupported)."""
     match = re.match(r"\s*RAISE\s+USING\s+MESSAGE\s*=\s*(.*)$", stmt.text, re.IGNORECASE | re.DOTALL)
     if not match:
-        raise UnsupportedConstruct("RAISE", "only RAISE USING MESSAGE = '...' runs locally")
+        raise UnsupportedConstruct("RAISE", "a bare RAISE re-raises the error of an EXCEPTION handler; use it there")
     message = _expression(match.group(1), ctx, stmt.position)
     call = _call("error", _call("bq_to_string", message))
     if guard is not None:
@@ -1744,6 +1895,8 @@ def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = N
         return _raise(stmt, ctx)
     if words[0] == "ASSERT":
         return _assert(stmt, ctx)
+    if words[:2] == ("DROP", "PROCEDURE"):
+        return [_drop_procedure(stmt, ctx)]
     if words[0] == "CREATE" and "EXTERNAL" in words[:4]:
         return [_external_table(stmt, ctx)]
     if words[0] == "ALTER" and _KEY_CONSTRAINT.search(stmt.text):
@@ -1890,9 +2043,14 @@ def _compile(sql: str, default_project: str) -> _Compiled:
 def _is_procedural(nodes: list) -> bool:
     """Return True when the script has loops or jumps: it then runs as a program of Blocks."""
     for node in nodes:
-        if isinstance(node, (_Loop, _Jump)):
+        if isinstance(node, (_Loop, _Jump, _Try, _Procedure)):
             return True
-        if isinstance(node, _Statement) and (node.words[:2] == ("EXECUTE", "IMMEDIATE") or _is_js_function(node)):
+        if isinstance(node, _Statement) and (
+            node.words[:2] == ("EXECUTE", "IMMEDIATE")
+            or node.words[0] == "CALL"
+            or node.text.strip().upper() == "RAISE"
+            or _is_js_function(node)
+        ):
             return True
         if isinstance(node, _If) and any(
             _is_procedural(body)
@@ -1927,6 +2085,15 @@ def _program(nodes: list, ctx: _Context) -> list:
             out.append(Block("if", branches=branches))
         elif isinstance(node, _Jump):
             out.append(Block(node.kind.lower()))
+        elif isinstance(node, _Try):
+            body, handler = tuple(_program(node.body, ctx)), tuple(_program(node.handler, ctx))
+            out.append(Block("try", body=body, branches=(("", handler),)))
+        elif isinstance(node, _Procedure):
+            out.append(_create_procedure(node, ctx))
+        elif isinstance(node, _Statement) and node.words[0] == "CALL":
+            out.append(_call_procedure(node, ctx))
+        elif isinstance(node, _Statement) and node.words[0] == "RAISE" and node.text.strip().upper() == "RAISE":
+            out.append(Block("reraise"))
         elif isinstance(node, _Loop) and node.kind == "FOR":
             rows = _parse(f"SELECT ARRAY_AGG(_lakehouse_row) FROM {node.condition} AS _lakehouse_row", node.position)
             rows_sql = _generate(_rewrite(rows, ctx))
@@ -2014,6 +2181,87 @@ def _duck_type(bigquery_type: str, position: str) -> str:
         return _numeric_type(exp.DataType.build(bigquery_type, dialect=READ)).sql(WRITE)
     except (ParseError, ValueError) as error:
         raise TranslationError(f"cannot read the type {bigquery_type!r} at {position}") from error
+
+
+_PROCEDURE_PREFIX = "__lakehouse_procedure_"
+
+
+def _routine(name: str, ctx: _Context, position: str) -> str:
+    """Return the DuckDB macro that holds procedure `name`: "project"."dataset"."__lakehouse_procedure_<name>".
+
+    A persistent DuckDB object, so a procedure outlives the script that created it (as in BigQuery) and its
+    creation commits or rolls back with the action; a macro is listed by no INFORMATION_SCHEMA view."""
+    table = _parse(f"SELECT * FROM {name}", position).find(exp.Table)
+    parts = _split_name(table)
+    if len(parts) == 2:
+        parts = [ctx.default_project, *parts]
+    if len(parts) != 3:
+        raise TranslationError(
+            f"procedure name {name.strip()} at {position} must be dataset.name or project.dataset.name"
+        )
+    catalog, schema, routine = (p.replace('"', '""') for p in parts)
+    return f'"{catalog}"."{schema}"."{_PROCEDURE_PREFIX}{routine}"'
+
+
+def _procedure_params(text: str, position: str) -> list[tuple[str, str, str]]:
+    """Return (mode, name, BigQuery type) of each parameter: `[IN|OUT|INOUT] name type`."""
+    params = []
+    for param in _split_top_level(text):
+        words = param.split(None, 1)
+        mode = "IN"
+        if words[0].upper() in ("IN", "OUT", "INOUT") and len(words) == 2 and len(words[1].split(None, 1)) == 2:
+            mode, param = words[0].upper(), words[1]
+        name, _, bq_type = param.partition(" ")
+        if not bq_type.strip():
+            raise TranslationError(f"procedure parameter {param!r} at {position} has no type")
+        params.append((mode, name.strip("`").lower(), bq_type.strip()))
+    return params
+
+
+def _create_procedure(node: _Procedure, ctx: _Context) -> str:
+    """CREATE [OR REPLACE] PROCEDURE [IF NOT EXISTS] name(params) BEGIN ... END stores the parameters and the
+    BigQuery body in a DuckDB macro (see _routine); CALL translates the body when it runs."""
+    params = _procedure_params(node.params, node.position)
+    for _, _, bq_type in params:
+        _duck_type(bq_type, node.position)  # a type that cannot be read fails at CREATE, as in BigQuery
+    definition = orjson.dumps({"params": params, "body": node.body, "project": ctx.default_project}).decode()
+    verb = "CREATE MACRO IF NOT EXISTS" if node.if_not_exists else "CREATE MACRO"
+    if node.replace:
+        verb = "CREATE OR REPLACE MACRO"
+    return f"{verb} {_routine(node.name, ctx, node.position)}() AS {_sql_string(definition)}"
+
+
+def _drop_procedure(stmt: _Statement, ctx: _Context) -> str:
+    """DROP PROCEDURE [IF EXISTS] name drops the macro that holds it."""
+    match = re.match(r"\s*DROP\s+PROCEDURE\s+(IF\s+EXISTS\s+)?(.+?)\s*$", stmt.text, re.IGNORECASE | re.DOTALL)
+    if not match:
+        raise TranslationError(f"cannot parse DROP PROCEDURE at {stmt.position}")
+    return f"DROP MACRO {'IF EXISTS ' if match.group(1) else ''}{_routine(match.group(2), ctx, stmt.position)}"
+
+
+def _call_procedure(stmt: _Statement, ctx: _Context) -> Block:
+    """CALL name(args): the arguments are computed into variables; query.run_item reads the procedure's
+    definition, runs its body with its parameters declared, and copies OUT/INOUT parameters back."""
+    match = re.match(r"\s*CALL\s+(.+?)\s*\((.*)\)\s*$", stmt.text, re.IGNORECASE | re.DOTALL)
+    if not match:
+        raise TranslationError(f"cannot parse CALL at {stmt.position}: expected CALL name(arguments)")
+    setup, outs = [], []
+    args = _parse(f"SELECT {match.group(2)}", stmt.position).expressions if match.group(2).strip() else []
+    for index, arg in enumerate(args):
+        is_variable = isinstance(arg, exp.Column) and not arg.table and arg.name.lower() in ctx.variables
+        outs.append(arg.name.lower() if is_variable else "")
+        value = _rewrite(exp.select(arg.copy()), ctx).expressions[0]
+        setup.append(f"SET VARIABLE {_CALL_ARGUMENT.format(index)} = {_generate(value)}")
+    return Block(
+        "call",
+        variable=_routine(match.group(1), ctx, stmt.position),
+        body=tuple(setup),
+        using=tuple(outs),
+        project=ctx.default_project,
+    )
+
+
+_CALL_ARGUMENT = "__lakehouse_call_argument_{}"
 
 
 def _js_function(stmt: _Statement) -> Block:

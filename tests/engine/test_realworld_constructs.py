@@ -341,3 +341,26 @@ def test_alter_table_key_constraints_are_no_ops_as_they_are_never_enforced(con):
     )
 
     assert rows == [(2, 1, "2026")]
+
+
+def test_information_schema_field_paths_partitions_and_region_level_views(con):
+    execute(con, f'CREATE SCHEMA "{PROJECT}".shop')
+    execute(con, "create table web.hits as select 1 as k, struct(2 as a) as rec union all select 3, struct(4 as a)")
+    execute(con, "create table shop.orders as select 'o1' as order_id")
+    assert execute(
+        con, "select column_name, field_path, data_type from web.INFORMATION_SCHEMA.COLUMN_FIELD_PATHS order by 1"
+    ) == [("k", "k", "INT64"), ("rec", "rec", "STRUCT(a INTEGER)")]  # nested types keep DuckDB's spelling
+    assert execute(
+        con, f"select table_name, partition_id, total_rows from `{PROJECT}.web.INFORMATION_SCHEMA.PARTITIONS`"
+    ) == [("hits", None, 2)]
+    # Region level: every dataset of the project (the default one, or the one named before the region).
+    assert execute(con, "select schema_name from `region-us.INFORMATION_SCHEMA.SCHEMATA` order by 1") == [
+        ("shop",),
+        ("web",),
+    ]
+    assert execute(
+        con, f"select table_schema, table_name from `{PROJECT}.region-eu.INFORMATION_SCHEMA.TABLES` order by 1"
+    ) == [("shop", "orders"), ("web", "hits")]
+    assert execute(
+        con, "select table_name, column_name, data_type from `region-us`.INFORMATION_SCHEMA.COLUMNS order by 1, 2"
+    ) == [("hits", "k", "INT64"), ("hits", "rec", "STRUCT(a INTEGER)"), ("orders", "order_id", "STRING")]

@@ -252,7 +252,7 @@ def test_dry_run_translates_everything_and_executes_nothing(make_project, lakeho
     files = dict(SEED)
     files["definitions/operations/dynamic.sqlx"] = """
         config { type: "operations" }
-        call silver.refresh_everything()
+        export data options (uri = 'gs://b/x/*.csv', format = 'CSV') as select 1 as x
     """
     project = make_project(files)
 
@@ -262,7 +262,7 @@ def test_dry_run_translates_everything_and_executes_nothing(make_project, lakeho
     assert results["silver.orders"].status == "planned"
     assert any("merge" in s.lower() or "create" in s.lower() for s in results["silver.orders"].statements)
     assert results["silver.dynamic"].status == "failed"
-    assert "CALL" in results["silver.dynamic"].error
+    assert "EXPORT DATA" in results["silver.dynamic"].error
     assert not paths.catalog_file(lakehouse_home, "test-local").exists()
 
 

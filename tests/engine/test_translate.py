@@ -526,10 +526,6 @@ def test_script_temp_function(con):
 @pytest.mark.parametrize(
     ("sql", "construct"),
     [
-        ("CALL ds.proc()", "CALL"),
-        ("CREATE OR REPLACE PROCEDURE ds.p() BEGIN SELECT 1; END", "CREATE PROCEDURE"),
-        ("BEGIN SELECT 1; EXCEPTION WHEN ERROR THEN SELECT 2; END", "BEGIN ... EXCEPTION WHEN ERROR"),
-        ("RAISE", "RAISE"),
         ("SELECT INSTR('abcabc', 'c', 1, 2)", "STRPOS does not support the occurrence parameter."),
         ("SELECT * FROM `region-us.INFORMATION_SCHEMA.JOBS`", "INFORMATION_SCHEMA.JOBS at region-us level"),
         (
@@ -545,29 +541,6 @@ def test_script_unsupported_names_construct_and_hint(sql, construct):
     assert caught.value.construct == construct
     assert caught.value.hint
     assert construct in str(caught.value)
-
-
-def test_dataform_on_schema_change_reports_the_first_construct():
-    """Dataform's onSchemaChange script (CREATE PROCEDURE, then BEGIN CALL ... EXCEPTION): the first one is named."""
-    script = """CREATE OR REPLACE PROCEDURE `lakehouse-dev.ds.df_osc_x1`()
-OPTIONS(strict_mode=false)
-BEGIN
-DECLARE dataform_columns ARRAY<STRING>;
-IF ARRAY_LENGTH(dataform_columns) > 0 THEN
-  EXECUTE IMMEDIATE ("ALTER TABLE `lakehouse-dev.ds.t` " || "ADD COLUMN IF NOT EXISTS c STRING");
-END IF;
-END;
-
-BEGIN
-  CALL `lakehouse-dev.ds.df_osc_x1`();
-EXCEPTION WHEN ERROR THEN
-  DROP PROCEDURE IF EXISTS `lakehouse-dev.ds.df_osc_x1`;
-  RAISE;
-END;
-DROP PROCEDURE IF EXISTS `lakehouse-dev.ds.df_osc_x1`;"""
-    with pytest.raises(UnsupportedConstruct) as caught:
-        translate_script(script, default_project=PROJECT)
-    assert caught.value.construct == "CREATE PROCEDURE"
 
 
 def test_translation_error_names_position():
