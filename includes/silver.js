@@ -78,9 +78,14 @@ function fieldRules(contract, field) {
   return rules;
 }
 
+// Returns the payload keys the contract names: the envelope, then its fields.
+function knownFields(contract) {
+  return RECORD_FIELDS.concat(contract.fields.map((field) => field.name));
+}
+
 // Returns [{rule, condition}] of the whole record, then of every field, in contract order.
 function rules(contract) {
-  const known = RECORD_FIELDS.concat(contract.fields.map((field) => field.name));
+  const known = knownFields(contract);
   const record = [
     { rule: "record_not_json", condition: "not is_json" },
     { rule: "record_oversized", condition: `byte_length(raw_record) > ${params.maxRecordBytes()}` },
@@ -88,15 +93,18 @@ function rules(contract) {
       rule: "record_source_mismatch",
       condition: `is_json and coalesce(payload_source != ${params.sqlString(contract.name)}, true)`,
     },
-    {
+  ];
+  // Under unknown_fields "keep" (the default) an unknown key is kept in `extra`, not a failure.
+  if (sources.unknownFields(contract) === "quarantine") {
+    record.push({
       rule: "record_unexpected_field",
       condition: [
         "exists (",
         "  select 1 from unnest(payload_keys) as payload_key",
         "  where payload_key not in (",
       ].concat(wrap(known.map(literal), 6, 90)).concat(["    )", ")"]).join("\n"),
-    },
-  ];
+    });
+  }
   return contract.fields.reduce((all, field) => all.concat(fieldRules(contract, field)), record);
 }
 
@@ -138,6 +146,20 @@ function extractColumns(contract) {
     "if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"([^\"\\\\]*)\"\\s*:'), [])",
     "  as payload_keys,",
   ];
+  // Top-level keys the contract does not name (a key nested in one of them is not a field of the record).
+  lines.push(
+    "array(",
+    "  select distinct payload_key",
+    "  from unnest(if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"([^\"\\\\]*)\"\\s*:'), [])) as payload_key",
+    "  where payload_key not in (",
+  );
+  lines.push(...wrap(knownFields(contract).map(literal), 4, 90));
+  lines.push(
+    "  )",
+    "  and parse_json(raw_record)[payload_key] is not null",
+    "  order by payload_key",
+    ") as extra_fields,",
+  );
   contract.fields.forEach((field) => {
     lines.push(`if(is_json, json_query(raw_record, '$.${field.name}'), null) as ${tokenColumn(field)},`);
     lines.push(`if(is_json, json_value(raw_record, '$.${field.name}'), null) as ${textColumn(field)},`);
@@ -146,7 +168,20 @@ function extractColumns(contract) {
 }
 
 function typedColumns(contract) {
-  const lines = [];
+  // The unknown keys and their values, as a JSON object (NULL when there is none).
+  const lines = [
+    "if(",
+    "  array_length(extra_fields) = 0,",
+    "  null,",
+    "  parse_json(concat('{', (",
+    "    select string_agg(",
+    "      concat(to_json_string(extra_field), ':', to_json_string(parse_json(raw_record)[extra_field])),",
+    "      ',' order by extra_field",
+    "    )",
+    "    from unnest(extra_fields) as extra_field",
+    "  ), '}'))",
+    ") as extra,",
+  ];
   contract.fields.forEach((field) => {
     const [check, value] = typedParts(field);
     const one = `if(${check}, ${value}, null) as ${field.name},`;
@@ -264,6 +299,8 @@ final as (
     event_id,
     raw_record,
 ${fieldList}
+    extra_fields,
+    extra,
     failed_rules,
   from checked
 )
@@ -428,12 +465,14 @@ select * from final
 }
 
 // Returns [[column, expression over the staging view]] of the silver table: contract fields typed,
-// PII replaced by salted hashes, then lineage columns.
+// PII replaced by salted hashes, the payload keys the contract does not name (`extra`, JSON), then
+// lineage columns.
 function silverColumns(contract) {
   const columns = contract.fields.map((field) =>
     field.pii ? [`${field.name}_hash`, piiHash(field.name)] : [field.name, field.name],
   );
   return columns.concat([
+    ["extra", "extra"],
     ["event_date", `date(${contract.event_time})`],
     ["event_id", "event_id"],
     ["record_id", "record_id"],
@@ -466,8 +505,23 @@ function selectDistinctKeys(contract) {
   return ["select distinct"].concat(contract.key.map((key) => `    ${key},`)).join("\n");
 }
 
+// Descriptions of the columns that hold what the contract does not name.
+const EXTRA_DESCRIPTIONS = {
+  extra_fields: "Top-level payload keys the contract does not name (kept under unknown_fields: keep), sorted.",
+  extra: "The payload keys the contract does not name, with their values (JSON object); NULL when none.",
+};
+
+// The columns of the staging view and the batch, in order.
+function stagedColumns(contract) {
+  return ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "event_id", "raw_record"]
+    .concat(contract.fields.map((field) => field.name), ["extra_fields", "extra", "failed_rules"]);
+}
+
 module.exports = {
   RECORD_FIELDS,
+  knownFields,
+  stagedColumns,
+  EXTRA_DESCRIPTIONS,
   rules,
   ruleNames,
   stagedQuery,
