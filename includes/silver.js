@@ -146,20 +146,6 @@ function extractColumns(contract) {
     "if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"([^\"\\\\]*)\"\\s*:'), [])",
     "  as payload_keys,",
   ];
-  // Top-level keys the contract does not name (a key nested in one of them is not a field of the record).
-  lines.push(
-    "array(",
-    "  select distinct payload_key",
-    "  from unnest(if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"([^\"\\\\]*)\"\\s*:'), [])) as payload_key",
-    "  where payload_key not in (",
-  );
-  lines.push(...wrap(knownFields(contract).map(literal), 4, 90));
-  lines.push(
-    "  )",
-    "  and parse_json(raw_record)[payload_key] is not null",
-    "  order by payload_key",
-    ") as extra_fields,",
-  );
   contract.fields.forEach((field) => {
     lines.push(`if(is_json, json_query(raw_record, '$.${field.name}'), null) as ${tokenColumn(field)},`);
     lines.push(`if(is_json, json_value(raw_record, '$.${field.name}'), null) as ${textColumn(field)},`);
@@ -167,21 +153,38 @@ function extractColumns(contract) {
   return indent(lines, 4);
 }
 
+// Returns the CTEs of the payload keys the contract does not name: one row per record that has
+// any, with the sorted keys (extra_fields) and a JSON object of them with their values (extra).
+// Only top-level keys count (a key nested in an unknown object is part of its value). A join, not a
+// correlated ARRAY subquery per row: DuckDB plans the latter with a 1.5 GiB allocation.
+function extraCtes(contract) {
+  return `unknown_keys as (
+  select distinct
+    record_id,
+    raw_record,
+    payload_key,
+  from extracted, unnest(payload_keys) as payload_key
+  where payload_key not in (
+${wrap(knownFields(contract).map(literal), 4, 90).join("\n")}
+  )
+    and parse_json(raw_record)[payload_key] is not null
+),
+
+extra_values as (
+  select
+    record_id,
+    array_agg(payload_key order by payload_key) as extra_fields,
+    parse_json(concat('{', string_agg(
+      concat(to_json_string(payload_key), ':', to_json_string(parse_json(raw_record)[payload_key])),
+      ',' order by payload_key
+    ), '}')) as extra,
+  from unknown_keys
+  group by record_id
+),`;
+}
+
 function typedColumns(contract) {
-  // The unknown keys and their values, as a JSON object (NULL when there is none).
-  const lines = [
-    "if(",
-    "  array_length(extra_fields) = 0,",
-    "  null,",
-    "  parse_json(concat('{', (",
-    "    select string_agg(",
-    "      concat(to_json_string(extra_field), ':', to_json_string(parse_json(raw_record)[extra_field])),",
-    "      ',' order by extra_field",
-    "    )",
-    "    from unnest(extra_fields) as extra_field",
-    "  ), '}'))",
-    ") as extra,",
-  ];
+  const lines = [];
   contract.fields.forEach((field) => {
     const [check, value] = typedParts(field);
     const one = `if(${check}, ${value}, null) as ${field.name},`;
@@ -275,11 +278,16 @@ ${extractColumns(contract)}
   from parsed
 ),
 
+${extraCtes(contract)}
+
 typed as (
   select
-    *,
+    extracted.*,
+    coalesce(extra_values.extra_fields, []) as extra_fields,
+    extra_values.extra,
 ${typedColumns(contract)}
   from extracted
+  left join extra_values using (record_id)
 ),
 
 checked as (
@@ -426,15 +434,20 @@ touched_keys as (
 ),
 
 kept as (
+  -- only what ranking needs: the kept rows are never written again, and naming their columns
+  -- keeps this query valid when a contract change adds a column (onSchemaChange EXTEND)
   select
-    kept_rows.*,
+    ${rankColumns(contract).map((column) => `kept_rows.${column}`).join(",\n    ")},
     false as is_new,
   from ${ctx.self()} as kept_rows
   inner join touched_keys using (${keys})
 ),
 `)}
 candidates as (
-  select * from batch${ctx.when(ctx.incremental(), `
+  select
+    ${rankColumns(contract).join(",\n    ")},
+    is_new,
+  from batch${ctx.when(ctx.incremental(), `
   union all
   select * from kept`)}
 ),
@@ -456,12 +469,20 @@ ranked as (
 ),
 
 final as (
-  select * except (is_new, version_rank) from ranked
-  where version_rank = 1 and is_new
+  select batch.* except (is_new)
+  from batch
+  inner join ranked using (record_id)
+  where ranked.version_rank = 1 and ranked.is_new
 )
 
 select * from final
 `;
+}
+
+// The columns that rank versions of a key: the key, then the latestFirst order.
+function rankColumns(contract) {
+  return contract.key.concat([contract.event_time, "ingested_at", "record_id"]
+    .filter((column) => !contract.key.includes(column)));
 }
 
 // Returns [[column, expression over the staging view]] of the silver table: contract fields typed,
@@ -480,6 +501,22 @@ function silverColumns(contract) {
     ["ingested_at", "ingested_at"],
     ["ingest_date", "ingest_date"],
   ]);
+}
+
+// The contract fields each hand-written silver model (definitions/silver/<name>.sqlx) lists itself.
+const HAND_WRITTEN_FIELDS = {
+  orders: [
+    "order_id", "customer_id", "customer_email", "customer_name", "shipping_address", "product_id", "quantity",
+    "price", "currency", "status", "event_ts",
+  ],
+};
+
+// Returns [[column, expression]] of the contract fields a hand-written silver model does not list,
+// so that a field added to the contract (`lakehouse contract diff`) reaches it too.
+function addedColumns(contract) {
+  const listed = HAND_WRITTEN_FIELDS[contract.name] || [];
+  const added = contract.fields.filter((field) => !listed.includes(field.name));
+  return silverColumns({ ...contract, fields: added }).slice(0, added.length);
 }
 
 // Returns the salted SHA-256 (hex) of a column; NULL stays NULL.
@@ -526,6 +563,7 @@ module.exports = {
   ruleNames,
   stagedQuery,
   silverColumns,
+  addedColumns,
   piiHash,
   INTAKE_COLUMNS,
   PUBSUB_INTAKE_KEY,
