@@ -32,9 +32,7 @@ def test_compiles_without_graph_errors(graph):
 
 def test_action_counts(graph):
     sources = len(contract_names())
-    accepted = sum(
-        1 for name in contract_names() if any("accepted_values" in f for f in load_contract(name)["fields"])
-    )
+    accepted = sum(1 for name in contract_names() if any("accepted_values" in f for f in load_contract(name)["fields"]))
     with_thresholds = sum(1 for name in contract_names() if load_contract(name).get("quality"))
     # per source: its landing table; plus ops.dead_letters
     assert len(graph["operations"]) == sources + 1
@@ -154,9 +152,7 @@ def test_hourly_runs_parse_bronze_once(graph):
             read = {dep["name"] for dep in action.get("dependencyTargets", [])} & bronze
             if read:
                 readers[action["target"]["name"]] = read
-    assert readers == {
-        f"{source}_batch": {f"{source}_landing", f"{source}_raw"} for source in contract_names()
-    }
+    assert readers == {f"{source}_batch": {f"{source}_landing", f"{source}_raw"} for source in contract_names()}
 
 
 @pytest.mark.parametrize("source", contract_names())
