@@ -78,9 +78,14 @@ function fieldRules(contract, field) {
   return rules;
 }
 
+// Returns the payload keys the contract names: the envelope, then its fields.
+function knownFields(contract) {
+  return RECORD_FIELDS.concat(contract.fields.map((field) => field.name));
+}
+
 // Returns [{rule, condition}] of the whole record, then of every field, in contract order.
 function rules(contract) {
-  const known = RECORD_FIELDS.concat(contract.fields.map((field) => field.name));
+  const known = knownFields(contract);
   const record = [
     { rule: "record_not_json", condition: "not is_json" },
     { rule: "record_oversized", condition: `byte_length(raw_record) > ${params.maxRecordBytes()}` },
@@ -88,15 +93,18 @@ function rules(contract) {
       rule: "record_source_mismatch",
       condition: `is_json and coalesce(payload_source != ${params.sqlString(contract.name)}, true)`,
     },
-    {
+  ];
+  // Under unknown_fields "keep" (the default) an unknown key is kept in `extra`, not a failure.
+  if (sources.unknownFields(contract) === "quarantine") {
+    record.push({
       rule: "record_unexpected_field",
       condition: [
         "exists (",
         "  select 1 from unnest(payload_keys) as payload_key",
         "  where payload_key not in (",
       ].concat(wrap(known.map(literal), 6, 90)).concat(["    )", ")"]).join("\n"),
-    },
-  ];
+    });
+  }
   return contract.fields.reduce((all, field) => all.concat(fieldRules(contract, field)), record);
 }
 
@@ -143,6 +151,36 @@ function extractColumns(contract) {
     lines.push(`if(is_json, json_value(raw_record, '$.${field.name}'), null) as ${textColumn(field)},`);
   });
   return indent(lines, 4);
+}
+
+// Returns the CTEs of the payload keys the contract does not name: one row per record that has
+// any, with the sorted keys (extra_fields) and a JSON object of them with their values (extra).
+// Only top-level keys count (a key nested in an unknown object is part of its value). A join, not a
+// correlated ARRAY subquery per row: DuckDB plans the latter with a 1.5 GiB allocation.
+function extraCtes(contract) {
+  return `unknown_keys as (
+  select distinct
+    record_id,
+    raw_record,
+    payload_key,
+  from extracted, unnest(payload_keys) as payload_key
+  where payload_key not in (
+${wrap(knownFields(contract).map(literal), 4, 90).join("\n")}
+  )
+    and parse_json(raw_record)[payload_key] is not null
+),
+
+extra_values as (
+  select
+    record_id,
+    array_agg(payload_key order by payload_key) as extra_fields,
+    parse_json(concat('{', string_agg(
+      concat(to_json_string(payload_key), ':', to_json_string(parse_json(raw_record)[payload_key])),
+      ',' order by payload_key
+    ), '}')) as extra,
+  from unknown_keys
+  group by record_id
+),`;
 }
 
 function typedColumns(contract) {
@@ -240,11 +278,16 @@ ${extractColumns(contract)}
   from parsed
 ),
 
+${extraCtes(contract)}
+
 typed as (
   select
-    *,
+    extracted.*,
+    coalesce(extra_values.extra_fields, []) as extra_fields,
+    extra_values.extra,
 ${typedColumns(contract)}
   from extracted
+  left join extra_values using (record_id)
 ),
 
 checked as (
@@ -264,6 +307,8 @@ final as (
     event_id,
     raw_record,
 ${fieldList}
+    extra_fields,
+    extra,
     failed_rules,
   from checked
 )
@@ -389,15 +434,20 @@ touched_keys as (
 ),
 
 kept as (
+  -- only what ranking needs: the kept rows are never written again, and naming their columns
+  -- keeps this query valid when a contract change adds a column (onSchemaChange EXTEND)
   select
-    kept_rows.*,
+    ${rankColumns(contract).map((column) => `kept_rows.${column}`).join(",\n    ")},
     false as is_new,
   from ${ctx.self()} as kept_rows
   inner join touched_keys using (${keys})
 ),
 `)}
 candidates as (
-  select * from batch${ctx.when(ctx.incremental(), `
+  select
+    ${rankColumns(contract).join(",\n    ")},
+    is_new,
+  from batch${ctx.when(ctx.incremental(), `
   union all
   select * from kept`)}
 ),
@@ -419,21 +469,31 @@ ranked as (
 ),
 
 final as (
-  select * except (is_new, version_rank) from ranked
-  where version_rank = 1 and is_new
+  select batch.* except (is_new)
+  from batch
+  inner join ranked using (record_id)
+  where ranked.version_rank = 1 and ranked.is_new
 )
 
 select * from final
 `;
 }
 
+// The columns that rank versions of a key: the key, then the latestFirst order.
+function rankColumns(contract) {
+  return contract.key.concat([contract.event_time, "ingested_at", "record_id"]
+    .filter((column) => !contract.key.includes(column)));
+}
+
 // Returns [[column, expression over the staging view]] of the silver table: contract fields typed,
-// PII replaced by salted hashes, then lineage columns.
+// PII replaced by salted hashes, the payload keys the contract does not name (`extra`, JSON), then
+// lineage columns.
 function silverColumns(contract) {
   const columns = contract.fields.map((field) =>
     field.pii ? [`${field.name}_hash`, piiHash(field.name)] : [field.name, field.name],
   );
   return columns.concat([
+    ["extra", "extra"],
     ["event_date", `date(${contract.event_time})`],
     ["event_id", "event_id"],
     ["record_id", "record_id"],
@@ -441,6 +501,22 @@ function silverColumns(contract) {
     ["ingested_at", "ingested_at"],
     ["ingest_date", "ingest_date"],
   ]);
+}
+
+// The contract fields each hand-written silver model (definitions/silver/<name>.sqlx) lists itself.
+const HAND_WRITTEN_FIELDS = {
+  orders: [
+    "order_id", "customer_id", "customer_email", "customer_name", "shipping_address", "product_id", "quantity",
+    "price", "currency", "status", "event_ts",
+  ],
+};
+
+// Returns [[column, expression]] of the contract fields a hand-written silver model does not list,
+// so that a field added to the contract (`lakehouse contract diff`) reaches it too.
+function addedColumns(contract) {
+  const listed = HAND_WRITTEN_FIELDS[contract.name] || [];
+  const added = contract.fields.filter((field) => !listed.includes(field.name));
+  return silverColumns({ ...contract, fields: added }).slice(0, added.length);
 }
 
 // Returns the salted SHA-256 (hex) of a column; NULL stays NULL.
@@ -466,12 +542,28 @@ function selectDistinctKeys(contract) {
   return ["select distinct"].concat(contract.key.map((key) => `    ${key},`)).join("\n");
 }
 
+// Descriptions of the columns that hold what the contract does not name.
+const EXTRA_DESCRIPTIONS = {
+  extra_fields: "Top-level payload keys the contract does not name (kept under unknown_fields: keep), sorted.",
+  extra: "The payload keys the contract does not name, with their values (JSON object); NULL when none.",
+};
+
+// The columns of the staging view and the batch, in order.
+function stagedColumns(contract) {
+  return ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "event_id", "raw_record"]
+    .concat(contract.fields.map((field) => field.name), ["extra_fields", "extra", "failed_rules"]);
+}
+
 module.exports = {
   RECORD_FIELDS,
+  knownFields,
+  stagedColumns,
+  EXTRA_DESCRIPTIONS,
   rules,
   ruleNames,
   stagedQuery,
   silverColumns,
+  addedColumns,
   piiHash,
   INTAKE_COLUMNS,
   PUBSUB_INTAKE_KEY,

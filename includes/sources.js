@@ -12,6 +12,9 @@ const HAND_WRITTEN_SILVER = ["orders"];
 const IDENTIFIER = /^[a-z][a-z0-9_]{0,62}$/;
 const TYPES = ["STRING", "INT64", "NUMERIC", "FLOAT64", "BOOL", "TIMESTAMP", "DATE"];
 const NUMERIC_TYPES = ["INT64", "NUMERIC", "FLOAT64"];
+// What silver does with a payload key the contract does not name: keep it in the `extra` column
+// (the default) or quarantine the record (rule record_unexpected_field).
+const UNKNOWN_FIELDS = ["keep", "quarantine"];
 const FIELD_KEYS = [
   "name",
   "type",
@@ -123,6 +126,9 @@ function load(name) {
     fail(name, "event_time", `${JSON.stringify(contract.event_time)} is not a field`);
   }
   checkQuality(name, contract.quality);
+  if (contract.unknown_fields !== undefined && !UNKNOWN_FIELDS.includes(contract.unknown_fields)) {
+    fail(name, "unknown_fields", `${JSON.stringify(contract.unknown_fields)} must be "keep" or "quarantine"`);
+  }
   return contract;
 }
 
@@ -170,4 +176,9 @@ function hasHandWrittenSilver(name) {
   return HAND_WRITTEN_SILVER.includes(name);
 }
 
-module.exports = { NAMES, HAND_WRITTEN_SILVER, all, load, hasHandWrittenSilver };
+// Returns the contract's unknown_fields policy: "keep" (the default) or "quarantine".
+function unknownFields(contract) {
+  return contract.unknown_fields || "keep";
+}
+
+module.exports = { NAMES, HAND_WRITTEN_SILVER, all, load, hasHandWrittenSilver, unknownFields };

@@ -47,7 +47,10 @@ REPLACING_FAULTS = frozenset({"poison_pill", "non_utf8", "oversized"})
 RECORD_FAULTS = frozenset({"duplicate_key", "extra_field", "renamed_field", "late_event", "redelivery"})
 FAULT_KINDS = FIELD_FAULTS | REPLACING_FAULTS | RECORD_FAULTS
 
-_TOP_KEYS = {"name", "description", "key", "event_time", "fields", "generator", "quality"}
+_TOP_KEYS = {"name", "description", "key", "event_time", "fields", "generator", "quality", "unknown_fields"}
+# What silver does with a payload key the contract does not name: keep it in silver's `extra` column,
+# or quarantine the record (rule record_unexpected_field).
+UNKNOWN_FIELDS = ("keep", "quarantine")
 # The optional `quality` block: thresholds (shares 0-1) whose crossing is a warn or error assertion.
 _QUALITY_RATES = ("max_reject_rate", "max_duplicate_rate", "max_dead_letter_rate", "max_late_rate")
 _QUALITY_KEYS = {*_QUALITY_RATES, "severity", "rules"}
@@ -152,6 +155,7 @@ class Contract:
     faults: tuple[Fault, ...]
     path: str
     quality: Quality = dataclasses.field(default_factory=Quality)
+    unknown_fields: str = "keep"
 
     def field(self, name: str) -> Field:
         """Return the field called `name`; raises KeyError when the contract has none."""
@@ -168,7 +172,9 @@ class Contract:
     @property
     def quarantine_rules(self) -> list[str]:
         """Return every rule silver checks, in its order: record rules, then `<field>_<check>` per field."""
-        rules = list(RECORD_RULES)
+        # under unknown_fields "keep" an unknown key is kept in silver's `extra`, not a failure
+        keep = self.unknown_fields == "keep"
+        rules = [rule for rule in RECORD_RULES if not (keep and rule == "record_unexpected_field")]
         for item in self.fields:
             names = item.rule_names()
             if f"{item.name}_type" not in names:
@@ -443,6 +449,9 @@ def parse_contract(raw: Any, path: Path | str) -> Contract:
     share = generator.get("share")
     if not _is_number(share) or not 0 <= share <= 1:
         raise _fail(path, "generator.share", f"{share!r} is not a share between 0 and 1")
+    unknown_fields = raw.get("unknown_fields", "keep")
+    if unknown_fields not in UNKNOWN_FIELDS:
+        raise _fail(path, "unknown_fields", f"{unknown_fields!r} must be 'keep' or 'quarantine'")
     specs = _parse_value_specs(path, generator.get("fields"), set(by_name))
     faults = _parse_faults(path, generator.get("faults", []), by_name)
     contract = Contract(
@@ -455,6 +464,7 @@ def parse_contract(raw: Any, path: Path | str) -> Contract:
         value_specs=specs,
         faults=faults,
         path=str(path),
+        unknown_fields=unknown_fields,
     )
     quality = _parse_quality(path, raw.get("quality"), contract.quarantine_rules)
     return dataclasses.replace(contract, quality=quality)

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "lint": "lakehouse.lint:lint_command",
     "serve": "lakehouse.serve.cli:serve_command",
     "export": "lakehouse.export:export_command",
+    "contract": "lakehouse.contract_diff:contract_group",
 }
 
 HELP: dict[str, str] = {
@@ -42,6 +43,7 @@ HELP: dict[str, str] = {
     "lint": "Lint the compiled SQL of every action with sqlfluff (house style in .sqlfluff).",
     "serve": "Serve the gold tables as a read-only REST API (local DuckDB or BigQuery).",
     "export": "Export a table to gs://bucket/prefix as Parquet, CSV or JSONL, one folder per date.",
+    "contract": "Source contracts: `contract diff` prints the change that accepts the drift arriving.",
 }
 
 

@@ -21,12 +21,7 @@ sources.all().forEach((contract) => {
     type: "view",
     tags,
     description: `One row per bronze record of ${name} (landing lines and Pub/Sub rows), parsed, typed and checked.`,
-    columns: descriptions.describe(
-      ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "event_id", "raw_record", "failed_rules"]
-        .concat(contract.fields.map((field) => field.name)),
-      {},
-      contract,
-    ),
+    columns: descriptions.describe(silver.stagedColumns(contract), silver.EXTRA_DESCRIPTIONS, contract),
   }).query((ctx) => silver.stagedQuery(contract, ctx));
 
   const intake = `${name}_intake`;
@@ -34,16 +29,13 @@ sources.all().forEach((contract) => {
   // what is new, a first or full-refresh run with all of bronze.
   publish(`${name}_batch`, {
     type: "incremental",
+    // a contract change (new field, wider type) adds the column on the next run, no full refresh
+    onSchemaChange: "EXTEND",
     tags,
     description:
       `One row per bronze record of ${name} that arrived since the last successful run (landing files ` +
       "and Pub/Sub messages not in the intake ledger), parsed, typed and checked once.",
-    columns: descriptions.describe(
-      ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "event_id", "raw_record", "failed_rules"]
-        .concat(contract.fields.map((field) => field.name)),
-      {},
-      contract,
-    ),
+    columns: descriptions.describe(silver.stagedColumns(contract), silver.EXTRA_DESCRIPTIONS, contract),
     assertions: {
       uniqueKey: ["record_id"],
       nonNull: ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "raw_record"],
@@ -231,11 +223,12 @@ function publishSilver(contract, tags) {
   publish(name, {
     type: "incremental",
     uniqueKey: contract.key,
+    onSchemaChange: "EXTEND",
     tags,
     dependencies: [`${name}_duplicates`],
     description: `One row per ${keys}: the latest valid version (${contract.description})`,
     bigquery: { partitionBy: "event_date", clusterBy: contract.key.slice(0, 4) },
-    columns: descriptions.describe(columns.map(([column]) => column), {}, contract),
+    columns: descriptions.describe(columns.map(([column]) => column), silver.EXTRA_DESCRIPTIONS, contract),
     assertions: {
       uniqueKey: contract.key,
       nonNull,

@@ -35,5 +35,7 @@ select
   cast(null as string) as event_id,
   '${data}' as raw_record,
 ${nulls.join("\n")}
+  cast([] as array<string>) as extra_fields,
+  cast(null as json) as extra,
   ['record_not_json'] as failed_rules,`);
 });

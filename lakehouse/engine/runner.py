@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -160,6 +161,7 @@ class Engine:
                 core_version=self.core_version,
                 full_refresh=full_refresh,
                 metadata=self.metadata(action.target, raw),
+                local_schema_change=True,
             )
         if action.kind == "operation":
             return statements.operation_tasks(raw)
@@ -274,9 +276,13 @@ class Engine:
                 self._prepare_iceberg(target, incremental_write)
             rows = 0
             counted = False
+            schema_changed = False
             for kind, sql in translated:
                 if not isinstance(sql, str):  # a procedural block (loop, IF, FOR)
                     query.run_item(con, sql)
+                    continue
+                if statements.SCHEMA_CHANGE in sql and sql.lstrip().lower().startswith("select"):
+                    schema_changed = apply_schema_change(con, action.raw, target, sql)
                     continue
                 cursor = con.execute(sql)
                 fetched = cursor.fetchall() if cursor.description else []
@@ -288,7 +294,7 @@ class Engine:
             if counted:
                 result.rows_affected = rows
             if iceberg:
-                snapshot = self.iceberg.publish(con, target, replace_schema=not incremental_write)
+                snapshot = self.iceberg.publish(con, target, replace_schema=not incremental_write or schema_changed)
                 result.note = f"iceberg snapshot {snapshot.snapshot_id}"
             con.execute("COMMIT")
         except BaseException:
@@ -313,6 +319,48 @@ class Engine:
         # BigQuery script variables live for one script (one action); DuckDB's live for the connection.
         for (name,) in self.con.execute("SELECT name FROM duckdb_variables()").fetchall():
             self.con.execute(f'RESET VARIABLE "{name}"')
+
+
+def apply_schema_change(con: duckdb.DuckDBPyConnection, table: dict, target: dict, select_sql: str) -> bool:
+    """Apply the table's onSchemaChange before its incremental write, as Dataform's procedure does on
+    BigQuery: compare the columns of `select_sql` (the incremental query) with the table's; FAIL raises
+    on any difference, EXTEND adds the new columns (and raises on removed ones), SYNCHRONIZE adds the
+    new and drops the removed (and raises when a removed one is in the unique key). Returns whether the
+    table changed; raises ValueError naming the columns.
+    """
+    mode = statements.schema_change_mode(table)
+    name = f'"{target["database"]}"."{target["schema"]}"."{target["name"]}"'
+    wanted = [(row[0], row[1]) for row in con.execute(f"DESCRIBE {select_sql}").fetchall()]
+    have = [
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
+            "AND table_name = ? ORDER BY column_index",
+            [target["database"], target["schema"], target["name"]],
+        ).fetchall()
+    ]
+    added = [(column, kind) for column, kind in wanted if column not in have]
+    removed = [column for column in have if column not in {column for column, _ in wanted}]
+    if mode == "FAIL" and (added or removed):
+        raise ValueError(
+            f"Schema mismatch defined by on_schema_change = 'FAIL'. Added columns: "
+            f"{_bq_array([column for column, _ in added])}, removed columns: {_bq_array(removed)}"
+        )
+    if mode == "EXTEND" and removed:
+        raise ValueError(
+            f"Column removals are not allowed when on_schema_change = 'EXTEND'. Removed columns: {_bq_array(removed)}"
+        )
+    if mode == "SYNCHRONIZE":
+        keyed = [column for column in removed if column in (table.get("uniqueKey") or [])]
+        if keyed:
+            raise ValueError(
+                f"Cannot drop columns {_bq_array(keyed)} as they are part of the unique key for table {name}"
+            )
+        for column in removed:
+            con.execute(f'ALTER TABLE {name} DROP COLUMN IF EXISTS "{column}"')
+    for column, kind in added:
+        con.execute(f'ALTER TABLE {name} ADD COLUMN IF NOT EXISTS "{column}" {kind}')
+    return bool(added or (mode == "SYNCHRONIZE" and removed))
 
 
 def _projects(graph: Graph, default_project: str) -> list[str]:
@@ -414,6 +462,11 @@ def run(
     finally:
         engine.con.close()
     return record
+
+
+def _bq_array(names: list[str]) -> str:
+    """Return a list of names as BigQuery's FORMAT('%T') prints an ARRAY<STRING>, as Dataform's messages do."""
+    return "[" + ", ".join(json.dumps(name) for name in names) + "]"
 
 
 def _skipped_or_disabled(

@@ -24,7 +24,12 @@ _JS_WHITESPACE = (
     "\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
 _ENUM_TABLE_TYPES = {
-    1: TABLE, 2: INCREMENTAL, 3: VIEW, "TABLE": TABLE, "INCREMENTAL": INCREMENTAL, "VIEW": VIEW,
+    1: TABLE,
+    2: INCREMENTAL,
+    3: VIEW,
+    "TABLE": TABLE,
+    "INCREMENTAL": INCREMENTAL,
+    "VIEW": VIEW,
 }
 _ON_SCHEMA_CHANGE = {0: "IGNORE", 1: "FAIL", 2: "EXTEND", 3: "SYNCHRONIZE"}
 _INCREMENTAL_STRATEGY = {0: "INCREMENTAL_STRATEGY_UNSPECIFIED", 1: "MERGE", 2: "INSERT_OVERWRITE"}
@@ -33,9 +38,14 @@ _ADD_COLUMNS_SELECT = (
     '      SELECT STRING_AGG(FORMAT("ADD COLUMN IF NOT EXISTS %s %s", column_info.column_name, '
     'column_info.data_type), ", ")'
 )
-_SEMVER = re.compile(
-    r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
-)
+_SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
+
+
+# The alias of the local engine's schema-change step: a statement selecting no row of the incremental
+# query, whose columns the engine compares with the table's before the merge, as the procedure Dataform
+# compiles for onSchemaChange FAIL/EXTEND/SYNCHRONIZE does on BigQuery (runner.apply_schema_change). It is
+# part of the script so that it reads the script's variables (DECLAREd in pre-operations).
+SCHEMA_CHANGE = "lakehouse_schema_change"
 
 
 @dataclass(frozen=True)
@@ -176,10 +186,17 @@ def should_write_incrementally(table: dict, full_refresh: bool, metadata: TableM
 class _ExecutionSql:
     """A port of the CLI's ExecutionSql for one project config and core version."""
 
-    def __init__(self, project_config: dict, core_version: str, unique_id: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        project_config: dict,
+        core_version: str,
+        unique_id: Callable[[], str],
+        local_schema_change: bool = False,
+    ) -> None:
         self.project = project_config
         self.core_version = core_version
         self.unique_id = unique_id
+        self.local_schema_change = local_schema_change
 
     def resolve(self, target: dict) -> str:
         return resolve_target(target, self.project)
@@ -208,7 +225,12 @@ class _ExecutionSql:
             else:
                 on_schema_change = _enum_name(table.get("onSchemaChange"), _ON_SCHEMA_CHANGE)
                 if on_schema_change in ("FAIL", "EXTEND", "SYNCHRONIZE"):
-                    statements.extend(self.schema_change_statements(table))
+                    if self.local_schema_change:
+                        statements.append(
+                            f"select * from ({self.incremental_query(table)}) as {SCHEMA_CHANGE} where false"
+                        )
+                    else:
+                        statements.extend(self.schema_change_statements(table))
                 statements.append(self.incremental_dml(table, list(metadata.fields) if metadata else []))
         else:
             statements.append(self.create_or_replace(table))
@@ -307,7 +329,7 @@ BEGIN
   USING `{staging}` DATAFORM_SOURCE
   ON FALSE
   WHEN NOT MATCHED BY SOURCE AND {partition_by} IN UNNEST(partitions_for_replacement) {filter_sql}
-  {f' {predicates}' if predicates else ''}
+  {f" {predicates}" if predicates else ""}
   THEN
     DELETE
   WHEN NOT MATCHED BY TARGET THEN
@@ -337,9 +359,7 @@ DROP TABLE IF EXISTS {empty_name};
     """,
             ]
         )
-        create_procedure = (
-            f"CREATE OR REPLACE PROCEDURE {procedure}()\nOPTIONS(strict_mode=false)\nBEGIN\n{body}\nEND;"
-        )
+        create_procedure = f"CREATE OR REPLACE PROCEDURE {procedure}()\nOPTIONS(strict_mode=false)\nBEGIN\n{body}\nEND;"
         call_procedure = f"""
 BEGIN
   CALL {procedure}();
@@ -368,14 +388,14 @@ DECLARE columns_removed ARRAY<STRING>;
 
 SET dataform_columns = (
   SELECT IFNULL(ARRAY_AGG(DISTINCT column_name), [])
-  FROM {columns_view(target, '')}
-  WHERE table_name = '{_js(target.get('name'))}'
+  FROM {columns_view(target, "")}
+  WHERE table_name = '{_js(target.get("name"))}'
 );
 
 SET temp_table_columns = (
   SELECT IFNULL(ARRAY_AGG(STRUCT(column_name, data_type)), [])
-  FROM {columns_view(empty_target, 'undefined')}
-  WHERE table_name = '{_js(empty_target.get('name'))}'
+  FROM {columns_view(empty_target, "undefined")}
+  WHERE table_name = '{_js(empty_target.get("name"))}'
 );
 
 SET columns_added = (
@@ -455,6 +475,11 @@ END IF;
         return sql
 
 
+def schema_change_mode(table: dict) -> str:
+    """Return the table's onSchemaChange: IGNORE, FAIL, EXTEND or SYNCHRONIZE."""
+    return _enum_name(table.get("onSchemaChange"), _ON_SCHEMA_CHANGE)
+
+
 def _enum_name(value: object, names: dict[int, str]) -> str:
     """Return the enum's name for a value given as its number or its name (compile --json prints names)."""
     if value in (None, 0, ""):
@@ -474,17 +499,20 @@ def table_tasks(
     full_refresh: bool,
     metadata: TableMetadata | None,
     unique_id: Callable[[], str] = _default_unique_id,
+    local_schema_change: bool = False,
 ) -> list[Task]:
     """Return the tasks Dataform runs for a compiled table, view or incremental table (none if disabled).
 
     `core_version` is the graph's dataformCoreVersion ("1.0.0" when absent, as the CLI assumes); `metadata`
     is the current warehouse state of the target, None when it does not exist. `unique_id` names temporary
-    objects (insert_overwrite staging tables, onSchemaChange procedures). Raises ValueError on an unknown
-    table type or an invalid core version.
+    objects (insert_overwrite staging tables, onSchemaChange procedures). With `local_schema_change`, an
+    onSchemaChange FAIL/EXTEND/SYNCHRONIZE step is a statement selecting no row of the incremental query
+    as SCHEMA_CHANGE, between the pre-operations and the merge, instead of Dataform's procedure. Raises ValueError on an
+    unknown table type or an invalid core version.
     """
     if table.get("disabled"):
         return []
-    sql = _ExecutionSql(project_config, core_version, unique_id)
+    sql = _ExecutionSql(project_config, core_version, unique_id, local_schema_change)
     return [Task("statement", sql.publish(table, full_refresh, metadata))]
 
 

@@ -129,17 +129,32 @@ def test_the_quality_block_is_read_with_its_thresholds():
 
 def test_quarantine_rules_follow_silver_order():
     rules = load_contract(REPO / "includes" / "contracts" / "orders.json").quarantine_rules
-    assert rules[:8] == [
+    assert rules[:7] == [
         "record_not_json",
         "record_oversized",
         "record_source_mismatch",
-        "record_unexpected_field",
         "order_id_required",
         "order_id_type",
         "order_id_pattern",
         "customer_id_required",
     ]
-    assert len(rules) == 30
+    assert len(rules) == 29
+
+
+def test_unknown_fields_defaults_to_keep_and_quarantine_adds_its_rule():
+    raw = json.loads((REPO / "includes" / "contracts" / "orders.json").read_text())
+    assert parse_contract(raw, "orders.json").unknown_fields == "keep"
+    strict = parse_contract({**raw, "unknown_fields": "quarantine"}, "orders.json")
+    assert strict.unknown_fields == "quarantine"
+    assert strict.quarantine_rules[3] == "record_unexpected_field"
+    assert len(strict.quarantine_rules) == 30
+
+
+def test_an_unknown_fields_policy_other_than_keep_or_quarantine_is_refused():
+    raw = json.loads((REPO / "includes" / "contracts" / "orders.json").read_text())
+    with pytest.raises(ContractError) as caught:
+        parse_contract({**raw, "unknown_fields": "drop"}, "orders.json")
+    assert str(caught.value) == "orders.json: unknown_fields: 'drop' must be 'keep' or 'quarantine'"
 
 
 @pytest.mark.parametrize(

@@ -32,20 +32,18 @@ def test_compiles_without_graph_errors(graph):
 
 def test_action_counts(graph):
     sources = len(contract_names())
-    accepted = sum(
-        1 for name in contract_names() if any("accepted_values" in f for f in load_contract(name)["fields"])
-    )
+    accepted = sum(1 for name in contract_names() if any("accepted_values" in f for f in load_contract(name)["fields"]))
     with_thresholds = sum(1 for name in contract_names() if load_contract(name).get("quality"))
     # per source: its landing table; plus ops.dead_letters
     assert len(graph["operations"]) == sources + 1
     assert len(graph["declarations"]) == sources
-    # per source: staging view, batch, quarantine, duplicates, silver table, intake ledger; plus gold
-    # and the ops views
-    assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES) + len(OPS_VIEWS)
+    # per source: staging view, batch, quarantine, duplicates, silver table, intake ledger; plus gold,
+    # the ops views and ops.schema_drift
+    assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES) + len(OPS_VIEWS) + 1
     manual = [a for a in graph["assertions"] if not a.get("parentAction")]
     # per source: conservation, ledger, all taken, freshness, volume (+ accepted values, + quality
-    # thresholds); plus reconcile and integrity
-    assert len(manual) == 5 * sources + accepted + with_thresholds + 2
+    # thresholds); plus reconcile, integrity and schema_drift_new_fields
+    assert len(manual) == 5 * sources + accepted + with_thresholds + 3
     # hand-written tests, plus one generated per contract
     assert len(graph["tests"]) == 5 + sources
 
@@ -104,7 +102,17 @@ def test_severity_convention(graph):
         for source in contract_names()
         if (load_contract(source).get("quality") or {}).get("severity") == "warn"
     ]
-    assert warn == sorted([f"{source}_volume" for source in contract_names()] + thresholds)
+    volume = [f"{source}_volume" for source in contract_names()]
+    assert warn == sorted([*volume, *thresholds, "schema_drift_new_fields"])
+
+
+def test_generated_incremental_tables_extend_their_schema_on_a_contract_change(graph):
+    tables = targets(graph, "tables")
+    for source in contract_names():
+        assert tables[f"silver.{source}_batch"]["onSchemaChange"] == "EXTEND"
+        assert tables[f"silver.{source}"]["onSchemaChange"] == "EXTEND"
+        assert tables[f"silver.{source}"]["query"].count("extra") >= 1
+    assert tables["ops.schema_drift"]["uniqueKey"] == ["source_name", "field_name", "json_type"]
 
 
 def test_orders_silver_is_an_iceberg_table_with_total_price(graph):
@@ -144,9 +152,7 @@ def test_hourly_runs_parse_bronze_once(graph):
             read = {dep["name"] for dep in action.get("dependencyTargets", [])} & bronze
             if read:
                 readers[action["target"]["name"]] = read
-    assert readers == {
-        f"{source}_batch": {f"{source}_landing", f"{source}_raw"} for source in contract_names()
-    }
+    assert readers == {f"{source}_batch": {f"{source}_landing", f"{source}_raw"} for source in contract_names()}
 
 
 @pytest.mark.parametrize("source", contract_names())
