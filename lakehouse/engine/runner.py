@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths, warehouse
-from lakehouse.engine import query, records, statements, translate
+from lakehouse.engine import keys, query, records, statements, translate
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
@@ -387,6 +387,7 @@ def run(
     try:
         translate.register_functions(engine.con, options.now)
         if not options.dry_run:
+            _ensure_keys(engine, home_dir, options.full_refresh)
             warehouse.publish_read_copy(engine.con, home_dir)
         plan = [name for name in order if name in selected]
         engine.load_state()
@@ -406,6 +407,18 @@ def run(
     finally:
         engine.con.close()
     return record
+
+
+def _ensure_keys(engine: Engine, home_dir: Path, full_refresh: bool) -> None:
+    """Create the local key table the graph declares (keys.pii_salt); raises RunError when it cannot."""
+    for declared in engine.graph.declarations.values():
+        target = declared.target
+        if (target.get("schema"), target.get("name")) == (keys.SCHEMA, keys.TABLE):
+            try:
+                keys.ensure(engine.con, target.get("database") or engine.default_project, home_dir,
+                            replace=full_refresh)  # fmt: skip
+            except keys.SaltError as error:
+                raise RunError(str(error)) from error
 
 
 def _skipped_or_disabled(
