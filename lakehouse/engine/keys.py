@@ -60,7 +60,7 @@ def ensure(con: duckdb.DuckDBPyConnection, project: str, home_dir: Path, *, repl
         if not replace:
             raise SaltError(
                 f"{SALT_ENV} differs from the salt in {SCHEMA}.{TABLE}; a new salt re-hashes silver: "
-                "run with --full-refresh to rotate it (docs/runbook.md, \"Rotate the PII salt\")"
+                'run with --full-refresh to rotate it (docs/runbook.md, "Rotate the PII salt")'
             )
     salt = wanted or demo_salt(home_dir)
     con.execute("BEGIN TRANSACTION")
@@ -73,8 +73,7 @@ def ensure(con: duckdb.DuckDBPyConnection, project: str, home_dir: Path, *, repl
         raise
     if wanted is None:
         log.warning(
-            "using a demo PII salt (kept in %s); set %s to a secret before real data, "
-            "deploy refuses a demo salt",
+            "using a demo PII salt (kept in %s); set %s to a secret before real data, deploy refuses a demo salt",
             Path(home_dir) / SALT_FILE,
             SALT_ENV,
         )

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from lakehouse.engine.compile import CompileError, compile_project
-
 from models.project import REPO, contract_names, load_contract, targets
 
 GOLD_TABLES = {
@@ -36,9 +35,7 @@ def test_compiles_without_graph_errors(graph):
 
 def test_action_counts(graph):
     sources = len(contract_names())
-    accepted = sum(
-        1 for name in contract_names() if any("accepted_values" in f for f in load_contract(name)["fields"])
-    )
+    accepted = sum(1 for name in contract_names() if any("accepted_values" in f for f in load_contract(name)["fields"]))
     with_thresholds = sum(1 for name in contract_names() if load_contract(name).get("quality"))
     # per source: its landing table; plus ops.dead_letters
     assert len(graph["operations"]) == sources + 1
@@ -168,14 +165,16 @@ def test_hourly_landing_scans_are_pruned_by_scripting_variables(graph):
         assert pre.startswith("declare landing_from date;\ndeclare pubsub_from timestamp;")
         assert "interval 3 day" in pre
         query = batch["incrementalQuery"]
-        landing = query[query.index(f"`lakehouse-dev.bronze.{source}_landing`"):]
+        landing = query[query.index(f"`lakehouse-dev.bronze.{source}_landing`") :]
         assert landing.split(")", 1)[0].strip().splitlines()[1].strip() == "where ingest_date >= landing_from"
         assert f"from `lakehouse-dev.bronze.{source}_raw`\n  where publish_time >= pubsub_from" in query
         # a first run reads everything; every other read of the landing table is a daily action
         assert "landing_from" not in batch["query"]
     hourly_readers = [
-        a for a in graph["tables"] + graph["assertions"]
-        if "hourly" in a.get("tags", []) and "_landing`" in (a.get("incrementalQuery") or a.get("query", ""))
+        a
+        for a in graph["tables"] + graph["assertions"]
+        if "hourly" in a.get("tags", [])
+        and "_landing`" in (a.get("incrementalQuery") or a.get("query", ""))
         and a["type"] != "view"
     ]
     for action in hourly_readers:
@@ -201,9 +200,7 @@ def test_hourly_runs_parse_bronze_once(graph):
             read = {dep["name"] for dep in action.get("dependencyTargets", [])} & bronze
             if read:
                 readers[action["target"]["name"]] = read
-    assert readers == {
-        f"{source}_batch": {f"{source}_landing", f"{source}_raw"} for source in contract_names()
-    }
+    assert readers == {f"{source}_batch": {f"{source}_landing", f"{source}_raw"} for source in contract_names()}
 
 
 @pytest.mark.parametrize("source", contract_names())
