@@ -12,7 +12,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from deploy.config import EnvConfig
+from deploy.config import EnvConfig, salt_problem
 from deploy.handlers import OPERATION_TIMEOUT_S, Observed
 from deploy.orphans import find_orphans
 from deploy.plan import diff, entry_point_problems, local_outputs
@@ -27,6 +27,7 @@ NEEDS = {
     "source_archive": ("storage.googleapis.com", "roles/storage.admin"),
     "dataset": ("bigquery.googleapis.com", "roles/bigquery.admin"),
     "table": ("bigquery.googleapis.com", "roles/bigquery.admin"),
+    "pii_salt": ("bigquery.googleapis.com", "roles/bigquery.admin"),
     "connection": ("bigqueryconnection.googleapis.com", "roles/bigquery.connectionAdmin"),
     "topic": ("pubsub.googleapis.com", "roles/pubsub.admin"),
     "subscription": ("pubsub.googleapis.com", "roles/pubsub.admin"),
@@ -159,6 +160,16 @@ def apply(
     current_resource = Resource("project", f"projects/{env.project}")
     action = "read"
     try:
+        for resource in resources:  # before any change: a public or demo salt must never reach GCP
+            if resource.kind == "pii_salt":
+                current_resource, action = resource, "check"
+                spec, _ = resolve(resource.spec, {}, environ)
+                problem = None if spec["salt"] == resource.spec["salt"] else salt_problem(spec["salt"])
+                if problem:
+                    message = f"{env.pii_salt} {problem}: a dictionary reverses its hashes"
+                    hint = "make a secret salt (docs/runbook.md: openssl rand -hex 32 into Secret Manager)"
+                    raise DeployError(resource, "check", message, hint)
+        current_resource, action = Resource("project", f"projects/{env.project}"), "read"
         outputs = _project_outputs(env, clients, resources)
         for resource in resources:
             current_resource, action = resource, "read"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import zoneinfo
@@ -33,6 +34,13 @@ DERIVED_VARS = {
     "iceberg_bucket": "buckets.lake",
     "iceberg_connection": "the BigLake connection <prefix>-lake",
 }
+# The landing bucket moves objects to Nearline at this age (resources.py); an hourly scan reaching it
+# would bill retrieval per GB, so lookback_days must stay below it (docs/deploy.md).
+LANDING_NEARLINE_AGE_DAYS = 90
+# Salts anyone can know: the old committed default and the demo salts `lakehouse run` makes locally.
+PUBLIC_SALTS = frozenset({"local-dev-salt-change-me"})
+DEMO_SALT_PREFIX = "demo-"
+MIN_SALT_LENGTH = 32
 _ENV_REFERENCE = re.compile(r"^\$\{env:([A-Z_][A-Z0-9_]*)\}$")
 _SECRET_VAR = re.compile(r"salt|secret|token|password|key", re.IGNORECASE)
 
@@ -106,6 +114,8 @@ class EnvConfig:
     min_backoff_s: int = 10
     max_backoff_s: int = 600
     trigger_timeout_s: int = 3000
+    # Where apply reads the PII salt it writes to keys.pii_salt: a ${env:NAME} reference, never a value.
+    pii_salt: str = "${env:LAKEHOUSE_PII_SALT}"
     generator_tick: dict[str, Any] = field(default_factory=lambda: {"events": 10})
 
     def service_account_email(self, component: str) -> str:
@@ -132,6 +142,17 @@ class EnvConfig:
         if missing:
             raise ConfigError(self.path, missing)
         return resolved
+
+
+def salt_problem(value: str) -> str | None:
+    """Return why `value` must not be a PII salt outside the local demo (public, demo, too short), or None."""
+    if value in PUBLIC_SALTS:
+        return "is the salt once committed to workflow_settings.yaml, which anyone can read"
+    if value.startswith(DEMO_SALT_PREFIX):
+        return "is a demo salt made by `lakehouse run` for local data"
+    if len(value) < MIN_SALT_LENGTH:
+        return f"is {len(value)} characters; use at least {MIN_SALT_LENGTH} random ones (openssl rand -hex 32)"
+    return None
 
 
 def display_var(key: str, value: str) -> str:
@@ -335,7 +356,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     known = {
         "environment", "project", "project_number", "region", "bigquery_location", "prefix", "time_zone",
         "labels", "buckets", "datasets", "service_accounts", "dataform", "schedules", "functions", "pubsub",
-        "trigger",
+        "trigger", "pii_salt",
     }  # fmt: skip
     for key in sorted(set(data) - known):
         r.problems.append(f"field '{key}' is not a known field (known: {', '.join(sorted(known))})")
@@ -487,6 +508,21 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
             r.problems.append(
                 f"field 'dataform.vars.{key}' is derived from the deployed resources ({DERIVED_VARS[key]}); remove it"
             )
+    if "pii_salt" in vars_:
+        r.problems.append(
+            "field 'dataform.vars.pii_salt': the salt is no longer a compilation var (a var is stored in the "
+            "release config and every job's SQL); move it to the top-level field 'pii_salt' (docs/runbook.md)"
+        )
+    salt_source = r.string("pii_salt", "${env:LAKEHOUSE_PII_SALT}") or ""
+    if salt_source and not _ENV_REFERENCE.match(salt_source):
+        r.problems.append("field 'pii_salt' must be ${env:NAME}: the salt is read at apply time, never committed")
+    lookback = vars_.get("lookback_days")
+    if lookback is not None and (not lookback.isdigit() or int(lookback) >= LANDING_NEARLINE_AGE_DAYS):
+        r.problems.append(
+            f"field 'dataform.vars.lookback_days' must be an integer below {LANDING_NEARLINE_AGE_DAYS}, the age at "
+            "which the landing bucket moves files to Nearline: hourly runs would pay retrieval on every scan"
+        )
+    config = dataclasses.replace(config, pii_salt=salt_source)
     if r.problems:
         raise ConfigError(path, r.problems)
     return config

@@ -318,9 +318,10 @@ def build_table(resource: Resource, spec: dict) -> bigquery.Table:
         resource.name,
         schema=[bigquery.SchemaField(name, kind, mode=mode) for name, kind, mode in spec["schema"]],
     )
-    table.time_partitioning = bigquery.TimePartitioning(
-        type_=bigquery.TimePartitioningType.DAY, field=spec["partition_field"]
-    )
+    if spec["partition_field"]:
+        table.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field=spec["partition_field"]
+        )
     table.description = spec["description"]
     table.labels = dict(spec["labels"])
     return table
@@ -363,6 +364,44 @@ class TableHandler(Handler):
 
     def delete(self, clients, resource, spec):
         clients.bigquery.delete_table(resource.name, not_found_ok=True)
+
+
+# The salt is a query parameter, never SQL text: the job's text holds only the table name.
+SET_SALT_SQL = """begin transaction;
+delete from `{table}` where true;
+insert into `{table}` (salt) values (@salt);
+commit transaction;"""
+
+
+def build_salt_job(spec: dict) -> tuple[str, bigquery.QueryJobConfig]:
+    """Return (SQL, job config) replacing the key table's row with spec["salt"], passed as a parameter."""
+    config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("salt", "STRING", spec["salt"])])
+    return SET_SALT_SQL.format(table=spec["table"]), config
+
+
+class PiiSaltHandler(Handler):
+    """The one row of keys.pii_salt: read to compare, written with a parameterised query."""
+
+    kind = "pii_salt"
+
+    def read(self, clients, resource, spec):
+        try:
+            rows = list(clients.bigquery.query(f"select salt from `{spec['table']}`").result())
+        except gexc.NotFound:
+            return None
+        if len(rows) != 1:
+            return None
+        return Observed({"table": spec["table"], "salt": rows[0]["salt"]})
+
+    def create(self, clients, resource, spec):
+        sql, config = build_salt_job(spec)
+        clients.bigquery.query(sql, job_config=config).result()
+
+    def update(self, clients, resource, spec, changed):
+        self.create(clients, resource, spec)
+
+    def delete(self, clients, resource, spec):
+        """The row goes with its table (a data resource, deleted only by destroy --include-data)."""
 
 
 def build_connection(resource: Resource, spec: dict) -> bigquery_connection_v1.CreateConnectionRequest:
@@ -938,7 +977,7 @@ def handlers(project_dir: Any = ".") -> dict[str, Handler]:
     all_handlers = [
         ServiceAccountHandler(), BucketHandler(), SourceArchiveHandler(project_dir), DatasetHandler(),
         TableHandler(), ConnectionHandler(), TopicHandler(), SubscriptionHandler(), RepositoryHandler(),
-        ReleaseConfigHandler(), FunctionHandler(), JobHandler(), BindingHandler(),
+        ReleaseConfigHandler(), FunctionHandler(), JobHandler(), BindingHandler(), PiiSaltHandler(),
     ]  # fmt: skip
     from deploy import serving  # the gold API's Cloud Run service
 

@@ -79,8 +79,11 @@ def resources(env: EnvConfig) -> list[Resource]:
     ]
     for metric_id, (description, log_filter) in metrics(env).items():
         found.append(
-            Resource("logging_metric", f"projects/{env.project}/metrics/{metric_id}",
-                     {"description": description, "filter": log_filter})  # fmt: skip
+            Resource(
+                "logging_metric",
+                f"projects/{env.project}/metrics/{metric_id}",
+                {"description": description, "filter": log_filter},
+            )  # fmt: skip
         )
     for policy, (suffix, documentation) in POLICIES.items():
         found.append(

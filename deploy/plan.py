@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.config import EnvConfig, display_var
+from deploy.config import EnvConfig, display_var, salt_problem
 from deploy.resources import ARCHIVE_KEY, PLACEHOLDER, Resource, resolve
 
 ACTIONS = ("create", "update", "unchanged", "blocked")
@@ -120,6 +120,10 @@ def make_plan(
         if missing:
             changes.append(Change(resource, "blocked", spec, unknown, reason="; ".join(missing)))
             continue
+        if resource.kind == "pii_salt" and not unknown and salt_problem(spec["salt"]):
+            reason = f"{env.pii_salt} {salt_problem(spec['salt'])}: a dictionary reverses its hashes"
+            changes.append(Change(resource, "blocked", spec, unknown, reason=reason))
+            continue
         if clients is None:
             changes.append(Change(resource, "create", spec, unknown))
             continue
@@ -150,7 +154,16 @@ def make_plan(
     return Plan(env, sources, changes, clients is not None, why_not_read, orphans, unmanaged)
 
 
+def salt_fingerprint(value: str) -> str:
+    """Return how a salt is shown: a short hash that tells salts apart and reveals nothing of them."""
+    if value.startswith("${env:"):
+        return value
+    return "sha256:" + hashlib.sha256(b"lakehouse-pii-salt\0" + value.encode()).hexdigest()[:12]
+
+
 def _show(key: str, value: Any, resource: Resource) -> str:
+    if resource.kind == "pii_salt" and key == "salt":
+        return salt_fingerprint(str(value))
     if resource.kind == "release_config" and key == "vars":
         return json.dumps({k: display_var(k, str(v)) for k, v in value.items()}, sort_keys=True)
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -223,7 +236,9 @@ PLAN_FORMAT = 1
 
 
 def _masked(resource: Resource, spec: Any) -> Any:
-    """Return `spec` with secret-looking release-config vars masked (plans are shared and stored)."""
+    """Return `spec` with secret-looking release-config vars and the salt masked (plans are shared and stored)."""
+    if resource.kind == "pii_salt" and isinstance(spec, dict) and "salt" in spec:
+        return {**spec, "salt": salt_fingerprint(str(spec["salt"]))}
     if resource.kind != "release_config" or not isinstance(spec, dict) or "vars" not in spec:
         return spec
     return {**spec, "vars": {k: display_var(k, str(v)) for k, v in spec["vars"].items()}}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import naming
-from deploy.config import ConfigError, EnvConfig
+from deploy.config import LANDING_NEARLINE_AGE_DAYS, ConfigError, EnvConfig
 
 MANAGED_BY = ("managed-by", "lakehouse-kit")
 # Resources without labels (service accounts, connections, scheduler jobs) carry this in their description.
@@ -27,6 +27,9 @@ RAW_TABLE_SCHEMA = (
     ("data", "STRING", "NULLABLE"),
     ("attributes", "STRING", "NULLABLE"),
 )
+# The PII salt: one row in a dataset only the Dataform identity reads (includes/silver.js piiHash).
+KEYS_DATASET, SALT_TABLE = "keys", "pii_salt"
+SALT_TABLE_SCHEMA = (("salt", "STRING", "REQUIRED"),)
 # One row per action per trigger run, on GCP and locally.
 ACTION_RUNS_TABLE = "workflow_action_runs"
 FILE_ARRIVALS_TABLE = "file_arrivals"
@@ -241,7 +244,7 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
     ]
 
     tiering = [
-        {"action": "SetStorageClass", "storage_class": "NEARLINE", "age_days": 90},
+        {"action": "SetStorageClass", "storage_class": "NEARLINE", "age_days": LANDING_NEARLINE_AGE_DAYS},
         {"action": "SetStorageClass", "storage_class": "COLDLINE", "age_days": 365},
     ]
     bucket_specs = {
@@ -317,6 +320,26 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         "description": "One row per Dataform action per workflow trigger run.",
         "labels": labels(env, "ops"),
     }, data=True))  # fmt: skip
+
+    # The key dataset: read by the Dataform identity alone (analysts get no role on it; whoever runs
+    # apply writes the row). The salt is never in a spec: apply reads it from the environment.
+    keys_dataset = f"{p}.{KEYS_DATASET}"
+    out.append(Resource("dataset", keys_dataset, {
+        "project": p,
+        "location": location,
+        "description": "Restricted: the PII salt silver's hashes read. Grant no one else access.",
+        "labels": labels(env, "keys"),
+    }, data=True))  # fmt: skip
+    out.append(_binding("dataset", keys_dataset, "roles/bigquery.dataViewer", _sa(env, "dataform")))
+    salt_table = f"{keys_dataset}.{SALT_TABLE}"
+    out.append(Resource("table", salt_table, {
+        "schema": _schema(SALT_TABLE_SCHEMA),
+        "partition_field": None,
+        "description": "One row: the PII salt. Written by deploy apply from the deployer's environment.",
+        "labels": labels(env, "keys"),
+    }, data=True))  # fmt: skip
+    # The row, not a resource of its own: it goes with its table (destroy --include-data).
+    out.append(Resource("pii_salt", salt_table, {"table": salt_table, "salt": env.pii_salt}))
 
     connection = lake_connection(env)
     out.append(Resource("connection", connection, {

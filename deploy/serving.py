@@ -63,33 +63,50 @@ def resources(env: EnvConfig, environ: Mapping[str, str] | None = None) -> list[
         {"scope": scope, "resource": target, "role": role, "member": member},
     )  # fmt: skip
     return [
-        Resource("service_account", f"projects/{p}/serviceAccounts/{email}", {
-            "project": p,
-            "account_id": account_id,
-            "display_name": f"lakehouse {env.environment} serving",
-            "description": f"Gold API on Cloud Run: reads the gold dataset only. {MARKER}",
-        }),  # fmt: skip
+        Resource(
+            "service_account",
+            f"projects/{p}/serviceAccounts/{email}",
+            {
+                "project": p,
+                "account_id": account_id,
+                "display_name": f"lakehouse {env.environment} serving",
+                "description": f"Gold API on Cloud Run: reads the gold dataset only. {MARKER}",
+            },
+        ),  # fmt: skip
         binding("project", f"projects/{p}", "roles/bigquery.jobUser"),
         binding("dataset", gold, "roles/bigquery.dataViewer"),
-        Resource(KIND, f"projects/{p}/locations/{region}/services/{service_id}", {
-            "image": IMAGE,
-            "args": ["serve", "--backend", "bigquery", "--host", "0.0.0.0", "--port", str(PORT),
-                     "--graph", "/app/graph.json"],
-            "service_account_email": email,
-            "min_instances": MIN_INSTANCES,
-            "max_instances": MAX_INSTANCES,
-            "concurrency": CONCURRENCY,
-            "cpu": CPU,
-            "memory": MEMORY,
-            "ingress": "INGRESS_TRAFFIC_ALL",
-            "environment_variables": {
-                "LAKEHOUSE_BIGQUERY_LOCATION": env.bigquery_location,
-                "LAKEHOUSE_GCP_PROJECT": p,
-                "LAKEHOUSE_GOLD_DATASET": env.datasets["gold"],
+        Resource(
+            KIND,
+            f"projects/{p}/locations/{region}/services/{service_id}",
+            {
+                "image": IMAGE,
+                "args": [
+                    "serve",
+                    "--backend",
+                    "bigquery",
+                    "--host",
+                    "0.0.0.0",
+                    "--port",
+                    str(PORT),
+                    "--graph",
+                    "/app/graph.json",
+                ],
+                "service_account_email": email,
+                "min_instances": MIN_INSTANCES,
+                "max_instances": MAX_INSTANCES,
+                "concurrency": CONCURRENCY,
+                "cpu": CPU,
+                "memory": MEMORY,
+                "ingress": "INGRESS_TRAFFIC_ALL",
+                "environment_variables": {
+                    "LAKEHOUSE_BIGQUERY_LOCATION": env.bigquery_location,
+                    "LAKEHOUSE_GCP_PROJECT": p,
+                    "LAKEHOUSE_GOLD_DATASET": env.datasets["gold"],
+                },
+                "api_keys_secret": KEYS_SECRET,
+                "labels": labels(env, COMPONENT),
             },
-            "api_keys_secret": KEYS_SECRET,
-            "labels": labels(env, COMPONENT),
-        }),  # fmt: skip
+        ),  # fmt: skip
     ]
 
 

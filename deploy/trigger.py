@@ -87,6 +87,11 @@ class TriggerRequest:
             isinstance(k, str) and _VAR_NAME.match(k) and isinstance(v, str | int | float) for k, v in variables.items()
         ):
             raise TriggerRequestError("field 'vars' must map var names to strings")
+        if "pii_salt" in variables:
+            raise TriggerRequestError(
+                "field 'vars.pii_salt': the salt is never a var (it would be stored in the compilation "
+                "result and every job's SQL); deploy apply writes it to keys.pii_salt (docs/runbook.md)"
+            )
         timeout = body.get("timeout_s")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
             raise TriggerRequestError("field 'timeout_s' must be a positive number of seconds")

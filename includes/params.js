@@ -1,18 +1,25 @@
 // Compilation vars (workflow_settings.yaml defaults, overridden per environment by release-config
 // vars), read and checked in one place so a bad value fails the compile with its name.
 
-function raw(name) {
-  const vars = (dataform.projectConfig && dataform.projectConfig.vars) || {};
-  if (vars[name] === undefined || vars[name] === "") {
-    throw new Error(`workflow_settings.yaml: var ${name} is not set`);
-  }
-  return String(vars[name]);
+// Age at which the landing bucket moves objects to Nearline (deploy/resources.py LANDING_NEARLINE_AGE_DAYS).
+const NEARLINE_AGE_DAYS = 90;
+
+function vars() {
+  return (dataform.projectConfig && dataform.projectConfig.vars) || {};
 }
 
-function integer(name, min) {
+function raw(name) {
+  if (vars()[name] === undefined || vars()[name] === "") {
+    throw new Error(`workflow_settings.yaml: var ${name} is not set`);
+  }
+  return String(vars()[name]);
+}
+
+function integer(name, min, max = Infinity) {
   const text = raw(name);
-  if (!/^[0-9]+$/.test(text) || Number(text) < min) {
-    throw new Error(`workflow_settings.yaml: var ${name}=${JSON.stringify(text)} must be an integer >= ${min}`);
+  if (!/^[0-9]+$/.test(text) || Number(text) < min || Number(text) > max) {
+    const range = max === Infinity ? `>= ${min}` : `from ${min} to ${max}`;
+    throw new Error(`workflow_settings.yaml: var ${name}=${JSON.stringify(text)} must be an integer ${range}`);
   }
   return Number(text);
 }
@@ -35,8 +42,7 @@ function bucket(name) {
 
 // Returns whether an optional "true"/"false" var is on; unset is off.
 function flag(name) {
-  const vars = (dataform.projectConfig && dataform.projectConfig.vars) || {};
-  const text = vars[name] === undefined ? "false" : String(vars[name]);
+  const text = vars()[name] === undefined ? "false" : String(vars()[name]);
   if (!/^(true|false)$/.test(text)) {
     throw new Error(`workflow_settings.yaml: var ${name}=${JSON.stringify(text)} must be true or false`);
   }
@@ -48,11 +54,27 @@ function sqlString(value) {
   return `'${String(value).replace(/\\/g, "\\\\").replace(/'/g, "\\'").replace(/\n/g, "\\n")}'`;
 }
 
+// The table holding the PII salt (one row, column salt): a restricted dataset that the Dataform
+// identity reads and analysts do not (deploy creates it; locally `lakehouse run` does). The salt is
+// read at query time, never compiled: a var would sit in the release config, every compilation
+// result and every job's SQL text. Returns its backquoted name in the default project.
+function piiKeyTable() {
+  if (vars().pii_salt !== undefined) {
+    throw new Error(
+      "workflow_settings.yaml: var pii_salt is no longer read; the salt lives in table keys.pii_salt " +
+        "(docs/runbook.md, \"Rotate the PII salt\"): remove the var so the salt is in no SQL text",
+    );
+  }
+  const project = dataform.projectConfig && dataform.projectConfig.defaultDatabase;
+  return project ? `\`${project}.keys.pii_salt\`` : "keys.pii_salt";
+}
+
 module.exports = {
-  // Salt of the PII hashes, as a SQL literal; set a secret value per environment.
-  piiSalt: () => sqlString(raw("pii_salt")),
+  piiKeyTable,
   // Days of already-processed ingestion re-read on each incremental run, so late files still land.
-  lookbackDays: () => integer("lookback_days", 0),
+  // Under the landing bucket's Nearline age (90 days, deploy/resources.py) so that an hourly scan never
+  // reads a Nearline object, which bills retrieval per GB (docs/deploy.md, "What an hourly run scans").
+  lookbackDays: () => integer("lookback_days", 0, NEARLINE_AGE_DAYS - 1),
   freshnessSlaHours: () => integer("freshness_sla_hours", 1),
   landingBucket: () => bucket("landing_bucket"),
   icebergBucket: () => bucket("iceberg_bucket"),

@@ -519,9 +519,12 @@ function addedColumns(contract) {
   return silverColumns({ ...contract, fields: added }).slice(0, added.length);
 }
 
-// Returns the salted SHA-256 (hex) of a column; NULL stays NULL.
+// Returns the salted SHA-256 (hex) of a column; NULL stays NULL. The salt is read from the key
+// table when the query runs, so no SQL text holds it; an empty key table fails the query, never
+// hashes everything to NULL.
 function piiHash(column) {
-  return `to_hex(sha256(concat(${params.piiSalt()}, ${column})))`;
+  const salt = `(select salt from ${params.piiKeyTable()})`;
+  return `to_hex(sha256(concat(coalesce(${salt}, error('keys.pii_salt is empty')), ${column})))`;
 }
 
 // The silver order of versions of one key: latest event first, then latest arrival.

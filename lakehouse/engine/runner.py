@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths, warehouse
-from lakehouse.engine import query, records, statements, translate
+from lakehouse.engine import keys, query, records, statements, translate
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
@@ -434,6 +434,8 @@ def run(
         raise RunError(str(error)) from error
     try:
         translate.register_functions(engine.con, options.now)
+        if not options.dry_run:
+            _ensure_keys(engine, home_dir, options.full_refresh)
         # Readers during the run see the copy published after a commit. A copy costs a file copy of
         # the changed warehouse (hundreds of MB at a million events), so it is taken after every
         # commit only while that is cheap, else at most every ten copy-times (≤ ~10% of the run).
@@ -467,6 +469,18 @@ def run(
 def _bq_array(names: list[str]) -> str:
     """Return a list of names as BigQuery's FORMAT('%T') prints an ARRAY<STRING>, as Dataform's messages do."""
     return "[" + ", ".join(json.dumps(name) for name in names) + "]"
+
+
+def _ensure_keys(engine: Engine, home_dir: Path, full_refresh: bool) -> None:
+    """Create the local key table the graph declares (keys.pii_salt); raises RunError when it cannot."""
+    for declared in engine.graph.declarations.values():
+        target = declared.target
+        if (target.get("schema"), target.get("name")) == (keys.SCHEMA, keys.TABLE):
+            try:
+                keys.ensure(engine.con, target.get("database") or engine.default_project, home_dir,
+                            replace=full_refresh)  # fmt: skip
+            except keys.SaltError as error:
+                raise RunError(str(error)) from error
 
 
 def _skipped_or_disabled(

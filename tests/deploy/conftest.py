@@ -26,7 +26,12 @@ def project_dir(tmp_path: Path, monkeypatch) -> Path:
         path.parent.mkdir(exist_ok=True)
         path.write_text('"""stand-in"""\n' + "".join(f"\n\ndef {f}(request):\n    return ''\n" for f in functions))
     monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LAKEHOUSE_PII_SALT", TEST_SALT)
     return root
+
+
+# A salt deploy accepts (long, not public, not a demo salt); tests assert it is in no plan or SQL text.
+TEST_SALT = "0f3c9a7e5b1d24680ace13579bdf02468ace13579bdf0246"
 
 
 @pytest.fixture

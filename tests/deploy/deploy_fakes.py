@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ BASE_ENV = {
     "dataform": {
         "git_remote": "https://github.com/example/lakehouse.git",
         "token_secret_version": "projects/lakehouse-test-1/secrets/git-token/versions/1",
-        "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "3"},
+        "vars": {"api_token": "${env:TEST_PII_SALT}", "lookback_days": "3"},
     },
     "schedules": {
         "generator": "*/2 * * * *",
@@ -262,6 +263,21 @@ class FakeBigQuery(Recorder):
         self.cloud.tables[key] = stored.to_api_repr()
         return stored
 
+    def query(self, sql, job_config=None):
+        """The two queries deploy runs, on keys.pii_salt: read its rows, or replace them with @salt."""
+        table = re.search(r"`([^`]+)`", sql).group(1)
+        if table not in self.cloud.tables:
+            self._call("get_query_results", sql)
+            raise gexc.NotFound(f"Table {table}")
+        if sql.startswith("select salt from"):
+            self._call("get_query_results", sql)
+            return _Rows([{"salt": value} for value in self.cloud.rows.get(table, [])])
+        self._call("query", (sql, job_config))
+        assert sql.startswith("begin transaction;\ndelete from"), sql
+        (parameter,) = job_config.query_parameters
+        self.cloud.rows[table] = [parameter.value]
+        return _Rows([])
+
     def list_tables(self, dataset):
         self._call("list_tables", dataset)
         if str(dataset) not in self.cloud.datasets:
@@ -421,6 +437,13 @@ class _Operation:
         return self.value
 
 
+class _Rows(list):
+    """A finished query job: result() answers its rows."""
+
+    def result(self):
+        return self
+
+
 class FakeCloud:
     """One fake project: all state, every call made, and failures to inject."""
 
@@ -431,6 +454,7 @@ class FakeCloud:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.datasets: dict[str, dict] = {}
         self.tables: dict[str, dict] = {}
+        self.rows: dict[str, list] = {}  # table -> values of its one column (keys.pii_salt)
         self.calls: list[tuple[str, Any]] = []
         self.fail: dict[str, Exception] = {}
 

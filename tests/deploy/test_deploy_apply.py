@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import pytest
 from deploy_fakes import CONNECTION_SA, FakeCloud
@@ -12,7 +13,7 @@ from google.cloud import bigquery, dataform_v1, pubsub_v1, scheduler_v1, storage
 from deploy.apply import apply, destroy, explain
 from deploy.config import load_env
 from deploy.handlers import handlers
-from deploy.plan import make_plan, render
+from deploy.plan import make_plan, render, to_json
 from deploy.resources import desired_state, discover_sources
 
 
@@ -48,14 +49,14 @@ def test_plan_without_clients_lists_everything_as_create(setup, project_dir):
     env, resources = setup()
     plan = make_plan(env, ["orders", "page_views"], resources, project_dir, why_not_read="no credentials")
     assert plan.state_read is False
-    assert plan.count("create") == len(resources) == 73
+    assert plan.count("create") == len(resources) == 77
     text = render(plan)
     assert "Current state NOT read: no credentials. Showing the full desired state" in text
     assert (
         text.splitlines()[-1] == f"Plan: {len(resources)} to create, 0 to update, 0 unchanged, 0 blocked "
         f"({len(resources)} resources). Nothing was changed."
     )
-    assert '"pii_salt": "***"' in text and "pepper" not in text
+    assert '"api_token": "***"' in text and "pepper" not in text
 
 
 def test_apply_creates_everything_then_a_second_apply_changes_nothing(setup, cloud, project_dir):
@@ -101,7 +102,7 @@ def test_apply_wires_outputs_and_iam(setup, cloud, project_dir):
         "https://lh-test-landing-abc123-uc.a.run.app"
     )
     release = cloud.store["projects/lakehouse-test-1/locations/us-central1/repositories/lakehouse/releaseConfigs/dev"]
-    assert release.code_compilation_config.vars["pii_salt"] == "pepper"
+    assert release.code_compilation_config.vars["api_token"] == "pepper"
     archive = [name for bucket, name in cloud.objects if bucket == "lh-test-functions"]
     assert len(archive) == 1 and archive[0].startswith("lakehouse-")
     agent = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
@@ -118,7 +119,7 @@ def test_a_changed_config_updates_only_what_changed(setup, cloud, project_dir):
             "git_remote": dataform["git_remote"],
             "token_secret_version": dataform["token_secret_version"],
             "git_commitish": "v1.2.0",
-            "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "7"},
+            "vars": {"api_token": "${env:TEST_PII_SALT}", "lookback_days": "7"},
         },
         labels={"team": "data"},
     )
@@ -230,7 +231,7 @@ def test_destroy_keeps_data_and_foreign_resources(setup, cloud, project_dir):
     kept = sorted(o.resource.name for o in report.outcomes if o.result == "kept")
     assert kept == sorted(r.name for r in resources if r.data)
     assert sorted(cloud.buckets) == ["lh-test-dead-letter", "lh-test-lake", "lh-test-landing"]
-    assert len(cloud.datasets) == 5 and len(cloud.tables) == 4
+    assert len(cloud.datasets) == 6 and len(cloud.tables) == 5
     assert sorted(cloud.store) == [foreign_topic]
     assert all(not p.bindings for p in cloud.policies.values())
 
@@ -354,7 +355,7 @@ def test_a_removed_source_or_schedule_is_cleaned_up_but_its_data_kept(setup, clo
     assert f"  not managed workflow_config    {REPO_NAME}/workflowConfigs/adhoc" in text
     # The contract left the functions' source archive too: a new archive, four functions redeployed.
     assert text.splitlines()[-1] == (
-        "Plan: 1 to create, 4 to update, 63 unchanged, 0 blocked, 3 to delete, 4 not managed (72 resources). "
+        "Plan: 1 to create, 4 to update, 67 unchanged, 0 blocked, 3 to delete, 4 not managed (76 resources). "
         "Nothing was changed."
     )
 
@@ -392,4 +393,46 @@ def test_a_saved_plan_made_offline_or_for_another_config_is_refused(setup, cloud
 
 def json_safe(dataform) -> dict:
     return {"git_remote": dataform.git_remote, "token_secret_version": dataform.token_secret_version,
-            "vars": {"pii_salt": "${env:TEST_PII_SALT}", "lookback_days": "3"}}  # fmt: skip
+            "vars": {"api_token": "${env:TEST_PII_SALT}", "lookback_days": "3"}}  # fmt: skip
+
+
+def test_the_salt_is_written_as_a_parameter_and_in_no_plan_or_sql(setup, cloud, project_dir, monkeypatch):
+    from conftest import TEST_SALT
+
+    env, resources = setup()
+    assert run_apply(env, resources, cloud, project_dir).error is None
+    table = f"{env.project}.keys.pii_salt"
+    assert cloud.rows[table] == [TEST_SALT]
+    ((sql, config),) = [request for name, request in cloud.calls if name == "query"]
+    assert sql == (
+        f"begin transaction;\ndelete from `{table}` where true;\n"
+        f"insert into `{table}` (salt) values (@salt);\ncommit transaction;"
+    )
+    assert [(p.name, p.value) for p in config.query_parameters] == [("salt", TEST_SALT)]
+    # The live plan reads the salt back to compare it: unchanged, and shown nowhere.
+    plan, counts = plan_actions(env, resources, cloud, project_dir)
+    assert next(c for c in plan.changes if c.resource.kind == "pii_salt").action == "unchanged"
+    text = render(plan) + json.dumps(to_json(plan)) + "".join(str(r) for name, r in cloud.calls if name != "query")
+    assert TEST_SALT not in text
+    monkeypatch.setenv("LAKEHOUSE_PII_SALT", "f" * 48)
+    plan, counts = plan_actions(env, resources, cloud, project_dir)
+    rendered = render(plan) + json.dumps(to_json(plan))
+    assert counts["update"] == 1 and "f" * 48 not in rendered and TEST_SALT not in rendered
+    assert "      salt: sha256:" in rendered
+
+
+@pytest.mark.parametrize("salt", ["local-dev-salt-change-me", "demo-0123456789abcdef0123456789abcdef"])
+def test_a_public_or_demo_salt_blocks_the_plan_and_apply(setup, cloud, project_dir, monkeypatch, salt):
+    monkeypatch.setenv("LAKEHOUSE_PII_SALT", salt)
+    env, resources = setup()
+    plan = make_plan(env, [], resources, project_dir)
+    (blocked,) = [c for c in plan.changes if c.action == "blocked"]
+    assert blocked.resource.kind == "pii_salt"
+    assert blocked.reason.startswith("${env:LAKEHOUSE_PII_SALT} is ")
+    assert blocked.reason.endswith(": a dictionary reverses its hashes")
+    assert salt not in render(plan)
+    report = run_apply(env, resources, cloud, project_dir)
+    assert str(report.error).startswith(
+        "check pii_salt lakehouse-test-1.keys.pii_salt failed: ${env:LAKEHOUSE_PII_SALT} is"
+    )
+    assert cloud.writes() == []

@@ -6,7 +6,7 @@ import pytest
 from deploy_fakes import BASE_ENV, REPO
 
 from deploy import naming
-from deploy.config import ConfigError, display_var, load_env
+from deploy.config import ConfigError, display_var, load_env, salt_problem
 
 
 def problems(path, project_dir=None) -> list[str]:
@@ -41,7 +41,7 @@ def test_sample_configs_of_the_repository_load():
     for name in ("dev", "prod"):
         env = load_env(REPO / "config" / "environments" / f"{name}.yaml", REPO)
         assert env.environment == name
-        assert env.dataform.vars["pii_salt"] == "${env:LAKEHOUSE_PII_SALT}"
+        assert env.pii_salt == "${env:LAKEHOUSE_PII_SALT}" and "pii_salt" not in env.dataform.vars
 
 
 def test_missing_fields_are_each_named(write_env):
@@ -162,16 +162,16 @@ def test_env_references_resolve_at_apply_time(write_env, monkeypatch):
     with pytest.raises(ConfigError) as caught:
         env.resolved_vars()
     assert caught.value.problems == [
-        "field 'dataform.vars.pii_salt': environment variable TEST_PII_SALT is not set "
+        "field 'dataform.vars.api_token': environment variable TEST_PII_SALT is not set "
         "(export it before apply; it is read at deploy time and never committed)"
     ]
     monkeypatch.setenv("TEST_PII_SALT", "s3cret")
-    assert env.resolved_vars() == {"pii_salt": "s3cret", "lookback_days": "3"}
+    assert env.resolved_vars() == {"api_token": "s3cret", "lookback_days": "3"}
 
 
 def test_secret_vars_are_masked_for_display():
-    assert display_var("pii_salt", "s3cret") == "***"
-    assert display_var("pii_salt", "${env:X}") == "${env:X}"
+    assert display_var("api_token", "s3cret") == "***"
+    assert display_var("api_token", "${env:X}") == "${env:X}"
     assert display_var("lookback_days", "3") == "3"
 
 
@@ -198,3 +198,35 @@ def test_shared_schedule_file_is_used_when_the_env_has_none(write_env, tmp_path)
 def test_naming_rules(rule, good, bad):
     assert rule(good) is None
     assert rule(bad) is not None
+
+
+def test_the_salt_is_no_compilation_var(write_env, project_dir):
+    path = write_env(dataform={**BASE_ENV["dataform"], "vars": {"pii_salt": "${env:LAKEHOUSE_PII_SALT}"}})
+    with pytest.raises(ConfigError, match="field 'dataform.vars.pii_salt': the salt is no longer a compilation var"):
+        load_env(path, project_dir)
+    with pytest.raises(ConfigError, match=r"field 'pii_salt' must be \$\{env:NAME\}"):
+        load_env(write_env(pii_salt="a-committed-salt"), project_dir)
+
+
+@pytest.mark.parametrize("days", ["89", "90"])
+def test_lookback_must_stay_below_the_nearline_age(write_env, project_dir, days):
+    path = write_env(dataform={**BASE_ENV["dataform"], "vars": {"lookback_days": days}})
+    if days == "89":
+        assert load_env(path, project_dir).dataform.vars["lookback_days"] == "89"
+        return
+    with pytest.raises(ConfigError, match="'dataform.vars.lookback_days' must be an integer below 90, the age at"):
+        load_env(path, project_dir)
+
+
+@pytest.mark.parametrize(
+    ("salt", "problem"),
+    [
+        ("local-dev-salt-change-me", "is the salt once committed to workflow_settings.yaml"),
+        ("demo-" + "0" * 32, "is a demo salt made by `lakehouse run`"),
+        ("pepper", "is 6 characters; use at least 32 random ones"),
+        ("0f3c9a7e5b1d24680ace13579bdf02468ace13579bdf0246", None),
+    ],
+)
+def test_public_demo_and_short_salts_are_refused(salt, problem):
+    found = salt_problem(salt)
+    assert found is None if problem is None else found.startswith(problem)

@@ -138,7 +138,7 @@ def test_dataform_repository_and_release_config_use_the_ga_api(state):
         "iceberg_connection": "projects/lakehouse-test-1/locations/us/connections/lh-test-lake",
         "landing_bucket": "lh-test-landing",
         "lookback_days": "3",
-        "pii_salt": "pepper",
+        "api_token": "pepper",
     }
 
 

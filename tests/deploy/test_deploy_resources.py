@@ -36,6 +36,7 @@ ALLOWED = {
         ("dataset", "roles/bigquery.dataEditor"),
         ("bucket", "roles/storage.objectViewer"),
         ("connection", "roles/bigquery.connectionAdmin"),
+        ("dataset", "roles/bigquery.dataViewer"),  # the key dataset only (test_the_key_dataset_is_...)
     },
     "scheduler": {("run_service", "roles/run.invoker")},
     "audit": {
@@ -62,8 +63,8 @@ def test_counts_per_kind(resources):
     assert counts == {
         "service_account": 7,
         "bucket": 4,
-        "dataset": 5,
-        "table": 4,
+        "dataset": 6,
+        "table": 5,
         "connection": 1,
         "topic": 3,
         "subscription": 3,
@@ -72,7 +73,8 @@ def test_counts_per_kind(resources):
         "source_archive": 1,
         "function": 4,
         "scheduler_job": 3,
-        "iam_binding": 36,
+        "iam_binding": 37,
+        "pii_salt": 1,
     }
     assert len({r.key for r in resources}) == len(resources)
 
@@ -114,7 +116,7 @@ def test_everything_destroy_may_delete_is_marked(resources):
         elif "description" in spec:
             assert MARKER in spec["description"], resource.key
         else:
-            assert resource.kind in {"iam_binding", "release_config", "source_archive"}
+            assert resource.kind in {"iam_binding", "release_config", "source_archive", "pii_salt"}
 
 
 def test_data_holders_are_buckets_datasets_and_tables(resources):
@@ -268,3 +270,14 @@ def test_the_trigger_can_read_what_its_report_samples(resources, env):
         ("lakehouse-test-1.silver", "roles/bigquery.dataViewer"),
         ("lh-test-landing", "roles/storage.objectViewer"),
     ]
+
+
+def test_the_key_dataset_is_read_by_the_dataform_identity_alone(resources, env):
+    keys = f"{env.project}.keys"
+    readers = [b.spec for b in iam_bindings(resources) if b.spec["resource"] == keys]
+    assert readers == [{"scope": "dataset", "resource": keys, "role": "roles/bigquery.dataViewer",
+                        "member": f"serviceAccount:{env.service_account_email('dataform')}"}]  # fmt: skip
+    table = next(r for r in resources if r.key == f"table:{keys}.pii_salt")
+    assert table.spec["schema"] == [["salt", "STRING", "REQUIRED"]] and table.spec["partition_field"] is None
+    salt = next(r for r in resources if r.kind == "pii_salt")
+    assert salt.spec == {"table": f"{keys}.pii_salt", "salt": "${env:LAKEHOUSE_PII_SALT}"}

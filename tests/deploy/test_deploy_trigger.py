@@ -252,14 +252,14 @@ def test_compilation_errors_fail_before_any_invocation():
 
 def test_commitish_and_vars_compile_on_top_of_the_release_config():
     request = trigger.TriggerRequest.from_json(
-        {"git_commitish": "v1.4.2", "vars": {"pii_salt": "new-salt"}, "full_refresh": True, "tags": ["silver"],
+        {"git_commitish": "v1.4.2", "vars": {"api_token": "new-salt"}, "full_refresh": True, "tags": ["silver"],
          "include_dependents": True}
     )  # fmt: skip
     _, dataform, _, _ = run("success", request)
     compile_request = next(r for n, r in dataform.requests if n == "create_compilation_result")
     result = compile_request.compilation_result
     assert result.git_commitish == "v1.4.2" and result.release_config == ""
-    assert dict(result.code_compilation_config.vars) == {"pii_salt": "new-salt", "lookback_days": "3"}
+    assert dict(result.code_compilation_config.vars) == {"api_token": "new-salt", "lookback_days": "3"}
     assert result.code_compilation_config.default_database == "lh-test"
     invocation = next(r for n, r in dataform.requests if n == "create_workflow_invocation")
     assert invocation.workflow_invocation.invocation_config.fully_refresh_incremental_tables_enabled is True
@@ -459,3 +459,8 @@ def test_check_reports_ended_runs_once_cancels_overdue_ones_and_leaves_running_o
     # A second check, after the first one's rows were written, reports nothing again.
     again, _ = checker(listed, now)
     assert again.check({r.invocation for r in reports} | {f"{REPO_NAME}/workflowInvocations/already"}) == []
+
+
+def test_a_salt_in_the_vars_is_refused():
+    with pytest.raises(trigger.TriggerRequestError, match=r"field 'vars.pii_salt': the salt is never a var"):
+        trigger.TriggerRequest.from_json({"vars": {"pii_salt": "local-dev-salt-change-me"}})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from models.project import contract_names, load_contract, targets
+from lakehouse.engine.compile import CompileError, compile_project
+from models.project import REPO, contract_names, load_contract, targets
 
 GOLD_TABLES = {
     "daily_sales",
@@ -36,7 +39,8 @@ def test_action_counts(graph):
     with_thresholds = sum(1 for name in contract_names() if load_contract(name).get("quality"))
     # per source: its landing table; plus ops.dead_letters
     assert len(graph["operations"]) == sources + 1
-    assert len(graph["declarations"]) == sources
+    # per source: its Pub/Sub table; plus the PII key table
+    assert len(graph["declarations"]) == sources + 1
     # per source: staging view, batch, quarantine, duplicates, silver table, intake ledger; plus gold,
     # the ops views and ops.schema_drift
     assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES) + len(OPS_VIEWS) + 1
@@ -125,13 +129,67 @@ def test_orders_silver_is_an_iceberg_table_with_total_price(graph):
     assert any("total_price = quantity * price" in a["query"] for a in rows)
 
 
-def test_pii_is_hashed_with_the_salt_var(graph):
+def test_pii_is_hashed_with_the_salt_read_from_the_key_table(graph):
+    assert targets(graph, "declarations")["keys.pii_salt"]["target"]["database"] == "lakehouse-dev"
+    salt = "coalesce((select salt from `lakehouse-dev.keys.pii_salt`), error('keys.pii_salt is empty'))"
     tables = targets(graph, "tables")
     for source in contract_names():
         pii = [f["name"] for f in load_contract(source)["fields"] if f.get("pii")]
         query = tables[f"silver.{source}"]["query"]
         for field in pii:
-            assert f"to_hex(sha256(concat('local-dev-salt-change-me', {field}))) as {field}_hash" in query
+            assert f"to_hex(sha256(concat({salt}, {field}))) as {field}_hash" in query
+
+
+def test_no_salt_in_compiled_sql_or_vars(graph):
+    # The salt used to be the var pii_salt, compiled into every silver query and kept in the release
+    # config and every compilation result; neither the var nor its old default may come back.
+    text = json.dumps(graph)
+    assert "pii_salt" not in graph["projectConfig"].get("vars", {})
+    assert "local-dev-salt-change-me" not in text
+    for action in graph["tables"] + graph["operations"] + graph["assertions"]:
+        for sql in [action.get("query", "")] + list(action.get("queries", [])) + list(action.get("preOps", [])):
+            for line in sql.splitlines():
+                if "sha256(" in line and line.rstrip(",").endswith("_hash"):
+                    assert "sha256(concat(coalesce((select salt from `lakehouse-dev.keys.pii_salt`)" in line
+
+
+def test_a_pii_salt_var_refuses_to_compile(tmp_path):
+    with pytest.raises(CompileError, match="var pii_salt is no longer read; the salt lives in table keys.pii_salt"):
+        compile_project(REPO, vars={"pii_salt": "pepper"}, home_dir=tmp_path, use_cache=False)
+
+
+@pytest.mark.parametrize("days", ["90", "120"])
+def test_lookback_reaching_the_nearline_age_refuses_to_compile(tmp_path, days):
+    with pytest.raises(CompileError, match=f'var lookback_days="{days}" must be an integer from 0 to 89'):
+        compile_project(REPO, vars={"lookback_days": days}, home_dir=tmp_path, use_cache=False)
+
+
+def test_hourly_landing_scans_are_pruned_by_scripting_variables(graph):
+    # An hourly run reads only landing folders from lookback_days before the newest taken one: the
+    # hive partition column ingest_date is compared with a variable declared in the pre-operations,
+    # which BigQuery prunes on; the raw Pub/Sub table likewise by publish_time (docs/deploy.md).
+    tables = targets(graph, "tables")
+    for source in contract_names():
+        batch = tables[f"silver.{source}_batch"]
+        pre = "\n".join(batch["incrementalPreOps"])
+        assert pre.startswith("declare landing_from date;\ndeclare pubsub_from timestamp;")
+        assert "interval 3 day" in pre
+        query = batch["incrementalQuery"]
+        landing = query[query.index(f"`lakehouse-dev.bronze.{source}_landing`") :]
+        assert landing.split(")", 1)[0].strip().splitlines()[1].strip() == "where ingest_date >= landing_from"
+        assert f"from `lakehouse-dev.bronze.{source}_raw`\n  where publish_time >= pubsub_from" in query
+        # a first run reads everything; every other read of the landing table is a daily action
+        assert "landing_from" not in batch["query"]
+    hourly_readers = [
+        a
+        for a in graph["tables"] + graph["assertions"]
+        if "hourly" in a.get("tags", [])
+        and "_landing`" in (a.get("incrementalQuery") or a.get("query", ""))
+        and a["type"] != "view"
+    ]
+    for action in hourly_readers:
+        text = action.get("incrementalQuery") or action["query"]
+        assert "where ingest_date >= landing_from" in text, action["target"]
 
 
 def test_tags_select_schedules(graph):
