@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_fakes import BASE_ENV, REPO
+from deploy_fakes import BASE_ENV, REPO, TEST_SALT
 
 
 @pytest.fixture
@@ -29,9 +29,6 @@ def project_dir(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("LAKEHOUSE_PII_SALT", TEST_SALT)
     return root
 
-
-# A salt deploy accepts (long, not public, not a demo salt); tests assert it is in no plan or SQL text.
-TEST_SALT = "0f3c9a7e5b1d24680ace13579bdf02468ace13579bdf0246"
 
 
 @pytest.fixture

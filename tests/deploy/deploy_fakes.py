@@ -23,6 +23,9 @@ from google.iam.v1 import policy_pb2
 
 from deploy.clients import Clients, DatasetIamAdapter
 
+# A salt deploy accepts (long, not public, not a demo salt); tests assert it is in no plan or SQL text.
+TEST_SALT = "0f3c9a7e5b1d24680ace13579bdf02468ace13579bdf0246"
+
 REPO = Path(__file__).resolve().parents[2]
 
 BASE_ENV = {

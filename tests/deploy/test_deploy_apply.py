@@ -397,7 +397,7 @@ def json_safe(dataform) -> dict:
 
 
 def test_the_salt_is_written_as_a_parameter_and_in_no_plan_or_sql(setup, cloud, project_dir, monkeypatch):
-    from conftest import TEST_SALT
+    from deploy_fakes import TEST_SALT
 
     env, resources = setup()
     assert run_apply(env, resources, cloud, project_dir).error is None
