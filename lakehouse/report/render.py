@@ -100,17 +100,17 @@ def source_line(source: SourceQuality) -> str:
     if not source.lines_taken:
         return f"{source.name}: no line has arrived yet"
     run = source.run
-    if run is None or not run.lines_taken:
-        text = f"{source.name}: this run took no line; "
-    else:
-        text = (
-            f"{source.name} this run "
-            + _rejected(run.valid_pct, run.quarantined_rows, run.lines_taken, run.quarantined_pct, run.rules)
-            + "; "
-        )
-    text += "all time " + _rejected(
+    all_time = _rejected(
         source.score, source.quarantined_rows, source.lines_taken, source.quarantined_pct, source.rules
     )
+    if run is None or not run.lines_taken:
+        text = f"{source.name}: this run took no line; all time {all_time}"
+    elif (run.lines_taken, run.quarantined_rows) == (source.lines_taken, source.quarantined_rows):
+        # every line so far came in this run (the first run): one set of numbers, said once
+        text = f"{source.name} this run = all time {all_time}"
+    else:
+        this_run = _rejected(run.valid_pct, run.quarantined_rows, run.lines_taken, run.quarantined_pct, run.rules)
+        text = f"{source.name} this run {this_run}; all time {all_time}"
     if source.dead_lettered_rows:
         text += f"; {source.dead_lettered_rows:,} dead-lettered before bronze"
     if source.crossed:
