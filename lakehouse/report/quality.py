@@ -421,6 +421,12 @@ def build(ctx: Context) -> Quality:
         for r in daily
     ]
     found.runs = _run_points(runs)
+    latest = max(ctx.runs, key=lambda r: (r.started_at, r.run_id), default=ctx.run)
+    if latest.run_id != ctx.run.run_id:
+        found.notes.append(
+            f"'this run' is what the latest run ({latest.run_id}) took: silver keeps only the last run's batch, "
+            f"so the lines run {ctx.run.run_id} took are counted in the trend over runs, not on their own"
+        )
     return found
 
 

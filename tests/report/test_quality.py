@@ -392,3 +392,14 @@ def test_chromium_draws_quality_over_time_and_screenshots_the_report(loaded, tmp
     for kind, name, height in (("html", "report.png", 900), ("dashboard", "dashboard.png", 2000)):
         shot = screenshot(written[kind], folder / name, tmp_path, height)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reporting_an_older_run_says_whose_batch_this_run_counts(loaded):
+    with open_context(REPO, loaded) as ctx:
+        first, latest = ctx.runs[0].run_id, ctx.run.run_id
+    with open_context(REPO, loaded, run_id=first) as ctx:
+        report = build(ctx)
+    assert (
+        f"'this run' is what the latest run ({latest}) took: silver keeps only the last run's batch, so the lines "
+        f"run {first} took are counted in the trend over runs, not on their own"
+    ) in report.quality.notes
