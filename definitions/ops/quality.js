@@ -595,7 +595,7 @@ with intake as (
 ${intakeCte(ctx)}
 ),
 
-quarantined as (
+quarantined_records as (
 ${contracts.map((contract) => `  select
     '${contract.name}' as source_name,
     source_kind,
@@ -604,9 +604,17 @@ ${contracts.map((contract) => `  select
       concat(origin, '@', format_timestamp('%FT%H:%M:%E6SZ', ingested_at)),
       origin
     ) as origin,
+  from ${ctx.ref(`${contract.name}_quarantine`)}`).join("\n  union all\n")}
+),
+
+quarantined as (
+  select
+    source_name,
+    source_kind,
+    origin,
     count(*) as quarantined_rows,
-  from ${ctx.ref(`${contract.name}_quarantine`)}
-  group by source_kind, 3`).join("\n  union all\n")}
+  from quarantined_records
+  group by source_name, source_kind, origin
 ),
 
 per_origin as (
