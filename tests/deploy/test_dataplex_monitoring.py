@@ -10,7 +10,7 @@ from google.cloud import dataplex_v1, monitoring_v3
 from google.cloud.logging_v2.types import LogMetric
 
 from deploy import dataplex, monitoring
-from deploy.apply import apply
+from deploy.apply import apply, destroy
 from deploy.clients import Clients
 from deploy.config import load_env
 from deploy.handlers import handlers
@@ -224,3 +224,14 @@ def test_apply_refuses_to_change_a_lake_the_kit_did_not_create():
     assert report.outcomes == []
     assert "it exists but was not created by lakehouse-kit (differs in display_name, labels)" in str(report.error)
     assert _writes(calls) == []
+
+
+def test_destroy_removes_every_one_apply_created():
+    found, _ = dataplex.observability_resources(ENV, REPO)
+    store, _, clients = _cloud()
+    assert apply(ENV, found, clients, handlers(REPO), REPO, environ=EMAIL, sleep=lambda s: None).error is None
+    assert len(store) == 31
+    report = destroy(ENV, found, clients, handlers(REPO), REPO)
+    assert report.error is None, report.error
+    assert [o.result for o in report.outcomes] == ["deleted"] * 31
+    assert store == {}
