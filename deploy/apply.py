@@ -38,7 +38,8 @@ NEEDS = {
     "iam_binding": ("cloudresourcemanager.googleapis.com", "roles/resourcemanager.projectIamAdmin"),
     "project": ("cloudresourcemanager.googleapis.com", "roles/browser"),
 }
-READ_AFTER_WRITE = frozenset({"connection", "function", "service_account"})
+# monitoring_channel: the API names a channel; its alert policies need that name.
+READ_AFTER_WRITE = frozenset({"connection", "function", "service_account", "monitoring_channel"})
 
 
 class DeployError(RuntimeError):

@@ -28,12 +28,14 @@ _PROJECT_DIR = click.option(
 
 
 def _load(env_file: Path, project_dir: Path) -> tuple[EnvConfig, list[str], list]:
+    from deploy.dataplex import observability_resources
     from deploy.resources import desired_state, discover_sources
 
     try:
         env = load_env(env_file, project_dir)
         sources = discover_sources(project_dir)
-        return env, sources, desired_state(env, sources)
+        # Dataplex scans and alerting come last: they read what the rest creates
+        return env, sources, desired_state(env, sources) + observability_resources(env, project_dir)[0]
     except ConfigError as error:
         raise click.ClickException(f"invalid configuration:\n{error}") from error
 
@@ -88,7 +90,7 @@ def plan_command(env_file: Path, project_dir: Path, offline: bool, brief: bool, 
         from deploy.dataplex import observability_plan  # Dataplex scans and alerts, before the totals
 
         body, _, totals = render(plan, verbose=not brief).rpartition("\n")
-        click.echo(f"{body.rstrip()}\n{observability_plan(env, project_dir, verbose=not brief)}\n\n{totals}")
+        click.echo(f"{body.rstrip()}\n{observability_plan(env, project_dir)}\n\n{totals}")
     click.echo(f"({time.perf_counter() - started:.2f} s)", err=True)
 
 

@@ -300,6 +300,11 @@ _FACTORIES: dict[str, tuple[str, Callable[[Any, str | None], Any]]] = {
     "scheduler": ("google.cloud.scheduler_v1", lambda m, p: m.CloudSchedulerClient()),
     "projects": ("google.cloud.resourcemanager_v3", lambda m, p: m.ProjectsClient()),
     "run": ("google.cloud.run_v2", lambda m, p: m.ServicesClient()),
+    "dataplex": ("google.cloud.dataplex_v1", lambda m, p: m.DataplexServiceClient()),
+    "datascans": ("google.cloud.dataplex_v1", lambda m, p: m.DataScanServiceClient()),
+    "log_metrics": ("google.cloud.logging_v2.services.metrics_service_v2", lambda m, p: m.MetricsServiceV2Client()),
+    "notification_channels": ("google.cloud.monitoring_v3", lambda m, p: m.NotificationChannelServiceClient()),
+    "alert_policies": ("google.cloud.monitoring_v3", lambda m, p: m.AlertPolicyServiceClient()),
 }
 
 

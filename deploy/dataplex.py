@@ -11,10 +11,12 @@ from google.cloud import dataplex_v1
 
 from deploy.config import EnvConfig
 from deploy.resources import Resource
+from deploy.resources import labels as resource_labels
 
 # After the hourly workflow (minute 0 by default): scans run at half past, on what it wrote.
 SCAN_CRON = "30 * * * *"
 RESULTS_TABLE = "dataplex_dq_results"
+OPERATION_TIMEOUT_S = 900
 ZONES = {"raw": "RAW", "curated": "CURATED"}
 _ID = re.compile(r"[^a-z0-9-]+")
 _MULTI_REGIONS = {"US", "EU"}
@@ -131,7 +133,7 @@ def resources(env: EnvConfig, project_dir: Path | str, gold_tables: list[str]) -
     from ingest.contracts import load_contracts
 
     lake = _lake(env)
-    labels = dict(env.labels)
+    labels = resource_labels(env, "dataplex")
     found = [
         Resource("dataplex_lake", lake, {"display_name": f"{env.prefix} lakehouse", "labels": labels}),
     ]
@@ -255,16 +257,13 @@ def request(resource: Resource) -> Any:
     raise ValueError(f"{resource.kind} is not a Dataplex resource")
 
 
-def observability_plan(env: EnvConfig, project_dir: Path | str, verbose: bool = True) -> str:
-    """Return the Dataplex and alerting part of `deploy plan`: each resource with its properties, every
-    request built with the client libraries' types first (so a contract they cannot express fails here).
+def observability_resources(env: EnvConfig, project_dir: Path | str) -> tuple[list[Resource], str]:
+    """Return the Dataplex and alerting resources `deploy plan` and `apply` add to the desired state, each
+    request built with the client libraries' types first (so a contract they cannot express fails here), and
+    why Dataplex is left out ("" when it is not): a contract that cannot be read leaves out Dataplex only.
 
-    These kinds are planned, not yet applied: apply leaves them to `gcloud` or the console for now.
-    A contract that cannot be read is said in the text (the rest of the plan still shows). Raises ValueError
-    for a rule with no expectation.
+    Raises ValueError for a rule with no expectation.
     """
-    import json
-
     from deploy import monitoring
     from ingest.contracts import ContractError
 
@@ -272,28 +271,161 @@ def observability_plan(env: EnvConfig, project_dir: Path | str, verbose: bool = 
     try:
         planned = resources(env, project_dir, gold_tables(project_dir))
     except ContractError as error:
-        planned = []
-        problem = f"Dataplex not planned: a contract cannot be read ({error})"
+        planned, problem = [], f"Dataplex not planned: a contract cannot be read ({error})"
     else:
         problem = ""
     for resource in planned:
         request(resource)
     for resource in alerting:
-        monitoring.request(resource, env.project)
-    lines = [
-        "",
-        "Dataplex and alerting (generated from includes/contracts; planned here, not created by apply yet):",
-    ]
+        monitoring.request(resource, env.project, "projects/-/notificationChannels/-")
+    return planned + alerting, problem
+
+
+def observability_plan(env: EnvConfig, project_dir: Path | str) -> str:
+    """Return the Dataplex and alerting summary `deploy plan` prints after the resources: how many of each,
+    and why Dataplex is left out when a contract cannot be read. Raises ValueError as
+    observability_resources."""
+    found, problem = observability_resources(env, project_dir)
+    planned = [r for r in found if r.kind.startswith("dataplex_")]
+    scans = sum(1 for r in planned if r.kind == "dataplex_datascan")
+    lines = ["", "Dataplex and alerting (generated from includes/contracts, in the plan above; apply creates them):"]
     if problem:
         lines.append(f"! {problem}")
-    for resource in planned + alerting:
-        lines.append(f"+ planned   {resource.kind:<24} {resource.name}")
-        if verbose:
-            for key, value in resource.spec.items():
-                if key == "rules":
-                    lines += [f"      rule {r['name']}: {json.dumps(r, sort_keys=True)}" for r in value]
-                elif key != "labels":
-                    lines.append(f"      {key}: {value if isinstance(value, str) else json.dumps(value)}")
-    scans = sum(1 for r in planned if r.kind == "dataplex_datascan")
-    lines.append(f"Planned: {len(planned)} Dataplex resources ({scans} scans), {len(alerting)} alerting resources.")
+    lines.append(
+        f"{len(planned)} Dataplex resources ({scans} scans), {len(found) - len(planned)} alerting resources "
+        "(the e-mail channel's address is read from LAKEHOUSE_ALERT_EMAIL at apply time)."
+    )
     return "\n".join(lines)
+
+
+# --- apply: read, create, update and delete each kind (deploy.apply drives them) ----------------------------
+
+
+def rule_dict(proto: dataplex_v1.DataQualityRule) -> dict[str, Any]:
+    """Return the rule dict (quality_rules' shape) of a DataQualityRule: the inverse of rule_proto."""
+    rule: dict[str, Any] = {
+        "name": proto.name.replace("-", "_"),
+        "column": proto.column,
+        "dimension": proto.dimension,
+        "threshold": round(proto.threshold, 6),
+    }
+    kind = dataplex_v1.DataQualityRule.pb(proto).WhichOneof("rule_type")
+    if kind == "non_null_expectation":
+        rule["non_null"] = True
+    elif kind == "regex_expectation":
+        rule["regex"] = proto.regex_expectation.regex
+    elif kind == "set_expectation":
+        rule["set"] = list(proto.set_expectation.values)
+    elif kind == "range_expectation":
+        rule["min"] = proto.range_expectation.min_value
+        rule["strict_min"] = proto.range_expectation.strict_min_enabled
+    elif kind == "uniqueness_expectation":
+        rule["unique"] = True
+    elif kind == "row_condition_expectation":
+        rule["row_condition"] = proto.row_condition_expectation.sql_expression
+    return rule
+
+
+def observe(resource: Resource, found: Any) -> dict[str, Any]:
+    """Return the spec (as `resources` writes it) of a Dataplex lake, zone, asset or scan read from the API."""
+    labels = dict(found.labels)
+    if resource.kind == "dataplex_lake":
+        return {"display_name": found.display_name, "labels": labels}
+    if resource.kind == "dataplex_zone":
+        return {
+            "type": found.type_.name,
+            "location_type": found.resource_spec.location_type.name,
+            "discovery": found.discovery_spec.enabled,
+            "labels": labels,
+        }
+    if resource.kind == "dataplex_asset":
+        return {"type": found.resource_spec.type_.name, "resource": found.resource_spec.name, "labels": labels}
+    quality = dataplex_v1.DataScan.pb(found).HasField("data_quality_spec")
+    spec: dict[str, Any] = {
+        "type": "DATA_QUALITY" if quality else "DATA_PROFILE",
+        "table": found.data.resource,
+        "schedule": found.execution_spec.trigger.schedule.cron,
+    }
+    if quality:
+        spec["rules"] = [rule_dict(rule) for rule in found.data_quality_spec.rules]
+        spec["results_table"] = found.data_quality_spec.post_scan_actions.bigquery_export.results_table
+    spec["labels"] = labels
+    return spec
+
+
+# spec key -> update-mask path, per kind; what is not here cannot change in place
+_MASKS = {
+    "dataplex_lake": {"display_name": "display_name", "labels": "labels"},
+    "dataplex_zone": {"discovery": "discovery_spec", "labels": "labels"},
+    "dataplex_asset": {"labels": "labels"},
+    "dataplex_datascan": {
+        "schedule": "execution_spec",
+        "rules": "data_quality_spec",
+        "results_table": "data_quality_spec",
+        "labels": "labels",
+    },
+}
+# kind -> (client attribute, method suffix, request field of the resource)
+_CALLS = {
+    "dataplex_lake": ("dataplex", "lake", "lake"),
+    "dataplex_zone": ("dataplex", "zone", "zone"),
+    "dataplex_asset": ("dataplex", "asset", "asset"),
+    "dataplex_datascan": ("datascans", "data_scan", "data_scan"),
+}
+
+
+class DataplexHandler:
+    """Lakes, zones, assets and data scans: get / create / update (masked) / delete, waiting on operations."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.mask = _MASKS[kind]
+        fixed = ("type", "location_type", "resource", "table")
+        self.immutable = frozenset(key for key in fixed if key not in self.mask)
+
+    def _client(self, clients: Any) -> Any:
+        return getattr(clients, _CALLS[self.kind][0])
+
+    def _call(self, clients: Any, verb: str, request: Any) -> Any:
+        result = getattr(self._client(clients), f"{verb}_{_CALLS[self.kind][1]}")(request=request)
+        return result.result(timeout=OPERATION_TIMEOUT_S) if hasattr(result, "result") else result
+
+    def local_outputs(self, resource: Resource) -> dict[str, str]:
+        return {}
+
+    def read(self, clients: Any, resource: Resource, spec: dict) -> Any:
+        """Return the resource as it is (handlers.Observed), or None when it does not exist."""
+        from google.api_core import exceptions as gexc
+
+        from deploy.handlers import Observed, _labelled
+
+        try:
+            found = getattr(self._client(clients), f"get_{_CALLS[self.kind][1]}")(request={"name": resource.name})
+        except gexc.NotFound:
+            return None
+        return Observed(observe(resource, found), {"name": found.name}, _labelled(found.labels))
+
+    def create(self, clients: Any, resource: Resource, spec: dict) -> None:
+        """Create the resource from `request`; raises API errors."""
+        self._call(clients, "create", request(Resource(resource.kind, resource.name, spec)))
+
+    def update(self, clients: Any, resource: Resource, spec: dict, changed: list[str]) -> None:
+        """Update the changed keys in place (an update mask of them); raises API errors."""
+        from google.protobuf import field_mask_pb2
+
+        made = request(Resource(resource.kind, resource.name, spec))
+        field = _CALLS[self.kind][2]
+        body = getattr(made, field)
+        body.name = resource.name
+        paths = sorted({self.mask[key] for key in changed})
+        update = getattr(dataplex_v1, f"Update{type(body).__name__}Request")
+        self._call(clients, "update", update({field: body, "update_mask": field_mask_pb2.FieldMask(paths=paths)}))
+
+    def delete(self, clients: Any, resource: Resource, spec: dict) -> None:
+        """Delete the resource; raises API errors (NotFound included)."""
+        self._call(clients, "delete", {"name": resource.name})
+
+
+def handlers() -> list[DataplexHandler]:
+    """Return the apply handlers of the Dataplex kinds."""
+    return [DataplexHandler(kind) for kind in _CALLS]

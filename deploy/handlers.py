@@ -979,7 +979,7 @@ def handlers(project_dir: Any = ".") -> dict[str, Handler]:
         TableHandler(), ConnectionHandler(), TopicHandler(), SubscriptionHandler(), RepositoryHandler(),
         ReleaseConfigHandler(), FunctionHandler(), JobHandler(), BindingHandler(), PiiSaltHandler(),
     ]  # fmt: skip
-    from deploy import serving  # the gold API's Cloud Run service
+    from deploy import dataplex, monitoring, serving  # the gold API's Cloud Run service; scans and alerts
 
-    all_handlers += serving.handlers()
+    all_handlers += serving.handlers() + dataplex.handlers() + monitoring.handlers()
     return {h.kind: h for h in all_handlers}

@@ -90,6 +90,14 @@ function linesCte(ctx) {
   }).join("\n  union all\n");
 }
 
+// Every rule of every contract, in silver's order.
+function declaredRulesCte() {
+  return contracts.map((contract) => silver.ruleNames(contract).map((rule, index) => `  select
+    '${contract.name}' as source_name,
+    '${rule}' as rule_name,
+    ${index + 1} as rule_order,`).join("\n  union all\n")).join("\n  union all\n");
+}
+
 function sourceNamesCte() {
   return contracts.map((contract) => `  select '${contract.name}' as source_name`).join("\n  union all\n");
 }
@@ -208,13 +216,9 @@ publish("quarantine_rules", {
     "One row per source and quarantine rule of its contract (plus '(any rule)'): records failing it " +
     "and their share of the lines taken.",
 }).query((ctx) => {
-  const declared = contracts.map((contract) => silver.ruleNames(contract).map((rule, index) => `  select
-    '${contract.name}' as source_name,
-    '${rule}' as rule_name,
-    ${index + 1} as rule_order,`).join("\n  union all\n")).join("\n  union all\n");
   return `
 with declared_rules as (
-${declared}
+${declaredRulesCte()}
 ),
 
 sources as (
@@ -397,24 +401,268 @@ final as (
 select * from final
 `);
 
-// Thresholds of the contract's quality block: a row per threshold crossed. Severity as the contract says.
+// This run: the records of each <source>_batch (exactly what the last run took), where each went.
+// The batch is small; duplicates is read on record_id and its partition column ingest_date only.
+function batchCte(ctx) {
+  return contracts.map((contract) => `  select
+    '${contract.name}' as source_name,
+    batch.record_id,
+    array_length(batch.failed_rules) > 0 as rejected,
+    duplicates.record_id is not null as duplicate,
+    array_length(batch.failed_rules) = 0
+    and timestamp_diff(batch.ingested_at, batch.${contract.event_time}, hour) >= ${params.freshnessSlaHours()}
+      as late,
+  from ${ctx.ref(`${contract.name}_batch`)} as batch
+  left join ${ctx.ref(`${contract.name}_duplicates`)} as duplicates
+    on
+      batch.record_id = duplicates.record_id
+      and batch.ingest_date = duplicates.ingest_date`).join("\n  union all\n");
+}
+
+// The intake ledger of every source: one row per landing file or Pub/Sub message a run took.
+function intakeCte(ctx) {
+  return contracts.map((contract) => `  select
+    '${contract.name}' as source_name,
+    source_kind,
+    origin,
+    record_count,
+    taken_at,
+  from ${ctx.ref(`${contract.name}_intake`)}`).join("\n  union all\n");
+}
+
+publish("source_quality_run", {
+  type: "view",
+  dataset: "ops",
+  tags,
+  description:
+    "One row per source, for the last run (its <source>_batch): lines it took, kept in silver, quarantined, " +
+    "duplicates and late, with the share of valid lines; taken_at and ledger_lines from the intake ledger.",
+}).query((ctx) => `
+with source_names as (
+${sourceNamesCte()}
+),
+
+batch as (
+${batchCte(ctx)}
+),
+
+intake as (
+${intakeCte(ctx)}
+),
+
+last_run as (
+  select
+    source_name,
+    max(taken_at) as taken_at,
+  from intake
+  group by source_name
+),
+
+ledger as (
+  select
+    intake.source_name,
+    last_run.taken_at,
+    sum(intake.record_count) as ledger_lines,
+  from intake
+  inner join last_run
+    on
+      intake.source_name = last_run.source_name
+      and intake.taken_at = last_run.taken_at
+  group by intake.source_name, last_run.taken_at
+),
+
+counted as (
+  select
+    source_name,
+    count(*) as lines_taken,
+    countif(not rejected and not duplicate) as silver_rows,
+    countif(rejected) as quarantined_rows,
+    countif(duplicate) as duplicate_rows,
+    countif(late) as late_rows,
+  from batch
+  group by source_name
+),
+
+final as (
+  select
+    source_names.source_name,
+    ledger.taken_at,
+    coalesce(ledger.ledger_lines, 0) as ledger_lines,
+    coalesce(counted.lines_taken, 0) as lines_taken,
+    coalesce(counted.silver_rows, 0) as silver_rows,
+    coalesce(counted.quarantined_rows, 0) as quarantined_rows,
+    round(100 * safe_divide(counted.quarantined_rows, counted.lines_taken), 1) as quarantined_pct,
+    coalesce(counted.duplicate_rows, 0) as duplicate_rows,
+    coalesce(counted.late_rows, 0) as late_rows,
+    round(100 * safe_divide(counted.silver_rows + counted.duplicate_rows, counted.lines_taken), 1) as valid_pct,
+  from source_names
+  left join counted on source_names.source_name = counted.source_name
+  left join ledger on source_names.source_name = ledger.source_name
+)
+
+select * from final
+`);
+
+// This run, per source and rule: records of the batch failing it, every rule of the contract listed,
+// and '(any rule)' once per record.
+publish("quarantine_rules_run", {
+  type: "view",
+  dataset: "ops",
+  tags,
+  description:
+    "One row per source and quarantine rule of its contract (plus '(any rule)'), for the last run: records " +
+    "of its <source>_batch failing the rule and their share of the lines it took.",
+}).query((ctx) => `
+with declared_rules as (
+${declaredRulesCte()}
+),
+
+failures as (
+${contracts.map((contract) => `  select
+    '${contract.name}' as source_name,
+    failed_rule as rule_name,
+  from ${ctx.ref(`${contract.name}_batch`)} as batch
+  cross join unnest(batch.failed_rules) as failed_rule`).join("\n  union all\n")}
+),
+
+runs as (
+  select * from ${ctx.ref("ops", "source_quality_run")}
+),
+
+rule_counts as (
+  select
+    source_name,
+    rule_name,
+    count(*) as quarantined_rows,
+  from failures
+  group by source_name, rule_name
+),
+
+rules as (
+  select
+    coalesce(declared_rules.source_name, rule_counts.source_name) as source_name,
+    coalesce(declared_rules.rule_name, rule_counts.rule_name) as rule_name,
+    coalesce(declared_rules.rule_order, 1000) as rule_order,
+    coalesce(rule_counts.quarantined_rows, 0) as quarantined_rows,
+  from declared_rules
+  full outer join rule_counts
+    on
+      declared_rules.source_name = rule_counts.source_name
+      and declared_rules.rule_name = rule_counts.rule_name
+),
+
+combined as (
+  select
+    *,
+    ${dimensionOf("rule_name")} as dimension,
+  from rules
+  union all
+  select
+    source_name,
+    '${ANY_RULE}' as rule_name,
+    0 as rule_order,
+    quarantined_rows,
+    'any' as dimension,
+  from runs
+),
+
+final as (
+  select
+    combined.source_name,
+    combined.rule_name,
+    combined.rule_order,
+    combined.dimension,
+    combined.quarantined_rows,
+    round(100 * safe_divide(combined.quarantined_rows, runs.lines_taken), 1) as quarantined_pct,
+  from combined
+  inner join runs on combined.source_name = runs.source_name
+)
+
+select * from final
+`);
+
+// Per source and run (taken_at), from the intake ledger: lines taken, and of them quarantined (a
+// quarantined record keeps its landing file or message, so it joins the ledger row that took it).
+publish("source_quality_runs", {
+  type: "view",
+  dataset: "ops",
+  tags,
+  description:
+    "One row per source and run that took lines (taken_at of ops.<source>_intake): lines taken, " +
+    "quarantined and valid (silver or duplicates).",
+}).query((ctx) => `
+with intake as (
+${intakeCte(ctx)}
+),
+
+quarantined_records as (
+${contracts.map((contract) => `  select
+    '${contract.name}' as source_name,
+    source_kind,
+    if(
+      source_kind = 'pubsub',
+      concat(origin, '@', format_timestamp('%FT%H:%M:%E6SZ', ingested_at)),
+      origin
+    ) as origin,
+  from ${ctx.ref(`${contract.name}_quarantine`)}`).join("\n  union all\n")}
+),
+
+quarantined as (
+  select
+    source_name,
+    source_kind,
+    origin,
+    count(*) as quarantined_rows,
+  from quarantined_records
+  group by source_name, source_kind, origin
+),
+
+per_origin as (
+  select
+    intake.source_name,
+    intake.taken_at,
+    intake.record_count,
+    coalesce(quarantined.quarantined_rows, 0) as quarantined_rows,
+  from intake
+  left join quarantined
+    on
+      intake.source_name = quarantined.source_name
+      and intake.source_kind = quarantined.source_kind
+      and intake.origin = quarantined.origin
+),
+
+final as (
+  select
+    source_name,
+    taken_at,
+    sum(record_count) as lines_taken,
+    sum(quarantined_rows) as quarantined_rows,
+    sum(record_count) - sum(quarantined_rows) as valid_rows,
+    round(100 * safe_divide(sum(quarantined_rows), sum(record_count)), 1) as quarantined_pct,
+  from per_origin
+  group by source_name, taken_at
+)
+
+select * from final
+`);
+
+// Thresholds of the contract's quality block, a row per threshold crossed, severity as the contract says.
+// Hourly, <source>_quality_thresholds judges this run: the shares of rejected, duplicate and late lines
+// and of each rule among the lines the last run took (ops.source_quality_run, over the small batch), so
+// it scans no whole table. The dead-letter share needs the whole dead-letter bucket (an external table
+// with no date partition), so <source>_dead_letter_threshold judges it daily, over all time.
 contracts.filter((contract) => contract.quality).forEach((contract) => {
   const name = contract.name;
   const quality = contract.quality;
-  // [threshold, observed share over the source row `sources` or the rule row `rules`, limit]
+  const severity = quality.severity || "error";
+  const severityTags = severity === "warn" ? ["warn"] : [];
+  // [threshold, observed share over the run row `runs` or the rule row `rules`, limit]
   const checks = [];
   if (quality.max_reject_rate !== undefined) {
     checks.push(["max_reject_rate", "safe_divide(quarantined_rows, lines_taken)", quality.max_reject_rate]);
   }
   if (quality.max_duplicate_rate !== undefined) {
     checks.push(["max_duplicate_rate", "safe_divide(duplicate_rows, lines_taken)", quality.max_duplicate_rate]);
-  }
-  if (quality.max_dead_letter_rate !== undefined) {
-    checks.push([
-      "max_dead_letter_rate",
-      "safe_divide(dead_lettered_rows, lines_taken + dead_lettered_rows)",
-      quality.max_dead_letter_rate,
-    ]);
   }
   if (quality.max_late_rate !== undefined) {
     checks.push(["max_late_rate", "safe_divide(late_rows, silver_rows + duplicate_rows)", quality.max_late_rate]);
@@ -423,7 +671,7 @@ contracts.filter((contract) => contract.quality).forEach((contract) => {
     '${threshold}' as threshold,
     ${share} as observed_rate,
     ${limit} as max_rate,
-  from sources`);
+  from runs`);
   Object.keys(quality.rules || {}).sort().forEach((rule) => {
     if (!silver.ruleNames(contract).includes(rule)) {
       throw new Error(`includes/contracts/${name}.json: quality.rules.${rule}: not a rule of ${name}`);
@@ -435,29 +683,27 @@ contracts.filter((contract) => contract.quality).forEach((contract) => {
   from rules
   where rule_name = '${rule}'`);
   });
-  if (!measured.length) {
-    return;
-  }
-  const severity = quality.severity || "error";
-  assert(`${name}_quality_thresholds`, {
-    // "incoming_quality": the report scores it as incoming data, not as pipeline health
-    tags: ["assertions", "hourly", name, "incoming_quality"].concat(severity === "warn" ? ["warn"] : []),
-    description:
-      `${name}: the shares of rejected, duplicate, dead-lettered and late lines and of each rule stay within ` +
-      `the contract's quality thresholds (includes/contracts/${name}.json); severity ${severity}.`,
-  }).query((ctx) => `
-with sources as (
-  select * from ${ctx.ref("ops", "source_quality")}
+  if (measured.length) {
+    assert(`${name}_quality_thresholds`, {
+      // "incoming_quality": the report scores it as incoming data, not as pipeline health
+      tags: ["assertions", "hourly", name, "incoming_quality"].concat(severityTags),
+      description:
+        `${name}: the shares of rejected, duplicate and late lines and of each rule among the lines the last ` +
+        `run took stay within the contract's quality thresholds (includes/contracts/${name}.json); ` +
+        `severity ${severity}.`,
+    }).query((ctx) => `
+with runs as (
+  select * from ${ctx.ref("ops", "source_quality_run")}
   where source_name = '${name}'
 ),
 ${Object.keys(quality.rules || {}).length ? `
 rules as (
   select
-    quarantine_rules.rule_name,
-    quarantine_rules.quarantined_rows,
-    sources.lines_taken,
-  from ${ctx.ref("ops", "quarantine_rules")} as quarantine_rules
-  inner join sources on quarantine_rules.source_name = sources.source_name
+    quarantine_rules_run.rule_name,
+    quarantine_rules_run.quarantined_rows,
+    runs.lines_taken,
+  from ${ctx.ref("ops", "quarantine_rules_run")} as quarantine_rules_run
+  inner join runs on quarantine_rules_run.source_name = runs.source_name
 ),
 ` : ""}
 measured as (
@@ -467,4 +713,29 @@ ${measured.join("\n  union all\n")}
 select * from measured
 where observed_rate > max_rate
 `);
+  }
+  if (quality.max_dead_letter_rate !== undefined) {
+    assert(`${name}_dead_letter_threshold`, {
+      tags: ["assertions", "daily", name, "incoming_quality"].concat(severityTags),
+      description:
+        `${name}: the share of payloads dead-lettered (of lines taken + dead-lettered, all time) stays within ` +
+        `the contract's max_dead_letter_rate (includes/contracts/${name}.json); severity ${severity}.`,
+    }).query((ctx) => `
+with sources as (
+  select * from ${ctx.ref("ops", "source_quality")}
+  where source_name = '${name}'
+),
+
+measured as (
+  select
+    'max_dead_letter_rate' as threshold,
+    safe_divide(dead_lettered_rows, lines_taken + dead_lettered_rows) as observed_rate,
+    ${quality.max_dead_letter_rate} as max_rate,
+  from sources
+)
+
+select * from measured
+where observed_rate > max_rate
+`);
+  }
 });

@@ -191,6 +191,18 @@ def _source_case(suite: ET.Element, source: SourceQuality) -> str:
     }
     values.update({f"dead_letter.{reason}": n for reason, n in source.dead_letters.items()})
     values.update({f"rule.{r.rule}": r.quarantined_rows for r in source.rules if r.quarantined_rows})
+    if source.run is not None:
+        run = source.run
+        values.update(
+            {
+                "run.lines_taken": run.lines_taken,
+                "run.silver_rows": run.silver_rows,
+                "run.quarantined_rows": run.quarantined_rows,
+                "run.duplicate_rows": run.duplicate_rows,
+                "run.late_rows": run.late_rows,
+            }
+        )
+        values.update({f"run.rule.{r.rule}": r.quarantined_rows for r in run.rules if r.quarantined_rows})
     for name, value in values.items():
         ET.SubElement(props, "property", name=name, value=str(value))
     if not source.lines_taken:
@@ -198,7 +210,15 @@ def _source_case(suite: ET.Element, source: SourceQuality) -> str:
         return "skipped"
     out = ET.SubElement(case, "system-out")
     lines = [
-        f"{source.quarantined_rows} of {source.lines_taken} lines quarantined ({source.quarantined_pct}%)",
+        *(
+            [
+                f"this run: {source.run.quarantined_rows} of {source.run.lines_taken} lines quarantined "
+                f"({source.run.quarantined_pct}%)"
+            ]
+            if source.run is not None
+            else []
+        ),
+        f"all time: {source.quarantined_rows} of {source.lines_taken} lines quarantined ({source.quarantined_pct}%)",
         *(f"{r.rule}: {r.quarantined_rows}" for r in source.rules if r.quarantined_rows),
     ]
     if source.thresholds is None:

@@ -23,6 +23,9 @@ VIEWS = (
     "source_quality_daily",
     "dead_letter_reasons",
     "quarantine_failures",
+    "source_quality_run",
+    "quarantine_rules_run",
+    "source_quality_runs",
 )
 DIMENSIONS = ("completeness", "validity", "conformity", "uniqueness", "timeliness")
 ANY_RULE = "(any rule)"
@@ -59,6 +62,23 @@ class Threshold:
 
 
 @dataclass
+class RunCounts:
+    """What the last run took of one source (its <source>_batch) and where each line went."""
+
+    taken_at: datetime | None  # the run's start, from the intake ledger; None when no run took a line
+    ledger_lines: int  # lines the intake ledger records for that run (= lines_taken unless it failed)
+    lines_taken: int
+    silver_rows: int
+    quarantined_rows: int
+    quarantined_pct: float | None
+    duplicate_rows: int
+    late_rows: int
+    valid_pct: float | None
+    rules: list[RuleCount] = field(default_factory=list)  # failing rules first, then by count
+    any_rule: int = 0
+
+
+@dataclass
 class SourceQuality:
     """One source: where every line silver took went, why lines were rejected, and the thresholds."""
 
@@ -77,6 +97,7 @@ class SourceQuality:
     dimensions: dict[str, float | None] = field(default_factory=dict)
     thresholds: list[Threshold] | None = None  # None: the contract has no quality block
     samples: dict[str, list[str]] = field(default_factory=dict)  # rule -> masked raw records
+    run: RunCounts | None = None  # this run; None when the run views could not be read
 
     @property
     def score(self) -> float | None:
@@ -111,10 +132,9 @@ class DailyRow:
 
 @dataclass
 class RunPoint:
-    """One earlier (or this) run's totals per source, from its reports/<run>/quality.json."""
+    """One run that took lines, from the intake ledger: per source lines taken, quarantined, valid."""
 
-    run_id: str
-    started_at: datetime
+    taken_at: datetime
     sources: dict[str, dict[str, int]]
 
 
@@ -137,12 +157,13 @@ class Quality:
         return sorted(failing, key=lambda r: (-r.quarantined_rows, r.source, r.rule))[:limit]
 
     def to_json(self, run_id: str, started_at: datetime) -> dict:
-        """Return the per-source totals of this report as the JSON a later report reads for its run trend."""
+        """Return the per-source totals of this report, all time and this run, as JSON."""
         return {
             "run_id": run_id,
             "started_at": started_at.isoformat(),
             "sources": {
                 s.name: {
+                    "this_run": _run_json(s.run),
                     "lines_taken": s.lines_taken,
                     "silver_rows": s.silver_rows,
                     "quarantined_rows": s.quarantined_rows,
@@ -157,6 +178,21 @@ class Quality:
             },
             "notes": self.notes,
         }
+
+
+def _run_json(run: RunCounts | None) -> dict | None:
+    if run is None:
+        return None
+    return {
+        "taken_at": run.taken_at.isoformat() if run.taken_at else None,
+        "lines_taken": run.lines_taken,
+        "silver_rows": run.silver_rows,
+        "quarantined_rows": run.quarantined_rows,
+        "duplicate_rows": run.duplicate_rows,
+        "late_rows": run.late_rows,
+        "score": run.valid_pct,
+        "rules": {r.rule: r.quarantined_rows for r in run.rules},
+    }
 
 
 def mask_record(raw: str, pii: list[str]) -> str:
@@ -202,22 +238,25 @@ def _pct(value) -> float | None:
 
 
 def _thresholds(source: SourceQuality, quality) -> list[Threshold] | None:
+    """Return the contract's thresholds measured as its assertions measure them: the dead-letter share over
+    all time, every other share over this run's lines (see definitions/ops/quality.js)."""
     if quality is None or quality.empty:
         return None
-    taken = source.lines_taken
+    run = source.run or RunCounts(None, 0, 0, 0, 0, None, 0, 0, None)
+    taken = run.lines_taken
     rate = lambda n, d: n / d if d else None  # noqa: E731 - the same safe_divide as the views
     measured = {
-        "max_reject_rate": rate(source.quarantined_rows, taken),
-        "max_duplicate_rate": rate(source.duplicate_rows, taken),
-        "max_dead_letter_rate": rate(source.dead_lettered_rows, taken + source.dead_lettered_rows),
-        "max_late_rate": rate(source.late_rows, source.silver_rows + source.duplicate_rows),
+        "max_reject_rate": rate(run.quarantined_rows, taken),
+        "max_duplicate_rate": rate(run.duplicate_rows, taken),
+        "max_dead_letter_rate": rate(source.dead_lettered_rows, source.lines_taken + source.dead_lettered_rows),
+        "max_late_rate": rate(run.late_rows, run.silver_rows + run.duplicate_rows),
     }
     found = [
         Threshold(name, getattr(quality, name), measured[name], quality.severity)
         for name in measured
         if getattr(quality, name) is not None
     ]
-    by_rule = {r.rule: r.quarantined_rows for r in source.rules}
+    by_rule = {r.rule: r.quarantined_rows for r in run.rules}
     for rule, limit in sorted(quality.rules.items()):
         found.append(Threshold(f"rules.{rule}", limit, rate(by_rule.get(rule, 0), taken), quality.severity))
     return found
@@ -248,20 +287,48 @@ def _samples(ctx: Context, source: SourceQuality, pii: list[str]) -> dict[str, l
     return samples
 
 
-def _run_points(ctx: Context) -> list[RunPoint]:
-    """Return the per-run totals that earlier reports wrote (reports/*/quality.json), up to this run."""
-    points = []
-    for path in sorted((ctx.home_dir / "reports").glob("*/quality.json")):
-        try:
-            data = json.loads(path.read_text())
-            point = RunPoint(data["run_id"], datetime.fromisoformat(data["started_at"]), data["sources"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            log.warning("skipping unreadable %s: %s", path, error)
+def _rule_counts(name: str, rows: list[dict]) -> tuple[list[RuleCount], int]:
+    """Return a source's rule counts (most first) and its '(any rule)' count from quarantine_rules rows."""
+    found, any_rule = [], 0
+    for r in rows:
+        if r["source_name"] != name:
             continue
-        if (point.started_at, point.run_id) < (ctx.run.started_at, ctx.run.run_id):
-            points.append(point)
-    points.sort(key=lambda p: (p.started_at, p.run_id))
-    return points[-(TREND_RUNS - 1) :]
+        if r["rule_name"] == ANY_RULE:
+            any_rule = int(r["quarantined_rows"])
+            continue
+        found.append(
+            RuleCount(name, r["rule_name"], r["dimension"], int(r["quarantined_rows"]), _pct(r["quarantined_pct"]))
+        )
+    found.sort(key=lambda r: -r.quarantined_rows)
+    return found, any_rule
+
+
+def _run_counts(row: dict, rules: list[dict]) -> RunCounts:
+    counts = RunCounts(
+        taken_at=row["taken_at"],
+        ledger_lines=int(row["ledger_lines"]),
+        lines_taken=int(row["lines_taken"]),
+        silver_rows=int(row["silver_rows"]),
+        quarantined_rows=int(row["quarantined_rows"]),
+        quarantined_pct=_pct(row["quarantined_pct"]),
+        duplicate_rows=int(row["duplicate_rows"]),
+        late_rows=int(row["late_rows"]),
+        valid_pct=_pct(row["valid_pct"]),
+    )
+    counts.rules, counts.any_rule = _rule_counts(row["source_name"], rules)
+    return counts
+
+
+def _run_points(rows: list[dict]) -> list[RunPoint]:
+    """Return the last TREND_RUNS runs that took lines, oldest first, from ops.source_quality_runs rows."""
+    by_run: dict[datetime, dict[str, dict[str, int]]] = {}
+    for r in rows:
+        by_run.setdefault(r["taken_at"], {})[r["source_name"]] = {
+            "lines_taken": int(r["lines_taken"]),
+            "quarantined_rows": int(r["quarantined_rows"]),
+            "valid_rows": int(r["valid_rows"]),
+        }
+    return [RunPoint(taken_at, by_run[taken_at]) for taken_at in sorted(by_run)[-TREND_RUNS:]]
 
 
 def build(ctx: Context) -> Quality:
@@ -296,6 +363,9 @@ def build(ctx: Context) -> Quality:
         dimensions = _rows(ctx, f"SELECT * FROM {_view(ctx, 'source_quality_dimensions')}")
         dead = _rows(ctx, f"SELECT * FROM {_view(ctx, 'dead_letter_reasons')} ORDER BY source_name, reason")
         daily = _rows(ctx, f"SELECT * FROM {_view(ctx, 'source_quality_daily')} ORDER BY ingest_date, source_name")
+        this_run = {row["source_name"]: row for row in _rows(ctx, f"SELECT * FROM {_view(ctx, 'source_quality_run')}")}
+        run_rules = _rows(ctx, f"SELECT * FROM {_view(ctx, 'quarantine_rules_run')} ORDER BY source_name, rule_order")
+        runs = _rows(ctx, f"SELECT * FROM {_view(ctx, 'source_quality_runs')} ORDER BY taken_at, source_name")
     except duckdb.Error as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         found.notes.append(f"incoming data quality is unknown: the ops views cannot be read ({first})")
@@ -314,16 +384,15 @@ def build(ctx: Context) -> Quality:
             valid_pct=_pct(row["valid_pct"]),
         )
         source.dead_letters = {r["reason"]: int(r["dead_lettered_rows"]) for r in dead if r["source_name"] == name}
-        for r in rules:
-            if r["source_name"] != name:
-                continue
-            if r["rule_name"] == ANY_RULE:
-                source.any_rule = int(r["quarantined_rows"])
-                continue
-            source.rules.append(
-                RuleCount(name, r["rule_name"], r["dimension"], int(r["quarantined_rows"]), _pct(r["quarantined_pct"]))
-            )
-        source.rules.sort(key=lambda r: -r.quarantined_rows)
+        source.rules, source.any_rule = _rule_counts(name, rules)
+        if name in this_run:
+            source.run = _run_counts(this_run[name], run_rules)
+            if source.run.ledger_lines != source.run.lines_taken:
+                found.notes.append(
+                    f"{name}: the last run took {source.run.lines_taken:,} line(s) but the intake ledger records "
+                    f"{source.run.ledger_lines:,} for its latest run: a run failed before recording its intake, "
+                    "and the next run takes those lines again"
+                )
         scores = {r["dimension"]: _pct(r["score"]) for r in dimensions if r["source_name"] == name}
         source.dimensions = {d: scores.get(d) for d in DIMENSIONS}
         contract = contracts.get(name)
@@ -351,13 +420,17 @@ def build(ctx: Context) -> Quality:
         )
         for r in daily
     ]
-    found.runs = _run_points(ctx) + [
-        RunPoint(ctx.run.run_id, ctx.run.started_at, found.to_json(ctx.run.run_id, ctx.run.started_at)["sources"])
-    ]
+    found.runs = _run_points(runs)
+    latest = max(ctx.runs, key=lambda r: (r.started_at, r.run_id), default=ctx.run)
+    if latest.run_id != ctx.run.run_id:
+        found.notes.append(
+            f"'this run' is what the latest run ({latest.run_id}) took: silver keeps only the last run's batch, "
+            f"so the lines run {ctx.run.run_id} took are counted in the trend over runs, not on their own"
+        )
     return found
 
 
 def write(found: Quality, ctx: Context, path: Path) -> Path:
-    """Write the run's quality totals (read by later reports for their run trend); return path."""
+    """Write the run's quality totals, all time and this run; return path."""
     path.write_text(json.dumps(found.to_json(ctx.run.run_id, ctx.run.started_at), indent=2, default=str))
     return path

@@ -88,22 +88,49 @@ def threshold_text(threshold: Threshold) -> str:
     return f"{threshold.name} {100 * threshold.max_rate:.1f}% (measured {observed})"
 
 
-def source_line(source: SourceQuality, top: int = 3) -> str:
-    """Return one plain sentence: how much of a source was rejected and why (its top rules)."""
+def _rejected(score: float | None, rejected: int, taken: int, pct: float | None, rules: list) -> str:
+    text = f"{score_text(score)}: {rejected:,} of {taken:,} lines rejected ({pct_text(pct)})"
+    reasons = [f"{r.rule} {r.quarantined_rows:,}" for r in rules if r.quarantined_rows][:3]
+    return text + (" — " + ", ".join(reasons) if reasons else "")
+
+
+def source_line(source: SourceQuality) -> str:
+    """Return one plain sentence: how much of a source was rejected and why (its top rules), this run and
+    all time, with what was dead-lettered and the thresholds crossed."""
     if not source.lines_taken:
         return f"{source.name}: no line has arrived yet"
-    text = (
-        f"{source.name} {score_text(source.score)}: {source.quarantined_rows:,} of {source.lines_taken:,} lines "
-        f"rejected ({pct_text(source.quarantined_pct)})"
+    run = source.run
+    all_time = _rejected(
+        source.score, source.quarantined_rows, source.lines_taken, source.quarantined_pct, source.rules
     )
-    reasons = [f"{r.rule} {r.quarantined_rows:,}" for r in source.rules if r.quarantined_rows][:top]
-    if reasons:
-        text += "; top rules: " + ", ".join(reasons)
+    if run is None or not run.lines_taken:
+        text = f"{source.name}: this run took no line; all time {all_time}"
+    elif (run.lines_taken, run.quarantined_rows) == (source.lines_taken, source.quarantined_rows):
+        # every line so far came in this run (the first run): one set of numbers, said once
+        text = f"{source.name} this run = all time {all_time}"
+    else:
+        this_run = _rejected(run.valid_pct, run.quarantined_rows, run.lines_taken, run.quarantined_pct, run.rules)
+        text = f"{source.name} this run {this_run}; all time {all_time}"
     if source.dead_lettered_rows:
         text += f"; {source.dead_lettered_rows:,} dead-lettered before bronze"
     if source.crossed:
         text += f"; {source.status.upper()}: " + ", ".join(threshold_text(t) for t in source.crossed)
     return text
+
+
+def run_cells(source: SourceQuality) -> list[str]:
+    """Return this run's cells of a source row: score, lines taken, silver, quarantined (%), duplicates, late."""
+    run = source.run
+    if run is None:
+        return ["—"] * 6
+    return [
+        score_text(run.valid_pct),
+        f"{run.lines_taken}",
+        f"{run.silver_rows}",
+        f"{run.quarantined_rows} ({pct_text(run.quarantined_pct)})",
+        f"{run.duplicate_rows}",
+        f"{run.late_rows}",
+    ]
 
 
 def dead_letter_text(source: SourceQuality) -> str:
@@ -138,19 +165,21 @@ def quality_markdown(quality: Quality) -> list[str]:
     if not quality.measured:
         return lines + [f"> {note}" for note in quality.notes] + [""]
     lines += [
-        "Counts are what the silver tables hold at report time (every run so far); the score is the share of "
-        "lines taken that passed every rule. Read the same numbers in BigQuery from `ops.source_quality`, "
-        "`ops.quarantine_rules`, `ops.source_quality_dimensions` and `ops.source_quality_daily`.",
+        "**This run** is the lines the last run took (`silver.<source>_batch`, `ops.source_quality_run`); "
+        "**all time** is what the silver tables hold (`ops.source_quality`). The score is the share of lines "
+        "taken that passed every rule. Read the same numbers in BigQuery from `ops.source_quality_run`, "
+        "`ops.quarantine_rules_run`, `ops.source_quality_runs`, `ops.source_quality`, `ops.quarantine_rules`, "
+        "`ops.source_quality_dimensions` and `ops.source_quality_daily`.",
         "",
-        "| source | incoming quality | lines taken | silver | quarantined | quarantined % | duplicates "
-        "| dead-lettered | late | thresholds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| source | this run: quality | taken | silver | quarantined | duplicates | late "
+        "| all time: quality | taken | silver | quarantined | duplicates | dead-lettered | late | thresholds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in quality.sources:
         lines.append(
-            f"| {s.name} | **{score_text(s.score)}** | {s.lines_taken} | {s.silver_rows} | {s.quarantined_rows} | "
-            f"{pct_text(s.quarantined_pct)} | {s.duplicate_rows} | {_md_cell(dead_letter_text(s))} | {s.late_rows} | "
-            f"{_md_cell(thresholds_cell(s))} |"
+            f"| {s.name} | " + " | ".join(run_cells(s)) + f" | **{score_text(s.score)}** | {s.lines_taken} | "
+            f"{s.silver_rows} | {s.quarantined_rows} ({pct_text(s.quarantined_pct)}) | {s.duplicate_rows} | "
+            f"{_md_cell(dead_letter_text(s))} | {s.late_rows} | {_md_cell(thresholds_cell(s))} |"
         )
     lines += ["", "### Score per dimension (0–100)", ""]
     lines.append("| source | " + " | ".join(QUALITY_DIMENSIONS) + " |")
@@ -174,11 +203,17 @@ def quality_markdown(quality: Quality) -> list[str]:
         if not failing:
             lines.append("No record failed a rule." if s.lines_taken else "No line has arrived yet.")
             continue
-        lines += ["| rule | dimension | records | % of lines taken |", "|---|---|---|---|"]
+        run_rules = {r.rule: r for r in s.run.rules} if s.run else {}
+        lines += ["| rule | dimension | this run | all time | % of lines taken (all time) |", "|---|---|---|---|---|"]
         lines += [
-            f"| `{r.rule}` | {r.dimension} | {r.quarantined_rows} | {pct_text(r.quarantined_pct)} |" for r in failing
+            f"| `{r.rule}` | {r.dimension} | {run_rules[r.rule].quarantined_rows if r.rule in run_rules else '—'} | "
+            f"{r.quarantined_rows} | {pct_text(r.quarantined_pct)} |"
+            for r in failing
         ]
-        lines.append(f"| **records with any failed rule** | | **{s.any_rule}** | **{pct_text(s.quarantined_pct)}** |")
+        lines.append(
+            f"| **records with any failed rule** | | **{s.run.any_rule if s.run else '—'}** | **{s.any_rule}** | "
+            f"**{pct_text(s.quarantined_pct)}** |"
+        )
         passing = len(s.rules) - len(failing)
         lines += ["", f"{passing} other rule(s) of the contract failed no record."]
         if s.samples:
@@ -192,16 +227,16 @@ def quality_markdown(quality: Quality) -> list[str]:
                 for raw in records:
                     lines.append(f"- `{rule}`: `{raw.replace('`', chr(39))}`")
             lines += ["", "</details>"]
-    lines += ["", "### Trend over runs (lines rejected / lines taken, totals at each report)", ""]
+    lines += ["", "### Trend over runs (lines rejected / lines taken by each run, from the intake ledger)", ""]
     names = [s.name for s in quality.sources]
-    lines.append("| run | started (UTC) | " + " | ".join(names) + " |")
-    lines.append("|---|---|" + "---|" * len(names))
+    lines.append("| run started (UTC) | " + " | ".join(names) + " |")
+    lines.append("|---|" + "---|" * len(names))
     for point in quality.runs:
         cells = []
         for name in names:
             totals = point.sources.get(name)
             cells.append(f"{totals['quarantined_rows']}/{totals['lines_taken']}" if totals else "—")
-        lines.append(f"| {point.run_id} | {point.started_at:%Y-%m-%d %H:%M} | " + " | ".join(cells) + " |")
+        lines.append(f"| {point.taken_at:%Y-%m-%d %H:%M:%S} | " + " | ".join(cells) + " |")
     lines += ["", "### Trend over ingest days (quarantined % of the lines that arrived that day)", ""]
     days = sorted({d.ingest_date for d in quality.daily})
     lines.append("| ingest date | " + " | ".join(names) + " |")
@@ -513,6 +548,7 @@ def html(report: Report) -> str:
             flaky=report.flaky,
             dimensions=QUALITY_DIMENSIONS,
             source_line=source_line,
+            run_cells=run_cells,
             threshold_text=threshold_text,
             thresholds_cell=thresholds_cell,
             dead_letter_text=dead_letter_text,

@@ -1,4 +1,4 @@
-"""The data-quality scorecard: 0-100 per table and per dimension from assertion and quarantine results."""
+"""Pipeline health: 0-100 per table and per dimension from the run's assertions, freshness and action results."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from statistics import mean
 
 import duckdb
 
-from lakehouse.report.context import Context, quoted, split_name
+from lakehouse.report.context import Context, quoted
 from lakehouse.report.failures import AssertionOutcome
 
 DIMENSIONS = ("completeness", "validity", "uniqueness", "freshness", "consistency")
-QUARANTINE_SUFFIX = "_quarantine"
 # Tag of the contract-threshold assertions (definitions/ops/quality.js): scored as incoming data quality.
 INCOMING_TAG = "incoming_quality"
 
@@ -29,17 +28,16 @@ _KEYWORDS = (
 )
 _CONDITION = re.compile(r"'((?:[^'\\]|\\.|'')*)'\s+AS\s+failing_row_condition", re.IGNORECASE)
 _NOT_NULL = re.compile(r"^\s*\S+\s+IS\s+NOT\s+NULL\s*$", re.IGNORECASE)
-_RULES_COLUMN = re.compile(r"rule|reason|failed|error", re.IGNORECASE)
 
 
 @dataclass
 class Check:
-    """One scored check: an assertion (or one row condition of it), or one quarantine dimension."""
+    """One scored check: an assertion (or one row condition of it), or a table action that failed."""
 
     table: str
     dimension: str
     name: str
-    source: str  # assertion | quarantine
+    source: str  # assertion | action
     passed: bool
     failing_rows: int | None
     rows_checked: int | None
@@ -134,25 +132,6 @@ def condition_dimension(condition: str) -> str:
     return "completeness" if _NOT_NULL.match(condition) else "validity"
 
 
-def rule_dimension(rule: str) -> str:
-    """Return the dimension of a quarantine rule named `<field>_<rule>` (contracts' rule names)."""
-    lowered = rule.lower()
-    if lowered.endswith("_required") or "missing" in lowered or "null" in lowered:
-        return "completeness"
-    if "duplicate" in lowered:
-        return "uniqueness"
-    return "validity"
-
-
-def _sql_rule(dimension: str) -> str:
-    """Return rule_dimension's test for `dimension` as SQL over a lambda parameter `rule`."""
-    if dimension == "completeness":
-        return (
-            "(lower(rule) LIKE '%\\_required' ESCAPE '\\' OR lower(rule) LIKE '%missing%' OR lower(rule) LIKE '%null%')"
-        )
-    return "lower(rule) LIKE '%duplicate%'"
-
-
 def declared_conditions(ctx: Context, name: str) -> list[str]:
     """Return the row conditions a built-in rowConditions assertion checks, read from its compiled query."""
     action = ctx.graph.actions.get(name) if ctx.graph else None
@@ -232,73 +211,17 @@ def _duplicate_rows(ctx: Context, outcome: AssertionOutcome) -> int:
         return outcome.failing_rows or 0
 
 
-def quarantine_checks(ctx: Context, count) -> tuple[list[Check], list[str]]:
-    """Return checks from every `<dataset>.<source>_quarantine` table next to its `<dataset>.<source>` table.
-
-    A dimension's score is 100 × (1 − quarantined rows failing a rule of it / rows arrived), rows arrived
-    being kept + quarantined + `<source>_duplicates` rows.
-    """
-    checks: list[Check] = []
-    notes: list[str] = []
-    names = list(ctx.graph.actions) if ctx.graph else []
-    for name in names:
-        if not name.endswith(QUARANTINE_SUFFIX) or ctx.graph.actions[name].kind == "assertion":
-            continue
-        kept_table = name[: -len(QUARANTINE_SUFFIX)]
-        quarantined = count(name)
-        kept = count(kept_table)
-        if quarantined is None or kept is None:
-            notes.append(f"quarantine {name} or its table {kept_table} is not in the warehouse: not scored")
-            continue
-        duplicates = count(f"{kept_table}_duplicates") or 0  # arrived, valid, not the latest version
-        total = kept + quarantined + duplicates
-        per_dimension = _quarantine_by_dimension(ctx, name, quarantined)
-        for dimension, failing in sorted(per_dimension.items()):
-            checks.append(
-                Check(
-                    kept_table,
-                    dimension,
-                    f"quarantine ({dimension} rules)",
-                    "quarantine",
-                    failing == 0,
-                    failing,
-                    total,
-                    _score(failing, total),
-                )
-            )
-    return checks, notes
-
-
-def _quarantine_by_dimension(ctx: Context, name: str, quarantined: int) -> dict[str, int]:
-    project, dataset, table = split_name(name)
-    columns = ctx.con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = ? "
-        "AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [project, dataset, table],
-    ).fetchall()
-    rules = next((c for c, kind in columns if _RULES_COLUMN.search(c) and kind.endswith("[]")), None)
-    if rules is None:
-        return {"validity": quarantined}
-    # Counted in the warehouse (a quarantine can hold millions of rows); the same mapping as rule_dimension.
-    _, rows = ctx.query(
-        f"""
-        WITH dims AS (
-            SELECT list_transform(coalesce("{rules}", []), rule -> CASE
-                WHEN {_sql_rule("completeness")} THEN 'completeness'
-                WHEN {_sql_rule("uniqueness")} THEN 'uniqueness'
-                ELSE 'validity' END) AS d
-            FROM {quoted(name)}
+def action_checks(ctx: Context) -> list[Check]:
+    """Return a check per table, view or operation the run executed and that failed: 0 in the freshness of
+    its table (what it holds was not refreshed). Succeeded actions are the normal state, not scored: the
+    assertions on their tables measure them."""
+    return [
+        Check(
+            action.name, "freshness", f"run: {action.name.rsplit('.', 1)[-1]} failed", "action", False, None, None, 0.0
         )
-        SELECT count(*) FILTER (WHERE list_contains(d, 'completeness')),
-               count(*) FILTER (WHERE list_contains(d, 'validity') OR len(d) = 0),
-               count(*) FILTER (WHERE list_contains(d, 'uniqueness'))
-        FROM dims
-        """
-    )
-    completeness, validity, uniqueness = (int(n) for n in rows[0])
-    counts = {"completeness": completeness, "validity": validity, "uniqueness": uniqueness}
-    # A dimension with no quarantine rule of its kind at all is not measured by the quarantine.
-    return {d: n for d, n in counts.items() if n or d != "uniqueness"}
+        for action in ctx.run.actions
+        if action.type != "assertion" and action.status == "failed"
+    ]
 
 
 def build(ctx: Context, found: list[AssertionOutcome]) -> Scorecard:
@@ -316,10 +239,7 @@ def build(ctx: Context, found: list[AssertionOutcome]) -> Scorecard:
     checks, notes = assertion_checks(ctx, found, count)
     card.checks.extend(checks)
     card.notes.extend(notes)
-    if ctx.con is not None:
-        checks, notes = quarantine_checks(ctx, count)
-        card.checks.extend(checks)
-        card.notes.extend(notes)
+    card.checks.extend(action_checks(ctx))
     if not card.checks:
-        card.notes.append("no assertion or quarantine result to score: the scorecard is empty")
+        card.notes.append("no assertion or action result to score: the scorecard is empty")
     return card

@@ -447,6 +447,80 @@ class _Rows(list):
         return self
 
 
+class FakeApi:
+    """get/create/update/delete (and list) of proto-plus resources in one dict, every call recorded."""
+
+    COLLECTIONS = {"lake": "lakes", "zone": "zones", "asset": "assets", "data_scan": "dataScans"}
+    NAMED_BY_API = {
+        "notification_channel": "notificationChannels",
+        "notification_channels": "notificationChannels",
+        "alert_policy": "alertPolicies",
+        "alert_policies": "alertPolicies",
+    }
+
+    def __init__(self, store: dict, calls: list, operations: bool = False):
+        self.store, self.calls, self.operations = store, calls, operations
+
+    def _done(self, value):
+        return _Operation(value) if self.operations else value
+
+    def __getattr__(self, method: str):
+        verb, _, noun = method.partition("_")
+        if verb not in ("get", "create", "update", "delete", "list"):
+            raise AttributeError(method)
+
+        def call(request):
+            self.calls.append((method, request))
+            return getattr(self, f"_{verb}")(noun, request)
+
+        return call
+
+    @staticmethod
+    def _name(request) -> str:
+        return request.get("name") or request.get("metric_name")
+
+    def _get(self, noun, request):
+        if self._name(request) not in self.store:
+            raise gexc.NotFound(self._name(request))
+        return copy.deepcopy(self.store[self._name(request)])
+
+    def _create(self, noun, request):
+        if noun == "log_metric":
+            body, name = request["metric"], f"{request['parent']}/metrics/{request['metric'].name}"
+        elif noun in self.COLLECTIONS:
+            body = getattr(request, noun)
+            name = f"{request.parent}/{self.COLLECTIONS[noun]}/{getattr(request, noun + '_id')}"
+        else:  # the API names channels and policies
+            body = getattr(request, noun)
+            name = f"{request.name}/{self.NAMED_BY_API[noun]}/{len(self.store) + 1}"
+        if name in self.store:
+            raise gexc.AlreadyExists(name)
+        body = type(body)(body)
+        if noun != "log_metric":
+            body.name = name
+        self.store[name] = body
+        return self._done(copy.deepcopy(body))
+
+    def _update(self, noun, request):
+        if noun == "log_metric":
+            self.store[request["metric_name"]] = request["metric"]
+            return request["metric"]
+        body = request[noun] if isinstance(request, dict) else getattr(request, noun)
+        paths = request["update_mask"].paths if isinstance(request, dict) else request.update_mask.paths
+        stored = self.store[body.name]
+        for path in paths:
+            setattr(stored, path, getattr(body, path))
+        return self._done(copy.deepcopy(stored))
+
+    def _delete(self, noun, request):
+        del self.store[self._name(request)]
+        return self._done(None)
+
+    def _list(self, noun, request):
+        start = f"{request['name']}/{self.NAMED_BY_API[noun]}/"
+        return [copy.deepcopy(v) for k, v in self.store.items() if k.startswith(start)]
+
+
 class FakeCloud:
     """One fake project: all state, every call made, and failures to inject."""
 
@@ -492,4 +566,10 @@ class FakeCloud:
             projects=FakeProjects(self),
             run=FakeRun(self),
             dataset_iam=DatasetIamAdapter(bq),
+            # Dataplex and alerting: one generic stand-in over the same store
+            dataplex=FakeApi(self.store, self.calls, operations=True),
+            datascans=FakeApi(self.store, self.calls, operations=True),
+            log_metrics=FakeApi(self.store, self.calls),
+            notification_channels=FakeApi(self.store, self.calls),
+            alert_policies=FakeApi(self.store, self.calls),
         )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from deploy_fakes import FakeApi
 from google.cloud import dataplex_v1, monitoring_v3
 from google.cloud.logging_v2.types import LogMetric
 
 from deploy import dataplex, monitoring
+from deploy.apply import apply, destroy
+from deploy.clients import Clients
 from deploy.config import load_env
+from deploy.handlers import handlers
 from ingest.contracts import load_contracts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,14 +116,122 @@ def test_alerting_metrics_and_policies_build_with_the_client_types():
     ]
 
 
-def test_the_plan_shows_them_and_says_when_a_contract_is_unreadable(tmp_path):
+def test_the_plan_counts_them_and_says_when_a_contract_is_unreadable(tmp_path):
+    found, problem = dataplex.observability_resources(ENV, REPO)
+    assert problem == ""
+    assert [r.kind for r in found].count("dataplex_datascan") == 13
     text = dataplex.observability_plan(ENV, REPO)
-    assert f"+ planned   dataplex_datascan        {LOCATION}/dataScans/lakehouse-dev-dq-orders" in text
-    assert "+ planned   monitoring_alert_policy  lakehouse-dev-freshness-sla-missed" in text
-    assert text.endswith("Planned: 22 Dataplex resources (13 scans), 9 alerting resources.")
+    assert "planned, not created" not in text
+    assert text.endswith(
+        "22 Dataplex resources (13 scans), 9 alerting resources (the e-mail channel's address is read from "
+        "LAKEHOUSE_ALERT_EMAIL at apply time)."
+    )
     broken = tmp_path / "includes" / "contracts"
     broken.mkdir(parents=True)
     (broken / "orders.json").write_text('{"name": "orders"')
     text = dataplex.observability_plan(ENV, tmp_path)
     assert "! Dataplex not planned: a contract cannot be read (" in text
-    assert text.endswith("Planned: 0 Dataplex resources (0 scans), 9 alerting resources.")
+    assert "\n0 Dataplex resources (0 scans), 9 alerting resources" in text
+
+
+# --- apply, against in-memory stand-ins that take and return the client libraries' own types -------------
+
+
+def _cloud():
+    store, calls = {}, []
+    clients = Clients(
+        project=ENV.project,
+        dataplex=FakeApi(store, calls, operations=True),
+        datascans=FakeApi(store, calls, operations=True),
+        log_metrics=FakeApi(store, calls),
+        notification_channels=FakeApi(store, calls),
+        alert_policies=FakeApi(store, calls),
+    )
+    return store, calls, clients
+
+
+EMAIL = {"LAKEHOUSE_ALERT_EMAIL": "data-oncall@example.com"}
+
+
+def _writes(calls) -> list[str]:
+    return [name for name, _ in calls if not name.startswith(("get_", "list_"))]
+
+
+def test_apply_creates_every_dataplex_and_alerting_resource_then_changes_nothing():
+    found, _ = dataplex.observability_resources(ENV, REPO)
+    store, calls, clients = _cloud()
+    report = apply(ENV, found, clients, handlers(REPO), REPO, environ=EMAIL, sleep=lambda s: None)
+    assert report.error is None, report.error
+    assert [o.result for o in report.outcomes] == ["created"] * len(found) == ["created"] * 31
+    scan = store[f"{LOCATION}/dataScans/lakehouse-dev-dq-orders"]
+    assert isinstance(scan, dataplex_v1.DataScan)
+    assert [dataplex.rule_dict(r) for r in scan.data_quality_spec.rules] == dataplex.quality_rules(
+        load_contracts(REPO)["orders"]
+    )
+    channel = next(v for v in store.values() if isinstance(v, monitoring_v3.NotificationChannel))
+    assert channel.labels["email_address"] == "data-oncall@example.com"
+    policies = [v for v in store.values() if isinstance(v, monitoring_v3.AlertPolicy)]
+    assert len(policies) == 4 and all(list(p.notification_channels) == [channel.name] for p in policies)
+    assert isinstance(store[f"projects/{ENV.project}/metrics/lakehouse-dev-trigger-errors"], LogMetric)
+
+    calls.clear()
+    again = apply(ENV, found, clients, handlers(REPO), REPO, environ=EMAIL, sleep=lambda s: None)
+    assert again.error is None, again.error
+    assert {o.result for o in again.outcomes} == {"unchanged"}
+    assert _writes(calls) == []
+
+
+def test_apply_updates_in_place_what_changed():
+    found, _ = dataplex.observability_resources(ENV, REPO)
+    store, calls, clients = _cloud()
+    assert apply(ENV, found, clients, handlers(REPO), REPO, environ=EMAIL, sleep=lambda s: None).error is None
+    scan_name = f"{LOCATION}/dataScans/lakehouse-dev-dq-orders"
+    changed = [
+        replace(r, spec={**r.spec, "schedule": "45 * * * *"}) if r.name == scan_name
+        else replace(r, spec={**r.spec, "documentation": "Page the data team."})
+        if r.name == "lakehouse-dev-freshness-sla-missed"
+        else r
+        for r in found
+    ]  # fmt: skip
+    calls.clear()
+    report = apply(ENV, changed, clients, handlers(REPO), REPO, environ=EMAIL, sleep=lambda s: None)
+    assert report.error is None, report.error
+    updated = [(o.resource.name, o.detail) for o in report.outcomes if o.result == "updated"]
+    assert updated == [(scan_name, "schedule"), ("lakehouse-dev-freshness-sla-missed", "documentation")]
+    assert _writes(calls) == ["update_data_scan", "update_alert_policy"]
+    assert store[scan_name].execution_spec.trigger.schedule.cron == "45 * * * *"
+    policy = next(v for v in store.values() if getattr(v, "display_name", "") == "lakehouse-dev-freshness-sla-missed")
+    assert policy.documentation.content == "Page the data team."
+
+
+def test_apply_without_the_alert_email_stops_at_the_channel_and_says_what_to_export():
+    found, _ = dataplex.observability_resources(ENV, REPO)
+    store, _, clients = _cloud()
+    report = apply(ENV, found, clients, handlers(REPO), REPO, environ={}, sleep=lambda s: None)
+    assert report.error is not None
+    assert "$LAKEHOUSE_ALERT_EMAIL" in str(report.error) and "export" in str(report.error)
+    # every resource before the channel (the Dataplex ones) was applied
+    assert [o.result for o in report.outcomes] == ["created"] * 22
+    assert not any(isinstance(v, monitoring_v3.NotificationChannel) for v in store.values())
+
+
+def test_apply_refuses_to_change_a_lake_the_kit_did_not_create():
+    found, _ = dataplex.observability_resources(ENV, REPO)
+    store, calls, clients = _cloud()
+    lake = found[0]
+    store[lake.name] = dataplex_v1.Lake(name=lake.name, display_name="someone else's lake", labels={"team": "x"})
+    report = apply(ENV, found, clients, handlers(REPO), REPO, environ=EMAIL, sleep=lambda s: None)
+    assert report.outcomes == []
+    assert "it exists but was not created by lakehouse-kit (differs in display_name, labels)" in str(report.error)
+    assert _writes(calls) == []
+
+
+def test_destroy_removes_every_one_apply_created():
+    found, _ = dataplex.observability_resources(ENV, REPO)
+    store, _, clients = _cloud()
+    assert apply(ENV, found, clients, handlers(REPO), REPO, environ=EMAIL, sleep=lambda s: None).error is None
+    assert len(store) == 31
+    report = destroy(ENV, found, clients, handlers(REPO), REPO)
+    assert report.error is None, report.error
+    assert [o.result for o in report.outcomes] == ["deleted"] * 31
+    assert store == {}

@@ -32,7 +32,8 @@ def test_plan_offline_prints_the_full_desired_state_fast(write_env, project_dir)
     assert "+ create    bucket               lh-test-landing [holds data]" in lines
     job = "projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-generator"
     assert f"+ create    scheduler_job        {job}" in lines
-    assert "Plan: 77 to create, 0 to update, 0 unchanged, 0 blocked (77 resources). Nothing was changed." in lines
+    # + 9 alerting resources and 4 for the PII key; no Dataplex: these stand-in contracts have no fields
+    assert "Plan: 86 to create, 0 to update, 0 unchanged, 0 blocked (86 resources). Nothing was changed." in lines
 
 
 def test_plan_of_the_sample_config_as_a_user_runs_it(tmp_path):
@@ -112,6 +113,7 @@ def with_cloud(monkeypatch, project_dir):
     monkeypatch.setattr(plan, "credentials_status", lambda environ=None: (True, ""))
     monkeypatch.setattr(cli, "_clients", lambda env: (cloud.clients(), handlers(project_dir)))
     monkeypatch.setenv("TEST_PII_SALT", "pepper")
+    monkeypatch.setenv("LAKEHOUSE_ALERT_EMAIL", "data-oncall@example.com")  # the alert channel's address
     return cloud
 
 
@@ -121,18 +123,18 @@ def test_apply_plan_destroy_through_the_cli(with_cloud, write_env, project_dir):
     applied = runner.invoke(main, ["deploy", "apply", *args, "--yes"])
     assert applied.exit_code == 0, applied.output
     assert "  created  bucket lh-test-landing" in applied.output
-    assert applied.output.splitlines()[-1] == "Applied: 77 created, 0 updated, 0 unchanged."
+    assert applied.output.splitlines()[-1] == "Applied: 86 created, 0 updated, 0 unchanged."
     planned = runner.invoke(main, ["deploy", "plan", *args])
     assert "Current state NOT read" not in planned.output
     assert "= unchanged iam_binding          roles/run.invoker for serviceAccount:lh-dev-scheduler" in planned.output
-    assert "Plan: 0 to create, 0 to update, 77 unchanged, 0 blocked (77 resources). Nothing was changed." in (
+    assert "Plan: 0 to create, 0 to update, 86 unchanged, 0 blocked (86 resources). Nothing was changed." in (
         planned.output
     )
     again = runner.invoke(main, ["deploy", "apply", *args, "--yes"])
     assert again.output.splitlines()[-1] == "Nothing to do."
     destroyed = runner.invoke(main, ["deploy", "destroy", *args, "--yes"])
     assert destroyed.exit_code == 0, destroyed.output
-    assert destroyed.output.splitlines()[-1] == "Destroyed: 63 deleted, 14 kept, 0 left-alone, 0 absent."
+    assert destroyed.output.splitlines()[-1] == "Destroyed: 72 deleted, 14 kept, 0 left-alone, 0 absent."
     assert "      kept  bucket lh-test-landing  (holds data; pass --include-data to delete it)" in destroyed.output
 
 
@@ -181,7 +183,7 @@ def test_plan_json_is_machine_readable_and_masks_secrets(with_cloud, write_env, 
     _, plan = _plan_json(CliRunner(), args, tmp_path)
     header = (plan["format"], plan["environment"], plan["project"], plan["state_read"])
     assert header == (1, "dev", "lakehouse-test-1", True)
-    assert plan["totals"] == {"create": 77, "update": 0, "unchanged": 0, "blocked": 0, "delete": 0}
+    assert plan["totals"] == {"create": 86, "update": 0, "unchanged": 0, "blocked": 0, "delete": 0}
     release = next(c for c in plan["changes"] if c["kind"] == "release_config")
     assert release["spec"]["vars"]["api_token"] == "***" and release["current"] is None
     assert "pepper" not in (tmp_path / "plan.json").read_text()
@@ -198,7 +200,7 @@ def test_apply_plan_applies_a_saved_plan_and_refuses_once_live_state_moved(with_
     first, _ = _plan_json(runner, args, tmp_path, "first.json")
     applied = runner.invoke(main, ["deploy", "apply", *args, "--plan", str(first)])
     assert applied.exit_code == 0, applied.output
-    assert applied.output.splitlines()[-1] == "Applied: 77 created, 0 updated, 0 unchanged."
+    assert applied.output.splitlines()[-1] == "Applied: 86 created, 0 updated, 0 unchanged."
     # Applied once, the same saved plan no longer matches the live state.
     again = runner.invoke(main, ["deploy", "apply", *args, "--plan", str(first)])
     assert again.exit_code == 1

@@ -26,6 +26,9 @@ OPS_VIEWS = {
     "source_quality_daily",
     "dead_letter_reasons",
     "quarantine_failures",
+    "source_quality_run",
+    "quarantine_rules_run",
+    "source_quality_runs",
 }
 
 

@@ -45,3 +45,23 @@ def test_an_error_threshold_is_an_untagged_assertion_of_each_limit(tmp_path):
     assert "'max_reject_rate' as threshold" in query and "0.3 as max_rate" in query
     assert "'rules.product_id_pattern' as threshold" in query and "0.05 as max_rate" in query
     assert "where rule_name = 'product_id_pattern'" in query
+
+
+def test_rates_of_the_run_are_hourly_and_the_dead_letter_rate_is_daily(tmp_path):
+    project = _with_quality(tmp_path, {"max_reject_rate": 0.3, "max_dead_letter_rate": 0.01, "severity": "warn"})
+    graph = compile_project(project, home_dir=tmp_path / "home", use_cache=False).graph
+    found = targets(graph, "assertions")
+    hourly = found["assertions.inventory_quality_thresholds"]
+    assert {"hourly", "warn"} <= set(hourly["tags"]) and "daily" not in hourly["tags"]
+    # this run's lines only: the batch view, never the all-time view nor the dead-letter bucket
+    assert "`lakehouse-dev.ops.source_quality_run`" in hourly["query"]
+    assert "ops.source_quality`" not in hourly["query"] and "max_dead_letter_rate" not in hourly["query"]
+    daily = found["assertions.inventory_dead_letter_threshold"]
+    assert {"daily", "warn"} <= set(daily["tags"]) and "hourly" not in daily["tags"]
+    assert "`lakehouse-dev.ops.source_quality`" in daily["query"] and "0.01 as max_rate" in daily["query"]
+
+    only_dead_letters = _with_quality(tmp_path / "second", {"max_dead_letter_rate": 0.01})
+    graph = compile_project(only_dead_letters, home_dir=tmp_path / "home2", use_cache=False).graph
+    names = set(targets(graph, "assertions"))
+    assert "assertions.inventory_dead_letter_threshold" in names
+    assert "assertions.inventory_quality_thresholds" not in names

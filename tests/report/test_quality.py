@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -47,13 +46,18 @@ def lakehouse(home: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory) -> Path:
-    """A warehouse after one generation of 2,000 events (seed 5, every fault kind) and one run."""
+    """A warehouse after two runs: 2,000 events (seed 5, every fault kind), a run, 600 more (seed 6), a run."""
     home = tmp_path_factory.mktemp("quality-home")
     lakehouse(
         home, "generate", "--events", "2000", "--seed", "5", "--pubsub-share", "0.3",
         "--batch-size", "100", "--in-process-bus",
     )  # fmt: skip
     lakehouse(home, "run", "--now", "2026-11-30T12:00:00Z")
+    lakehouse(
+        home, "generate", "--events", "600", "--seed", "6", "--pubsub-share", "0.3",
+        "--batch-size", "100", "--in-process-bus",
+    )  # fmt: skip
+    lakehouse(home, "run", "--now", "2026-11-30T13:00:00Z")
     return home
 
 
@@ -182,6 +186,66 @@ def test_daily_rows_add_up_to_the_totals(loaded):
     assert daily == totals
 
 
+def test_this_run_counts_the_batch_exactly(loaded):
+    """ops.source_quality_run and quarantine_rules_run against direct counts of the last run's batch."""
+    view = {r[0]: r[1:] for r in rows(loaded, f"SELECT * FROM {t('ops', 'source_quality_run')}")}
+    run_rules = rows(loaded, f"SELECT source_name, rule_name, quarantined_rows FROM {t('ops', 'quarantine_rules_run')}")
+    assert sorted(view) == SOURCES
+    for source in SOURCES:
+        batch = t("silver", source + "_batch")
+        in_batch = f"WHERE record_id IN (SELECT record_id FROM {batch})"
+        taken = one(loaded, f"SELECT count(*) FROM {batch}")
+        silver = one(loaded, f"SELECT count(*) FROM {t('silver', source)} {in_batch}")
+        quarantined = one(loaded, f"SELECT count(*) FROM {t('silver', source + '_quarantine')} {in_batch}")
+        duplicates = one(loaded, f"SELECT count(*) FROM {t('silver', source + '_duplicates')} {in_batch}")
+        ledger = rows(
+            loaded,
+            f"SELECT taken_at, sum(record_count) FROM {t('ops', source + '_intake')} "
+            f"WHERE taken_at = (SELECT max(taken_at) FROM {t('ops', source + '_intake')}) GROUP BY taken_at",
+        )[0]
+        assert silver + quarantined + duplicates == taken == ledger[1] > 0, source
+        taken_at, ledger_lines, lines, kept, rejected, pct, dups, _late, valid = view[source]
+        assert (taken_at, ledger_lines) == ledger, source
+        assert (lines, kept, rejected, dups) == (taken, silver, quarantined, duplicates), source
+        assert (float(pct), float(valid)) == (
+            round(100 * quarantined / taken, 1),
+            round(100 * (silver + duplicates) / taken, 1),
+        ), source
+        per_rule = dict(
+            rows(loaded, f"SELECT r, count(*) FROM (SELECT unnest(failed_rules) AS r FROM {batch}) GROUP BY r")
+        )
+        mine = {rule: n for s, rule, n in run_rules if s == source}
+        assert mine.pop("(any rule)") == quarantined, source
+        assert {rule: n for rule, n in mine.items() if n} == per_rule, source
+    # the second run took fewer lines than everything silver holds
+    orders_all = one(loaded, f"SELECT lines_taken FROM {t('ops', 'source_quality')} WHERE source_name = 'orders'")
+    assert 0 < view["orders"][2] < orders_all
+
+
+def test_trend_over_runs_comes_from_the_intake_ledger(loaded):
+    trend = rows(
+        loaded,
+        "SELECT source_name, taken_at, lines_taken, quarantined_rows, valid_rows "
+        f"FROM {t('ops', 'source_quality_runs')} ORDER BY source_name, taken_at",
+    )
+    totals = {
+        r[0]: r[1:]
+        for r in rows(loaded, f"SELECT source_name, lines_taken, quarantined_rows FROM {t('ops', 'source_quality')}")
+    }
+    last = {
+        r[0]: r[1:]
+        for r in rows(
+            loaded, f"SELECT source_name, taken_at, lines_taken, quarantined_rows FROM {t('ops', 'source_quality_run')}"
+        )
+    }
+    for source in SOURCES:
+        mine = [r[1:] for r in trend if r[0] == source]
+        assert len(mine) == 2, source  # two runs took lines of every source
+        assert (sum(r[1] for r in mine), sum(r[2] for r in mine)) == totals[source], source
+        assert all(taken == rejected + valid for _, taken, rejected, valid in mine), source
+        assert mine[-1][:3] == last[source], source
+
+
 def test_the_report_shows_the_view_numbers_first(loaded, tmp_path):
     written, summary = publish(REPO, loaded, out_dir=tmp_path / "out")
     taken, quarantined, pct, valid = rows(
@@ -189,20 +253,32 @@ def test_the_report_shows_the_view_numbers_first(loaded, tmp_path):
         f"SELECT lines_taken, quarantined_rows, quarantined_pct, valid_pct FROM {t('ops', 'source_quality')} "
         "WHERE source_name = 'orders'",
     )[0]
-    line = f"orders {valid:.1f}/100: {quarantined:,} of {taken:,} lines rejected ({pct:.1f}%); top rules: "
+    run_taken, run_quarantined, run_pct, run_valid = rows(
+        loaded,
+        f"SELECT lines_taken, quarantined_rows, quarantined_pct, valid_pct FROM {t('ops', 'source_quality_run')} "
+        "WHERE source_name = 'orders'",
+    )[0]
+    this_run = (
+        f"orders this run {run_valid:.1f}/100: {run_quarantined:,} of {run_taken:,} lines rejected ({run_pct:.1f}%) — "
+    )
+    all_time = f"; all time {valid:.1f}/100: {quarantined:,} of {taken:,} lines rejected ({pct:.1f}%) — "
     markdown = written["markdown"].read_text()
     first_screen = markdown[: markdown.index("**Pipeline health:")]
-    assert f"- {line}" in first_screen
-    assert any(s.startswith(f"incoming {line}") for s in summary)
+    line = next(row for row in first_screen.splitlines() if row.startswith("- orders "))
+    assert line.startswith(f"- {this_run}") and all_time in line, line
+    assert any(s.startswith(f"incoming {this_run}") for s in summary)
     assert "this is not the quality of the incoming data" in summary[-1]
     assert markdown.index("## Failed and warned") < markdown.index("## Incoming data quality per source")
     assert markdown.index("## Incoming data quality per source") < markdown.index("## All assertions, by table")
-    assert f"| orders | **{valid:.1f}/100** | {taken} |" in markdown
+    assert f"| orders | {run_valid:.1f}/100 | {run_taken} |" in markdown
+    assert f"| **{valid:.1f}/100** | {taken} |" in markdown
     assert "> inventory: its contract sets no quality thresholds" in markdown
 
     quality = json.loads(written["quality"].read_text())
     assert quality["sources"]["orders"]["lines_taken"] == taken
     assert quality["sources"]["orders"]["quarantined_rows"] == quarantined
+    assert quality["sources"]["orders"]["this_run"]["lines_taken"] == run_taken
+    assert quality["sources"]["orders"]["this_run"]["quarantined_rows"] == run_quarantined
 
 
 def test_thresholds_crossed_match_the_assertion_rows(loaded):
@@ -226,7 +302,10 @@ def test_samples_mask_every_pii_field(loaded):
     orders = next(s for s in report.quality.sources if s.name == "orders")
     assert set(orders.samples) == {r.rule for r in orders.rules if r.quarantined_rows}
     table = t("silver", "orders_quarantine")
-    emails = rows(loaded, f"SELECT json_extract_string(raw_record, '$.customer_email') FROM {table}")
+    emails = rows(
+        loaded,
+        f"SELECT json_extract_string(raw_record, '$.customer_email') FROM {table} WHERE json_valid(raw_record)",
+    )
     real = {e for (e,) in emails if e}
     shown = " ".join(raw for records in orders.samples.values() for raw in records)
     assert real and not any(email in shown for email in real)
@@ -248,16 +327,21 @@ def test_junit_carries_a_testcase_per_source(loaded, tmp_path):
     assert "WARN: max_reject_rate 0.25 crossed" in cases["orders"].find("system-out").text
 
 
-def test_a_second_report_trends_over_runs(loaded, tmp_path):
-    home = loaded
-    first, _ = publish(REPO, home)  # written under <home>/reports/<run id>/ where the next report looks
-    lakehouse(home, "run", "--now", "2026-11-30T13:00:00Z")
-    with open_context(REPO, home) as ctx:
+def test_the_report_trends_over_the_runs_of_the_ledger(loaded):
+    with open_context(REPO, loaded) as ctx:
         report = build(ctx)
-    runs = [p.run_id for p in report.quality.runs]
-    assert runs[-2] == json.loads(first["quality"].read_text())["run_id"]
-    assert runs[-1] == report.run.run_id
-    assert isinstance(report.quality.runs[-1].started_at, datetime)
+    trend = rows(
+        loaded,
+        f"SELECT taken_at, source_name, lines_taken, quarantined_rows FROM {t('ops', 'source_quality_runs')} "
+        "ORDER BY taken_at, source_name",
+    )
+    assert [p.taken_at for p in report.quality.runs] == sorted({r[0] for r in trend})
+    assert len(report.quality.runs) == 2
+    assert [
+        (p.taken_at, name, n["lines_taken"], n["quarantined_rows"])
+        for p in report.quality.runs
+        for name, n in sorted(p.sources.items())
+    ] == trend
 
 
 def screenshot(page: Path, out: Path, tmp_path: Path, height: int = 900) -> Path:
@@ -308,3 +392,14 @@ def test_chromium_draws_quality_over_time_and_screenshots_the_report(loaded, tmp
     for kind, name, height in (("html", "report.png", 900), ("dashboard", "dashboard.png", 2000)):
         shot = screenshot(written[kind], folder / name, tmp_path, height)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reporting_an_older_run_says_whose_batch_this_run_counts(loaded):
+    with open_context(REPO, loaded) as ctx:
+        first, latest = ctx.runs[0].run_id, ctx.run.run_id
+    with open_context(REPO, loaded, run_id=first) as ctx:
+        report = build(ctx)
+    assert (
+        f"'this run' is what the latest run ({latest}) took: silver keeps only the last run's batch, so the lines "
+        f"run {first} took are counted in the trend over runs, not on their own"
+    ) in report.quality.notes

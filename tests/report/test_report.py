@@ -80,27 +80,27 @@ def test_scorecard_scores_tables_and_dimensions(history):
         card = build(ctx).scorecard
     silver, gold = f"{P}.silver.orders", f"{P}.gold.daily_product_summary"
     assert card.tables == [gold, silver]
-    # silver.orders holds 7 rows, 1 row is quarantined (quantity_min): 8 rows arrived.
+    # silver.orders holds 7 rows; its quarantined row is incoming quality, not pipeline health: not scored.
     assert {
         d: card.cell(silver, d) for d in ("completeness", "validity", "uniqueness", "freshness", "consistency")
     } == {
-        "completeness": 92.86,  # mean(nonNull 1 − 1/7, quarantine completeness 1 − 0/8)
-        "validity": 86.61,  # mean(price > 0: 1 − 1/7, quarantine validity 1 − 1/8)
+        "completeness": 85.71,  # nonNull: 1 − 1/7
+        "validity": 85.71,  # price > 0: 1 − 1/7
         "uniqueness": 71.43,  # 2 of 7 rows share order_id O1
         "freshness": 0.0,  # orders_fresh failed
         "consistency": 100.0,  # gold_reconciles_with_silver passed
     }
-    assert card.table_score(silver) == 70.18
-    assert card.dataplex(table=silver) == 28.57  # 2 of 7 checks had no failing row
+    assert card.table_score(silver) == 68.57  # mean(85.71, 85.71, 71.43, 0, 100)
+    assert card.dataplex(table=silver) == 20.0  # 1 of 5 checks had no failing row
     assert (card.cell(gold, "uniqueness"), card.cell(gold, "consistency"), card.table_score(gold)) == (
         100.0,
         100.0,
         100.0,
     )
     assert card.cell(gold, "freshness") is None
-    assert card.overall == 85.09
+    assert card.overall == 84.28  # mean(68.57, 100), of the rounded table scores
     assert card.dimension_score("uniqueness") == 85.72
-    assert card.dataplex() == 44.44  # 4 of 9 checks
+    assert card.dataplex() == 42.86  # 3 of 7 checks
 
 
 def test_publish_all_writes_every_artifact_and_the_junit_validates(history, tmp_path):
@@ -120,7 +120,8 @@ def test_publish_all_writes_every_artifact_and_the_junit_validates(history, tmp_
     assert json.loads(written["quality"].read_text())["notes"] == [
         "incoming data quality is unknown: the ops view(s) ops.source_quality, ops.quarantine_rules, "
         "ops.source_quality_dimensions, ops.source_quality_daily, ops.dead_letter_reasons, "
-        "ops.quarantine_failures are not in the warehouse (run "
+        "ops.quarantine_failures, ops.source_quality_run, ops.quarantine_rules_run, ops.source_quality_runs are not "
+        "in the warehouse (run "
         f"{history.run_ids[-1]} did not build them: it crashed or did not select definitions/ops)"
     ]
 
@@ -288,7 +289,7 @@ def test_a_run_with_no_assertions_says_nothing_was_checked(history, tmp_path):
     markdown = written["markdown"].read_text()
     assert "**Pipeline health: No assertions ran.**" in markdown
     assert "run plain-1 executed no assertions (1 action(s)): nothing was checked" in markdown
-    assert "no assertion or quarantine result to score: the scorecard is empty" in markdown
+    assert "no assertion or action result to score: the scorecard is empty" in markdown
     root = ET.parse(written["junit"]).getroot()
     xmlschema.XMLSchema(JUNIT_XSD).validate(str(written["junit"]))
     assert (root.get("tests"), len(root.findall("testsuite"))) == ("0", 0)

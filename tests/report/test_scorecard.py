@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lakehouse.report.scorecard import Check, Scorecard, condition_dimension, dimension_of, rule_dimension
+from lakehouse.report.scorecard import Check, Scorecard, condition_dimension, dimension_of
 
 
 def test_file_assertions_map_to_dimensions_by_tag_then_name():
@@ -17,14 +17,10 @@ def test_file_assertions_map_to_dimensions_by_tag_then_name():
     assert dimension_of("p.assertions.x", ("daily", "uniqueness")) == "uniqueness"
 
 
-def test_row_conditions_and_quarantine_rules_map_to_dimensions():
+def test_row_conditions_map_to_dimensions():
     assert condition_dimension("customer_id IS NOT NULL") == "completeness"
     assert condition_dimension("price > 0") == "validity"
     assert condition_dimension("coalesce(a, b) IS NOT NULL or c > 1") == "validity"
-    assert rule_dimension("customer_id_required") == "completeness"
-    assert rule_dimension("product_id_pattern") == "validity"
-    assert rule_dimension("quantity_type") == "validity"
-    assert rule_dimension("order_id_duplicate") == "uniqueness"
 
 
 def test_aggregation_is_the_mean_of_checks_then_dimensions_then_tables():
@@ -60,33 +56,31 @@ def test_aggregation_is_the_mean_of_checks_then_dimensions_then_tables():
     assert Scorecard().overall is None and Scorecard().dataplex() is None
 
 
-def test_quarantine_rows_are_counted_per_dimension_in_the_warehouse(tmp_path):
+def test_pipeline_health_scores_failed_actions_and_never_the_quarantine(tmp_path):
     from datetime import UTC, datetime
 
     import duckdb
 
+    from lakehouse.engine.records import ActionResult
     from lakehouse.report.context import Context
     from lakehouse.report.runs import History, Run
-    from lakehouse.report.scorecard import _quarantine_by_dimension
+    from lakehouse.report.scorecard import build
 
     con = duckdb.connect()
     con.execute("ATTACH ':memory:' AS p")
     con.execute("CREATE SCHEMA p.silver")
+    # a quarantine full of rejects: incoming data quality, which pipeline health must not score
     con.execute("CREATE TABLE p.silver.orders_quarantine (record_id VARCHAR, failed_rules VARCHAR[])")
-    con.execute(
-        "INSERT INTO p.silver.orders_quarantine VALUES ('a', ['customer_id_required', 'price_min_exclusive']), "
-        "('b', ['record_not_json']), ('c', ['order_id_duplicate']), ('d', []), ('e', NULL), "
-        "('f', ['customer_id_required'])"
-    )
-    run = Run("r", datetime(2026, 1, 1, tzinfo=UTC), None, "success", [], "json")
-    ctx = Context(tmp_path, tmp_path, "p", None, con, [run], run, History.upto([run], run))
-    assert _quarantine_by_dimension(ctx, "p.silver.orders_quarantine", 6) == {
-        "completeness": 2,  # a, f
-        "validity": 4,  # a, b, and d, e (no rule named: counted as validity)
-        "uniqueness": 1,  # c
-    }
-    assert [rule_dimension(r) for r in ("customer_id_required", "record_not_json", "order_id_duplicate")] == [
-        "completeness",
-        "validity",
-        "uniqueness",
+    con.execute("INSERT INTO p.silver.orders_quarantine VALUES ('a', ['customer_id_required'])")
+    con.execute("CREATE TABLE p.silver.orders (record_id VARCHAR)")
+    actions = [
+        ActionResult("p.silver.orders", "table", "success"),
+        ActionResult("p.gold.daily_sales", "table", "failed"),
     ]
+    run = Run("r", datetime(2026, 1, 1, tzinfo=UTC), None, "failed", actions, "json")
+    ctx = Context(tmp_path, tmp_path, "p", None, con, [run], run, History.upto([run], run))
+    card = build(ctx, [])
+    assert [(c.table, c.dimension, c.name, c.source, c.passed, c.score) for c in card.checks] == [
+        ("p.gold.daily_sales", "freshness", "run: daily_sales failed", "action", False, 0.0),
+    ]
+    assert card.overall == 0.0
