@@ -283,7 +283,7 @@ def _quarantine_by_dimension(ctx: Context, name: str, quarantined: int) -> dict[
     _, rows = ctx.query(
         f"""
         WITH dims AS (
-            SELECT list_transform(coalesce("{rules}", []), rule -> CASE
+            SELECT list_transform(coalesce("{rules}", []), lambda rule: CASE
                 WHEN {_sql_rule("completeness")} THEN 'completeness'
                 WHEN {_sql_rule("uniqueness")} THEN 'uniqueness'
                 ELSE 'validity' END) AS d
