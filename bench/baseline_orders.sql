@@ -69,7 +69,7 @@ checked as (
       if(not is_json, 'record_not_json', null),
       if(octet_length(encode(raw_record)) > 65536, 'record_oversized', null),
       if(is_json and coalesce(payload_source != 'orders', true), 'record_source_mismatch', null),
-      if(len(list_filter(payload_keys, k -> k not in ('source', 'event_id', 'order_id', 'customer_id',
+      if(len(list_filter(payload_keys, lambda k: k not in ('source', 'event_id', 'order_id', 'customer_id',
           'customer_email', 'customer_name', 'shipping_address', 'product_id', 'quantity', 'price', 'currency',
           'status', 'event_ts'))) > 0, 'record_unexpected_field', null),
       if(is_json and coalesce(t_order_id, 'NULL') = 'NULL', 'order_id_required', null),
@@ -101,7 +101,7 @@ checked as (
       if(status not in ('placed', 'paid', 'shipped', 'delivered', 'cancelled'), 'status_accepted_values', null),
       if(is_json and coalesce(t_event_ts, 'NULL') = 'NULL', 'event_ts_required', null),
       if(is_json and coalesce(t_event_ts, 'NULL') != 'NULL' and event_ts is null, 'event_ts_type', null)
-    ], rule -> rule is not null) as failed_rules
+    ], lambda rule: rule is not null) as failed_rules
   from typed
 )
 select * from checked;

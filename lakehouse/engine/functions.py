@@ -102,7 +102,7 @@ MACROS: dict[str, str] = {
     "current_datetime": "(zone := 'UTC') AS CAST(timezone(zone, lakehouse_now()) AS TIMESTAMP)",
     # RANGE_BUCKET(point, boundaries): how many boundaries are <= point.
     "range_bucket": "(point, boundaries) AS CASE WHEN point IS NULL THEN NULL "
-    "ELSE len(list_filter(boundaries, b -> b <= point)) END",
+    "ELSE len(list_filter(boundaries, lambda b: b <= point)) END",
     # ARRAY_INCLUDES(array, value).
     "array_includes": "(arr, value) AS list_contains(arr, value)",
     # IEEE_DIVIDE: floating point division, inf and NaN instead of errors.

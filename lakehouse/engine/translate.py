@@ -733,7 +733,7 @@ def _exists_over_unnest(tree: exp.Expression) -> exp.Expression:
 
     Same result in both engines; DuckDB decorrelates the subquery into a join over the whole outer
     relation, which made a 300k-row silver staging model twice as slow. The test becomes
-    `coalesce(len(list_filter(arr, x -> cond)), 0) > 0`: rows where cond is NULL are dropped as WHERE
+    `coalesce(len(list_filter(arr, lambda x: cond)), 0) > 0`: rows where cond is NULL are dropped as WHERE
     drops them, and a NULL or empty array is FALSE, as EXISTS over no rows is.
     """
     for node in list(tree.find_all(exp.Exists)):
@@ -1705,10 +1705,11 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
             # Without quoting BigQuery reads any bytes between line ends; DuckDB's strict mode would
             # stop the whole query at a lone CR (`state machine reached an invalid state`).
             args.append("strict_mode=false")
-        # BigQuery reads CSV rows up to 100 MB; DuckDB's default limit is 2 MB. DuckDB reads in buffers
-        # of 16 rows of the limit per thread, so 100 MB would take 1.6 GB per thread (out of memory
-        # under the engine's cap): 16 MB rows, 256 MB buffers. The landing function lands 64 KiB lines.
-        args.append(f"max_line_size={16 * 1024 * 1024}")
+        # BigQuery reads CSV rows up to 100 MB; DuckDB's default limit is 2 MB.
+        args.append(f"max_line_size={100 * 1024 * 1024}")
+        # DuckDB 1.5 sizes its read buffer from max_line_size (a 1.5 GiB block here) unless told,
+        # which a run under the engine's memory limit cannot allocate; one line's worth is enough.
+        args.append(f"buffer_size={100 * 1024 * 1024}")
         if table.columns:
             args += [f"columns={_struct_literal(list(table.columns))}", "auto_detect=false", "header=false"]
             if skip:

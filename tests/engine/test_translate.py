@@ -848,6 +848,18 @@ def test_ext_raw_lines_with_partitions_and_file_name(con, gcs):
     ]
 
 
+def test_ext_csv_reads_under_the_engines_smallest_memory_limit(con, gcs):
+    # The 100 MB line limit must not size DuckDB's read buffer (1.5 GiB on DuckDB 1.5): the engine's
+    # memory limit can be as small as 256 MiB.
+    folder = gcs.root / "landing" / "orders" / "dt=2024-01-02"
+    folder.mkdir(parents=True)
+    for n in range(4):
+        (folder / f"part-{n}.jsonl").write_text(f'{{"id": {n}}}\n')
+    con.execute("SET memory_limit = '256MiB'")
+    run(con, RAW_LINES, resolver=gcs)
+    assert run(con, "select count(*), count(distinct _FILE_NAME) from ds.raw_orders", resolver=gcs) == [(4, 4)]
+
+
 def test_ext_empty_location_is_a_typed_empty_table(con, gcs):
     run(con, RAW_LINES, resolver=gcs)
     assert run(con, "select count(*) from ds.raw_orders") == [(0,)]

@@ -158,7 +158,7 @@ def test_dimension_scores_count_each_record_once_per_dimension(loaded):
         for s, d, failing, checked, score in rows(loaded, f"SELECT * FROM {t('ops', 'source_quality_dimensions')}")
     }
     table = t("silver", "orders_quarantine")
-    required = "len(list_filter(failed_rules, r -> ends_with(r, '_required'))) > 0"
+    required = "len(list_filter(failed_rules, lambda r: ends_with(r, '_required'))) > 0"
     completeness = one(loaded, f"SELECT count(*) FROM {table} WHERE {required}")
     taken, duplicates = rows(
         loaded, f"SELECT lines_taken, duplicate_rows FROM {t('ops', 'source_quality')} WHERE source_name = 'orders'"
