@@ -164,9 +164,10 @@ function extraCtes(contract) {
     raw_record,
     payload_key,
   from extracted, unnest(payload_keys) as payload_key
-  where payload_key not in (
-${wrap(knownFields(contract).map(literal), 4, 90).join("\n")}
-  )
+  where
+    payload_key not in (
+${wrap(knownFields(contract).map(literal), 6, 90).join("\n")}
+    )
     and parse_json(raw_record)[payload_key] is not null
 ),
 
@@ -282,11 +283,17 @@ ${extraCtes(contract)}
 
 typed as (
   select
-    extracted.*,
-    coalesce(extra_values.extra_fields, []) as extra_fields,
-    extra_values.extra,
+    *,
 ${typedColumns(contract)}
   from extracted
+),
+
+with_extra as (
+  select
+    typed.*,
+    coalesce(extra_values.extra_fields, []) as extra_fields,
+    extra_values.extra,
+  from typed
   left join extra_values using (record_id)
 ),
 
@@ -294,7 +301,7 @@ checked as (
   select
     *,
     ${failedRulesColumn(contract)}
-  from typed
+  from with_extra
 ),
 
 final as (
@@ -344,7 +351,8 @@ create table if not exists ${intake} (
 ${columns}
 );
 
-delete from ${ctx.self()} where true;
+delete from ${ctx.self()}
+where true;
 
 set landing_from = (
   select coalesce(date_sub(max(ingest_date), interval ${days} day), date '1970-01-01')
@@ -362,17 +370,18 @@ set pubsub_from = (
 // Returns the WHERE clauses selecting the bronze records no run has taken yet.
 function batchScope(intake) {
   const taken = (kind, column, bound) => [
-    `and ${column} not in (`,
-    `    select origin from ${intake}`,
-    `    where source_kind = '${kind}' and ${bound}`,
-    "  )",
+    `    and ${column} not in (`,
+    "      select intake.origin",
+    `      from ${intake} as intake`,
+    `      where intake.source_kind = '${kind}' and intake.${bound}`,
+    "    )",
   ].join("\n");
   return {
-    landing: ["where ingest_date >= landing_from", `  ${taken("landing", "_file_name", "ingest_date >= landing_from")}`]
+    landing: ["where ingest_date >= landing_from", taken("landing", "_file_name", "ingest_date >= landing_from")]
       .join("\n"),
     pubsub: [
       "where publish_time >= pubsub_from",
-      `  ${taken("pubsub", PUBSUB_INTAKE_KEY, "ingested_at >= pubsub_from")}`,
+      taken("pubsub", PUBSUB_INTAKE_KEY, "ingested_at >= pubsub_from"),
     ].join("\n"),
   };
 }
@@ -524,7 +533,10 @@ function addedColumns(contract) {
 // hashes everything to NULL.
 function piiHash(column) {
   const salt = `(select salt from ${params.piiKeyTable()})`;
-  return `to_hex(sha256(concat(coalesce(${salt}, error('keys.pii_salt is empty')), ${column})))`;
+  return `to_hex(sha256(concat(
+      coalesce(${salt}, error('keys.pii_salt is empty')),
+      ${column}
+    )))`;
 }
 
 // The silver order of versions of one key: latest event first, then latest arrival.

@@ -20,20 +20,21 @@ function consumersOf(source) {
 function preOps(ctx, source, column) {
   const contract = sources.load(source);
   return ctx.when(ctx.incremental(), `declare touched_dates array<date> default (
-  select array_agg(distinct touched_date)
+  select array_agg(distinct touched.touched_date)
   from (
     select event_date as touched_date from ${ctx.ref(source)}
-    where record_id in (select record_id from ${ctx.ref(`${source}_batch`)})
+    where record_id in (select batch.record_id from ${ctx.ref(`${source}_batch`)} as batch)
     union all
     select date(${contract.event_time}) as touched_date from ${ctx.ref(`${source}_duplicates`)}
-    where duplicate_of in (select record_id from ${ctx.ref(`${source}_batch`)})
-  )
-  where touched_date is not null
+    where duplicate_of in (select batch.record_id from ${ctx.ref(`${source}_batch`)} as batch)
+  ) as touched
+  where touched.touched_date is not null
 );
 
 begin transaction;
 
-delete from ${ctx.self()} where ${column} in unnest(touched_dates);`, "");
+delete from ${ctx.self()}
+where ${column} in unnest(touched_dates);`, "");
 }
 
 // Returns the post-operations closing the transaction of preOps.
@@ -43,7 +44,7 @@ function postOps(ctx) {
 
 // Returns the filter of the aggregate's silver rows: the touched dates on an incremental run.
 function filter(ctx, column) {
-  return ctx.when(ctx.incremental(), `where ${column} in unnest(touched_dates)`, "");
+  return ctx.when(ctx.incremental(), `\n  where ${column} in unnest(touched_dates)`, "");
 }
 
 module.exports = { consumersOf, preOps, postOps, filter };

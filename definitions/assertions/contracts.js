@@ -16,14 +16,23 @@ with batch as (
 ),
 
 placed as (
-  select record_id, 'silver' as place from ${ctx.ref(name)}
-  where record_id in (select record_id from batch)
+  select
+    record_id,
+    'silver' as place,
+  from ${ctx.ref(name)}
+  where record_id in (select batch.record_id from batch)
   union all
-  select record_id, 'quarantine' as place from ${ctx.ref(`${name}_quarantine`)}
-  where record_id in (select record_id from batch)
+  select
+    record_id,
+    'quarantine' as place,
+  from ${ctx.ref(`${name}_quarantine`)}
+  where record_id in (select batch.record_id from batch)
   union all
-  select record_id, 'duplicates' as place from ${ctx.ref(`${name}_duplicates`)}
-  where record_id in (select record_id from batch)
+  select
+    record_id,
+    'duplicates' as place,
+  from ${ctx.ref(`${name}_duplicates`)}
+  where record_id in (select batch.record_id from batch)
 ),
 
 counted as (
@@ -64,7 +73,12 @@ where taken_records != silver_rows + quarantined_rows + duplicate_rows
     description: `Every bronze record of ${name} that arrived before the last run started is in ops.${name}_intake.`,
   }).query((ctx) => `
 with intake as (
-  select source_kind, origin, record_count, taken_at from ${ctx.ref(`${name}_intake`)}
+  select
+    source_kind,
+    origin,
+    record_count,
+    taken_at,
+  from ${ctx.ref(`${name}_intake`)}
 ),
 
 last_run as (
@@ -72,14 +86,20 @@ last_run as (
 ),
 
 bronze as (
-  select 'landing' as source_kind, _file_name as origin, count(*) as record_count,
+  select
+    'landing' as source_kind,
+    _file_name as origin,
+    count(*) as record_count,
   from ${ctx.ref(`${name}_landing`)}
   -- folders whose hour had ended when the last run started
   where timestamp_add(timestamp(ingest_date), interval safe_cast(hour as int64) + 1 hour)
     <= (select started_at from last_run)
   group by _file_name
   union all
-  select 'pubsub' as source_kind, ${silver.PUBSUB_INTAKE_KEY} as origin, count(*) as record_count,
+  select
+    'pubsub' as source_kind,
+    ${silver.PUBSUB_INTAKE_KEY} as origin,
+    count(*) as record_count,
   from ${ctx.ref(`${name}_raw`)}
   where publish_time < (select started_at from last_run)
   group by origin

@@ -72,12 +72,13 @@ arrived as (
   group by source_name, field_name, json_type
 ),
 ${ctx.when(ctx.incremental(), `
-prior as (
+recorded as (
   select * from ${ctx.self()}
 ),
 `, `
-prior as (
-  select * from arrived where false
+recorded as (
+  select * from arrived
+  where false
 ),
 `)}
 final as (
@@ -85,13 +86,13 @@ final as (
     arrived.source_name,
     arrived.field_name,
     arrived.json_type,
-    least(arrived.first_seen_at, coalesce(prior.first_seen_at, arrived.first_seen_at)) as first_seen_at,
-    greatest(arrived.last_seen_at, coalesce(prior.last_seen_at, arrived.last_seen_at)) as last_seen_at,
-    arrived.record_count + coalesce(prior.record_count, 0) as record_count,
-    arrived.quarantined_count + coalesce(prior.quarantined_count, 0) as quarantined_count,
-    coalesce(prior.sample_value, arrived.sample_value) as sample_value,
+    least(arrived.first_seen_at, coalesce(recorded.first_seen_at, arrived.first_seen_at)) as first_seen_at,
+    greatest(arrived.last_seen_at, coalesce(recorded.last_seen_at, arrived.last_seen_at)) as last_seen_at,
+    arrived.record_count + coalesce(recorded.record_count, 0) as record_count,
+    arrived.quarantined_count + coalesce(recorded.quarantined_count, 0) as quarantined_count,
+    coalesce(recorded.sample_value, arrived.sample_value) as sample_value,
   from arrived
-  left join prior using (source_name, field_name, json_type)
+  left join recorded using (source_name, field_name, json_type)
 )
 
 select * from final
@@ -116,10 +117,11 @@ final as (
     first_seen_at,
     last_seen_at,
   from drift
-  where concat(source_name, '.', field_name) not in (
-${contracts.map((contract) => contract.fields.map((field) => `    '${contract.name}.${field.name}'`).join(",\n"))
+  where
+    concat(source_name, '.', field_name) not in (
+${contracts.map((contract) => contract.fields.map((field) => `      '${contract.name}.${field.name}'`).join(",\n"))
     .join(",\n")}
-  )
+    )
 )
 
 select * from final
