@@ -17,9 +17,9 @@ TABLE = "lakehouse-dev.gold.daily_product_summary"
 
 
 def export(home, *args: str):
-    return CliRunner().invoke(
-        export_command, [*args, "--project-dir", str(REPO)], env={"LAKEHOUSE_HOME": str(home)}
-    )
+    # The local buckets, not a storage emulator another test of the session may have left configured.
+    env = {"LAKEHOUSE_HOME": str(home), "STORAGE_EMULATOR_HOST": None}
+    return CliRunner().invoke(export_command, [*args, "--project-dir", str(REPO)], env=env)
 
 
 def objects(home, bucket: str) -> dict[str, bytes]:
