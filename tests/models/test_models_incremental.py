@@ -31,6 +31,11 @@ def assert_conserved(home: Path) -> None:
         assert bronze == silver + quarantine + duplicates, (source, bronze, silver, quarantine, duplicates)
 
 
+def start_run(home: Path, **popen) -> subprocess.Popen:
+    """Start `lakehouse run` on `home` in the background."""
+    return subprocess.Popen([LAKEHOUSE, "run"], cwd=REPO, env={**os.environ, "LAKEHOUSE_HOME": str(home)}, **popen)
+
+
 def landing_files(home: Path) -> list[Path]:
     return sorted((home / "gcs").glob("*-bronze-landing/source=*/ingest_date=*/hour=*/*.jsonl"))
 
@@ -67,14 +72,7 @@ def test_runs_killed_at_random_points_are_repaired_by_the_next_plain_run(tmp_pat
         if attempts % 6 == 0:
             generate(home, 30 + attempts, events=300)
         started = time.monotonic()
-        process = subprocess.Popen(
-            [LAKEHOUSE, "run"],
-            cwd=REPO,
-            env={**os.environ, "LAKEHOUSE_HOME": str(home)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = start_run(home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         # anywhere in the run: compile, bronze, a commit window, assertions, the run record
         time.sleep(rng.uniform(0.2, longest))
         if process.poll() is None:
@@ -98,14 +96,7 @@ def test_data_landing_during_a_run_is_taken_by_the_next_run(tmp_path: Path):
     generate(elsewhere, 42, events=1000, pubsub_share="0")
     arriving = landing_files(elsewhere)
     lakehouse(home, "run")
-    running = subprocess.Popen(
-        [LAKEHOUSE, "run"],
-        cwd=REPO,
-        env={**os.environ, "LAKEHOUSE_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    running = start_run(home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     landed_while_running = 0
     for path in arriving:
         # files land in the bucket one by one while the run reads bronze and builds silver
