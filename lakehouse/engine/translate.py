@@ -1705,11 +1705,12 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
             # Without quoting BigQuery reads any bytes between line ends; DuckDB's strict mode would
             # stop the whole query at a lone CR (`state machine reached an invalid state`).
             args.append("strict_mode=false")
-        # BigQuery reads CSV rows up to 100 MB; DuckDB's default limit is 2 MB.
-        args.append(f"max_line_size={100 * 1024 * 1024}")
-        # DuckDB 1.5 sizes its read buffer from max_line_size (a 1.5 GiB block here) unless told,
-        # which a run under the engine's memory limit cannot allocate; one line's worth is enough.
-        args.append(f"buffer_size={100 * 1024 * 1024}")
+        # BigQuery reads CSV rows up to 100 MB; DuckDB's default limit is 2 MB. DuckDB 1.5 sizes its
+        # read buffer from max_line_size (a 1.5 GiB block at 100 MB) unless told, and each reading thread
+        # holds one: 16 MB rows in 16 MB buffers fit the engine's smallest memory limit (256 MiB). The
+        # landing function lands lines of at most 64 KiB; a longer foreign line fails naming its file.
+        args.append(f"max_line_size={16 * 1024 * 1024}")
+        args.append(f"buffer_size={16 * 1024 * 1024}")
         if table.columns:
             args += [f"columns={_struct_literal(list(table.columns))}", "auto_detect=false", "header=false"]
             if skip:

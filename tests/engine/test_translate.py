@@ -849,8 +849,8 @@ def test_ext_raw_lines_with_partitions_and_file_name(con, gcs):
 
 
 def test_ext_csv_reads_under_the_engines_smallest_memory_limit(con, gcs):
-    # The 100 MB line limit must not size DuckDB's read buffer (1.5 GiB on DuckDB 1.5): the engine's
-    # memory limit can be as small as 256 MiB.
+    # The line limit must not size DuckDB's read buffer (1.5 GiB at 100 MB on DuckDB 1.5): the engine's
+    # memory limit can be as small as 256 MiB, with a buffer per reading thread.
     folder = gcs.root / "landing" / "orders" / "dt=2024-01-02"
     folder.mkdir(parents=True)
     for n in range(4):
