@@ -138,6 +138,12 @@ def _print_summary(record, default_project: str = "") -> None:
     default=None,
     help="Actions run at once when independent (default: one per core); each stays one transaction.",
 )
+@click.option(
+    "--rerun-unchanged",
+    is_flag=True,
+    help="Also run actions whose statements and inputs have not changed since they last ran "
+    "(by default they are skipped and keep their result; docs/engine.md).",
+)
 def run_command(
     project_dir,
     vars_text,
@@ -150,6 +156,7 @@ def run_command(
     show_sql,
     now,
     concurrency,
+    rerun_unchanged,
 ):
     """Run the compiled graph on the local DuckDB warehouse, in dependency order.
 
@@ -171,6 +178,7 @@ def run_command(
         dry_run=dry_run,
         now=now.replace(tzinfo=UTC) if now else None,
         concurrency=concurrency or 0,
+        skip_unchanged=not rerun_unchanged,
     )
     progress = Progress(
         SpinnerColumn(),
@@ -259,7 +267,7 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
     """
     import duckdb
 
-    from lakehouse.engine import query, translate
+    from lakehouse.engine import query, translate, unchanged
     from lakehouse.engine.runner import gcs_resolver
 
     if sql == "-":
@@ -279,6 +287,10 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
         translate.register_functions(con)
         con.execute(f'USE "{default_project}"')
         result = query.execute(con, sql, default_project=default_project, gcs_resolver=gcs_resolver(home_dir))
+        if not unchanged.reads_only(sql):
+            # A write the runner did not make: the next run re-runs every action rather than trust
+            # what it recorded.
+            unchanged.forget(con)
     except translate.UnsupportedConstruct as error:
         fail(f"{error.construct} is not supported locally. {error.hint}")
     except (translate.TranslationError, duckdb.Error, OSError) as error:
@@ -340,6 +352,8 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
     """
     import duckdb
 
+    from lakehouse.engine import unchanged
+
     parts = table.replace("`", "").split(".")
     if len(parts) == 2:
         parts.insert(0, paths.default_project(project_dir))
@@ -375,6 +389,7 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
         else:
             con.execute(f"INSERT INTO {quoted} BY NAME SELECT * FROM {reader}([{listed}])")
         count = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
+        unchanged.forget(con)  # what the runner recorded about tables may no longer hold
     except duckdb.Error as error:
         fail(
             f"could not load {', '.join(map(str, files))} into {project}.{dataset}.{name}: {str(error).splitlines()[0]}"

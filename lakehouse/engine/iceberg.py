@@ -14,15 +14,18 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
-from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.io.pyarrow import PyArrowFileIO
-from sqlalchemy.exc import SQLAlchemyError
 
 from lakehouse import paths
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+# pyiceberg (and SQLAlchemy under it) is imported where a table is opened, not with this module: a
+# run whose Iceberg actions are all skipped as unchanged never pays for the import.
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Catalog properties handed to HomeFileIO: where the catalog's recorded paths point (the home the
@@ -43,6 +46,8 @@ def quoted(target: dict) -> str:
 
 
 def _local_path(uri: str) -> str:
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
     return PyArrowFileIO.parse_location(uri)[2]
 
 
@@ -59,21 +64,6 @@ def relocate(path: str, properties: dict) -> str:
         if local == logical or local.startswith(logical.rstrip("/") + "/"):
             return physical.rstrip("/") + local[len(logical.rstrip("/")) :]
     return local
-
-
-class HomeFileIO(PyArrowFileIO):
-    """pyiceberg's local file IO, reading and writing a moved or copied home in its new place.
-
-    The paths recorded in the catalog stay as they were written (Iceberg metadata is immutable);
-    every one is mapped to the current home when a file is opened, so nothing is ever read from or
-    written into the old home.
-    """
-
-    def parse_location(self, location: str, properties=None) -> tuple[str, str, str]:  # type: ignore[override]
-        scheme, netloc, path = PyArrowFileIO.parse_location(location, properties or self.properties)
-        if scheme == "file":
-            path = relocate(path, self.properties)
-        return scheme, netloc, path
 
 
 @dataclass(frozen=True)
@@ -105,6 +95,11 @@ class IcebergStore:
         re-registering each table at its newest metadata file, history included.
         """
         if self._catalog is None:
+            from pyiceberg.catalog.sql import SqlCatalog
+            from sqlalchemy.exc import SQLAlchemyError
+
+            from lakehouse.engine.iceberg_io import HomeFileIO
+
             self.root.mkdir(parents=True, exist_ok=True)
             tables = self._metadata_on_disk()
             self._check_catalog_file(tables)
@@ -213,6 +208,9 @@ class IcebergStore:
 
         Raises paths.StateError when the catalog is damaged.
         """
+        from pyiceberg.exceptions import NoSuchTableError
+        from sqlalchemy.exc import SQLAlchemyError
+
         catalog = self.catalog
         try:
             return catalog.load_table(self.identifier(target))

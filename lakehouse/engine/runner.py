@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths, warehouse
-from lakehouse.engine import keys, query, records, statements, translate
+from lakehouse.engine import keys, query, records, statements, translate, unchanged
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
@@ -51,6 +51,8 @@ class RunOptions:
     now: datetime | None = None
     # Independent actions run at once, as Dataform runs them; each stays one transaction.
     concurrency: int = 0  # 0: one per core
+    # Skip an action whose statements and inputs are what they were when it last ran (unchanged.py).
+    skip_unchanged: bool = True
 
     def workers(self) -> int:
         """Return how many actions may run at once (at least 1)."""
@@ -93,6 +95,8 @@ class Engine:
         self.resolve_gcs = gcs_resolver(home_dir)
         self._state: dict[tuple[str, str, str], statements.TableMetadata] | None = None
         self._schemas: set[tuple[str, str]] = set()
+        self.tracker: unchanged.Tracker | None = None
+        self.run_id = ""
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -250,6 +254,18 @@ class Engine:
                 f"reads {', '.join(missing)}, declared as a source but with no local data; "
                 f"load a sample with `lakehouse load {missing[0]} <file.csv|.jsonl|.parquet>`"
             )
+        plan = ""
+        if self.tracker is not None:
+            plan = self.tracker.plan_hash(action, self.project_config, f"{self.core_version}/{translate.VERSION}")
+            if options.skip_unchanged and not options.full_refresh:
+                carried, why = self.tracker.unchanged(self.con, action, plan)
+                if carried is not None:
+                    result.failing_rows = carried.get("failing_rows")
+                    result.note = f"unchanged since run {carried.get('run_id')}: not re-run"
+                    return
+            else:
+                why = "a full refresh" if options.full_refresh else "asked to re-run unchanged actions"
+            result.note = f"ran: {why}"
         iceberg = action.kind in ("table", "incremental") and is_iceberg(action.raw)
         tasks = self.tasks(action, options.full_refresh)
         translated = self.translated(tasks)
@@ -259,6 +275,11 @@ class Engine:
             return
         con = self.con
         assert con is not None
+        decision = None
+        if self.tracker is not None:
+            decision = self.tracker.decide(action, [sql for _, sql in translated], action.kind)
+            if decision.reason:
+                result.note = f"ran: {decision.reason}"
         target = action.target
         schema = (target["database"], target["schema"])
         with self._schemas_lock:
@@ -293,9 +314,26 @@ class Engine:
                     counted = True
             if counted:
                 result.rows_affected = rows
-            if iceberg:
+            # An incremental write that added, changed and removed nothing leaves the table as it was.
+            changed = not (action.kind == "incremental" and counted and rows == 0 and not schema_changed)
+            if iceberg and changed:
                 snapshot = self.iceberg.publish(con, target, replace_schema=not incremental_write or schema_changed)
                 result.note = f"iceberg snapshot {snapshot.snapshot_id}"
+            elif iceberg:
+                # Nothing to commit: keep the current snapshot and the view over it.
+                con.execute("ROLLBACK")
+                con.execute("BEGIN TRANSACTION")
+            if decision is not None:
+                self.tracker.record(
+                    con,
+                    action,
+                    decision,
+                    plan=plan,
+                    changed=changed,
+                    kind=action.kind,
+                    result={"failing_rows": result.failing_rows},
+                    run_id=self.run_id,
+                )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -303,6 +341,8 @@ class Engine:
         finally:
             if any(not isinstance(sql, str) or "VARIABLE" in sql for _, sql in translated):
                 self._reset_variables()
+            if self.tracker is not None:
+                self.tracker.invalidate()
 
     def _prepare_iceberg(self, target: dict, incremental_write: bool) -> None:
         name = f'"{target["database"]}"."{target["schema"]}"."{target["name"]}"'
@@ -452,6 +492,9 @@ def run(
         publish()
         plan = [name for name in order if name in selected]
         engine.load_state()
+        if not options.dry_run:
+            engine.run_id = record.run_id
+            engine.tracker = unchanged.Tracker(engine.con, engine.default_project, home_dir / "translate-cache")
 
         results = _execute_plan(engine, plan, options, on_progress, between_actions=publish)
         record.actions.extend(results[name] for name in plan)

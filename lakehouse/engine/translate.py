@@ -1978,6 +1978,8 @@ _VERSION = hashlib.sha256(
     b"".join(Path(__file__).with_name(n).read_bytes() for n in ("translate.py", "functions.py"))
     + sqlglot.__version__.encode()
 ).hexdigest()[:16]
+# What translations are made by: the runner's record of an action is only reused under the same.
+VERSION = _VERSION
 
 
 # Dataform names temporary objects with a random id per run (INSERT_OVERWRITE staging tables,

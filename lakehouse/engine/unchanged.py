@@ -1,0 +1,542 @@
+"""Skip an action whose statements and inputs are what they were when it last ran: state-aware runs."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+# Kept in each project's warehouse file, beside the tables it describes, so that an action's state
+# is written in the same transaction as the action's own writes (DuckDB writes one file per
+# transaction): a crash leaves both or neither.
+SCHEMA = "_lakehouse"
+ACTIONS = "action_state"
+VERSIONS = "relation_versions"
+
+Relation = tuple[str, str, str]  # (database, schema, name), lower case as DuckDB compares them
+
+# Functions whose result is not a function of the data: an action calling one always runs.
+# (lakehouse_now is what CURRENT_TIMESTAMP and friends translate to; the others are DuckDB's own.)
+_VOLATILE = re.compile(
+    r"\b(?:lakehouse_now|current_timestamp|current_date|current_time|current_datetime|current_localtimestamp|"
+    r"localtimestamp|localtime|now|today|get_current_time|get_current_timestamp|transaction_timestamp|"
+    r"random|rand|uuid|gen_random_uuid|uuidv4|uuidv7|setseed|nextval|currval|getenv)\b",
+    re.IGNORECASE,
+)
+# Table functions that read files: the files they name are inputs, by name, size and modification time.
+_FILE_READER = re.compile(
+    r"\b(?:read_csv|read_csv_auto|read_json|read_json_auto|read_ndjson|read_ndjson_auto|read_json_objects|"
+    r"read_parquet|parquet_scan|read_text|read_blob|glob|iceberg_scan|sniff_csv)\s*\(",
+    re.IGNORECASE,
+)
+_MERGE_ERROR = re.compile(r"\bTHEN\s+ERROR\s+'(?:[^']|'')*'", re.IGNORECASE)
+_STRING = re.compile(r"'((?:[^']|'')*)'")
+_STATE_NEUTRAL = (exp.Set, exp.Transaction, exp.Commit)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a statement reads and writes, as far as a parse can tell."""
+
+    reads: frozenset[Relation]
+    writes: frozenset[Relation]
+    files: tuple[str, ...]
+    opaque: bool  # could not be parsed, or names a table it cannot place: never skipped
+    view: Relation | None = None  # the view a CREATE VIEW statement defines
+
+
+def _relation(table: exp.Table, default_database: str) -> Relation | None:
+    if not isinstance(table.this, exp.Identifier) or not table.db:
+        return None
+    return ((table.catalog or default_database).lower(), table.db.lower(), table.name.lower())
+
+
+def analyse(sql: str, default_database: str) -> Analysis:
+    """Return the relations and files one DuckDB statement reads and the relations it writes."""
+    files = tuple(_file_patterns(sql))
+    # DuckDB's MERGE ... THEN ERROR 'message' (what BigQuery's one-match rule translates to) is not
+    # in sqlglot's grammar; for what the statement reads and writes it is a DELETE.
+    sql = _MERGE_ERROR.sub("THEN DELETE", sql)
+    try:
+        trees = [tree for tree in sqlglot.parse(sql, read="duckdb") if tree is not None]
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError, RecursionError):
+        return Analysis(frozenset(), frozenset(), files, True)
+    reads: set[Relation] = set()
+    writes: set[Relation] = set()
+    opaque = False
+    view = None
+    for tree in trees:
+        if isinstance(tree, exp.Command):  # sqlglot kept it as text: nothing is known about it
+            if tree.name.upper() in ("SET", "RESET", "BEGIN", "COMMIT"):
+                continue
+            opaque = True
+            continue
+        ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+        target = None
+        if isinstance(tree, (exp.Insert, exp.Delete, exp.Update, exp.Merge, exp.Create, exp.Drop, exp.Alter)):
+            node = tree.this
+            target = node if isinstance(node, exp.Table) else (node.find(exp.Table) if node is not None else None)
+            if target is not None:
+                written = _relation(target, default_database)
+                if written is None:
+                    opaque = True
+                # CREATE ... IF NOT EXISTS changes nothing once it has run once.
+                elif not (isinstance(tree, exp.Create) and tree.args.get("exists")):
+                    writes.add(written)
+                if isinstance(tree, exp.Create) and str(tree.args.get("kind") or "").upper() == "VIEW":
+                    view = written
+        for table in tree.find_all(exp.Table):
+            if table is target:
+                continue
+            if not isinstance(table.this, exp.Identifier):
+                continue  # a table function (read_csv(...)): its files are counted above
+            if not table.db and table.name.lower() in ctes:
+                continue
+            relation = _relation(table, default_database)
+            if relation is None:
+                opaque = True
+            else:
+                reads.add(relation)
+    return Analysis(frozenset(reads), frozenset(writes), files, opaque, view if len(trees) == 1 else None)
+
+
+def _file_patterns(sql: str) -> list[str]:
+    """Return the string literals passed to file-reading table functions in `sql`."""
+    patterns = []
+    for match in _FILE_READER.finditer(sql):
+        depth, position = 1, match.end()
+        while depth and position < len(sql):
+            char = sql[position]
+            if char == "'":
+                literal = _STRING.match(sql, position)
+                if literal is None:
+                    break
+                value = literal.group(1).replace("''", "'")
+                if "/" in value or "*" in value:
+                    patterns.append(value)
+                position = literal.end()
+                continue
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            position += 1
+    return patterns
+
+
+def file_listing(patterns: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """Return (path, size, mtime_ns) of every file the patterns match, directories walked whole."""
+    found: dict[str, tuple[int, int]] = {}
+
+    def add(path: str) -> None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return
+        found[path] = (stat.st_size, stat.st_mtime_ns)
+
+    for pattern in patterns:
+        for path in glob.glob(pattern, recursive=True) if glob.has_magic(pattern) else [pattern]:
+            if os.path.isdir(path):
+                for folder, _, names in os.walk(path):
+                    for name in names:
+                        add(os.path.join(folder, name))
+            else:
+                add(path)
+    return sorted((path, size, mtime) for path, (size, mtime) in found.items())
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the last successful run of an action left: enough to decide, without compiling its
+    statements, that nothing it depends on has changed."""
+
+    plan: str  # hash of the compiled action, project config and core version
+    inputs: tuple[Relation, ...]
+    files: tuple[str, ...]
+    fingerprint: str
+    fixpoint: bool
+    result: str
+    run_id: str
+
+
+@dataclass
+class Decision:
+    """Whether an action may be skipped, and what its fingerprint is made of."""
+
+    target: Relation
+    skippable: bool = False
+    inputs: tuple[Relation, ...] = ()
+    writes: frozenset[Relation] = frozenset()
+    files: tuple[str, ...] = ()
+    views: tuple[tuple[Relation, str], ...] = ()  # views its statements define, with their analysis keys
+    opaque: bool = False  # what it writes is not known
+    reason: str = ""  # why a later run may not skip it
+
+
+# Relations named "*<action>" (no table has such a name) are epochs: an action that may have written
+# what a parse cannot see changes its epoch, and every fingerprint includes every epoch. One per
+# action, so actions running at once never update the same row.
+EPOCH = "*"
+# Part of every analysis cache key: a change to what `analyse` returns must bump it.
+_ANALYSIS_VERSION = 2
+_RECIPE = "statement:"  # the version of a view the runner made: the analysis key of its CREATE VIEW
+
+
+class Tracker:
+    """Fingerprints of actions and versions of relations for one run.
+
+    An action is skipped when its translated statements and the versions of everything it reads
+    (and of its own target) are what they were right after it last ran, and, for an incremental
+    action, its last run changed nothing (it had reached its fixed point). A relation's version is:
+    for a base table an action wrote, the version the runner gave it when an action last changed it;
+    for any other base table (written by ingest or by hand), DuckDB's row estimate, which changes
+    when rows are appended or the table is replaced; for a view, its
+    SQL with the versions of what it reads, and the files it reads by name, size and modification time.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, default_database: str, cache_dir: Path | None = None):
+        self.default_database = default_database
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._analyses: dict[str, Analysis] = {}
+        self._catalog: tuple[dict, dict] | None = None
+        self.actions: dict[str, Stored] = {}
+        self.versions: dict[Relation, str] = {}
+        self._prepared: set[str] = set()
+        self._prepare(con)
+        self._load(con)
+
+    # -- stored state ----------------------------------------------------------------------------
+    def _load(self, con: duckdb.DuckDBPyConnection) -> None:
+        databases = [
+            row[0]
+            for row in con.execute(
+                "SELECT DISTINCT database_name FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                [SCHEMA, ACTIONS],
+            ).fetchall()
+        ]
+        for database in databases:
+            prefix = f'"{database}"."{SCHEMA}"'
+            for name, plan, inputs, files, fingerprint, fixpoint, result, run_id in con.execute(
+                f"SELECT action, plan, inputs, files, fingerprint, fixpoint, result, run_id FROM {prefix}.{ACTIONS}"
+            ).fetchall():
+                try:
+                    self.actions[name] = Stored(
+                        plan,
+                        tuple(tuple(r) for r in json.loads(inputs)),
+                        tuple(json.loads(files)),
+                        fingerprint,
+                        bool(fixpoint),
+                        result,
+                        run_id,
+                    )
+                except (TypeError, ValueError):
+                    continue  # a damaged row: the action runs
+            for database_name, schema, name, version in con.execute(
+                f"SELECT database_name, schema_name, table_name, version FROM {prefix}.{VERSIONS}"
+            ).fetchall():
+                self.versions[(database_name, schema, name)] = version
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        # Made before any action starts: a table made inside one action's transaction would not exist
+        # for the actions running beside it.
+        for (database,) in con.execute(
+            "SELECT database_name FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
+        ).fetchall():
+            prefix = f'"{database}"."{SCHEMA}"'
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}")
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {prefix}.{ACTIONS} (action VARCHAR PRIMARY KEY, plan VARCHAR, "
+                "inputs VARCHAR, files VARCHAR, fingerprint VARCHAR, fixpoint BOOLEAN, result VARCHAR, run_id VARCHAR)"
+            )
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {prefix}.{VERSIONS} (database_name VARCHAR, schema_name VARCHAR, "
+                "table_name VARCHAR, version VARCHAR, PRIMARY KEY (database_name, schema_name, table_name))"
+            )
+            self._prepared.add(database.lower())
+
+    def _prefix(self, database: str) -> str | None:
+        """Return the state schema of `database`, None when it has none (attached read-only)."""
+        for prepared in self._prepared:
+            if prepared == database.lower():
+                return f'"{database}"."{SCHEMA}"'
+        return None
+
+    # -- analysis ----------------------------------------------------------------------------------
+    def digest(self, sql: str) -> str:
+        """Return the key under which the analysis of `sql` is cached."""
+        return hashlib.sha1(f"{_ANALYSIS_VERSION}\n{self.default_database}\n{sql}".encode()).hexdigest()
+
+    def analysis(self, sql: str | None = None, *, digest: str | None = None) -> Analysis | None:
+        """Return the analysis of `sql` (or of the statement cached under `digest`: None if it is not)."""
+        if digest is None:
+            digest = self.digest(sql)
+        with self._lock:
+            cached = self._analyses.get(digest)
+        if cached is not None:
+            return cached
+        path = self.cache_dir / f"{digest}.json" if self.cache_dir is not None else None
+        result = None
+        if path is not None:
+            try:
+                data = json.loads(path.read_text())
+                result = Analysis(
+                    frozenset(tuple(r) for r in data["reads"]),
+                    frozenset(tuple(r) for r in data["writes"]),
+                    tuple(data["files"]),
+                    bool(data["opaque"]),
+                    tuple(data["view"]) if data.get("view") else None,
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                result = None  # a missing or damaged entry is a cache miss
+        if result is None and sql is None:
+            return None
+        if result is None:
+            result = analyse(sql, self.default_database)
+            if path is not None:
+                data = {
+                    "reads": sorted(result.reads),
+                    "writes": sorted(result.writes),
+                    "files": list(result.files),
+                    "opaque": result.opaque,
+                    "view": list(result.view) if result.view else None,
+                }
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+                    partial.write_text(json.dumps(data))
+                    os.replace(partial, path)
+                except OSError:
+                    pass  # the cache is an optimisation
+        with self._lock:
+            self._analyses[digest] = result
+        return result
+
+    # -- versions -----------------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        """Forget the catalog read so far (call after an action committed)."""
+        with self._lock:
+            self._catalog = None
+
+    def _read_catalog(self, con: duckdb.DuckDBPyConnection) -> tuple[dict, dict]:
+        # DuckDB numbers catalog entries anew each time a file is opened, so a table's id says nothing
+        # across runs; its row estimate changes when another tool appends to it or replaces it.
+        tables = {
+            (d.lower(), s.lower(), n.lower()): str(size)
+            for d, s, n, size in con.execute(
+                "SELECT database_name, schema_name, table_name, estimated_size FROM duckdb_tables() WHERE NOT temporary"
+            ).fetchall()
+        }
+        views = {
+            (d.lower(), s.lower(), n.lower()): sql
+            for d, s, n, sql in con.execute(
+                "SELECT database_name, schema_name, view_name, sql FROM duckdb_views() WHERE NOT internal "
+                "AND NOT temporary"
+            ).fetchall()
+        }
+        return tables, views
+
+    def _catalog_for(self, con: duckdb.DuckDBPyConnection, fresh: bool) -> tuple[dict, dict]:
+        if fresh:
+            return self._read_catalog(con)
+        with self._lock:
+            catalog = self._catalog
+        if catalog is None:
+            catalog = self._read_catalog(con)
+            with self._lock:
+                self._catalog = catalog
+        return catalog
+
+    def _version(self, relation: Relation, catalog: tuple[dict, dict], memo: dict, depth: int = 0) -> str:
+        if relation in memo:
+            return memo[relation]
+        tables, views = catalog
+        if relation in tables:
+            with self._lock:
+                bumped = self.versions.get(relation)
+            # A table an action wrote has the version that action gave it (a row estimate read inside
+            # the writing transaction is not the one read after it); any other, its row estimate.
+            version = f"table:{bumped}" if bumped else f"table:rows:{tables[relation]}"
+        elif relation in views:
+            with self._lock:
+                recorded = self.versions.get(relation, "")
+            # A view the runner made is described by the statement that made it (DuckDB's own text of
+            # a view is not always parseable); any other view by its text.
+            analysis = None
+            if recorded.startswith(_RECIPE):
+                analysis = self.analysis(digest=recorded[len(_RECIPE) :])
+            text = recorded if analysis is not None else views[relation]
+            if analysis is None and not recorded.startswith(_RECIPE):
+                analysis = self.analysis(text)
+            if analysis is None or analysis.opaque or depth > 20:
+                version = "view:unknown:" + os.urandom(8).hex()  # never equal: its readers always run
+            else:
+                parts = [text]
+                parts.extend(f"{r}={self._version(r, catalog, memo, depth + 1)}" for r in sorted(analysis.reads))
+                parts.extend(map(str, file_listing(analysis.files)))
+                version = "view:" + hashlib.sha1("\n".join(parts).encode()).hexdigest()
+        else:
+            version = "absent"
+        memo[relation] = version
+        return version
+
+    def fingerprint(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        plan: str,
+        inputs: tuple[Relation, ...],
+        files: tuple[str, ...],
+        *,
+        fresh: bool = False,
+    ) -> str:
+        """Return the fingerprint of a compiled action and the current versions of its inputs."""
+        catalog = self._catalog_for(con, fresh)
+        memo: dict = {}
+        with self._lock:
+            epochs = sorted(r for r in self.versions if r[2].startswith(EPOCH))
+        parts = [plan]
+        parts.extend(f"{r}={self._version(r, catalog, memo)}" for r in inputs + tuple(epochs))
+        parts.extend(map(str, file_listing(files)))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def plan_hash(self, action, project_config: dict, core_version: str) -> str:
+        """Return the hash of what the action's statements are compiled from."""
+        text = json.dumps([action.raw, project_config, core_version, _ANALYSIS_VERSION], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def unchanged(self, con: duckdb.DuckDBPyConnection, action, plan: str) -> tuple[dict | None, str]:
+        """Return (the result it had, "") when the action may be skipped: compiled the same, and its
+        inputs, its own table included, as it left them; else (None, why it runs)."""
+        with self._lock:
+            stored = self.actions.get(action.name)
+        if stored is None:
+            return None, "never ran, or always runs"
+        if stored.plan != plan:
+            return None, "its definition changed"
+        if not stored.fixpoint:
+            return None, "its last run changed its table"
+        if stored.fingerprint != self.fingerprint(con, plan, stored.inputs, stored.files):
+            return None, "inputs changed"
+        try:
+            return dict(json.loads(stored.result or "{}"), run_id=stored.run_id), ""
+        except ValueError:
+            return None, "its stored result is damaged"
+
+    # -- decisions ----------------------------------------------------------------------------------
+    def relation(self, target: dict) -> Relation:
+        """Return the relation key of an action's target."""
+        database = target.get("database") or self.default_database
+        return (database.lower(), target["schema"].lower(), target["name"].lower())
+
+    def decide(self, action, statements: list, kind: str) -> Decision:
+        """Return what `action` (its translated `statements`) reads and writes, and whether a later run
+        may skip it (never when it may have effects its inputs do not determine)."""
+        decision = Decision(self.relation(action.target))
+        if any(not isinstance(sql, str) for sql in statements):
+            decision.opaque, decision.reason = True, "a procedural block always runs"
+            return decision
+        reads: set[Relation] = {decision.target}
+        writes: set[Relation] = set()
+        files: list[str] = []
+        views: list[tuple[Relation, str]] = []
+        for sql in statements:
+            analysis = self.analysis(sql)
+            if analysis.view is not None:
+                views.append((analysis.view, self.digest(sql)))
+            decision.opaque = decision.opaque or analysis.opaque
+            reads |= analysis.reads
+            writes |= analysis.writes
+            files.extend(analysis.files)
+        decision.writes = frozenset(writes)
+        decision.views = tuple(views)
+        text = "\n;\n".join(statements)
+        if kind not in ("table", "view", "incremental", "assertion"):
+            decision.reason = "an operation always runs"
+        elif decision.opaque:
+            decision.reason = "a statement could not be analysed"
+        elif writes - {decision.target}:
+            decision.reason = "writes another table"
+        elif _VOLATILE.search(text):
+            decision.reason = "reads the clock or a random source"
+        else:
+            decision.skippable = True
+        if decision.skippable:
+            decision.inputs = tuple(sorted(reads))
+            decision.files = tuple(dict.fromkeys(files))
+        return decision
+
+    def _bump(self, con: duckdb.DuckDBPyConnection, relation: Relation, version: str) -> None:
+        prefix = self._prefix(relation[0])
+        if prefix is None:
+            return
+        con.execute(f"INSERT OR REPLACE INTO {prefix}.{VERSIONS} VALUES (?, ?, ?, ?)", [*relation, version])
+        with self._lock:
+            self.versions[relation] = version
+
+    def record(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        action,
+        decision: Decision,
+        *,
+        plan: str,
+        changed: bool,
+        kind: str,
+        result: dict,
+        run_id: str,
+    ) -> None:
+        """After `action` ran, in its transaction: give what it changed new versions, and store its
+        fingerprint as its inputs are now (when it may be skipped later)."""
+        version = f"{run_id}/{action.name}"
+        if decision.opaque:
+            self._bump(con, (decision.target[0], SCHEMA, EPOCH + action.name.lower()), version)
+        defined = dict(decision.views)
+        for relation in decision.writes:
+            if relation in defined:
+                self._bump(con, relation, _RECIPE + defined[relation])
+            elif relation != decision.target or changed:
+                self._bump(con, relation, version)
+        if not decision.skippable:
+            return
+        prefix = self._prefix(decision.target[0])
+        if prefix is None:
+            return
+        fingerprint = self.fingerprint(con, plan, decision.inputs, decision.files, fresh=True)
+        stored = Stored(plan, decision.inputs, decision.files, fingerprint, kind != "incremental" or not changed,
+                        json.dumps(result), run_id)  # fmt: skip
+        con.execute(
+            f"INSERT OR REPLACE INTO {prefix}.{ACTIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [action.name, plan, json.dumps(stored.inputs), json.dumps(stored.files), fingerprint,
+             stored.fixpoint, stored.result, run_id],
+        )  # fmt: skip
+        with self._lock:
+            self.actions[action.name] = stored
+
+
+_READ_ONLY = re.compile(r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*\(*\s*(?:select|with|values|show|describe|explain)\b",
+                        re.IGNORECASE | re.DOTALL)  # fmt: skip
+
+
+def reads_only(sql: str) -> bool:
+    """Return True when BigQuery `sql` is a single query (SELECT/WITH/...), which writes nothing."""
+    return bool(_READ_ONLY.match(sql)) and ";" not in sql.strip().rstrip(";")
+
+
+def forget(con: duckdb.DuckDBPyConnection) -> None:
+    """Forget every stored action state on `con`'s attached warehouses: the next run runs everything.
+
+    For writes the runner cannot see (a statement run by hand with `lakehouse query`).
+    """
+    for (database,) in con.execute(
+        "SELECT DISTINCT t.database_name FROM duckdb_tables() t JOIN duckdb_databases() d USING (database_name) "
+        "WHERE t.schema_name = ? AND t.table_name = ? AND NOT d.readonly",
+        [SCHEMA, ACTIONS],
+    ).fetchall():
+        con.execute(f'DELETE FROM "{database}"."{SCHEMA}"."{ACTIONS}"')

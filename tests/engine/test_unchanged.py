@@ -1,0 +1,189 @@
+"""State-aware runs: an action whose definition and inputs have not changed since it last ran is skipped
+and keeps its result; anything that changes what it reads makes it run again."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from lakehouse import paths, warehouse
+from lakehouse.cli import main
+from lakehouse.engine.runner import RunOptions, run
+
+PROJECT = {
+    "definitions/sources/orders_raw.sqlx": """
+        config { type: "declaration", database: "test-local", schema: "bronze", name: "orders_raw" }
+    """,
+    "definitions/silver/orders.sqlx": """
+        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
+                 assertions: { uniqueKey: ["order_id"] } }
+        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
+        ${when(incremental(), `where order_id > (select coalesce(max(order_id), 0) from ${self()})`)}
+    """,
+    "definitions/gold/customer_totals.sqlx": """
+        config { type: "table", schema: "gold" }
+        select customer_id, sum(amount_usd) as amount_usd, count(*) as orders
+        from ${ref("orders")} group by customer_id
+    """,
+    "definitions/gold/big_customers.sqlx": """
+        config { type: "view", schema: "gold" }
+        select * from ${ref("customer_totals")} where amount_usd > 12
+    """,
+    "definitions/assertions/few_orders.sqlx": """
+        config { type: "assertion", tags: ["warn"] }
+        select customer_id from ${ref("customer_totals")} where orders < 2
+    """,
+    "definitions/assertions/fresh.sqlx": """
+        config { type: "assertion", tags: ["warn"] }
+        select 1 from ${ref("orders")} having max(order_id) > 0 and current_date() < date '2000-01-01'
+    """,
+}
+
+
+def execute(home, sql):
+    con = warehouse.connect(home, ["test-local"])
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def seed(home, rows):
+    con = warehouse.connect(home, ["test-local"])
+    try:
+        con.execute('CREATE SCHEMA IF NOT EXISTS "test-local".bronze')
+        con.execute(
+            'CREATE TABLE IF NOT EXISTS "test-local".bronze.orders_raw '
+            "(order_id BIGINT, customer_id VARCHAR, amount_usd DOUBLE)"
+        )
+        for row in rows:
+            con.execute('INSERT INTO "test-local".bronze.orders_raw VALUES (?, ?, ?)', list(row))
+    finally:
+        con.close()
+
+
+def outcome(record):
+    """Return {short name: "skipped" | "ran"} and {short name: result} of a run."""
+    ran = {}
+    for action in record.actions:
+        short = action.name.split(".", 1)[1]
+        ran[short] = "skipped" if (action.note or "").startswith("unchanged since run") else "ran"
+    return ran, {a.name.split(".", 1)[1]: a for a in record.actions}
+
+
+def test_a_second_run_with_nothing_new_skips_every_unchanged_action_and_keeps_its_result(make_project, lakehouse_home):
+    project = make_project(PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-2", 20.0), (3, "CUST-1", 5.0)])
+    first = run(project)
+    assert first.status == "success"
+
+    second = run(project)
+
+    ran, results = outcome(second)
+    assert second.status == "success"
+    # the incremental table's last run inserted rows: it runs once more to reach its fixed point
+    assert ran["silver.orders"] == "ran" and results["silver.orders"].rows_affected == 0
+    assert ran["gold.customer_totals"] == "skipped"
+    assert ran["gold.big_customers"] == "skipped"
+    assert ran["assertions.few_orders"] == "skipped"
+    # a skipped assertion keeps its verdict: CUST-2 has one order
+    assert (results["assertions.few_orders"].status, results["assertions.few_orders"].failing_rows) == ("failed", 1)
+    assert ran["assertions.fresh"] == "ran"  # reads the clock: always runs
+
+    third = run(project)
+    ran, _ = outcome(third)
+    assert ran["silver.orders"] == "skipped"
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
+
+
+def test_new_source_rows_rerun_what_reads_them_and_the_result_equals_a_full_rerun(make_project, lakehouse_home):
+    project = make_project(PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 20.0)])
+    run(project)
+    assert outcome(run(project))[1]["assertions.few_orders"].status == "failed"
+
+    seed(lakehouse_home, [(4, "CUST-2", 1.0)])
+    record = run(project)
+
+    ran, results = outcome(record)
+    assert ran["silver.orders"] == "ran" and results["silver.orders"].rows_affected == 1
+    assert ran["gold.customer_totals"] == "ran"
+    assert results["assertions.few_orders"].status == "success"  # CUST-2 now has two orders
+    totals = execute(lakehouse_home, 'SELECT * FROM "test-local".gold.customer_totals ORDER BY 1')
+    rerun = run(project, options=RunOptions(skip_unchanged=False))
+    assert all((a.note or "").startswith("ran") for a in rerun.actions)
+    assert execute(lakehouse_home, 'SELECT * FROM "test-local".gold.customer_totals ORDER BY 1') == totals
+
+
+def test_a_changed_definition_reruns_that_action_and_what_reads_it(make_project, lakehouse_home):
+    project = make_project(PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-2", 20.0)])
+    run(project)
+    run(project)
+    view = project / "definitions/gold/big_customers.sqlx"
+    view.write_text(view.read_text().replace("amount_usd > 12", "amount_usd > 15"))
+
+    ran, _ = outcome(run(project))
+
+    assert ran["gold.big_customers"] == "ran"
+    assert ran["gold.customer_totals"] == "skipped"
+
+
+def test_an_update_made_by_hand_with_lakehouse_query_makes_the_next_run_run_everything(
+    make_project, lakehouse_home, monkeypatch
+):
+    project = make_project(PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-2", 20.0)])
+    run(project)
+    run(project)
+    monkeypatch.chdir(project)
+
+    # an in-place update changes no row count: only the record of it being made by hand tells
+    result = CliRunner().invoke(main, ["query", "update bronze.orders_raw set amount_usd = 99 where order_id = 2"])
+    assert result.exit_code == 0, result.output
+    ran, _ = outcome(run(project))
+
+    assert ran["gold.customer_totals"] == "ran"
+    assert ran["gold.big_customers"] == "ran"
+
+
+def test_an_incremental_action_that_appends_every_time_runs_every_time(make_project, lakehouse_home):
+    files = dict(PROJECT)
+    files["definitions/silver/log.sqlx"] = """
+        config { type: "incremental", schema: "silver" }
+        select order_id from ${ref("orders_raw")}
+    """
+    project = make_project(files)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
+
+    for _ in range(3):
+        run(project)
+
+    # as on BigQuery: each run appends the source again, none is skipped
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.log') == [(3,)]
+
+
+def test_landing_files_are_inputs_by_name_size_and_time(make_project, lakehouse_home):
+    files = {
+        "definitions/bronze/events.sqlx": """
+            config { type: "operations", hasOutput: true, schema: "bronze", name: "events" }
+            create or replace external table ${self()} (line string)
+            options (format = 'CSV', field_delimiter = '\\\\x01', quote = '', uris = ['gs://landing/events/*'])
+        """,
+        "definitions/silver/event_count.sqlx": """
+            config { type: "table", schema: "silver" }
+            select count(*) as lines from ${ref("events")}
+        """,
+    }
+    project = make_project(files)
+    folder = paths.gcs_object_path(lakehouse_home, "landing", "events")
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_text('{"a": 1}\n')
+    run(project)
+    ran, _ = outcome(run(project))
+    assert ran["silver.event_count"] == "skipped"
+
+    (folder / "b.jsonl").write_text('{"b": 2}\n{"b": 3}\n')
+    ran, _ = outcome(run(project))
+
+    assert ran["silver.event_count"] == "ran"
+    assert execute(lakehouse_home, 'SELECT lines FROM "test-local".silver.event_count') == [(3,)]
