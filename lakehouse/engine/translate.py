@@ -602,7 +602,32 @@ def _qualify_table_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
         table.set("catalog", _identifier(parts[0]))
         table.set("db", _identifier(parts[1]))
         table.set("this", _identifier(parts[2]))
+        if parts[2].endswith("*"):
+            _wildcard_table_hides_suffix(table)
     return tree
+
+
+WILDCARD_SUFFIX_COLUMN = "_TABLE_SUFFIX"
+
+
+def _wildcard_table_hides_suffix(table: exp.Table) -> exp.Table:
+    """A wildcard table `dataset.events_*` stays a table named "events_*", which
+    lakehouse.engine.query.expand_wildcard_tables replaces at run time by the union of the local tables
+    that match (they are only known then). BigQuery's `_TABLE_SUFFIX` is a pseudo-column, left out of
+    `SELECT *`: the stars of the SELECT reading the wildcard table get `EXCLUDE (_TABLE_SUFFIX)`.
+    """
+    select = table.parent_select
+    if select is None:
+        return table
+    for star in [*select.find_all(exp.Star)]:
+        if star.parent_select is not select or not isinstance(star.parent, (exp.Select, exp.Column)):
+            continue
+        if isinstance(star.parent, exp.Column) and star.parent.table != table.alias_or_name:
+            continue  # `other.*` of a joined table has no suffix column
+        excluded = list(star.args.get("except_") or [])
+        if not any(column.name.upper() == WILDCARD_SUFFIX_COLUMN for column in excluded):
+            star.set("except_", [*excluded, exp.column(WILDCARD_SUFFIX_COLUMN)])
+    return table
 
 
 def _drop_table_options(tree: exp.Expression) -> exp.Expression:
