@@ -349,7 +349,7 @@ def test_information_schema_field_paths_partitions_and_region_level_views(con):
     execute(con, "create table shop.orders as select 'o1' as order_id")
     assert execute(
         con, "select column_name, field_path, data_type from web.INFORMATION_SCHEMA.COLUMN_FIELD_PATHS order by 1"
-    ) == [("k", "k", "INT64"), ("rec", "rec", "STRUCT(a INTEGER)")]  # nested types keep DuckDB's spelling
+    ) == [("k", "k", "INT64"), ("rec", "rec", "STRUCT<a INT64>"), ("rec", "rec.a", "INT64")]
     assert execute(
         con, f"select table_name, partition_id, total_rows from `{PROJECT}.web.INFORMATION_SCHEMA.PARTITIONS`"
     ) == [("hits", None, 2)]
@@ -364,6 +364,33 @@ def test_information_schema_field_paths_partitions_and_region_level_views(con):
     assert execute(
         con, "select table_name, column_name, data_type from `region-us`.INFORMATION_SCHEMA.COLUMNS order by 1, 2"
     ) == [("hits", "k", "INT64"), ("hits", "rec", "STRUCT(a INTEGER)"), ("orders", "order_id", "STRING")]
+
+
+def test_column_field_paths_lists_every_nested_field_with_bigquery_type_names(con):
+    execute(
+        con,
+        "create table web.ga4 as select 'page_view' as event_name, "
+        "[struct('page' as key, struct(cast(null as string) as string_value, cast(1.5 as float64) as double_value) "
+        "as value)] as event_params, struct(['a'] as tags, cast(2 as numeric) as amount) as device",
+    )
+
+    rows = execute(
+        con,
+        "select field_path, data_type from web.INFORMATION_SCHEMA.COLUMN_FIELD_PATHS where table_name = 'ga4'",
+    )
+
+    # Through ARRAYs too, fields in their declared order, as BigQuery lists them.
+    assert rows == [
+        ("event_name", "STRING"),
+        ("event_params", "ARRAY<STRUCT<key STRING, value STRUCT<string_value STRING, double_value FLOAT64>>>"),
+        ("event_params.key", "STRING"),
+        ("event_params.value", "STRUCT<string_value STRING, double_value FLOAT64>"),
+        ("event_params.value.string_value", "STRING"),
+        ("event_params.value.double_value", "FLOAT64"),
+        ("device", "STRUCT<tags ARRAY<STRING>, amount NUMERIC>"),
+        ("device.tags", "ARRAY<STRING>"),
+        ("device.amount", "NUMERIC"),
+    ]
 
 
 # -- wildcard tables -----------------------------------------------------------------------------------
