@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 import duckdb
 import farmhash
 from duckdb.sqltypes import BIGINT, BLOB, VARCHAR
+from sqlglot import exp
+from sqlglot.errors import ParseError
 
 _INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
 _HEX_PATTERN = r"^\s*[+-]?0[xX][0-9a-fA-F]+\s*$"
@@ -128,6 +130,45 @@ def safe_convert_bytes_to_string(value: bytes) -> str:
     return bytes(value).decode("utf-8", errors="replace")
 
 
+def _bigquery_type(duck: exp.DataType) -> str:
+    def name(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DECIMAL:
+            if [p.name for p in node.expressions] == ["38", "9"]:
+                return exp.DataType.build("NUMERIC")
+        if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.INT128:
+            return exp.DataType.build("BIGINT")
+        if isinstance(node, exp.ColumnDef):  # BigQuery prints field names bare, keywords too
+            node.set("this", exp.var(node.name))
+        return node
+
+    return duck.transform(name).sql("bigquery")
+
+
+def field_paths(data_type: str) -> list[dict]:
+    """Return BigQuery's COLUMN_FIELD_PATHS rows of a column of DuckDB type `data_type`: the column itself
+    (suffix "") and each field of its STRUCTs, also inside ARRAYs (suffix ".a", ".a.b"), with BigQuery type
+    names (`STRUCT<a INT64, b ARRAY<STRING>>`). A type sqlglot cannot read is one row with DuckDB's spelling.
+    """
+    try:
+        parsed = exp.DataType.build(data_type, dialect="duckdb")
+    except (ValueError, ParseError):
+        return [{"suffix": "", "data_type": data_type}]
+    rows: list[dict] = []
+
+    def visit(node: exp.DataType, suffix: str) -> None:
+        rows.append({"suffix": suffix, "data_type": _bigquery_type(node)})
+        struct = node
+        while struct.this == exp.DataType.Type.ARRAY and struct.expressions:
+            struct = struct.expressions[0]
+        if struct.this == exp.DataType.Type.STRUCT:
+            for field in struct.expressions:
+                if isinstance(field, exp.ColumnDef) and isinstance(field.args.get("kind"), exp.DataType):
+                    visit(field.args["kind"], f"{suffix}.{field.name}")
+
+    visit(parsed, "")
+    return rows
+
+
 def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = None) -> None:
     """Register on `con` every UDF and macro translated SQL calls; safe to call twice.
 
@@ -143,6 +184,7 @@ def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = No
         ("bq_farm_fingerprint_string", farm_fingerprint, [VARCHAR], BIGINT),
         ("bq_farm_fingerprint_bytes", farm_fingerprint, [BLOB], BIGINT),
         ("safe_convert_bytes_to_string", safe_convert_bytes_to_string, [BLOB], VARCHAR),
+        ("bq_field_paths", field_paths, [VARCHAR], duckdb.sqltype("STRUCT(suffix VARCHAR, data_type VARCHAR)[]")),
     ]
     for name, function, params, returns in udfs:
         try:

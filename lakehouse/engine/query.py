@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+from sqlglot.dialects.duckdb import DuckDB
+from sqlglot.tokens import TokenType
 
 from lakehouse import paths
 from lakehouse.engine import functions, translate
@@ -44,6 +46,8 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, *, default_project: str, g
     return last
 
 
+_DUCKDB = DuckDB()
+
 # A loop that runs this often is taken for one that never ends (BigQuery stops a script after 6 hours).
 MAX_ITERATIONS = 1_000_000
 
@@ -70,7 +74,64 @@ _frames = itertools.count()
 
 
 def _true(con: duckdb.DuckDBPyConnection, select: str) -> bool:
-    return bool(con.execute(select).fetchone()[0])
+    return bool(con.execute(expand_wildcard_tables(con, select)).fetchone()[0])
+
+
+def expand_wildcard_tables(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """Return `sql` with each wildcard table "project"."dataset"."prefix*" replaced by the union, by column
+    name, of the local tables whose name starts with the prefix, each row with `_TABLE_SUFFIX` (the rest of
+    its table's name), as BigQuery reads a wildcard table. A filter on `_TABLE_SUFFIX` prunes the tables
+    read: DuckDB folds it to false in the branches of the union it excludes.
+
+    Raises duckdb.CatalogException when no local table matches, or a view does (BigQuery's errors).
+    """
+    if '*"' not in sql:
+        return sql
+    tokens = _DUCKDB.tokenize(sql)
+    pieces: list[str] = []
+    last = 0
+    for index, token in enumerate(tokens):
+        name = tokens[index - 4 : index + 1] if index >= 4 else []
+        if not (
+            token.token_type == TokenType.IDENTIFIER
+            and token.text.endswith("*")
+            and [t.token_type for t in name[:4]] == [TokenType.IDENTIFIER, TokenType.DOT] * 2
+        ):
+            continue
+        pieces += [sql[last : name[0].start], _wildcard_union(con, name[0].text, name[2].text, token.text[:-1])]
+        last = token.end + 1
+    return "".join(pieces) + sql[last:]
+
+
+def _wildcard_union(con: duckdb.DuckDBPyConnection, project: str, dataset: str, prefix: str) -> str:
+    found = con.execute(
+        "SELECT table_name, false FROM duckdb_tables() WHERE database_name = $1 AND schema_name = $2 "
+        "AND starts_with(table_name, $3) "
+        "UNION ALL SELECT view_name, true FROM duckdb_views() WHERE database_name = $1 AND schema_name = $2 "
+        "AND starts_with(view_name, $3) ORDER BY 1",
+        [project, dataset, prefix],
+    ).fetchall()
+    views = [name for name, is_view in found if is_view]
+    if views:
+        raise duckdb.CatalogException(
+            f"Views cannot be queried through prefix. First view {project}:{dataset}.{views[0]}."
+        )
+    if not found:
+        raise duckdb.CatalogException(f"Not found: Table {project}:{dataset}.{prefix}* was not found")
+    branches = [
+        f"SELECT *, {_string(name[len(prefix) :])} AS {translate.WILDCARD_SUFFIX_COLUMN} "
+        f"FROM {_quoted(project)}.{_quoted(dataset)}.{_quoted(name)}"
+        for name, _ in found
+    ]
+    return "(" + " UNION ALL BY NAME ".join(branches) + ")"
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
@@ -80,7 +141,7 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
     Raises duckdb.Error from the statements, and RuntimeError for a loop past MAX_ITERATIONS.
     """
     if isinstance(item, str):
-        return con.execute(item)
+        return con.execute(expand_wildcard_tables(con, item))
     if item.kind == "break":
         raise _Break
     if item.kind == "continue":
@@ -109,7 +170,7 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
     last = None
     if item.kind == "for":
         holder = f"__lakehouse_rows_{item.variable}"
-        con.execute(f"SET VARIABLE {holder} = ({item.rows})")
+        con.execute(f"SET VARIABLE {holder} = ({expand_wildcard_tables(con, item.rows)})")
         count = con.execute(f"SELECT coalesce(len(getvariable('{holder}')), 0)").fetchone()[0]
         for index in range(1, count + 1):
             con.execute(f"SET VARIABLE {item.variable} = getvariable('{holder}')[{index}]")
@@ -135,7 +196,7 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
 
 
 def _execute_immediate(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
-    sql, *values = con.execute(item.condition).fetchone()
+    sql, *values = con.execute(expand_wildcard_tables(con, item.condition)).fetchone()
     if sql is None:
         raise duckdb.InvalidInputException("EXECUTE IMMEDIATE: the SQL string is NULL")
     if values:
@@ -301,6 +362,8 @@ def missing_tables(con: duckdb.DuckDBPyConnection, sqls: Iterable[str], default_
             named |= translate.referenced_tables(sql, default_project=default_project)
         except translate.TranslationError:
             continue
+    # A wildcard table with no match fails with BigQuery's own message (expand_wildcard_tables).
+    named = {name for name in named if not name[2].endswith("*")}
     if not named:
         return []
     present = set(

@@ -188,7 +188,9 @@ class Engine:
         missing = []
         for dep in action.dependencies:
             declared = self.graph.declarations.get(dep)
-            if declared is not None and not self.exists(declared.target):
+            # A wildcard declaration (`events_*`) with no match fails with BigQuery's own message when read.
+            wildcard = declared is not None and declared.target["name"].endswith("*")
+            if declared is not None and not wildcard and not self.exists(declared.target):
                 missing.append(dep)
         return missing
 
@@ -305,7 +307,7 @@ class Engine:
                 if statements.SCHEMA_CHANGE in sql and sql.lstrip().lower().startswith("select"):
                     schema_changed = apply_schema_change(con, action.raw, target, sql)
                     continue
-                cursor = con.execute(sql)
+                cursor = query.run_item(con, sql)
                 fetched = cursor.fetchall() if cursor.description else []
                 if kind == "assertion":
                     result.failing_rows = int(fetched[0][0] or 0) if fetched else 0

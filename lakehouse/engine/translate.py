@@ -470,21 +470,14 @@ _INFORMATION_SCHEMA_VIEWS = {
           WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
           ELSE data_type END AS data_type
       FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
-    # Top-level columns only: a STRUCT column is one row with its whole type, its fields are not listed.
-    "COLUMN_FIELD_PATHS": """(SELECT table_catalog, table_schema, table_name, column_name, column_name AS field_path,
-        CASE
-          WHEN data_type IN ('BIGINT', 'INTEGER', 'SMALLINT', 'TINYINT', 'HUGEINT') THEN 'INT64'
-          WHEN data_type = 'VARCHAR' THEN 'STRING'
-          WHEN data_type = 'DOUBLE' THEN 'FLOAT64'
-          WHEN data_type = 'BOOLEAN' THEN 'BOOL'
-          WHEN data_type = 'BLOB' THEN 'BYTES'
-          WHEN data_type = 'TIMESTAMP WITH TIME ZONE' THEN 'TIMESTAMP'
-          WHEN data_type = 'TIMESTAMP' THEN 'DATETIME'
-          WHEN data_type = 'DECIMAL(38,9)' THEN 'NUMERIC'
-          ELSE data_type END AS data_type,
+    # One row per column and per field of its STRUCTs (through ARRAYs), as BigQuery lists nested paths.
+    "COLUMN_FIELD_PATHS": """(SELECT table_catalog, table_schema, table_name, column_name,
+        column_name || path.suffix AS field_path, path.data_type,
         CAST(NULL AS VARCHAR) AS description, CAST(NULL AS VARCHAR) AS collation_name,
         CAST(NULL AS VARCHAR) AS rounding_mode
-      FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema})""",
+      FROM (SELECT table_catalog, table_schema, table_name, column_name, ordinal_position,
+          unnest(bq_field_paths(data_type)) AS path
+        FROM information_schema.columns WHERE table_catalog = {catalog} AND table_schema = {schema}))""",
     # Local tables are not partitioned: one row per table with partition_id NULL, as BigQuery lists an
     # unpartitioned table; total_rows is DuckDB's row count estimate (exact for tables written by the engine).
     "PARTITIONS": """(SELECT database_name AS table_catalog, schema_name AS table_schema, table_name,
@@ -602,7 +595,32 @@ def _qualify_table_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
         table.set("catalog", _identifier(parts[0]))
         table.set("db", _identifier(parts[1]))
         table.set("this", _identifier(parts[2]))
+        if parts[2].endswith("*"):
+            _wildcard_table_hides_suffix(table)
     return tree
+
+
+WILDCARD_SUFFIX_COLUMN = "_TABLE_SUFFIX"
+
+
+def _wildcard_table_hides_suffix(table: exp.Table) -> exp.Table:
+    """A wildcard table `dataset.events_*` stays a table named "events_*", which
+    lakehouse.engine.query.expand_wildcard_tables replaces at run time by the union of the local tables
+    that match (they are only known then). BigQuery's `_TABLE_SUFFIX` is a pseudo-column, left out of
+    `SELECT *`: the stars of the SELECT reading the wildcard table get `EXCLUDE (_TABLE_SUFFIX)`.
+    """
+    select = table.parent_select
+    if select is None:
+        return table
+    for star in [*select.find_all(exp.Star)]:
+        if star.parent_select is not select or not isinstance(star.parent, (exp.Select, exp.Column)):
+            continue
+        if isinstance(star.parent, exp.Column) and star.parent.table != table.alias_or_name:
+            continue  # `other.*` of a joined table has no suffix column
+        excluded = list(star.args.get("except_") or [])
+        if not any(column.name.upper() == WILDCARD_SUFFIX_COLUMN for column in excluded):
+            star.set("except_", [*excluded, exp.column(WILDCARD_SUFFIX_COLUMN)])
+    return table
 
 
 def _drop_table_options(tree: exp.Expression) -> exp.Expression:

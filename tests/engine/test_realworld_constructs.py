@@ -349,7 +349,7 @@ def test_information_schema_field_paths_partitions_and_region_level_views(con):
     execute(con, "create table shop.orders as select 'o1' as order_id")
     assert execute(
         con, "select column_name, field_path, data_type from web.INFORMATION_SCHEMA.COLUMN_FIELD_PATHS order by 1"
-    ) == [("k", "k", "INT64"), ("rec", "rec", "STRUCT(a INTEGER)")]  # nested types keep DuckDB's spelling
+    ) == [("k", "k", "INT64"), ("rec", "rec", "STRUCT<a INT64>"), ("rec", "rec.a", "INT64")]
     assert execute(
         con, f"select table_name, partition_id, total_rows from `{PROJECT}.web.INFORMATION_SCHEMA.PARTITIONS`"
     ) == [("hits", None, 2)]
@@ -364,3 +364,103 @@ def test_information_schema_field_paths_partitions_and_region_level_views(con):
     assert execute(
         con, "select table_name, column_name, data_type from `region-us`.INFORMATION_SCHEMA.COLUMNS order by 1, 2"
     ) == [("hits", "k", "INT64"), ("hits", "rec", "STRUCT(a INTEGER)"), ("orders", "order_id", "STRING")]
+
+
+def test_column_field_paths_lists_every_nested_field_with_bigquery_type_names(con):
+    execute(
+        con,
+        "create table web.ga4 as select 'page_view' as event_name, "
+        "[struct('page' as key, struct(cast(null as string) as string_value, cast(1.5 as float64) as double_value) "
+        "as value)] as event_params, struct(['a'] as tags, cast(2 as numeric) as amount) as device",
+    )
+
+    rows = execute(
+        con,
+        "select field_path, data_type from web.INFORMATION_SCHEMA.COLUMN_FIELD_PATHS where table_name = 'ga4'",
+    )
+
+    # Through ARRAYs too, fields in their declared order, as BigQuery lists them.
+    assert rows == [
+        ("event_name", "STRING"),
+        ("event_params", "ARRAY<STRUCT<key STRING, value STRUCT<string_value STRING, double_value FLOAT64>>>"),
+        ("event_params.key", "STRING"),
+        ("event_params.value", "STRUCT<string_value STRING, double_value FLOAT64>"),
+        ("event_params.value.string_value", "STRING"),
+        ("event_params.value.double_value", "FLOAT64"),
+        ("device", "STRUCT<tags ARRAY<STRING>, amount NUMERIC>"),
+        ("device.tags", "ARRAY<STRING>"),
+        ("device.amount", "NUMERIC"),
+    ]
+
+
+# -- wildcard tables -----------------------------------------------------------------------------------
+
+SHARDS = """
+create table web.events_20240101 as select 1 as id, 'a' as name;
+create table web.events_20240102 as select 2 as id, 'b' as name, 3.5 as score;
+create table web.events_20240103 as select 3 as id, 'c' as name;
+create table web.eventsummary as select 9 as id;
+"""
+
+
+def bq(con, sql: str) -> query.QueryResult:
+    return query.execute(con, sql, default_project=PROJECT)
+
+
+def test_a_wildcard_table_is_the_union_of_the_matching_tables_with_the_suffix_as_a_pseudo_column(con):
+    bq(con, SHARDS)
+
+    everything = bq(con, "select * from `acme-analytics.web.events_*` order by id")
+    suffixes = bq(
+        con,
+        "select e.id, _TABLE_SUFFIX as day from `web.events_2024*` as e "
+        "where _table_suffix between '0102' and '0103' order by id",
+    )
+
+    # `_TABLE_SUFFIX` is not in `SELECT *`; `eventsummary` does not start with `events_`.
+    assert everything.columns == ["id", "name", "score"]
+    assert everything.rows == [(1, "a", None), (2, "b", 3.5), (3, "c", None)]
+    assert (suffixes.columns, suffixes.rows) == (["id", "day"], [(2, "0102"), (3, "0103")])
+
+
+def test_a_filter_on_table_suffix_prunes_the_tables_read(con):
+    bq(con, SHARDS)
+    sql = "select count(*) from `web.events_*` where _TABLE_SUFFIX >= '20240102'"
+    expanded = query.expand_wildcard_tables(con, translate_script(sql, default_project=PROJECT)[0])
+
+    plan = con.execute(f"EXPLAIN {expanded}").fetchall()[0][1]
+
+    assert bq(con, sql).rows == [(2,)]
+    assert "events_20240101" not in plan
+    assert "events_20240102" in plan and "events_20240103" in plan
+
+
+def test_a_wildcard_table_matching_no_table_fails_with_bigquerys_message(con):
+    with pytest.raises(duckdb.CatalogException) as caught:
+        bq(con, "select * from `web.sessions_*`")
+
+    assert str(caught.value) == "Not found: Table acme-analytics:web.sessions_* was not found"
+
+
+def test_a_wildcard_table_matching_a_view_fails_as_in_bigquery(con):
+    bq(con, SHARDS + "create view web.events_latest as select 3 as id;")
+
+    with pytest.raises(duckdb.CatalogException) as caught:
+        bq(con, "select count(*) from `web.events_*` where _TABLE_SUFFIX = '20240101'")
+
+    assert str(caught.value) == "Views cannot be queried through prefix. First view acme-analytics:web.events_latest."
+
+
+def test_a_wildcard_table_in_a_for_loop_and_a_joined_table_star(con):
+    bq(con, SHARDS + "create table web.names as select 1 as id, 'one' as label;")
+
+    joined = bq(con, "select n.*, e.name from `web.events_*` as e join web.names as n using (id)")
+    total = bq(
+        con,
+        "declare n int64 default 0; "
+        "for row in (select id from `web.events_*` where _TABLE_SUFFIX < '20240103') do "
+        "set n = n + row.id; end for; select n",
+    )
+
+    assert (joined.columns, joined.rows) == (["id", "label", "name"], [(1, "one", "a")])
+    assert total.rows == [(3,)]

@@ -129,3 +129,43 @@ def test_an_operation_that_creates_its_declared_table_runs_on_a_fresh_warehouse(
 
     assert record.status == "success", [a.error for a in record.actions]
     assert result.output == "process_id,note\n1,started\n"
+
+
+SHARDED = {
+    "definitions/events.sqlx": 'config { type: "declaration", schema: "analytics", name: "events_*" }\n',
+    "definitions/daily_events.sqlx": """
+        config { type: "table" }
+        select _TABLE_SUFFIX as day, count(*) as events
+        from ${ref("events_*")}
+        where _TABLE_SUFFIX between '20240102' and '20240131'
+        group by day
+    """,
+}
+
+
+def test_a_declared_wildcard_table_reads_the_loaded_shards(make_project, lakehouse_home, tmp_path):
+    project = make_project(SHARDED)
+    for day, rows in (("20240101", "1\n"), ("20240102", "2\n3\n"), ("20240103", "4\n")):
+        sample = tmp_path / f"events_{day}.csv"
+        sample.write_text("event_id\n" + rows)
+        assert invoke("load", f"test-local.analytics.events_{day}", sample, "--project-dir", project).exit_code == 0
+
+    record = run(project)
+    result = invoke(
+        "query", "select * from silver.daily_events order by day", "--project-dir", project, "--format", "csv"
+    )
+
+    assert record.status == "success", [a.error for a in record.actions]
+    assert result.output == "day,events\n20240102,2\n20240103,1\n"
+
+
+def test_a_declared_wildcard_table_with_no_shards_fails_with_bigquerys_message(make_project, lakehouse_home):
+    project = make_project(SHARDED)
+
+    record = run(project)
+
+    (action,) = record.actions
+    assert action.error == (
+        "definitions/daily_events.sqlx: action test-local.silver.daily_events failed: "
+        "Not found: Table test-local:analytics.events_* was not found"
+    )
