@@ -46,7 +46,9 @@ class Settings:
     def load(cls, project_dir: Path | str) -> Settings:
         """Return the settings read from workflow_settings.yaml and LAKEHOUSE_HOME.
 
-        Raises ValueError naming the file when it is missing or lacks defaultProject / vars.landing_bucket.
+        The dead-letter bucket is vars.dead_letter_bucket, else <landing bucket>-dead-letter. Raises
+        ValueError naming the file when it is missing, lacks defaultProject / vars.landing_bucket or names
+        an invalid bucket.
         """
         project_dir = Path(project_dir).resolve()
         path = project_dir / "workflow_settings.yaml"
@@ -55,7 +57,8 @@ class Settings:
         except (OSError, yaml.YAMLError) as error:
             raise ValueError(f"{path}: cannot be read: {error}") from None
         project = data.get("defaultProject")
-        bucket = (data.get("vars") or {}).get("landing_bucket")
+        variables = data.get("vars") or {}
+        bucket = variables.get("landing_bucket")
         if not isinstance(project, str) or not project:
             raise ValueError(f"{path}: defaultProject is missing")
         if not isinstance(bucket, str) or not bucket:
@@ -64,12 +67,15 @@ class Settings:
             paths.catalog_file(paths.home(project_dir), project)  # validates the project id
         except ValueError as error:
             raise ValueError(f"{path}: defaultProject: {error}") from None
-        dead_letter = f"{bucket}-dead-letter"
-        for name in (bucket, dead_letter):
-            if not _BUCKET_NAME.match(name):
+        # The same default as definitions/ops/quality.js when the project names no dead-letter bucket.
+        dead_letter = variables.get("dead_letter_bucket") or f"{bucket}-dead-letter"
+        named = "vars.dead_letter_bucket" if variables.get("dead_letter_bucket") else "vars.landing_bucket"
+        for var, name in (("vars.landing_bucket", bucket), (named, dead_letter)):
+            if not isinstance(name, str) or not _BUCKET_NAME.match(name):
                 raise ValueError(
-                    f"{path}: vars.landing_bucket: {name!r} is not a valid bucket name "
-                    "(3-63 lower-case letters, digits, '-', '_' or '.'; the dead-letter bucket adds '-dead-letter')"
+                    f"{path}: {var}: {name!r} is not a valid bucket name "
+                    "(3-63 lower-case letters, digits, '-', '_' or '.'; the dead-letter bucket, unless "
+                    "vars.dead_letter_bucket names it, adds '-dead-letter')"
                 )
         return cls(project_dir, paths.home(project_dir), project, bucket, dead_letter)
 

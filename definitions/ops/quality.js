@@ -6,7 +6,8 @@
 const contracts = sources.all();
 const tags = ["ops", "hourly"];
 
-// The dead-letter bucket: the var deploy sets, else the local convention (<landing bucket>-dead-letter).
+// The dead-letter bucket: the var (deploy's, or workflow_settings.yaml's local one), else
+// <landing bucket>-dead-letter, as ingest/local.py Settings names it.
 function deadLetterBucket() {
   const vars = (dataform.projectConfig && dataform.projectConfig.vars) || {};
   return vars.dead_letter_bucket || `${params.landingBucket()}-dead-letter`;

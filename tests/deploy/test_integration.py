@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
     from deploy.clients import Clients
     from deploy.config import load_env
     from deploy.handlers import handlers
-    from deploy.resources import desired_state
+    from deploy.resources import KEYS_DATASET, desired_state
 
     suffix = uuid.uuid4().hex[:8]
     prefix = f"lhit-{suffix}"
@@ -53,7 +53,10 @@ def setup(tmp_path_factory):
     path = root / "it.yaml"
     path.write_text(yaml.safe_dump(data))
     env = load_env(path, root)
-    resources = [r for r in desired_state(env, ["orders"]) if r.kind in KINDS]
+    # The key dataset's name is fixed (`keys`, which the models read): the project's own, maybe a deployed
+    # environment's, so this run neither applies nor destroys it (the salt test uses a dataset of its own).
+    keys = [PROJECT, KEYS_DATASET]
+    resources = [r for r in desired_state(env, ["orders"]) if r.kind in KINDS and r.name.split(".")[:2] != keys]
     return env, resources, Clients(project=PROJECT), handlers(root), root
 
 
@@ -153,3 +156,43 @@ def test_started_runs_are_reported_once_by_the_check_with_iceberg_create_and_mer
         orders = next(a for a in done.actions if a.name.endswith(".silver.orders"))
         assert (done.status, orders.status, done.lookup_errors) == ("success", "success", []), done.summary()
     assert not [r for r in trigger.check_and_publish(target, ops_table, write_rows) if r.invocation in started]
+
+
+def test_the_salt_is_a_query_parameter_that_the_hash_reads_when_it_runs(setup):
+    """Deploy's salt job on BigQuery writes the row with the salt as a query parameter, no job's SQL
+    text holds it, and silver's hash (includes/silver.js piiHash), reading the table when it runs,
+    matches one made here. tests/deploy/test_deploy_salt.py is the same path on the local engine."""
+    import datetime as dt
+    import hashlib
+
+    from google.cloud import bigquery
+
+    from deploy.handlers import PiiSaltHandler
+    from deploy.resources import SALT_TABLE, SALT_TABLE_SCHEMA
+
+    env, resources, clients, handlers, root = setup
+    # A dataset of this run, not the project's `keys`, which a deployed environment may hold.
+    dataset = f"{PROJECT}.{env.prefix.replace('-', '_')}_keys"
+    table = f"{dataset}.{SALT_TABLE}"
+    salt = uuid.uuid4().hex + uuid.uuid4().hex
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    made = bigquery.Dataset(dataset)
+    made.location = env.bigquery_location
+    clients.bigquery.create_dataset(made)
+    try:
+        schema = [bigquery.SchemaField(name, kind, mode=mode) for name, kind, mode in SALT_TABLE_SCHEMA]
+        clients.bigquery.create_table(bigquery.Table(table, schema=schema))
+        spec = {"table": table, "salt": salt}
+        PiiSaltHandler().create(clients, None, spec)
+        assert PiiSaltHandler().read(clients, None, spec).spec == spec
+        hashed = (
+            f"to_hex(sha256(concat(coalesce((select salt from `{table}`), error('keys.pii_salt is empty')), "
+            "'ann@example.com')))"
+        )
+        rows = list(clients.bigquery.query(f"select {hashed} as email_hash").result())
+        assert [row["email_hash"] for row in rows] == [hashlib.sha256((salt + "ann@example.com").encode()).hexdigest()]
+        texts = [j.query for j in clients.bigquery.list_jobs(min_creation_time=since) if j.job_type == "query"]
+        assert any(f"insert into `{table}` (salt) values (@salt)" in text for text in texts), texts
+        assert [text for text in texts if salt in text] == []
+    finally:
+        clients.bigquery.delete_dataset(dataset, delete_contents=True, not_found_ok=True)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from models.project import KIT_VARS
 
 from lakehouse import paths
 from lakehouse.cli import main
@@ -17,7 +18,7 @@ from lakehouse.warehouse import open_catalog
 
 from .conftest import REPO
 
-LANDING = "lakehouse-dev-bronze-landing"
+LANDING = KIT_VARS["landing_bucket"]
 
 
 @pytest.fixture
@@ -208,6 +209,22 @@ def test_settings_refuse_a_bad_bucket_or_project(tmp_path):
         Settings.load(tmp_path)
     (tmp_path / "workflow_settings.yaml").write_text("defaultProject: p-1\nvars: {landing_bucket: ok-bucket}\n")
     assert Settings.load(tmp_path).dead_letter_bucket == "ok-bucket-dead-letter"
+    settings = "defaultProject: p-1\nvars: {landing_bucket: ok-bucket, dead_letter_bucket: %s}\n"
+    (tmp_path / "workflow_settings.yaml").write_text(settings % "dl.localhost")
+    assert Settings.load(tmp_path).dead_letter_bucket == "dl.localhost"
+    (tmp_path / "workflow_settings.yaml").write_text(settings % "DL")
+    with pytest.raises(ValueError, match="vars.dead_letter_bucket: 'DL' is not a valid bucket name"):
+        Settings.load(tmp_path)
+
+
+def test_local_ingest_writes_the_buckets_the_kit_compiles_with():
+    from ingest.local import Settings
+
+    settings = Settings.load(REPO)
+    assert (settings.landing_bucket, settings.dead_letter_bucket) == (
+        KIT_VARS["landing_bucket"],
+        KIT_VARS["dead_letter_bucket"],
+    )
 
 
 def test_schedule_runs_a_tick_from_the_shared_definition(in_repo, monkeypatch):

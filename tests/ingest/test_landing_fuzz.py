@@ -11,6 +11,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from models.project import KIT_VARS
 
 from ingest.landing import MAX_EVENT_BYTES, REASONS, UNKNOWN_SOURCE, check_line, handle_http, route, stored_line
 
@@ -190,7 +191,7 @@ def bronze_rows(fake_gcs, ddl: str, bucket: str, source: str) -> list[tuple[str,
 
     from lakehouse.engine.translate import register_functions, translate_script
 
-    ddl = ddl.replace("lakehouse-dev-bronze-landing", bucket).replace("source=orders", f"source={source}")
+    ddl = ddl.replace(KIT_VARS["landing_bucket"], bucket).replace("source=orders", f"source={source}")
     ddl = ddl.replace("orders_landing", f"{source}_landing")
 
     def resolve(uri: str) -> str:

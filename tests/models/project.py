@@ -6,10 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 CORE = REPO / "node_modules" / "@dataform" / "core"
 PROJECT_FILES = ("workflow_settings.yaml", "package.json", ".sqlfluff")
 PROJECT_DIRS = ("definitions", "includes")
+# The compilation vars workflow_settings.yaml sets: the tests name the local buckets from here.
+KIT_VARS = yaml.safe_load((REPO / "workflow_settings.yaml").read_text())["vars"]
 
 
 def copy_project(destination: Path) -> Path:

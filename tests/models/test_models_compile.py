@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lakehouse.engine.compile import CompileError, compile_project
-from models.project import REPO, contract_names, load_contract, targets
+from models.project import KIT_VARS, REPO, contract_names, load_contract, targets
 
 GOLD_TABLES = {
     "daily_sales",
@@ -63,7 +63,7 @@ def test_every_source_has_bronze_silver_and_checks(graph, source):
     assert landing["hasOutput"] is True
     ddl = landing["queries"][0]
     assert ddl.startswith(f"create or replace external table `lakehouse-dev.bronze.{source}_landing`")
-    assert f"uris = ['gs://lakehouse-dev-bronze-landing/source={source}/*']" in ddl
+    assert f"uris = ['gs://{KIT_VARS['landing_bucket']}/source={source}/*']" in ddl
     assert "with partition columns" in ddl and "quote = ''" in ddl
     assert f"bronze.{source}_raw" in declarations
     assert tables[f"silver.{source}_staged"]["type"] == "view"
@@ -126,7 +126,7 @@ def test_orders_silver_is_an_iceberg_table_with_total_price(graph):
     orders = targets(graph, "tables")["silver.orders"]
     assert orders["bigquery"]["tableFormat"] == "ICEBERG"
     assert orders["bigquery"]["fileFormat"] == "PARQUET"
-    assert orders["bigquery"]["storageUri"] == "gs://lakehouse-dev-lake/silver/orders"
+    assert orders["bigquery"]["storageUri"] == f"gs://{KIT_VARS['iceberg_bucket']}/silver/orders"
     assert "quantity * price as total_price" in orders["query"]
     rows = [a for a in graph["assertions"] if a.get("parentAction", {}).get("name") == "orders"]
     assert any("total_price = quantity * price" in a["query"] for a in rows)

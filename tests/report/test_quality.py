@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from models.project import KIT_VARS
 from report.test_dashboard import CHROMIUM, needs_chromium, render
 
 from ingest.contracts import load_contracts
@@ -81,7 +82,7 @@ def t(dataset: str, name: str) -> str:
 def dead_letter_files(home: Path) -> dict[tuple[str, str], int]:
     """Return dead-letter records per (source, reason), counted from the bucket's JSONL files directly."""
     counts: dict[tuple[str, str], int] = {}
-    bucket = paths.gcs_root(home) / "lakehouse-dev-bronze-landing-dead-letter"
+    bucket = paths.gcs_root(home) / KIT_VARS["dead_letter_bucket"]
     for path in bucket.rglob("*.jsonl"):
         for line in path.read_text().splitlines():
             record = json.loads(line)
