@@ -289,6 +289,48 @@ class IcebergStore:
         schema = table.schema().as_arrow()
         self._point_view(con, target, tuple(self.data_files(target)), schema)
 
+    def reconcile(self, con: duckdb.DuckDBPyConnection, targets: list[dict]) -> list[str]:
+        """Make the catalog and the warehouse agree on each Iceberg target before a run decides, from the
+        warehouse state, which tables it merges into; returns the names repaired.
+
+        A run killed between an Iceberg commit and the warehouse commit leaves the table in the catalog
+        and not in the warehouse (or the warehouse's view on an older snapshot, which is harmless: the
+        intake ledger was not written, so the next run takes the same records again): the view is put
+        back over the current snapshot. A table in the warehouse and not in the catalog (a catalog that
+        lost it; no crash leaves this, the catalog commits first) is committed to the catalog as it is,
+        so the next run merges into it instead of rebuilding it from one batch.
+        """
+        repaired = []
+        for target in targets:
+            present = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ? "
+                "UNION ALL SELECT count(*) FROM duckdb_views() WHERE database_name = ? AND schema_name = ? "
+                "AND view_name = ?",
+                [target["database"], target["schema"], target["name"]] * 2,
+            ).fetchall()
+            in_warehouse = sum(count for (count,) in present) > 0
+            in_catalog = self.load(target) is not None
+            if in_catalog and not in_warehouse:
+                self.attach_view(con, target)
+            elif in_warehouse and not in_catalog:
+                name = quoted(target)
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    # publish() commits a table's rows; the warehouse may hold a view over the old files
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_orphan AS SELECT * FROM {name}")
+                    con.execute(f"DROP VIEW IF EXISTS {name}")
+                    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _lakehouse_iceberg_orphan")
+                    con.execute("DROP TABLE _lakehouse_iceberg_orphan")
+                    self.publish(con, target, replace_schema=True)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            else:
+                continue
+            repaired.append(quoted(target))
+        return repaired
+
     @staticmethod
     def _point_view(con: duckdb.DuckDBPyConnection, target: dict, files: tuple[str, ...], schema: pa.Schema) -> None:
         name = quoted(target)

@@ -493,6 +493,13 @@ def run(
 
         publish()
         plan = [name for name in order if name in selected]
+        if not options.dry_run:
+            # before the state is read: a partial run may have left catalog and warehouse apart
+            iceberg_targets = [
+                a.target for a in engine.graph.actions.values()
+                if a.kind in ("table", "incremental") and is_iceberg(a.raw) and a.target["database"] in projects
+            ]  # fmt: skip
+            engine.iceberg.reconcile(engine.con, iceberg_targets)
         engine.load_state()
         if not options.dry_run:
             engine.run_id = record.run_id

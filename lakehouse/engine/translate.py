@@ -1871,6 +1871,10 @@ def _assert(stmt: _Statement, ctx: _Context) -> list[str]:
 
 # Descriptions, labels, expirations: metadata that does not exist locally.
 _SET_OPTIONS = re.compile(r"\bSET\s+OPTIONS\s*\(", re.IGNORECASE)
+# CREATE TABLE ... WITH CONNECTION c OPTIONS(table_format = 'ICEBERG', ...): the connection is how BigQuery
+# reaches the table's Cloud Storage folder; locally the table is the warehouse's (the engine keeps Iceberg
+# tables itself), and the OPTIONS are dropped as for every CREATE TABLE.
+_TABLE_CONNECTION = re.compile(r"\bWITH\s+CONNECTION\s+(?:DEFAULT\b|`[^`]*`|[\w.-]+)", re.IGNORECASE)
 # BigQuery's key constraints are never enforced (NOT ENFORCED); CREATE TABLE drops them, so do these.
 _KEY_CONSTRAINT = re.compile(
     r"^\s*ALTER\s+TABLE\s+.*?\b(ADD|DROP)\s+(PRIMARY\s+KEY|CONSTRAINT|FOREIGN\s+KEY)\b", re.IGNORECASE | re.DOTALL
@@ -1925,6 +1929,8 @@ def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = N
     if words[0] == "ALTER" and _SET_OPTIONS.search(stmt.text):
         log.debug("ALTER ... SET OPTIONS has no local effect: %s", stmt.text[:80])
         return []
+    if words[0] == "CREATE" and "TABLE" in words[:4] and _TABLE_CONNECTION.search(stmt.text):
+        stmt = _Statement(_TABLE_CONNECTION.sub("", stmt.text, count=1), stmt.words, stmt.position)
     tree = _parse_statement(stmt)
     if isinstance(tree, exp.Command):
         raise UnsupportedConstruct(" ".join(w for w in words[:3] if w), "this statement has no local equivalent")

@@ -568,6 +568,23 @@ def test_ddl_create_table_drops_partition_cluster_options(con):
     assert con.execute(f'DESCRIBE "{PROJECT}".ds.orders').fetchall()[0][:2] == ("k", "BIGINT")
 
 
+@pytest.mark.parametrize("connection", ["DEFAULT", "`lakehouse-local.us.lake`", "lakehouse-local.us.lake"])
+def test_ddl_create_iceberg_table_if_not_exists_drops_the_connection(con, connection):
+    sql = (
+        f"create table if not exists `{PROJECT}.ds.orders`\ncluster by k\nwith connection {connection}\n"
+        "options (file_format = 'PARQUET', table_format = 'ICEBERG', storage_uri = 'gs://lake/ds/orders')\n"
+        "as\nselect 1 as k\nwhere false"
+    )
+    [statement] = translate_script(sql, default_project=PROJECT)
+    assert statement == (
+        f'CREATE TABLE IF NOT EXISTS "{PROJECT}"."ds"."orders" AS SELECT CAST(1 AS BIGINT) AS k WHERE FALSE'
+    )
+    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{PROJECT}".ds')
+    con.execute(statement)
+    con.execute(statement)  # present: nothing happens
+    assert con.execute(f'SELECT count(*) FROM "{PROJECT}".ds.orders').fetchone() == (0,)
+
+
 def test_ddl_view_drop_and_assertion_row_count(con):
     run(con, f"create or replace table `{PROJECT}.ds.t` as select 1 as k union all select 1")
     run(
