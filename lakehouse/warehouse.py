@@ -97,7 +97,8 @@ def spill_dir(home_dir: Path) -> Path:
     return home_dir / "tmp" / "duckdb-spill"
 
 
-def _unreadable(path: Path, error: duckdb.Error) -> paths.StateError:
+def unreadable(path: Path, error: duckdb.Error) -> paths.StateError:
+    """Return the error that names a warehouse file DuckDB cannot read, and how to rebuild it."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return paths.StateError(
         f"the warehouse file {path} cannot be opened ({reason}). If it is damaged (cut short, overwritten), "
@@ -165,7 +166,7 @@ def connect(
             except duckdb.Error as error:
                 if not _is_lock_error(error):
                     con.close()
-                    raise _unreadable(path, error) from error
+                    raise unreadable(path, error) from error
                 copy = _published_copy(home_dir, project, error) if read_only else None
                 if copy is not None:
                     con.execute(f"ATTACH '{_sql_text(str(copy))}' AS \"{project}\" (READ_ONLY)")
@@ -319,7 +320,7 @@ def _rebase_file(file: Path, previous: str, current: str) -> bool:
         except duckdb.Error as error:
             if _is_lock_error(error):
                 return False
-            raise _unreadable(file, error) from error
+            raise unreadable(file, error) from error
         views = con.execute(
             "SELECT sql FROM duckdb_views() WHERE database_name = ? AND NOT internal AND contains(sql, ?)",
             [file.stem, old],

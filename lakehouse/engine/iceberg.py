@@ -301,6 +301,7 @@ class IcebergStore:
         so the next run merges into it instead of rebuilding it from one batch.
         """
         repaired = []
+        listed = self._listed_tables()
         for target in targets:
             present = con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ? "
@@ -309,6 +310,8 @@ class IcebergStore:
                 [target["database"], target["schema"], target["name"]] * 2,
             ).fetchall()
             in_warehouse = sum(count for (count,) in present) > 0
+            if listed is not None and in_warehouse == (self.identifier(target) in listed):
+                continue  # both agree (read without opening pyiceberg, which a skipped run never needs)
             in_catalog = self.load(target) is not None
             if in_catalog and not in_warehouse:
                 self.attach_view(con, target)
@@ -330,6 +333,18 @@ class IcebergStore:
                 continue
             repaired.append(quoted(target))
         return repaired
+
+    def _listed_tables(self) -> set[tuple[str, str, str]] | None:
+        """Return the tables the catalog lists, read from its SQLite file; None when it cannot be read
+        that way (missing, damaged: opening it through pyiceberg says what is wrong)."""
+        if not self.catalog_file.is_file():
+            return None
+        try:
+            with sqlite3.connect(f"file:{self.catalog_file}?mode=ro", uri=True) as con:
+                rows = con.execute("SELECT table_namespace, table_name FROM iceberg_tables").fetchall()
+        except sqlite3.Error:
+            return None
+        return {(*namespace.split(".", 1), name) for namespace, name in rows if "." in namespace}
 
     @staticmethod
     def _point_view(con: duckdb.DuckDBPyConnection, target: dict, files: tuple[str, ...], schema: pa.Schema) -> None:

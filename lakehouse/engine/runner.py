@@ -27,6 +27,7 @@ _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
 # DuckDB names the file a reader failed on in a later line of its message.
 _FAILED_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 _MISSING_CATALOG = re.compile(r'Catalog "([^"]+)" does not exist')
+_NAMED_FILE = re.compile(r'from file "([^"]+)"')
 NOT_LOCAL_NOTE = "not run locally"
 _DML_PREFIXES = ("insert", "merge", "update", "delete", "create table", "create or replace table")
 
@@ -503,7 +504,12 @@ def run(
         engine.load_state()
         if not options.dry_run:
             engine.run_id = record.run_id
-            engine.tracker = unchanged.Tracker(engine.con, engine.default_project, home_dir / "translate-cache")
+            try:
+                engine.tracker = unchanged.Tracker(engine.con, engine.default_project, home_dir / "translate-cache")
+            except duckdb.Error as error:  # the first read of table data: a file cut short fails here
+                named = _NAMED_FILE.search(str(error))
+                file = Path(named.group(1)) if named else paths.catalog_file(home_dir, engine.default_project)
+                raise warehouse.unreadable(file, error) from error
 
         results = _execute_plan(engine, plan, options, on_progress, between_actions=publish)
         record.actions.extend(results[name] for name in plan)

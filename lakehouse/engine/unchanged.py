@@ -52,6 +52,7 @@ class Analysis:
     files: tuple[str, ...]
     opaque: bool  # could not be parsed, or names a table it cannot place: never skipped
     view: Relation | None = None  # the view a CREATE VIEW statement defines
+    blind: bool = False  # what it writes is not known (not parsed, or a target it cannot place)
 
 
 def _relation(table: exp.Table, default_database: str) -> Relation | None:
@@ -69,16 +70,16 @@ def analyse(sql: str, default_database: str) -> Analysis:
     try:
         trees = [tree for tree in sqlglot.parse(sql, read="duckdb") if tree is not None]
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, ValueError, RecursionError):
-        return Analysis(frozenset(), frozenset(), files, True)
+        return Analysis(frozenset(), frozenset(), files, True, None, True)
     reads: set[Relation] = set()
     writes: set[Relation] = set()
-    opaque = False
+    opaque = blind = False
     view = None
     for tree in trees:
         if isinstance(tree, exp.Command):  # sqlglot kept it as text: nothing is known about it
             if tree.name.upper() in ("SET", "RESET", "BEGIN", "COMMIT"):
                 continue
-            opaque = True
+            opaque = blind = True
             continue
         ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
         target = None
@@ -88,7 +89,7 @@ def analyse(sql: str, default_database: str) -> Analysis:
             if target is not None:
                 written = _relation(target, default_database)
                 if written is None:
-                    opaque = True
+                    opaque = blind = True
                 # CREATE ... IF NOT EXISTS changes nothing once it has run once.
                 elif not (isinstance(tree, exp.Create) and tree.args.get("exists")):
                     writes.add(written)
@@ -102,11 +103,12 @@ def analyse(sql: str, default_database: str) -> Analysis:
             if not table.db and table.name.lower() in ctes:
                 continue
             relation = _relation(table, default_database)
-            if relation is None:
+            # a wildcard table (dataset.events_*) reads whichever tables match when it runs
+            if relation is None or "*" in relation[2]:
                 opaque = True
             else:
                 reads.add(relation)
-    return Analysis(frozenset(reads), frozenset(writes), files, opaque, view if len(trees) == 1 else None)
+    return Analysis(frozenset(reads), frozenset(writes), files, opaque, view if len(trees) == 1 else None, blind)
 
 
 def _file_patterns(sql: str) -> list[str]:
@@ -176,7 +178,8 @@ class Decision:
     writes: frozenset[Relation] = frozenset()
     files: tuple[str, ...] = ()
     views: tuple[tuple[Relation, str], ...] = ()  # views its statements define, with their analysis keys
-    opaque: bool = False  # what it writes is not known
+    opaque: bool = False  # what it reads is not known: it always runs
+    blind: bool = False  # what it writes is not known: every fingerprint changes when it runs
     reason: str = ""  # why a later run may not skip it
 
 
@@ -185,7 +188,7 @@ class Decision:
 # action, so actions running at once never update the same row.
 EPOCH = "*"
 # Part of every analysis cache key: a change to what `analyse` returns must bump it.
-_ANALYSIS_VERSION = 2
+_ANALYSIS_VERSION = 4
 _RECIPE = "statement:"  # the version of a view the runner made: the analysis key of its CREATE VIEW
 
 
@@ -293,6 +296,7 @@ class Tracker:
                     tuple(data["files"]),
                     bool(data["opaque"]),
                     tuple(data["view"]) if data.get("view") else None,
+                    bool(data.get("blind")),
                 )
             except (OSError, ValueError, KeyError, TypeError):
                 result = None  # a missing or damaged entry is a cache miss
@@ -307,6 +311,7 @@ class Tracker:
                     "files": list(result.files),
                     "opaque": result.opaque,
                     "view": list(result.view) if result.view else None,
+                    "blind": result.blind,
                 }
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -440,7 +445,8 @@ class Tracker:
         may skip it (never when it may have effects its inputs do not determine)."""
         decision = Decision(self.relation(action.target))
         if any(not isinstance(sql, str) for sql in statements):
-            decision.opaque, decision.reason = True, "a procedural block always runs"
+            decision.opaque = decision.blind = True
+            decision.reason = "a procedural block always runs"
             return decision
         reads: set[Relation] = {decision.target}
         writes: set[Relation] = set()
@@ -451,6 +457,7 @@ class Tracker:
             if analysis.view is not None:
                 views.append((analysis.view, self.digest(sql)))
             decision.opaque = decision.opaque or analysis.opaque
+            decision.blind = decision.blind or analysis.blind
             reads |= analysis.reads
             writes |= analysis.writes
             files.extend(analysis.files)
@@ -495,7 +502,7 @@ class Tracker:
         """After `action` ran, in its transaction: give what it changed new versions, and store its
         fingerprint as its inputs are now (when it may be skipped later)."""
         version = f"{run_id}/{action.name}"
-        if decision.opaque:
+        if decision.blind:
             self._bump(con, (decision.target[0], SCHEMA, EPOCH + action.name.lower()), version)
         defined = dict(decision.views)
         for relation in decision.writes:

@@ -88,7 +88,8 @@ def test_a_damaged_warehouse_file_is_named_kept_and_rebuilt_by_the_documented_st
     file = paths.catalog_file(lakehouse_home, PROJECT)
     whole = file.read_bytes()
 
-    for damaged in (b"garbage" * 100, whole[: len(whole) // 3], b""):
+    # cut short inside its catalog: where table data is cut instead, what is still there can be read
+    for damaged in (b"garbage" * 100, whole[:12288], b""):
         file.write_bytes(damaged)
         for args in (("run", "--project-dir", project), ("query", "select 1", "--project-dir", project)):
             result = invoke(*args)
