@@ -83,7 +83,10 @@ def _print_summary(record, default_project: str = "") -> None:
         table.add_column(column, justify="right" if column in ("s", "rows", "failing") else "left", no_wrap=True)
     styles = {"success": "green", "failed": "red", "skipped": "yellow", "planned": "cyan", "disabled": "dim"}
     problems = []
+    kept = [a for a in record.actions if a.unchanged and a.status == "success"]
     for a in record.actions:
+        if a.unchanged and a.status == "success":
+            continue  # counted below: listing a hundred unchanged actions hides the ones that ran
         status = a.status
         if a.type == "assertion" and a.status == "failed" and a.severity == "warn":
             status = "warn"
@@ -100,6 +103,12 @@ def _print_summary(record, default_project: str = "") -> None:
         if a.error:
             problems.append((a, status))
     console.print(table)
+    if kept:
+        console.print(
+            f"{len(kept)} action(s) unchanged since their last run were not re-run and kept their result "
+            "(`lakehouse run --rerun-unchanged` runs them)",
+            highlight=False,
+        )
     for a, status in problems:
         console.print(f"[{styles.get(a.status, 'white')}]{status}[/] {_short(a.name, default_project)}: ", end="")
         console.print(a.error, markup=False, highlight=False)

@@ -208,11 +208,15 @@ def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Pa
     warehouse_dir = paths.warehouse_dir(home_dir)
     previous = _manifest(folder)
     before = folder / str(previous.get("folder")) if previous.get("folder") else None
-    target = folder / f"{time.time_ns()}-{os.getpid()}"
-    target.mkdir()
     rows = con.execute(
         "SELECT database_name, path FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
     ).fetchall()
+    if before is not None and before.is_dir() and previous.get("files") == _stamps(rows, warehouse_dir):
+        # Nothing was written since the last publish: the copy stands; only its owner changes.
+        _write_manifest(folder, {**previous, "pid": os.getpid()})
+        return []
+    target = folder / f"{time.time_ns()}-{os.getpid()}"
+    target.mkdir()
     published, stamps, written = [], {}, []
     for name, path in rows:
         source = Path(path)
@@ -231,16 +235,43 @@ def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Pa
         if log_file.exists():
             _copy_from_another_process(log_file, target / log_file.name)
             written.append(target / log_file.name)
-    partial = folder / f".{PUBLISHED}.{os.getpid()}.tmp"
-    partial.write_text(
-        json.dumps({"pid": os.getpid(), "projects": sorted(published), "folder": target.name, "stamps": stamps})
+    _write_manifest(
+        folder,
+        {
+            "pid": os.getpid(),
+            "projects": sorted(published),
+            "folder": target.name,
+            "stamps": stamps,
+            "files": _stamps(rows, warehouse_dir),
+        },
     )
-    os.replace(partial, folder / PUBLISHED)
     # Readers that opened an older folder keep reading it (removing open files is safe on POSIX).
     for old in folder.iterdir():
         if old.is_dir() and old.name not in (target.name, before.name if before else None):
             shutil.rmtree(old, ignore_errors=True)
     return written
+
+
+def _stamps(rows: list[tuple[str, str]], warehouse_dir: Path) -> dict[str, list[int]]:
+    """Return size and times of each attached warehouse file and its write-ahead log."""
+    stamps = {}
+    for _, path in rows:
+        source = Path(path)
+        if source.parent != warehouse_dir:
+            continue
+        for file in (source, source.with_name(source.name + ".wal")):
+            try:
+                stat = file.stat()
+            except OSError:
+                continue
+            stamps[file.name] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+    return stamps
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    partial = folder / f".{PUBLISHED}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps(manifest))
+    os.replace(partial, folder / PUBLISHED)
 
 
 def _manifest(folder: Path) -> dict:

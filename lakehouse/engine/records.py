@@ -10,11 +10,12 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from lakehouse import paths
 
 RUNS_TABLE = "action_runs"
+# How the note of an action skipped as unchanged begins (engine/unchanged.py).
+UNCHANGED_NOTE = "unchanged since run"
 OPS_DATASET = "ops"
 
 # One row per action per run; BigQuery types so the same table can live in the ops dataset on GCP.
@@ -49,6 +50,11 @@ class ActionResult:
     error: str | None = None
     statements: list[str] = field(default_factory=list)
     note: str | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        """True when the action was skipped because nothing it depends on changed since it last ran."""
+        return (self.note or "").startswith(UNCHANGED_NOTE)
 
 
 @dataclass
@@ -97,11 +103,11 @@ def write_table(record: RunRecord, con: duckdb.DuckDBPyConnection, project: str)
     columns = ", ".join(f"{name} {kind}" for name, kind in ACTION_RUNS_COLUMNS)
     con.execute(f'CREATE SCHEMA IF NOT EXISTS "{project}"."{OPS_DATASET}"')
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-    rows = {name: [] for name, _ in ACTION_RUNS_COLUMNS}
+    rows = []
     for a in record.actions:
         values = (
             record.run_id,
-            record.started_at,
+            record.started_at.isoformat(),
             a.name,
             a.type,
             a.status,
@@ -113,16 +119,13 @@ def write_table(record: RunRecord, con: duckdb.DuckDBPyConnection, project: str)
             a.error,
             a.name,
         )
-        for (name, _), value in zip(ACTION_RUNS_COLUMNS, values, strict=True):
-            rows[name].append(value)
-    if record.actions:
-        # One Arrow batch, not executemany: DuckDB binds Python parameters slowly (~17 ms a row).
-        batch = pa.table(rows)
-        con.register("_lakehouse_action_runs", batch)
-        try:
-            con.execute(f"INSERT INTO {table} SELECT * FROM _lakehouse_action_runs")
-        finally:
-            con.unregister("_lakehouse_action_runs")
+        rows.append(dict(zip((name for name, _ in ACTION_RUNS_COLUMNS), values, strict=True)))
+    if rows:
+        # One JSON parameter: DuckDB binds Python parameters slowly (~17 ms a row with executemany),
+        # and an Arrow batch costs importing pyarrow's compute functions (~1 s) in a run that needs none.
+        structure = json.dumps([dict(ACTION_RUNS_COLUMNS)]).replace("'", "''")
+        con.execute(f"INSERT INTO {table} SELECT unnest(from_json(?, '{structure}'), recursive := true)",
+                    [json.dumps(rows)])  # fmt: skip
 
 
 def load_json(path: Path) -> dict:

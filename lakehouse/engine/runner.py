@@ -264,7 +264,7 @@ class Engine:
                 carried, why = self.tracker.unchanged(self.con, action, plan)
                 if carried is not None:
                     result.failing_rows = carried.get("failing_rows")
-                    result.note = f"unchanged since run {carried.get('run_id')}: not re-run"
+                    result.note = f"{records.UNCHANGED_NOTE} {carried.get('run_id')}: not re-run"
                     return
             else:
                 why = "a full refresh" if options.full_refresh else "asked to re-run unchanged actions"

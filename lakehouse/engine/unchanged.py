@@ -210,6 +210,8 @@ class Tracker:
         self._lock = threading.Lock()
         self._analyses: dict[str, Analysis] = {}
         self._catalog: tuple[dict, dict] | None = None
+        self._memo: tuple[tuple[dict, dict] | None, dict] = (None, {})
+        self._generation = 0
         self.actions: dict[str, Stored] = {}
         self.versions: dict[Relation, str] = {}
         self._prepared: set[str] = set()
@@ -329,6 +331,7 @@ class Tracker:
         """Forget the catalog read so far (call after an action committed)."""
         with self._lock:
             self._catalog = None
+            self._generation += 1
 
     def _read_catalog(self, con: duckdb.DuckDBPyConnection) -> tuple[dict, dict]:
         # DuckDB numbers catalog entries anew each time a file is opened, so a table's id says nothing
@@ -348,15 +351,22 @@ class Tracker:
         }
         return tables, views
 
+    def _memo_for(self, catalog: tuple[dict, dict]) -> dict:
+        with self._lock:
+            if self._memo[0] is not catalog:
+                self._memo = (catalog, {})
+            return self._memo[1]
+
     def _catalog_for(self, con: duckdb.DuckDBPyConnection, fresh: bool) -> tuple[dict, dict]:
         if fresh:
             return self._read_catalog(con)
         with self._lock:
-            catalog = self._catalog
+            catalog, generation = self._catalog, self._generation
         if catalog is None:
             catalog = self._read_catalog(con)
             with self._lock:
-                self._catalog = catalog
+                if generation == self._generation:  # no action committed while it was read
+                    self._catalog = catalog
         return catalog
 
     def _version(self, relation: Relation, catalog: tuple[dict, dict], memo: dict, depth: int = 0) -> str:
@@ -403,7 +413,8 @@ class Tracker:
     ) -> str:
         """Return the fingerprint of a compiled action and the current versions of its inputs."""
         catalog = self._catalog_for(con, fresh)
-        memo: dict = {}
+        # Versions hold until an action commits (invalidate); a fresh read is inside a transaction.
+        memo: dict = {} if fresh else self._memo_for(catalog)
         with self._lock:
             epochs = sorted(r for r in self.versions if r[2].startswith(EPOCH))
         parts = [plan]
