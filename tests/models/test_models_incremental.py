@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from models.project import REPO, contract_names
+from lakehouse import paths
+from models.project import KIT_VARS, REPO, contract_names
 from models.test_models_end_to_end import LAKEHOUSE, conservation, lakehouse, silver_and_gold, snapshot
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,8 @@ def start_run(home: Path, **popen) -> subprocess.Popen:
 
 
 def landing_files(home: Path) -> list[Path]:
-    return sorted((home / "gcs").glob("*-bronze-landing/source=*/ingest_date=*/hour=*/*.jsonl"))
+    bucket = paths.gcs_object_path(home, KIT_VARS["landing_bucket"], "")
+    return sorted(bucket.glob("source=*/ingest_date=*/hour=*/*.jsonl"))
 
 
 def test_any_sequence_of_runs_ends_where_a_full_refresh_does(tmp_path: Path):
