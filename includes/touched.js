@@ -1,40 +1,95 @@
-// Gold tables that aggregate by date recompute only the dates a run touched. A silver version a run
-// adds or displaces changes the totals of its date: the dates of this run's versions in silver and
-// of the versions they displaced (recorded in duplicates with duplicate_of = the new version). On an
-// incremental run the pre-operations delete those dates and the query inserts them again, inside one
-// BigQuery transaction (locally every action is one transaction); a first or full-refresh run builds
-// every date.
+// Gold tables recompute only the keys (dates, customers, products) a run touched. A silver version a
+// run adds or displaces changes the rows of its key values: those of this run's versions in silver
+// and of the versions they displaced (recorded in duplicates with duplicate_of = the new version,
+// which is why duplicates carry the key columns, see duplicateColumns). On an incremental run the
+// pre-operations delete the touched keys and the query inserts them again, inside one BigQuery
+// transaction (locally every action is one transaction); a first or full-refresh run builds every key.
 
-// The date aggregates of each source. A source's intake ledger (the watermark) waits for them, so
-// a run that stops before them takes the same batch again and they see its dates.
-const CONSUMERS = {
-  orders: ["daily_sales", "daily_product_summary"],
+// The keys gold tables are recomputed by: the script variable holding the touched values, its type,
+// and the expression of the value in silver and in duplicates.
+const KEYS = {
+  date: {
+    variable: "touched_dates",
+    type: "date",
+    silver: () => "event_date",
+    duplicates: (contract) => `date(${contract.event_time})`,
+  },
+  customer_id: {
+    variable: "touched_customer_ids",
+    type: "string",
+    silver: () => "customer_id",
+    duplicates: () => "customer_id",
+  },
+  product_id: {
+    variable: "touched_product_ids",
+    type: "string",
+    silver: () => "product_id",
+    duplicates: () => "product_id",
+  },
 };
 
-// Returns the date aggregates of `source` (action names).
-function consumersOf(source) {
-  return CONSUMERS[source] || [];
+// The incremental gold tables: the key each recomputes by, and the silver sources whose changes
+// change its rows. A source's intake ledger (the watermark) waits for them, so a run that stops
+// before them takes the same batch again and they see its keys.
+const TABLES = {
+  daily_sales: { key: "date", sources: ["orders"] },
+  daily_product_summary: { key: "date", sources: ["orders"] },
+  conversion_funnel: { key: "date", sources: ["orders", "page_views"] },
+  customers: { key: "customer_id", sources: ["orders", "page_views", "ad_clicks", "user_activity"] },
+  // ad_attribution (rebuilt every run) changes only with the orders and clicks of its customers,
+  // so its changed rows are among these customers
+  customer_360: { key: "customer_id", sources: ["orders", "page_views", "ad_clicks", "user_activity"] },
+  products: { key: "product_id", sources: ["orders", "page_views", "inventory"] },
+};
+
+function tableOf(table) {
+  const entry = TABLES[table];
+  if (entry === undefined) {
+    throw new Error(`${table} is not an incremental gold table of includes/touched.js`);
+  }
+  return entry;
 }
 
-// Returns the pre-operations of a date aggregate over silver `source`, whose date column is `column`.
-function preOps(ctx, source, column) {
-  const contract = sources.load(source);
-  return ctx.when(ctx.incremental(), `declare touched_dates array<date> default (
-  select array_agg(distinct touched.touched_date)
-  from (
-    select event_date as touched_date from ${ctx.ref(source)}
-    where record_id in (select batch.record_id from ${ctx.ref(`${source}_batch`)} as batch)
+// Returns the incremental gold tables that read the batch of `source` (action names).
+function consumersOf(source) {
+  return Object.keys(TABLES).filter((table) => TABLES[table].sources.includes(source));
+}
+
+// Returns the columns of `contract` that duplicates carry beyond the key and event time, so the
+// key values of a displaced version stay known after silver drops it.
+function duplicateColumns(contract) {
+  const used = new Set();
+  consumersOf(contract.name).forEach((table) => used.add(TABLES[table].key));
+  return contract.fields.map((field) => field.name)
+    .filter((name) => used.has(name) && !contract.key.includes(name) && name !== contract.event_time);
+}
+
+// Returns the pre-operations of incremental gold `table` whose key column is `column`: declare the
+// touched key values, then delete their rows.
+function preOps(ctx, table, column) {
+  const entry = tableOf(table);
+  const key = KEYS[entry.key];
+  const parts = entry.sources.map((source) => {
+    const contract = sources.load(source);
+    const batch = `(select batch.record_id from ${ctx.ref(`${source}_batch`)} as batch)`;
+    return `    select ${key.silver(contract)} as touched_key from ${ctx.ref(source)}
+    where record_id in ${batch}
     union all
-    select date(${contract.event_time}) as touched_date from ${ctx.ref(`${source}_duplicates`)}
-    where duplicate_of in (select batch.record_id from ${ctx.ref(`${source}_batch`)} as batch)
+    select ${key.duplicates(contract)} as touched_key from ${ctx.ref(`${source}_duplicates`)}
+    where duplicate_of in ${batch}`;
+  });
+  return ctx.when(ctx.incremental(), `declare ${key.variable} array<${key.type}> default (
+  select array_agg(distinct touched.touched_key)
+  from (
+${parts.join("\n    union all\n")}
   ) as touched
-  where touched.touched_date is not null
+  where touched.touched_key is not null
 );
 
 begin transaction;
 
 delete from ${ctx.self()}
-where ${column} in unnest(touched_dates);`, "");
+where ${column} in unnest(${key.variable});`, "");
 }
 
 // Returns the post-operations closing the transaction of preOps.
@@ -42,9 +97,11 @@ function postOps(ctx) {
   return ctx.when(ctx.incremental(), "commit transaction;", "");
 }
 
-// Returns the filter of the aggregate's silver rows: the touched dates on an incremental run.
-function filter(ctx, column) {
-  return ctx.when(ctx.incremental(), `\n  where ${column} in unnest(touched_dates)`, "");
+// Returns the filter of rows of incremental gold `table` whose key is `column`: on an incremental
+// run, those of the touched keys (`keyword` "where" or "and" to join it to a filter of its own).
+function filter(ctx, table, column, keyword = "where") {
+  const key = KEYS[tableOf(table).key];
+  return ctx.when(ctx.incremental(), `\n  ${keyword} ${column} in unnest(${key.variable})`, "");
 }
 
-module.exports = { consumersOf, preOps, postOps, filter };
+module.exports = { consumersOf, duplicateColumns, preOps, postOps, filter };

@@ -75,9 +75,12 @@ from ${ctx.ref(`${name}_batch`)}
 where array_length(failed_rules) > 0
 `);
 
-  const dedupColumns = contract.key.filter((key) => key !== event).concat([
-    "event_id", event, "record_id", "source_kind", "ingested_at", "ingest_date",
-  ]);
+  // beyond the key, the columns gold tables recompute by (includes/touched.js): a displaced
+  // version's values of them are known only here once silver holds the newer one
+  const dedupColumns = contract.key.filter((key) => key !== event).concat(
+    touched.duplicateColumns(contract),
+    ["event_id", event, "record_id", "source_kind", "ingested_at", "ingest_date"],
+  );
   const dedupList = dedupColumns.join(",\n    ");
   publish(`${name}_duplicates`, {
     type: "incremental",
@@ -189,8 +192,8 @@ select * from final
     publishSilver(contract, tags);
   }
 
-  // The watermark: what this run took, written once silver, quarantine, duplicates and the gold
-  // date aggregates that read the batch (includes/touched.js) hold it.
+  // The watermark: what this run took, written once silver, quarantine, duplicates and the
+  // incremental gold tables that read the batch (includes/touched.js) hold it.
   publish(intake, {
     type: "incremental",
     schema: "ops",
