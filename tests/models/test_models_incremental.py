@@ -3,6 +3,7 @@ killed run is repaired by the next plain run, and data landing during a run wait
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -15,7 +16,7 @@ import pytest
 
 from lakehouse import paths
 from models.project import KIT_VARS, REPO, contract_names
-from models.test_models_end_to_end import LAKEHOUSE, conservation, lakehouse, silver_and_gold, snapshot
+from models.test_models_end_to_end import LAKEHOUSE, conservation, lakehouse, query, silver_and_gold, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +61,57 @@ def test_any_sequence_of_runs_ends_where_a_full_refresh_does(tmp_path: Path):
     again = lakehouse(home, "run")
     assert snapshot(home, tables) == incremental, "a run with no new data changed something"
     assert "0 row" not in again.stderr
+    lakehouse(home, "run", "--full-refresh")
+    assert snapshot(home, tables) == incremental
+
+
+def test_a_version_moving_an_order_rebuilds_the_keys_it_leaves(tmp_path: Path):
+    """A newer version of an order with another customer, product and day: the incremental gold tables
+    rebuild the customer, product and day the order left (known from duplicates) as well as the new ones."""
+    home = tmp_path / "home"
+    generate(home, 51, events=600, pubsub_share="0")
+    lakehouse(home, "run")
+    kept = query(
+        home,
+        """
+        select order_id, event_id, customer_id, product_id
+        from silver.orders
+        where status != 'cancelled'
+        qualify count(*) over (partition by customer_id) >= 2
+        order by order_id
+        limit 1
+    """,
+    )[0]
+    customer, product = kept["customer_id"], kept["product_id"]
+    other = query(
+        home,
+        f"""
+        select
+          (select min(customer_id) from silver.orders where customer_id != '{customer}') as customer_id,
+          (select min(product_id) from silver.orders where product_id != '{product}') as product_id
+    """,
+    )[0]
+    orders_of_customer = f"select order_count from gold.customer_360 where customer_id = '{customer}'"
+    [before] = query(home, orders_of_customer)
+    path, line = next(
+        (path, record)
+        for path in landing_files(home)
+        if "source=orders" in str(path)
+        for record in map(json.loads, path.read_text().splitlines())
+        if record.get("event_id") == kept["event_id"]
+    )
+    moved = {
+        **line,
+        "event_id": "0" * 31 + "1",
+        "customer_id": other["customer_id"],
+        "product_id": other["product_id"],
+        "event_ts": "2099-01-02T03:04:05.000Z",
+    }
+    path.with_name("moved-" + path.name).write_text(json.dumps(moved) + "\n")
+    lakehouse(home, "run")
+    assert query(home, orders_of_customer) == [{"order_count": before["order_count"] - 1}]
+    tables = silver_and_gold()
+    incremental = snapshot(home, tables)
     lakehouse(home, "run", "--full-refresh")
     assert snapshot(home, tables) == incremental
 
