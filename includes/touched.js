@@ -1,30 +1,29 @@
 // Gold tables recompute only the keys (dates, customers, products) a run touched. A silver version a
-// run adds or displaces changes the rows of its key values: those of this run's versions in silver
-// and of the versions they displaced (recorded in duplicates with duplicate_of = the new version,
-// which is why duplicates carry the key columns, see duplicateColumns). On an incremental run the
-// pre-operations delete the touched keys and the query inserts them again, inside one BigQuery
-// transaction (locally every action is one transaction); a first or full-refresh run builds every key.
+// run adds or displaces changes the rows of its key values: those of this run's versions, read from
+// the batch (its valid records: the versions silver took and older ones it did not, whose keys are
+// rebuilt to the same rows), and of the versions they displaced (recorded in duplicates with
+// duplicate_of = the new version, which is why duplicates carry the key columns, see
+// duplicateColumns). On an incremental run the pre-operations delete the touched keys and the query
+// inserts them again, inside one BigQuery transaction (locally every action is one transaction); a
+// first or full-refresh run builds every key.
 
 // The keys gold tables are recomputed by: the script variable holding the touched values, its type,
-// and the expression of the value in silver and in duplicates.
+// and the expression of the value over a source's contract fields (in the batch and in duplicates).
 const KEYS = {
   date: {
     variable: "touched_dates",
     type: "date",
-    silver: () => "event_date",
-    duplicates: (contract) => `date(${contract.event_time})`,
+    value: (contract) => `date(${contract.event_time})`,
   },
   customer_id: {
     variable: "touched_customer_ids",
     type: "string",
-    silver: () => "customer_id",
-    duplicates: () => "customer_id",
+    value: () => "customer_id",
   },
   product_id: {
     variable: "touched_product_ids",
     type: "string",
-    silver: () => "product_id",
-    duplicates: () => "product_id",
+    value: () => "product_id",
   },
 };
 
@@ -64,24 +63,30 @@ function duplicateColumns(contract) {
     .filter((name) => used.has(name) && !contract.key.includes(name) && name !== contract.event_time);
 }
 
+// Returns the union of the touched key values of incremental gold `table` (column touched_key,
+// NULLs and repeats included): those of the batch's valid records (a superset of the versions silver
+// took from it, read without scanning silver) and of the versions they displaced.
+function touchedKeys(ctx, table) {
+  const key = KEYS[tableOf(table).key];
+  return tableOf(table).sources.map((source) => {
+    const contract = sources.load(source);
+    const batch = ctx.ref(`${source}_batch`);
+    return `    select ${key.value(contract)} as touched_key from ${batch}
+    where array_length(failed_rules) = 0
+    union all
+    select ${key.value(contract)} as touched_key from ${ctx.ref(`${source}_duplicates`)}
+    where duplicate_of in (select batch.record_id from ${batch} as batch)`;
+  }).join("\n    union all\n");
+}
+
 // Returns the pre-operations of incremental gold `table` whose key column is `column`: declare the
 // touched key values, then delete their rows.
 function preOps(ctx, table, column) {
-  const entry = tableOf(table);
-  const key = KEYS[entry.key];
-  const parts = entry.sources.map((source) => {
-    const contract = sources.load(source);
-    const batch = `(select batch.record_id from ${ctx.ref(`${source}_batch`)} as batch)`;
-    return `    select ${key.silver(contract)} as touched_key from ${ctx.ref(source)}
-    where record_id in ${batch}
-    union all
-    select ${key.duplicates(contract)} as touched_key from ${ctx.ref(`${source}_duplicates`)}
-    where duplicate_of in ${batch}`;
-  });
+  const key = KEYS[tableOf(table).key];
   return ctx.when(ctx.incremental(), `declare ${key.variable} array<${key.type}> default (
   select array_agg(distinct touched.touched_key)
   from (
-${parts.join("\n    union all\n")}
+${touchedKeys(ctx, table)}
   ) as touched
   where touched.touched_key is not null
 );
@@ -90,6 +95,18 @@ begin transaction;
 
 delete from ${ctx.self()}
 where ${column} in unnest(${key.variable});`, "");
+}
+
+// Returns the condition selecting the rows of incremental gold `table` (key column `column`) that
+// this run rebuilt: the checks' hourly scope (includes/checks.js). On a first or full-refresh run
+// the batches hold every record, so it selects every row.
+function scope(table, column) {
+  return (ctx) => `${column} in (
+  select touched.touched_key
+  from (
+${touchedKeys(ctx, table)}
+  ) as touched
+)`;
 }
 
 // Returns the post-operations closing the transaction of preOps.
@@ -104,4 +121,4 @@ function filter(ctx, table, column, keyword = "where") {
   return ctx.when(ctx.incremental(), `\n  ${keyword} ${column} in unnest(${key.variable})`, "");
 }
 
-module.exports = { consumersOf, duplicateColumns, preOps, postOps, filter };
+module.exports = { consumersOf, duplicateColumns, preOps, postOps, filter, scope };
