@@ -512,6 +512,63 @@ function silverColumns(contract) {
   ]);
 }
 
+// Columns a hand-written silver model derives beyond the contract's fields: [column, expression,
+// the column it follows]. The model and the duplicates pre-operation build the same select list.
+const DERIVED_COLUMNS = {
+  orders: [["total_price", "quantity * price", "price"]],
+};
+// Silver tables kept as BigLake Iceberg tables, which take no JSON column: `extra` is JSON text there.
+const ICEBERG_SILVER = ["orders"];
+
+// Returns the select list (batch columns as silver columns) of the source's silver table.
+function silverSelectList(contract) {
+  const columns = [];
+  silverColumns(contract).forEach(([column, expression]) => {
+    const json = column === "extra" && ICEBERG_SILVER.includes(contract.name);
+    columns.push([column, json ? "to_json_string(extra)" : expression]);
+    (DERIVED_COLUMNS[contract.name] || []).filter(([, , after]) => after === column)
+      .forEach(([derived, derivation]) => columns.push([derived, derivation]));
+  });
+  return columns.map(([column, expression]) =>
+    expression === column ? column : `${expression} as ${column}`).join(",\n    ");
+}
+
+// Returns the statement creating the source's silver table, empty, when it does not exist (for the
+// pre-operations of <source>_duplicates, which reads it). A run that committed the duplicates table
+// and not silver (killed, silver failed, `--actions <source>_duplicates`) leaves the duplicates table
+// incremental and silver absent; without this every later run fails reading silver. The table gets
+// silver's columns, partitioning, clustering and (BigLake Iceberg) connection and storage, read from
+// the silver action's compiled config, so that whether silver then replaces it (this run) or merges
+// into it (a later run) the table is the one a first run creates. With an empty intake ledger the
+// batch holds all of bronze, so silver fills it completely.
+function createSilverIfAbsent(contract, ctx) {
+  const target = ctx.resolve(contract.name);
+  const action = dataform.actions.find((each) => each.proto && each.proto.target &&
+    each.proto.target.name === contract.name && target.includes(`.${each.proto.target.schema}.`));
+  const bigquery = (action && action.proto.bigquery) || {};
+  const lines = [`create table if not exists ${target}`];
+  if (bigquery.partitionBy) {
+    lines.push(`partition by ${bigquery.partitionBy}`);
+  }
+  if (bigquery.clusterBy && bigquery.clusterBy.length) {
+    lines.push(`cluster by ${bigquery.clusterBy.join(", ")}`);
+  }
+  if (bigquery.tableFormat === "ICEBERG" || bigquery.tableFormat === 1) {
+    lines.push(`with connection ${bigquery.connection === "DEFAULT" ? "DEFAULT" : `\`${bigquery.connection}\``}`);
+    lines.push(`options (file_format = 'PARQUET', table_format = 'ICEBERG', storage_uri = '${bigquery.storageUri}')`);
+  }
+  return `${lines.join("\n")}
+as
+with empty_batch as (
+  select
+    ${silverSelectList(contract)},
+  from ${ctx.ref(`${contract.name}_batch`)}
+  where false
+)
+
+select * from empty_batch`;
+}
+
 // The contract fields each hand-written silver model (definitions/silver/<name>.sqlx) lists itself.
 const HAND_WRITTEN_FIELDS = {
   orders: [
@@ -578,6 +635,8 @@ module.exports = {
   ruleNames,
   stagedQuery,
   silverColumns,
+  silverSelectList,
+  createSilverIfAbsent,
   addedColumns,
   piiHash,
   INTAKE_COLUMNS,

@@ -97,18 +97,6 @@ delete from ${ctx.self()}
 where ${column} in unnest(${key.variable});`, "");
 }
 
-// Returns the condition selecting the rows of incremental gold `table` (key column `column`) that
-// this run rebuilt: the checks' hourly scope (includes/checks.js). On a first or full-refresh run
-// the batches hold every record, so it selects every row.
-function scope(table, column) {
-  return (ctx) => `${column} in (
-  select touched.touched_key
-  from (
-${touchedKeys(ctx, table)}
-  ) as touched
-)`;
-}
-
 // Returns the post-operations closing the transaction of preOps.
 function postOps(ctx) {
   return ctx.when(ctx.incremental(), "commit transaction;", "");
@@ -121,4 +109,4 @@ function filter(ctx, table, column, keyword = "where") {
   return ctx.when(ctx.incremental(), `\n  ${keyword} ${column} in unnest(${key.variable})`, "");
 }
 
-module.exports = { consumersOf, duplicateColumns, preOps, postOps, filter, scope };
+module.exports = { consumersOf, duplicateColumns, preOps, postOps, filter };

@@ -102,6 +102,7 @@ where array_length(failed_rules) > 0
       ],
     },
   })
+    .preOps((ctx) => ctx.when(ctx.incremental(), silver.createSilverIfAbsent(contract, ctx)))
     .query((ctx) => `
 with batch as (
   select
@@ -218,8 +219,7 @@ function publishSilver(contract, tags) {
   const event = contract.event_time;
   const keys = silver.keyList(contract);
   const columns = silver.silverColumns(contract);
-  const selectList = columns.map(([column, expression]) =>
-    expression === column ? column : `${expression} as ${column}`).join(",\n    ");
+  const selectList = silver.silverSelectList(contract);
   const nonNull = contract.fields.filter((field) => silver.isRequired(contract, field))
     .map((field) => (field.pii ? `${field.name}_hash` : field.name))
     .concat(["event_date", "record_id", "ingested_at"]);
