@@ -554,7 +554,9 @@ function createSilverIfAbsent(contract, ctx) {
     lines.push(`cluster by ${bigquery.clusterBy.join(", ")}`);
   }
   if (bigquery.tableFormat === "ICEBERG" || bigquery.tableFormat === 1) {
-    lines.push(`with connection ${bigquery.connection === "DEFAULT" ? "DEFAULT" : `\`${bigquery.connection}\``}`);
+    // sqlfluff's BigQuery grammar has no WITH CONNECTION DEFAULT (BigQuery's default connection).
+    const connection = bigquery.connection === "DEFAULT" ? "DEFAULT  -- noqa: PRS" : `\`${bigquery.connection}\``;
+    lines.push(`with connection ${connection}`);
     lines.push(`options (file_format = 'PARQUET', table_format = 'ICEBERG', storage_uri = '${bigquery.storageUri}')`);
   }
   return `${lines.join("\n")}
