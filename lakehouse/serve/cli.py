@@ -69,4 +69,6 @@ def serve_command(project_dir: Path, host: str, port: int, backend_name: str, gr
     access = f"keys required ({', '.join(key_names)})" if key_names else "OPEN on localhost: no API keys configured"
     where = f"http://{host}:{port}"
     console.print(f"serving gold from {backend_name} on {where} — {access}; docs at {where}/docs", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # httptools and uvloop (the serve extra): uvicorn's pure-Python h11 parser and asyncio loop would
+    # cost every request more CPU than its query (bench/serve_bench.py).
+    uvicorn.run(app, host=host, port=port, log_level="warning", http="httptools", loop="uvloop", access_log=False)

@@ -280,3 +280,26 @@ def test_serve_refuses_malformed_keys(served_home):
     )  # fmt: skip
     assert done.exit_code == 1
     assert "the secret of 'app' is shorter than 16 characters" in " ".join(done.output.split())
+
+
+def test_json_rows_write_timestamps_dates_and_decimals_as_text():
+    import pyarrow as pa
+
+    from lakehouse.serve.app import _records
+
+    utc = [dt.datetime(2026, 1, 9, 1, 2, 3, tzinfo=dt.UTC), dt.datetime(2026, 1, 9, 23, 59, 59, 999999, tzinfo=dt.UTC)]
+    table = pa.table(
+        {
+            "at": pa.array([*utc, None], pa.timestamp("us", tz="UTC")),
+            "local": pa.array([utc[0].replace(tzinfo=None), None, None], pa.timestamp("us")),
+            "day": pa.array([dt.date(2026, 1, 9), None, None], pa.date32()),
+            "usd": pa.array([decimal.Decimal("0.25"), decimal.Decimal("12.5"), None], pa.decimal128(38, 9)),
+            "n": pa.array([1, None, 3], pa.int64()),
+        }
+    )
+    assert _records(table) == [
+        {"at": "2026-01-09T01:02:03.000000Z", "local": "2026-01-09T01:02:03.000000", "day": "2026-01-09",
+         "usd": "0.250000000", "n": 1},
+        {"at": "2026-01-09T23:59:59.999999Z", "local": None, "day": None, "usd": "12.500000000", "n": None},
+        {"at": None, "local": None, "day": None, "usd": None, "n": 3},
+    ]  # fmt: skip
