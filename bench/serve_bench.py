@@ -122,12 +122,15 @@ def sustained(port: int, paths: list[str], threads: int, seconds: float, limit: 
 
 
 def cpu_seconds(pid: int) -> float:
-    """Return the user + system CPU seconds process `pid` has used (Linux /proc; NaN elsewhere)."""
+    """Return the user + system CPU seconds process `pid` and its children (--workers) have used
+    (Linux /proc; NaN elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def p99(values: list[float]) -> float:
@@ -140,6 +143,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500, help="Requests per latency phase.")
     parser.add_argument("--seconds", type=float, default=10.0, help="Time bound of each phase.")
     parser.add_argument("--threads", type=int, default=4, help="Clients of the sustained phase.")
+    parser.add_argument("--workers", type=int, default=1, help="lakehouse serve --workers.")
     parser.add_argument("--home", type=Path, help="Keep the warehouse here; build it only if it has no run yet.")
     args = parser.parse_args()
     console = Console(width=160)
@@ -150,7 +154,7 @@ def main() -> None:
         ids, table, day, day_rows, orders = facts(home)
         port = free_port()
         server = subprocess.Popen(
-            [LAKEHOUSE, "serve", "--port", str(port)], cwd=REPO,
+            [LAKEHOUSE, "serve", "--port", str(port), "--workers", str(args.workers)], cwd=REPO,
             env={**os.environ, "LAKEHOUSE_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         try:
@@ -179,7 +183,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     made = f"built in {build_s:.0f} s" if build_s == build_s else f"warehouse of {home}"
-    title = f"lakehouse serve, {orders:,} orders in silver, {made}"
+    title = f"lakehouse serve --workers {args.workers}, {orders:,} orders in silver, {made}"
     result = Table(title=title)
     per_request = [(cpu[i + 1] - cpu[i]) * 1000 / max(n, 1) for i, n in enumerate((len(lookup), len(page), count))]
     for column in ("measure", "requests", "p50 ms", "p99 ms", "server CPU ms/request", "target"):
