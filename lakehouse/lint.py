@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lakehouse.contract_compat import contract_problems
 from lakehouse.engine.compile import CompileError, compile_project, parse_vars
 
 log = logging.getLogger(__name__)
@@ -173,17 +175,30 @@ def lint_graph(
 )
 @click.option("--vars", "vars_text", metavar="A=1,B=2", help="Compilation vars, as the Dataform CLI takes them.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Processes to lint with (default: CPUs).")
-def lint_command(project_dir: Path, vars_text: str | None, workers: int | None) -> None:
+@click.option(
+    "--base",
+    metavar="REV|PATH",
+    default=None,
+    help="What to compare the contracts with: a git revision, a contract file or a directory of them (default: HEAD).",
+)
+def lint_command(project_dir: Path, vars_text: str | None, workers: int | None, base: str | None) -> None:
     """Lint the compiled SQL of every action with sqlfluff (dialect bigquery).
 
     Compiles the project with the pinned Dataform CLI, then lints each table's pre-operations,
     query and incremental query, each operation and each assertion, with the rules in the
     project's .sqlfluff. Built-in assertions (uniqueKey, nonNull, rowConditions) are Dataform's SQL
     and are skipped. Also checks that includes/sources.js lists exactly the contracts in
-    includes/contracts/. Prints one line per problem and exits 1 if there is any.
+    includes/contracts/, and refuses contract changes that would drop data (a removed field, a
+    narrowed type, a removed accepted value...) against --base: the contracts as committed at HEAD
+    unless told otherwise. Prints one line per problem and exits 1 if there is any.
     """
     console = Console(stderr=True)
     problems = registry_problems(project_dir)
+    try:
+        problems += contract_problems(project_dir, base)
+    except ValueError as error:
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        sys.exit(2)
     for problem in problems:
         click.echo(problem)
     config = project_dir / CONFIG_FILE
@@ -216,6 +231,6 @@ def lint_command(project_dir: Path, vars_text: str | None, workers: int | None) 
     actions = len({unit.action for unit in linted})
     summary = f"{len(linted)} SQL units of {actions} actions, {len(found)} violations"
     if problems:
-        summary += f", {len(problems)} source registry problems"
+        summary += f", {len(problems)} source registry or contract problems"
     console.print(("[red]" if found or problems else "[green]") + summary, highlight=False)
     sys.exit(1 if found or problems else 0)

@@ -399,11 +399,14 @@ def apply_schema_change(con: duckdb.DuckDBPyConnection, table: dict, target: dic
             raise ValueError(
                 f"Cannot drop columns {_bq_array(keyed)} as they are part of the unique key for table {name}"
             )
-        for column in removed:
-            con.execute(f'ALTER TABLE {name} DROP COLUMN IF EXISTS "{column}"')
-    for column, kind in added:
-        con.execute(f'ALTER TABLE {name} ADD COLUMN IF NOT EXISTS "{column}" {kind}')
-    return bool(added or (mode == "SYNCHRONIZE" and removed))
+    dropped = removed if mode == "SYNCHRONIZE" else []
+    if added or dropped:
+        # A rebuild, not ALTER TABLE: DuckDB refuses to commit an ALTER of a table the same
+        # transaction already wrote (a batch table's pre-operation empties it first).
+        keep = " EXCLUDE (" + ", ".join(f'"{column}"' for column in dropped) + ")" if dropped else ""
+        new = "".join(f', CAST(NULL AS {kind}) AS "{column}"' for column, kind in added)
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT *{keep}{new} FROM {name}")
+    return bool(added or dropped)
 
 
 def _projects(graph: Graph, default_project: str) -> list[str]:

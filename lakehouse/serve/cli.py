@@ -12,6 +12,8 @@ from lakehouse import paths
 from lakehouse.commands import console, fail, project_dir_option
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# What `--workers` processes build their app from: JSON {project_dir, backend, graph}, set by the parent.
+WORKER_ENV = "LAKEHOUSE_SERVE_WORKER"
 
 
 def build_app(project_dir: Path, backend_name: str, graph_file: Path | None, environ=os.environ):
@@ -36,6 +38,15 @@ def build_app(project_dir: Path, backend_name: str, graph_file: Path | None, env
     return create_app(tables, backend, keys, require_keys=backend_name == "bigquery"), [k.name for k in keys]
 
 
+def worker_app():
+    """Return the app of one `--workers` process, built from what the parent put in LAKEHOUSE_SERVE_WORKER.
+
+    Raises KeyError when that variable is not set (not a worker of `lakehouse serve`).
+    """
+    spec = json.loads(os.environ[WORKER_ENV])
+    return build_app(Path(spec["project_dir"]), spec["backend"], Path(spec["graph"]))[0]
+
+
 @click.command("serve")
 @project_dir_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
@@ -48,12 +59,39 @@ def build_app(project_dir: Path, backend_name: str, graph_file: Path | None, env
     "--graph", "graph_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A compiled graph (lakehouse compile --json) instead of compiling: how the container runs.",
 )  # fmt: skip
-def serve_command(project_dir: Path, host: str, port: int, backend_name: str, graph_file: Path | None) -> None:
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+    help="Server processes (one per core serves the most requests/s). Rate limits count per process.",
+)  # fmt: skip
+def serve_command(
+    project_dir: Path, host: str, port: int, backend_name: str, graph_file: Path | None, workers: int
+) -> None:
     """Serve the gold tables as a read-only REST API (docs at /docs, /health, /ready).
 
     Keys come from LAKEHOUSE_API_KEYS (`name:secret[:rate]`, comma-separated). Without keys the API
     is open and binds localhost only; on BigQuery keys are required.
     """
+    import tempfile
+
+    from lakehouse.engine.compile import CompileError, compile_project
+
+    made_graph = workers > 1 and graph_file is None
+    if made_graph:
+        # compiled once here; each worker reads the graph instead of compiling again
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
+            graph_file = Path(out.name)
+        try:
+            graph_file.write_text(json.dumps(compile_project(project_dir).graph))
+            _serve(project_dir, host, port, backend_name, graph_file, workers)
+        except CompileError as error:
+            fail(str(error))
+        finally:
+            graph_file.unlink(missing_ok=True)
+    else:
+        _serve(project_dir, host, port, backend_name, graph_file, workers)
+
+
+def _serve(project_dir: Path, host: str, port: int, backend_name: str, graph_file: Path | None, workers: int) -> None:
     import uvicorn
 
     from lakehouse import warehouse
@@ -69,4 +107,14 @@ def serve_command(project_dir: Path, host: str, port: int, backend_name: str, gr
     access = f"keys required ({', '.join(key_names)})" if key_names else "OPEN on localhost: no API keys configured"
     where = f"http://{host}:{port}"
     console.print(f"serving gold from {backend_name} on {where} — {access}; docs at {where}/docs", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # httptools and uvloop (the serve extra): uvicorn's pure-Python h11 parser and asyncio loop would
+    # cost every request more CPU than its query (bench/serve_bench.py).
+    fast = {"log_level": "warning", "http": "httptools", "loop": "uvloop", "access_log": False}
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, **fast)
+        return
+    # The app built here only checked the configuration: the workers build their own.
+    getattr(app.state.server.backend, "close", lambda: None)()
+    spec = {"project_dir": str(project_dir.resolve()), "backend": backend_name, "graph": str(graph_file.resolve())}
+    os.environ[WORKER_ENV] = json.dumps(spec)
+    uvicorn.run("lakehouse.serve.cli:worker_app", factory=True, host=host, port=port, workers=workers, **fast)

@@ -49,3 +49,18 @@ def test_fail_names_the_added_and_removed_columns(con):
         """Schema mismatch defined by on_schema_change = 'FAIL'. Added columns: ["score"], removed columns: ["old"]"""
     )
     assert columns(con) == ["id", "name", "old"]
+
+
+def test_extend_commits_after_the_table_was_written_in_the_same_transaction(con):
+    # a batch table's pre-operation empties it before its incremental insert; DuckDB would refuse
+    # to commit an ALTER TABLE after that
+    con.execute("insert into t values (1, 'a', 'x')")
+    con.execute("begin transaction")
+    con.execute("delete from t where true")
+    assert apply_schema_change(
+        con, {"onSchemaChange": "EXTEND"}, TARGET, "select 1 as id, 'a' as name, 'x' as old, 2.5 as score"
+    )
+    con.execute("insert into t (id, name, old, score) values (2, 'b', 'y', 1.5)")
+    con.execute("commit")
+    assert columns(con) == ["id", "name", "old", "score"]
+    assert con.execute("select * from t").fetchall() == [(2, "b", "y", 1.5)]

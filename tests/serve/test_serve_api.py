@@ -280,3 +280,62 @@ def test_serve_refuses_malformed_keys(served_home):
     )  # fmt: skip
     assert done.exit_code == 1
     assert "the secret of 'app' is shorter than 16 characters" in " ".join(done.output.split())
+
+
+def test_json_rows_write_timestamps_dates_and_decimals_as_text():
+    import pyarrow as pa
+
+    from lakehouse.serve.app import _records
+
+    utc = [dt.datetime(2026, 1, 9, 1, 2, 3, tzinfo=dt.UTC), dt.datetime(2026, 1, 9, 23, 59, 59, 999999, tzinfo=dt.UTC)]
+    table = pa.table(
+        {
+            "at": pa.array([*utc, None], pa.timestamp("us", tz="UTC")),
+            "local": pa.array([utc[0].replace(tzinfo=None), None, None], pa.timestamp("us")),
+            "day": pa.array([dt.date(2026, 1, 9), None, None], pa.date32()),
+            "usd": pa.array([decimal.Decimal("0.25"), decimal.Decimal("12.5"), None], pa.decimal128(38, 9)),
+            "n": pa.array([1, None, 3], pa.int64()),
+        }
+    )
+    assert _records(table) == [
+        {"at": "2026-01-09T01:02:03.000000Z", "local": "2026-01-09T01:02:03.000000", "day": "2026-01-09",
+         "usd": "0.250000000", "n": 1},
+        {"at": "2026-01-09T23:59:59.999999Z", "local": None, "day": None, "usd": "12.500000000", "n": None},
+        {"at": None, "local": None, "day": None, "usd": None, "n": 3},
+    ]  # fmt: skip
+
+
+def test_serve_with_workers_answers_as_one_process_does(served_home, open_app):
+    import os
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from serve.conftest import LAKEHOUSE, REPO
+
+    customer = rows(served_home, "select customer_id from gold.customer_360 order by customer_id limit 1")[0]
+    path = f"/v1/customer_360/{customer['customer_id']}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [LAKEHOUSE, "serve", "--project-dir", str(REPO), "--port", str(port), "--workers", "2"],
+        env={**os.environ, "LAKEHOUSE_HOME": str(served_home), "LAKEHOUSE_API_KEYS": ""},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, "lakehouse serve --workers 2 did not answer in 120 s"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert body == TestClient(open_app).get(path).json()

@@ -1,0 +1,142 @@
+"""A producer adding fields: records keep flowing, the drift is reported, the contract diff accepts it and
+the next incremental run adds the columns."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from models.project import REPO, copy_project, load_contract
+from models.test_models_end_to_end import LAKEHOUSE, query
+
+pytestmark = pytest.mark.slow
+
+AS_OF = "2026-03-02T00:00:00Z"
+NOW = "2026-03-02T01:00:00Z"
+# What the generator's extra_field fault appends (ingest/generator.py EXTRA_FIELDS) and the JSON type of each.
+EXTRA = {"client_version": "string", "coupon_code": "string", "experiment": "object", "utm_source": "string"}
+ADDED = ("client_version", "coupon_code", "utm_source")
+
+
+def cli(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [LAKEHOUSE, *args], cwd=cwd, env={**os.environ, "LAKEHOUSE_HOME": str(home), "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, f"lakehouse {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def generate(home: Path, seed: int) -> None:
+    # the producer (the repository's contracts) keeps sending the extra keys, before and after the change
+    cli(
+        home, REPO, "generate", "--events", "1500", "--seed", str(seed), "--as-of", AS_OF, "--batch-size", "250",
+        "--fault-rate", "extra_field=0.2", "--in-process-bus",
+    )  # fmt: skip
+
+
+def orders_with_extra(home: Path) -> dict[str, dict]:
+    rows = query(home, "select record_id, extra from silver.orders where extra is not null")
+    return {row["record_id"]: row for row in rows}
+
+
+def test_a_producer_adding_fields_is_accepted_without_a_full_refresh(tmp_path: Path):
+    project, home = copy_project(tmp_path / "project"), tmp_path / "home"
+    generate(home, 51)
+    cli(home, REPO, "run", "--project-dir", str(project), "--now", NOW)
+
+    # 0 records quarantined for the extra keys, in any source; the valid ones reach silver with `extra`
+    unexpected = query(
+        home,
+        " union all ".join(
+            f"select count(*) as n from silver.{s}_quarantine where 'record_unexpected_field' in unnest(failed_rules)"
+            for s in ("orders", "page_views", "ad_clicks", "inventory", "user_activity")
+        ),
+    )
+    assert [row["n"] for row in unexpected] == [0] * 5
+    first = orders_with_extra(home)
+    assert first
+    keys = {key for row in first.values() for key in json.loads(row["extra"])}
+    assert keys == set(EXTRA)
+
+    drift = query(
+        home,
+        "select field_name, json_type, record_count, quarantined_count from ops.schema_drift "
+        "where source_name = 'orders' order by field_name",
+    )
+    seen = {(row["field_name"], row["json_type"]) for row in drift}
+    # besides the extra keys, the renamed_field fault's customerId: every such record is quarantined
+    # for customer_id_required, which the drift shows
+    assert seen - {("customerId", "string"), ("customerId", "null")} == set(EXTRA.items())
+    assert all(row["quarantined_count"] == row["record_count"] for row in drift if row["field_name"] == "customerId")
+    # each record carries one extra key; those not quarantined for other rules are in silver or duplicates
+    # (which keep no `extra`: the run's batch says which had one)
+    kept = query(
+        home,
+        "select (select count(*) from silver.orders where extra is not null)"
+        " + (select count(*) from silver.orders_duplicates inner join silver.orders_batch using (record_id)"
+        " where array_length(orders_batch.extra_fields) > 0) as n",
+    )
+    assert kept == [{"n": sum(row["record_count"] - row["quarantined_count"] for row in drift)}]
+
+    diff = subprocess.run(
+        [LAKEHOUSE, "contract", "diff", "--source", "orders", "--write", "--project-dir", str(project)],
+        cwd=REPO, env={**os.environ, "LAKEHOUSE_HOME": str(home)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    patch = json.loads(diff.stdout)
+    assert [(op["op"], op["value"]["name"], op["value"]["type"]) for op in patch] == [
+        ("add", name, "STRING") for name in ADDED
+    ]
+    assert "note: experiment: values are object; no contract type takes them (they stay in `extra`)" in diff.stderr
+    contract = load_contract("orders", project)
+    assert [field["name"] for field in contract["fields"]][-3:] == list(ADDED)
+
+    generate(home, 52)
+    second = cli(home, REPO, "run", "--project-dir", str(project), "--now", "2026-03-02T02:00:00Z")
+    assert "full refresh" not in (second.stdout + second.stderr).lower()
+    columns = query(
+        home,
+        "select column_name from `lakehouse-dev.silver`.INFORMATION_SCHEMA.COLUMNS where table_name = 'orders'",
+    )
+    assert set(ADDED) <= {row["column_name"] for row in columns}
+    # as the Dataform CLI does, the run that adds a column merges the columns the table had when it
+    # started, so the columns are filled from the next run on (docs/parity.md)
+    added_by = query(
+        home, "select count(coupon_code) + count(client_version) + count(utm_source) as n from silver.orders"
+    )
+    assert added_by == [{"n": 0}]
+    before = {row["record_id"] for row in query(home, "select record_id from silver.orders")}
+
+    generate(home, 53)
+    cli(home, REPO, "run", "--project-dir", str(project), "--now", "2026-03-02T03:00:00Z")
+    # the next batch fills the columns, and only the object-valued key stays in `extra`
+    filled = query(
+        home,
+        "select record_id, coupon_code, client_version, utm_source, extra from silver.orders "
+        "where coalesce(coupon_code, client_version, utm_source) is not null",
+    )
+    assert filled
+    assert not {row["record_id"] for row in filled} & before
+    assert {row["coupon_code"] for row in filled} <= {"SAVE10", None}
+    assert {row["client_version"] for row in filled} <= {"2.7.1", None}
+    assert {row["utm_source"] for row in filled} <= {"newsletter", None}
+    assert all(row["extra"] is None for row in filled)
+    newer = query(home, "select record_id, extra from silver.orders where extra is not null")
+    newer = [row for row in newer if row["record_id"] not in before]
+    assert newer
+    assert {key for row in newer for key in json.loads(row["extra"])} == {"experiment"}
+    # rows of the earlier run stay as they were: NULL in the new columns, their keys still in `extra`
+    earlier = query(
+        home,
+        "select record_id, extra, coupon_code, client_version, utm_source from silver.orders "
+        "where record_id in (" + ",".join(f"'{r}'" for r in first) + ")",
+    )
+    assert len(earlier) == len(first)
+    for row in earlier:
+        assert (row["coupon_code"], row["client_version"], row["utm_source"]) == (None, None, None)
+        assert row["extra"] == first[row["record_id"]]["extra"]
