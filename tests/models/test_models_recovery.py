@@ -1,5 +1,5 @@
-"""Partial runs: the Iceberg catalog and the warehouse apart is repaired by the next plain run, which ends
-where a full refresh of the same home over the same data does."""
+"""Partial runs (duplicates without silver, the Iceberg catalog and the warehouse apart) are repaired by
+the next plain run, which ends where a full refresh of the same home over the same data does."""
 
 from __future__ import annotations
 
@@ -58,3 +58,15 @@ def test_iceberg_table_in_the_warehouse_and_not_in_the_catalog(tmp_path: Path):
     store.catalog.drop_table((PROJECT, "silver", "orders"))
     converges(home)
     assert set(contract_names()) <= {t.split(".")[1] for t in tables_of(home) if t.startswith("silver.")}
+
+
+@pytest.mark.parametrize("source", ["ad_clicks", "orders"])
+def test_duplicates_committed_and_silver_not(tmp_path: Path, source: str):
+    home = tmp_path / "home"
+    generate(home, 55)
+    # a first run that stopped after <source>_duplicates (killed, or silver failed): duplicates is
+    # incremental from now on and reads silver, which does not exist (orders: an Iceberg table)
+    lakehouse(home, "run", "--actions", f"{source}_duplicates", "--include-deps")
+    assert f"silver.{source}_duplicates" in tables_of(home)
+    assert f"silver.{source}" not in tables_of(home)
+    converges(home)
