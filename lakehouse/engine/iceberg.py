@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from lakehouse import paths
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyiceberg.catalog.sql import SqlCatalog
 
-# pyiceberg (and SQLAlchemy under it) is imported where a table is opened, not with this module: a
+# pyiceberg (SQLAlchemy, pyarrow) is imported where a table is opened, not with this module: a
 # run whose Iceberg actions are all skipped as unchanged never pays for the import.
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -240,6 +240,8 @@ class IcebergStore:
         """Commit the rows of DuckDB table `target` as a new Iceberg snapshot and point the DuckDB
         name at it (a view over the snapshot's files). Returns the new snapshot."""
         name = quoted(target)
+        import pyarrow as pa
+
         data = con.execute(f"SELECT * FROM {name}").to_arrow_table()
         # DuckDB's Arrow fields are all nullable; Iceberg then gets optional columns (as BigQuery).
         data = data.cast(pa.schema([f.with_nullable(True) for f in data.schema]))
@@ -355,6 +357,8 @@ class IcebergStore:
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
             con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet([{listed}], union_by_name=true)")
         else:
+            import pyarrow as pa
+
             empty = pa.Table.from_batches([], schema=schema)
             con.register("_lakehouse_empty", empty)
             types = con.execute("DESCRIBE SELECT * FROM _lakehouse_empty").fetchall()
