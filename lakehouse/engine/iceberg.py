@@ -263,6 +263,80 @@ class IcebergStore:
         snapshot = table.current_snapshot()
         return Snapshot(snapshot.snapshot_id if snapshot else None, table.metadata_location, files, data.num_rows)
 
+    def publish_changes(self, con: duckdb.DuckDBPyConnection, target: dict, *, compact_at: int = 64):
+        """Commit what an incremental write changed in DuckDB table `target` (same schema as the current
+        snapshot, one row per unique key) as ONE snapshot that rewrites only the data files holding rows
+        it changed or removed, and adds the new rows as new files; point the DuckDB name at it. Rows are
+        compared by a hash of the whole row. Returns the Snapshot, or None when no row differs.
+
+        A table with `compact_at` data files or more, or whose rows are not all distinct, is rewritten
+        whole (publish), which also compacts the small files appends leave.
+        """
+        table = self.load(target)
+        if table is None:
+            return self.publish(con, target, replace_schema=False)
+        name = quoted(target)
+        properties = self.catalog.properties
+        current = {relocate(task.file.file_path, properties): task.file for task in table.scan().plan_files()}
+        if not current or len(current) >= compact_at:
+            return self.publish(con, target, replace_schema=False)
+        columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
+
+        def row_hash(alias: str) -> str:
+            return "hash(struct_pack(" + ", ".join(f'{alias}."{c}"' for c in columns) + "))"
+
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in current)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_old AS SELECT filename, {row_hash('o')} AS h "
+            f"FROM read_parquet([{listed}], filename = true, union_by_name = true) AS o"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_new AS SELECT {row_hash('t')} AS h FROM {name} AS t"
+        )
+        try:
+            distinct, total = con.execute("SELECT count(DISTINCT h), count(*) FROM _lakehouse_iceberg_new").fetchone()
+            if distinct != total:
+                return self.publish(con, target, replace_schema=False)
+            rewritten = [
+                file
+                for (file,) in con.execute(
+                    "SELECT DISTINCT filename FROM _lakehouse_iceberg_old "
+                    "WHERE h NOT IN (SELECT h FROM _lakehouse_iceberg_new)"
+                ).fetchall()
+            ]
+            # the new rows, and the rows still there that live in the files rewritten
+            rows = con.execute(
+                f"SELECT t.* FROM {name} AS t WHERE {row_hash('t')} NOT IN (SELECT h FROM _lakehouse_iceberg_old) "
+                f"OR {row_hash('t')} IN (SELECT h FROM _lakehouse_iceberg_old WHERE filename IN "
+                "(SELECT unnest(?::VARCHAR[])))",
+                [rewritten],
+            ).to_arrow_table()
+        finally:
+            con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_old")
+            con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_new")
+        if not rewritten and not rows.num_rows:
+            return None
+        import pyarrow as pa
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        rows = rows.cast(pa.schema([f.with_nullable(True) for f in rows.schema]))
+        with table.transaction() as tx:
+            producer = tx.update_snapshot().overwrite() if rewritten else tx.update_snapshot().fast_append()
+            with producer as snapshot:
+                for file in rewritten:
+                    snapshot.delete_data_file(current[file])
+                if rows.num_rows:
+                    for data_file in _dataframe_to_data_files(
+                        table_metadata=tx.table_metadata, write_uuid=snapshot.commit_uuid, df=rows, io=table.io
+                    ):
+                        snapshot.append_data_file(data_file)
+        table = self.load(target)
+        files = tuple(self.data_files(target))
+        self._point_view(con, target, files, table.schema().as_arrow())
+        written = table.current_snapshot()
+        count = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        return Snapshot(written.snapshot_id if written else None, table.metadata_location, files, count)
+
     @staticmethod
     def _replace_contents(table, data: pa.Table) -> None:
         """Commit `data` as the table's whole content in ONE overwrite snapshot.

@@ -320,9 +320,15 @@ class Engine:
             # An incremental write that added, changed and removed nothing leaves the table as it was.
             changed = not (action.kind == "incremental" and counted and rows == 0 and not schema_changed)
             if iceberg and changed:
-                snapshot = self.iceberg.publish(con, target, replace_schema=not incremental_write or schema_changed)
-                result.note = f"iceberg snapshot {snapshot.snapshot_id}"
-            elif iceberg:
+                if incremental_write and not schema_changed and action.raw.get("uniqueKey"):
+                    # rows are unique by key: commit only the files the write touched
+                    snapshot = self.iceberg.publish_changes(con, target)
+                else:
+                    snapshot = self.iceberg.publish(con, target, replace_schema=not incremental_write or schema_changed)
+                changed = snapshot is not None
+                if snapshot is not None:
+                    result.note = f"iceberg snapshot {snapshot.snapshot_id}"
+            if iceberg and not changed:
                 # Nothing to commit: keep the current snapshot and the view over it.
                 con.execute("ROLLBACK")
                 con.execute("BEGIN TRANSACTION")

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from lakehouse import paths, warehouse
 from lakehouse.cli import main
+from lakehouse.engine.iceberg import IcebergStore
 from lakehouse.engine.runner import RunOptions, run
 
 PROJECT = {
@@ -187,3 +188,45 @@ def test_landing_files_are_inputs_by_name_size_and_time(make_project, lakehouse_
 
     assert ran["silver.event_count"] == "ran"
     assert execute(lakehouse_home, 'SELECT lines FROM "test-local".silver.event_count') == [(3,)]
+
+
+def test_an_incremental_iceberg_table_commits_only_the_files_a_run_changed(make_project, lakehouse_home):
+    files = dict(PROJECT)
+    files["definitions/silver/orders.sqlx"] = """
+        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
+                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
+                            tableFolderRoot: "silver" } }
+        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
+    """
+    project = make_project(files)
+    store_target = {"database": "test-local", "schema": "silver", "name": "orders"}
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 20.0)])
+    rerun = RunOptions(skip_unchanged=False)  # every run MERGEs every source row again
+
+    def state():
+        table = IcebergStore(lakehouse_home).load(store_target)
+        rows = execute(lakehouse_home, 'SELECT * FROM "test-local".silver.orders ORDER BY 1')
+        return len(table.snapshots()), set(IcebergStore(lakehouse_home).data_files(store_target)), rows
+
+    run(project)
+    snapshots, first_files, _ = state()
+    seed(lakehouse_home, [(4, "CUST-2", 5.0)])
+    run(project, options=rerun)
+    # only a row was added: the file already there is kept, one file is added
+    snapshots_after, files, rows = state()
+    assert (snapshots_after, len(files), first_files < files) == (snapshots + 1, 2, True)
+    assert rows[-1] == (4, "CUST-2", 5.0)
+
+    execute(lakehouse_home, 'UPDATE "test-local".bronze.orders_raw SET amount_usd = 99 WHERE order_id = 2')
+    run(project, options=rerun)
+    # the file holding order 2 is rewritten, the file of order 4 is kept
+    snapshots_updated, updated_files, rows = state()
+    assert snapshots_updated == snapshots + 2
+    assert updated_files & files == files - first_files
+    assert rows == [(1, "CUST-1", 10.0), (2, "CUST-1", 99.0), (3, "CUST-2", 20.0), (4, "CUST-2", 5.0)]
+
+    run(project, options=rerun)
+    # a MERGE that rewrote every row with the same values changed nothing: no snapshot
+    assert state() == (snapshots_updated, updated_files, rows)
+    full = run(project, options=RunOptions(full_refresh=True))
+    assert full.status == "success" and state()[2] == rows
