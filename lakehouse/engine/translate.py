@@ -501,9 +501,10 @@ _INFORMATION_SCHEMA_VIEWS = {
 
 
 # Region-level views list every dataset of the project: the schema filter compares the column with itself
-# (datasets are never NULL) and leaves DuckDB's own schemas out.
+# (datasets are never NULL) and leaves DuckDB's own schemas out, and the engine's (_lakehouse: what
+# each action last ran with, engine/unchanged.py).
 _REGION_VIEWS = {
-    view: f"{column} AND {column} NOT IN ('information_schema', 'pg_catalog', 'main')"
+    view: f"{column} AND {column} NOT IN ('information_schema', 'pg_catalog', 'main', '_lakehouse')"
     for view, column in (
         ("TABLES", "table_schema"),
         ("COLUMNS", "table_schema"),
@@ -514,7 +515,7 @@ _REGION_VIEWS = {
 
 
 _SCHEMATA = """(SELECT catalog_name, schema_name FROM information_schema.schemata
-    WHERE catalog_name = {catalog} AND schema_name NOT IN ('information_schema', 'pg_catalog', 'main'))"""
+    WHERE catalog_name = {catalog} AND schema_name NOT IN ('information_schema', 'pg_catalog', 'main', '_lakehouse'))"""
 
 
 def _split_name(table: exp.Table) -> list[str]:
