@@ -230,3 +230,17 @@ def test_an_incremental_iceberg_table_commits_only_the_files_a_run_changed(make_
     assert state() == (snapshots_updated, updated_files, rows)
     full = run(project, options=RunOptions(full_refresh=True))
     assert full.status == "success" and state()[2] == rows
+
+
+def test_the_engines_own_schema_is_not_a_dataset(make_project, lakehouse_home, monkeypatch):
+    project = make_project(PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
+    run(project)
+    assert execute(lakehouse_home, "SELECT count(*) FROM duckdb_tables() WHERE schema_name = '_lakehouse'") == [(2,)]
+    monkeypatch.chdir(project)
+
+    sql = "select schema_name from INFORMATION_SCHEMA.SCHEMATA"
+    result = CliRunner().invoke(main, ["query", sql, "--format", "csv"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1:] and "_lakehouse" not in result.output
