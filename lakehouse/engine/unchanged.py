@@ -189,7 +189,9 @@ class Decision:
 EPOCH = "*"
 # Part of every analysis cache key: a change to what `analyse` returns must bump it.
 _ANALYSIS_VERSION = 4
-_RECIPE = "statement:"  # the version of a view the runner made: the analysis key of its CREATE VIEW
+_RECIPE = "statement:"
+# Tables no action writes are fingerprinted by content up to this many rows (by row estimate above).
+_CONTENT_ROWS = 100_000  # the version of a view the runner made: the analysis key of its CREATE VIEW
 
 
 class Tracker:
@@ -369,7 +371,7 @@ class Tracker:
                     self._catalog = catalog
         return catalog
 
-    def _version(self, relation: Relation, catalog: tuple[dict, dict], memo: dict, depth: int = 0) -> str:
+    def _version(self, con, relation: Relation, catalog: tuple[dict, dict], memo: dict, depth: int = 0) -> str:
         if relation in memo:
             return memo[relation]
         tables, views = catalog
@@ -377,8 +379,18 @@ class Tracker:
             with self._lock:
                 bumped = self.versions.get(relation)
             # A table an action wrote has the version that action gave it (a row estimate read inside
-            # the writing transaction is not the one read after it); any other, its row estimate.
-            version = f"table:{bumped}" if bumped else f"table:rows:{tables[relation]}"
+            # the writing transaction is not the one read after it). Any other is written by ingest, deploy
+            # or hand: a small one (a key table, a loaded sample) by its content, which an in-place update
+            # changes; a large one (a Pub/Sub raw table, appended to) by its row estimate.
+            if bumped:
+                version = f"table:{bumped}"
+            elif int(tables[relation] or 0) <= _CONTENT_ROWS:
+                name = ".".join(f'"{part}"' for part in relation)
+                version = "table:content:" + str(
+                    con.execute(f"SELECT count(*), bit_xor(hash(t)) FROM {name} AS t").fetchone()
+                )
+            else:
+                version = f"table:rows:{tables[relation]}"
         elif relation in views:
             with self._lock:
                 recorded = self.versions.get(relation, "")
@@ -394,7 +406,7 @@ class Tracker:
                 version = "view:unknown:" + os.urandom(8).hex()  # never equal: its readers always run
             else:
                 parts = [text]
-                parts.extend(f"{r}={self._version(r, catalog, memo, depth + 1)}" for r in sorted(analysis.reads))
+                parts.extend(f"{r}={self._version(con, r, catalog, memo, depth + 1)}" for r in sorted(analysis.reads))
                 parts.extend(map(str, file_listing(analysis.files)))
                 version = "view:" + hashlib.sha1("\n".join(parts).encode()).hexdigest()
         else:
@@ -418,7 +430,7 @@ class Tracker:
         with self._lock:
             epochs = sorted(r for r in self.versions if r[2].startswith(EPOCH))
         parts = [plan]
-        parts.extend(f"{r}={self._version(r, catalog, memo)}" for r in inputs + tuple(epochs))
+        parts.extend(f"{r}={self._version(con, r, catalog, memo)}" for r in inputs + tuple(epochs))
         parts.extend(map(str, file_listing(files)))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
