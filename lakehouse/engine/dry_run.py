@@ -15,6 +15,11 @@ def _quoted(*names: str) -> str:
     return ".".join('"' + name.replace('"', '""') + '"' for name in names)
 
 
+def _null_of(kind: str) -> str:
+    # A column of only NULLs has DuckDB's type "NULL", which CAST does not take.
+    return "NULL" if kind == '"NULL"' else f"CAST(NULL AS {kind})"
+
+
 def stand_in(home_dir: Path, projects: Iterable[str]) -> duckdb.DuckDBPyConnection:
     """Return an in-memory connection holding one catalog per project and, in it, an empty table or
     view for every table or view of the local warehouse (same names, columns and types).
@@ -52,7 +57,7 @@ def stand_in(home_dir: Path, projects: Iterable[str]) -> duckdb.DuckDBPyConnecti
             target = _quoted(database, schema, name)
             if is_view:
                 # A view stays a view (the statements Dataform picks depend on it): one over no rows.
-                select = ", ".join(f"CAST(NULL AS {kind}) AS {_quoted(column)}" for column, kind in columns)
+                select = ", ".join(f"{_null_of(kind)} AS {_quoted(column)}" for column, kind in columns)
                 con.execute(f"CREATE VIEW {target} AS SELECT {select} WHERE false")
             else:
                 con.execute(f"CREATE TABLE {target} (" + ", ".join(f"{_quoted(c)} {k}" for c, k in columns) + ")")

@@ -6,8 +6,9 @@ import hashlib
 
 from click.testing import CliRunner
 
-from lakehouse import paths
+from lakehouse import paths, warehouse
 from lakehouse.cli import main
+from lakehouse.engine import dry_run
 from lakehouse.engine.iceberg import IcebergStore
 from lakehouse.engine.runner import run
 from tests.engine.test_runner import SEED, by_name, query
@@ -109,6 +110,30 @@ def test_incremental_statements_bind_against_the_warehouse_schema(make_project, 
     assert orders.error.startswith("definitions/silver/orders.sqlx: action test-local.silver.orders failed: ")
     assert '"order_number" not found' in orders.error
     assert by_name(record)["gold.customer_totals"].status == "skipped"
+    # A full refresh rebuilds the table: the incremental branch is not run, so not bound.
+    assert by_name(run(project, dry_run=True, full_refresh=True))["silver.orders"].status == "planned"
+
+
+def test_an_unknown_table_is_reported_with_the_action_and_the_table(make_project, lakehouse_home):
+    project = make_project(
+        {
+            **SEED,
+            "definitions/gold/refunds.sqlx": """
+                config { type: "view", schema: "gold" }
+                select r.order_id from silver.refunds as r join ${ref("orders")} using (order_id)
+            """,
+        }
+    )
+
+    results = by_name(run(project, dry_run=True))
+
+    assert results["gold.refunds"].status == "failed"
+    assert results["gold.refunds"].error == (
+        "definitions/gold/refunds.sqlx: action test-local.gold.refunds: `test-local.silver.refunds` has no local "
+        "data: load a sample with `lakehouse load test-local.silver.refunds <file.csv|.jsonl|.parquet>`, or run "
+        "the action that creates it first"
+    )
+    assert results["gold.customer_totals"].status == "planned"
 
 
 def test_a_first_dry_run_on_an_empty_home_reports_sources_with_no_local_data(make_project, lakehouse_home):
@@ -161,3 +186,28 @@ def test_the_key_table_is_stood_in_with_a_placeholder_salt_and_no_salt_is_made(m
     assert [(a.name, a.status) for a in record.actions] == [("test-local.silver.customers", "planned")]
     assert not (lakehouse_home / "pii-salt").exists()
     assert not paths.catalog_file(lakehouse_home, "test-local").exists()
+
+
+def test_the_stand_in_has_every_table_and_view_empty_with_the_same_columns_and_types(lakehouse_home):
+    con = warehouse.connect(lakehouse_home, ["test-local"])
+    con.execute('create schema "test-local".silver')
+    con.execute(
+        'create table "test-local".silver.events as select 1 as id, '
+        "[{'key': 'k', 'value': {'int_value': 2}}] as event_params, 1.5::decimal(18, 3) as amount"
+    )
+    con.execute('create view "test-local".silver.v as select id, null as nothing from "test-local".silver.events')
+    wanted = {name: con.execute(f'describe "test-local".silver.{name}').fetchall() for name in ("events", "v")}
+    con.close()
+
+    stand_in = dry_run.stand_in(lakehouse_home, ["test-local", "other-project"])
+
+    assert {name: stand_in.execute(f'describe "test-local".silver.{name}').fetchall() for name in wanted} == wanted
+    assert stand_in.execute('select count(*) from "test-local".silver.events').fetchall() == [(0,)]
+    kinds = stand_in.execute(
+        "select table_name, table_type from information_schema.tables where table_catalog = 'test-local' order by 1"
+    ).fetchall()
+    assert kinds == [("events", "BASE TABLE"), ("v", "VIEW")]
+    assert stand_in.execute(
+        "select count(*) from duckdb_databases() where database_name = 'other-project'"
+    ).fetchall() == [(1,)]
+    assert not paths.catalog_file(lakehouse_home, "other-project").exists()
