@@ -133,7 +133,11 @@ def _print_summary(record, default_project: str = "") -> None:
 @click.option("--include-deps", is_flag=True, help="Also run the dependencies of the selected actions.")
 @click.option("--include-dependents", is_flag=True, help="Also run the dependents of the selected actions.")
 @click.option("--full-refresh", is_flag=True, help="Rebuild incremental tables from scratch (unless protected).")
-@click.option("--dry-run", is_flag=True, help="Compile, build and translate every statement; execute nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Bind every statement on an empty in-memory copy of the warehouse's tables; the warehouse is untouched.",
+)
 @click.option("--show-sql", is_flag=True, help="With --dry-run: print the DuckDB statements of each action.")
 @click.option(
     "--now",

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths, warehouse
-from lakehouse.engine import keys, query, records, statements, translate, unchanged
+from lakehouse.engine import dry_run, keys, query, records, statements, translate, unchanged
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
@@ -273,9 +273,6 @@ class Engine:
         tasks = self.tasks(action, options.full_refresh)
         translated = self.translated(tasks)
         result.statements = [str(sql) for _, sql in translated]
-        if options.dry_run:
-            result.status = "planned"
-            return
         con = self.con
         assert con is not None
         decision = None
@@ -319,7 +316,7 @@ class Engine:
                 result.rows_affected = rows
             # An incremental write that added, changed and removed nothing leaves the table as it was.
             changed = not (action.kind == "incremental" and counted and rows == 0 and not schema_changed)
-            if iceberg and changed:
+            if iceberg and changed and not options.dry_run:
                 if incremental_write and not schema_changed and action.raw.get("uniqueKey"):
                     # rows are unique by key: commit only the files the write touched
                     snapshot = self.iceberg.publish_changes(con, target)
@@ -352,6 +349,9 @@ class Engine:
                 self._reset_variables()
             if self.tracker is not None:
                 self.tracker.invalidate()
+        if options.dry_run:
+            # Run on the empty stand-in (dry_run.py): the statements bound; counts of its rows mean nothing.
+            result.status, result.rows_affected, result.failing_rows = "planned", None, None
 
     def _prepare_iceberg(self, target: dict, incremental_write: bool) -> None:
         name = f'"{target["database"]}"."{target["schema"]}"."{target["name"]}"'
@@ -479,14 +479,16 @@ def run(
     )
     try:
         if options.dry_run:
-            engine.con = warehouse.connect(home_dir, projects, read_only=True, only_existing=True)
+            engine.con = dry_run.stand_in(home_dir, projects)
         else:
             engine.con = warehouse.connect(home_dir, projects)
     except warehouse.WarehouseBusy as error:
         raise RunError(str(error)) from error
     try:
         translate.register_functions(engine.con, options.now)
-        if not options.dry_run:
+        if options.dry_run:
+            _declare_keys(engine)
+        else:
             _ensure_keys(engine, home_dir, options.full_refresh)
         # Readers during the run see the copy published after a commit. A copy costs a file copy of
         # the changed warehouse (hundreds of MB at a million events), so it is taken after every
@@ -548,6 +550,14 @@ def _ensure_keys(engine: Engine, home_dir: Path, full_refresh: bool) -> None:
                             replace=full_refresh)  # fmt: skip
             except keys.SaltError as error:
                 raise RunError(str(error)) from error
+
+
+def _declare_keys(engine: Engine) -> None:
+    """Give the dry run's stand-in the key table the graph declares, as _ensure_keys gives a run."""
+    for declared in engine.graph.declarations.values():
+        target = declared.target
+        if (target.get("schema"), target.get("name")) == (keys.SCHEMA, keys.TABLE):
+            dry_run.declare_keys(engine.con, target.get("database") or engine.default_project)
 
 
 def _skipped_or_disabled(
