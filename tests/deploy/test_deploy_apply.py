@@ -49,7 +49,7 @@ def test_plan_without_clients_lists_everything_as_create(setup, project_dir):
     env, resources = setup()
     plan = make_plan(env, ["orders", "page_views"], resources, project_dir, why_not_read="no credentials")
     assert plan.state_read is False
-    assert plan.count("create") == len(resources) == 77
+    assert plan.count("create") == len(resources) == 80
     text = render(plan)
     assert "Current state NOT read: no credentials. Showing the full desired state" in text
     assert (
@@ -231,7 +231,7 @@ def test_destroy_keeps_data_and_foreign_resources(setup, cloud, project_dir):
     kept = sorted(o.resource.name for o in report.outcomes if o.result == "kept")
     assert kept == sorted(r.name for r in resources if r.data)
     assert sorted(cloud.buckets) == ["lh-test-dead-letter", "lh-test-lake", "lh-test-landing"]
-    assert len(cloud.datasets) == 6 and len(cloud.tables) == 5
+    assert len(cloud.datasets) == 7 and len(cloud.tables) == 5
     assert sorted(cloud.store) == [foreign_topic]
     assert all(not p.bindings for p in cloud.policies.values())
 
@@ -355,7 +355,7 @@ def test_a_removed_source_or_schedule_is_cleaned_up_but_its_data_kept(setup, clo
     assert f"  not managed workflow_config    {REPO_NAME}/workflowConfigs/adhoc" in text
     # The contract left the functions' source archive too: a new archive, four functions redeployed.
     assert text.splitlines()[-1] == (
-        "Plan: 1 to create, 4 to update, 67 unchanged, 0 blocked, 3 to delete, 4 not managed (76 resources). "
+        "Plan: 1 to create, 4 to update, 70 unchanged, 0 blocked, 3 to delete, 4 not managed (79 resources). "
         "Nothing was changed."
     )
 
