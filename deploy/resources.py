@@ -308,6 +308,14 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         _binding("dataset", ds["ops"], "roles/bigquery.dataEditor", _sa(env, "trigger")),
         _binding("dataset", ds["ops"], "roles/bigquery.dataEditor", _sa(env, "audit")),
     ]
+    # The ops quality views count silver_restricted's batch and quarantine and show no raw record; a
+    # BigQuery view runs with its reader's rights unless its dataset is authorized on the source, so
+    # analysts, who get no role on silver_restricted, could not read them otherwise. Whoever can create
+    # views in ops (the pipeline's identities, never analysts) can therefore read silver_restricted.
+    out.append(Resource("authorized_dataset", f"{ds['silver_restricted']}#{ds['ops']}", {
+        "dataset": ds["silver_restricted"],
+        "authorized": ds["ops"],
+    }))  # fmt: skip
     # Analysts read the hashed and aggregated layers and run their queries; bronze, silver_restricted
     # and keys, which hold PII in clear or the salt that reverses the hashes, get no analyst binding.
     for member in env.analysts:

@@ -74,6 +74,7 @@ def test_counts_per_kind(resources):
         "function": 4,
         "scheduler_job": 3,
         "iam_binding": 39,
+        "authorized_dataset": 1,
         "pii_salt": 1,
     }
     assert len({r.key for r in resources}) == len(resources)
@@ -116,7 +117,9 @@ def test_everything_destroy_may_delete_is_marked(resources):
         elif "description" in spec:
             assert MARKER in spec["description"], resource.key
         else:
-            assert resource.kind in {"iam_binding", "release_config", "source_archive", "pii_salt"}
+            # a grant lives in its resource's policy or access list, marked by that resource
+            grants = {"iam_binding", "authorized_dataset"}
+            assert resource.kind in grants | {"release_config", "source_archive", "pii_salt"}
 
 
 def test_data_holders_are_buckets_datasets_and_tables(resources):
