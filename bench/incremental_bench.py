@@ -80,7 +80,7 @@ def summarise(record: dict) -> dict:
             group = "assertions"
         elif dataset == "gold":
             group = "gold"
-        elif dataset in ("silver", "ops") and action["type"] != "view":
+        elif dataset in ("silver", "silver_restricted", "ops") and action["type"] != "view":
             group = "silver + ledger"
         else:
             group = "bronze, views, other"

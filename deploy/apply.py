@@ -27,6 +27,7 @@ NEEDS = {
     "source_archive": ("storage.googleapis.com", "roles/storage.admin"),
     "dataset": ("bigquery.googleapis.com", "roles/bigquery.admin"),
     "table": ("bigquery.googleapis.com", "roles/bigquery.admin"),
+    "authorized_dataset": ("bigquery.googleapis.com", "roles/bigquery.admin"),
     "pii_salt": ("bigquery.googleapis.com", "roles/bigquery.admin"),
     "connection": ("bigqueryconnection.googleapis.com", "roles/bigquery.connectionAdmin"),
     "topic": ("pubsub.googleapis.com", "roles/pubsub.admin"),

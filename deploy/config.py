@@ -17,7 +17,12 @@ from deploy import naming
 
 COMPONENTS = ("landing", "generator", "audit", "trigger", "dataform", "scheduler", "pubsub_writer")
 FUNCTIONS = ("landing", "generator", "audit", "trigger")
-DATASETS = ("bronze", "silver", "gold", "assertions", "ops")
+# silver_restricted holds the raw records and PII in clear (staging, batch, quarantine): no analyst role.
+DATASETS = ("bronze", "silver", "silver_restricted", "gold", "assertions", "ops")
+# The datasets the `analysts` members read; bronze, silver_restricted and keys hold PII in clear.
+ANALYST_DATASETS = ("silver", "gold", "ops")
+# An analyst is a person, a group or a domain; a public member would publish silver and gold.
+_ANALYST_MEMBER = re.compile(r"^(user|group|serviceAccount):[^@\s]+@[^@\s]+\.[^@\s]+$|^domain:[a-z0-9.-]+\.[a-z]+$")
 BUCKETS = ("landing", "dead_letter", "lake", "functions_source")
 DEFAULT_GENERATOR_CRON = "*/2 * * * *"
 # Where the functions' Python code is, as "module:function" inside the deployed source archive.
@@ -117,6 +122,8 @@ class EnvConfig:
     # Where apply reads the PII salt it writes to keys.pii_salt: a ${env:NAME} reference, never a value.
     pii_salt: str = "${env:LAKEHOUSE_PII_SALT}"
     generator_tick: dict[str, Any] = field(default_factory=lambda: {"events": 10})
+    # IAM members (group:…, user:…, domain:…) who query silver, gold and ops, never the raw records.
+    analysts: tuple[str, ...] = ()
 
     def service_account_email(self, component: str) -> str:
         """Return the e-mail of the service account of `component` (one of COMPONENTS)."""
@@ -337,6 +344,24 @@ def _shared_workflows(shared: dict) -> Any:
     return None
 
 
+def _analysts(r: _Reader) -> tuple[str, ...]:
+    """Return the `analysts` members in file order; a member that is not a person, group or domain is a problem."""
+    raw = r.get("analysts", [])
+    if not isinstance(raw, list):
+        r.problems.append("field 'analysts' must be a list of IAM members (group:analysts@example.com)")
+        return ()
+    members = []
+    for index, member in enumerate(raw):
+        if isinstance(member, str) and _ANALYST_MEMBER.match(member):
+            members.append(member)
+        else:
+            r.problems.append(
+                f"field 'analysts[{index}]': {member!r} must be user:, group:, serviceAccount: (an e-mail) or "
+                "domain: (a domain); public members are refused"
+            )
+    return tuple(dict.fromkeys(members))
+
+
 def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     """Return the validated environment config at `path`.
 
@@ -356,7 +381,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     known = {
         "environment", "project", "project_number", "region", "bigquery_location", "prefix", "time_zone",
         "labels", "buckets", "datasets", "service_accounts", "dataform", "schedules", "functions", "pubsub",
-        "trigger", "pii_salt",
+        "trigger", "pii_salt", "analysts",
     }  # fmt: skip
     for key in sorted(set(data) - known):
         r.problems.append(f"field '{key}' is not a known field (known: {', '.join(sorted(known))})")
@@ -495,6 +520,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
         min_backoff_s=r.integer("pubsub.min_backoff_s", 10, 0, 600),
         max_backoff_s=r.integer("pubsub.max_backoff_s", 600, 0, 600),
         trigger_timeout_s=r.integer("trigger.timeout_s", 3000, 60, 3500),
+        analysts=_analysts(r),
     )
     if config.min_backoff_s > config.max_backoff_s:
         r.problems.append("field 'pubsub.min_backoff_s' must not exceed 'pubsub.max_backoff_s'")

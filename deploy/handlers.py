@@ -302,6 +302,51 @@ class DatasetHandler(Handler):
         clients.bigquery.delete_dataset(resource.name, delete_contents=True, not_found_ok=True)
 
 
+def _dataset_ref(dataset_id: str) -> dict[str, str]:
+    project, dataset = dataset_id.split(".", 1)
+    return {"projectId": project, "datasetId": dataset}
+
+
+def _authorizes(entry: Any, authorized: str) -> bool:
+    return entry.entity_type == "dataset" and (entry.entity_id or {}).get("dataset") == _dataset_ref(authorized)
+
+
+class AuthorizedDatasetHandler(Handler):
+    """An authorized-dataset access entry: the views of one dataset may read another's tables.
+
+    Only that entry is added or removed; every other access entry of the dataset stays as it is.
+    """
+
+    kind = "authorized_dataset"
+
+    def read(self, clients, resource, spec):
+        try:
+            dataset = clients.bigquery.get_dataset(spec["dataset"])
+        except gexc.NotFound:
+            return None
+        if any(_authorizes(e, spec["authorized"]) for e in dataset.access_entries):
+            return Observed(dict(spec))
+        return None
+
+    def create(self, clients, resource, spec):
+        dataset = clients.bigquery.get_dataset(spec["dataset"])
+        entry = bigquery.AccessEntry(
+            None, "dataset", {"dataset": _dataset_ref(spec["authorized"]), "targetTypes": ["VIEWS"]}
+        )
+        dataset.access_entries = [*dataset.access_entries, entry]
+        clients.bigquery.update_dataset(dataset, ["access_entries"])
+
+    def delete(self, clients, resource, spec):
+        try:
+            dataset = clients.bigquery.get_dataset(spec["dataset"])
+        except gexc.NotFound:
+            return
+        kept = [e for e in dataset.access_entries if not _authorizes(e, spec["authorized"])]
+        if len(kept) != len(dataset.access_entries):
+            dataset.access_entries = kept
+            clients.bigquery.update_dataset(dataset, ["access_entries"])
+
+
 def _labels_patch(current: dict | None, desired: dict) -> dict:
     """Return labels for a BigQuery patch: removed keys are set to None, as the API requires."""
     patch: dict[str, Any] = {key: None for key in (current or {}) if key not in desired}
@@ -976,8 +1021,9 @@ def handlers(project_dir: Any = ".") -> dict[str, Handler]:
     """Return one handler per resource kind."""
     all_handlers = [
         ServiceAccountHandler(), BucketHandler(), SourceArchiveHandler(project_dir), DatasetHandler(),
-        TableHandler(), ConnectionHandler(), TopicHandler(), SubscriptionHandler(), RepositoryHandler(),
-        ReleaseConfigHandler(), FunctionHandler(), JobHandler(), BindingHandler(), PiiSaltHandler(),
+        TableHandler(), AuthorizedDatasetHandler(), ConnectionHandler(), TopicHandler(), SubscriptionHandler(),
+        RepositoryHandler(), ReleaseConfigHandler(), FunctionHandler(), JobHandler(), BindingHandler(),
+        PiiSaltHandler(),
     ]  # fmt: skip
     from deploy import dataplex, monitoring, serving  # the gold API's Cloud Run service; scans and alerts
 

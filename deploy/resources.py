@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import naming
-from deploy.config import LANDING_NEARLINE_AGE_DAYS, ConfigError, EnvConfig
+from deploy.config import ANALYST_DATASETS, LANDING_NEARLINE_AGE_DAYS, ConfigError, EnvConfig
 
 MANAGED_BY = ("managed-by", "lakehouse-kit")
 # Resources without labels (service accounts, connections, scheduler jobs) carry this in their description.
@@ -275,7 +275,11 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
 
     descriptions = {
         "bronze": "Raw data as it arrived: landing external tables and Pub/Sub subscription tables.",
-        "silver": "Typed, cleansed, deduplicated data and per-source quarantine.",
+        "silver": "Typed, cleansed, deduplicated data, PII hashed.",
+        "silver_restricted": (
+            "Restricted: raw records with PII in clear (per-source staging, batch and quarantine). "
+            "Grant no analyst access; ops.quarantine_failures gives the reasons without the records."
+        ),
         "gold": "Business-ready facts and dimensions.",
         "assertions": "Dataform assertion views: each row is a failing row.",
         "ops": "Run records of the workflow trigger.",
@@ -292,15 +296,31 @@ def desired_state(env: EnvConfig, sources: list[str]) -> list[Resource]:
         _binding("dataset", ds["bronze"], "roles/bigquery.dataEditor", _sa(env, "pubsub_writer")),
         _binding("dataset", ds["bronze"], "roles/bigquery.dataEditor", _sa(env, "dataform")),
         _binding("dataset", ds["silver"], "roles/bigquery.dataEditor", _sa(env, "dataform")),
+        _binding("dataset", ds["silver_restricted"], "roles/bigquery.dataEditor", _sa(env, "dataform")),
         _binding("dataset", ds["gold"], "roles/bigquery.dataEditor", _sa(env, "dataform")),
         _binding("dataset", ds["assertions"], "roles/bigquery.dataEditor", _sa(env, "dataform")),
         _binding("dataset", ds["bronze"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["silver"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
+        # the conservation assertions the trigger samples read <source>_batch and _quarantine
+        _binding("dataset", ds["silver_restricted"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["gold"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["assertions"], "roles/bigquery.dataViewer", _sa(env, "trigger")),
         _binding("dataset", ds["ops"], "roles/bigquery.dataEditor", _sa(env, "trigger")),
         _binding("dataset", ds["ops"], "roles/bigquery.dataEditor", _sa(env, "audit")),
     ]
+    # The ops quality views count silver_restricted's batch and quarantine and show no raw record; a
+    # BigQuery view runs with its reader's rights unless its dataset is authorized on the source, so
+    # analysts, who get no role on silver_restricted, could not read them otherwise. Whoever can create
+    # views in ops (the pipeline's identities, never analysts) can therefore read silver_restricted.
+    out.append(Resource("authorized_dataset", f"{ds['silver_restricted']}#{ds['ops']}", {
+        "dataset": ds["silver_restricted"],
+        "authorized": ds["ops"],
+    }))  # fmt: skip
+    # Analysts read the hashed and aggregated layers and run their queries; bronze, silver_restricted
+    # and keys, which hold PII in clear or the salt that reverses the hashes, get no analyst binding.
+    for member in env.analysts:
+        out.append(_binding("project", f"projects/{p}", "roles/bigquery.jobUser", member))
+        out += [_binding("dataset", ds[name], "roles/bigquery.dataViewer", member) for name in ANALYST_DATASETS]
     for source in sources:
         out.append(Resource("table", f"{ds['bronze']}.{source}_raw", {
             "schema": _schema(RAW_TABLE_SCHEMA),

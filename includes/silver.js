@@ -4,6 +4,10 @@
 
 const RECORD_FIELDS = ["source", "event_id"];
 
+// The dataset of the actions that hold raw records and PII in clear (<source>_staged, _batch,
+// _quarantine): granted to the pipeline's identities only, never to analysts (definitions/silver/contracts.js).
+const RESTRICTED_SCHEMA = "silver_restricted";
+
 const NUMBER = "^-?[0-9]+(\\.[0-9]+)?([eE][+-]?[0-9]+)?$";
 const INTEGER = "^-?[0-9]+$";
 
@@ -630,6 +634,7 @@ function stagedColumns(contract) {
 
 module.exports = {
   RECORD_FIELDS,
+  RESTRICTED_SCHEMA,
   knownFields,
   stagedColumns,
   EXTRA_DESCRIPTIONS,

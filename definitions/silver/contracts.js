@@ -10,6 +10,12 @@
 // <source>_duplicates runs before silver and reads the silver table as it was before this run
 // (resolve(), not ref()), so a version displaced by a newer one is recorded as a duplicate.
 // <source>_staged is the same parsing over all of bronze, as a view, for people and unit tests.
+// Staged, batch and quarantine carry the raw record and the PII fields in clear, so they live in
+// their own dataset, silver_restricted (silver.RESTRICTED_SCHEMA), not in silver: analysts are granted
+// silver, gold and ops, never this dataset (deploy/resources.py). Not beside bronze, because bronze is
+// also written by the Pub/Sub subscription's identity, which must not edit quarantine; the name keeps
+// the layer word so lineage and docs place it in silver. Analysts read quarantine reasons without the
+// raw record in ops.quarantine_failures and ops.quarantine_rules.
 
 sources.all().forEach((contract) => {
   const name = contract.name;
@@ -19,6 +25,7 @@ sources.all().forEach((contract) => {
 
   publish(`${name}_staged`, {
     type: "view",
+    schema: silver.RESTRICTED_SCHEMA,
     tags,
     description: `One row per bronze record of ${name} (landing lines and Pub/Sub rows), parsed, typed and checked.`,
     columns: descriptions.describe(silver.stagedColumns(contract), silver.EXTRA_DESCRIPTIONS, contract),
@@ -29,6 +36,7 @@ sources.all().forEach((contract) => {
   // what is new, a first or full-refresh run with all of bronze.
   publish(`${name}_batch`, {
     type: "incremental",
+    schema: silver.RESTRICTED_SCHEMA,
     // a contract change (new field, wider type) adds the column on the next run, no full refresh
     onSchemaChange: "EXTEND",
     tags,
@@ -48,6 +56,7 @@ sources.all().forEach((contract) => {
 
   publish(`${name}_quarantine`, {
     type: "incremental",
+    schema: silver.RESTRICTED_SCHEMA,
     uniqueKey: ["record_id"],
     tags,
     description: `One row per rejected bronze record of ${name}: the raw record and every rule it failed.`,

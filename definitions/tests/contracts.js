@@ -9,7 +9,7 @@ sources.all().forEach((contract) => {
   const nulls = contract.fields.map((field) => `  cast(null as ${field.type.toLowerCase()}) as ${field.name},`);
 
   test(`${name}_staged_not_json_message`)
-    .dataset(`${name}_staged`)
+    .dataset({ schema: silver.RESTRICTED_SCHEMA, name: `${name}_staged` })
     .input(`${name}_landing`, `
 select
   'unused' as line,

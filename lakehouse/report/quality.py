@@ -16,6 +16,9 @@ from lakehouse.report.context import Context
 log = logging.getLogger(__name__)
 
 OPS = "ops"
+# Where <source>_quarantine and its raw records live (RESTRICTED_SCHEMA in includes/silver.js): the
+# samples are read from there and masked before they reach a report anyone may be sent.
+RESTRICTED = "silver_restricted"
 VIEWS = (
     "source_quality",
     "quarantine_rules",
@@ -266,7 +269,7 @@ def _samples(ctx: Context, source: SourceQuality, pii: list[str]) -> dict[str, l
     failing = [r.rule for r in source.rules if r.quarantined_rows]
     if not failing:
         return {}
-    table = f'"{ctx.project}"."silver"."{source.name}_quarantine"'
+    table = f'"{ctx.project}"."{RESTRICTED}"."{source.name}_quarantine"'
     try:
         _, rows = ctx.query(
             f"""

@@ -165,7 +165,8 @@ def quality_markdown(quality: Quality) -> list[str]:
     if not quality.measured:
         return lines + [f"> {note}" for note in quality.notes] + [""]
     lines += [
-        "**This run** is the lines the last run took (`silver.<source>_batch`, `ops.source_quality_run`); "
+        "**This run** is the lines the last run took (`silver_restricted.<source>_batch`, "
+        "`ops.source_quality_run`); "
         "**all time** is what the silver tables hold (`ops.source_quality`). The score is the share of lines "
         "taken that passed every rule. Read the same numbers in BigQuery from `ops.source_quality_run`, "
         "`ops.quarantine_rules_run`, `ops.source_quality_runs`, `ops.source_quality`, `ops.quarantine_rules`, "
@@ -220,7 +221,8 @@ def quality_markdown(quality: Quality) -> list[str]:
             lines += [
                 "",
                 "<details>",
-                "<summary>Sample of quarantined raw records per rule (PII masked as ***)</summary>",
+                "<summary>Sample of quarantined raw records per rule (PII masked as ***; in clear only in "
+                "the restricted dataset silver_restricted)</summary>",
                 "",
             ]
             for rule, records in s.samples.items():

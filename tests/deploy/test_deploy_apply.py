@@ -49,7 +49,7 @@ def test_plan_without_clients_lists_everything_as_create(setup, project_dir):
     env, resources = setup()
     plan = make_plan(env, ["orders", "page_views"], resources, project_dir, why_not_read="no credentials")
     assert plan.state_read is False
-    assert plan.count("create") == len(resources) == 77
+    assert plan.count("create") == len(resources) == 81
     text = render(plan)
     assert "Current state NOT read: no credentials. Showing the full desired state" in text
     assert (
@@ -231,7 +231,7 @@ def test_destroy_keeps_data_and_foreign_resources(setup, cloud, project_dir):
     kept = sorted(o.resource.name for o in report.outcomes if o.result == "kept")
     assert kept == sorted(r.name for r in resources if r.data)
     assert sorted(cloud.buckets) == ["lh-test-dead-letter", "lh-test-lake", "lh-test-landing"]
-    assert len(cloud.datasets) == 6 and len(cloud.tables) == 5
+    assert len(cloud.datasets) == 7 and len(cloud.tables) == 5
     assert sorted(cloud.store) == [foreign_topic]
     assert all(not p.bindings for p in cloud.policies.values())
 
@@ -355,7 +355,7 @@ def test_a_removed_source_or_schedule_is_cleaned_up_but_its_data_kept(setup, clo
     assert f"  not managed workflow_config    {REPO_NAME}/workflowConfigs/adhoc" in text
     # The contract left the functions' source archive too: a new archive, four functions redeployed.
     assert text.splitlines()[-1] == (
-        "Plan: 1 to create, 4 to update, 67 unchanged, 0 blocked, 3 to delete, 4 not managed (76 resources). "
+        "Plan: 1 to create, 4 to update, 71 unchanged, 0 blocked, 3 to delete, 4 not managed (80 resources). "
         "Nothing was changed."
     )
 
@@ -436,3 +436,26 @@ def test_a_public_or_demo_salt_blocks_the_plan_and_apply(setup, cloud, project_d
         "check pii_salt lakehouse-test-1.keys.pii_salt failed: ${env:LAKEHOUSE_PII_SALT} is"
     )
     assert cloud.writes() == []
+
+
+def test_ops_views_are_authorized_on_the_restricted_dataset_and_nothing_else_changes(setup, cloud, project_dir):
+    env, resources = setup()
+    assert run_apply(env, resources, cloud, project_dir).error is None
+    restricted = bigquery.Dataset.from_api_repr(cloud.datasets["lakehouse-test-1.silver_restricted"])
+    assert sorted((str(e.role), e.entity_type, str(e.entity_id)) for e in restricted.access_entries) == sorted([
+        ("roles/bigquery.dataEditor", "iamMember",
+         "serviceAccount:lh-dev-dataform@lakehouse-test-1.iam.gserviceaccount.com"),
+        ("roles/bigquery.dataViewer", "iamMember",
+         "serviceAccount:lh-dev-trigger@lakehouse-test-1.iam.gserviceaccount.com"),
+        ("None", "dataset",
+         str({"dataset": {"projectId": "lakehouse-test-1", "datasetId": "ops"}, "targetTypes": ["VIEWS"]})),
+    ])  # fmt: skip
+    again = run_apply(env, resources, cloud, project_dir)
+    assert again.error is None and again.count("unchanged") == len(resources)
+    # removing the entry leaves the members' grants as they are
+    handler = handlers(project_dir)["authorized_dataset"]
+    entry = next(r for r in resources if r.kind == "authorized_dataset")
+    handler.delete(cloud.clients(), entry, dict(entry.spec))
+    kept = bigquery.Dataset.from_api_repr(cloud.datasets["lakehouse-test-1.silver_restricted"]).access_entries
+    assert sorted(e.entity_type for e in kept) == ["iamMember", "iamMember"]
+    assert handler.read(cloud.clients(), entry, dict(entry.spec)) is None

@@ -33,7 +33,7 @@ def test_plan_offline_prints_the_full_desired_state_fast(write_env, project_dir)
     job = "projects/lakehouse-test-1/locations/us-central1/jobs/lh-test-generator"
     assert f"+ create    scheduler_job        {job}" in lines
     # + 9 alerting resources and 4 for the PII key; no Dataplex: these stand-in contracts have no fields
-    assert "Plan: 86 to create, 0 to update, 0 unchanged, 0 blocked (86 resources). Nothing was changed." in lines
+    assert "Plan: 90 to create, 0 to update, 0 unchanged, 0 blocked (90 resources). Nothing was changed." in lines
 
 
 def test_plan_of_the_sample_config_as_a_user_runs_it(tmp_path):
@@ -123,18 +123,18 @@ def test_apply_plan_destroy_through_the_cli(with_cloud, write_env, project_dir):
     applied = runner.invoke(main, ["deploy", "apply", *args, "--yes"])
     assert applied.exit_code == 0, applied.output
     assert "  created  bucket lh-test-landing" in applied.output
-    assert applied.output.splitlines()[-1] == "Applied: 86 created, 0 updated, 0 unchanged."
+    assert applied.output.splitlines()[-1] == "Applied: 90 created, 0 updated, 0 unchanged."
     planned = runner.invoke(main, ["deploy", "plan", *args])
     assert "Current state NOT read" not in planned.output
     assert "= unchanged iam_binding          roles/run.invoker for serviceAccount:lh-dev-scheduler" in planned.output
-    assert "Plan: 0 to create, 0 to update, 86 unchanged, 0 blocked (86 resources). Nothing was changed." in (
+    assert "Plan: 0 to create, 0 to update, 90 unchanged, 0 blocked (90 resources). Nothing was changed." in (
         planned.output
     )
     again = runner.invoke(main, ["deploy", "apply", *args, "--yes"])
     assert again.output.splitlines()[-1] == "Nothing to do."
     destroyed = runner.invoke(main, ["deploy", "destroy", *args, "--yes"])
     assert destroyed.exit_code == 0, destroyed.output
-    assert destroyed.output.splitlines()[-1] == "Destroyed: 72 deleted, 14 kept, 0 left-alone, 0 absent."
+    assert destroyed.output.splitlines()[-1] == "Destroyed: 75 deleted, 15 kept, 0 left-alone, 0 absent."
     assert "      kept  bucket lh-test-landing  (holds data; pass --include-data to delete it)" in destroyed.output
 
 
@@ -153,7 +153,7 @@ def test_apply_failure_exits_1_with_what_to_do(with_cloud, write_env, project_di
         "what to do: a quota or rate limit was hit: wait a minute or request more quota for pubsub.googleapis.com"
         in (result.output)
     )
-    assert "(so far: 51 created, 0 updated, 0 unchanged)" in result.output
+    assert "(so far: 55 created, 0 updated, 0 unchanged)" in result.output
 
 
 def test_plan_falls_back_to_the_desired_state_when_reading_fails(with_cloud, write_env, project_dir):
@@ -183,7 +183,7 @@ def test_plan_json_is_machine_readable_and_masks_secrets(with_cloud, write_env, 
     _, plan = _plan_json(CliRunner(), args, tmp_path)
     header = (plan["format"], plan["environment"], plan["project"], plan["state_read"])
     assert header == (1, "dev", "lakehouse-test-1", True)
-    assert plan["totals"] == {"create": 86, "update": 0, "unchanged": 0, "blocked": 0, "delete": 0}
+    assert plan["totals"] == {"create": 90, "update": 0, "unchanged": 0, "blocked": 0, "delete": 0}
     release = next(c for c in plan["changes"] if c["kind"] == "release_config")
     assert release["spec"]["vars"]["api_token"] == "***" and release["current"] is None
     assert "pepper" not in (tmp_path / "plan.json").read_text()
@@ -200,7 +200,7 @@ def test_apply_plan_applies_a_saved_plan_and_refuses_once_live_state_moved(with_
     first, _ = _plan_json(runner, args, tmp_path, "first.json")
     applied = runner.invoke(main, ["deploy", "apply", *args, "--plan", str(first)])
     assert applied.exit_code == 0, applied.output
-    assert applied.output.splitlines()[-1] == "Applied: 86 created, 0 updated, 0 unchanged."
+    assert applied.output.splitlines()[-1] == "Applied: 90 created, 0 updated, 0 unchanged."
     # Applied once, the same saved plan no longer matches the live state.
     again = runner.invoke(main, ["deploy", "apply", *args, "--plan", str(first)])
     assert again.exit_code == 1

@@ -21,6 +21,7 @@ def test_valid_config_derives_defaults(write_env):
     assert env.datasets == {
         "bronze": "bronze",
         "silver": "silver",
+        "silver_restricted": "silver_restricted",
         "gold": "gold",
         "assertions": "assertions",
         "ops": "ops",
@@ -118,7 +119,7 @@ def test_unknown_fields_and_duplicate_names(write_env):
             buckets={**BASE_ENV["buckets"], "lake": "lh-test-landing", "archive": "lh-archive"},
         )
     )
-    assert found[0].startswith("field 'projet' is not a known field (known: bigquery_location, buckets,")
+    assert found[0].startswith("field 'projet' is not a known field (known: analysts, bigquery_location, buckets,")
     assert (
         "field 'buckets.archive' is not a known bucket (known: landing, dead_letter, lake, functions_source)" in found
     )
@@ -230,3 +231,17 @@ def test_lookback_must_stay_below_the_nearline_age(write_env, project_dir, days)
 def test_public_demo_and_short_salts_are_refused(salt, problem):
     found = salt_problem(salt)
     assert found is None if problem is None else found.startswith(problem)
+
+
+def test_analysts_are_people_groups_or_domains(write_env):
+    env = load_env(write_env(analysts=["group:bi@example.com", "domain:example.com", "group:bi@example.com"]))
+    assert env.analysts == ("group:bi@example.com", "domain:example.com")
+    bad = problems(write_env(analysts=["allUsers", "group:bi", 3, "allAuthenticatedUsers"]))
+    assert bad == [
+        f"field 'analysts[{i}]': {member!r} must be user:, group:, serviceAccount: (an e-mail) or domain: "
+        "(a domain); public members are refused"
+        for i, member in enumerate(["allUsers", "group:bi", 3, "allAuthenticatedUsers"])
+    ]
+    assert problems(write_env(analysts="group:bi@example.com")) == [
+        "field 'analysts' must be a list of IAM members (group:analysts@example.com)"
+    ]

@@ -63,7 +63,7 @@ def test_counts_per_kind(resources):
     assert counts == {
         "service_account": 7,
         "bucket": 4,
-        "dataset": 6,
+        "dataset": 7,
         "table": 5,
         "connection": 1,
         "topic": 3,
@@ -73,7 +73,8 @@ def test_counts_per_kind(resources):
         "source_archive": 1,
         "function": 4,
         "scheduler_job": 3,
-        "iam_binding": 37,
+        "iam_binding": 39,
+        "authorized_dataset": 1,
         "pii_salt": 1,
     }
     assert len({r.key for r in resources}) == len(resources)
@@ -116,7 +117,9 @@ def test_everything_destroy_may_delete_is_marked(resources):
         elif "description" in spec:
             assert MARKER in spec["description"], resource.key
         else:
-            assert resource.kind in {"iam_binding", "release_config", "source_archive", "pii_salt"}
+            # a grant lives in its resource's policy or access list, marked by that resource
+            grants = {"iam_binding", "authorized_dataset"}
+            assert resource.kind in grants | {"release_config", "source_archive", "pii_salt"}
 
 
 def test_data_holders_are_buckets_datasets_and_tables(resources):
@@ -268,6 +271,7 @@ def test_the_trigger_can_read_what_its_report_samples(resources, env):
         ("lakehouse-test-1.bronze", "roles/bigquery.dataViewer"),
         ("lakehouse-test-1.gold", "roles/bigquery.dataViewer"),
         ("lakehouse-test-1.silver", "roles/bigquery.dataViewer"),
+        ("lakehouse-test-1.silver_restricted", "roles/bigquery.dataViewer"),
         ("lh-test-landing", "roles/storage.objectViewer"),
     ]
 
@@ -281,3 +285,39 @@ def test_the_key_dataset_is_read_by_the_dataform_identity_alone(resources, env):
     assert table.spec["schema"] == [["salt", "STRING", "REQUIRED"]] and table.spec["partition_field"] is None
     salt = next(r for r in resources if r.kind == "pii_salt")
     assert salt.spec == {"table": f"{keys}.pii_salt", "salt": "${env:LAKEHOUSE_PII_SALT}"}
+
+
+def test_analysts_read_silver_gold_and_ops_and_never_the_raw_records(write_env, project_dir):
+    env = load_env(write_env(analysts=["group:analysts@example.com", "user:ana@example.com"]), project_dir)
+    resources = desired_state(env, discover_sources(project_dir))
+    for member in env.analysts:
+        grants = sorted(
+            (b.spec["resource"], b.spec["role"]) for b in iam_bindings(resources) if b.spec["member"] == member
+        )
+        assert grants == [
+            ("lakehouse-test-1.gold", "roles/bigquery.dataViewer"),
+            ("lakehouse-test-1.ops", "roles/bigquery.dataViewer"),
+            ("lakehouse-test-1.silver", "roles/bigquery.dataViewer"),
+            ("projects/lakehouse-test-1", "roles/bigquery.jobUser"),
+        ], member
+    # raw records and the salt: the pipeline's identities only
+    restricted = sorted(
+        (b.spec["resource"], b.spec["member"].split("@")[0]) for b in iam_bindings(resources)
+        if b.spec["resource"].split(".")[-1] in ("bronze", "silver_restricted", "keys")
+    )  # fmt: skip
+    assert restricted == [
+        ("lakehouse-test-1.bronze", "serviceAccount:lh-dev-dataform"),
+        ("lakehouse-test-1.bronze", "serviceAccount:lh-dev-pubsub-writer"),
+        ("lakehouse-test-1.bronze", "serviceAccount:lh-dev-trigger"),
+        ("lakehouse-test-1.keys", "serviceAccount:lh-dev-dataform"),
+        ("lakehouse-test-1.silver_restricted", "serviceAccount:lh-dev-dataform"),
+        ("lakehouse-test-1.silver_restricted", "serviceAccount:lh-dev-trigger"),
+    ]
+    dataset = next(r for r in resources if r.key == "dataset:lakehouse-test-1.silver_restricted")
+    assert dataset.data is True and dataset.spec["description"].startswith("Restricted: raw records with PII")
+
+
+def test_no_analysts_no_analyst_bindings(resources, env):
+    assert env.analysts == ()
+    members = {b.spec["member"].split(":")[0] for b in iam_bindings(resources)}
+    assert members == {"serviceAccount"}

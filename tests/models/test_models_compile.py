@@ -66,9 +66,10 @@ def test_every_source_has_bronze_silver_and_checks(graph, source):
     assert f"uris = ['gs://{KIT_VARS['landing_bucket']}/source={source}/*']" in ddl
     assert "with partition columns" in ddl and "quote = ''" in ddl
     assert f"bronze.{source}_raw" in declarations
-    assert tables[f"silver.{source}_staged"]["type"] == "view"
-    assert tables[f"silver.{source}_batch"]["type"] == "incremental"
-    incremental = [f"silver.{source}{suffix}" for suffix in ("_quarantine", "_duplicates", "")]
+    assert tables[f"silver_restricted.{source}_staged"]["type"] == "view"
+    assert tables[f"silver_restricted.{source}_batch"]["type"] == "incremental"
+    incremental = [f"silver.{source}{suffix}" for suffix in ("_duplicates", "")]
+    incremental.append(f"silver_restricted.{source}_quarantine")
     incremental.append(f"ops.{source}_intake")
     for name in incremental:
         assert tables[name]["type"] == "incremental", name
@@ -77,9 +78,27 @@ def test_every_source_has_bronze_silver_and_checks(graph, source):
     silver = tables[f"silver.{source}"]["bigquery"]
     # BigLake Iceberg partitioning is in Preview: opt-in var iceberg_partitioning (docs/deploy.md).
     assert silver.get("partitionBy") == (None if silver.get("tableFormat") == "ICEBERG" else "event_date")
-    assert tables[f"silver.{source}_quarantine"]["uniqueKey"] == ["record_id"]
+    assert tables[f"silver_restricted.{source}_quarantine"]["uniqueKey"] == ["record_id"]
     for check in ("conservation", "ledger", "all_taken", "freshness", "volume"):
         assert f"assertions.{source}_{check}" in assertions
+
+
+def test_only_the_restricted_dataset_holds_raw_records(graph):
+    """Staging, batch and quarantine carry raw_record and PII in clear: silver_restricted, never silver."""
+    restricted = {
+        name
+        for kind in ("tables", "operations")
+        for name in targets(graph, kind)
+        if name.startswith("silver_restricted.")
+    }
+    assert restricted == {
+        f"silver_restricted.{source}_{kind}"
+        for source in contract_names()
+        for kind in ("staged", "batch", "quarantine")
+    }
+    for name, table in targets(graph, "tables").items():
+        if name.split(".")[0] in ("silver", "gold", "ops"):
+            assert "raw_record" not in table["query"], name
 
 
 def test_every_silver_and_gold_table_has_builtin_assertions(graph):
@@ -93,7 +112,7 @@ def test_every_silver_and_gold_table_has_builtin_assertions(graph):
     checked = [
         name
         for name, table in targets(graph, "tables").items()
-        if name.split(".")[0] in ("silver", "gold") and not name.endswith("_staged")
+        if name.split(".")[0] in ("silver", "silver_restricted", "gold") and not name.endswith("_staged")
     ]
     assert {name.split(".")[1] for name in checked if name.startswith("gold.")} == GOLD_TABLES
     for name in checked:
@@ -116,7 +135,7 @@ def test_severity_convention(graph):
 def test_generated_incremental_tables_extend_their_schema_on_a_contract_change(graph):
     tables = targets(graph, "tables")
     for source in contract_names():
-        assert tables[f"silver.{source}_batch"]["onSchemaChange"] == "EXTEND"
+        assert tables[f"silver_restricted.{source}_batch"]["onSchemaChange"] == "EXTEND"
         assert tables[f"silver.{source}"]["onSchemaChange"] == "EXTEND"
         assert tables[f"silver.{source}"]["query"].count("extra") >= 1
     assert tables["ops.schema_drift"]["uniqueKey"] == ["source_name", "field_name", "json_type"]
@@ -174,7 +193,7 @@ def test_hourly_landing_scans_are_pruned_by_scripting_variables(graph):
     # which BigQuery prunes on; the raw Pub/Sub table likewise by publish_time (docs/deploy.md).
     tables = targets(graph, "tables")
     for source in contract_names():
-        batch = tables[f"silver.{source}_batch"]
+        batch = tables[f"silver_restricted.{source}_batch"]
         pre = "\n".join(batch["incrementalPreOps"])
         assert pre.startswith("declare landing_from date;\ndeclare pubsub_from timestamp;")
         assert "interval 3 day" in pre
@@ -220,11 +239,11 @@ def test_hourly_runs_parse_bronze_once(graph):
 @pytest.mark.parametrize("source", contract_names())
 def test_batch_filters_bronze_partitions_by_scripting_variables(graph, source):
     """BigQuery prunes hive partitions and publish_time partitions only on constants or variables."""
-    batch = targets(graph, "tables")[f"silver.{source}_batch"]
+    batch = targets(graph, "tables")[f"silver_restricted.{source}_batch"]
     pre = "\n".join(batch["incrementalPreOps"])
     assert pre.startswith("declare landing_from date;\ndeclare pubsub_from timestamp;\n")
     assert f"create table if not exists `lakehouse-dev.ops.{source}_intake`" in pre
-    assert f"delete from `lakehouse-dev.silver.{source}_batch`\nwhere true;" in pre
+    assert f"delete from `lakehouse-dev.silver_restricted.{source}_batch`\nwhere true;" in pre
     assert "set landing_from = (" in pre and "set pubsub_from = (" in pre
     assert "landing_from" not in batch["query"] and "".join(batch.get("preOps", [])) == ""
     query = batch["incrementalQuery"]
@@ -239,7 +258,7 @@ def test_gold_date_aggregates_of_a_batch_finish_before_its_watermark_moves(graph
         readers = {
             name.split(".")[1]
             for name, table in tables.items()
-            if f"silver.{source}_batch`" in "\n".join(table.get("incrementalPreOps", []))
+            if f"silver_restricted.{source}_batch`" in "\n".join(table.get("incrementalPreOps", []))
             and name.startswith("gold.")
         }
         intake_deps = {dep["name"] for dep in tables[f"ops.{source}_intake"]["dependencyTargets"]}

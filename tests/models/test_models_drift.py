@@ -53,7 +53,8 @@ def test_a_producer_adding_fields_is_accepted_without_a_full_refresh(tmp_path: P
     unexpected = query(
         home,
         " union all ".join(
-            f"select count(*) as n from silver.{s}_quarantine where 'record_unexpected_field' in unnest(failed_rules)"
+            f"select count(*) as n from silver_restricted.{s}_quarantine"
+            " where 'record_unexpected_field' in unnest(failed_rules)"
             for s in ("orders", "page_views", "ad_clicks", "inventory", "user_activity")
         ),
     )
@@ -78,7 +79,7 @@ def test_a_producer_adding_fields_is_accepted_without_a_full_refresh(tmp_path: P
     kept = query(
         home,
         "select (select count(*) from silver.orders where extra is not null)"
-        " + (select count(*) from silver.orders_duplicates inner join silver.orders_batch using (record_id)"
+        " + (select count(*) from silver.orders_duplicates inner join silver_restricted.orders_batch using (record_id)"
         " where array_length(orders_batch.extra_fields) > 0) as n",
     )
     assert kept == [{"n": sum(row["record_count"] - row["quarantined_count"] for row in drift)}]

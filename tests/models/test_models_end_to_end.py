@@ -13,7 +13,7 @@ import pytest
 from lakehouse import warehouse
 from lakehouse.engine import query as engine_query
 from lakehouse.engine import translate
-from models.project import REPO, contract_names, copy_project
+from models.project import REPO, contract_names, copy_project, load_contract
 
 LAKEHOUSE = str(Path(sys.executable).parent / "lakehouse")
 PROJECT = "lakehouse-dev"
@@ -77,7 +77,7 @@ def conservation(home: Path) -> dict[str, tuple[int, int, int, int]]:
         f"select '{s}' as source, "
         f"(select count(*) from bronze.{s}_landing) + (select count(*) from bronze.{s}_raw) as bronze, "
         f"(select count(*) from silver.{s}) as silver, "
-        f"(select count(*) from silver.{s}_quarantine) as quarantine, "
+        f"(select count(*) from silver_restricted.{s}_quarantine) as quarantine, "
         f"(select count(*) from silver.{s}_duplicates) as duplicates"
         for s in contract_names()
     ]
@@ -94,8 +94,9 @@ def snapshot(home: Path, tables: list[str]) -> dict[str, list]:
 
 
 def silver_and_gold() -> list[str]:
-    silver = [f"silver.{s}{suffix}" for s in contract_names() for suffix in ("", "_quarantine", "_duplicates")]
-    return silver + [f"gold.{name}" for name in GOLD]
+    silver = [f"silver.{s}{suffix}" for s in contract_names() for suffix in ("", "_duplicates")]
+    quarantine = [f"silver_restricted.{s}_quarantine" for s in contract_names()]
+    return silver + quarantine + [f"gold.{name}" for name in GOLD]
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,8 @@ def test_conservation_is_exact(loaded: Path):
 def test_every_order_fault_kind_is_quarantined_by_its_rule(loaded: Path):
     rows = query(
         loaded,
-        "select rule, count(*) as n from silver.orders_quarantine, unnest(failed_rules) as rule group by rule",
+        "select rule, count(*) as n from silver_restricted.orders_quarantine, unnest(failed_rules) as rule"
+        " group by rule",
     )
     seen = {row["rule"] for row in rows if row["n"] > 0}
     assert ORDER_FAULT_RULES <= seen, ORDER_FAULT_RULES - seen
@@ -126,9 +128,47 @@ def test_every_order_fault_kind_is_quarantined_by_its_rule(loaded: Path):
     assert {row["duplicate_kind"] for row in kinds} == {"redelivery", "older_version"}
     overlap = query(
         loaded,
-        "select count(*) as n from silver.orders inner join silver.orders_quarantine using (record_id)",
+        "select count(*) as n from silver.orders inner join silver_restricted.orders_quarantine using (record_id)",
     )
     assert overlap == [{"n": 0}]
+
+
+def test_raw_records_and_clear_pii_are_only_in_the_restricted_dataset(loaded: Path):
+    """Analysts get silver, gold and ops: no table or view there has a raw record or a PII field in clear."""
+    pii = {field["name"] for s in contract_names() for field in load_contract(s)["fields"] if field.get("pii")}
+    assert {"customer_email", "customer_name", "shipping_address"} <= pii
+    con = warehouse.connect(loaded, [PROJECT], read_only=True)
+    try:
+        columns = con.execute(
+            "select table_schema, table_name, column_name from information_schema.columns where table_catalog = ?",
+            [PROJECT],
+        ).fetchall()
+    finally:
+        con.close()
+    clear = {"raw_record"} | pii
+    exposed = sorted(
+        f"{schema}.{table}.{column}" for schema, table, column in columns
+        if schema in ("silver", "gold", "ops") and column in clear
+    )  # fmt: skip
+    assert exposed == []
+    raw = {f"{schema}.{table}" for schema, table, column in columns if column == "raw_record"}
+    kinds = ("staged", "batch", "quarantine")
+    restricted = {f"silver_restricted.{s}_{kind}" for s in contract_names() for kind in kinds}
+    # the built-in rowConditions assertions of batch and quarantine return failing rows whole; analysts
+    # get no role on the assertions dataset either (deploy/resources.py)
+    checks = {
+        f"assertions.silver_restricted_{s}_{kind}_assertions_rowConditions"
+        for s in contract_names()
+        for kind in ("batch", "quarantine")
+    }
+    assert raw == restricted | checks
+    assert {column for schema, table, column in columns if f"{schema}.{table}" == "silver.orders"} >= {
+        f"{name}_hash" for name in ("customer_email", "customer_name", "shipping_address")
+    }
+    # analysts read why records were quarantined without the record: one row per record and rule
+    reasons = query(loaded, "select count(*) as n from ops.quarantine_failures where source_name = 'orders'")
+    rules = query(loaded, "select count(*) as n from silver_restricted.orders_quarantine, unnest(failed_rules)")
+    assert reasons == rules and rules[0]["n"] > 0
 
 
 def test_rerun_without_new_data_changes_nothing(loaded: Path):

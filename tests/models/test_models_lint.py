@@ -17,7 +17,7 @@ def test_units_cover_every_action_but_builtin_assertions(graph):
     parts = {(unit.action, unit.part) for unit in linted}
     assert ("silver.orders", "incrementalQuery") in parts
     # silver has no pre-operations since the batch reads the watermark; the batch's are linted
-    assert ("silver.orders_batch", "incrementalPreOps") in parts
+    assert ("silver_restricted.orders_batch", "incrementalPreOps") in parts
     assert ("bronze.orders_landing", "query 1") in parts
 
 

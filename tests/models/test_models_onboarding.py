@@ -61,14 +61,15 @@ def test_new_contract_gets_bronze_silver_quarantine_and_assertions(onboarded: Pa
     assertions = targets(graph, "assertions")
     assert "bronze.returns_landing" in operations
     assert "bronze.returns_raw" in targets(graph, "declarations")
-    for name in ("returns_staged", "returns_quarantine", "returns_duplicates", "returns"):
-        assert f"silver.{name}" in tables, name
+    for name in ("silver_restricted.returns_staged", "silver_restricted.returns_quarantine",
+                 "silver.returns_duplicates", "silver.returns"):  # fmt: skip
+        assert name in tables, name
     for name in ("returns_conservation", "returns_freshness", "returns_volume", "returns_accepted_values"):
         assert f"assertions.{name}" in assertions, name
     for name in ("silver_returns_assertions_uniqueKey_0", "silver_returns_assertions_rowConditions"):
         assert f"assertions.{name}" in assertions, name
     assert "returns_staged_not_json_message" in {test["name"] for test in graph["tests"]}
-    staged = tables["silver.returns_staged"]["query"]
+    staged = tables["silver_restricted.returns_staged"]["query"]
     for rule in ("return_id_pattern", "refund_min", "reason_accepted_values", "order_id_required"):
         assert f"['{rule}']" in staged, rule
     silver = tables["silver.returns"]

@@ -98,7 +98,7 @@ def test_source_quality_matches_the_silver_tables_exactly(loaded):
     for source in SOURCES:
         event = CONTRACTS[source].event_time
         silver = one(loaded, f"SELECT count(*) FROM {t('silver', source)}")
-        quarantined = one(loaded, f"SELECT count(*) FROM {t('silver', source + '_quarantine')}")
+        quarantined = one(loaded, f"SELECT count(*) FROM {t('silver_restricted', source + '_quarantine')}")
         duplicates = one(loaded, f"SELECT count(*) FROM {t('silver', source + '_duplicates')}")
         bronze = one(loaded, f"SELECT count(*) FROM {t('bronze', source + '_landing')}") + one(
             loaded, f"SELECT count(*) FROM {t('bronze', source + '_raw')}"
@@ -138,7 +138,7 @@ def test_quarantine_rules_count_each_rule_and_any_rule(loaded):
         "ORDER BY source_name, rule_order",
     )
     for source in SOURCES:
-        table = t("silver", source + "_quarantine")
+        table = t("silver_restricted", source + "_quarantine")
         per_rule = dict(
             rows(loaded, f"SELECT r, count(*) FROM (SELECT unnest(failed_rules) AS r FROM {table}) GROUP BY r")
         )
@@ -158,7 +158,7 @@ def test_dimension_scores_count_each_record_once_per_dimension(loaded):
         (s, d): (failing, checked, score)
         for s, d, failing, checked, score in rows(loaded, f"SELECT * FROM {t('ops', 'source_quality_dimensions')}")
     }
-    table = t("silver", "orders_quarantine")
+    table = t("silver_restricted", "orders_quarantine")
     required = "len(list_filter(failed_rules, lambda r: ends_with(r, '_required'))) > 0"
     completeness = one(loaded, f"SELECT count(*) FROM {table} WHERE {required}")
     taken, duplicates = rows(
@@ -193,11 +193,11 @@ def test_this_run_counts_the_batch_exactly(loaded):
     run_rules = rows(loaded, f"SELECT source_name, rule_name, quarantined_rows FROM {t('ops', 'quarantine_rules_run')}")
     assert sorted(view) == SOURCES
     for source in SOURCES:
-        batch = t("silver", source + "_batch")
+        batch = t("silver_restricted", source + "_batch")
         in_batch = f"WHERE record_id IN (SELECT record_id FROM {batch})"
         taken = one(loaded, f"SELECT count(*) FROM {batch}")
         silver = one(loaded, f"SELECT count(*) FROM {t('silver', source)} {in_batch}")
-        quarantined = one(loaded, f"SELECT count(*) FROM {t('silver', source + '_quarantine')} {in_batch}")
+        quarantined = one(loaded, f"SELECT count(*) FROM {t('silver_restricted', source + '_quarantine')} {in_batch}")
         duplicates = one(loaded, f"SELECT count(*) FROM {t('silver', source + '_duplicates')} {in_batch}")
         ledger = rows(
             loaded,
@@ -302,7 +302,7 @@ def test_samples_mask_every_pii_field(loaded):
         report = build(ctx)
     orders = next(s for s in report.quality.sources if s.name == "orders")
     assert set(orders.samples) == {r.rule for r in orders.rules if r.quarantined_rows}
-    table = t("silver", "orders_quarantine")
+    table = t("silver_restricted", "orders_quarantine")
     emails = rows(
         loaded,
         f"SELECT json_extract_string(raw_record, '$.customer_email') FROM {table} WHERE json_valid(raw_record)",

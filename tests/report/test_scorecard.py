@@ -69,9 +69,10 @@ def test_pipeline_health_scores_failed_actions_and_never_the_quarantine(tmp_path
     con = duckdb.connect()
     con.execute("ATTACH ':memory:' AS p")
     con.execute("CREATE SCHEMA p.silver")
+    con.execute("CREATE SCHEMA p.silver_restricted")
     # a quarantine full of rejects: incoming data quality, which pipeline health must not score
-    con.execute("CREATE TABLE p.silver.orders_quarantine (record_id VARCHAR, failed_rules VARCHAR[])")
-    con.execute("INSERT INTO p.silver.orders_quarantine VALUES ('a', ['customer_id_required'])")
+    con.execute("CREATE TABLE p.silver_restricted.orders_quarantine (record_id VARCHAR, failed_rules VARCHAR[])")
+    con.execute("INSERT INTO p.silver_restricted.orders_quarantine VALUES ('a', ['customer_id_required'])")
     con.execute("CREATE TABLE p.silver.orders (record_id VARCHAR)")
     actions = [
         ActionResult("p.silver.orders", "table", "success"),
