@@ -88,6 +88,8 @@ function rules(contract) {
   const known = knownFields(contract);
   const record = [
     { rule: "record_not_json", condition: "not is_json" },
+    // U+FFFD is what BigQuery (and the local reader) put where a landed file was not UTF-8
+    { rule: "record_not_utf8", condition: "strpos(raw_record, '\\uFFFD') > 0" },
     { rule: "record_oversized", condition: `byte_length(raw_record) > ${params.maxRecordBytes()}` },
     {
       rule: "record_source_mismatch",
