@@ -222,7 +222,8 @@ landing as (
     _file_name as origin,
     ingest_date,
     timestamp_add(timestamp(ingest_date), interval safe_cast(hour as int64) hour) as ingested_at,
-    line as raw_record,
+    -- a CSV table reads an empty line (or one a 0x01 cuts to nothing) as NULL: kept as '', quarantined
+    coalesce(line, '') as raw_record,
   from ${ctx.ref(`${contract.name}_landing`)}${landingWhere}
 ),
 
@@ -232,7 +233,7 @@ pubsub as (
     concat(subscription_name, '/', message_id) as origin,
     date(publish_time) as ingest_date,
     publish_time as ingested_at,
-    data as raw_record,
+    coalesce(data, '') as raw_record,
   from ${ctx.ref(`${contract.name}_raw`)}${pubsubWhere}
 ),`;
 }
