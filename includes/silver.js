@@ -92,6 +92,8 @@ function rules(contract) {
   const known = knownFields(contract);
   const record = [
     { rule: "record_not_json", condition: "not is_json" },
+    // U+FFFD is what BigQuery (and the local reader) put where a landed file was not UTF-8
+    { rule: "record_not_utf8", condition: "strpos(raw_record, '\\uFFFD') > 0" },
     { rule: "record_oversized", condition: `byte_length(raw_record) > ${params.maxRecordBytes()}` },
     {
       rule: "record_source_mismatch",
@@ -213,10 +215,42 @@ function failedRulesColumn(contract) {
   return `array_concat(\n${indent(lines, 6)}\n    ) as failed_rules,`;
 }
 
+// Returns the condition that a row of the raw table `raw` (aliased `this_copy`) is the first copy of
+// its `record_key` attribute. The publisher gives every line a deterministic key; a line published
+// again (a `generate` killed and rerun) arrives on GCP as a second row with another message_id,
+// which the BigQuery subscription writes as it does any message. Only the first copy (publish time,
+// then message id) is a record; the others are dropped (docs/runbook.md counts them).
+// With `from` (a scripting variable), earlier copies are looked for only from then on, so BigQuery
+// prunes the raw table's partitions; a copy of a line first published before it is taken like a
+// redelivery (silver records it as a duplicate, or quarantines it again).
+function pubsubFirstCopy(raw, from) {
+  return [
+    "not exists (",
+    "  select 1",
+    `  from ${raw} as earlier_copy`,
+    "  where",
+    "    json_value(earlier_copy.attributes, '$.record_key')",
+    "    = json_value(this_copy.attributes, '$.record_key')",
+  ].concat(from ? [`    and earlier_copy.publish_time >= ${from}`] : []).concat([
+    "    and (",
+    "      earlier_copy.publish_time < this_copy.publish_time",
+    "      or (",
+    "        earlier_copy.publish_time = this_copy.publish_time",
+    "        and earlier_copy.message_id < this_copy.message_id",
+    "      )",
+    "    )",
+    ")",
+  ]).join("\n");
+}
+
 // The columns of a bronze record before parsing: where it came from and its raw text.
 function bronzeSelects(contract, ctx, scope) {
   const landingWhere = scope ? `\n  ${scope.landing}` : "";
-  const pubsubWhere = scope ? `\n  ${scope.pubsub}` : "";
+  const raw = ctx.ref(`${contract.name}_raw`);
+  const firstCopy = pubsubFirstCopy(raw, scope ? "pubsub_from" : undefined);
+  const pubsubWhere = scope
+    ? `\n  ${scope.pubsub}\n    and ${firstCopy.replace(/\n/g, "\n    ")}`
+    : `\n  where\n    ${firstCopy.replace(/\n/g, "\n    ")}`;
   return `
 landing as (
   select
@@ -224,7 +258,8 @@ landing as (
     _file_name as origin,
     ingest_date,
     timestamp_add(timestamp(ingest_date), interval safe_cast(hour as int64) hour) as ingested_at,
-    line as raw_record,
+    -- a CSV table reads an empty line (or one a 0x01 cuts to nothing) as NULL: kept as '', quarantined
+    coalesce(line, '') as raw_record,
   from ${ctx.ref(`${contract.name}_landing`)}${landingWhere}
 ),
 
@@ -234,8 +269,8 @@ pubsub as (
     concat(subscription_name, '/', message_id) as origin,
     date(publish_time) as ingest_date,
     publish_time as ingested_at,
-    data as raw_record,
-  from ${ctx.ref(`${contract.name}_raw`)}${pubsubWhere}
+    coalesce(data, '') as raw_record,
+  from ${raw} as this_copy${pubsubWhere}
 ),`;
 }
 
@@ -648,6 +683,7 @@ module.exports = {
   piiHash,
   INTAKE_COLUMNS,
   PUBSUB_INTAKE_KEY,
+  pubsubFirstCopy,
   batchPreOps,
   batchScope,
   intakeQuery,

@@ -55,7 +55,13 @@ UNKNOWN_FIELDS = ("keep", "quarantine")
 _QUALITY_RATES = ("max_reject_rate", "max_duplicate_rate", "max_dead_letter_rate", "max_late_rate")
 _QUALITY_KEYS = {*_QUALITY_RATES, "severity", "rules"}
 # Rules silver checks on every record, before the per-field ones (includes/silver.js).
-RECORD_RULES = ("record_not_json", "record_oversized", "record_source_mismatch", "record_unexpected_field")
+RECORD_RULES = (
+    "record_not_json",
+    "record_not_utf8",
+    "record_oversized",
+    "record_source_mismatch",
+    "record_unexpected_field",
+)
 _FIELD_KEYS = {
     "name",
     "type",

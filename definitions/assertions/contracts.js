@@ -100,8 +100,10 @@ bronze as (
     'pubsub' as source_kind,
     ${silver.PUBSUB_INTAKE_KEY} as origin,
     count(*) as record_count,
-  from ${ctx.ref(`${name}_raw`)}
+  from ${ctx.ref(`${name}_raw`)} as this_copy
+  -- a line published again is not a record of its own (includes/silver.js pubsubFirstCopy)
   where publish_time < (select started_at from last_run)
+    and ${silver.pubsubFirstCopy(ctx.ref(`${name}_raw`)).replace(/\n/g, "\n    ")}
   group by origin
 ),
 

@@ -1,6 +1,8 @@
 // Unit tests generated per source contract, so a new source is tested as soon as it is listed: a
 // Pub/Sub message that is not JSON reaches the staging view with its raw text, one rule failed
-// (record_not_json) and every contract field NULL.
+// (record_not_json) and every contract field NULL; the same line published again (its record_key, another
+// message id, a later publish time: what the BigQuery subscription writes after a killed generate) is not
+// a second record.
 
 sources.all().forEach((contract) => {
   const name = contract.name;
@@ -24,7 +26,14 @@ select
   '1001' as message_id,
   timestamp '2026-11-20 09:30:05+00' as publish_time,
   '${data}' as data,
-  '{}' as attributes,`)
+  '{"record_key":"k-1"}' as attributes,
+union all
+select
+  'projects/p/subscriptions/${name}-bq' as subscription_name,
+  '2002' as message_id,
+  timestamp '2026-11-20 09:41:00+00' as publish_time,
+  '${data}' as data,
+  '{"record_key":"k-1"}' as attributes,`)
     .expect(`
 select
   to_hex(sha256('pubsub|${origin}|${data}|1')) as record_id,

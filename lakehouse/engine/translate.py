@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import glob
@@ -1662,9 +1663,16 @@ def _local_patterns(uri: str, gcs_resolver: Callable[[str], str]) -> list[str]:
     return [f"{head}*{tail}", f"{head}*/**/*{tail}"]
 
 
-def _file_name_expression(uris: list[str], gcs_resolver: Callable[[str], str]) -> str:
-    """Return SQL mapping the local file path back to its gs:// URI (BigQuery's _FILE_NAME)."""
-    cases = []
+def _file_name_expression(
+    uris: list[str], gcs_resolver: Callable[[str], str], copy_roots: dict[str, str] | None = None
+) -> str:
+    """Return SQL mapping the local file path (or UTF-8 copy, under a key of `copy_roots`) back to its
+    gs:// URI (BigQuery's _FILE_NAME)."""
+    cases = [
+        f"WHEN starts_with({_FILE_COLUMN}, {_sql_string(root)}) "
+        f"THEN {_sql_string(bucket_uri)} || substr({_FILE_COLUMN}, {len(root) + 1})"
+        for root, bucket_uri in (copy_roots or {}).items()
+    ]
     for uri in dict.fromkeys(uris):
         object_name = uri[len("gs://") :].split("/", 1)[1] if "/" in uri[len("gs://") :] else ""
         resolved = str(gcs_resolver(uri))
@@ -1677,6 +1685,80 @@ def _file_name_expression(uris: list[str], gcs_resolver: Callable[[str], str]) -
             f"THEN {_sql_string(bucket_uri)} || substr({_FILE_COLUMN}, {len(local_root) + 1})"
         )
     return f"CASE {' '.join(cases)} ELSE {_FILE_COLUMN} END" if cases else _FILE_COLUMN
+
+
+# Local copies, in UTF-8, of files behind CSV external tables that are not UTF-8: beside the directory
+# of local buckets (so no bucket lists them), in the same object layout (so hive partitions hold).
+UTF8_COPIES_DIR = "external-utf8"
+_CHUNK_BYTES = 1 << 20
+# path -> (size, mtime_ns, is UTF-8): landing files never change, so each is read once per process.
+_utf8_seen: dict[str, tuple[int, int, bool]] = {}
+
+
+def _is_utf8(path: str) -> bool:
+    """Return whether the file at `path` is valid UTF-8 throughout (read in chunks, cached by size and mtime)."""
+    stat = os.stat(path)
+    seen = _utf8_seen.get(path)
+    if seen is not None and seen[:2] == (stat.st_size, stat.st_mtime_ns):
+        return seen[2]
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    ok = True
+    with open(path, "rb") as handle:
+        try:
+            while chunk := handle.read(_CHUNK_BYTES):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            ok = False
+    _utf8_seen[path] = (stat.st_size, stat.st_mtime_ns, ok)
+    return ok
+
+
+def _utf8_copy(path: str, copy: Path) -> str:
+    """Return the path of `copy`, written (again when `path` is newer) as `path` decoded from UTF-8 with
+    each invalid byte sequence replaced by U+FFFD, which is what BigQuery reads from such a file."""
+    if not copy.exists() or copy.stat().st_mtime_ns < os.stat(path).st_mtime_ns:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        temp = copy.with_name(f".{copy.name}.{os.getpid()}.tmp")
+        with open(path, "rb") as source, open(temp, "w", encoding="utf-8", newline="") as target:
+            while chunk := source.read(_CHUNK_BYTES):
+                target.write(decoder.decode(chunk))
+            target.write(decoder.decode(b"", final=True))
+        os.replace(temp, copy)
+    return str(copy)
+
+
+def _bucket_roots(uris: list[str], gcs_resolver: Callable[[str], str]) -> dict[str, tuple[str, str]]:
+    """Return {bucket: (local bucket directory, local directory of its UTF-8 copies)} for the URIs' buckets."""
+    roots = {}
+    for uri in uris:
+        bucket = uri[len("gs://") :].split("/", 1)[0]
+        local = Path(gcs_resolver(f"gs://{bucket}/x")).parent
+        roots[bucket] = (str(local), str(local.parent.parent / UTF8_COPIES_DIR / bucket))
+    return roots
+
+
+def _utf8_files(patterns: list[str], roots: dict[str, tuple[str, str]]) -> tuple[list[str], dict[str, str]] | None:
+    """Return None when every file the patterns match is UTF-8; else (files to read, {copies root:
+    gs://bucket/}) with each non-UTF-8 file replaced by its UTF-8 copy."""
+    files = sorted({f for p in patterns for f in glob.glob(p, recursive=True) if os.path.isfile(f)})
+    bad = [f for f in files if not _is_utf8(f)]
+    if not bad:
+        return None
+    bad_set = set(bad)
+    out = [f for f in files if f not in bad_set]
+    copy_roots = {}
+    for path in bad:
+        for bucket, (local, copies) in roots.items():
+            if path.startswith(local + os.sep):
+                log.warning("%s is not UTF-8: read with U+FFFD for each invalid byte sequence, as BigQuery does", path)
+                out.append(_utf8_copy(path, Path(copies) / os.path.relpath(path, local)))
+                copy_roots[copies + os.sep] = f"gs://{bucket}/"
+                break
+        else:
+            out.append(path)
+    return out, copy_roots
 
 
 def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] | None) -> str:
@@ -1714,7 +1796,14 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
         select = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in columns)
         return f"{create} {table.target} AS SELECT {select} WHERE false"
     args = ["[" + ", ".join(_sql_string(p) for p in patterns) + "]"]
+    copy_roots = None
     if fmt == "CSV":
+        # DuckDB stops the whole read at the first byte sequence that is not UTF-8; BigQuery reads
+        # such a file with U+FFFD in its place. A file someone else put there must not stop bronze.
+        utf8 = _utf8_files(patterns, _bucket_roots([str(u) for u in uris], gcs_resolver))
+        if utf8 is not None:
+            files, copy_roots = utf8
+            args = ["[" + ", ".join(_sql_string(f) for f in files) + "]"]
         delimiter = str(options.get("field_delimiter", ","))
         quote = str(options.get("quote", '"'))
         skip = int(options.get("skip_leading_rows", 0) or 0)
@@ -1759,7 +1848,7 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
     if partition_types:
         args.append(f"hive_types={_struct_literal(partition_types)}")
     # _FILE_NAME is the gs:// URI, as in BigQuery: map the local bucket directory back.
-    file_name = _file_name_expression([str(u) for u in uris], gcs_resolver)
+    file_name = _file_name_expression([str(u) for u in uris], gcs_resolver, copy_roots)
     return (
         f'{create} {table.target} AS SELECT * EXCLUDE ({_FILE_COLUMN}), {file_name} AS "{FILE_NAME_COLUMN}" '
         f"FROM {reader}({', '.join(args)})"

@@ -865,6 +865,32 @@ def test_ext_raw_lines_with_partitions_and_file_name(con, gcs):
     ]
 
 
+def test_ext_files_not_utf8_are_read_with_replacement_characters_under_their_own_name(con, gcs):
+    # DuckDB stops the whole read at the first invalid byte; BigQuery replaces what it cannot convert
+    # with U+FFFD. Latin-1, a truncated multi-byte sequence and UTF-16 with its BOM, beside a good file.
+    folder = gcs.root / "landing" / "orders" / "dt=2024-01-02"
+    folder.mkdir(parents=True)
+    (folder / "good.jsonl").write_bytes('{"id": 1, "name": "Jos\u00e9"}\n'.encode())
+    (folder / "latin1.jsonl").write_bytes(b'{"id": 2, "name": "Jos\xe9"}\n{"id": 3}\n')
+    (folder / "truncated.jsonl").write_bytes(b'{"id": 4, "name": "\xe2\x82"}\n')
+    (folder / "utf16.jsonl").write_bytes('{"id": 5}\n'.encode("utf-16"))
+    run(con, RAW_LINES, resolver=gcs)
+    rows = run(con, "select _FILE_NAME, line from ds.raw_orders order by _FILE_NAME, line", resolver=gcs)
+    uri = "gs://landing/orders/dt=2024-01-02/"
+    assert rows == [
+        (f"{uri}good.jsonl", '{"id": 1, "name": "Jos\u00e9"}'),
+        (f"{uri}latin1.jsonl", '{"id": 2, "name": "Jos\ufffd"}'),
+        (f"{uri}latin1.jsonl", '{"id": 3}'),
+        (f"{uri}truncated.jsonl", '{"id": 4, "name": "\ufffd"}'),
+        (f"{uri}utf16.jsonl", "\x00"),
+        (f"{uri}utf16.jsonl", '\ufffd\ufffd{\x00"\x00i\x00d\x00"\x00:\x00 \x005\x00}\x00'),
+    ]
+    # the landed files are left as they were; the copies are outside every bucket
+    assert (folder / "latin1.jsonl").read_bytes() == b'{"id": 2, "name": "Jos\xe9"}\n{"id": 3}\n'
+    copies = gcs.root.parent / "external-utf8" / "landing" / "orders" / "dt=2024-01-02"
+    assert sorted(p.name for p in copies.iterdir()) == ["latin1.jsonl", "truncated.jsonl", "utf16.jsonl"]
+
+
 def test_ext_csv_reads_under_the_engines_smallest_memory_limit(con, gcs):
     # The line limit must not size DuckDB's read buffer (1.5 GiB at 100 MB on DuckDB 1.5): the engine's
     # memory limit can be as small as 256 MiB, with a buffer per reading thread.

@@ -131,14 +131,14 @@ def test_quarantine_rules_follow_silver_order():
     rules = load_contract(REPO / "includes" / "contracts" / "orders.json").quarantine_rules
     assert rules[:7] == [
         "record_not_json",
+        "record_not_utf8",
         "record_oversized",
         "record_source_mismatch",
         "order_id_required",
         "order_id_type",
         "order_id_pattern",
-        "customer_id_required",
     ]
-    assert len(rules) == 29
+    assert len(rules) == 30
 
 
 def test_unknown_fields_defaults_to_keep_and_quarantine_adds_its_rule():
@@ -146,8 +146,8 @@ def test_unknown_fields_defaults_to_keep_and_quarantine_adds_its_rule():
     assert parse_contract(raw, "orders.json").unknown_fields == "keep"
     strict = parse_contract({**raw, "unknown_fields": "quarantine"}, "orders.json")
     assert strict.unknown_fields == "quarantine"
-    assert strict.quarantine_rules[3] == "record_unexpected_field"
-    assert len(strict.quarantine_rules) == 30
+    assert strict.quarantine_rules[4] == "record_unexpected_field"
+    assert len(strict.quarantine_rules) == 31
 
 
 def test_an_unknown_fields_policy_other_than_keep_or_quarantine_is_refused():

@@ -200,7 +200,10 @@ def test_hourly_landing_scans_are_pruned_by_scripting_variables(graph):
         query = batch["incrementalQuery"]
         landing = query[query.index(f"`lakehouse-dev.bronze.{source}_landing`") :]
         assert landing.split(")", 1)[0].strip().splitlines()[1].strip() == "where ingest_date >= landing_from"
-        assert f"from `lakehouse-dev.bronze.{source}_raw`\n  where publish_time >= pubsub_from" in query
+        assert f"from `lakehouse-dev.bronze.{source}_raw` as this_copy\n  where publish_time >= pubsub_from" in query
+        # the earlier copy of a line published again is looked for in the same window
+        assert f"from `lakehouse-dev.bronze.{source}_raw` as earlier_copy" in query
+        assert "and earlier_copy.publish_time >= pubsub_from" in query
         # a first run reads everything; every other read of the landing table is a daily action
         assert "landing_from" not in batch["query"]
     hourly_readers = [
@@ -248,7 +251,7 @@ def test_batch_filters_bronze_partitions_by_scripting_variables(graph, source):
     assert "landing_from" not in batch["query"] and "".join(batch.get("preOps", [])) == ""
     query = batch["incrementalQuery"]
     assert f"from `lakehouse-dev.bronze.{source}_landing`\n  where ingest_date >= landing_from\n" in query
-    assert f"from `lakehouse-dev.bronze.{source}_raw`\n  where publish_time >= pubsub_from\n" in query
+    assert f"from `lakehouse-dev.bronze.{source}_raw` as this_copy\n  where publish_time >= pubsub_from\n" in query
 
 
 def test_gold_date_aggregates_of_a_batch_finish_before_its_watermark_moves(graph):
