@@ -1693,6 +1693,7 @@ UTF8_COPIES_DIR = "external-utf8"
 _CHUNK_BYTES = 1 << 20
 # path -> (size, mtime_ns, is UTF-8): landing files never change, so each is read once per process.
 _utf8_seen: dict[str, tuple[int, int, bool]] = {}
+_utf8_records: set[str] = set()  # verdict files already read by this process
 
 
 def _is_utf8(path: str) -> bool:
@@ -1739,11 +1740,49 @@ def _bucket_roots(uris: list[str], gcs_resolver: Callable[[str], str]) -> dict[s
     return roots
 
 
+def _load_checked(record: Path) -> None:
+    """Add the verdicts recorded in `record` (path -> [size, mtime_ns, is UTF-8]) to _utf8_seen."""
+    if str(record) in _utf8_records:
+        return
+    _utf8_records.add(str(record))
+    try:
+        for path, (size, mtime, ok) in orjson.loads(record.read_bytes()).items():
+            _utf8_seen.setdefault(path, (size, mtime, ok))
+    except (OSError, ValueError, TypeError):
+        pass  # no record yet, or a damaged one: files are read again
+
+
+def _save_checked(record: Path, files: list[str]) -> None:
+    try:
+        known = orjson.loads(record.read_bytes()) if record.exists() else {}
+    except (OSError, ValueError):
+        known = {}
+    known.update({f: list(_utf8_seen[f]) for f in files if f in _utf8_seen})
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        temp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        temp.write_bytes(orjson.dumps(known))
+        os.replace(temp, record)
+    except OSError:
+        pass  # a record is an optimisation
+
+
 def _utf8_files(patterns: list[str], roots: dict[str, tuple[str, str]]) -> tuple[list[str], dict[str, str]] | None:
     """Return None when every file the patterns match is UTF-8; else (files to read, {copies root:
-    gs://bucket/}) with each non-UTF-8 file replaced by its UTF-8 copy."""
+    gs://bucket/}) with each non-UTF-8 file replaced by its UTF-8 copy.
+
+    Landed objects do not change, so each file's verdict is recorded beside the copies (by size and
+    mtime) and a file is read once, not once per run: a run reads only what landed since.
+    """
     files = sorted({f for p in patterns for f in glob.glob(p, recursive=True) if os.path.isfile(f)})
+    records = {Path(copies).parent / "utf8-checked.json" for _, copies in roots.values()}
+    for record in records:
+        _load_checked(record)
+    unseen = [f for f in files if f not in _utf8_seen]
     bad = [f for f in files if not _is_utf8(f)]
+    if unseen:
+        for record in records:
+            _save_checked(record, unseen)
     if not bad:
         return None
     bad_set = set(bad)

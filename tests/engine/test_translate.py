@@ -891,6 +891,31 @@ def test_ext_files_not_utf8_are_read_with_replacement_characters_under_their_own
     assert sorted(p.name for p in copies.iterdir()) == ["latin1.jsonl", "truncated.jsonl", "utf16.jsonl"]
 
 
+def test_ext_files_are_checked_for_utf8_once_not_once_per_run(con, gcs, monkeypatch):
+    folder = gcs.root / "landing" / "orders" / "dt=2024-01-02"
+    folder.mkdir(parents=True)
+    (folder / "good.jsonl").write_text('{"id": 1}\n')
+    (folder / "latin1.jsonl").write_bytes(b'{"id": 2, "name": "Jos\xe9"}\n')
+    run(con, RAW_LINES, resolver=gcs)
+    # a new process (nothing in memory) reads the verdicts recorded beside the copies, not the files
+    monkeypatch.setattr(translate, "_utf8_seen", {})
+    monkeypatch.setattr(translate, "_utf8_records", set())
+
+    def no_read(path, *args, **kwargs):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(translate, "open", no_read, raising=False)
+    run(con, RAW_LINES, resolver=gcs)
+
+    rows = run(con, "select line from ds.raw_orders order by line", resolver=gcs)
+    assert rows == [('{"id": 1}',), ('{"id": 2, "name": "Jos\ufffd"}',)]
+    # a file that lands later is read (once)
+    monkeypatch.undo()
+    (folder / "late.jsonl").write_text('{"id": 3}\n')
+    run(con, RAW_LINES, resolver=gcs)
+    assert len(run(con, "select line from ds.raw_orders", resolver=gcs)) == 3
+
+
 def test_ext_csv_reads_under_the_engines_smallest_memory_limit(con, gcs):
     # The line limit must not size DuckDB's read buffer (1.5 GiB at 100 MB on DuckDB 1.5): the engine's
     # memory limit can be as small as 256 MiB, with a buffer per reading thread.
