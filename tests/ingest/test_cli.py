@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -181,6 +182,9 @@ def test_sigterm_mid_run_stops_the_services(in_repo, signals):
         for line in process.stderr:
             if line.startswith("services up"):
                 break
+        # keep reading what it writes from now on: a full pipe would block it, not the signal
+        drained = threading.Thread(target=process.stderr.read, daemon=True)
+        drained.start()
         running = [command for pid, command in _processes_of(in_repo) if pid != process.pid]
         assert any(str(paths.gcs_root(in_repo)).encode() in command for command in running), running
         assert any(b"pubsub-emulator" in command for command in running) == emulator_installed, running

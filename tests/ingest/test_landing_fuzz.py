@@ -378,14 +378,16 @@ def test_hostile_lines_reach_silver_quarantine_or_duplicates_each_exactly_once(f
           staged.origin,
           staged.record_id,
           (select count(*) from silver.orders as s where s.record_id = staged.record_id) as in_silver,
-          (select count(*) from silver.orders_quarantine as q where q.record_id = staged.record_id) as in_quarantine,
+          (
+            select count(*) from silver_restricted.orders_quarantine as q where q.record_id = staged.record_id
+          ) as in_quarantine,
           (select count(*) from silver.orders_duplicates as d where d.record_id = staged.record_id) as in_duplicates,
           (
             select any_value(array_to_string(q.failed_rules, ','))
-            from silver.orders_quarantine as q
+            from silver_restricted.orders_quarantine as q
             where q.record_id = staged.record_id
           ) as rules,
-        from silver.orders_staged as staged
+        from silver_restricted.orders_staged as staged
         where staged.origin in ({origins})
         """,
     )

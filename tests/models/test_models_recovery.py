@@ -100,7 +100,7 @@ def placed(home: Path) -> dict[str, tuple[int, int, int, int]]:
         f"(select count(*) from bronze.{s}_landing) "
         f"+ (select count(distinct json_value(attributes, '$.record_key')) from bronze.{s}_raw) as records, "
         f"(select count(*) from silver.{s}) as silver, "
-        f"(select count(*) from silver.{s}_quarantine) as quarantine, "
+        f"(select count(*) from silver_restricted.{s}_quarantine) as quarantine, "
         f"(select count(*) from silver.{s}_duplicates) as duplicates"
         for s in contract_names()
     ]
