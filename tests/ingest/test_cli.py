@@ -177,6 +177,8 @@ def test_sigterm_mid_run_stops_the_services(in_repo, signals):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a runner started in the background (nohup, `&`) passes SIGINT on ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in process.stderr:
