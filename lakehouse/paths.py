@@ -99,3 +99,17 @@ def read_copy_dir(home_dir: Path) -> Path:
 def home_record(home_dir: Path) -> Path:
     """Return the file naming the absolute path the home's stored paths were last written for."""
     return home_dir / "home-path"
+
+
+def write_cache_file(path: Path, data: bytes) -> None:
+    """Write a cache file whole or not at all (temporary file and rename; a reader never sees half of
+    it); a cache that cannot be written is skipped, since every cache here is an optimisation."""
+    import threading
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError:
+        pass

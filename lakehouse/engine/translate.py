@@ -23,6 +23,7 @@ from sqlglot.errors import ErrorLevel, ParseError, TokenError, UnsupportedError
 from sqlglot.time import format_time
 from sqlglot.tokens import Token, TokenType
 
+from lakehouse import paths
 from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_functions
 
 __all__ = [
@@ -1758,13 +1759,7 @@ def _save_checked(record: Path, files: list[str]) -> None:
     except (OSError, ValueError):
         known = {}
     known.update({f: list(_utf8_seen[f]) for f in files if f in _utf8_seen})
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        temp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-        temp.write_bytes(orjson.dumps(known))
-        os.replace(temp, record)
-    except OSError:
-        pass  # a record is an optimisation
+    paths.write_cache_file(record, orjson.dumps(known))
 
 
 def _utf8_files(patterns: list[str], roots: dict[str, tuple[str, str]]) -> tuple[list[str], dict[str, str]] | None:

@@ -15,6 +15,8 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
+from lakehouse import paths
+
 # Kept in each project's warehouse file, beside the tables it describes, so that an action's state
 # is written in the same transaction as the action's own writes (DuckDB writes one file per
 # transaction): a crash leaves both or neither.
@@ -317,13 +319,7 @@ class Tracker:
                     "view": list(result.view) if result.view else None,
                     "blind": result.blind,
                 }
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-                    partial.write_text(json.dumps(data))
-                    os.replace(partial, path)
-                except OSError:
-                    pass  # the cache is an optimisation
+                paths.write_cache_file(path, json.dumps(data).encode())
         with self._lock:
             self._analyses[digest] = result
         return result

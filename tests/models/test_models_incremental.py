@@ -43,6 +43,16 @@ def landing_files(home: Path) -> list[Path]:
     return sorted(bucket.glob("source=*/ingest_date=*/hour=*/*.jsonl"))
 
 
+def converges(home: Path) -> None:
+    """A plain run succeeds, conserves every record, and equals a full refresh of the same home."""
+    lakehouse(home, "run")
+    assert_conserved(home)
+    tables = silver_and_gold()
+    repaired = snapshot(home, tables)
+    lakehouse(home, "run", "--full-refresh")
+    assert snapshot(home, tables) == repaired
+
+
 def test_any_sequence_of_runs_ends_where_a_full_refresh_does(tmp_path: Path):
     home = tmp_path / "home"
     rng = random.Random(20261130)
@@ -136,12 +146,7 @@ def test_runs_killed_at_random_points_are_repaired_by_the_next_plain_run(tmp_pat
             longest = max(0.5, 0.9 * (time.monotonic() - started))
         process.wait(timeout=60)
     assert kills >= 20, f"only {kills} of {attempts} runs were still running when killed"
-    lakehouse(home, "run")
-    assert_conserved(home)
-    tables = silver_and_gold()
-    repaired = snapshot(home, tables)
-    lakehouse(home, "run", "--full-refresh")
-    assert snapshot(home, tables) == repaired
+    converges(home)
 
 
 def test_data_landing_during_a_run_is_taken_by_the_next_run(tmp_path: Path):

@@ -11,8 +11,8 @@ import pytest
 from lakehouse import warehouse
 from lakehouse.engine.iceberg import IcebergStore
 from models.project import contract_names
-from models.test_models_end_to_end import PROJECT, lakehouse, query, silver_and_gold, snapshot
-from models.test_models_incremental import assert_conserved, generate
+from models.test_models_end_to_end import PROJECT, lakehouse, query
+from models.test_models_incremental import converges, generate
 
 pytestmark = pytest.mark.slow
 
@@ -21,16 +21,6 @@ def tables_of(home: Path) -> set[str]:
     """Return the dataset.table names of the local warehouse."""
     rows = query(home, "select table_schema, table_name from `region-us`.INFORMATION_SCHEMA.TABLES")
     return {f"{row['table_schema']}.{row['table_name']}" for row in rows}
-
-
-def converges(home: Path) -> None:
-    """A plain run succeeds, conserves every record, and equals a full refresh of the same home."""
-    lakehouse(home, "run")
-    assert_conserved(home)
-    tables = silver_and_gold()
-    repaired = snapshot(home, tables)
-    lakehouse(home, "run", "--full-refresh")
-    assert snapshot(home, tables) == repaired
 
 
 def test_iceberg_table_in_the_catalog_and_not_in_the_warehouse(tmp_path: Path):
