@@ -1,9 +1,11 @@
 """Tables with Dataform's `iceberg` config, kept as real Apache Iceberg tables on local disk.
 
 BigQuery stores such a table as a BigLake Iceberg table in GCS. Locally the table lives in a
-pyiceberg SQLite catalog under LAKEHOUSE_HOME/iceberg; every run commits one snapshot. DuckDB sees
-the table as a view over the current snapshot's Parquet data files, so it stays queryable from
-the warehouse with no copy and no DuckDB extension.
+pyiceberg SQLite catalog under LAKEHOUSE_HOME/iceberg; every run that changes it commits one snapshot.
+The warehouse keeps a DuckDB table that mirrors the current snapshot (which snapshot it mirrors is
+recorded in `_lakehouse.iceberg_mirror`, with each row's hash and data file in `_lakehouse.iceberg_rows`,
+in the same transaction as the table), so a MERGE runs on it in place and a run commits to Iceberg
+only the data files it changed, without reading the table back from Parquet.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,6 +87,22 @@ class IcebergStore:
         self.catalog_file = self.root / "catalog.db"
         self.data_dir = self.root / "data"
         self._catalog: SqlCatalog | None = None
+        self._opening = threading.Lock()
+        self._warming: threading.Thread | None = None
+
+    def warm(self) -> None:
+        """Start importing pyiceberg and opening the catalog in the background (≈1 s of Python that
+        would otherwise delay the first Iceberg write of a run); a later `catalog` waits for it."""
+        if self._warming is None and self._catalog is None:
+
+            def open_quietly() -> None:
+                try:
+                    self.catalog  # noqa: B018 (opened for its side effect)
+                except Exception:  # noqa: BLE001 (the write that needs the catalog reports it)
+                    return
+
+            self._warming = threading.Thread(target=open_quietly, name="lakehouse-iceberg-warm", daemon=True)
+            self._warming.start()
 
     @property
     def catalog(self) -> SqlCatalog:
@@ -94,6 +113,10 @@ class IcebergStore:
         catalog.db beside existing table metadata (moved aside as the error says) is rebuilt by
         re-registering each table at its newest metadata file, history included.
         """
+        with self._opening:
+            return self._open()
+
+    def _open(self) -> SqlCatalog:
         if self._catalog is None:
             from pyiceberg.catalog.sql import SqlCatalog
             from sqlalchemy.exc import SQLAlchemyError
@@ -230,15 +253,9 @@ class IcebergStore:
             return []
         return [relocate(task.file.file_path, self.catalog.properties) for task in table.scan().plan_files()]
 
-    def materialize(self, con: duckdb.DuckDBPyConnection, target: dict) -> None:
-        """Replace the DuckDB view of `target` with a table holding the current snapshot's rows,
-        so that Dataform's MERGE/INSERT statements can run against it."""
-        name = quoted(target)
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {name}")
-
     def publish(self, con: duckdb.DuckDBPyConnection, target: dict, *, replace_schema: bool) -> Snapshot:
-        """Commit the rows of DuckDB table `target` as a new Iceberg snapshot and point the DuckDB
-        name at it (a view over the snapshot's files). Returns the new snapshot."""
+        """Commit the rows of DuckDB table `target` as a new Iceberg snapshot that replaces the table's
+        content, and record that the warehouse table mirrors it. Returns the new snapshot."""
         name = quoted(target)
         import pyarrow as pa
 
@@ -259,15 +276,18 @@ class IcebergStore:
         self._replace_contents(table, data)
         table = self.load(target)
         files = tuple(self.data_files(target))
-        self._point_view(con, target, files, data.schema)
+        # the rows' files are read back only when the next incremental write needs them
+        self._record_mirror(con, target, table.metadata_location, forget_rows=True)
         snapshot = table.current_snapshot()
         return Snapshot(snapshot.snapshot_id if snapshot else None, table.metadata_location, files, data.num_rows)
 
     def publish_changes(self, con: duckdb.DuckDBPyConnection, target: dict, *, compact_at: int = 64):
         """Commit what an incremental write changed in DuckDB table `target` (same schema as the current
         snapshot, one row per unique key) as ONE snapshot that rewrites only the data files holding rows
-        it changed or removed, and adds the new rows as new files; point the DuckDB name at it. Rows are
-        compared by a hash of the whole row. Returns the Snapshot, or None when no row differs.
+        it changed or removed, and adds the new rows as new files. Rows are compared by a hash of the
+        whole row against the hashes recorded for the snapshot the table mirrored before the write (read
+        from the snapshot's Parquet files once when none are recorded). Returns the Snapshot, or None
+        when no row differs.
 
         A table with `compact_at` data files or more, or whose rows are not all distinct, is rewritten
         whole (publish), which also compacts the small files appends leave.
@@ -280,18 +300,13 @@ class IcebergStore:
         current = {relocate(task.file.file_path, properties): task.file for task in table.scan().plan_files()}
         if not current or len(current) >= compact_at:
             return self.publish(con, target, replace_schema=False)
-        columns = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
-
-        def row_hash(alias: str) -> str:
-            return "hash(struct_pack(" + ", ".join(f'{alias}."{c}"' for c in columns) + "))"
-
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in current)
+        columns = con.execute(f"DESCRIBE {name}").fetchall()
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        self._recorded_rows(con, target, columns, current)
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_old AS SELECT filename, {row_hash('o')} AS h "
-            f"FROM read_parquet([{listed}], filename = true, union_by_name = true) AS o"
-        )
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_new AS SELECT {row_hash('t')} AS h FROM {name} AS t"
+            f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_new AS SELECT rowid AS r, {_row_hash('t', columns)} AS h "
+            f"FROM {name} AS t"
         )
         try:
             distinct, total = con.execute("SELECT count(DISTINCT h), count(*) FROM _lakehouse_iceberg_new").fetchone()
@@ -300,42 +315,86 @@ class IcebergStore:
             rewritten = [
                 file
                 for (file,) in con.execute(
-                    "SELECT DISTINCT filename FROM _lakehouse_iceberg_old "
-                    "WHERE h NOT IN (SELECT h FROM _lakehouse_iceberg_new)"
+                    f"SELECT DISTINCT file FROM {state.rows} WHERE table_name = ? "
+                    "AND h NOT IN (SELECT h FROM _lakehouse_iceberg_new)",
+                    [key],
                 ).fetchall()
             ]
             # the new rows, and the rows still there that live in the files rewritten
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_out AS SELECT r, h FROM _lakehouse_iceberg_new "
+                f"WHERE h NOT IN (SELECT h FROM {state.rows} WHERE table_name = $1) "
+                f"OR h IN (SELECT h FROM {state.rows} WHERE table_name = $1 "
+                "AND file IN (SELECT unnest($2::VARCHAR[])))",
+                [key, rewritten],
+            )
+            if not rewritten and not con.execute("SELECT count(*) FROM _lakehouse_iceberg_out").fetchone()[0]:
+                return None
             rows = con.execute(
-                f"SELECT t.* FROM {name} AS t WHERE {row_hash('t')} NOT IN (SELECT h FROM _lakehouse_iceberg_old) "
-                f"OR {row_hash('t')} IN (SELECT h FROM _lakehouse_iceberg_old WHERE filename IN "
-                "(SELECT unnest(?::VARCHAR[])))",
-                [rewritten],
+                f"SELECT t.* FROM {name} AS t WHERE t.rowid IN (SELECT r FROM _lakehouse_iceberg_out)"
             ).to_arrow_table()
-        finally:
-            con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_old")
-            con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_new")
-        if not rewritten and not rows.num_rows:
-            return None
-        import pyarrow as pa
-        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+            import pyarrow as pa
+            from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
-        rows = rows.cast(pa.schema([f.with_nullable(True) for f in rows.schema]))
-        with table.transaction() as tx:
-            producer = tx.update_snapshot().overwrite() if rewritten else tx.update_snapshot().fast_append()
-            with producer as snapshot:
-                for file in rewritten:
-                    snapshot.delete_data_file(current[file])
-                if rows.num_rows:
-                    for data_file in _dataframe_to_data_files(
-                        table_metadata=tx.table_metadata, write_uuid=snapshot.commit_uuid, df=rows, io=table.io
-                    ):
-                        snapshot.append_data_file(data_file)
-        table = self.load(target)
-        files = tuple(self.data_files(target))
-        self._point_view(con, target, files, table.schema().as_arrow())
+            rows = rows.cast(pa.schema([f.with_nullable(True) for f in rows.schema]))
+            with table.transaction() as tx:
+                producer = tx.update_snapshot().overwrite() if rewritten else tx.update_snapshot().fast_append()
+                with producer as snapshot:
+                    for file in rewritten:
+                        snapshot.delete_data_file(current[file])
+                    if rows.num_rows:
+                        for data_file in _dataframe_to_data_files(
+                            table_metadata=tx.table_metadata, write_uuid=snapshot.commit_uuid, df=rows, io=table.io
+                        ):
+                            snapshot.append_data_file(data_file)
+            table = self.load(target)
+            files = tuple(self.data_files(target))
+            added = [file for file in files if file not in current]
+            con.execute(f"DELETE FROM {state.rows} WHERE table_name = ? AND file IN (SELECT unnest(?::VARCHAR[]))",
+                        [key, rewritten])  # fmt: skip
+            if len(added) == 1:
+                con.execute(f"INSERT INTO {state.rows} SELECT ?, ?, h FROM _lakehouse_iceberg_out", [key, added[0]])
+            elif added:
+                self._read_rows(con, target, columns, added)
+        finally:
+            con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_new")
+            con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_out")
+        self._record_mirror(con, target, table.metadata_location, forget_rows=False)
         written = table.current_snapshot()
         count = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
         return Snapshot(written.snapshot_id if written else None, table.metadata_location, files, count)
+
+    def _recorded_rows(self, con: duckdb.DuckDBPyConnection, target: dict, columns: list, current: dict) -> None:
+        """Make `_lakehouse.iceberg_rows` hold the hash and data file of every row of the current snapshot:
+        kept when it lists exactly the snapshot's files, else read again from them."""
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        recorded = {file for (file,) in con.execute(
+            f"SELECT DISTINCT file FROM {state.rows} WHERE table_name = ?", [key]
+        ).fetchall()}  # fmt: skip
+        if recorded != set(current):
+            con.execute(f"DELETE FROM {state.rows} WHERE table_name = ?", [key])
+            self._read_rows(con, target, columns, list(current))
+
+    @staticmethod
+    def _read_rows(con: duckdb.DuckDBPyConnection, target: dict, columns: list, files: list[str]) -> None:
+        state = _state_tables(con, target["database"])
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        # hashed with the warehouse table's types, as the rows it is compared with
+        con.execute(
+            f"INSERT INTO {state.rows} SELECT ?, filename, {_row_hash('o', columns, cast=True)} "
+            f"FROM read_parquet([{listed}], filename = true, union_by_name = true) AS o",
+            [_mirror_key(target)],
+        )
+
+    @staticmethod
+    def _record_mirror(con: duckdb.DuckDBPyConnection, target: dict, location: str, *, forget_rows: bool) -> None:
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        con.execute(f"DELETE FROM {state.mirror} WHERE table_name = ?", [key])
+        con.execute(f"INSERT INTO {state.mirror} VALUES (?, ?)", [key, location])
+        if forget_rows:
+            con.execute(f"DELETE FROM {state.rows} WHERE table_name = ?", [key])
 
     @staticmethod
     def _replace_contents(table, data: pa.Table) -> None:
@@ -357,85 +416,142 @@ class IcebergStore:
                 ):
                     overwrite.append_data_file(data_file)
 
-    def attach_view(self, con: duckdb.DuckDBPyConnection, target: dict) -> None:
-        """(Re)create the DuckDB view over the current snapshot, e.g. after the warehouse was reset."""
+    def load_mirror(self, con: duckdb.DuckDBPyConnection, target: dict) -> None:
+        """(Re)create the warehouse table of `target` from the current snapshot's data files and record
+        that it mirrors that snapshot (the row hashes are read again when next needed)."""
         table = self.load(target)
         if table is None:
             return
-        schema = table.schema().as_arrow()
-        self._point_view(con, target, tuple(self.data_files(target)), schema)
+        name = quoted(target)
+        files = self.data_files(target)
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{target["database"]}"."{target["schema"]}"')
+        if _warehouse_kind(con, target) == "view":
+            con.execute(f"DROP VIEW {name}")
+        if files:
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet([{listed}], union_by_name=true)")
+        else:
+            import pyarrow as pa
+
+            con.register("_lakehouse_empty", pa.Table.from_batches([], schema=table.schema().as_arrow()))
+            try:
+                con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _lakehouse_empty")
+            finally:
+                con.unregister("_lakehouse_empty")
+        self._record_mirror(con, target, table.metadata_location, forget_rows=True)
 
     def reconcile(self, con: duckdb.DuckDBPyConnection, targets: list[dict]) -> list[str]:
-        """Make the catalog and the warehouse agree on each Iceberg target before a run decides, from the
+        """Make the warehouse mirror the catalog for each Iceberg target before a run decides, from the
         warehouse state, which tables it merges into; returns the names repaired.
 
-        A run killed between an Iceberg commit and the warehouse commit leaves the table in the catalog
-        and not in the warehouse (or the warehouse's view on an older snapshot, which is harmless: the
-        intake ledger was not written, so the next run takes the same records again): the view is put
-        back over the current snapshot. A table in the warehouse and not in the catalog (a catalog that
-        lost it; no crash leaves this, the catalog commits first) is committed to the catalog as it is,
-        so the next run merges into it instead of rebuilding it from one batch.
+        A run killed between an Iceberg commit and the warehouse commit leaves the catalog a snapshot
+        ahead of the warehouse (or the table in the catalog and not in the warehouse): the warehouse
+        table is loaded again from the current snapshot. Its records are taken again by the next run,
+        since the intake ledger was not written either, and merge by key into what is already there.
+        A table in the warehouse and not in the catalog (a catalog that lost it; no crash leaves this,
+        the catalog commits first) is committed to the catalog as it is, so the next run merges into it
+        instead of rebuilding it from one batch. A warehouse from before the mirror (a view over the
+        snapshot's files) is turned into the mirror table.
         """
         repaired = []
         listed = self._listed_tables()
         for target in targets:
-            present = con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ? "
-                "UNION ALL SELECT count(*) FROM duckdb_views() WHERE database_name = ? AND schema_name = ? "
-                "AND view_name = ?",
-                [target["database"], target["schema"], target["name"]] * 2,
-            ).fetchall()
-            in_warehouse = sum(count for (count,) in present) > 0
-            if listed is not None and in_warehouse == (self.identifier(target) in listed):
-                continue  # both agree (read without opening pyiceberg, which a skipped run never needs)
-            in_catalog = self.load(target) is not None
-            if in_catalog and not in_warehouse:
-                self.attach_view(con, target)
-            elif in_warehouse and not in_catalog:
-                name = quoted(target)
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    # publish() commits a table's rows; the warehouse may hold a view over the old files
-                    con.execute(f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_orphan AS SELECT * FROM {name}")
-                    con.execute(f"DROP VIEW IF EXISTS {name}")
-                    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _lakehouse_iceberg_orphan")
-                    con.execute("DROP TABLE _lakehouse_iceberg_orphan")
-                    self.publish(con, target, replace_schema=True)
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            else:
+            kind = _warehouse_kind(con, target)
+            mirrored = _mirrored_location(con, target) if kind == "table" else None
+            if listed is not None:
+                location = listed.get(self.identifier(target))
+                if location is None and kind is None:
+                    continue
+                if location is not None and kind == "table" and mirrored == location:
+                    continue  # in step (read without opening pyiceberg, which a skipped run never needs)
+            table = self.load(target)
+            if table is None and kind is None:
                 continue
+            if table is not None and kind == "table" and mirrored == table.metadata_location:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if table is not None:
+                    self.load_mirror(con, target)
+                else:
+                    name = quoted(target)
+                    if kind == "view":
+                        # a view over files the catalog no longer lists: keep its rows as a table
+                        con.execute(f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_orphan AS SELECT * FROM {name}")
+                        con.execute(f"DROP VIEW {name}")
+                        con.execute(f"CREATE TABLE {name} AS SELECT * FROM _lakehouse_iceberg_orphan")
+                        con.execute("DROP TABLE _lakehouse_iceberg_orphan")
+                    self.publish(con, target, replace_schema=True)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
             repaired.append(quoted(target))
         return repaired
 
-    def _listed_tables(self) -> set[tuple[str, str, str]] | None:
-        """Return the tables the catalog lists, read from its SQLite file; None when it cannot be read
-        that way (missing, damaged: opening it through pyiceberg says what is wrong)."""
+    def _listed_tables(self) -> dict[tuple[str, str, str], str] | None:
+        """Return the current metadata location of every table the catalog lists, read from its SQLite
+        file; None when it cannot be read that way (missing, damaged: opening it through pyiceberg says
+        what is wrong)."""
         if not self.catalog_file.is_file():
             return None
         try:
             with sqlite3.connect(f"file:{self.catalog_file}?mode=ro", uri=True) as con:
-                rows = con.execute("SELECT table_namespace, table_name FROM iceberg_tables").fetchall()
+                rows = con.execute(
+                    "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables"
+                ).fetchall()
         except sqlite3.Error:
             return None
-        return {(*namespace.split(".", 1), name) for namespace, name in rows if "." in namespace}
+        return {(*namespace.split(".", 1), name): location for namespace, name, location in rows if "." in namespace}
 
-    @staticmethod
-    def _point_view(con: duckdb.DuckDBPyConnection, target: dict, files: tuple[str, ...], schema: pa.Schema) -> None:
-        name = quoted(target)
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{target["database"]}"."{target["schema"]}"')
-        con.execute(f"DROP TABLE IF EXISTS {name}")
-        if files:
-            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet([{listed}], union_by_name=true)")
-        else:
-            import pyarrow as pa
 
-            empty = pa.Table.from_batches([], schema=schema)
-            con.register("_lakehouse_empty", empty)
-            types = con.execute("DESCRIBE SELECT * FROM _lakehouse_empty").fetchall()
-            con.unregister("_lakehouse_empty")
-            cols = ", ".join(f'CAST(NULL AS {kind}) AS "{col}"' for col, kind, *_ in types)
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false")
+@dataclass(frozen=True)
+class _StateTables:
+    mirror: str
+    rows: str
+
+
+def _state_tables(con: duckdb.DuckDBPyConnection, database: str) -> _StateTables:
+    """Return the names of the mirror's state tables in warehouse `database`, creating them if needed."""
+    schema = f'"{database}"."_lakehouse"'
+    tables = _StateTables(f"{schema}.iceberg_mirror", f"{schema}.iceberg_rows")
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {tables.mirror} (table_name VARCHAR, metadata_location VARCHAR)")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {tables.rows} (table_name VARCHAR, file VARCHAR, h UBIGINT)")
+    return tables
+
+
+def _mirror_key(target: dict) -> str:
+    return f"{target['schema']}.{target['name']}"
+
+
+def _row_hash(alias: str, columns: list, *, cast: bool = False) -> str:
+    """Return SQL hashing a whole row; `cast` reads each column as the warehouse table types it."""
+    fields = [f'CAST({alias}."{name}" AS {kind})' if cast else f'{alias}."{name}"' for name, kind, *_ in columns]
+    return f"hash(struct_pack({', '.join(fields)}))"
+
+
+def _warehouse_kind(con: duckdb.DuckDBPyConnection, target: dict) -> str | None:
+    """Return 'table', 'view' or None for what the warehouse holds under `target`'s name."""
+    found = con.execute(
+        "SELECT 'table' FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ? "
+        "UNION ALL SELECT 'view' FROM duckdb_views() WHERE database_name = ? AND schema_name = ? AND view_name = ?",
+        [target["database"], target["schema"], target["name"]] * 2,
+    ).fetchone()
+    return found[0] if found else None
+
+
+def _mirrored_location(con: duckdb.DuckDBPyConnection, target: dict) -> str | None:
+    """Return the metadata location the warehouse table of `target` was recorded to mirror, if any."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = '_lakehouse' "
+        "AND table_name = 'iceberg_mirror'",
+        [target["database"]],
+    ).fetchone()[0]
+    if not found:
+        return None
+    row = con.execute(
+        f'SELECT metadata_location FROM "{target["database"]}"._lakehouse.iceberg_mirror WHERE table_name = ?',
+        [_mirror_key(target)],
+    ).fetchone()
+    return row[0] if row else None

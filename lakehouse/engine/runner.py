@@ -98,6 +98,7 @@ class Engine:
         self._schemas: set[tuple[str, str]] = set()
         self.tracker: unchanged.Tracker | None = None
         self.run_id = ""
+        self.feeds_iceberg = _feeding_iceberg(self.graph)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -121,11 +122,9 @@ class Engine:
     def exists(self, target: dict) -> bool:
         return self.metadata(target) is not None
 
-    def metadata(self, target: dict, table: dict | None = None) -> statements.TableMetadata | None:
-        """Return the warehouse state of `target` as Dataform's adapter reports it at run start."""
-        if table is not None and is_iceberg(table):
-            columns = self.iceberg.columns(target)
-            return None if columns is None else statements.TableMetadata("table", columns)
+    def metadata(self, target: dict) -> statements.TableMetadata | None:
+        """Return the warehouse state of `target` as Dataform's adapter reports it at run start (an
+        Iceberg table's warehouse table mirrors its current snapshot: IcebergStore.reconcile)."""
         if self._state is None:
             self._state = self._read_state()
         key = (target.get("database") or self.default_project, target["schema"], target["name"])
@@ -165,7 +164,7 @@ class Engine:
                 self.project_config,
                 core_version=self.core_version,
                 full_refresh=full_refresh,
-                metadata=self.metadata(action.target, raw),
+                metadata=self.metadata(action.target),
                 local_schema_change=True,
             )
         if action.kind == "operation":
@@ -290,11 +289,10 @@ class Engine:
         try:
             incremental_write = False
             if iceberg:
-                metadata = self.metadata(target, action.raw)
+                metadata = self.metadata(target)
                 incremental_write = action.kind == "incremental" and statements.should_write_incrementally(
                     action.raw, options.full_refresh, metadata
                 )
-                self._prepare_iceberg(target, incremental_write)
             rows = 0
             counted = False
             schema_changed = False
@@ -326,9 +324,11 @@ class Engine:
                 if snapshot is not None:
                     result.note = f"iceberg snapshot {snapshot.snapshot_id}"
             if iceberg and not changed:
-                # Nothing to commit: keep the current snapshot and the view over it.
+                # Nothing to commit: keep the current snapshot and the table that mirrors it.
                 con.execute("ROLLBACK")
                 con.execute("BEGIN TRANSACTION")
+            if changed and action.kind in ("table", "incremental") and action.name in self.feeds_iceberg:
+                self.iceberg.warm()  # an Iceberg table downstream will likely be written
             if decision is not None:
                 self.tracker.record(
                     con,
@@ -352,17 +352,6 @@ class Engine:
         if options.dry_run:
             # Run on the empty stand-in (dry_run.py): the statements bound; counts of its rows mean nothing.
             result.status, result.rows_affected, result.failing_rows = "planned", None, None
-
-    def _prepare_iceberg(self, target: dict, incremental_write: bool) -> None:
-        name = f'"{target["database"]}"."{target["schema"]}"."{target["name"]}"'
-        existing = self.metadata(target)
-        if incremental_write:
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_current AS SELECT * FROM {name}")
-            self.con.execute(f"DROP VIEW IF EXISTS {name}")
-            self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM _lakehouse_iceberg_current")
-            self.con.execute("DROP TABLE _lakehouse_iceberg_current")
-        elif existing is not None and existing.type == "view":
-            self.con.execute(f"DROP VIEW IF EXISTS {name}")
 
     def _reset_variables(self) -> None:
         # BigQuery script variables live for one script (one action); DuckDB's live for the connection.
@@ -413,6 +402,22 @@ def apply_schema_change(con: duckdb.DuckDBPyConnection, table: dict, target: dic
         new = "".join(f', CAST(NULL AS {kind}) AS "{column}"' for column, kind in added)
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT *{keep}{new} FROM {name}")
     return bool(added or dropped)
+
+
+def _feeding_iceberg(graph: Graph) -> set[str]:
+    """Return the Iceberg tables of the graph and every action they depend on, directly or not."""
+    feeding: set[str] = set()
+    stack = [
+        name for name, action in graph.actions.items()
+        if action.kind in ("table", "incremental") and is_iceberg(action.raw)
+    ]  # fmt: skip
+    while stack:
+        name = stack.pop()
+        if name in feeding or name not in graph.actions:
+            continue
+        feeding.add(name)
+        stack.extend(graph.actions[name].dependencies)
+    return feeding
 
 
 def _projects(graph: Graph, default_project: str) -> list[str]:

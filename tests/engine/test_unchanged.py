@@ -244,3 +244,44 @@ def test_the_engines_own_schema_is_not_a_dataset(make_project, lakehouse_home, m
 
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1:] and "_lakehouse" not in result.output
+
+
+def test_a_warehouse_a_snapshot_behind_the_iceberg_catalog_mirrors_it_again(make_project, lakehouse_home, tmp_path):
+    files = dict(PROJECT)
+    files["definitions/silver/orders.sqlx"] = """
+        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
+                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
+                            tableFolderRoot: "silver" } }
+        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
+    """
+    project = make_project(files)
+    target = {"database": "test-local", "schema": "silver", "name": "orders"}
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 20.0)])
+    run(project)
+    seed(lakehouse_home, [(4, "CUST-2", 5.0)])
+    saved = tmp_path / "before"
+    saved.mkdir()
+    warehouse_files = sorted(paths.warehouse_dir(lakehouse_home).iterdir())
+    for file in warehouse_files:
+        (saved / file.name).write_bytes(file.read_bytes())
+    run(project)
+    # a run killed after its Iceberg commit and before its warehouse commit: the warehouse as it was
+    for file in paths.warehouse_dir(lakehouse_home).iterdir():
+        file.unlink()
+    for file in saved.iterdir():
+        (paths.warehouse_dir(lakehouse_home) / file.name).write_bytes(file.read_bytes())
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
+
+    execute(lakehouse_home, 'UPDATE "test-local".bronze.orders_raw SET amount_usd = 99 WHERE order_id = 2')
+    assert run(project).status == "success"
+
+    expected = [(1, "CUST-1", 10.0), (2, "CUST-1", 99.0), (3, "CUST-2", 20.0), (4, "CUST-2", 5.0)]
+    table = IcebergStore(lakehouse_home).load(target)
+    in_iceberg = sorted(tuple(row.values()) for row in table.scan().to_arrow().to_pylist())
+    assert in_iceberg == expected
+    assert execute(lakehouse_home, 'SELECT * FROM "test-local".silver.orders ORDER BY 1') == expected
+    mirrored = execute(lakehouse_home, 'SELECT metadata_location FROM "test-local"._lakehouse.iceberg_mirror')
+    assert mirrored == [(table.metadata_location,)]
+    # the row hashes recorded are those of the files the snapshot lists
+    recorded = execute(lakehouse_home, 'SELECT DISTINCT file FROM "test-local"._lakehouse.iceberg_rows')
+    assert {file for (file,) in recorded} == set(IcebergStore(lakehouse_home).data_files(target))

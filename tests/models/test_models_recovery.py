@@ -27,11 +27,11 @@ def test_iceberg_table_in_the_catalog_and_not_in_the_warehouse(tmp_path: Path):
     home = tmp_path / "home"
     generate(home, 52)
     # A first run killed between the Iceberg snapshot commit of silver.orders and the warehouse
-    # commit: the catalog holds the table, the warehouse rolled back its view.
+    # commit: the catalog holds the table, the warehouse rolled back its mirror table.
     lakehouse(home, "run", "--actions", "orders", "--include-deps")
     con = warehouse.connect(home, [PROJECT])
     try:
-        con.execute(f'DROP VIEW "{PROJECT}".silver.orders')
+        con.execute(f'DROP TABLE "{PROJECT}".silver.orders')
     finally:
         con.close()
     assert IcebergStore(home).columns({"database": PROJECT, "schema": "silver", "name": "orders"})
