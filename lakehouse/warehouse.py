@@ -233,7 +233,9 @@ def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Pa
             written.append(target / source.name)
         log_file = source.with_name(source.name + ".wal")
         if log_file.exists():
-            _copy_from_another_process(log_file, target / log_file.name)
+            # DuckDB locks the database file only, so the log is copied in this process (no fork per
+            # commit) and the lock stays (test_reads_during_a_run_see_its_last_commit relies on it).
+            shutil.copy2(log_file, target / log_file.name)
             written.append(target / log_file.name)
     _write_manifest(
         folder,
@@ -285,9 +287,10 @@ def _manifest(folder: Path) -> dict:
 def _copy_from_another_process(source: Path, target: Path) -> None:
     """Copy `source`, which this process has open in DuckDB, with its modification time.
 
-    DuckDB's file lock is a POSIX record lock, which belongs to the process and is released when the
-    process closes ANY descriptor of the file: copying it from Python here would silently unlock the
-    warehouse under the run. `cp` opens and closes the file in its own process.
+    DuckDB's file lock is a POSIX record lock on the database file (not its .wal), which belongs to the
+    process and is released when the process closes ANY descriptor of the file: copying it from Python
+    here would silently unlock the warehouse under the run. `cp` opens and closes the file in its own
+    process.
     """
     done = subprocess.run(["cp", "-p", str(source), str(target)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
