@@ -340,14 +340,33 @@ class Tracker:
                 "SELECT database_name, schema_name, table_name, estimated_size FROM duckdb_tables() WHERE NOT temporary"
             ).fetchall()
         }
-        views = {
-            (d.lower(), s.lower(), n.lower()): sql
-            for d, s, n, sql in con.execute(
-                "SELECT database_name, schema_name, view_name, sql FROM duckdb_views() WHERE NOT internal "
+        # A view's text is read only when needed (rendering every view's SQL costs tens of ms, and the
+        # views the runner made are described by the statement that made them).
+        views: dict = {
+            (d.lower(), s.lower(), n.lower()): None
+            for d, s, n in con.execute(
+                "SELECT database_name, schema_name, view_name FROM duckdb_views() WHERE NOT internal "
                 "AND NOT temporary"
             ).fetchall()
         }
         return tables, views
+
+    def _view_text(self, con: duckdb.DuckDBPyConnection, views: dict, relation: Relation) -> str:
+        with self._lock:
+            text = views.get(relation)
+        if text is None:
+            texts = {
+                (d.lower(), s.lower(), n.lower()): sql
+                for d, s, n, sql in con.execute(
+                    "SELECT database_name, schema_name, view_name, sql FROM duckdb_views() WHERE NOT internal "
+                    "AND NOT temporary"
+                ).fetchall()
+            }
+            with self._lock:
+                for key in views:
+                    views[key] = texts.get(key, "")
+                text = views.get(relation) or ""
+        return text
 
     def _memo_for(self, catalog: tuple[dict, dict]) -> dict:
         with self._lock:
@@ -395,7 +414,7 @@ class Tracker:
             analysis = None
             if recorded.startswith(_RECIPE):
                 analysis = self.analysis(digest=recorded[len(_RECIPE) :])
-            text = recorded if analysis is not None else views[relation]
+            text = recorded if analysis is not None else self._view_text(con, views, relation)
             if analysis is None and not recorded.startswith(_RECIPE):
                 analysis = self.analysis(text)
             if analysis is None or analysis.opaque or depth > 20:
