@@ -92,11 +92,18 @@ function linesCte(ctx) {
 }
 
 // Every rule of every contract, in silver's order.
+// One array literal rather than a UNION ALL of a select per rule (over a hundred): the same rows,
+// planned as one scan instead of a hundred-branch union in every query that reads them.
 function declaredRulesCte() {
-  return contracts.map((contract) => silver.ruleNames(contract).map((rule, index) => `  select
-    '${contract.name}' as source_name,
-    '${rule}' as rule_name,
-    ${index + 1} as rule_order,`).join("\n  union all\n")).join("\n  union all\n");
+  const rows = contracts.flatMap((contract) => silver.ruleNames(contract).map((rule, index) =>
+    `      struct('${contract.name}' as source_name, '${rule}' as rule_name, ${index + 1} as rule_order)`));
+  return `  select
+    source_name,
+    rule_name,
+    rule_order,
+  from unnest([
+${rows.join(",\n")}
+    ])`;
 }
 
 function sourceNamesCte() {
