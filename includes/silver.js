@@ -163,7 +163,13 @@ function extractColumns(contract) {
 // any, with the sorted keys (extra_fields) and a JSON object of them with their values (extra).
 // Only top-level keys count (a key nested in an unknown object is part of its value). A join, not a
 // correlated ARRAY subquery per row: DuckDB plans the latter with a 1.5 GiB allocation.
-function extraCtes(contract) {
+// With `pending`, a field the batch table has no column for yet (PENDING_FIELDS, declared by
+// batchPreOps) is kept there too: the run whose onSchemaChange adds the column writes only the columns
+// the table had when it started (as Dataform's executor does), so its values would be lost otherwise.
+function extraCtes(contract, pending) {
+  const known = `payload_key not in (
+${wrap(knownFields(contract).map(literal), 6, 90).join("\n")}
+    )`;
   return `unknown_keys as (
   select distinct
     record_id,
@@ -171,9 +177,7 @@ function extraCtes(contract) {
     payload_key,
   from extracted, unnest(payload_keys) as payload_key
   where
-    payload_key not in (
-${wrap(knownFields(contract).map(literal), 6, 90).join("\n")}
-    )
+    ${pending ? `(\n      ${known.replace(/\n/g, "\n  ")}\n      or payload_key in unnest(${PENDING_FIELDS})\n    )` : known}
     and parse_json(raw_record)[payload_key] is not null
 ),
 
@@ -318,7 +322,7 @@ ${extractColumns(contract)}
   from parsed
 ),
 
-${extraCtes(contract)}
+${extraCtes(contract, Boolean(scope))}
 
 typed as (
   select
@@ -373,18 +377,39 @@ const INTAKE_COLUMNS = [
   ["taken_at", "timestamp"],
 ];
 
+// The scripting variable naming the contract fields the batch table has no column for yet.
+const PENDING_FIELDS = "pending_fields";
+
+// Returns the DECLARE of PENDING_FIELDS: the contract's fields that are not columns of `table` (a
+// resolved `project.dataset.name`) before this run's onSchemaChange adds them.
+function pendingFieldsDeclaration(contract, table) {
+  const [project, dataset, name] = table.replace(/`/g, "").split(".");
+  return `declare ${PENDING_FIELDS} array<string> default (
+  select coalesce(array_agg(field_name), [])
+  from unnest([
+${wrap(contract.fields.map((field) => literal(field.name)), 6, 90).join("\n")}
+    ]) as field_name
+  where field_name not in (
+      select column_name
+      from \`${project}.${dataset}\`.information_schema.columns
+      where table_name = ${literal(name)}
+    )
+);`;
+}
+
 // Returns the batch's pre-operations. Incremental runs empty the batch and declare the watermarks:
 // the oldest landing folder and Pub/Sub publish time still scanned for what was not taken yet
 // (lookback_days before the newest taken), as scripting variables so that BigQuery prunes the
 // landing table's hive partitions and the raw table's publish_time partitions. The intake ledger
 // is created empty if a crash left the batch without it. A first or full-refresh run takes all of
 // bronze, so a full refresh rebuilds every silver table from everything landed.
-function batchPreOps(ctx, intake) {
+function batchPreOps(contract, ctx, intake) {
   const columns = INTAKE_COLUMNS.map(([name, type]) => `  ${name} ${type}`).join(",\n");
   const days = params.lookbackDays();
   // BigQuery takes DECLARE only at the start of a script: declare, then create, then set.
   return ctx.when(ctx.incremental(), `declare landing_from date;
 declare pubsub_from timestamp;
+${pendingFieldsDeclaration(contract, ctx.self())}
 
 create table if not exists ${intake} (
 ${columns}

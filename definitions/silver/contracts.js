@@ -49,7 +49,7 @@ sources.all().forEach((contract) => {
       nonNull: ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "raw_record"],
     },
   })
-    .preOps((ctx) => silver.batchPreOps(ctx, ctx.resolve("ops", intake)))
+    .preOps((ctx) => silver.batchPreOps(contract, ctx, ctx.resolve("ops", intake)))
     .query((ctx) => silver.stagedQuery(
       contract, ctx, ctx.incremental() ? silver.batchScope(ctx.resolve("ops", intake)) : undefined,
     ));

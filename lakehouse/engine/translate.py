@@ -25,6 +25,7 @@ from sqlglot.tokens import Token, TokenType
 
 from lakehouse import paths
 from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_functions
+from lakehouse.engine.layout import storage_order
 
 __all__ = [
     "Block",
@@ -1288,6 +1289,7 @@ def _system_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
 
 _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _injected_clock,
+    storage_order,  # before _drop_table_options drops the PARTITION BY and CLUSTER BY it reads
     _drop_table_options,
     _copy_and_clone_as_select,
     _cast_semantics,  # before the rewrites that add their own CASTs
@@ -1318,6 +1320,7 @@ REWRITES = [_rewrite_variables, _system_variables, _qualify_table_names, *_EXPRE
 # statement costs one walk instead of one per rewrite.
 _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _injected_clock: (exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentDatetime),
+    storage_order: (exp.Create,),
     _drop_table_options: (exp.Create,),
     _copy_and_clone_as_select: (exp.Create,),
     _countif_zero: (exp.CountIf,),
@@ -2123,7 +2126,7 @@ def _guarded(node, ctx: _Context, guard: exp.Expression) -> list[str]:
 # code change never serves a stale translation. Writes are atomic (temp file + rename).
 _cache_dir: Path | None = None
 _VERSION = hashlib.sha256(
-    b"".join(Path(__file__).with_name(n).read_bytes() for n in ("translate.py", "functions.py"))
+    b"".join(Path(__file__).with_name(n).read_bytes() for n in ("translate.py", "functions.py", "layout.py"))
     + sqlglot.__version__.encode()
 ).hexdigest()[:16]
 # What translations are made by: the runner's record of an action is only reused under the same.

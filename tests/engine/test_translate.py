@@ -560,9 +560,10 @@ def test_ddl_create_table_drops_partition_cluster_options(con):
         "select 1 as k, 'a' as v, TIMESTAMP '2024-01-01 10:00:00' as ts"
     )
     [statement] = translate_script(sql, default_project=PROJECT)
+    # the rows are stored in (partition column, cluster columns) order: tests/engine/test_layout.py
     assert statement == (
-        f'CREATE OR REPLACE TABLE "{PROJECT}"."ds"."orders" AS SELECT CAST(1 AS BIGINT) AS k, \'a\' AS v, '
-        "CAST('2024-01-01 10:00:00' AS TIMESTAMPTZ) AS ts"
+        f'CREATE OR REPLACE TABLE "{PROJECT}"."ds"."orders" AS SELECT * FROM (SELECT CAST(1 AS BIGINT) AS k, '
+        '\'a\' AS v, CAST(\'2024-01-01 10:00:00\' AS TIMESTAMPTZ) AS ts) AS _lakehouse_layout ORDER BY "ts", "k", "v"'
     )
     con.execute(statement)
     assert con.execute(f'DESCRIBE "{PROJECT}".ds.orders').fetchall()[0][:2] == ("k", "BIGINT")

@@ -111,6 +111,17 @@ def test_a_producer_adding_fields_is_accepted_without_a_full_refresh(tmp_path: P
         home, "select count(coupon_code) + count(client_version) + count(utm_source) as n from silver.orders"
     )
     assert added_by == [{"n": 0}]
+    # ... and that run keeps the new fields' values in `extra`, so nothing is lost: each record it took
+    # has in `extra` exactly the extra keys of its raw line
+    transition = query(
+        home,
+        "select orders.record_id, orders.extra, orders_batch.raw_record from silver.orders"
+        " inner join silver_restricted.orders_batch using (record_id)",
+    )
+    assert transition
+    for row in transition:
+        assert set(json.loads(row["extra"] or "{}")) == set(json.loads(row["raw_record"])) & set(EXTRA)
+    assert {key for row in transition for key in json.loads(row["extra"] or "{}")} == set(EXTRA)
     before = {row["record_id"] for row in query(home, "select record_id from silver.orders")}
 
     generate(home, 53)
