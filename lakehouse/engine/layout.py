@@ -7,16 +7,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import duckdb
 from sqlglot import exp
 
-# An incremental write appends its rows at the end, out of order; tables up to this many rows are
-# sorted again after such a write, larger ones at their next full refresh. The re-sort rewrites the
-# table (6.3 s for 1.5M rows of gold.ad_attribution on one thread of the shared 2-core machine; 4.4 s for
-# the 137,813 wide rows of orders_quarantine at a load of 10): the bound keeps it to about a second a table.
-RESORT_MAX_ROWS = 100_000
 _ALIAS = "_lakehouse_layout"
 
 
@@ -69,29 +61,3 @@ def storage_order(tree: exp.Expression) -> exp.Expression:
     ordered = exp.select("*").from_(source).order_by(*(exp.column(name, quoted=True) for name in names))
     tree.set("expression", ordered)
     return tree
-
-
-def appended(statements: Iterable[object]) -> bool:
-    """Return whether any of the (translated) statements is an INSERT or MERGE: a write that adds rows
-    at the table's end."""
-    return any(isinstance(sql, str) and sql.lstrip().upper().startswith(("INSERT", "MERGE")) for sql in statements)
-
-
-def resort(con: duckdb.DuckDBPyConnection, target: dict, table: dict) -> bool:
-    """Sort the table `target` (a compiled action's target) in the order its `bigquery` partitionBy and
-    clusterBy give, when it has any and at most RESORT_MAX_ROWS rows; return whether it was rewritten.
-
-    Runs inside the caller's transaction (a rewrite, not ALTER: DuckDB refuses to commit an ALTER of a
-    table its transaction already wrote). Raises duckdb.Error unchanged.
-    """
-    bigquery = table.get("bigquery") or {}
-    names = order_columns(bigquery.get("partitionBy"), bigquery.get("clusterBy") or [])
-    if not names:
-        return False
-    name = ".".join('"' + target[part].replace('"', '""') + '"' for part in ("database", "schema", "name"))
-    (rows,) = con.execute(f"SELECT count(*) FROM {name}").fetchone()
-    if rows > RESORT_MAX_ROWS:
-        return False
-    order = ", ".join('"' + column.replace('"', '""') + '"' for column in names)
-    con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {name} ORDER BY {order}")
-    return True

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths, warehouse
-from lakehouse.engine import dry_run, keys, layout, query, records, statements, translate, unchanged
+from lakehouse.engine import dry_run, keys, query, records, statements, translate, unchanged
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
@@ -312,8 +312,6 @@ class Engine:
                     counted = True
             if counted:
                 result.rows_affected = rows
-            if action.kind == "incremental" and not iceberg and rows and layout.appended(sql for _, sql in translated):
-                layout.resort(con, target, action.raw)
             # An incremental write that added, changed and removed nothing leaves the table as it was.
             changed = not (action.kind == "incremental" and counted and rows == 0 and not schema_changed)
             if iceberg and changed and not options.dry_run:
