@@ -92,7 +92,8 @@ def test_subscription_writer_with_the_emulator(pubsub_emulator, lakehouse_home, 
         monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
 
 
-def test_messages_are_acked_only_after_the_append_committed(lakehouse_home):
+@pytest.mark.parametrize("max_messages", [1000, 2])  # one pull, or three pulls in one append
+def test_messages_are_acked_only_after_the_append_committed(lakehouse_home, max_messages):
     bus = InProcessBus(PROJECT)
     pubsub.ensure_topology(bus, ["orders"])
     pubsub.publish_events(bus, "orders", _lines(5))
@@ -100,7 +101,7 @@ def test_messages_are_acked_only_after_the_append_committed(lakehouse_home):
         con.execute("CREATE SCHEMA bronze")
         con.execute("CREATE TABLE bronze.orders_raw (only_column INTEGER)")
     with pytest.raises(Exception, match="(?i)column|insert"):
-        drain_to_warehouse(bus, "orders", lakehouse_home, PROJECT)
+        drain_to_warehouse(bus, "orders", lakehouse_home, PROJECT, max_messages=max_messages)
     assert bus.backlog("ingest-orders-bq") == 5  # nacked, nothing lost
     with open_catalog(lakehouse_home, PROJECT) as con:
         assert con.execute("SELECT count(*) FROM bronze.orders_raw").fetchone() == (0,)
