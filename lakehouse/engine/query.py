@@ -141,7 +141,7 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
     Raises duckdb.Error from the statements, and RuntimeError for a loop past MAX_ITERATIONS.
     """
     if isinstance(item, str):
-        return con.execute(expand_wildcard_tables(con, item))
+        return translate.execute_with_array_paths(con, expand_wildcard_tables(con, item))
     if item.kind == "break":
         raise _Break
     if item.kind == "continue":

@@ -793,6 +793,201 @@ def _exists_over_unnest(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+# BigQuery's array elements field access operator (`UNNEST(t.event_params.key)`, `FLATTEN(a.b.c)`, and the
+# correlated `FROM t, t.arr.field`, which sqlglot writes as UNNEST) reads a field of every element of an
+# array. The translator has no column types, so this runs only when DuckDB rejects such a path at bind time.
+_NOT_A_STRUCT = re.compile(r"Cannot extract field '([^']*)' from expression \"(.*)\" because it is not a struct")
+
+
+def _path_names(node: exp.Expression) -> list[str] | None:
+    """Return the names of a dotted path (`t.arr.key` → ['t', 'arr', 'key']), None for anything else."""
+    if isinstance(node, exp.Column):
+        return [part.name for part in node.parts]
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Identifier):
+        head = _path_names(node.this)
+        return None if head is None else [*head, node.expression.name]
+    return None
+
+
+def _path_expression(names: list[str]) -> exp.Expression:
+    return (
+        exp.column(*reversed(names[:4]))
+        if len(names) <= 4
+        else exp.Dot.build([_path_expression(names[:4]), *(exp.to_identifier(n) for n in names[4:])])
+    )
+
+
+def _field_type(struct: exp.DataType, name: str) -> exp.DataType | None:
+    for field_def in struct.expressions:
+        if isinstance(field_def, exp.ColumnDef) and field_def.name.lower() == name.lower():
+            return field_def.args["kind"]
+    return None
+
+
+def _flattened_access(
+    value: exp.Expression, dtype: exp.DataType, fields: list[str], names: Iterable[str]
+) -> tuple[exp.Expression, exp.DataType] | None:
+    """Return `value.fields…` with every array on the way crossed as BigQuery's array elements field access
+    does (a field of each element; arrays met on the way are concatenated), and its type; None when a field
+    does not exist."""
+    if not fields:
+        return value, dtype
+    if dtype.this == exp.DataType.Type.ARRAY:
+        variable = next(names)
+        body = _flattened_access(exp.column(variable), dtype.expressions[0], fields, names)
+        if body is None:
+            return None
+        expression, body_type = body
+        lambda_ = exp.Lambda(this=expression, expressions=[exp.to_identifier(variable)])
+        mapped = _call("list_transform", value, lambda_)
+        if body_type.this == exp.DataType.Type.ARRAY:
+            return _call("flatten", mapped), body_type
+        return mapped, exp.DataType(this=exp.DataType.Type.ARRAY, expressions=[body_type], nested=True)
+    if dtype.this != exp.DataType.Type.STRUCT:
+        return None
+    child = _field_type(dtype, fields[0])
+    if child is None:
+        return None
+    return _flattened_access(exp.Dot(this=value, expression=exp.to_identifier(fields[0])), child, fields[1:], names)
+
+
+def _probe(select: exp.Select, path: exp.Expression, node: exp.Expression) -> exp.Select | None:
+    """Return `SELECT path FROM <the sources of select>` without the source that holds node, or None."""
+    sources = []
+    from_ = select.args.get("from_")
+    if from_ is not None:
+        sources.append(from_.this)
+    sources += [join.this for join in select.args.get("joins") or []]
+    sources = [s for s in sources if node not in set(s.walk())]
+    if not sources:
+        return None
+    probe = exp.select(path.copy()).from_(sources[0].copy())
+    for source in sources[1:]:
+        probe = probe.join(source.copy(), join_type="cross")
+    return probe
+
+
+def _array_type(holder: exp.Expression, prefix: exp.Expression, describe) -> exp.DataType | None:
+    """Return the type of prefix where holder sits, if it is an array: probed in the innermost scope whose
+    sources bind it (a correlated subquery's path belongs to an outer query)."""
+    for select in _enclosing_selects(holder):
+        probe = _probe(select, prefix, holder)
+        if probe is None:
+            continue
+        for with_ in _enclosing_withs(select):
+            for cte in with_.expressions:
+                probe = probe.with_(cte.alias, as_=cte.this.copy())
+        type_text = describe(probe.sql(dialect=WRITE))
+        if type_text is not None:
+            dtype = exp.DataType.build(type_text, dialect=WRITE)
+            return dtype if dtype.this == exp.DataType.Type.ARRAY else None
+    return None
+
+
+def flatten_array_paths(sql: str, error: str, describe: Callable[[str], str | None]) -> str | None:
+    """Rewrite a path DuckDB refused in `error` (`Cannot extract field 'key' from expression "arr" …`, or a
+    correlated UNNEST it cannot bind) as BigQuery's array elements field access, where BigQuery allows it:
+    the argument of UNNEST or FLATTEN (`FROM t, t.arr.key` reaches here as UNNEST).
+
+    `describe(select_sql)` returns the DuckDB type of the probe's one column, or None when it does not bind;
+    it gives the type of the array the path crosses. Returns the rewritten DuckDB statement, or None when
+    the error is not about such a path (the caller raises it).
+    """
+    match = _NOT_A_STRUCT.search(error)
+    if match:
+        field_name = match.group(1).lower()
+        found = re.findall(r"'([^']*)'|\"?([A-Za-z_][\w$]*)\"?", match.group(2)) or [("", "")]
+        array_name = (found[-1][0] or found[-1][1]).lower()
+    elif _CORRELATED_UNNEST in error:
+        field_name = array_name = None
+    else:
+        return None
+    try:
+        tree = sqlglot.parse_one(sql, read=WRITE)
+    except (ParseError, TokenError):
+        return None
+    names = (f"_lakehouse_e{n}" for n in range(1, 1000))
+    changed = False
+    for holder in list(tree.find_all(exp.Unnest, exp.Explode, exp.Flatten)):
+        arguments = holder.expressions if isinstance(holder, exp.Unnest) else [holder.this]
+        for argument in arguments:
+            parts = _path_names(argument) or []
+            lowered = [p.lower() for p in parts]
+            cuts = [
+                i
+                for i in range(1, len(lowered))
+                if field_name is None or (lowered[i] == field_name and lowered[i - 1] == array_name)
+            ]
+            for cut in cuts:
+                prefix = _path_expression(parts[:cut])
+                dtype = _array_type(holder, prefix, describe)
+                access = dtype and _flattened_access(prefix, dtype, parts[cut:], names)
+                if access:
+                    break
+            else:
+                continue
+            argument.replace(access[0])
+            changed = True
+            element = access[1].expressions[0] if access[1].expressions else None
+            if isinstance(holder, exp.Explode) and (element is None or element.this != exp.DataType.Type.STRUCT):
+                # max_depth only unpacks structs; DuckDB refuses it on a correlated list of scalars.
+                holder.set("expressions", [])
+            if isinstance(holder, exp.Flatten):
+                # FLATTEN of an elements path is the flat array itself (DuckDB's flatten wants a list of lists).
+                holder.replace(holder.this)
+    return tree.sql(dialect=WRITE) if changed else None
+
+
+_CORRELATED_UNNEST = "UNNEST() for correlated expressions is not supported"
+
+
+def execute_with_array_paths(con, sql: str):
+    """Run one DuckDB statement on con; where DuckDB refuses a BigQuery array elements path
+    (`UNNEST(t.arr.field)`), rewrite it with the array's type from a DESCRIBE probe and run it again.
+
+    Returns the cursor; raises the DuckDB error when the statement fails for any other reason. A binder
+    error leaves the transaction usable, so the retry costs nothing when no such path is there.
+    """
+
+    def describe(probe: str) -> str | None:
+        try:
+            rows = con.execute(f"DESCRIBE {probe}").fetchall()
+        except Exception:  # noqa: BLE001 - a probe that does not bind says "not in this scope"
+            return None
+        return rows[0][1] if rows else None
+
+    for _ in range(_MAX_PATH_REWRITES):
+        try:
+            return con.execute(sql)
+        except Exception as error:
+            rewritten = flatten_array_paths(sql, str(error), describe)
+            if rewritten is None or rewritten == sql:
+                raise
+            sql = rewritten
+    return con.execute(sql)
+
+
+_MAX_PATH_REWRITES = 8
+
+
+def _enclosing_selects(node: exp.Expression) -> Iterable[exp.Select]:
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Select):
+            yield parent
+        parent = parent.parent
+
+
+def _enclosing_withs(node: exp.Expression) -> list[exp.With]:
+    found = []
+    while node is not None:
+        with_ = node.args.get("with_") if isinstance(node, exp.Expression) else None
+        if with_ is not None:
+            found.append(with_)
+        node = node.parent
+    return list(reversed(found))
+
+
 _SUB_DAY_UNITS = {"HOUR", "MINUTE", "SECOND", "MILLISECOND", "MICROSECOND"}
 _TIMESTAMP_TYPES = {exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.DATETIME}
 

@@ -133,6 +133,65 @@ def test_arrays_of_structs_read_as_in_bigquery(con, sql, expected):
     assert run(con, sql) == expected
 
 
+SALES = """
+create table web.sales as
+select 1 as id, [struct([struct([25.0, 75.0] as prices), struct([30.0] as prices),
+                        struct(cast([] as array<float64>) as prices), struct(cast(null as array<float64>) as prices)]
+                       as sales)] as my_array
+union all select 2, cast([] as array<struct<sales array<struct<prices array<float64>>>>>)
+union all select 3, cast(null as array<struct<sales array<struct<prices array<float64>>>>>)
+"""
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # The documented example: FLATTEN concatenates every `prices` array; an empty or NULL one adds nothing.
+        (
+            "select id, flatten(my_array.sales.prices) from web.sales order by id",
+            [(1, [25.0, 75.0, 30.0]), (2, []), (3, None)],
+        ),
+        (
+            "select id, p from web.sales as t, unnest(t.my_array.sales.prices) as p order by id, p",
+            [(1, 25.0), (1, 30.0), (1, 75.0)],
+        ),
+        # The correlated join with a path: an implicit UNNEST and FLATTEN.
+        ("select p from web.sales as t, t.my_array.sales.prices as p order by p", [(25.0,), (30.0,), (75.0,)]),
+        # A scalar field of each element (GA4's event_params.key); the NULL int_value is kept, as BigQuery does.
+        (
+            "select e.user_id, k from web.events as e, unnest(e.event_params.key) as k order by 1, 2",
+            [(1, "page"), (1, "title"), (2, "percent")],
+        ),
+        (
+            "select user_id, array_length(flatten(event_params.value.int_value)) from web.events order by 1",
+            [(1, 2), (2, 1)],
+        ),
+        # In a correlated subquery (the path belongs to the outer query), unaliased, and through a struct.
+        (
+            "select user_id, (select count(*) from unnest(event_params.key)), "
+            "(select sum(q) from unnest(ecommerce.items.quantity) as q) from web.events order by 1",
+            [(1, 2, 5), (2, 1, None)],
+        ),
+        (
+            "with e as (select * from web.events) "
+            "select string_agg(k, ',' order by k) from e, unnest(e.event_params.key) k",
+            [("page,percent,title",)],
+        ),
+    ],
+)
+def test_a_path_through_an_array_is_flattened_as_bigquery_does(con, sql, expected):
+    execute(con, EVENTS + ";" + SALES)
+
+    assert execute(con, sql) == expected
+
+
+def test_a_field_of_an_array_outside_unnest_and_flatten_fails_as_in_bigquery(con):
+    execute(con, EVENTS)
+
+    with pytest.raises(duckdb.BinderException, match="Cannot extract field 'key'"):
+        execute(con, "select event_params.key from web.events")
+
+
 # -- procedural BigQuery -----------------------------------------------------------------------------------
 
 
