@@ -24,6 +24,7 @@ from sqlglot.time import format_time
 from sqlglot.tokens import Token, TokenType
 
 from lakehouse import paths
+from lakehouse.engine import functions
 from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_functions
 
 __all__ = [
@@ -159,6 +160,9 @@ class Block:
     params: tuple = ()
     returns: str = ""
     libraries: tuple = ()
+    # js_function: for a persistent function (CREATE FUNCTION ds.f), the DuckDB verb for its macro
+    # ("CREATE MACRO", "CREATE OR REPLACE MACRO", "CREATE MACRO IF NOT EXISTS") and `variable` "project.dataset.f".
+    persistent: str = ""
 
     def __str__(self) -> str:
         return f"-- {self.kind} block"
@@ -943,7 +947,8 @@ _CORRELATED_UNNEST = "UNNEST() for correlated expressions is not supported"
 
 def execute_with_array_paths(con, sql: str):
     """Run one DuckDB statement on con; where DuckDB refuses a BigQuery array elements path
-    (`UNNEST(t.arr.field)`), rewrite it with the array's type from a DESCRIBE probe and run it again.
+    (`UNNEST(t.arr.field)`), rewrite it with the array's type from a DESCRIBE probe and run it again; where
+    it misses the V8 body of a persistent JavaScript function, register it from the warehouse and run again.
 
     Returns the cursor; raises the DuckDB error when the statement fails for any other reason. A binder
     error leaves the transaction usable, so the retry costs nothing when no such path is there.
@@ -960,6 +965,8 @@ def execute_with_array_paths(con, sql: str):
         try:
             return con.execute(sql)
         except Exception as error:
+            if functions.register_stored_js_function(con, str(error)):
+                continue
             rewritten = flatten_array_paths(sql, str(error), describe)
             if rewritten is None or rewritten == sql:
                 raise
@@ -1604,6 +1611,8 @@ def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     if tree.find(exp.Parameter) is not None:
         tree = _system_variables(tree, ctx)
     tree = _qualify_table_names(tree, ctx)
+    if any(isinstance(c.this, exp.Identifier) and "." in c.this.this for c in tree.find_all(exp.Anonymous)):
+        tree = _quoted_function_names(tree, ctx)
     for table in tree.find_all(exp.Table):
         if table.catalog and table.db and table.name:
             ctx.tables.add((table.catalog, table.db, table.name))
@@ -2449,7 +2458,7 @@ def _program(nodes: list, ctx: _Context) -> list:
         elif isinstance(node, _Statement) and node.words[:2] == ("EXECUTE", "IMMEDIATE"):
             out.append(_execute_immediate(node, ctx))
         elif isinstance(node, _Statement) and _is_js_function(node):
-            out.append(_js_function(node))
+            out.append(_js_function(node, ctx))
         elif isinstance(node, _Loop):
             condition = _truth(node.condition, ctx, node.position) if node.kind == "WHILE" else ""
             until = _truth(node.condition, ctx, node.position) if node.kind == "REPEAT" else ""
@@ -2611,18 +2620,17 @@ def _call_procedure(stmt: _Statement, ctx: _Context) -> Block:
 _CALL_ARGUMENT = "__lakehouse_call_argument_{}"
 
 
-def _js_function(stmt: _Statement) -> Block:
-    """CREATE TEMP FUNCTION f(x T, ...) RETURNS R LANGUAGE js AS r\"\"\"...\"\"\" [OPTIONS(library=...)]: run by
+def _js_function(stmt: _Statement, ctx: _Context) -> Block:
+    """CREATE [TEMP] FUNCTION f(x T, ...) RETURNS R LANGUAGE js AS r\"\"\"...\"\"\" [OPTIONS(library=...)]: run by
     an embedded V8 (mini-racer) as a DuckDB function; arguments and results cross as JSON, so NULL is
-    null, arrays are arrays and structs objects, as in BigQuery."""
+    null, arrays are arrays and structs objects, as in BigQuery. A persistent one (`ds.f`, `project.ds.f`)
+    is kept in the warehouse (functions.register_js_function)."""
     tokens = stmt.tokens
     words = [_word(t) for t in tokens]
-    if "TEMP" not in words[:4] and "TEMPORARY" not in words[:4]:
-        raise UnsupportedConstruct(
-            "CREATE FUNCTION ... LANGUAGE js (persistent)", "declare it as CREATE TEMP FUNCTION in the script"
-        )
+    temporary = "TEMP" in words[:4] or "TEMPORARY" in words[:4]
     at = words.index("FUNCTION") + 1
-    if words[at : at + 3] == ["IF", "NOT", "EXISTS"]:
+    if_not_exists = words[at : at + 3] == ["IF", "NOT", "EXISTS"]
+    if if_not_exists:
         at += 3
     name_end = at
     while name_end < len(tokens) and tokens[name_end].token_type != TokenType.L_PAREN:
@@ -2658,9 +2666,50 @@ def _js_function(stmt: _Statement) -> Block:
     if match:
         libraries = tuple(re.findall(r"'([^']*)'|\"([^\"]*)\"", match.group(1)))
         libraries = tuple(a or b for a, b in libraries)
+    persistent = ""
+    if not temporary:
+        name, persistent = _persistent_function_name(name, ctx, stmt.position), "CREATE MACRO"
+        if "OR" in words[:3] and "REPLACE" in words[:4]:
+            persistent = "CREATE OR REPLACE MACRO"
+        elif if_not_exists:
+            persistent = "CREATE MACRO IF NOT EXISTS"
     return Block(
-        "js_function", variable=name, code=body.text, params=tuple(params), returns=returns, libraries=libraries
+        "js_function",
+        variable=name,
+        code=body.text,
+        params=tuple(params),
+        returns=returns,
+        libraries=libraries,
+        persistent=persistent,
     )
+
+
+def _persistent_function_name(name: str, ctx: _Context, position: str) -> str:
+    """Return "project.dataset.name" for a persistent function named `ds.f`, `project.ds.f` or `` `project.ds.f` ``."""
+    parts = _split_name(_parse(f"SELECT * FROM {name}", position).find(exp.Table))
+    if len(parts) == 2:
+        parts = [ctx.default_project, *parts]
+    if len(parts) != 3:
+        raise TranslationError(f"function name {name} at {position} must be dataset.name or project.dataset.name")
+    return ".".join(parts)
+
+
+def _quoted_function_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
+    """`` `project.ds.f`(x) `` (one backticked name) calls the persistent function project.ds.f; sqlglot keeps
+    it as one upper-cased quoted name, which DuckDB cannot resolve, so it becomes "project"."ds"."f"(x)."""
+    for call in list(tree.find_all(exp.Anonymous)):
+        name = call.this.this if isinstance(call.this, exp.Identifier) else None
+        if not name or "." not in name or not call.this.quoted:
+            continue
+        parts = name.split(".")
+        if len(parts) == 2:
+            parts = [ctx.default_project, *parts]
+        if len(parts) != 3:
+            continue
+        function = exp.Anonymous(this=exp.to_identifier(parts[2], quoted=True), expressions=call.expressions)
+        catalog_schema = exp.Dot(this=_identifier(parts[0]), expression=_identifier(parts[1]))
+        call.replace(exp.Dot(this=catalog_schema, expression=function))
+    return tree
 
 
 def _library_path(uri: str, gcs_resolver: Callable[[str], str] | None) -> str:

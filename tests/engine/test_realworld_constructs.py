@@ -315,6 +315,57 @@ def test_a_javascript_udf_runs_in_v8_with_bigquery_types(con):
     assert rows == [({"browser": "Mozilla", "weight": 42, "tags": ["(X11)", "Gecko"]}, None, 0)]
 
 
+INITIALS = '''
+create or replace function web.initials(name string, n int64) returns string language js as r"""
+  if (name === null) return null;
+  return name.split(" ").map(w => w[0]).join("").slice(0, n);
+""";
+'''
+
+
+def warehouse(path):
+    """A connection with the project's warehouse file attached and in use, as a `lakehouse run` opens it."""
+    connection = duckdb.connect(":memory:")
+    register_functions(connection, NOW)
+    connection.execute(f"ATTACH '{path}' AS \"{PROJECT}\"")
+    connection.execute(f'USE "{PROJECT}"')
+    connection.execute("CREATE SCHEMA IF NOT EXISTS web")
+    return connection
+
+
+def test_a_persistent_javascript_function_is_called_by_later_actions_and_runs(tmp_path):
+    first_run = warehouse(tmp_path / "w.duckdb")
+    assert execute(first_run, INITIALS + "select web.initials('Ada Lovelace', 2)") == [("AL",)]
+    # Another action of the same run, on another cursor (a worker thread), with the function registered nowhere.
+    worker = first_run.cursor()
+    worker.execute(f'USE "{PROJECT}"')
+    assert execute(worker, "select `acme-analytics.web.initials`('Alan Turing', 1)") == [("A",)]
+    first_run.close()
+
+    next_run = warehouse(tmp_path / "w.duckdb")
+    rows = execute(
+        next_run,
+        "select web.initials('Grace Brewster Hopper', 3), `acme-analytics`.web.initials(null, 1), "
+        "`acme-analytics.web.initials`('Edsger Dijkstra', 9)",
+    )
+
+    assert rows == [("GBH", None, "ED")]
+
+
+def test_create_function_meets_an_existing_function_as_bigquery_does(tmp_path):
+    con = warehouse(tmp_path / "w.duckdb")
+    execute(con, INITIALS)
+    plain = INITIALS.replace("create or replace function", "create function")
+
+    with pytest.raises(duckdb.CatalogException, match="Already Exists: Function acme-analytics.web.initials"):
+        execute(con, plain)
+    # IF NOT EXISTS keeps the first body; OR REPLACE replaces it.
+    execute(con, plain.replace("function web", "function if not exists web").replace("w[0]", "w"))
+    assert execute(con, "select web.initials('Ada Lovelace', 9)") == [("AL",)]
+    execute(con, INITIALS.replace("w[0]", "w[1]"))
+    assert execute(con, "select web.initials('Ada Lovelace', 9)") == [("do",)]
+
+
 def test_a_javascript_udf_library_is_read_from_the_local_bucket(con, tmp_path):
     library = tmp_path / "gcs" / "scripts" / "greeter.js"
     library.parent.mkdir(parents=True)

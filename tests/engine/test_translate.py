@@ -529,8 +529,8 @@ def test_script_temp_function(con):
         ("SELECT INSTR('abcabc', 'c', 1, 2)", "STRPOS does not support the occurrence parameter."),
         ("SELECT * FROM `region-us.INFORMATION_SCHEMA.JOBS`", "INFORMATION_SCHEMA.JOBS at region-us level"),
         (
-            "CREATE FUNCTION ds.f(x STRING) RETURNS STRING LANGUAGE js AS 'return x'",
-            "CREATE FUNCTION ... LANGUAGE js (persistent)",
+            "CREATE FUNCTION ds.f(x STRING) RETURNS STRING REMOTE WITH CONNECTION `p.us.c` OPTIONS (endpoint = 'e')",
+            "CREATE FUNCTION (JavaScript or remote)",
         ),
         ("SET @@dataset_project_id = 'p'", "SET @@dataset_project_id"),
     ],
