@@ -2836,6 +2836,13 @@ def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str
                         _tables_in(_parse(f"SELECT {condition}", node.position), ctx, found)
                     visit(body)
                 continue
+            if isinstance(node, _Try):
+                visit(node.body)
+                visit(node.handler)
+                continue
+            if isinstance(node, _Procedure):
+                visit(_ScriptParser(node.body).parse())
+                continue
             if node.words[0] == "CREATE" and "EXTERNAL" in node.words[:4]:
                 try:
                     _external_table(node, ctx)

@@ -830,6 +830,26 @@ def test_referenced_tables():
     assert referenced_tables(unsupported, default_project=PROJECT) == {(PROJECT, "ds", "a"), ("x-y", "ds", "b")}
 
 
+
+def test_referenced_tables_inside_exception_handlers_and_procedures():
+    sql = """
+        BEGIN
+          insert into `billing-p.logs.process` select 1;
+        EXCEPTION WHEN ERROR THEN
+          update logs.errors set m = @@error.message where true;
+          RAISE USING MESSAGE = @@error.message;
+        END;
+        CREATE OR REPLACE PROCEDURE ds.refresh() BEGIN delete from `other-p.ds.t` where true; END;
+        EXPORT DATA OPTIONS (uri = 'gs://b/*.csv', format = 'CSV') AS select 1;
+    """
+
+    # EXPORT DATA does not translate, so the script is read statement by statement, into handlers and bodies.
+    assert referenced_tables(sql, default_project=PROJECT) == {
+        ("billing-p", "logs", "process"),
+        (PROJECT, "logs", "errors"),
+        ("other-p", "ds", "t"),
+    }
+
 # ------------------------------------------------------------------------------------ external tables
 
 
