@@ -131,7 +131,6 @@ def test_an_operation_that_creates_its_declared_table_runs_on_a_fresh_warehouse(
     assert result.output == "process_id,note\n1,started\n"
 
 
-
 def test_a_table_reads_a_declared_table_an_upstream_operation_created_in_the_same_run(make_project, lakehouse_home):
     project = make_project(
         {
@@ -153,6 +152,7 @@ def test_a_table_reads_a_declared_table_an_upstream_operation_created_in_the_sam
 
     assert record.status == "success", [a.error for a in record.actions]
     assert result.output == "processes\n1\n"
+
 
 SHARDED = {
     "definitions/events.sqlx": 'config { type: "declaration", schema: "analytics", name: "events_*" }\n',

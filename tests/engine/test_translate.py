@@ -830,7 +830,6 @@ def test_referenced_tables():
     assert referenced_tables(unsupported, default_project=PROJECT) == {(PROJECT, "ds", "a"), ("x-y", "ds", "b")}
 
 
-
 def test_referenced_tables_inside_exception_handlers_and_procedures():
     sql = """
         BEGIN
@@ -849,6 +848,7 @@ def test_referenced_tables_inside_exception_handlers_and_procedures():
         (PROJECT, "logs", "errors"),
         ("other-p", "ds", "t"),
     }
+
 
 # ------------------------------------------------------------------------------------ external tables
 
