@@ -440,8 +440,9 @@ def _rewrite_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     if not ctx.variables:
         return tree
     for column in list(tree.find_all(exp.Column)):
-        if column.table and ctx.variables.get(column.table.lower()) == _STRUCT_VARIABLE and not column.args.get("db"):
-            # FOR x IN (query): x.col reads a field of the current row.
+        declared = ctx.variables.get(column.table.lower()) if column.table else None
+        if declared and declared.upper().startswith(_STRUCT_VARIABLE) and not column.args.get("db"):
+            # FOR x IN (query): x.col reads a field of the current row; so does v.field of DECLARE v STRUCT<…>.
             field_name = exp.Literal.string(column.name)
             column.replace(_call("struct_extract", _getvariable(column.table.lower()), field_name))
             continue

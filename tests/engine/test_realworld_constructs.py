@@ -218,6 +218,26 @@ def test_while_with_continue_and_break(con):
     assert rows == [(4, 4)]  # 1 + 3: 2 was skipped, the loop left at 4
 
 
+def test_fields_of_a_declared_struct_variable_are_read_in_queries_and_dml(con):
+    rows = execute(
+        con,
+        """
+        create table web.log (id int64, added int64, days array<date>);
+        insert into web.log values (1, null, null);
+        begin
+          declare meta struct<records_added int64, days array<date>>;
+          set meta = (select as struct 3 as records_added, [date '2025-12-30'] as days);
+          update web.log set added = meta.records_added, days = meta.days where id = 1;
+        exception when error then
+          raise using message = @@error.message;
+        end;
+        select added, days from web.log
+        """,
+    )
+
+    assert rows == [(3, [dt.date(2025, 12, 30)])]
+
+
 def test_loop_with_leave_and_repeat_until(con):
     assert execute(
         con, "declare n int64 default 0; loop set n = n + 1; if n >= 3 then leave; end if; end loop; select n"
