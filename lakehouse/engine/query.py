@@ -141,7 +141,8 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
     Raises duckdb.Error from the statements, and RuntimeError for a loop past MAX_ITERATIONS.
     """
     if isinstance(item, str):
-        return translate.execute_with_array_paths(con, expand_wildcard_tables(con, item))
+        cursor = translate.execute_with_array_paths(con, expand_wildcard_tables(con, item))
+        return _count_rows(con, cursor) if item.lstrip()[:6].upper() in _DML_WORDS else cursor
     if item.kind == "break":
         raise _Break
     if item.kind == "continue":
@@ -193,6 +194,17 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
         if item.until and _true(con, item.until):
             return last
     raise RuntimeError(f"a loop ran {MAX_ITERATIONS:,} times; is its exit condition ever met?")
+
+
+_DML_WORDS = ("INSERT", "UPDATE", "DELETE", "MERGE ")
+
+
+def _count_rows(con: duckdb.DuckDBPyConnection, cursor) -> _Fetched:
+    """Keep a DML statement's row count for `@@row_count`; returns its result, read."""
+    fetched = _Fetched(cursor)
+    count = fetched.rows[0][0] if fetched.rows and fetched.rows[0] else None
+    con.execute(f"SET VARIABLE {translate.ROW_COUNT_VARIABLE} = CAST(? AS BIGINT)", [count])
+    return fetched
 
 
 def _execute_immediate(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:

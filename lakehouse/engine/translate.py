@@ -51,6 +51,7 @@ FILE_NAME_COLUMN = "_FILE_NAME"
 _FILE_COLUMN = "__lakehouse_file"
 _IF_VARIABLE = "__lakehouse_if_{}"
 ERROR_MESSAGE_VARIABLE = "__lakehouse_error_message"  # @@error.message in an EXCEPTION handler
+ROW_COUNT_VARIABLE = "__lakehouse_row_count"
 ERROR_STATEMENT_VARIABLE = "__lakehouse_error_statement"  # @@error.statement_text
 _STRUCT_VARIABLE = "STRUCT"  # the type recorded for a FOR loop's row variable
 _MERGE_DUPLICATE_MESSAGE = "UPDATE/MERGE must match at most one source row for each target row"
@@ -1465,6 +1466,8 @@ def _system_variable_value(name: str, ctx: _Context) -> exp.Expression | None:
         "error.statement_text": _getvariable(ERROR_STATEMENT_VARIABLE),
         "error.stack_trace": exp.cast(exp.Null(), _type("VARCHAR")),
         "error.formatted_stack_trace": _getvariable(ERROR_MESSAGE_VARIABLE),
+        # Set by query.run_item after each INSERT/UPDATE/DELETE/MERGE.
+        "row_count": _getvariable(ROW_COUNT_VARIABLE),
     }
     return values.get(name)
 
@@ -1474,7 +1477,8 @@ def _system_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     (NULL: no default dataset, no session), `@@time_zone` ('UTC'), `@@current_job_id` and
     `@@script.job_id` (a fresh id), `@@script.creation_time` (the statement clock) and
     `@@script.bytes_billed/bytes_processed/num_child_jobs/slot_ms` (0) read as a BigQuery job would.
-    Others (`@@row_count`, `@@error.*` outside a handler) are unsupported."""
+    `@@row_count` is the row count of the script's last DML statement (NULL before the first).
+    Others (`@@error.*` outside a handler) are unsupported."""
     for node in list(tree.find_all(exp.Parameter)):
         name = _system_variable_name(node)
         if name is None:

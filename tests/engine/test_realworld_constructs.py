@@ -63,7 +63,7 @@ def test_set_query_label_inside_if_is_a_no_op_too(con):
 
 @pytest.mark.parametrize(
     ("sql", "construct"),
-    [("SET @@dataset_id = 'web'", "SET @@dataset_id"), ("select @@row_count", "@@row_count")],
+    [("SET @@dataset_id = 'web'", "SET @@dataset_id"), ("select @@last_job_id", "@@last_job_id")],
 )
 def test_system_variables_without_a_local_meaning_are_named(sql, construct):
     with pytest.raises(UnsupportedConstruct) as caught:
@@ -236,6 +236,23 @@ def test_fields_of_a_declared_struct_variable_are_read_in_queries_and_dml(con):
     )
 
     assert rows == [(3, [dt.date(2025, 12, 30)])]
+
+
+def test_row_count_is_the_rows_the_last_dml_statement_changed(con):
+    rows = execute(
+        con,
+        """
+        declare before_any int64 default @@row_count;
+        declare inserted int64;
+        create table web.items (id int64, qty int64);
+        insert into web.items values (1, 0), (2, 0), (3, 5);
+        set inserted = @@row_count;
+        update web.items set qty = qty + 1 where qty = 0;
+        select before_any, inserted, @@row_count
+        """,
+    )
+
+    assert rows == [(None, 3, 2)]
 
 
 def test_loop_with_leave_and_repeat_until(con):
