@@ -15,6 +15,9 @@ from duckdb.sqltypes import BIGINT, BLOB, VARCHAR
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+# Real time spent in script loops so far in the action (an INTERVAL), added to an injected clock.
+CLOCK_OFFSET_VARIABLE = "__lakehouse_clock_offset"
+
 _INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
 _HEX_PATTERN = r"^\s*[+-]?0[xX][0-9a-fA-F]+\s*$"
 
@@ -181,7 +184,12 @@ def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = No
     if now is None:
         clock = "get_current_timestamp()"
     else:
-        clock = f"TIMESTAMPTZ '{now.astimezone(UTC).isoformat()}'"
+        # Frozen at `now`, except that time passes inside a script loop (query.run_item sets the offset), so
+        # a loop waiting for CURRENT_DATETIME to pass a deadline ends, as in BigQuery.
+        clock = (
+            f"TIMESTAMPTZ '{now.astimezone(UTC).isoformat()}' "
+            f"+ coalesce(getvariable('{CLOCK_OFFSET_VARIABLE}'), INTERVAL 0 MICROSECOND)"
+        )
     con.execute(f"CREATE OR REPLACE TEMP MACRO lakehouse_now() AS {clock}")
     udfs = [
         ("bq_farm_fingerprint_string", farm_fingerprint, [VARCHAR], BIGINT),

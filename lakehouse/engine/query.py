@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -182,7 +183,9 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
             except _Continue:
                 continue
         return last
+    clock = _LoopClock(con)
     for _ in range(MAX_ITERATIONS):
+        clock.tick()
         if item.condition and not _true(con, item.condition):
             return last
         try:
@@ -205,6 +208,24 @@ def _count_rows(con: duckdb.DuckDBPyConnection, cursor) -> _Fetched:
     count = fetched.rows[0][0] if fetched.rows and fetched.rows[0] else None
     con.execute(f"SET VARIABLE {translate.ROW_COUNT_VARIABLE} = CAST(? AS BIGINT)", [count])
     return fetched
+
+
+class _LoopClock:
+    """Lets an injected clock (`--now`) advance by the real time a script loop has run, once per iteration."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.start = time.perf_counter()
+        variable = functions.CLOCK_OFFSET_VARIABLE
+        offset = con.execute(f"SELECT to_microseconds(0) + coalesce(getvariable('{variable}'), to_microseconds(0))")
+        self.base = offset.fetchone()[0]
+
+    def tick(self) -> None:
+        elapsed = int((time.perf_counter() - self.start) * 1_000_000)
+        self.con.execute(
+            f"SET VARIABLE {functions.CLOCK_OFFSET_VARIABLE} = ? + to_microseconds(CAST(? AS BIGINT))",
+            [self.base, elapsed],
+        )
 
 
 def _execute_immediate(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:

@@ -255,6 +255,31 @@ def test_row_count_is_the_rows_the_last_dml_statement_changed(con):
     assert rows == [(None, 3, 2)]
 
 
+def test_a_loop_waiting_for_the_clock_ends_with_an_injected_clock(con):
+    # The wait() helper of DFE-Digital/dfe-analytics-dataform: a busy loop until CURRENT_DATETIME passes a
+    # deadline. Outside loops the clock stays at the injected time; inside one, time passes as in BigQuery.
+    assert execute(con, "select current_timestamp()") == [(NOW,)]
+
+    rows = execute(
+        con,
+        """
+        declare waiting string default 'TRUE';
+        declare deadline datetime default datetime_add(current_datetime, interval 20 millisecond);
+        while waiting = 'TRUE' do
+          if (deadline < current_datetime) then
+            set waiting = 'FALSE';
+          end if;
+        end while;
+        select waiting, current_datetime > deadline
+        """,
+    )
+
+    assert rows == [("FALSE", True)]
+    # Time does not go back after the loop (the runner starts the next action at the injected time again).
+    later = f"select current_timestamp() >= timestamp_add(timestamp '{NOW.isoformat()}', interval 20 millisecond)"
+    assert execute(con, later) == [(True,)]
+
+
 def test_loop_with_leave_and_repeat_until(con):
     assert execute(
         con, "declare n int64 default 0; loop set n = n + 1; if n >= 3 then leave; end if; end loop; select n"
