@@ -30,6 +30,8 @@ DATETIME_PATTERN = r"^\s*[0-9]{1,4}-[0-9]{1,2}-[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{1
 # DuckDB's own BIGINT cast takes surrounding whitespace, so decimal strings need no trim (a trim
 # costs more than the cast).
 MACROS: dict[str, str] = {
+    # Marks the path of `x IN UNNEST(t.arr.field)` for translate.flatten_array_paths; otherwise the path itself.
+    "lakehouse_elements": "(x) AS x",
     # CAST(x AS INT64): strings must be integer literals (decimal or 0x hex, optional sign and
     # surrounding spaces); '1.5', '1e3' and '1_000' are errors, as in BigQuery.
     "bq_cast_int64": f"""(x) AS CASE

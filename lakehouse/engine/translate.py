@@ -805,6 +805,23 @@ def _exists_over_unnest(tree: exp.Expression) -> exp.Expression:
 _NOT_A_STRUCT = re.compile(r"Cannot extract field '([^']*)' from expression \"(.*)\" because it is not a struct")
 
 
+_ELEMENTS_MARKER = "lakehouse_elements"  # an identity macro (functions.MACROS)
+
+
+def _mark_in_unnest_paths(tree: exp.Expression) -> exp.Expression:
+    """`x IN UNNEST(t.arr.field)` reads a path through an array as UNNEST does, but sqlglot writes it as
+    `ARRAY_CONTAINS(path, x)`; the path is wrapped in the identity macro `lakehouse_elements(path)` so that
+    flatten_array_paths still knows BigQuery allows an elements path there."""
+    for node in list(tree.find_all(exp.In)):
+        unnest = node.args.get("unnest")
+        if not isinstance(unnest, exp.Unnest) or len(unnest.expressions) != 1:
+            continue
+        path = unnest.expressions[0]
+        if (isinstance(path, exp.Column) and path.table) or isinstance(path, exp.Dot):
+            path.replace(exp.Anonymous(this=_ELEMENTS_MARKER, expressions=[path.copy()]))
+    return tree
+
+
 def _path_names(node: exp.Expression) -> list[str] | None:
     """Return the names of a dotted path (`t.arr.key` → ['t', 'arr', 'key']), None for anything else."""
     if isinstance(node, exp.Column):
@@ -914,8 +931,13 @@ def flatten_array_paths(sql: str, error: str, describe: Callable[[str], str | No
         return None
     names = (f"_lakehouse_e{n}" for n in range(1, 1000))
     changed = False
-    for holder in list(tree.find_all(exp.Unnest, exp.Explode, exp.Flatten)):
-        arguments = holder.expressions if isinstance(holder, exp.Unnest) else [holder.this]
+    holders = [
+        node
+        for node in tree.find_all(exp.Unnest, exp.Explode, exp.Flatten, exp.Anonymous)
+        if not isinstance(node, exp.Anonymous) or node.name.lower() == _ELEMENTS_MARKER
+    ]
+    for holder in holders:
+        arguments = holder.expressions if isinstance(holder, (exp.Unnest, exp.Anonymous)) else [holder.this]
         for argument in arguments:
             parts = _path_names(argument) or []
             lowered = [p.lower() for p in parts]
@@ -938,9 +960,9 @@ def flatten_array_paths(sql: str, error: str, describe: Callable[[str], str | No
             if isinstance(holder, exp.Explode) and (element is None or element.this != exp.DataType.Type.STRUCT):
                 # max_depth only unpacks structs; DuckDB refuses it on a correlated list of scalars.
                 holder.set("expressions", [])
-            if isinstance(holder, exp.Flatten):
+            if isinstance(holder, (exp.Flatten, exp.Anonymous)):
                 # FLATTEN of an elements path is the flat array itself (DuckDB's flatten wants a list of lists).
-                holder.replace(holder.this)
+                holder.replace(access[0])
     return tree.sql(dialect=WRITE) if changed else None
 
 
@@ -1500,6 +1522,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _cast_semantics,  # before the rewrites that add their own CASTs
     _countif_zero,
     _exists_over_unnest,  # before UNNEST ... WITH OFFSET becomes a subquery
+    _mark_in_unnest_paths,
     _unnest_struct_fields_as_columns,
     _unnest_offset_zero_based,
     _date_functions_return_date,
@@ -1529,6 +1552,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _copy_and_clone_as_select: (exp.Create,),
     _countif_zero: (exp.CountIf,),
     _exists_over_unnest: (exp.Exists,),
+    _mark_in_unnest_paths: (exp.In,),
     _unnest_struct_fields_as_columns: (exp.Unnest,),
     _unnest_offset_zero_based: (exp.Unnest,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),

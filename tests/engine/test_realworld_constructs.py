@@ -166,6 +166,12 @@ union all select 3, cast(null as array<struct<sales array<struct<prices array<fl
             "select user_id, array_length(flatten(event_params.value.int_value)) from web.events order by 1",
             [(1, 2), (2, 1)],
         ),
+        # IN UNNEST(path), which sqlglot writes as a list search.
+        (
+            "select user_id, 'title' in unnest(event_params.key), 7 in unnest(e.event_params.value.int_value) "
+            "from web.events as e order by 1",
+            [(1, True, True), (2, False, False)],
+        ),
         # In a correlated subquery (the path belongs to the outer query), unaliased, and through a struct.
         (
             "select user_id, (select count(*) from unnest(event_params.key)), "
