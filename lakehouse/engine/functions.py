@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
+import zlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
@@ -11,6 +14,9 @@ import farmhash
 from duckdb.sqltypes import BIGINT, BLOB, VARCHAR
 from sqlglot import exp
 from sqlglot.errors import ParseError
+
+# Real time spent in script loops so far in the action (an INTERVAL), added to an injected clock.
+CLOCK_OFFSET_VARIABLE = "__lakehouse_clock_offset"
 
 _INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
 _HEX_PATTERN = r"^\s*[+-]?0[xX][0-9a-fA-F]+\s*$"
@@ -24,6 +30,8 @@ DATETIME_PATTERN = r"^\s*[0-9]{1,4}-[0-9]{1,2}-[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{1
 # DuckDB's own BIGINT cast takes surrounding whitespace, so decimal strings need no trim (a trim
 # costs more than the cast).
 MACROS: dict[str, str] = {
+    # Marks the path of `x IN UNNEST(t.arr.field)` for translate.flatten_array_paths; otherwise the path itself.
+    "lakehouse_elements": "(x) AS x",
     # CAST(x AS INT64): strings must be integer literals (decimal or 0x hex, optional sign and
     # surrounding spaces); '1.5', '1e3' and '1_000' are errors, as in BigQuery.
     "bq_cast_int64": f"""(x) AS CASE
@@ -178,7 +186,12 @@ def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = No
     if now is None:
         clock = "get_current_timestamp()"
     else:
-        clock = f"TIMESTAMPTZ '{now.astimezone(UTC).isoformat()}'"
+        # Frozen at `now`, except that time passes inside a script loop (query.run_item sets the offset), so
+        # a loop waiting for CURRENT_DATETIME to pass a deadline ends, as in BigQuery.
+        clock = (
+            f"TIMESTAMPTZ '{now.astimezone(UTC).isoformat()}' "
+            f"+ coalesce(getvariable('{CLOCK_OFFSET_VARIABLE}'), INTERVAL 0 MICROSECOND)"
+        )
     con.execute(f"CREATE OR REPLACE TEMP MACRO lakehouse_now() AS {clock}")
     udfs = [
         ("bq_farm_fingerprint_string", farm_fingerprint, [VARCHAR], BIGINT),
@@ -209,6 +222,9 @@ def register_js_function(con: duckdb.DuckDBPyConnection, block) -> None:
 
     from py_mini_racer import MiniRacer
 
+    defining = bool(block.persistent) and block.persistent != _STORED
+    if defining and not _create_persistent(con, block):
+        return
     racer = MiniRacer()
     for uri, path in block.libraries:
         if not os.path.isfile(path):
@@ -236,15 +252,116 @@ def register_js_function(con: duckdb.DuckDBPyConnection, block) -> None:
     call.__signature__ = inspect.Signature(
         [inspect.Parameter(f"arg{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(block.params))]
     )
+    name = js_function_name(block.variable) if block.persistent else block.variable
     try:
-        con.remove_function(block.variable)  # CREATE TEMP FUNCTION run again (the next action's script)
+        con.remove_function(name)  # CREATE TEMP FUNCTION run again (the next action's script)
     except duckdb.Error:
         pass
     con.create_function(
-        block.variable,
+        name,
         call,
         [duckdb.sqltype(t) for _, t in block.params],
         duckdb.sqltype(block.returns),
         null_handling="special",
         side_effects=True,
     )
+    if defining:
+        catalog, schema, function = (_quote(part) for part in block.variable.split("."))
+        params = ", ".join(_quote(p) for p, _ in block.params)
+        con.execute(f"CREATE OR REPLACE MACRO {catalog}.{schema}.{function}({params}) AS {name}({params})")
+
+
+# Persistent JavaScript functions: the definition lives in the warehouse (this table, one row per function,
+# in the function's project), the body runs in V8 under js_function_name(), and "project"."ds"."f" is a DuckDB
+# macro calling it, so `ds.f(x)` resolves in any later action or run. A connection that has not registered
+# the V8 function yet gets it from the table when DuckDB reports it missing (register_stored_js_function).
+JS_FUNCTIONS = ("_lakehouse", "js_functions")
+_JS_PREFIX = "bq_js__"
+_STORED = "stored"  # Block.persistent of a definition read back from the warehouse
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def js_function_name(qualified: str) -> str:
+    """Return the connection-level DuckDB function name that runs persistent function "project.ds.f"
+    (a CRC keeps `a-b.c.f` and `a_b.c.f` apart once the name is reduced to letters, digits and `_`)."""
+    readable = "".join(c if c.isalnum() else "_" for c in qualified)
+    return f"{_JS_PREFIX}{readable}_{zlib.crc32(qualified.encode()):08x}"
+
+
+def _create_persistent(con: duckdb.DuckDBPyConnection, block) -> bool:
+    """Store a persistent function's definition in the warehouse; return False when IF NOT EXISTS finds it.
+
+    Raises duckdb.CatalogException when a plain CREATE FUNCTION meets an existing function, as BigQuery does.
+    """
+    import json
+
+    catalog, schema, function = block.variable.split(".")
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE database_name = ? AND schema_name = ? AND function_name = ?",
+        [catalog, schema, function],
+    ).fetchone()[0]
+    if exists and block.persistent == "CREATE MACRO IF NOT EXISTS":
+        return False
+    if exists and block.persistent == "CREATE MACRO":
+        raise duckdb.CatalogException(f"Already Exists: Function {block.variable}")
+    table = f"{_quote(catalog)}.{_quote(JS_FUNCTIONS[0])}.{_quote(JS_FUNCTIONS[1])}"
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(catalog)}.{_quote(JS_FUNCTIONS[0])}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} (name VARCHAR, qualified VARCHAR, definition VARCHAR)")
+    con.execute(f"DELETE FROM {table} WHERE qualified = ?", [block.variable])
+    definition = {
+        "code": block.code,
+        "params": [list(p) for p in block.params],
+        "returns": block.returns,
+        "libraries": [list(lib) for lib in block.libraries],
+    }
+    con.execute(
+        f"INSERT INTO {table} VALUES (?, ?, ?)",
+        [js_function_name(block.variable), block.variable, json.dumps(definition)],
+    )
+    return True
+
+
+_MISSING_JS = re.compile(r"Scalar Function with name (" + _JS_PREFIX + r"\w+) does not exist")
+
+
+def register_stored_js_function(con: duckdb.DuckDBPyConnection, error: str) -> bool:
+    """When `error` says a persistent JavaScript function's V8 body is not registered on con, register it
+    from the warehouse; return whether it did (the caller runs the statement again)."""
+    import json
+
+    match = _MISSING_JS.search(error)
+    if not match:
+        return False
+    catalogs = con.execute(
+        "SELECT database_name FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", list(JS_FUNCTIONS)
+    ).fetchall()
+    for (catalog,) in catalogs:
+        table = f"{_quote(catalog)}.{_quote(JS_FUNCTIONS[0])}.{_quote(JS_FUNCTIONS[1])}"
+        row = con.execute(f"SELECT qualified, definition FROM {table} WHERE name = ?", [match.group(1)]).fetchone()
+        if row:
+            definition = json.loads(row[1])
+            block = _StoredFunction(
+                variable=row[0],
+                code=definition["code"],
+                params=tuple(tuple(p) for p in definition["params"]),
+                returns=definition["returns"],
+                libraries=tuple(tuple(lib) for lib in definition["libraries"]),
+            )
+            register_js_function(con, block)
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class _StoredFunction:
+    """A persistent JavaScript function read back from the warehouse (only its V8 body is registered)."""
+
+    variable: str
+    code: str
+    params: tuple
+    returns: str
+    libraries: tuple
+    persistent: str = _STORED

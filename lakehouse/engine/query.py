@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -141,7 +142,8 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
     Raises duckdb.Error from the statements, and RuntimeError for a loop past MAX_ITERATIONS.
     """
     if isinstance(item, str):
-        return con.execute(expand_wildcard_tables(con, item))
+        cursor = translate.execute_with_array_paths(con, expand_wildcard_tables(con, item))
+        return _count_rows(con, cursor) if item.lstrip()[:6].upper() in _DML_WORDS else cursor
     if item.kind == "break":
         raise _Break
     if item.kind == "continue":
@@ -181,7 +183,9 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
             except _Continue:
                 continue
         return last
+    clock = _LoopClock(con)
     for _ in range(MAX_ITERATIONS):
+        clock.tick()
         if item.condition and not _true(con, item.condition):
             return last
         try:
@@ -193,6 +197,35 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
         if item.until and _true(con, item.until):
             return last
     raise RuntimeError(f"a loop ran {MAX_ITERATIONS:,} times; is its exit condition ever met?")
+
+
+_DML_WORDS = ("INSERT", "UPDATE", "DELETE", "MERGE ")
+
+
+def _count_rows(con: duckdb.DuckDBPyConnection, cursor) -> _Fetched:
+    """Keep a DML statement's row count for `@@row_count`; returns its result, read."""
+    fetched = _Fetched(cursor)
+    count = fetched.rows[0][0] if fetched.rows and fetched.rows[0] else None
+    con.execute(f"SET VARIABLE {translate.ROW_COUNT_VARIABLE} = CAST(? AS BIGINT)", [count])
+    return fetched
+
+
+class _LoopClock:
+    """Lets an injected clock (`--now`) advance by the real time a script loop has run, once per iteration."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.start = time.perf_counter()
+        variable = functions.CLOCK_OFFSET_VARIABLE
+        offset = con.execute(f"SELECT to_microseconds(0) + coalesce(getvariable('{variable}'), to_microseconds(0))")
+        self.base = offset.fetchone()[0]
+
+    def tick(self) -> None:
+        elapsed = int((time.perf_counter() - self.start) * 1_000_000)
+        self.con.execute(
+            f"SET VARIABLE {functions.CLOCK_OFFSET_VARIABLE} = ? + to_microseconds(CAST(? AS BIGINT))",
+            [self.base, elapsed],
+        )
 
 
 def _execute_immediate(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:

@@ -191,8 +191,22 @@ class Engine:
             # A wildcard declaration (`events_*`) with no match fails with BigQuery's own message when read.
             wildcard = declared is not None and declared.target["name"].endswith("*")
             if declared is not None and not wildcard and not self.exists(declared.target):
-                missing.append(dep)
+                if not self._exists_now(declared.target):  # an upstream operation may have created it
+                    missing.append(dep)
         return missing
+
+    def _exists_now(self, target: dict) -> bool:
+        """Whether target is in the warehouse now (the run-start state misses what upstream actions created)."""
+        if self.con is None:
+            return False
+        key = (target.get("database") or self.default_project, target["schema"], target["name"])
+        found = self.con.execute(
+            "SELECT count(*) FROM (SELECT database_name, schema_name, table_name AS name FROM duckdb_tables() "
+            "UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views()) "
+            "WHERE database_name = ? AND schema_name = ? AND name = ?",
+            list(key),
+        ).fetchone()[0]
+        return found > 0
 
     # -- execution -----------------------------------------------------------------------------
     def execute(self, action: Action, options: RunOptions) -> records.ActionResult:

@@ -24,6 +24,7 @@ from sqlglot.time import format_time
 from sqlglot.tokens import Token, TokenType
 
 from lakehouse import paths
+from lakehouse.engine import functions
 from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_functions
 from lakehouse.engine.layout import storage_order
 
@@ -51,6 +52,7 @@ FILE_NAME_COLUMN = "_FILE_NAME"
 _FILE_COLUMN = "__lakehouse_file"
 _IF_VARIABLE = "__lakehouse_if_{}"
 ERROR_MESSAGE_VARIABLE = "__lakehouse_error_message"  # @@error.message in an EXCEPTION handler
+ROW_COUNT_VARIABLE = "__lakehouse_row_count"
 ERROR_STATEMENT_VARIABLE = "__lakehouse_error_statement"  # @@error.statement_text
 _STRUCT_VARIABLE = "STRUCT"  # the type recorded for a FOR loop's row variable
 _MERGE_DUPLICATE_MESSAGE = "UPDATE/MERGE must match at most one source row for each target row"
@@ -160,6 +162,9 @@ class Block:
     params: tuple = ()
     returns: str = ""
     libraries: tuple = ()
+    # js_function: for a persistent function (CREATE FUNCTION ds.f), the DuckDB verb for its macro
+    # ("CREATE MACRO", "CREATE OR REPLACE MACRO", "CREATE MACRO IF NOT EXISTS") and `variable` "project.dataset.f".
+    persistent: str = ""
 
     def __str__(self) -> str:
         return f"-- {self.kind} block"
@@ -437,8 +442,9 @@ def _rewrite_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     if not ctx.variables:
         return tree
     for column in list(tree.find_all(exp.Column)):
-        if column.table and ctx.variables.get(column.table.lower()) == _STRUCT_VARIABLE and not column.args.get("db"):
-            # FOR x IN (query): x.col reads a field of the current row.
+        declared = ctx.variables.get(column.table.lower()) if column.table else None
+        if declared and declared.upper().startswith(_STRUCT_VARIABLE) and not column.args.get("db"):
+            # FOR x IN (query): x.col reads a field of the current row; so does v.field of DECLARE v STRUCT<…>.
             field_name = exp.Literal.string(column.name)
             column.replace(_call("struct_extract", _getvariable(column.table.lower()), field_name))
             continue
@@ -792,6 +798,226 @@ def _exists_over_unnest(tree: exp.Expression) -> exp.Expression:
         count = exp.Coalesce(this=_call("len", array), expressions=[exp.Literal.number(0)])
         node.replace(exp.GT(this=count, expression=exp.Literal.number(0)))
     return tree
+
+
+# BigQuery's array elements field access operator (`UNNEST(t.event_params.key)`, `FLATTEN(a.b.c)`, and the
+# correlated `FROM t, t.arr.field`, which sqlglot writes as UNNEST) reads a field of every element of an
+# array. The translator has no column types, so this runs only when DuckDB rejects such a path at bind time.
+_NOT_A_STRUCT = re.compile(r"Cannot extract field '([^']*)' from expression \"(.*)\" because it is not a struct")
+
+
+_ELEMENTS_MARKER = "lakehouse_elements"  # an identity macro (functions.MACROS)
+
+
+def _mark_in_unnest_paths(tree: exp.Expression) -> exp.Expression:
+    """`x IN UNNEST(t.arr.field)` reads a path through an array as UNNEST does, but sqlglot writes it as
+    `ARRAY_CONTAINS(path, x)`; the path is wrapped in the identity macro `lakehouse_elements(path)` so that
+    flatten_array_paths still knows BigQuery allows an elements path there."""
+    for node in list(tree.find_all(exp.In)):
+        unnest = node.args.get("unnest")
+        if not isinstance(unnest, exp.Unnest) or len(unnest.expressions) != 1:
+            continue
+        path = unnest.expressions[0]
+        if (isinstance(path, exp.Column) and path.table) or isinstance(path, exp.Dot):
+            path.replace(exp.Anonymous(this=_ELEMENTS_MARKER, expressions=[path.copy()]))
+    return tree
+
+
+def _path_names(node: exp.Expression) -> list[str] | None:
+    """Return the names of a dotted path (`t.arr.key` → ['t', 'arr', 'key']), None for anything else."""
+    if isinstance(node, exp.Column):
+        return [part.name for part in node.parts]
+    if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Identifier):
+        head = _path_names(node.this)
+        return None if head is None else [*head, node.expression.name]
+    return None
+
+
+def _path_expression(names: list[str]) -> exp.Expression:
+    return (
+        exp.column(*reversed(names[:4]))
+        if len(names) <= 4
+        else exp.Dot.build([_path_expression(names[:4]), *(exp.to_identifier(n) for n in names[4:])])
+    )
+
+
+def _field_type(struct: exp.DataType, name: str) -> exp.DataType | None:
+    for field_def in struct.expressions:
+        if isinstance(field_def, exp.ColumnDef) and field_def.name.lower() == name.lower():
+            return field_def.args["kind"]
+    return None
+
+
+def _flattened_access(
+    value: exp.Expression, dtype: exp.DataType, fields: list[str], names: Iterable[str]
+) -> tuple[exp.Expression, exp.DataType] | None:
+    """Return `value.fields…` with every array on the way crossed as BigQuery's array elements field access
+    does (a field of each element; arrays met on the way are concatenated), and its type; None when a field
+    does not exist."""
+    if not fields:
+        return value, dtype
+    if dtype.this == exp.DataType.Type.ARRAY:
+        variable = next(names)
+        body = _flattened_access(exp.column(variable), dtype.expressions[0], fields, names)
+        if body is None:
+            return None
+        expression, body_type = body
+        lambda_ = exp.Lambda(this=expression, expressions=[exp.to_identifier(variable)])
+        mapped = _call("list_transform", value, lambda_)
+        if body_type.this == exp.DataType.Type.ARRAY:
+            return _call("flatten", mapped), body_type
+        return mapped, exp.DataType(this=exp.DataType.Type.ARRAY, expressions=[body_type], nested=True)
+    if dtype.this != exp.DataType.Type.STRUCT:
+        return None
+    child = _field_type(dtype, fields[0])
+    if child is None:
+        return None
+    return _flattened_access(exp.Dot(this=value, expression=exp.to_identifier(fields[0])), child, fields[1:], names)
+
+
+def _probe(select: exp.Select, path: exp.Expression, node: exp.Expression) -> exp.Select | None:
+    """Return `SELECT path FROM <the sources of select>` without the source that holds node, or None."""
+    sources = []
+    from_ = select.args.get("from_")
+    if from_ is not None:
+        sources.append(from_.this)
+    sources += [join.this for join in select.args.get("joins") or []]
+    sources = [s for s in sources if node not in set(s.walk())]
+    if not sources:
+        return None
+    probe = exp.select(path.copy()).from_(sources[0].copy())
+    for source in sources[1:]:
+        probe = probe.join(source.copy(), join_type="cross")
+    return probe
+
+
+def _array_type(holder: exp.Expression, prefix: exp.Expression, describe) -> exp.DataType | None:
+    """Return the type of prefix where holder sits, if it is an array: probed in the innermost scope whose
+    sources bind it (a correlated subquery's path belongs to an outer query)."""
+    for select in _enclosing_selects(holder):
+        probe = _probe(select, prefix, holder)
+        if probe is None:
+            continue
+        for with_ in _enclosing_withs(select):
+            for cte in with_.expressions:
+                probe = probe.with_(cte.alias, as_=cte.this.copy())
+        type_text = describe(probe.sql(dialect=WRITE))
+        if type_text is not None:
+            dtype = exp.DataType.build(type_text, dialect=WRITE)
+            return dtype if dtype.this == exp.DataType.Type.ARRAY else None
+    return None
+
+
+def flatten_array_paths(sql: str, error: str, describe: Callable[[str], str | None]) -> str | None:
+    """Rewrite a path DuckDB refused in `error` (`Cannot extract field 'key' from expression "arr" …`, or a
+    correlated UNNEST it cannot bind) as BigQuery's array elements field access, where BigQuery allows it:
+    the argument of UNNEST or FLATTEN (`FROM t, t.arr.key` reaches here as UNNEST).
+
+    `describe(select_sql)` returns the DuckDB type of the probe's one column, or None when it does not bind;
+    it gives the type of the array the path crosses. Returns the rewritten DuckDB statement, or None when
+    the error is not about such a path (the caller raises it).
+    """
+    match = _NOT_A_STRUCT.search(error)
+    if match:
+        field_name = match.group(1).lower()
+        found = re.findall(r"'([^']*)'|\"?([A-Za-z_][\w$]*)\"?", match.group(2)) or [("", "")]
+        array_name = (found[-1][0] or found[-1][1]).lower()
+    elif _CORRELATED_UNNEST in error:
+        field_name = array_name = None
+    else:
+        return None
+    try:
+        tree = sqlglot.parse_one(sql, read=WRITE)
+    except (ParseError, TokenError):
+        return None
+    names = (f"_lakehouse_e{n}" for n in range(1, 1000))
+    changed = False
+    holders = [
+        node
+        for node in tree.find_all(exp.Unnest, exp.Explode, exp.Flatten, exp.Anonymous)
+        if not isinstance(node, exp.Anonymous) or node.name.lower() == _ELEMENTS_MARKER
+    ]
+    for holder in holders:
+        arguments = holder.expressions if isinstance(holder, (exp.Unnest, exp.Anonymous)) else [holder.this]
+        for argument in arguments:
+            parts = _path_names(argument) or []
+            lowered = [p.lower() for p in parts]
+            cuts = [
+                i
+                for i in range(1, len(lowered))
+                if field_name is None or (lowered[i] == field_name and lowered[i - 1] == array_name)
+            ]
+            for cut in cuts:
+                prefix = _path_expression(parts[:cut])
+                dtype = _array_type(holder, prefix, describe)
+                access = dtype and _flattened_access(prefix, dtype, parts[cut:], names)
+                if access:
+                    break
+            else:
+                continue
+            argument.replace(access[0])
+            changed = True
+            element = access[1].expressions[0] if access[1].expressions else None
+            if isinstance(holder, exp.Explode) and (element is None or element.this != exp.DataType.Type.STRUCT):
+                # max_depth only unpacks structs; DuckDB refuses it on a correlated list of scalars.
+                holder.set("expressions", [])
+            if isinstance(holder, (exp.Flatten, exp.Anonymous)):
+                # FLATTEN of an elements path is the flat array itself (DuckDB's flatten wants a list of lists).
+                holder.replace(access[0])
+    return tree.sql(dialect=WRITE) if changed else None
+
+
+_CORRELATED_UNNEST = "UNNEST() for correlated expressions is not supported"
+
+
+def execute_with_array_paths(con, sql: str):
+    """Run one DuckDB statement on con; where DuckDB refuses a BigQuery array elements path
+    (`UNNEST(t.arr.field)`), rewrite it with the array's type from a DESCRIBE probe and run it again; where
+    it misses the V8 body of a persistent JavaScript function, register it from the warehouse and run again.
+
+    Returns the cursor; raises the DuckDB error when the statement fails for any other reason. A binder
+    error leaves the transaction usable, so the retry costs nothing when no such path is there.
+    """
+
+    def describe(probe: str) -> str | None:
+        try:
+            rows = con.execute(f"DESCRIBE {probe}").fetchall()
+        except Exception:  # noqa: BLE001 - a probe that does not bind says "not in this scope"
+            return None
+        return rows[0][1] if rows else None
+
+    for _ in range(_MAX_PATH_REWRITES):
+        try:
+            return con.execute(sql)
+        except Exception as error:
+            if functions.register_stored_js_function(con, str(error)):
+                continue
+            rewritten = flatten_array_paths(sql, str(error), describe)
+            if rewritten is None or rewritten == sql:
+                raise
+            sql = rewritten
+    return con.execute(sql)
+
+
+_MAX_PATH_REWRITES = 8
+
+
+def _enclosing_selects(node: exp.Expression) -> Iterable[exp.Select]:
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Select):
+            yield parent
+        parent = parent.parent
+
+
+def _enclosing_withs(node: exp.Expression) -> list[exp.With]:
+    found = []
+    while node is not None:
+        with_ = node.args.get("with_") if isinstance(node, exp.Expression) else None
+        if with_ is not None:
+            found.append(with_)
+        node = node.parent
+    return list(reversed(found))
 
 
 _SUB_DAY_UNITS = {"HOUR", "MINUTE", "SECOND", "MILLISECOND", "MICROSECOND"}
@@ -1263,6 +1489,8 @@ def _system_variable_value(name: str, ctx: _Context) -> exp.Expression | None:
         "error.statement_text": _getvariable(ERROR_STATEMENT_VARIABLE),
         "error.stack_trace": exp.cast(exp.Null(), _type("VARCHAR")),
         "error.formatted_stack_trace": _getvariable(ERROR_MESSAGE_VARIABLE),
+        # Set by query.run_item after each INSERT/UPDATE/DELETE/MERGE.
+        "row_count": _getvariable(ROW_COUNT_VARIABLE),
     }
     return values.get(name)
 
@@ -1272,7 +1500,8 @@ def _system_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     (NULL: no default dataset, no session), `@@time_zone` ('UTC'), `@@current_job_id` and
     `@@script.job_id` (a fresh id), `@@script.creation_time` (the statement clock) and
     `@@script.bytes_billed/bytes_processed/num_child_jobs/slot_ms` (0) read as a BigQuery job would.
-    Others (`@@row_count`, `@@error.*` outside a handler) are unsupported."""
+    `@@row_count` is the row count of the script's last DML statement (NULL before the first).
+    Others (`@@error.*` outside a handler) are unsupported."""
     for node in list(tree.find_all(exp.Parameter)):
         name = _system_variable_name(node)
         if name is None:
@@ -1295,6 +1524,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _cast_semantics,  # before the rewrites that add their own CASTs
     _countif_zero,
     _exists_over_unnest,  # before UNNEST ... WITH OFFSET becomes a subquery
+    _mark_in_unnest_paths,
     _unnest_struct_fields_as_columns,
     _unnest_offset_zero_based,
     _date_functions_return_date,
@@ -1325,6 +1555,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _copy_and_clone_as_select: (exp.Create,),
     _countif_zero: (exp.CountIf,),
     _exists_over_unnest: (exp.Exists,),
+    _mark_in_unnest_paths: (exp.In,),
     _unnest_struct_fields_as_columns: (exp.Unnest,),
     _unnest_offset_zero_based: (exp.Unnest,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
@@ -1412,6 +1643,8 @@ def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     if tree.find(exp.Parameter) is not None:
         tree = _system_variables(tree, ctx)
     tree = _qualify_table_names(tree, ctx)
+    if any(isinstance(c.this, exp.Identifier) and "." in c.this.this for c in tree.find_all(exp.Anonymous)):
+        tree = _quoted_function_names(tree, ctx)
     for table in tree.find_all(exp.Table):
         if table.catalog and table.db and table.name:
             ctx.tables.add((table.catalog, table.db, table.name))
@@ -2257,7 +2490,7 @@ def _program(nodes: list, ctx: _Context) -> list:
         elif isinstance(node, _Statement) and node.words[:2] == ("EXECUTE", "IMMEDIATE"):
             out.append(_execute_immediate(node, ctx))
         elif isinstance(node, _Statement) and _is_js_function(node):
-            out.append(_js_function(node))
+            out.append(_js_function(node, ctx))
         elif isinstance(node, _Loop):
             condition = _truth(node.condition, ctx, node.position) if node.kind == "WHILE" else ""
             until = _truth(node.condition, ctx, node.position) if node.kind == "REPEAT" else ""
@@ -2419,18 +2652,17 @@ def _call_procedure(stmt: _Statement, ctx: _Context) -> Block:
 _CALL_ARGUMENT = "__lakehouse_call_argument_{}"
 
 
-def _js_function(stmt: _Statement) -> Block:
-    """CREATE TEMP FUNCTION f(x T, ...) RETURNS R LANGUAGE js AS r\"\"\"...\"\"\" [OPTIONS(library=...)]: run by
+def _js_function(stmt: _Statement, ctx: _Context) -> Block:
+    """CREATE [TEMP] FUNCTION f(x T, ...) RETURNS R LANGUAGE js AS r\"\"\"...\"\"\" [OPTIONS(library=...)]: run by
     an embedded V8 (mini-racer) as a DuckDB function; arguments and results cross as JSON, so NULL is
-    null, arrays are arrays and structs objects, as in BigQuery."""
+    null, arrays are arrays and structs objects, as in BigQuery. A persistent one (`ds.f`, `project.ds.f`)
+    is kept in the warehouse (functions.register_js_function)."""
     tokens = stmt.tokens
     words = [_word(t) for t in tokens]
-    if "TEMP" not in words[:4] and "TEMPORARY" not in words[:4]:
-        raise UnsupportedConstruct(
-            "CREATE FUNCTION ... LANGUAGE js (persistent)", "declare it as CREATE TEMP FUNCTION in the script"
-        )
+    temporary = "TEMP" in words[:4] or "TEMPORARY" in words[:4]
     at = words.index("FUNCTION") + 1
-    if words[at : at + 3] == ["IF", "NOT", "EXISTS"]:
+    if_not_exists = words[at : at + 3] == ["IF", "NOT", "EXISTS"]
+    if if_not_exists:
         at += 3
     name_end = at
     while name_end < len(tokens) and tokens[name_end].token_type != TokenType.L_PAREN:
@@ -2466,9 +2698,50 @@ def _js_function(stmt: _Statement) -> Block:
     if match:
         libraries = tuple(re.findall(r"'([^']*)'|\"([^\"]*)\"", match.group(1)))
         libraries = tuple(a or b for a, b in libraries)
+    persistent = ""
+    if not temporary:
+        name, persistent = _persistent_function_name(name, ctx, stmt.position), "CREATE MACRO"
+        if "OR" in words[:3] and "REPLACE" in words[:4]:
+            persistent = "CREATE OR REPLACE MACRO"
+        elif if_not_exists:
+            persistent = "CREATE MACRO IF NOT EXISTS"
     return Block(
-        "js_function", variable=name, code=body.text, params=tuple(params), returns=returns, libraries=libraries
+        "js_function",
+        variable=name,
+        code=body.text,
+        params=tuple(params),
+        returns=returns,
+        libraries=libraries,
+        persistent=persistent,
     )
+
+
+def _persistent_function_name(name: str, ctx: _Context, position: str) -> str:
+    """Return "project.dataset.name" for a persistent function named `ds.f`, `project.ds.f` or `` `project.ds.f` ``."""
+    parts = _split_name(_parse(f"SELECT * FROM {name}", position).find(exp.Table))
+    if len(parts) == 2:
+        parts = [ctx.default_project, *parts]
+    if len(parts) != 3:
+        raise TranslationError(f"function name {name} at {position} must be dataset.name or project.dataset.name")
+    return ".".join(parts)
+
+
+def _quoted_function_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
+    """`` `project.ds.f`(x) `` (one backticked name) calls the persistent function project.ds.f; sqlglot keeps
+    it as one upper-cased quoted name, which DuckDB cannot resolve, so it becomes "project"."ds"."f"(x)."""
+    for call in list(tree.find_all(exp.Anonymous)):
+        name = call.this.this if isinstance(call.this, exp.Identifier) else None
+        if not name or "." not in name or not call.this.quoted:
+            continue
+        parts = name.split(".")
+        if len(parts) == 2:
+            parts = [ctx.default_project, *parts]
+        if len(parts) != 3:
+            continue
+        function = exp.Anonymous(this=exp.to_identifier(parts[2], quoted=True), expressions=call.expressions)
+        catalog_schema = exp.Dot(this=_identifier(parts[0]), expression=_identifier(parts[1]))
+        call.replace(exp.Dot(this=catalog_schema, expression=function))
+    return tree
 
 
 def _library_path(uri: str, gcs_resolver: Callable[[str], str] | None) -> str:
@@ -2594,6 +2867,13 @@ def _referenced(sql: str, default_project: str) -> frozenset[tuple[str, str, str
                     if condition:
                         _tables_in(_parse(f"SELECT {condition}", node.position), ctx, found)
                     visit(body)
+                continue
+            if isinstance(node, _Try):
+                visit(node.body)
+                visit(node.handler)
+                continue
+            if isinstance(node, _Procedure):
+                visit(_ScriptParser(node.body).parse())
                 continue
             if node.words[0] == "CREATE" and "EXTERNAL" in node.words[:4]:
                 try:

@@ -63,7 +63,7 @@ def test_set_query_label_inside_if_is_a_no_op_too(con):
 
 @pytest.mark.parametrize(
     ("sql", "construct"),
-    [("SET @@dataset_id = 'web'", "SET @@dataset_id"), ("select @@row_count", "@@row_count")],
+    [("SET @@dataset_id = 'web'", "SET @@dataset_id"), ("select @@last_job_id", "@@last_job_id")],
 )
 def test_system_variables_without_a_local_meaning_are_named(sql, construct):
     with pytest.raises(UnsupportedConstruct) as caught:
@@ -133,6 +133,71 @@ def test_arrays_of_structs_read_as_in_bigquery(con, sql, expected):
     assert run(con, sql) == expected
 
 
+SALES = """
+create table web.sales as
+select 1 as id, [struct([struct([25.0, 75.0] as prices), struct([30.0] as prices),
+                        struct(cast([] as array<float64>) as prices), struct(cast(null as array<float64>) as prices)]
+                       as sales)] as my_array
+union all select 2, cast([] as array<struct<sales array<struct<prices array<float64>>>>>)
+union all select 3, cast(null as array<struct<sales array<struct<prices array<float64>>>>>)
+"""
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # The documented example: FLATTEN concatenates every `prices` array; an empty or NULL one adds nothing.
+        (
+            "select id, flatten(my_array.sales.prices) from web.sales order by id",
+            [(1, [25.0, 75.0, 30.0]), (2, []), (3, None)],
+        ),
+        (
+            "select id, p from web.sales as t, unnest(t.my_array.sales.prices) as p order by id, p",
+            [(1, 25.0), (1, 30.0), (1, 75.0)],
+        ),
+        # The correlated join with a path: an implicit UNNEST and FLATTEN.
+        ("select p from web.sales as t, t.my_array.sales.prices as p order by p", [(25.0,), (30.0,), (75.0,)]),
+        # A scalar field of each element (GA4's event_params.key); the NULL int_value is kept, as BigQuery does.
+        (
+            "select e.user_id, k from web.events as e, unnest(e.event_params.key) as k order by 1, 2",
+            [(1, "page"), (1, "title"), (2, "percent")],
+        ),
+        (
+            "select user_id, array_length(flatten(event_params.value.int_value)) from web.events order by 1",
+            [(1, 2), (2, 1)],
+        ),
+        # IN UNNEST(path), which sqlglot writes as a list search.
+        (
+            "select user_id, 'title' in unnest(event_params.key), 7 in unnest(e.event_params.value.int_value) "
+            "from web.events as e order by 1",
+            [(1, True, True), (2, False, False)],
+        ),
+        # In a correlated subquery (the path belongs to the outer query), unaliased, and through a struct.
+        (
+            "select user_id, (select count(*) from unnest(event_params.key)), "
+            "(select sum(q) from unnest(ecommerce.items.quantity) as q) from web.events order by 1",
+            [(1, 2, 5), (2, 1, None)],
+        ),
+        (
+            "with e as (select * from web.events) "
+            "select string_agg(k, ',' order by k) from e, unnest(e.event_params.key) k",
+            [("page,percent,title",)],
+        ),
+    ],
+)
+def test_a_path_through_an_array_is_flattened_as_bigquery_does(con, sql, expected):
+    execute(con, EVENTS + ";" + SALES)
+
+    assert execute(con, sql) == expected
+
+
+def test_a_field_of_an_array_outside_unnest_and_flatten_fails_as_in_bigquery(con):
+    execute(con, EVENTS)
+
+    with pytest.raises(duckdb.BinderException, match="Cannot extract field 'key'"):
+        execute(con, "select event_params.key from web.events")
+
+
 # -- procedural BigQuery -----------------------------------------------------------------------------------
 
 
@@ -157,6 +222,68 @@ def test_while_with_continue_and_break(con):
     )
 
     assert rows == [(4, 4)]  # 1 + 3: 2 was skipped, the loop left at 4
+
+
+def test_fields_of_a_declared_struct_variable_are_read_in_queries_and_dml(con):
+    rows = execute(
+        con,
+        """
+        create table web.log (id int64, added int64, days array<date>);
+        insert into web.log values (1, null, null);
+        begin
+          declare meta struct<records_added int64, days array<date>>;
+          set meta = (select as struct 3 as records_added, [date '2025-12-30'] as days);
+          update web.log set added = meta.records_added, days = meta.days where id = 1;
+        exception when error then
+          raise using message = @@error.message;
+        end;
+        select added, days from web.log
+        """,
+    )
+
+    assert rows == [(3, [dt.date(2025, 12, 30)])]
+
+
+def test_row_count_is_the_rows_the_last_dml_statement_changed(con):
+    rows = execute(
+        con,
+        """
+        declare before_any int64 default @@row_count;
+        declare inserted int64;
+        create table web.items (id int64, qty int64);
+        insert into web.items values (1, 0), (2, 0), (3, 5);
+        set inserted = @@row_count;
+        update web.items set qty = qty + 1 where qty = 0;
+        select before_any, inserted, @@row_count
+        """,
+    )
+
+    assert rows == [(None, 3, 2)]
+
+
+def test_a_loop_waiting_for_the_clock_ends_with_an_injected_clock(con):
+    # The wait() helper of DFE-Digital/dfe-analytics-dataform: a busy loop until CURRENT_DATETIME passes a
+    # deadline. Outside loops the clock stays at the injected time; inside one, time passes as in BigQuery.
+    assert execute(con, "select current_timestamp()") == [(NOW,)]
+
+    rows = execute(
+        con,
+        """
+        declare waiting string default 'TRUE';
+        declare deadline datetime default datetime_add(current_datetime, interval 20 millisecond);
+        while waiting = 'TRUE' do
+          if (deadline < current_datetime) then
+            set waiting = 'FALSE';
+          end if;
+        end while;
+        select waiting, current_datetime > deadline
+        """,
+    )
+
+    assert rows == [("FALSE", True)]
+    # Time does not go back after the loop (the runner starts the next action at the injected time again).
+    later = f"select current_timestamp() >= timestamp_add(timestamp '{NOW.isoformat()}', interval 20 millisecond)"
+    assert execute(con, later) == [(True,)]
 
 
 def test_loop_with_leave_and_repeat_until(con):
@@ -254,6 +381,57 @@ def test_a_javascript_udf_runs_in_v8_with_bigquery_types(con):
 
     # A NULL argument is JavaScript null, and null * 2 is 0 in JavaScript (so in BigQuery too).
     assert rows == [({"browser": "Mozilla", "weight": 42, "tags": ["(X11)", "Gecko"]}, None, 0)]
+
+
+INITIALS = '''
+create or replace function web.initials(name string, n int64) returns string language js as r"""
+  if (name === null) return null;
+  return name.split(" ").map(w => w[0]).join("").slice(0, n);
+""";
+'''
+
+
+def warehouse(path):
+    """A connection with the project's warehouse file attached and in use, as a `lakehouse run` opens it."""
+    connection = duckdb.connect(":memory:")
+    register_functions(connection, NOW)
+    connection.execute(f"ATTACH '{path}' AS \"{PROJECT}\"")
+    connection.execute(f'USE "{PROJECT}"')
+    connection.execute("CREATE SCHEMA IF NOT EXISTS web")
+    return connection
+
+
+def test_a_persistent_javascript_function_is_called_by_later_actions_and_runs(tmp_path):
+    first_run = warehouse(tmp_path / "w.duckdb")
+    assert execute(first_run, INITIALS + "select web.initials('Ada Lovelace', 2)") == [("AL",)]
+    # Another action of the same run, on another cursor (a worker thread), with the function registered nowhere.
+    worker = first_run.cursor()
+    worker.execute(f'USE "{PROJECT}"')
+    assert execute(worker, "select `acme-analytics.web.initials`('Alan Turing', 1)") == [("A",)]
+    first_run.close()
+
+    next_run = warehouse(tmp_path / "w.duckdb")
+    rows = execute(
+        next_run,
+        "select web.initials('Grace Brewster Hopper', 3), `acme-analytics`.web.initials(null, 1), "
+        "`acme-analytics.web.initials`('Edsger Dijkstra', 9)",
+    )
+
+    assert rows == [("GBH", None, "ED")]
+
+
+def test_create_function_meets_an_existing_function_as_bigquery_does(tmp_path):
+    con = warehouse(tmp_path / "w.duckdb")
+    execute(con, INITIALS)
+    plain = INITIALS.replace("create or replace function", "create function")
+
+    with pytest.raises(duckdb.CatalogException, match="Already Exists: Function acme-analytics.web.initials"):
+        execute(con, plain)
+    # IF NOT EXISTS keeps the first body; OR REPLACE replaces it.
+    execute(con, plain.replace("function web", "function if not exists web").replace("w[0]", "w"))
+    assert execute(con, "select web.initials('Ada Lovelace', 9)") == [("AL",)]
+    execute(con, INITIALS.replace("w[0]", "w[1]"))
+    assert execute(con, "select web.initials('Ada Lovelace', 9)") == [("do",)]
 
 
 def test_a_javascript_udf_library_is_read_from_the_local_bucket(con, tmp_path):

@@ -131,6 +131,29 @@ def test_an_operation_that_creates_its_declared_table_runs_on_a_fresh_warehouse(
     assert result.output == "process_id,note\n1,started\n"
 
 
+def test_a_table_reads_a_declared_table_an_upstream_operation_created_in_the_same_run(make_project, lakehouse_home):
+    project = make_project(
+        {
+            "definitions/process_log.sqlx": 'config { type: "declaration", name: "process_log" }\n',
+            "definitions/create_process_log.sqlx": """
+                config { type: "operations" }
+                create table if not exists ${ref("process_log")} (process_id int64, note string);
+                insert into ${ref("process_log")} values (1, 'started')
+            """,
+            "definitions/log_summary.sqlx": """
+                config { type: "table", dependencies: ["create_process_log"] }
+                select count(*) as processes from ${ref("process_log")}
+            """,
+        }
+    )
+
+    record = run(project)
+    result = invoke("query", "select * from silver.log_summary", "--project-dir", project, "--format", "csv")
+
+    assert record.status == "success", [a.error for a in record.actions]
+    assert result.output == "processes\n1\n"
+
+
 SHARDED = {
     "definitions/events.sqlx": 'config { type: "declaration", schema: "analytics", name: "events_*" }\n',
     "definitions/daily_events.sqlx": """

@@ -529,8 +529,8 @@ def test_script_temp_function(con):
         ("SELECT INSTR('abcabc', 'c', 1, 2)", "STRPOS does not support the occurrence parameter."),
         ("SELECT * FROM `region-us.INFORMATION_SCHEMA.JOBS`", "INFORMATION_SCHEMA.JOBS at region-us level"),
         (
-            "CREATE FUNCTION ds.f(x STRING) RETURNS STRING LANGUAGE js AS 'return x'",
-            "CREATE FUNCTION ... LANGUAGE js (persistent)",
+            "CREATE FUNCTION ds.f(x STRING) RETURNS STRING REMOTE WITH CONNECTION `p.us.c` OPTIONS (endpoint = 'e')",
+            "CREATE FUNCTION (JavaScript or remote)",
         ),
         ("SET @@dataset_project_id = 'p'", "SET @@dataset_project_id"),
     ],
@@ -829,6 +829,26 @@ def test_referenced_tables():
     # A script that does not translate still names its tables (read statement by statement).
     unsupported = "select * from ds.a; EXECUTE IMMEDIATE 'select 1'; insert into `x-y.ds.b` select 1"
     assert referenced_tables(unsupported, default_project=PROJECT) == {(PROJECT, "ds", "a"), ("x-y", "ds", "b")}
+
+
+def test_referenced_tables_inside_exception_handlers_and_procedures():
+    sql = """
+        BEGIN
+          insert into `billing-p.logs.process` select 1;
+        EXCEPTION WHEN ERROR THEN
+          update logs.errors set m = @@error.message where true;
+          RAISE USING MESSAGE = @@error.message;
+        END;
+        CREATE OR REPLACE PROCEDURE ds.refresh() BEGIN delete from `other-p.ds.t` where true; END;
+        EXPORT DATA OPTIONS (uri = 'gs://b/*.csv', format = 'CSV') AS select 1;
+    """
+
+    # EXPORT DATA does not translate, so the script is read statement by statement, into handlers and bodies.
+    assert referenced_tables(sql, default_project=PROJECT) == {
+        ("billing-p", "logs", "process"),
+        (PROJECT, "logs", "errors"),
+        ("other-p", "ds", "t"),
+    }
 
 
 # ------------------------------------------------------------------------------------ external tables
