@@ -1361,30 +1361,25 @@ def _parse_json_once(tree: exp.Expression) -> exp.Expression:
             continue
         added = []
         for number, nodes in enumerate(groups.values()):
-            column = exp.column(_PARSED_JSON_COLUMN.format(number))
-            paths: list[str] = []
+            column = _PARSED_JSON_COLUMN.format(number)
+            paths: dict[exp.Expression, int] = {}  # each path once, by its place in the list (from 1)
             for node in nodes:
-                path = node.expression.sql(dialect=WRITE)
-                if path not in paths:
-                    paths.append(path)
-                element = _call("list_extract", column.copy(), exp.Literal.number(paths.index(path) + 1))
+                path = node.expression
+                place = paths.setdefault(path, len(paths) + 1)
+                element = _call("list_extract", exp.column(column), exp.Literal.number(place))
                 if isinstance(node, exp.JSONExtract):
                     parsed = element
                 else:
                     parsed = node.copy()
                     parsed.set("this", element)
                     parsed.set("expression", exp.JSONPath(expressions=[exp.JSONPathRoot()]))
-                fallback = node.copy()
-                node.replace(exp.case().when(exp.column(column.name).is_(exp.null()), fallback).else_(parsed))
-            extract = _call(
-                "json_extract",
-                nodes[0].this.copy(),
-                exp.Array(expressions=[sqlglot.parse_one(p, read=WRITE) for p in paths]),
-            )
-            added.append(exp.alias_(_call("TRY", extract), column.name))
-        inner = exp.select(exp.Star(), *added).from_(relation.copy())
-        outer = exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(name)) if name else None)
-        relation.replace(outer)
+                unparsed = exp.If(this=exp.column(column).is_(exp.null()), true=node.copy())
+                node.replace(exp.Case(ifs=[unparsed], default=parsed))
+            extract = _call("json_extract", nodes[0].this.copy(), exp.Array(expressions=[p.copy() for p in paths]))
+            added.append(exp.alias_(_call("TRY", extract), column))
+        placeholder = exp.Subquery(alias=exp.TableAlias(this=exp.to_identifier(name)) if name else None)
+        relation.replace(placeholder)
+        placeholder.set("this", exp.select(exp.Star(), *added, copy=False).from_(relation, copy=False))
         hidden = [exp.to_identifier(alias.alias) for alias in added]
         for projection in select.expressions:
             star = projection if isinstance(projection, exp.Star) else projection.this
