@@ -1516,6 +1516,108 @@ def _system_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     return tree
 
 
+# JSON extractions whose DuckDB form is one json_extract/json_value of a constant path (-> and
+# JSON_VALUE(...) ->> '$'; the ARRAY forms cast an `->`), with the arguments that change that form.
+_JSON_EXTRACTIONS = (exp.JSONExtract, exp.JSONExtractScalar, exp.JSONExtractArray, exp.JSONValueArray)
+_JSON_FORM_ARGS = ("expressions", "variant_extract", "option", "quote", "on_condition", "json_type", "json_subtype")
+_PARSED_JSON_COLUMN = "__lakehouse_json_{}"
+
+
+def _json_extractions(select: exp.Select, source: str) -> dict[str, list[exp.Expression]]:
+    """Return the constant-path JSON extractions of the projection of `select`, by the column they read
+    (only columns of its one FROM source `source`; not inside subqueries or lambdas, which have their
+    own names)."""
+    found: dict[str, list[exp.Expression]] = {}
+    stack = list(reversed(select.expressions))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (exp.Subquery, exp.Query, exp.Lambda)):
+            continue
+        if isinstance(node, exp.Column) and not node.table and node.name == source:
+            return {}  # the source's row as a value would show the parsed column
+        if (
+            isinstance(node, _JSON_EXTRACTIONS)
+            and isinstance(node.this, exp.Column)
+            and node.this.table in ("", source)
+            and not node.this.args.get("db")
+            and isinstance(node.expression, exp.JSONPath)
+            and not any(node.args.get(arg) for arg in _JSON_FORM_ARGS)
+        ):
+            found.setdefault(node.this.name, []).append(node)
+            continue
+        stack.extend(reversed(list(node.iter_expressions())))
+    return {column: nodes for column, nodes in found.items() if len(nodes) >= 2}
+
+
+def _in_expression(select: exp.Select) -> bool:
+    """Return True when `select` is a subquery of an expression (it may then read outer columns)."""
+    node = select
+    while node.parent is not None:
+        parent = node.parent
+        if isinstance(parent, (exp.Exists, exp.In, exp.Any, exp.All, exp.Lambda)):
+            return True
+        if isinstance(parent, exp.Subquery) and not isinstance(parent.parent, (exp.From, exp.Join, exp.Subquery)):
+            return True
+        node = parent
+    return False
+
+
+def _parse_json_once(tree: exp.Expression) -> exp.Expression:
+    """A SELECT whose projection extracts two or more constant JSON paths from one column parses that
+    column once: DuckDB parses the text again for every `->`/JSON_VALUE, and does not share one parse
+    among extractions under CASE guards. Its FROM becomes a subquery adding
+    TRY(json_extract(col, [path, ...])), and each extraction reads its element (`->` the element
+    itself, JSON_VALUE the element's JSON_VALUE at '$'). Where that parse is NULL (a NULL column, or
+    text that is not JSON) the original extraction is evaluated, so it returns NULL or raises exactly
+    where it did, and a CASE guard around it still protects it. Only a SELECT with one FROM source,
+    no joins and no GROUP BY, outside an expression, is rewritten; its stars exclude the added column."""
+    for select in list(tree.find_all(exp.Select)):
+        source = select.args.get("from_") or select.args.get("from")
+        if (
+            source is None
+            or not isinstance(source.this, (exp.Table, exp.Subquery))
+            or (isinstance(source.this, exp.Table) and not isinstance(source.this.this, exp.Identifier))
+            or select.args.get("joins")
+            or select.args.get("laterals")
+            or select.args.get("group")
+            or (select.args.get("distinct") and select.args.get("order"))
+            or _in_expression(select)
+        ):
+            continue
+        relation = source.this
+        name = relation.alias_or_name
+        groups = _json_extractions(select, name)
+        if not groups:
+            continue
+        added = []
+        for number, nodes in enumerate(groups.values()):
+            column = _PARSED_JSON_COLUMN.format(number)
+            paths: dict[exp.Expression, int] = {}  # each path once, by its place in the list (from 1)
+            for node in nodes:
+                path = node.expression
+                place = paths.setdefault(path, len(paths) + 1)
+                element = _call("list_extract", exp.column(column), exp.Literal.number(place))
+                if isinstance(node, exp.JSONExtract):
+                    parsed = element
+                else:
+                    parsed = node.copy()
+                    parsed.set("this", element)
+                    parsed.set("expression", exp.JSONPath(expressions=[exp.JSONPathRoot()]))
+                unparsed = exp.If(this=exp.column(column).is_(exp.null()), true=node.copy())
+                node.replace(exp.Case(ifs=[unparsed], default=parsed))
+            extract = _call("json_extract", nodes[0].this.copy(), exp.Array(expressions=[p.copy() for p in paths]))
+            added.append(exp.alias_(_call("TRY", extract), column))
+        placeholder = exp.Subquery(alias=exp.TableAlias(this=exp.to_identifier(name)) if name else None)
+        relation.replace(placeholder)
+        placeholder.set("this", exp.select(exp.Star(), *added, copy=False).from_(relation, copy=False))
+        hidden = [exp.to_identifier(alias.alias) for alias in added]
+        for projection in select.expressions:
+            star = projection if isinstance(projection, exp.Star) else projection.this
+            if isinstance(star, exp.Star) and (projection is star or projection.table in ("", name)):
+                star.set("except_", [*(star.args.get("except_") or []), *(h.copy() for h in hidden)])
+    return tree
+
+
 _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _injected_clock,
     storage_order,  # before _drop_table_options drops the PARTITION BY and CLUSTER BY it reads
@@ -1541,6 +1643,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _byte_length,
     _timestamp_diff_whole_units,
     _number_literals,
+    _parse_json_once,  # last: it reads the extractions as they are generated
 ]
 
 # The whole rewrite layer, in the order it runs (plus _merge_duplicates_fail on MERGE statements).
@@ -1573,6 +1676,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _like_backslash_escape: (exp.Like,),
     _timestamp_diff_whole_units: (exp.TimestampDiff,),
     _number_literals: (exp.Literal,),
+    _parse_json_once: _JSON_EXTRACTIONS,
 }
 
 
