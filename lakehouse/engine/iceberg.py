@@ -10,11 +10,13 @@ only the data files it changed, without reading the table back from Parquet.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +37,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # catalog was created in) and where that directory is now.
 LOGICAL_WAREHOUSE = "lakehouse.logical-warehouse"
 PHYSICAL_WAREHOUSE = "lakehouse.physical-warehouse"
+# Rows per Arrow chunk (and at most per data file) when a table is written whole: ~100 MB of Arrow
+# for the silver tables of this kit.
+PUBLISH_BATCH_ROWS = 250_000
 _METADATA_VERSION = re.compile(r"^(\d+)-.*\.metadata\.json$")
 
 
@@ -259,27 +264,30 @@ class IcebergStore:
         name = quoted(target)
         import pyarrow as pa
 
-        data = con.execute(f"SELECT * FROM {name}").to_arrow_table()
+        # Read and written PUBLISH_BATCH_ROWS at a time, so the Arrow copy of a large table never is
+        # in memory whole beside DuckDB's own.
+        reader = con.execute(f"SELECT * FROM {name}").to_arrow_reader(PUBLISH_BATCH_ROWS)
         # DuckDB's Arrow fields are all nullable; Iceberg then gets optional columns (as BigQuery).
-        data = data.cast(pa.schema([f.with_nullable(True) for f in data.schema]))
+        schema = pa.schema([f.with_nullable(True) for f in reader.schema])
         ident = self.identifier(target)
         self.catalog.create_namespace_if_not_exists(ident[:2])
         table = self.load(target)
         if table is not None and replace_schema:
             # A full rebuild may change the schema: evolve it (new columns added) and keep history.
-            if [f.name for f in data.schema] != [f.name for f in table.schema().fields]:
+            if [f.name for f in schema] != [f.name for f in table.schema().fields]:
                 with table.update_schema() as update:
-                    update.union_by_name(data.schema)
+                    update.union_by_name(schema)
                 table = self.load(target)
         if table is None:
-            table = self.catalog.create_table(ident, schema=data.schema)
-        self._replace_contents(table, data)
+            table = self.catalog.create_table(ident, schema=schema)
+        chunks = (pa.Table.from_batches([batch]).cast(schema) for batch in reader)
+        rows = self._replace_contents(table, chunks)
         table = self.load(target)
         files = tuple(self.data_files(target))
         # the rows' files are read back only when the next incremental write needs them
         self._record_mirror(con, target, table.metadata_location, forget_rows=True)
         snapshot = table.current_snapshot()
-        return Snapshot(snapshot.snapshot_id if snapshot else None, table.metadata_location, files, data.num_rows)
+        return Snapshot(snapshot.snapshot_id if snapshot else None, table.metadata_location, files, rows)
 
     def publish_changes(self, con: duckdb.DuckDBPyConnection, target: dict, *, compact_at: int = 64):
         """Commit what an incremental write changed in DuckDB table `target` (same schema as the current
@@ -397,8 +405,9 @@ class IcebergStore:
             con.execute(f"DELETE FROM {state.rows} WHERE table_name = ?", [key])
 
     @staticmethod
-    def _replace_contents(table, data: pa.Table) -> None:
-        """Commit `data` as the table's whole content in ONE overwrite snapshot.
+    def _replace_contents(table, chunks: Iterable[pa.Table]) -> int:
+        """Commit the rows of `chunks` as the table's whole content in ONE overwrite snapshot; return
+        how many rows it holds.
 
         pyiceberg's Table.overwrite() commits a delete snapshot and then an append snapshot; one
         run should be one snapshot (one point to time-travel to), so the overwrite is produced
@@ -407,14 +416,23 @@ class IcebergStore:
         from pyiceberg.io.pyarrow import _dataframe_to_data_files  # what Table.append uses to write files
 
         current = [task.file for task in table.scan().plan_files()]
+        rows = 0
+        counter = itertools.count(0)  # one numbering for the files of every chunk: names stay unique
         with table.transaction() as tx, tx.update_snapshot().overwrite() as overwrite:
             for data_file in current:
                 overwrite.delete_data_file(data_file)
-            if data.num_rows:
-                for data_file in _dataframe_to_data_files(
-                    table_metadata=tx.table_metadata, write_uuid=overwrite.commit_uuid, df=data, io=table.io
-                ):
-                    overwrite.append_data_file(data_file)
+            for chunk in chunks:
+                rows += chunk.num_rows
+                if chunk.num_rows:
+                    for data_file in _dataframe_to_data_files(
+                        table_metadata=tx.table_metadata,
+                        write_uuid=overwrite.commit_uuid,
+                        df=chunk,
+                        io=table.io,
+                        counter=counter,
+                    ):
+                        overwrite.append_data_file(data_file)
+        return rows
 
     def load_mirror(self, con: duckdb.DuckDBPyConnection, target: dict) -> None:
         """(Re)create the warehouse table of `target` from the current snapshot's data files and record

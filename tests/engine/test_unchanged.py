@@ -285,3 +285,34 @@ def test_a_warehouse_a_snapshot_behind_the_iceberg_catalog_mirrors_it_again(make
     # the row hashes recorded are those of the files the snapshot lists
     recorded = execute(lakehouse_home, 'SELECT DISTINCT file FROM "test-local"._lakehouse.iceberg_rows')
     assert {file for (file,) in recorded} == set(IcebergStore(lakehouse_home).data_files(target))
+
+
+def test_an_iceberg_table_written_whole_is_written_in_chunks_in_one_snapshot(make_project, lakehouse_home, monkeypatch):
+    from lakehouse.engine import iceberg
+
+    monkeypatch.setattr(iceberg, "PUBLISH_BATCH_ROWS", 2)
+    files = dict(PROJECT)
+    files["definitions/silver/orders.sqlx"] = """
+        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
+                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
+                            tableFolderRoot: "silver" } }
+        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
+    """
+    project = make_project(files)
+    target = {"database": "test-local", "schema": "silver", "name": "orders"}
+    rows = [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 20.0), (4, "CUST-2", 5.0), (5, "CUST-3", 1.0)]
+    seed(lakehouse_home, rows)
+
+    run(project)
+
+    table = IcebergStore(lakehouse_home).load(target)
+    data_files = IcebergStore(lakehouse_home).data_files(target)
+    assert len(table.snapshots()) == 1 and len(data_files) == 3 == len(set(data_files))
+    assert sorted(tuple(r.values()) for r in table.scan().to_arrow().to_pylist()) == rows
+    # an update of one row rewrites the one chunk file that holds it
+    execute(lakehouse_home, 'UPDATE "test-local".bronze.orders_raw SET amount_usd = 99 WHERE order_id = 5')
+    run(project, options=RunOptions(skip_unchanged=False))
+    after = set(IcebergStore(lakehouse_home).data_files(target))
+    assert len(after & set(data_files)) == 2
+    table = IcebergStore(lakehouse_home).load(target)
+    assert sorted(tuple(r.values()) for r in table.scan().to_arrow().to_pylist()) == [*rows[:4], (5, "CUST-3", 99.0)]
