@@ -717,6 +717,21 @@ def _unnest_struct_fields_as_columns(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _from_select_as_struct(tree: exp.Expression) -> exp.Expression:
+    """A `FROM (SELECT AS STRUCT a, b)` is a value table in BigQuery: its fields are read as the columns
+    `a`, `b` and `SELECT *` expands them (DFE's `FROM (SELECT AS STRUCT key, … GROUP BY key)`); DuckDB's
+    translation gives one struct column. In a FROM or JOIN the subquery becomes a plain SELECT."""
+    for select in list(tree.find_all(exp.Select)):
+        subquery = select.parent
+        if (
+            select.args.get("kind") == "STRUCT"
+            and isinstance(subquery, exp.Subquery)
+            and isinstance(subquery.parent, (exp.From, exp.Join))
+        ):
+            select.set("kind", None)
+    return tree
+
+
 def _unnest_offset_zero_based(tree: exp.Expression) -> exp.Expression:
     """UNNEST(...) WITH OFFSET counts from 0 in BigQuery; DuckDB's WITH ORDINALITY counts from 1.
 
@@ -996,6 +1011,7 @@ def execute_with_array_paths(con, sql: str):
                 flatten_array_paths(sql, str(error), describe)
                 or read_value_table_fields(sql, str(error), describe)
                 or left_join_unnest_as_filter(sql, str(error))
+                or join_using_value_table_fields(sql, str(error), describe)
             )
             if rewritten is None or rewritten == sql:
                 raise
@@ -1147,6 +1163,75 @@ def read_value_table_fields(sql: str, error: str, describe: Callable[[str], str 
             column.replace(field)
             changed = True
     return tree.sql(dialect=WRITE) if changed else None
+
+
+_USING_MISSING = re.compile(r'Column "([^"]*)" does not exist on (?:left|right) side of join')
+
+
+def join_using_value_table_fields(sql: str, error: str, describe: Callable[[str], str | None]) -> str | None:
+    """Rewrite `JOIN … USING (k)` where a side is an aliased `UNNEST(array_of_structs) AS x` (a value table,
+    whose field k DuckDB does not see as a column) as `ON left.k = right.k`, and the unqualified `k` of that
+    query as the left side's k: BigQuery's USING column of an INNER or LEFT JOIN. Runs after DuckDB said the
+    column is missing on a side of the join; `describe` as for read_value_table_fields. Returns the
+    rewritten DuckDB statement, or None when the error is not about such a join (the caller raises it)."""
+    if not _USING_MISSING.search(error):
+        return None
+    try:
+        tree = sqlglot.parse_one(sql, read=WRITE)
+    except (ParseError, TokenError):
+        return None
+    changed = False
+    for select in list(tree.find_all(exp.Select)):
+        fields: dict[int, tuple[str, str, set[str]]] = {}
+        for source, unnest, element in _value_tables(select):
+            dtype = _array_type(unnest, unnest.expressions[0], describe)
+            struct = dtype.expressions[0] if dtype is not None and dtype.expressions else None
+            if struct is not None and struct.this == exp.DataType.Type.STRUCT:
+                table = element if isinstance(source, exp.Unnest) else source.alias
+                fields[id(source)] = (table, element, {f.name.lower() for f in struct.expressions})
+        if not fields:
+            continue
+        sources = [select.args["from_"].this] if select.args.get("from_") else []
+        for join in select.args.get("joins") or []:
+            using = join.args.get("using")
+            if using and join.side in ("", "LEFT"):
+                left_refs, conditions = {}, []
+                for name in (identifier.name for identifier in using):
+                    left = next(
+                        (
+                            _field_of(fields[id(s)], name)
+                            for s in sources
+                            if id(s) in fields and name.lower() in fields[id(s)][2]
+                        ),
+                        None,
+                    )
+                    right = (
+                        _field_of(fields[id(join.this)], name)
+                        if id(join.this) in fields and name.lower() in fields[id(join.this)][2]
+                        else exp.column(name, table=join.this.alias_or_name)
+                    )
+                    if left is None and id(join.this) not in fields:
+                        break  # neither side is a value table with this field: DuckDB's own error stands
+                    left = left or exp.column(name)
+                    left_refs[name.lower()] = left
+                    conditions.append(exp.EQ(this=left.copy(), expression=right))
+                else:
+                    join.set("using", None)
+                    join.set("on", exp.and_(*conditions))
+                    for column in list(select.find_all(exp.Column)):
+                        ref = left_refs.get(column.name.lower())
+                        if ref is not None and not column.table and next(_enclosing_selects(column)) is select:
+                            column.replace(ref.copy())
+                    changed = True
+            sources.append(join.this)
+    return tree.sql(dialect=WRITE) if changed else None
+
+
+def _field_of(value_table: tuple[str, str, set[str]], name: str) -> exp.Expression:
+    table, element, _ = value_table
+    if table == element:
+        return exp.column(name, table=element)
+    return exp.Dot(this=exp.column(element, table=table), expression=exp.to_identifier(name))
 
 
 # DuckDB refuses a LEFT JOIN to a correlated (lateral) UNNEST whose ON does not compare the two sides;
@@ -1807,6 +1892,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _mark_in_unnest_paths,
     _unnest_struct_fields_as_columns,
     _unnest_offset_zero_based,
+    _from_select_as_struct,
     _date_functions_return_date,
     _parse_functions,
     _format_timestamp,
@@ -1839,6 +1925,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _mark_in_unnest_paths: (exp.In,),
     _unnest_struct_fields_as_columns: (exp.Unnest,),
     _unnest_offset_zero_based: (exp.Unnest,),
+    _from_select_as_struct: (exp.Subquery,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
     _format_timestamp: (exp.TimeToStr,),

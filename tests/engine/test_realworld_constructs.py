@@ -246,6 +246,46 @@ def test_fields_of_an_aliased_unnest_are_read_unqualified_as_a_value_table(con, 
     assert execute(con, sql) == expected
 
 
+def test_a_select_as_struct_in_from_is_a_value_table_of_its_fields(con):
+    """DFE's flattened_entity_version pivots the rows of a `FROM (SELECT AS STRUCT key, … GROUP BY key)`."""
+    execute(con, VISITS)
+
+    assert execute(con, "select * from (select as struct 1 as x, 'a' as y)") == [(1, "a")]
+    assert execute(
+        con,
+        "select id, (select as struct any_value(if(page_path = '/a', n, null)) as a, count(*) as pages "
+        "from (select as struct fp.page_path, sum(fp.n) as n from unnest(following_pages) as fp "
+        "group by fp.page_path)) from web.visits order by id",
+    ) == [(1, {"a": 10, "pages": 2}), (2, {"a": None, "pages": 0}), (3, {"a": None, "pages": 1})]
+
+
+def test_join_using_a_field_of_two_value_tables(con):
+    """DFE's flattened_entity_version: the fields of `data` and `hidden_data`, joined USING (key); the key
+    of the LEFT JOIN is the left side's, so an unmatched `a` keeps its key."""
+    execute(
+        con,
+        "create table web.entity as "
+        "select 1 as id, [struct('a' as key, ['1'] as value), struct('b' as key, ['2', '3'] as value)] as data, "
+        "[struct('b' as key, ['9'] as value)] as hidden_data "
+        "union all select 2, [struct('c' as key, ['4'] as value)], "
+        "cast([] as array<struct<key string, value array<string>>>)",
+    )
+
+    rows = execute(
+        con,
+        "select id, array(select as struct key, array_length(array_concat_agg(data_combined.value)) as n, "
+        "logical_or(hidden_data.value is not null) as hidden "
+        "from unnest(array_concat(data, hidden_data)) as data_combined "
+        "left join unnest(hidden_data) as hidden_data using (key) group by key order by key) "
+        "from web.entity order by id",
+    )
+
+    assert rows == [
+        (1, [{"key": "a", "n": 1, "hidden": False}, {"key": "b", "n": 3, "hidden": True}]),
+        (2, [{"key": "c", "n": 1, "hidden": False}]),
+    ]
+
+
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
