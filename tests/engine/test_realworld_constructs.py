@@ -238,6 +238,12 @@ union all select 3, 'z', [struct(cast(null as string) as page_path, 'u3' as next
             "from web.visits, unnest(following_pages) as fp where id = 1 order by 1",
             [("/a", 1), ("/b", 1)],
         ),
+        # An inner value table's field hides the outer one's of the same name.
+        (
+            "select page_path, (select max(n) from unnest(following_pages) as q) "
+            "from web.visits, unnest(following_pages) as fp where id = 1 order by 1",
+            [("/a", 20), ("/b", 20)],
+        ),
     ],
 )
 def test_fields_of_an_aliased_unnest_are_read_unqualified_as_a_value_table(con, sql, expected):
