@@ -717,6 +717,21 @@ def _unnest_struct_fields_as_columns(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _from_select_as_struct(tree: exp.Expression) -> exp.Expression:
+    """A `FROM (SELECT AS STRUCT a, b)` is a value table in BigQuery: its fields are read as the columns
+    `a`, `b` and `SELECT *` expands them (DFE's `FROM (SELECT AS STRUCT key, … GROUP BY key)`); DuckDB's
+    translation gives one struct column. In a FROM or JOIN the subquery becomes a plain SELECT."""
+    for select in list(tree.find_all(exp.Select)):
+        subquery = select.parent
+        if (
+            select.args.get("kind") == "STRUCT"
+            and isinstance(subquery, exp.Subquery)
+            and isinstance(subquery.parent, (exp.From, exp.Join))
+        ):
+            select.set("kind", None)
+    return tree
+
+
 def _unnest_offset_zero_based(tree: exp.Expression) -> exp.Expression:
     """UNNEST(...) WITH OFFSET counts from 0 in BigQuery; DuckDB's WITH ORDINALITY counts from 1.
 
@@ -992,7 +1007,12 @@ def execute_with_array_paths(con, sql: str):
         except Exception as error:
             if functions.register_stored_js_function(con, str(error)):
                 continue
-            rewritten = flatten_array_paths(sql, str(error), describe)
+            rewritten = (
+                flatten_array_paths(sql, str(error), describe)
+                or read_value_table_fields(sql, str(error), describe)
+                or left_join_unnest_as_filter(sql, str(error))
+                or join_using_value_table_fields(sql, str(error), describe)
+            )
             if rewritten is None or rewritten == sql:
                 raise
             sql = rewritten
@@ -1000,6 +1020,249 @@ def execute_with_array_paths(con, sql: str):
 
 
 _MAX_PATH_REWRITES = 8
+
+
+# An aliased `UNNEST(array_of_structs) AS x` is a value table in BigQuery: `x` is the whole struct and its
+# fields are read as `x.field` or unqualified as `field`. DuckDB binds only `x`/`x.field`, and the
+# translator has no column types, so this runs only when DuckDB says an unqualified column is not found.
+_COLUMN_NOT_FOUND = re.compile(r'Referenced column "([^"]*)" not found')
+
+
+def _value_tables(select: exp.Select) -> list[tuple[exp.Expression, exp.Unnest, str]]:
+    """Return the aliased one-argument UNNESTs among the sources of select, each as (source, UNNEST, element's
+    name); an UNNEST … WITH OFFSET is the subquery _unnest_offset_zero_based made of it."""
+    sources = [select.args["from_"].this] if select.args.get("from_") else []
+    sources += [join.this for join in select.args.get("joins") or []]
+    found = []
+    for source in sources:
+        unnest = source
+        if isinstance(source, exp.Subquery) and isinstance(source.this, exp.Select):
+            inner = source.this.args.get("from_")
+            unnest = inner.this if inner is not None else None
+            if not (isinstance(unnest, exp.Unnest) and unnest.alias.startswith("_lakehouse_u")):
+                continue
+            found.append((source, unnest, source.this.expressions[0].alias_or_name))
+            continue
+        alias = source.args.get("alias") if isinstance(source, exp.Unnest) else None
+        if alias is None or len(source.expressions) != 1 or source.args.get("offset"):
+            continue
+        columns = alias.columns
+        name = columns[0].name if len(columns) == 1 else (alias.name if not columns else "")
+        if name:
+            found.append((source, unnest, name))
+    return found
+
+
+def _binds_in_sources(select: exp.Select, name: str, skip: list, describe, cache: dict) -> bool:
+    """Whether `name` may be a column of a source of select other than skip. Each source is probed alone,
+    with the query's CTEs; the struct-fields subquery of an unaliased UNNEST by its array's type; a source
+    that cannot be probed alone (correlated) counts as binding it, so nothing is read from a value table
+    that such a source might hide."""
+    sources = [select.args["from_"].this] if select.args.get("from_") else []
+    sources += [join.this for join in select.args.get("joins") or []]
+    for source in sources:
+        if any(source is s for s in skip):
+            continue
+        key = (id(source), name.lower())
+        if key not in cache:
+            cache[key] = _source_has(source, select, name, describe)
+        if cache[key]:
+            return True
+    return False
+
+
+def _source_has(source: exp.Expression, select: exp.Select, name: str, describe) -> bool:
+    explode = (
+        source.this.expressions[0]
+        if isinstance(source, exp.Subquery)
+        and source.alias.startswith("_lakehouse_s")
+        and isinstance(source.this, exp.Select)
+        else None
+    )
+    if isinstance(explode, exp.Explode):
+        dtype = _array_type(explode, explode.this, describe)
+        struct = dtype.expressions[0] if dtype is not None and dtype.expressions else None
+        return struct is None or (struct.this == exp.DataType.Type.STRUCT and _field_type(struct, name) is not None)
+
+    def binds(expression: exp.Expression) -> bool:
+        probe = exp.select(expression).from_(source.copy())
+        for with_ in _enclosing_withs(select):
+            for cte in with_.expressions:
+                probe = probe.with_(cte.alias, as_=cte.this.copy())
+        return describe(probe.sql(dialect=WRITE)) is not None
+
+    return binds(exp.column(name)) or not binds(exp.Literal.number(1))
+
+
+def _named_elsewhere(column: exp.Column, select: exp.Select) -> bool:
+    """Whether column, in ORDER BY/GROUP BY/HAVING/QUALIFY, names a select-list alias of another expression,
+    or is a lambda's parameter: then it is not a field of the value table."""
+    name = column.name.lower()
+    node = column.parent
+    while node is not None and node is not select:
+        if isinstance(node, exp.Lambda) and any(p.name.lower() == name for p in node.expressions):
+            return True
+        if node.parent is select and node.arg_key in {"order", "group", "having", "qualify"}:
+            return any(
+                isinstance(p, exp.Alias)
+                and p.alias.lower() == name
+                and not (isinstance(p.this, exp.Column) and p.this.name.lower() == name)
+                for p in select.expressions
+            )
+        node = node.parent
+    return False
+
+
+def read_value_table_fields(sql: str, error: str, describe: Callable[[str], str | None]) -> str | None:
+    """Rewrite the unqualified reads of struct fields of an aliased `UNNEST(array_of_structs) AS x` as
+    `x.field` (BigQuery's value-table field access), after DuckDB said such a column is not found.
+
+    A column is read from x when no other source of its own query (nor of a subquery between it and x)
+    binds it and x's struct has a field of that name; `describe(select_sql)` returns the type of the
+    probe's one column, or None when it does not bind. Returns the rewritten DuckDB statement, or None
+    when the error is not about such a column (the caller raises it).
+    """
+    match = _COLUMN_NOT_FOUND.search(error)
+    if not match:
+        return None
+    try:
+        tree = sqlglot.parse_one(sql, read=WRITE)
+    except (ParseError, TokenError):
+        return None
+    cache: dict = {}
+    changed = False
+    for select in list(tree.find_all(exp.Select)):
+        fields: dict[str, tuple[exp.Expression, str]] = {}
+        value_tables = _value_tables(select)
+        for source, unnest, element in value_tables:
+            dtype = _array_type(unnest, unnest.expressions[0], describe)
+            struct = dtype.expressions[0] if dtype is not None and dtype.expressions else None
+            if struct is not None and struct.this == exp.DataType.Type.STRUCT:
+                for field_def in struct.expressions:
+                    fields.setdefault(field_def.name.lower(), (source, element))
+        elements = {element.lower() for _, _, element in value_tables}
+        skip = [source for source, _, _ in value_tables]
+        for column in list(select.find_all(exp.Column)):
+            name = column.name.lower()
+            if column.table or name not in fields or name in elements or _named_elsewhere(column, select):
+                continue
+            scopes = []
+            for scope in _enclosing_selects(column):
+                scopes.append(scope)
+                if scope is select:
+                    break
+            if any(_binds_in_sources(scope, name, skip, describe, cache) for scope in scopes):
+                continue
+            source, element = fields[name]
+            if isinstance(source, exp.Unnest):
+                field = exp.column(column.name, table=element)
+            else:  # the element is a column of the WITH OFFSET subquery
+                field = exp.Dot(this=exp.column(element, table=source.alias), expression=exp.to_identifier(column.name))
+            if column.parent is select and column.arg_key == "expressions":
+                field = field.as_(column.name)
+            column.replace(field)
+            changed = True
+    return tree.sql(dialect=WRITE) if changed else None
+
+
+_USING_MISSING = re.compile(r'Column "([^"]*)" does not exist on (?:left|right) side of join')
+
+
+def join_using_value_table_fields(sql: str, error: str, describe: Callable[[str], str | None]) -> str | None:
+    """Rewrite `JOIN … USING (k)` where a side is an aliased `UNNEST(array_of_structs) AS x` (a value table,
+    whose field k DuckDB does not see as a column) as `ON left.k = right.k`, and the unqualified `k` of that
+    query as the left side's k: BigQuery's USING column of an INNER or LEFT JOIN. Runs after DuckDB said the
+    column is missing on a side of the join; `describe` as for read_value_table_fields. Returns the
+    rewritten DuckDB statement, or None when the error is not about such a join (the caller raises it)."""
+    if not _USING_MISSING.search(error):
+        return None
+    try:
+        tree = sqlglot.parse_one(sql, read=WRITE)
+    except (ParseError, TokenError):
+        return None
+    changed = False
+    for select in list(tree.find_all(exp.Select)):
+        fields: dict[int, tuple[str, str, set[str]]] = {}
+        for source, unnest, element in _value_tables(select):
+            dtype = _array_type(unnest, unnest.expressions[0], describe)
+            struct = dtype.expressions[0] if dtype is not None and dtype.expressions else None
+            if struct is not None and struct.this == exp.DataType.Type.STRUCT:
+                table = element if isinstance(source, exp.Unnest) else source.alias
+                fields[id(source)] = (table, element, {f.name.lower() for f in struct.expressions})
+        if not fields:
+            continue
+        sources = [select.args["from_"].this] if select.args.get("from_") else []
+        for join in select.args.get("joins") or []:
+            using = join.args.get("using")
+            if using and join.side in ("", "LEFT"):
+                left_refs, conditions = {}, []
+                for name in (identifier.name for identifier in using):
+                    left = next(
+                        (
+                            _field_of(fields[id(s)], name)
+                            for s in sources
+                            if id(s) in fields and name.lower() in fields[id(s)][2]
+                        ),
+                        None,
+                    )
+                    right = (
+                        _field_of(fields[id(join.this)], name)
+                        if id(join.this) in fields and name.lower() in fields[id(join.this)][2]
+                        else exp.column(name, table=join.this.alias_or_name)
+                    )
+                    if left is None and id(join.this) not in fields:
+                        break  # neither side is a value table with this field: DuckDB's own error stands
+                    left = left or exp.column(name)
+                    left_refs[name.lower()] = left
+                    conditions.append(exp.EQ(this=left.copy(), expression=right))
+                else:
+                    join.set("using", None)
+                    join.set("on", exp.and_(*conditions))
+                    for column in list(select.find_all(exp.Column)):
+                        ref = left_refs.get(column.name.lower())
+                        if ref is not None and not column.table and next(_enclosing_selects(column)) is select:
+                            column.replace(ref.copy())
+                    changed = True
+            sources.append(join.this)
+    return tree.sql(dialect=WRITE) if changed else None
+
+
+def _field_of(value_table: tuple[str, str, set[str]], name: str) -> exp.Expression:
+    table, element, _ = value_table
+    if table == element:
+        return exp.column(name, table=element)
+    return exp.Dot(this=exp.column(element, table=table), expression=exp.to_identifier(name))
+
+
+# DuckDB refuses a LEFT JOIN to a correlated (lateral) UNNEST whose ON does not compare the two sides;
+# BigQuery accepts any boolean ON there.
+_LATERAL_JOIN_CONDITION = "Join condition for non-inner LATERAL JOIN must be a comparison"
+
+
+def left_join_unnest_as_filter(sql: str, error: str) -> str | None:
+    """Rewrite `LEFT JOIN UNNEST(arr) AS x ON cond` as `LEFT JOIN (SELECT * FROM UNNEST(arr) AS x WHERE cond)
+    ON TRUE` after DuckDB refused its ON: a left row keeps the elements for which cond is TRUE and, with none,
+    one row of NULLs, exactly as the LEFT JOIN. Returns the rewritten DuckDB statement, or None when the
+    error is not about such a join (the caller raises it)."""
+    if _LATERAL_JOIN_CONDITION not in error:
+        return None
+    try:
+        tree = sqlglot.parse_one(sql, read=WRITE)
+    except (ParseError, TokenError):
+        return None
+    changed = False
+    for count, join in enumerate(list(tree.find_all(exp.Join)), start=1):
+        source, condition = join.this, join.args.get("on")
+        if join.side != "LEFT" or condition is None or condition == exp.true():
+            continue
+        if not isinstance(source, (exp.Unnest, exp.Subquery)) or not source.args.get("alias"):
+            continue
+        name = source.args["alias"].name or f"_lakehouse_j{count}"
+        filtered = exp.select("*").from_(source.copy()).where(condition.copy())
+        join.set("this", exp.Subquery(this=filtered, alias=exp.TableAlias(this=exp.to_identifier(name))))
+        join.set("on", exp.true())
+        changed = True
+    return tree.sql(dialect=WRITE) if changed else None
 
 
 def _enclosing_selects(node: exp.Expression) -> Iterable[exp.Select]:
@@ -1629,6 +1892,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _mark_in_unnest_paths,
     _unnest_struct_fields_as_columns,
     _unnest_offset_zero_based,
+    _from_select_as_struct,
     _date_functions_return_date,
     _parse_functions,
     _format_timestamp,
@@ -1661,6 +1925,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _mark_in_unnest_paths: (exp.In,),
     _unnest_struct_fields_as_columns: (exp.Unnest,),
     _unnest_offset_zero_based: (exp.Unnest,),
+    _from_select_as_struct: (exp.Subquery,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
     _format_timestamp: (exp.TimeToStr,),

@@ -198,6 +198,129 @@ def test_a_field_of_an_array_outside_unnest_and_flatten_fails_as_in_bigquery(con
         execute(con, "select event_params.key from web.events")
 
 
+VISITS = """
+create table web.visits as
+select 1 as id, 'x' as user_id,
+  [struct('/a' as page_path, 'u1' as next_user_id, 10 as n), struct('/b' as page_path, cast(null as string), 20)]
+  as following_pages
+union all select 2, 'y', cast([] as array<struct<page_path string, next_user_id string, n int64>>)
+union all select 3, 'z', [struct(cast(null as string) as page_path, 'u3' as next_user_id, 5 as n)]
+"""
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # Unqualified fields of the aliased UNNEST, beside `fp.field` and `fp` as the whole struct.
+        (
+            "select id, page_path, fp.n, fp from web.visits as t, unnest(t.following_pages) as fp order by id, n",
+            [
+                (1, "/a", 10, {"page_path": "/a", "next_user_id": "u1", "n": 10}),
+                (1, "/b", 20, {"page_path": "/b", "next_user_id": None, "n": 20}),
+                (3, None, 5, {"page_path": None, "next_user_id": "u3", "n": 5}),
+            ],
+        ),
+        # DFE's session_details: a correlated scalar subquery over the value table; no rows gives NULL.
+        (
+            "select id, (select min_by(page_path, n) from unnest(following_pages) as fp "
+            "where fp.next_user_id is not null) from web.visits order by id",
+            [(1, "/a"), (2, None), (3, None)],
+        ),
+        # A column of the table keeps its meaning (user_id is not a field); WITH OFFSET counts from 0.
+        (
+            "select user_id, page_path, i from web.visits, unnest(following_pages) as fp with offset as i "
+            "where next_user_id is not null order by user_id",
+            [("x", "/a", 0), ("z", None, 0)],
+        ),
+        # An unaliased UNNEST in a subquery reads its own `n`, not the outer value table's.
+        (
+            "select page_path, (select count(*) from unnest(following_pages) where n > 15) "
+            "from web.visits, unnest(following_pages) as fp where id = 1 order by 1",
+            [("/a", 1), ("/b", 1)],
+        ),
+        # An inner value table's field hides the outer one's of the same name.
+        (
+            "select page_path, (select max(n) from unnest(following_pages) as q) "
+            "from web.visits, unnest(following_pages) as fp where id = 1 order by 1",
+            [("/a", 20), ("/b", 20)],
+        ),
+    ],
+)
+def test_fields_of_an_aliased_unnest_are_read_unqualified_as_a_value_table(con, sql, expected):
+    execute(con, VISITS)
+
+    assert execute(con, sql) == expected
+
+
+def test_a_select_as_struct_in_from_is_a_value_table_of_its_fields(con):
+    """DFE's flattened_entity_version pivots the rows of a `FROM (SELECT AS STRUCT key, … GROUP BY key)`."""
+    execute(con, VISITS)
+
+    assert execute(con, "select * from (select as struct 1 as x, 'a' as y)") == [(1, "a")]
+    assert execute(
+        con,
+        "select id, (select as struct any_value(if(page_path = '/a', n, null)) as a, count(*) as pages "
+        "from (select as struct fp.page_path, sum(fp.n) as n from unnest(following_pages) as fp "
+        "group by fp.page_path)) from web.visits order by id",
+    ) == [(1, {"a": 10, "pages": 2}), (2, {"a": None, "pages": 0}), (3, {"a": None, "pages": 1})]
+
+
+def test_join_using_a_field_of_two_value_tables(con):
+    """DFE's flattened_entity_version: the fields of `data` and `hidden_data`, joined USING (key); the key
+    of the LEFT JOIN is the left side's, so an unmatched `a` keeps its key."""
+    execute(
+        con,
+        "create table web.entity as "
+        "select 1 as id, [struct('a' as key, ['1'] as value), struct('b' as key, ['2', '3'] as value)] as data, "
+        "[struct('b' as key, ['9'] as value)] as hidden_data "
+        "union all select 2, [struct('c' as key, ['4'] as value)], "
+        "cast([] as array<struct<key string, value array<string>>>)",
+    )
+
+    rows = execute(
+        con,
+        "select id, array(select as struct key, array_length(array_concat_agg(data_combined.value)) as n, "
+        "logical_or(hidden_data.value is not null) as hidden "
+        "from unnest(array_concat(data, hidden_data)) as data_combined "
+        "left join unnest(hidden_data) as hidden_data using (key) group by key order by key) "
+        "from web.entity order by id",
+    )
+
+    assert rows == [
+        (1, [{"key": "a", "n": 1, "hidden": False}, {"key": "b", "n": 3, "hidden": True}]),
+        (2, [{"key": "c", "n": 1, "hidden": False}]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # DFE's register_entity_version: the ON compares the left side only; an element joins where it holds.
+        (
+            "select t.id, fp.n, v from web.visits as t left join unnest(t.following_pages) as fp "
+            "left join unnest([fp.n, fp.n + 1]) as v on fp.page_path = '/a' order by 1, 2, 3",
+            [(1, 10, 10), (1, 10, 11), (1, 20, None), (2, None, None), (3, 5, None)],
+        ),
+        # The ON reads the element and the left row; a left row with no match keeps one row of NULLs.
+        (
+            "select t.id, fp.n from web.visits as t left join unnest(t.following_pages) as fp "
+            "on fp.n > 15 or t.user_id = 'z' order by 1",
+            [(1, 20), (2, None), (3, 5)],
+        ),
+        # Unaliased: the struct fields are columns of the filtered side too.
+        (
+            "select t.id, count(n) from web.visits as t left join unnest(t.following_pages) "
+            "on next_user_id is not null group by t.id order by 1",
+            [(1, 1), (2, 0), (3, 1)],
+        ),
+    ],
+)
+def test_left_join_unnest_on_any_condition_keeps_unmatched_rows(con, sql, expected):
+    execute(con, VISITS)
+
+    assert execute(con, sql) == expected
+
+
 # -- procedural BigQuery -----------------------------------------------------------------------------------
 
 
