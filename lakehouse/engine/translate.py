@@ -923,6 +923,15 @@ def _array_type(holder: exp.Expression, prefix: exp.Expression, describe) -> exp
     return None
 
 
+def _parsed_duckdb(sql: str) -> exp.Expression | None:
+    """Return the tree of a translated (DuckDB) statement, or None when sqlglot cannot read it back: the
+    error-driven rewrites below then leave DuckDB's error as it is."""
+    try:
+        return sqlglot.parse_one(sql, read=WRITE)
+    except (ParseError, TokenError):
+        return None
+
+
 def flatten_array_paths(sql: str, error: str, describe: Callable[[str], str | None]) -> str | None:
     """Rewrite a path DuckDB refused in `error` (`Cannot extract field 'key' from expression "arr" …`, or a
     correlated UNNEST it cannot bind) as BigQuery's array elements field access, where BigQuery allows it:
@@ -941,9 +950,8 @@ def flatten_array_paths(sql: str, error: str, describe: Callable[[str], str | No
         field_name = array_name = None
     else:
         return None
-    try:
-        tree = sqlglot.parse_one(sql, read=WRITE)
-    except (ParseError, TokenError):
+    tree = _parsed_duckdb(sql)
+    if tree is None:
         return None
     names = (f"_lakehouse_e{n}" for n in range(1, 1000))
     changed = False
@@ -1125,9 +1133,8 @@ def read_value_table_fields(sql: str, error: str, describe: Callable[[str], str 
     match = _COLUMN_NOT_FOUND.search(error)
     if not match:
         return None
-    try:
-        tree = sqlglot.parse_one(sql, read=WRITE)
-    except (ParseError, TokenError):
+    tree = _parsed_duckdb(sql)
+    if tree is None:
         return None
     cache: dict = {}
     changed = False
@@ -1176,9 +1183,8 @@ def join_using_value_table_fields(sql: str, error: str, describe: Callable[[str]
     rewritten DuckDB statement, or None when the error is not about such a join (the caller raises it)."""
     if not _USING_MISSING.search(error):
         return None
-    try:
-        tree = sqlglot.parse_one(sql, read=WRITE)
-    except (ParseError, TokenError):
+    tree = _parsed_duckdb(sql)
+    if tree is None:
         return None
     changed = False
     for select in list(tree.find_all(exp.Select)):
@@ -1246,9 +1252,8 @@ def left_join_unnest_as_filter(sql: str, error: str) -> str | None:
     error is not about such a join (the caller raises it)."""
     if _LATERAL_JOIN_CONDITION not in error:
         return None
-    try:
-        tree = sqlglot.parse_one(sql, read=WRITE)
-    except (ParseError, TokenError):
+    tree = _parsed_duckdb(sql)
+    if tree is None:
         return None
     changed = False
     for count, join in enumerate(list(tree.find_all(exp.Join)), start=1):

@@ -39,6 +39,17 @@ PROJECT = {
     """,
 }
 
+# the same project with silver.orders an incremental Iceberg table (merged by order_id)
+ICEBERG_PROJECT = {
+    **PROJECT,
+    "definitions/silver/orders.sqlx": """
+        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
+                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
+                            tableFolderRoot: "silver" } }
+        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
+    """,
+}
+
 
 def execute(home, sql):
     con = warehouse.connect(home, ["test-local"])
@@ -191,14 +202,7 @@ def test_landing_files_are_inputs_by_name_size_and_time(make_project, lakehouse_
 
 
 def test_an_incremental_iceberg_table_commits_only_the_files_a_run_changed(make_project, lakehouse_home):
-    files = dict(PROJECT)
-    files["definitions/silver/orders.sqlx"] = """
-        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
-                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
-                            tableFolderRoot: "silver" } }
-        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
-    """
-    project = make_project(files)
+    project = make_project(ICEBERG_PROJECT)
     store_target = {"database": "test-local", "schema": "silver", "name": "orders"}
     seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 20.0)])
     rerun = RunOptions(skip_unchanged=False)  # every run MERGEs every source row again
@@ -247,14 +251,7 @@ def test_the_engines_own_schema_is_not_a_dataset(make_project, lakehouse_home, m
 
 
 def test_a_warehouse_a_snapshot_behind_the_iceberg_catalog_mirrors_it_again(make_project, lakehouse_home, tmp_path):
-    files = dict(PROJECT)
-    files["definitions/silver/orders.sqlx"] = """
-        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
-                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
-                            tableFolderRoot: "silver" } }
-        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
-    """
-    project = make_project(files)
+    project = make_project(ICEBERG_PROJECT)
     target = {"database": "test-local", "schema": "silver", "name": "orders"}
     seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 20.0)])
     run(project)
@@ -291,14 +288,7 @@ def test_an_iceberg_table_written_whole_is_written_in_chunks_in_one_snapshot(mak
     from lakehouse.engine import iceberg
 
     monkeypatch.setattr(iceberg, "PUBLISH_BATCH_ROWS", 2)
-    files = dict(PROJECT)
-    files["definitions/silver/orders.sqlx"] = """
-        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
-                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
-                            tableFolderRoot: "silver" } }
-        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
-    """
-    project = make_project(files)
+    project = make_project(ICEBERG_PROJECT)
     target = {"database": "test-local", "schema": "silver", "name": "orders"}
     rows = [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 20.0), (4, "CUST-2", 5.0), (5, "CUST-3", 1.0)]
     seed(lakehouse_home, rows)

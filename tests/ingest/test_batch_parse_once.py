@@ -7,13 +7,12 @@ import json
 import pytest
 from models.project import KIT_VARS
 
-from ingest.landing import handle_http
 from lakehouse import warehouse
 from lakehouse.engine import translate
 from lakehouse.engine.compile import compile_project
 
-from .conftest import REPO, TOKEN
-from .test_landing_fuzz import FOREIGN_FILES, NOW, SOURCES, VALID_ORDER, _hostile_orders
+from .conftest import REPO
+from .test_landing_fuzz import FOREIGN_FILES, SOURCES, land_hostile_orders
 
 PROJECT = "lakehouse-dev"
 
@@ -70,15 +69,7 @@ def test_every_batch_is_the_same_parsed_once_or_per_path(fake_gcs, config, store
         "--batch-size", "300", "--in-process-bus", "--fault-rate", "all=0.04",
     )  # fmt: skip
     bucket = home / "gcs" / KIT_VARS["landing_bucket"]
-    body = b"\n".join(_hostile_orders(VALID_ORDER)) + b"\r\n"
-    status, answer = handle_http(
-        "POST", {"Authorization": f"Bearer {TOKEN}"}, {}, lambda n: body, len(body), config, store, NOW
-    )
-    assert status == 200
-    for uri in [u for u in answer["objects"] if u.startswith(f"gs://{config.landing_bucket}/source=orders/")]:
-        _, _, name = uri.removeprefix("gs://").partition("/")
-        (bucket / name).parent.mkdir(parents=True, exist_ok=True)
-        (bucket / name).write_bytes((fake_gcs.root / config.landing_bucket / name).read_bytes())
+    land_hostile_orders(home, fake_gcs, config, store)
     for source in SOURCES:
         folder = bucket / f"source={source}" / "ingest_date=2026-11-22" / "hour=09"
         folder.mkdir(parents=True, exist_ok=True)

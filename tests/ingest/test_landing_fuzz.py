@@ -6,6 +6,7 @@ import base64
 import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -331,6 +332,26 @@ FOREIGN_FILES = {
 }
 
 
+def land_hostile_orders(home: Path, fake_gcs, config, store) -> tuple[dict[str, int], int]:
+    """Send the hostile orders through the landing function and move its objects into the home's landing
+    bucket under the same names; return {gs:// uri in the kit's bucket: lines}, and the lines it accepted."""
+    bucket = home / "gcs" / KIT_VARS["landing_bucket"]
+    body = b"\n".join(_hostile_orders(VALID_ORDER)) + b"\r\n"
+    status, answer = handle_http(
+        "POST", {"Authorization": f"Bearer {TOKEN}"}, {}, lambda n: body, len(body), config, store, NOW
+    )
+    assert status == 200
+    landed = {}
+    # lines not of a known source and not JSON are the landing function's to dead-letter (tests above)
+    for uri in [u for u in answer["objects"] if u.startswith(f"gs://{config.landing_bucket}/source=orders/")]:
+        _, _, name = uri.removeprefix("gs://").partition("/")
+        data = (fake_gcs.root / config.landing_bucket / name).read_bytes()
+        (bucket / name).parent.mkdir(parents=True, exist_ok=True)
+        (bucket / name).write_bytes(data)
+        landed[f"gs://{KIT_VARS['landing_bucket']}/{name}"] = data.count(b"\n")
+    return landed, answer["accepted_by_source"]["orders"]
+
+
 @pytest.mark.slow
 def test_hostile_lines_reach_silver_quarantine_or_duplicates_each_exactly_once(fake_gcs, config, store, tmp_path):
     from models.test_models_end_to_end import conservation, lakehouse, query
@@ -341,21 +362,8 @@ def test_hostile_lines_reach_silver_quarantine_or_duplicates_each_exactly_once(f
         "--batch-size", "100", "--in-process-bus",
     )  # fmt: skip
     bucket = home / "gcs" / KIT_VARS["landing_bucket"]
-    body = b"\n".join(_hostile_orders(VALID_ORDER)) + b"\r\n"
-    status, answer = handle_http(
-        "POST", {"Authorization": f"Bearer {TOKEN}"}, {}, lambda n: body, len(body), config, store, NOW
-    )
-    assert status == 200
-    # the landing function's objects, moved into the home's landing bucket under the same names
-    expected = {}
-    # lines not of a known source and not JSON are the landing function's to dead-letter (tests above)
-    for uri in [u for u in answer["objects"] if u.startswith(f"gs://{config.landing_bucket}/source=orders/")]:
-        _, _, name = uri.removeprefix("gs://").partition("/")
-        data = (fake_gcs.root / config.landing_bucket / name).read_bytes()
-        (bucket / name).parent.mkdir(parents=True, exist_ok=True)
-        (bucket / name).write_bytes(data)
-        expected[f"gs://{KIT_VARS['landing_bucket']}/{name}"] = data.count(b"\n")
-    assert sum(expected.values()) == answer["accepted_by_source"]["orders"]
+    expected, accepted = land_hostile_orders(home, fake_gcs, config, store)
+    assert sum(expected.values()) == accepted
     foreign = bucket / "source=orders" / "ingest_date=2026-11-22" / "hour=09"
     foreign.mkdir(parents=True)
     for name, (data, rows) in FOREIGN_FILES.items():
