@@ -112,15 +112,21 @@ def test_an_operation_with_a_loop_runs_in_a_project(make_project, lakehouse_home
     assert result.output == "calendar_day,iso_week\n2024-12-30,1\n2024-12-31,1\n2025-01-01,1\n2025-01-02,1\n"
 
 
+# a declared log table that an operation creates (as cloud-cost-management-toolkit's create_process_log)
+PROCESS_LOG = {
+    "definitions/process_log.sqlx": 'config { type: "declaration", name: "process_log" }\n',
+    "definitions/create_process_log.sqlx": """
+        config { type: "operations" }
+        create table if not exists ${ref("process_log")} (process_id int64, note string);
+        insert into ${ref("process_log")} values (1, 'started')
+    """,
+}
+
+
 def test_an_operation_that_creates_its_declared_table_runs_on_a_fresh_warehouse(make_project, lakehouse_home):
     project = make_project(
         {
-            "definitions/process_log.sqlx": 'config { type: "declaration", name: "process_log" }\n',
-            "definitions/create_process_log.sqlx": """
-                config { type: "operations" }
-                create table if not exists ${ref("process_log")} (process_id int64, note string);
-                insert into ${ref("process_log")} values (1, 'started')
-            """,
+            **PROCESS_LOG,
         }
     )
 
@@ -134,12 +140,7 @@ def test_an_operation_that_creates_its_declared_table_runs_on_a_fresh_warehouse(
 def test_a_table_reads_a_declared_table_an_upstream_operation_created_in_the_same_run(make_project, lakehouse_home):
     project = make_project(
         {
-            "definitions/process_log.sqlx": 'config { type: "declaration", name: "process_log" }\n',
-            "definitions/create_process_log.sqlx": """
-                config { type: "operations" }
-                create table if not exists ${ref("process_log")} (process_id int64, note string);
-                insert into ${ref("process_log")} values (1, 'started')
-            """,
+            **PROCESS_LOG,
             "definitions/log_summary.sqlx": """
                 config { type: "table", dependencies: ["create_process_log"] }
                 select count(*) as processes from ${ref("process_log")}
