@@ -581,6 +581,9 @@ def _qualify_table_names(tree: exp.Expression, ctx: _Context) -> exp.Expression:
     """
     schema_target = isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper() == "SCHEMA"
     for table in list(tree.find_all(exp.Table)):
+        if isinstance(table.this, exp.Anonymous):
+            _qualify_table_function_call(table, ctx)
+            continue
         if not table.name and not table.args.get("db"):
             continue
         parts = _split_name(table)
@@ -1020,6 +1023,7 @@ def execute_with_array_paths(con, sql: str):
                 or read_value_table_fields(sql, str(error), describe)
                 or left_join_unnest_as_filter(sql, str(error))
                 or join_using_value_table_fields(sql, str(error), describe)
+                or date_plus_days(sql, str(error), describe)
             )
             if rewritten is None or rewritten == sql:
                 raise
@@ -1267,6 +1271,66 @@ def left_join_unnest_as_filter(sql: str, error: str) -> str | None:
         join.set("this", exp.Subquery(this=filtered, alias=exp.TableAlias(this=exp.to_identifier(name))))
         join.set("on", exp.true())
         changed = True
+    return tree.sql(dialect=WRITE) if changed else None
+
+
+# BigQuery adds and subtracts INT64 days to and from a DATE (`date + n`, `n + date`, `date - n`: a DATE);
+# DuckDB has these for INTEGER only, and the translator has no column types, so this runs on its error.
+_DATE_INT_ARITHMETIC = re.compile(
+    r"No function matches the given name and argument types '[+-]\((?:DATE, [A-Z]*INT[A-Z]*|[A-Z]*INT[A-Z]*, DATE)\)'"
+)
+_INTEGER_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
+
+
+def _operand_type(operand: exp.Expression, node: exp.Expression, describe) -> str | None:
+    """Return DuckDB's type of operand where node sits: probed in the innermost scope whose sources bind it,
+    else on its own (a SELECT without FROM)."""
+    for select in _enclosing_selects(node):
+        probe = _probe(select, operand, node)
+        if probe is None:
+            continue
+        for with_ in _enclosing_withs(select):
+            for cte in with_.expressions:
+                probe = probe.with_(cte.alias, as_=cte.this.copy())
+        type_text = describe(probe.sql(dialect=WRITE))
+        if type_text is not None:
+            return type_text
+    return describe(exp.select(operand.copy()).sql(dialect=WRITE))
+
+
+def date_plus_days(sql: str, error: str, describe: Callable[[str], str | None]) -> str | None:
+    """Rewrite each `date ± integer` and `integer + date` DuckDB refused in `error` (`-(DATE, BIGINT)`) as
+    `date ± CAST(integer AS INTEGER)`, whose result is a DATE as in BigQuery; additions and subtractions of
+    other types are left as they are. Returns the rewritten statement, or None when error is not about it."""
+    if not _DATE_INT_ARITHMETIC.search(error):
+        return None
+    try:
+        tree = sqlglot.parse_one(sql, read=WRITE)
+    except (ParseError, TokenError):
+        return None
+    changed = False
+    for node in list(tree.find_all(exp.Add, exp.Sub)):
+        left, right = node.this, node.expression
+        if _operand_type(left, node, describe) == "DATE":
+            days = right
+        elif isinstance(node, exp.Add) and _operand_type(right, node, describe) == "DATE":
+            days = left
+        else:
+            continue
+        if _operand_type(days, node, describe) in _INTEGER_TYPES - {"INTEGER"}:
+            days.replace(exp.cast(days.copy(), exp.DataType.build("INTEGER")))
+            changed = True
     return tree.sql(dialect=WRITE) if changed else None
 
 
@@ -2668,6 +2732,8 @@ def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = N
     tree = _parse_statement(stmt)
     if isinstance(tree, exp.Command):
         raise UnsupportedConstruct(" ".join(w for w in words[:3] if w), "this statement has no local equivalent")
+    if isinstance(tree, exp.Create) and _TABLE_FUNCTION.match(stmt.text):
+        return [_table_function(tree, ctx, stmt.position)]
     if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "FUNCTION":
         return [_temp_function(_rewrite(tree, ctx))]
     tree = _rewrite(tree, ctx)
@@ -3116,6 +3182,66 @@ def _quoted_function_names(tree: exp.Expression, ctx: _Context) -> exp.Expressio
         catalog_schema = exp.Dot(this=_identifier(parts[0]), expression=_identifier(parts[1]))
         call.replace(exp.Dot(this=catalog_schema, expression=function))
     return tree
+
+
+_TABLE_FUNCTION = re.compile(r"\s*CREATE\s+(OR\s+REPLACE\s+)?TABLE\s+FUNCTION\b", re.IGNORECASE)
+
+
+def _table_function_name(parts: list[str], ctx: _Context, position: str) -> list[str]:
+    if len(parts) == 2:
+        parts = [ctx.default_project, *parts]
+    if len(parts) != 3:
+        raise TranslationError(
+            f"table function {'.'.join(parts)} at {position} must be dataset.name or project.dataset.name"
+        )
+    return parts
+
+
+def _table_function(tree: exp.Create, ctx: _Context, position: str) -> str:
+    """CREATE [OR REPLACE] TABLE FUNCTION [project.]ds.f(p T, ...) AS query becomes a DuckDB table macro
+    "project"."ds"."f"(p, ...), kept in the warehouse as BigQuery keeps the function in its dataset.
+
+    A parameter read in the query is cast to its declared type, as BigQuery converts the argument; an
+    unqualified name that is both a parameter and a column reads the parameter (BigQuery: the column)."""
+    udf = tree.this
+    name = udf.this if isinstance(udf, exp.UserDefinedFunction) else udf
+    parts = _table_function_name(_split_name(name), ctx, position)
+    body = tree.args.get("expression")
+    if not isinstance(body, exp.Query) and isinstance(body, exp.Subquery | exp.Paren):
+        body = body.this
+    if not isinstance(body, exp.Query):
+        raise TranslationError(f"table function {'.'.join(parts)} at {position} has no query body")
+    params = {p.name.lower(): (p.name, p.args.get("kind")) for p in udf.expressions}
+    for column in list(body.find_all(exp.Column)):
+        param = params.get(column.name.lower()) if not column.table else None
+        if param is None or param[1] is None:
+            continue
+        typed = exp.Cast(this=exp.column(param[0]), to=param[1].copy())
+        if isinstance(column.parent, exp.Select) and column.arg_key == "expressions":
+            typed = exp.alias_(typed, column.name)
+        column.replace(typed)
+    verb = "CREATE MACRO"
+    if tree.args.get("replace"):
+        verb = "CREATE OR REPLACE MACRO"
+    elif tree.args.get("exists"):
+        verb = "CREATE MACRO IF NOT EXISTS"
+    target = ".".join(_identifier(part).sql(WRITE) for part in parts)
+    names = ", ".join(_identifier(name).sql(WRITE) for name, _ in params.values())
+    return f"{verb} {target}({names}) AS TABLE {_generate(_rewrite(body, ctx))}"
+
+
+def _qualify_table_function_call(table: exp.Table, ctx: _Context) -> None:
+    """`ds.f(args)`, `project.ds.f(args)` or `` `project.ds.f`(args) `` in FROM calls the table macro
+    "project"."ds"."f"(args) (see _table_function); a one-part name (a DuckDB table function) stays."""
+    call = table.this
+    parts = [p.name for p in (table.args.get("catalog"), table.args.get("db")) if p is not None]
+    parts += call.this.split(".") if isinstance(call.this, str) else call.this.name.split(".")
+    if len(parts) == 1:
+        return
+    parts = _table_function_name(parts, ctx, "a FROM clause")
+    call.set("this", _identifier(parts[2]))
+    table.set("catalog", _identifier(parts[0]))
+    table.set("db", _identifier(parts[1]))
 
 
 def _library_path(uri: str, gcs_resolver: Callable[[str], str] | None) -> str:

@@ -765,3 +765,94 @@ def test_a_wildcard_table_in_a_for_loop_and_a_joined_table_star(con):
 
     assert (joined.columns, joined.rows) == (["id", "label", "name"], [(1, "one", "a")])
     assert total.rows == [(3,)]
+
+
+# -- table functions ----------------------------------------------------------------------------------
+
+VERSIONS_AT = """
+create table web.versions as
+select 1 as id, 'a' as name, timestamp '2024-01-01' as valid_from, timestamp '2024-02-01' as valid_to
+union all select 1, 'b', timestamp '2024-02-01', null
+union all select 2, 'c', timestamp '2024-03-01', null;
+create table web.labels as select 1 as id, 'one' as label union all select 2, 'two';
+create or replace table function `acme-analytics.web.versions_at`(timestamp_at timestamp)
+as
+select * except (valid_from, valid_to), timestamp_at as seen_at
+from web.versions
+where (valid_to is null or valid_to > timestamp_at) and valid_from <= timestamp_at;
+create table function web.labels_from(first_id int64) as (select label from web.labels where id >= first_id);
+"""
+
+
+def test_a_table_function_is_kept_in_the_warehouse_and_called_by_later_runs(tmp_path):
+    first_run = warehouse(tmp_path / "w.duckdb")
+    execute(first_run, VERSIONS_AT)
+    first_run.close()
+
+    next_run = warehouse(tmp_path / "w.duckdb")
+    january = execute(next_run, "select id, name, seen_at from web.versions_at(timestamp '2024-01-15') order by id")
+    # The STRING argument becomes the declared TIMESTAMP, as BigQuery coerces a literal argument.
+    march = execute(next_run, "select id, name from `acme-analytics.web.versions_at`('2024-03-02') order by id")
+    joined = execute(
+        next_run,
+        "select v.name, l.label from `acme-analytics`.web.versions_at(timestamp '2024-02-01') as v "
+        "join web.labels as l using (id)",
+    )
+    labels = execute(next_run, "select * from web.labels_from(2)")
+
+    assert january == [(1, "a", dt.datetime(2024, 1, 15, tzinfo=dt.UTC))]
+    assert march == [(1, "b"), (2, "c")]
+    assert joined == [("b", "one")]
+    assert labels == [("two",)]
+
+
+def test_create_table_function_meets_an_existing_one_as_bigquery_does(tmp_path):
+    con = warehouse(tmp_path / "w.duckdb")
+    execute(con, VERSIONS_AT)
+
+    with pytest.raises(duckdb.CatalogException, match="already exists"):
+        execute(con, "create table function web.labels_from(first_id int64) as select 1 as label")
+    execute(con, "create table function if not exists web.labels_from(first_id int64) as select 'kept' as label")
+    assert execute(con, "select * from web.labels_from(2)") == [("two",)]
+    execute(con, "create or replace table function web.labels_from(first_id int64) as select first_id + 1 as label")
+    assert execute(con, "select * from web.labels_from(2)") == [(3,)]
+
+
+# -- DATE ± INT64 ---------------------------------------------------------------------------------------
+
+
+def test_date_plus_and_minus_int64_days_is_a_date_and_other_arithmetic_is_unchanged(con):
+    bq(
+        con,
+        "create table web.expiry as select date '2024-03-01' as d, 30 as n "
+        "union all select date '2024-02-28', 1 union all select null, 5",
+    )
+
+    result = bq(
+        con,
+        "select d - n as minus, d + n as plus, n + d as plus_first, d - 1 as minus_literal, n - 1 as whole, "
+        "current_date - n as expiry from web.expiry order by n",
+    )
+    filtered = bq(con, "with e as (select * from web.expiry) select n from e where d - n < date '2024-02-01'")
+
+    assert result.rows == [
+        (
+            dt.date(2024, 2, 27),
+            dt.date(2024, 2, 29),
+            dt.date(2024, 2, 29),
+            dt.date(2024, 2, 27),
+            0,
+            dt.date(2026, 3, 3),
+        ),
+        (None, None, None, None, 4, dt.date(2026, 2, 27)),
+        (
+            dt.date(2024, 1, 31),
+            dt.date(2024, 3, 31),
+            dt.date(2024, 3, 31),
+            dt.date(2024, 2, 29),
+            29,
+            dt.date(2026, 2, 2),
+        ),
+    ]
+    assert all(type(value) is dt.date for row in result.rows for value in row[:4] + row[5:] if value is not None)
+    assert filtered.rows == [(30,)]
