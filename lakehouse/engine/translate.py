@@ -909,11 +909,12 @@ def _probe(select: exp.Select, path: exp.Expression, node: exp.Expression) -> ex
     return probe
 
 
-def _array_type(holder: exp.Expression, prefix: exp.Expression, describe) -> exp.DataType | None:
-    """Return the type of prefix where holder sits, if it is an array: probed in the innermost scope whose
-    sources bind it (a correlated subquery's path belongs to an outer query)."""
-    for select in _enclosing_selects(holder):
-        probe = _probe(select, prefix, holder)
+def _scoped_type(expression: exp.Expression, node: exp.Expression, describe) -> str | None:
+    """Return DuckDB's type (text) of expression where node sits: probed in the innermost scope whose
+    sources bind it (a correlated subquery's path belongs to an outer query), with the CTEs in reach;
+    None when no scope binds it."""
+    for select in _enclosing_selects(node):
+        probe = _probe(select, expression, node)
         if probe is None:
             continue
         for with_ in _enclosing_withs(select):
@@ -921,9 +922,17 @@ def _array_type(holder: exp.Expression, prefix: exp.Expression, describe) -> exp
                 probe = probe.with_(cte.alias, as_=cte.this.copy())
         type_text = describe(probe.sql(dialect=WRITE))
         if type_text is not None:
-            dtype = exp.DataType.build(type_text, dialect=WRITE)
-            return dtype if dtype.this == exp.DataType.Type.ARRAY else None
+            return type_text
     return None
+
+
+def _array_type(holder: exp.Expression, prefix: exp.Expression, describe) -> exp.DataType | None:
+    """Return the type of prefix where holder sits, if it is an array (see _scoped_type)."""
+    type_text = _scoped_type(prefix, holder, describe)
+    if type_text is None:
+        return None
+    dtype = exp.DataType.build(type_text, dialect=WRITE)
+    return dtype if dtype.this == exp.DataType.Type.ARRAY else None
 
 
 def _parsed_duckdb(sql: str) -> exp.Expression | None:
@@ -1296,17 +1305,8 @@ _INTEGER_TYPES = {
 def _operand_type(operand: exp.Expression, node: exp.Expression, describe) -> str | None:
     """Return DuckDB's type of operand where node sits: probed in the innermost scope whose sources bind it,
     else on its own (a SELECT without FROM)."""
-    for select in _enclosing_selects(node):
-        probe = _probe(select, operand, node)
-        if probe is None:
-            continue
-        for with_ in _enclosing_withs(select):
-            for cte in with_.expressions:
-                probe = probe.with_(cte.alias, as_=cte.this.copy())
-        type_text = describe(probe.sql(dialect=WRITE))
-        if type_text is not None:
-            return type_text
-    return describe(exp.select(operand.copy()).sql(dialect=WRITE))
+    scoped = _scoped_type(operand, node, describe)
+    return scoped if scoped is not None else describe(exp.select(operand.copy()).sql(dialect=WRITE))
 
 
 def date_plus_days(sql: str, error: str, describe: Callable[[str], str | None]) -> str | None:
