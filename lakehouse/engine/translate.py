@@ -827,6 +827,28 @@ _NOT_A_STRUCT = re.compile(r"Cannot extract field '([^']*)' from expression \"(.
 _ELEMENTS_MARKER = "lakehouse_elements"  # an identity macro (functions.MACROS)
 
 
+def _in_unnest_of_a_value(tree: exp.Expression) -> exp.Expression:
+    """`x IN UNNEST(arr)` where arr reads no column (a script variable, a parameter, a literal) becomes
+    `x IN (SELECT UNNEST(arr))`.
+
+    sqlglot writes the test as a CASE over `ARRAY_CONTAINS(arr, x)`, a linear search of the array for
+    every row: a gold model reading silver for the keys a run touched paid rows × keys (2.6 s against
+    0.55 s for 5,000 customers over a million events). DuckDB plans the subquery as one hash (mark)
+    join. Same three-valued result as BigQuery's: TRUE when found; FALSE for a NULL or empty array;
+    NULL when x is NULL or the array holds a NULL and x is not found; else FALSE.
+    """
+    for node in list(tree.find_all(exp.In)):
+        unnest = node.args.get("unnest")
+        if not isinstance(unnest, exp.Unnest) or len(unnest.expressions) != 1:
+            continue
+        array = unnest.expressions[0]
+        if any(isinstance(n, (exp.Column, exp.Select, exp.Star)) for n in array.walk()):
+            continue  # a per-row array: the search is over that row's elements
+        values = exp.select(exp.Anonymous(this="UNNEST", expressions=[array.copy()])).subquery()
+        node.replace(exp.In(this=node.this.copy(), query=values))
+    return tree
+
+
 def _mark_in_unnest_paths(tree: exp.Expression) -> exp.Expression:
     """`x IN UNNEST(t.arr.field)` reads a path through an array as UNNEST does, but sqlglot writes it as
     `ARRAY_CONTAINS(path, x)`; the path is wrapped in the identity macro `lakehouse_elements(path)` so that
@@ -1959,6 +1981,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _countif_zero,
     _exists_over_unnest,  # before UNNEST ... WITH OFFSET becomes a subquery
     _mark_in_unnest_paths,
+    _in_unnest_of_a_value,
     _unnest_struct_fields_as_columns,
     _unnest_offset_zero_based,
     _from_select_as_struct,
@@ -1992,6 +2015,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _countif_zero: (exp.CountIf,),
     _exists_over_unnest: (exp.Exists,),
     _mark_in_unnest_paths: (exp.In,),
+    _in_unnest_of_a_value: (exp.In,),
     _unnest_struct_fields_as_columns: (exp.Unnest,),
     _unnest_offset_zero_based: (exp.Unnest,),
     _from_select_as_struct: (exp.Subquery,),

@@ -444,6 +444,30 @@ def test_script_undeclared_null_typed(con):
     assert con.execute("SELECT typeof(getvariable('n'))").fetchall() == [("DECIMAL(38,9)",)]
 
 
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        # BigQuery: found → TRUE; not found → FALSE, or NULL when the array holds a NULL; a NULL x →
+        # NULL against a non-empty array; a NULL or empty array → FALSE for every x
+        ("['a', 'b']", [("a", True), ("c", False), (None, None)]),
+        ("['a', NULL]", [("a", True), ("c", None), (None, None)]),
+        ("[]", [("a", False), ("c", False), (None, False)]),
+        ("NULL", [("a", False), ("c", False), (None, False)]),
+    ],
+)
+def test_in_unnest_of_a_variable_keeps_three_valued_logic(con, ids, expected):
+    run(con, f"create or replace table `{PROJECT}.ds.t` as select x from unnest(['a', 'c', null]) as x")
+    script = f"""
+        DECLARE ids ARRAY<STRING> DEFAULT {ids};
+        SELECT x, x IN UNNEST(ids) FROM ds.t ORDER BY x IS NULL, x
+    """
+    assert run(con, script) == expected
+    # searched as a join over the values, not element by element in every row
+    assert "IN (SELECT UNNEST(GETVARIABLE('ids')))" in translate_script(script, default_project=PROJECT)[-1]
+    negated = script.replace("x IN UNNEST", "x NOT IN UNNEST")
+    assert run(con, negated) == [(x, None if found is None else not found) for x, found in expected]
+
+
 def test_script_begin_end(con):
     script = "BEGIN DECLARE x INT64 DEFAULT 1; BEGIN SET x = x + 1; END; END; SELECT x"
     assert run(con, script) == [(2,)]
