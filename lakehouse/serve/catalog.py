@@ -87,7 +87,7 @@ def gold_tables(graph: dict, dataset: str = "gold") -> dict[str, GoldTable]:
     """Return the tables of `dataset` in the compiled graph, keyed by table name.
 
     Raises CatalogError for a table whose names are not plain identifiers or that has no uniqueKey
-    assertion (pages are ordered by it, so it cannot be served without one).
+    assertion (it ends every page's order, so it cannot be served without one).
     """
     keys: dict[tuple[str, str], tuple[str, ...]] = {}
     for assertion in graph.get("assertions") or []:
