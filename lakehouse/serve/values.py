@@ -124,7 +124,9 @@ def decode_cursor(cursor: str, fingerprint: str, key: dict[str, str]) -> list[An
     if not isinstance(data, dict) or not isinstance(data.get("after"), list) or len(data["after"]) != len(key):
         raise BadValue("cursor is malformed: pass next_cursor from a previous page unchanged")
     if data.get("q") != fingerprint:
-        raise BadValue("cursor belongs to another table or other filters: start again without a cursor")
+        raise BadValue(
+            "cursor belongs to another table, other filters or another page order: start again without a cursor"
+        )
     values = []
     for (column, kind), text in zip(key.items(), data["after"], strict=True):
         if text is None:

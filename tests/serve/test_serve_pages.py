@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import itertools
+import json
 
 import duckdb
 import pytest
@@ -147,3 +149,36 @@ def test_api_pages_follow_the_cluster_order_not_the_key_order(open_app, served_h
     assert expected != sorted(expected, key=lambda r: (r["warehouse_id"], r["product_id"]))
     params = {"limit": 3, "fields": "product_id,warehouse_id"}
     assert api_walk(TestClient(open_app), "/v1/inventory_levels", params) == expected
+
+
+@pytest.mark.parametrize(
+    ("order", "values", "message"),
+    [
+        ((), ["PROD-0001", "WH-1"], "cursor belongs to another table, other filters or another page order"),
+        (("warehouse_id", "product_id"), ["WH-1", "PROD-0001"], "cursor belongs to another table"),
+        (("product_id", "warehouse_id"), ["PROD-0001"], "cursor is malformed"),
+    ],
+)
+def test_cursors_of_another_order_are_refused(open_app, order, values, message):
+    fingerprint = query_fingerprint("lakehouse-dev.gold.inventory_levels", {}, order)
+    cursor = encode_cursor(fingerprint, values)
+    response = TestClient(open_app).get("/v1/inventory_levels", params={"cursor": cursor})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_cursor"
+    assert message in response.json()["error"]["message"]
+
+
+def test_a_cursor_with_values_that_are_not_text_is_refused(open_app):
+    fingerprint = query_fingerprint("lakehouse-dev.gold.inventory_levels", {}, ("product_id", "warehouse_id"))
+    data = json.dumps({"q": fingerprint, "after": [1, {"or": "1=1"}]}).encode()
+    cursor = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    response = TestClient(open_app).get("/v1/inventory_levels", params={"cursor": cursor})
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "bad_cursor")
+    assert "cursor is malformed" in response.json()["error"]["message"]
+
+
+def test_a_cursor_after_nulls_round_trips_through_its_text():
+    order = ("day", "site", "lane", "visit_id")
+    fingerprint = query_fingerprint(TABLE.qualified, {}, order)
+    cursor = encode_cursor(fingerprint, [None, "a", None, "V07"])
+    assert decode_cursor(cursor, fingerprint, {c: TABLE.types[c] for c in order}) == [None, "a", None, "V07"]
