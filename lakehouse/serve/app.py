@@ -376,21 +376,22 @@ def _list_route(server: Server, name: str):
                 text = _single(request, column)
                 if text is not None:
                     filters[column] = parse(column, table.types[column], text)
-            fingerprint = query_fingerprint(table.qualified, filters)
+            order = table.page_order(filters)
+            fingerprint = query_fingerprint(table.qualified, filters, order)
             cursor = _single(request, "cursor")
             after = None
             if cursor is not None:
-                after = tuple(decode_cursor(cursor, fingerprint, {k: table.types[k] for k in table.key}))
+                after = tuple(decode_cursor(cursor, fingerprint, {k: table.types[k] for k in order}))
         except BadValue as error:
             code = "bad_cursor" if "cursor" in str(error) else "bad_value"
             raise ApiError(400, code, str(error)) from None
-        columns = tuple(dict.fromkeys([*fields, *table.key]))
+        columns = tuple(dict.fromkeys([*fields, *order]))
         rows = server.fetch(PageQuery(table, columns, tuple(filters.items()), after, limit + 1))
         next_cursor = None
         if rows.num_rows > limit:
             rows = rows.slice(0, limit)
-            last = rows.slice(limit - 1, 1).select(list(table.key)).to_pylist()[0]
-            next_cursor = encode_cursor(fingerprint, [last[k] for k in table.key])
+            last = rows.slice(limit - 1, 1).select(list(order)).to_pylist()[0]
+            next_cursor = encode_cursor(fingerprint, [last[k] for k in order])
         headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}
         return _respond(table, rows.select(list(fields)), fmt, {"next_cursor": next_cursor}, headers)
 

@@ -19,7 +19,8 @@ class TableMissing(LookupError):
 
 @dataclass(frozen=True)
 class PageQuery:
-    """One page of a table: equality filters, the key to start after, and how many rows."""
+    """One page of a table: equality filters, the row to start after (its values of the page order,
+    `table.page_order` of the filtered columns), and how many rows."""
 
     table: GoldTable
     columns: tuple[str, ...]
@@ -27,40 +28,65 @@ class PageQuery:
     after: tuple[Any, ...] | None
     limit: int
 
+    @property
+    def order(self) -> tuple[str, ...]:
+        """Return the columns the page is sorted by (GoldTable.page_order)."""
+        return self.table.page_order(column for column, _ in self.filters)
 
-def _keyset(key: tuple[str, ...], quote) -> str:
-    """Return `(k1 > ?) or (k1 = ? and k2 > ?) ...`: the rows after a key, as BigQuery can say it
-    (it has no row-value comparison)."""
+
+def _keyset(order: tuple[str, ...], after: tuple[Any, ...], quote) -> tuple[str, list[tuple[str, Any]]]:
+    """Return (condition, its parameters) selecting the rows after `after` in `order`, ascending with
+    NULLs first: `(c1 > ?) or (c1 = ? and c2 > ?) ...`, as BigQuery can say it (it has no row-value
+    comparison). A NULL in `after` is matched by `is null` and passed by `is not null`.
+
+    When the first value is not NULL, `c1 >= ?` leads the condition: every later row has it, and a
+    plain range on the leading column is what DuckDB's zone maps and BigQuery's block pruning skip on.
+    """
+    params: list[tuple[str, Any]] = []
+
+    def equal(column: str, value: Any) -> str:
+        if value is None:
+            return f"{quote(column)} is null"
+        params.append((column, value))
+        return f"{quote(column)} = ?"
+
     terms = []
-    for i, column in enumerate(key):
-        equal = [f"{quote(k)} = ?" for k in key[:i]]
-        terms.append("(" + " and ".join([*equal, f"{quote(column)} > ?"]) + ")")
-    return "(" + " or ".join(terms) + ")"
+    for i, column in enumerate(order):
+        parts = [equal(k, after[j]) for j, k in enumerate(order[:i])]
+        if after[i] is None:
+            parts.append(f"{quote(column)} is not null")
+        else:
+            params.append((column, after[i]))
+            parts.append(f"{quote(column)} > ?")
+        terms.append("(" + " and ".join(parts) + ")")
+    condition = "(" + " or ".join(terms) + ")"
+    if after[0] is not None:
+        condition = f"{quote(order[0])} >= ? and {condition}"
+        params.insert(0, (order[0], after[0]))
+    return condition, params
 
 
 def page_sql(query: PageQuery, table_sql: str, quote) -> tuple[str, list[tuple[str, Any]]]:
     """Return (SQL with `?` placeholders, the (column, value) of each placeholder in order).
 
-    Identifiers come from the catalog (checked plain names); every value is a placeholder.
+    Identifiers come from the catalog (checked plain names); every value is a placeholder. Rows are
+    sorted by `query.order`, ascending with NULLs first (BigQuery's default, written out for DuckDB).
     """
-    table = query.table
     where: list[str] = []
     params: list[tuple[str, Any]] = []
     for column, value in query.filters:
         where.append(f"{quote(column)} = ?")
         params.append((column, value))
-    if query.after is not None:
-        where.append(_keyset(table.key, quote))
-        for i, column in enumerate(table.key):
-            params += [(k, query.after[j]) for j, k in enumerate(table.key[:i])]
-            params.append((column, query.after[i]))
+    order = query.order
+    if query.after is not None and order:
+        condition, after = _keyset(order, query.after, quote)
+        where.append(condition)
+        params += after
     sql = f"select {', '.join(quote(c) for c in query.columns)} from {table_sql}"
     if where:
         sql += " where " + " and ".join(where)
-    # Filters that pin every key column select at most one row: sorting it would cost a lookup
-    # about a millisecond on DuckDB for nothing.
-    if not set(table.key) <= {column for column, _ in query.filters}:
-        sql += f" order by {', '.join(quote(k) for k in table.key)}"
+    if order:
+        sql += f" order by {', '.join(quote(c) + ' nulls first' for c in order)}"
     sql += " limit ?"
     params.append(("limit", query.limit))
     return sql, params

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
+
+from lakehouse.serve.values import FILTERABLE
 
 # Table and column names the API puts into SQL: they come from the compiled graph and the warehouse
 # schema, and are still checked, so a hostile definition cannot smuggle SQL into an identifier.
@@ -29,7 +32,7 @@ class GoldTable:
     columns: dict[str, str]  # column -> description, in the config's order
     partition_by: str | None
     cluster_by: tuple[str, ...]
-    key: tuple[str, ...]  # the uniqueKey assertion's columns: the sort order of every page
+    key: tuple[str, ...]  # the uniqueKey assertion's columns: they end the order of every page
     types: dict[str, str] = field(default_factory=dict)  # column -> BigQuery type, from the backend
 
     @property
@@ -41,6 +44,21 @@ class GoldTable:
         """Return the columns a list request may filter on: partition column, then cluster columns."""
         names = ([self.partition_by] if self.partition_by else []) + list(self.cluster_by)
         return tuple(dict.fromkeys(names))
+
+    def page_order(self, pinned: Iterable[str] = ()) -> tuple[str, ...]:
+        """Return the columns a page is sorted by when the columns `pinned` are filtered by equality.
+
+        The storage order (partition column, cluster columns; engine/layout.py, BigQuery's clustering)
+        then the uniqueKey columns, which make it a total order; a pinned column is one value on every
+        row, so it is left out (DuckDB skips row groups by the leading column of a top-N). Partition and
+        cluster columns of a type a cursor cannot carry are left out too. Empty when the filters pin
+        the whole key: at most one row matches.
+        """
+        pinned = set(pinned)
+        if set(self.key) <= pinned:
+            return ()
+        storage = [c for c in self.filters if not self.types or self.types.get(c) in FILTERABLE]
+        return tuple(c for c in dict.fromkeys([*storage, *self.key]) if c not in pinned)
 
     @property
     def lookup_key(self) -> str | None:
@@ -69,7 +87,7 @@ def gold_tables(graph: dict, dataset: str = "gold") -> dict[str, GoldTable]:
     """Return the tables of `dataset` in the compiled graph, keyed by table name.
 
     Raises CatalogError for a table whose names are not plain identifiers or that has no uniqueKey
-    assertion (pages are ordered by it, so it cannot be served without one).
+    assertion (it ends every page's order, so it cannot be served without one).
     """
     keys: dict[tuple[str, str], tuple[str, ...]] = {}
     for assertion in graph.get("assertions") or []:

@@ -98,20 +98,20 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
-def query_fingerprint(table: str, filters: dict[str, Any]) -> str:
-    """Return a short digest of the table and filters a cursor belongs to."""
-    data = orjson.dumps([table, sorted((k, text_of(v)) for k, v in filters.items())])
+def query_fingerprint(table: str, filters: dict[str, Any], order: tuple[str, ...] = ()) -> str:
+    """Return a short digest of the table, filters and page order a cursor belongs to."""
+    data = orjson.dumps([table, sorted((k, text_of(v)) for k, v in filters.items()), list(order)])
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def encode_cursor(fingerprint: str, key_values: list[Any]) -> str:
-    """Return the opaque cursor after the row whose key is `key_values`."""
-    data = orjson.dumps({"q": fingerprint, "after": [text_of(v) for v in key_values]})
+def encode_cursor(fingerprint: str, values: list[Any]) -> str:
+    """Return the opaque cursor after the row whose values of the page order are `values` (NULL as null)."""
+    data = orjson.dumps({"q": fingerprint, "after": [None if v is None else text_of(v) for v in values]})
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str, fingerprint: str, key: dict[str, str]) -> list[Any]:
-    """Return the typed key values a cursor points after; `key` maps key columns to types, in order.
+    """Return the typed values a cursor points after; `key` maps the page order's columns to types, in order.
 
     Raises BadValue when the cursor is not one this API issued for the same table and filters.
     """
@@ -124,9 +124,14 @@ def decode_cursor(cursor: str, fingerprint: str, key: dict[str, str]) -> list[An
     if not isinstance(data, dict) or not isinstance(data.get("after"), list) or len(data["after"]) != len(key):
         raise BadValue("cursor is malformed: pass next_cursor from a previous page unchanged")
     if data.get("q") != fingerprint:
-        raise BadValue("cursor belongs to another table or other filters: start again without a cursor")
+        raise BadValue(
+            "cursor belongs to another table, other filters or another page order: start again without a cursor"
+        )
     values = []
     for (column, kind), text in zip(key.items(), data["after"], strict=True):
+        if text is None:
+            values.append(None)
+            continue
         if not isinstance(text, str):
             raise BadValue("cursor is malformed: pass next_cursor from a previous page unchanged")
         values.append(parse(column, kind, text, any_text=True))
