@@ -329,7 +329,9 @@ lowest_new as (
     marked.record_id as successor_record_id,
     marked.event_id as successor_event_id,
     boundaries.boundary_record_id,
+    floors.floor_time,
   from marked
+  inner join floors using (${keys})
   left join boundaries using (${keys})
   where marked.version_rank = marked.last_rank and marked.is_new
 ),
@@ -346,6 +348,9 @@ below as (
     lowest_new.successor_event_id,
   from ${ctx.self()} as recorded_rows
   inner join lowest_new on recorded_rows.duplicate_of = lowest_new.boundary_record_id
+  -- below the slice; only rows recorded under the former meaning (all pointing at silver's
+  -- version) could be in it, and they are written from the slice
+  where recorded_rows.${event} < lowest_new.floor_time
   union all
   select
     ${qualified("kept_rows")},
