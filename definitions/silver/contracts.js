@@ -234,13 +234,23 @@ silver_rows as (
   inner join touched_keys using (${keys})
 ),
 
+recorded as (
+  -- the duplicates recorded for those keys
+  select
+    ${qualified("recorded_rows")},
+    recorded_rows.duplicate_of,
+    recorded_rows.duplicate_kind,
+  from ${ctx.self()} as recorded_rows
+  inner join touched_keys using (${keys})
+),
+
 recorded_ids as (
   -- those already recorded here: a run that stopped after this table committed and before silver
   -- did is taken again
-  select recorded_rows.record_id
-  from ${ctx.self()} as recorded_rows
-  where recorded_rows.record_id in (select batch.record_id from batch)
-    or recorded_rows.record_id in (select silver_rows.record_id from silver_rows)
+  select recorded.record_id
+  from recorded
+  where recorded.record_id in (select batch.record_id from batch)
+    or recorded.record_id in (select silver_rows.record_id from silver_rows)
 ),
 
 kept as (
@@ -278,7 +288,7 @@ slice as (
     recorded_rows.duplicate_of as recorded_duplicate_of,
     recorded_rows.duplicate_kind as recorded_duplicate_kind,
     false as is_new,
-  from ${ctx.self()} as recorded_rows
+  from recorded as recorded_rows
   inner join floors using (${keys})
   where recorded_rows.${event} >= floors.floor_time
   union all
@@ -295,7 +305,11 @@ ordered as (
     *,
     lag(record_id) over latest_first as successor_record_id,
     lag(event_id) over latest_first as successor_event_id,
-    row_number() over latest_first as version_rank,
+    lead(record_id) over latest_first is null as is_lowest,
+    -- the lowest recorded version at or above this one
+    last_value(if(is_new, null, record_id) ignore nulls) over (
+      latest_first rows between unbounded preceding and current row
+    ) as boundary_record_id,
   from slice
   window latest_first as (
     partition by ${keys}
@@ -303,37 +317,18 @@ ordered as (
   )
 ),
 
-marked as (
-  select
-    *,
-    max(version_rank) over by_key as last_rank,
-    max(if(is_new, null, version_rank)) over by_key as boundary_rank,
-  from ordered
-  window by_key as (partition by ${keys})
-),
-
-boundaries as (
-  -- per key, the lowest recorded version in the slice
-  select
-    ${keyLines}
-    record_id as boundary_record_id,
-  from marked
-  where version_rank = boundary_rank
-),
-
 lowest_new as (
   -- the keys whose slice ends with a new version: the recorded version right below the slice
   -- now follows it
   select
-    ${contract.key.map((key) => `marked.${key},`).join("\n    ")}
-    marked.record_id as successor_record_id,
-    marked.event_id as successor_event_id,
-    boundaries.boundary_record_id,
+    ${contract.key.map((key) => `ordered.${key},`).join("\n    ")}
+    ordered.record_id as successor_record_id,
+    ordered.event_id as successor_event_id,
+    ordered.boundary_record_id,
     floors.floor_time,
-  from marked
+  from ordered
   inner join floors using (${keys})
-  left join boundaries using (${keys})
-  where marked.version_rank = marked.last_rank and marked.is_new
+  where ordered.is_lowest and ordered.is_new
 ),
 
 below as (
@@ -346,7 +341,7 @@ below as (
     recorded_rows.duplicate_kind as recorded_duplicate_kind,
     lowest_new.successor_record_id,
     lowest_new.successor_event_id,
-  from ${ctx.self()} as recorded_rows
+  from recorded as recorded_rows
   inner join lowest_new on recorded_rows.duplicate_of = lowest_new.boundary_record_id
   -- below the slice; only rows recorded under the former meaning (all pointing at silver's
   -- version) could be in it, and they are written from the slice
@@ -368,7 +363,7 @@ below as (
     recorded_rows.duplicate_kind as recorded_duplicate_kind,
     lowest_new.successor_record_id,
     lowest_new.successor_event_id,
-  from ${ctx.self()} as recorded_rows
+  from recorded as recorded_rows
   inner join lowest_new using (${keys})
   where lowest_new.boundary_record_id is null
     and recorded_rows.duplicate_of in (${newRecordIds})
@@ -381,7 +376,7 @@ successors as (
     recorded_duplicate_kind,
     successor_record_id,
     successor_event_id,
-  from marked
+  from ordered
   where successor_record_id is not null
   union all
   select * from below
