@@ -11,8 +11,11 @@ const COMMON = {
   event_date: "UTC date of the event time; the partition of the table.",
   raw_record: "The record exactly as it arrived (one JSONL line or Pub/Sub data).",
   failed_rules: "Every quality rule the record failed, named <field>_<rule> or record_<rule>.",
-  duplicate_of: "record_id of the version of the same key that was kept over this record when it was judged.",
-  duplicate_kind: "redelivery (same event_id as the kept version) or older_version (an earlier event).",
+  duplicate_of:
+    "record_id of the version that displaced this record: the next newer version of the same key " +
+    "(latest first by event time, ingested_at, record_id); following duplicate_of from any version " +
+    "leads to the one silver keeps.",
+  duplicate_kind: "redelivery (same event_id as the version in duplicate_of) or older_version (an earlier event).",
   total_price: "quantity * price, in the order currency.",
   sales_date: "UTC date of the order's latest event.",
   currency: "ISO 4217 currency of the amounts in the row.",

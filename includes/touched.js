@@ -2,8 +2,9 @@
 // run adds or displaces changes the rows of its key values: those of this run's versions, read from
 // the batch (its valid records: the versions silver took and older ones it did not, whose keys are
 // rebuilt to the same rows), and of the versions they displaced (recorded in duplicates with
-// duplicate_of = the new version, which is why duplicates carry the key columns, see
-// duplicateColumns). On an incremental run the pre-operations delete the touched keys and the query
+// duplicate_of = the batch's version directly above it, which is why duplicates carry the key
+// columns, see duplicateColumns; a duplicate a late version now follows is found too, and rebuilds
+// its keys to the same rows). On an incremental run the pre-operations delete the touched keys and the query
 // inserts them again, inside one BigQuery transaction (locally every action is one transaction); a
 // first or full-refresh run builds every key.
 

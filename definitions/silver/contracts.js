@@ -97,11 +97,9 @@ where array_length(failed_rules) > 0
     tags,
     description:
       `One row per valid bronze record of ${name} that is not the latest version of its key ` +
-      "(a re-delivery, or an older version).",
+      "(a re-delivery, or an older version), with the version that displaced it.",
     bigquery: { partitionBy: "ingest_date", clusterBy: contract.key.slice(0, 4) },
-    columns: descriptions.describe(dedupColumns.concat(["duplicate_of", "duplicate_kind"]), {
-      duplicate_of: "record_id of the version of the same key that silver keeps (updated when a newer one arrives).",
-    }, contract),
+    columns: descriptions.describe(dedupColumns.concat(["duplicate_of", "duplicate_kind"]), {}, contract),
     assertions: {
       uniqueKey: ["record_id"],
       nonNull: ["record_id", "duplicate_of", "duplicate_kind"].concat(contract.key),
@@ -112,91 +110,38 @@ where array_length(failed_rules) > 0
     },
   })
     .preOps((ctx) => ctx.when(ctx.incremental(), silver.createSilverIfAbsent(contract, ctx)))
-    .query((ctx) => `
+    .query((ctx) => (ctx.incremental() ? incrementalDuplicates(contract, ctx, dedupColumns) : `
 with batch as (
   select
     ${dedupList},
-    cast(null as string) as prior_duplicate_of,
-    cast(null as string) as prior_duplicate_kind,
   from ${ctx.ref(`${name}_batch`)}
   where array_length(failed_rules) = 0
 ),
-${ctx.when(ctx.incremental(), `
-touched_keys as (
-  ${silver.selectDistinctKeys(contract)}
-  from batch
-),
-
-kept as (
-  -- the versions silver holds now (before this run's merge), for the keys this batch touches
-  select
-    ${dedupColumns.map((column) => `kept_rows.${column}`).join(",\n    ")},
-    cast(null as string) as prior_duplicate_of,
-    cast(null as string) as prior_duplicate_kind,
-  from ${ctx.resolve(name)} as kept_rows
-  inner join touched_keys using (${keys})
-),
-
-prior as (
-  -- the duplicates already recorded for those keys: a newer version changes their duplicate_of
-  select
-    ${dedupColumns.map((column) => `prior_rows.${column}`).join(",\n    ")},
-    prior_rows.duplicate_of as prior_duplicate_of,
-    prior_rows.duplicate_kind as prior_duplicate_kind,
-  from ${ctx.self()} as prior_rows
-  inner join touched_keys using (${keys})
-),
-`)}
-candidates as (
-  select * from batch${ctx.when(ctx.incremental(), `
-  union all
-  select * from kept
-  union all
-  select * from prior`)}
-),
-
-distinct_records as (
-  select * from candidates
-  -- a record taken again after a crash keeps what was recorded of it
-  qualify row_number() over (partition by record_id order by prior_duplicate_of is null) = 1
-),
 
 ranked as (
+  -- every version's successor: the next newer version of its key (batch record_ids are unique)
   select
     *,
-    first_value(record_id) over latest_first as kept_record_id,
-    first_value(event_id) over latest_first as kept_event_id,
-  from distinct_records
+    lag(record_id) over latest_first as successor_record_id,
+    lag(event_id) over latest_first as successor_event_id,
+  from batch
   window latest_first as (
     partition by ${keys}
     order by ${silver.latestFirst(contract)}
   )
 ),
 
-judged as (
-  select
-    *,
-    kept_record_id as duplicate_of,
-    if(coalesce(event_id = kept_event_id, false), 'redelivery', 'older_version') as duplicate_kind,
-  from ranked
-  where record_id != kept_record_id
-),
-
 final as (
-  -- new duplicates, and recorded ones whose latest version changed (so any sequence of runs
-  -- ends where one run over all of bronze would)
   select
     ${dedupList},
-    duplicate_of,
-    duplicate_kind,
-  from judged
-  where prior_duplicate_of is null
-    or prior_duplicate_of != duplicate_of
-    or prior_duplicate_kind != duplicate_kind
+    successor_record_id as duplicate_of,
+    ${duplicateKind("successor_event_id")} as duplicate_kind,
+  from ranked
+  where successor_record_id is not null
 )
 
 select * from final
-`);
+`));
 
   if (!sources.hasHandWrittenSilver(name)) {
     publishSilver(contract, tags);
@@ -247,4 +192,216 @@ function publishSilver(contract, tags) {
       rowConditions: [`event_date = date(${event})`],
     },
   }).query((ctx) => silver.latestVersionsQuery(contract, ctx, selectList));
+}
+
+// 'redelivery' when the version that displaced a record is the same event (same event_id), else
+// 'older_version'.
+function duplicateKind(successorEventId) {
+  return `if(coalesce(event_id = ${successorEventId}, false), 'redelivery', 'older_version')`;
+}
+
+// The incremental run of <source>_duplicates: the rows it writes are the batch's versions that are
+// not the latest of their key, and the recorded version each run of new versions lands directly on
+// (silver's version displaced by a newer one, or a duplicate a late version now follows). It sorts
+// only the versions at or after the oldest new event time of each touched key (a new version ranks
+// above every older event time); the version right below them is found by its recorded successor.
+function incrementalDuplicates(contract, ctx, dedupColumns) {
+  const name = contract.name;
+  const event = contract.event_time;
+  const keys = silver.keyList(contract);
+  const keyLines = contract.key.map((key) => `${key},`).join("\n    ");
+  const dedupList = dedupColumns.join(",\n    ");
+  const qualified = (alias) => dedupColumns.map((column) => `${alias}.${column}`).join(",\n    ");
+  const newRecordIds = "select new_versions.record_id from new_versions";
+  return `
+with batch as (
+  select
+    ${dedupList},
+  from ${ctx.ref(`${name}_batch`)}
+  where array_length(failed_rules) = 0
+),
+
+touched_keys as (
+  ${silver.selectDistinctKeys(contract)}
+  from batch
+),
+
+silver_rows as (
+  -- the versions silver holds now (before this run's merge), for the keys this batch touches
+  select
+    ${qualified("kept_rows")},
+  from ${ctx.resolve(name)} as kept_rows
+  inner join touched_keys using (${keys})
+),
+
+recorded as (
+  -- the duplicates recorded for those keys
+  select
+    ${qualified("recorded_rows")},
+    recorded_rows.duplicate_of,
+    recorded_rows.duplicate_kind,
+  from ${ctx.self()} as recorded_rows
+  inner join touched_keys using (${keys})
+),
+
+recorded_ids as (
+  -- those already recorded here: a run that stopped after this table committed and before silver
+  -- did is taken again
+  select recorded.record_id
+  from recorded
+  where recorded.record_id in (select batch.record_id from batch)
+    or recorded.record_id in (select silver_rows.record_id from silver_rows)
+),
+
+kept as (
+  select * from silver_rows
+  where record_id not in (select recorded_ids.record_id from recorded_ids)
+),
+
+new_versions as (
+  select * from batch
+  where record_id not in (select recorded_ids.record_id from recorded_ids)
+    and record_id not in (select silver_rows.record_id from silver_rows)
+),
+
+floors as (
+  select
+    ${keyLines}
+    min(${event}) as floor_time,
+  from new_versions
+  group by ${keys}
+),
+
+slice as (
+  -- the versions a new version can land among: all but those older than every new one
+  select
+    ${qualified("kept_rows")},
+    cast(null as string) as recorded_duplicate_of,
+    cast(null as string) as recorded_duplicate_kind,
+    false as is_new,
+  from kept as kept_rows
+  inner join floors using (${keys})
+  where kept_rows.${event} >= floors.floor_time
+  union all
+  select
+    ${qualified("recorded_rows")},
+    recorded_rows.duplicate_of as recorded_duplicate_of,
+    recorded_rows.duplicate_kind as recorded_duplicate_kind,
+    false as is_new,
+  from recorded as recorded_rows
+  inner join floors using (${keys})
+  where recorded_rows.${event} >= floors.floor_time
+  union all
+  select
+    ${dedupList},
+    cast(null as string) as recorded_duplicate_of,
+    cast(null as string) as recorded_duplicate_kind,
+    true as is_new,
+  from new_versions
+),
+
+ordered as (
+  select
+    *,
+    lag(record_id) over latest_first as successor_record_id,
+    lag(event_id) over latest_first as successor_event_id,
+    lead(record_id) over latest_first is null as is_lowest,
+    -- the lowest recorded version at or above this one
+    last_value(if(is_new, null, record_id) ignore nulls) over (
+      latest_first rows between unbounded preceding and current row
+    ) as boundary_record_id,
+  from slice
+  window latest_first as (
+    partition by ${keys}
+    order by ${silver.latestFirst(contract)}
+  )
+),
+
+lowest_new as (
+  -- the keys whose slice ends with a new version: the recorded version right below the slice
+  -- now follows it
+  select
+    ${contract.key.map((key) => `ordered.${key},`).join("\n    ")}
+    ordered.record_id as successor_record_id,
+    ordered.event_id as successor_event_id,
+    ordered.boundary_record_id,
+    floors.floor_time,
+  from ordered
+  inner join floors using (${keys})
+  where ordered.is_lowest and ordered.is_new
+),
+
+below as (
+  -- that version: the one recorded as following the slice's lowest recorded version; with none in
+  -- the slice, the one silver keeps, or (after a stopped run) the one recorded as following a
+  -- version of this batch
+  select
+    ${qualified("recorded_rows")},
+    recorded_rows.duplicate_of as recorded_duplicate_of,
+    recorded_rows.duplicate_kind as recorded_duplicate_kind,
+    lowest_new.successor_record_id,
+    lowest_new.successor_event_id,
+  from recorded as recorded_rows
+  inner join lowest_new on recorded_rows.duplicate_of = lowest_new.boundary_record_id
+  -- below the slice; only rows recorded under the former meaning (all pointing at silver's
+  -- version) could be in it, and they are written from the slice
+  where recorded_rows.${event} < lowest_new.floor_time
+  union all
+  select
+    ${qualified("kept_rows")},
+    cast(null as string) as recorded_duplicate_of,
+    cast(null as string) as recorded_duplicate_kind,
+    lowest_new.successor_record_id,
+    lowest_new.successor_event_id,
+  from kept as kept_rows
+  inner join lowest_new using (${keys})
+  where lowest_new.boundary_record_id is null
+  union all
+  select
+    ${qualified("recorded_rows")},
+    recorded_rows.duplicate_of as recorded_duplicate_of,
+    recorded_rows.duplicate_kind as recorded_duplicate_kind,
+    lowest_new.successor_record_id,
+    lowest_new.successor_event_id,
+  from recorded as recorded_rows
+  inner join lowest_new using (${keys})
+  where lowest_new.boundary_record_id is null
+    and recorded_rows.duplicate_of in (${newRecordIds})
+),
+
+successors as (
+  select
+    ${dedupList},
+    recorded_duplicate_of,
+    recorded_duplicate_kind,
+    successor_record_id,
+    successor_event_id,
+  from ordered
+  where successor_record_id is not null
+  union all
+  select * from below
+),
+
+judged as (
+  select
+    *,
+    successor_record_id as duplicate_of,
+    ${duplicateKind("successor_event_id")} as duplicate_kind,
+  from successors
+),
+
+final as (
+  -- new duplicates, and recorded ones whose successor changed
+  select
+    ${dedupList},
+    duplicate_of,
+    duplicate_kind,
+  from judged
+  where recorded_duplicate_of is null
+    or recorded_duplicate_of != duplicate_of
+    or recorded_duplicate_kind != duplicate_kind
+)
+
+select * from final
+`;
 }

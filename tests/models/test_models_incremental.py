@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,56 @@ def test_a_version_moving_an_order_rebuilds_the_keys_it_leaves(tmp_path: Path):
     incremental = snapshot(home, tables)
     lakehouse(home, "run", "--full-refresh")
     assert snapshot(home, tables) == incremental
+
+
+def test_a_late_version_between_two_recorded_ones_repoints_only_the_one_it_displaces(tmp_path: Path):
+    """duplicate_of is the version that displaced a record (the next newer one of its key): a version
+    arriving late, older than silver's and newer than a recorded duplicate, is recorded as displaced
+    by the version above it, re-points the one directly below it, and leaves every other row alone."""
+    home = tmp_path / "home"
+    generate(home, 61, events=1500, pubsub_share="0")
+    lakehouse(home, "run")
+    duplicates = "select * from silver.inventory_duplicates"
+    before = {row["record_id"]: row for row in query(home, duplicates)}
+    # a recorded version (lower) displaced by another recorded one (upper) a few seconds newer
+    lower, upper = next(
+        (row, before[row["duplicate_of"]])
+        for row in sorted(before.values(), key=lambda row: row["record_id"])
+        if row["duplicate_of"] in before
+        and _instant(before[row["duplicate_of"]]["event_ts"]) - _instant(row["event_ts"]) >= timedelta(seconds=2)
+    )
+    path, line = next(
+        (path, record)
+        for path in landing_files(home)
+        if "source=inventory" in str(path)
+        for record in map(json.loads, path.read_text().splitlines())
+        if record.get("event_id") == lower["event_id"]
+    )
+    between = _instant(lower["event_ts"]) + (_instant(upper["event_ts"]) - _instant(lower["event_ts"])) / 2
+    late = {**line, "event_id": "0" * 31 + "2", "event_ts": between.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+    path.with_name("late-" + path.name).write_text(json.dumps(late) + "\n")
+    silver_before = snapshot(home, ["silver.inventory"])
+    lakehouse(home, "run")
+    after = {row["record_id"]: row for row in query(home, duplicates)}
+    [added] = set(after) - set(before)
+    assert set(before) <= set(after)
+    assert after[added]["event_id"] == late["event_id"]
+    assert (after[added]["duplicate_of"], after[added]["duplicate_kind"]) == (upper["record_id"], "older_version")
+    assert after[lower["record_id"]]["duplicate_of"] == added
+    assert after[lower["record_id"]]["duplicate_kind"] == "older_version"
+    assert {key: row for key, row in after.items() if key not in (added, lower["record_id"])} == {
+        key: row for key, row in before.items() if key != lower["record_id"]
+    }
+    assert snapshot(home, ["silver.inventory"]) == silver_before
+    tables = silver_and_gold()
+    incremental = snapshot(home, tables)
+    lakehouse(home, "run", "--full-refresh")
+    assert snapshot(home, tables) == incremental
+
+
+def _instant(value: str) -> datetime:
+    """Return the instant of a timestamp as `lakehouse query` prints it."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def test_runs_killed_at_random_points_are_repaired_by_the_next_plain_run(tmp_path: Path):
