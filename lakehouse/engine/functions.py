@@ -117,6 +117,10 @@ MACROS: dict[str, str] = {
     "array_includes": "(arr, value) AS list_contains(arr, value)",
     # IEEE_DIVIDE: floating point division, inf and NaN instead of errors.
     "ieee_divide": "(a, b) AS CAST(a AS DOUBLE) / CAST(b AS DOUBLE)",
+}
+
+# Macros over the Python functions below (DuckDB binds a macro's body when it is made).
+PYTHON_MACROS: dict[str, str] = {
     # FARM_FINGERPRINT takes STRING or BYTES.
     "farm_fingerprint": """(x) AS CASE
         WHEN typeof(x) = 'BLOB' THEN bq_farm_fingerprint_bytes(CAST(CAST(x AS VARCHAR) AS BLOB))
@@ -177,11 +181,59 @@ def field_paths(data_type: str) -> list[dict]:
     return rows
 
 
-def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = None) -> None:
+# The functions the engine runs in Python, by the BigQuery names that translate to them. DuckDB imports
+# numpy on the first Python function a process registers (~50–90 ms), so a run whose SQL names none of
+# them registers them only if a statement misses one (register_missing_udf).
+_UDF_SOURCES = ("FARM_FINGERPRINT", "SAFE_CONVERT_BYTES_TO_STRING", "COLUMN_FIELD_PATHS")
+_MISSING_UDF = re.compile(r"Scalar Function with name (\w+) does not exist")
+
+
+def _udfs() -> dict[str, tuple]:
+    return {
+        "bq_farm_fingerprint_string": (farm_fingerprint, [VARCHAR], BIGINT),
+        "bq_farm_fingerprint_bytes": (farm_fingerprint, [BLOB], BIGINT),
+        "safe_convert_bytes_to_string": (safe_convert_bytes_to_string, [BLOB], VARCHAR),
+        "bq_field_paths": (field_paths, [VARCHAR], duckdb.sqltype("STRUCT(suffix VARCHAR, data_type VARCHAR)[]")),
+    }
+
+
+def calls_python_udfs(texts) -> bool:
+    """Return whether any of the BigQuery SQL `texts` names a function the engine runs in Python."""
+    return any(name in text.upper() for text in texts for name in _UDF_SOURCES)
+
+
+def _register_udf(con: duckdb.DuckDBPyConnection, name: str, function, params, returns) -> None:
+    try:
+        con.create_function(name, function, params, returns, side_effects=False)
+    except (duckdb.NotImplementedException, duckdb.CatalogException) as error:
+        # already registered on this connection, or on the one a cursor was made from
+        if "already created" not in str(error) and "already exists" not in str(error):
+            raise
+
+
+def _register_python(con: duckdb.DuckDBPyConnection) -> None:
+    for name, udf in _udfs().items():
+        _register_udf(con, name, *udf)
+    for name, body in PYTHON_MACROS.items():
+        con.execute(f"CREATE OR REPLACE TEMP MACRO {name}{body}")
+
+
+def register_missing_udf(con: duckdb.DuckDBPyConnection, error: str) -> bool:
+    """When `error` says one of the engine's Python functions (or a macro over one) is not registered on
+    con, register them; return whether it did (the caller runs the statement again)."""
+    match = _MISSING_UDF.search(error)
+    if not match or (match.group(1) not in _udfs() and match.group(1) not in PYTHON_MACROS):
+        return False
+    _register_python(con)
+    return True
+
+
+def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = None, *, python: bool = True) -> None:
     """Register on `con` every UDF and macro translated SQL calls; safe to call twice.
 
     `now` fixes the clock that CURRENT_TIMESTAMP and friends read (default: each statement's start).
-    Raises duckdb.Error only if the connection is unusable.
+    With `python=False` the Python functions are left for register_missing_udf (a run whose SQL names
+    none of them: calls_python_udfs). Raises duckdb.Error only if the connection is unusable.
     """
     if now is None:
         clock = "get_current_timestamp()"
@@ -193,21 +245,10 @@ def register_functions(con: duckdb.DuckDBPyConnection, now: datetime | None = No
             f"+ coalesce(getvariable('{CLOCK_OFFSET_VARIABLE}'), INTERVAL 0 MICROSECOND)"
         )
     con.execute(f"CREATE OR REPLACE TEMP MACRO lakehouse_now() AS {clock}")
-    udfs = [
-        ("bq_farm_fingerprint_string", farm_fingerprint, [VARCHAR], BIGINT),
-        ("bq_farm_fingerprint_bytes", farm_fingerprint, [BLOB], BIGINT),
-        ("safe_convert_bytes_to_string", safe_convert_bytes_to_string, [BLOB], VARCHAR),
-        ("bq_field_paths", field_paths, [VARCHAR], duckdb.sqltype("STRUCT(suffix VARCHAR, data_type VARCHAR)[]")),
-    ]
-    for name, function, params, returns in udfs:
-        try:
-            con.create_function(name, function, params, returns, side_effects=False)
-        except (duckdb.NotImplementedException, duckdb.CatalogException) as error:
-            # already registered on this connection, or on the one a cursor was made from
-            if "already created" not in str(error) and "already exists" not in str(error):
-                raise
     for name, body in MACROS.items():
         con.execute(f"CREATE OR REPLACE TEMP MACRO {name}{body}")
+    if python:
+        _register_python(con)
 
 
 def register_js_function(con: duckdb.DuckDBPyConnection, block) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths, warehouse
-from lakehouse.engine import dry_run, keys, query, records, statements, translate, unchanged
+from lakehouse.engine import dry_run, functions, keys, query, records, statements, translate, unchanged
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
@@ -99,6 +99,7 @@ class Engine:
         self.tracker: unchanged.Tracker | None = None
         self.run_id = ""
         self.feeds_iceberg = _feeding_iceberg(self.graph)
+        self.python_udfs = True  # register the Python UDFs on every connection (see run)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -114,7 +115,7 @@ class Engine:
         script variables are per connection); returns it."""
         assert self._base_con is not None
         con = self._base_con.cursor()
-        translate.register_functions(con, now)
+        translate.register_functions(con, now, python=self.python_udfs)
         self._local.con = con
         return con
 
@@ -504,7 +505,11 @@ def run(
     except warehouse.WarehouseBusy as error:
         raise RunError(str(error)) from error
     try:
-        translate.register_functions(engine.con, options.now)
+        # a run whose SQL names no Python UDF leaves them (and DuckDB's numpy import) until a statement misses one
+        engine.python_udfs = functions.calls_python_udfs(
+            text for name in selected for text in sql_texts(engine.graph.actions[name])
+        )
+        translate.register_functions(engine.con, options.now, python=engine.python_udfs)
         if options.dry_run:
             _declare_keys(engine)
         else:

@@ -1047,7 +1047,8 @@ def execute_with_array_paths(con, sql: str):
         try:
             return con.execute(sql)
         except Exception as error:
-            if functions.register_stored_js_function(con, str(error)):
+            message = str(error)
+            if functions.register_stored_js_function(con, message) or functions.register_missing_udf(con, message):
                 continue
             rewritten = (
                 flatten_array_paths(sql, str(error), describe)

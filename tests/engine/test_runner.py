@@ -10,6 +10,7 @@ from datetime import date
 import pytest
 
 from lakehouse import paths, warehouse
+from lakehouse.engine import functions
 from lakehouse.engine.iceberg import IcebergStore
 from lakehouse.engine.runner import RunError, run
 
@@ -409,3 +410,24 @@ def test_independent_actions_run_at_once_with_the_same_results(make_project, lak
     assert order.index("silver.orders") < order.index("gold.parallel_3")
     assert order.index("gold.parallel_0") < order.index("gold.broken") < order.index("gold.after_broken")
     assert query(lakehouse_home, 'select sum(n) from "test-local".gold.parallel_5') == [(3 + 2 * 5,)]
+
+
+@pytest.mark.parametrize(
+    ("statement", "eager"),
+    [
+        # named in the SQL: registered with the connection
+        ("create or replace table gold.fp as select farm_fingerprint('1footrue') as f", True),
+        # built at run time, so no text names it: registered when the statement misses it
+        ("execute immediate concat(\"create or replace table gold.fp as select farm_\", "
+         "\"fingerprint('1footrue') as f\")", False),
+    ],
+)  # fmt: skip
+def test_python_udfs_are_registered_before_or_when_a_statement_needs_them(
+    make_project, lakehouse_home, statement, eager
+):
+    project = make_project({"definitions/fp.sqlx": f'config {{ type: "operations", schema: "gold" }}\n{statement}'})
+    record = run(project, home_dir=lakehouse_home, concurrency=2)
+    assert record.status == "success", [a.error for a in record.actions]
+    # BigQuery's documented FARM_FINGERPRINT('1footrue')
+    assert query(lakehouse_home, 'select f from "test-local".gold.fp') == [(-1541654101129638711,)]
+    assert functions.calls_python_udfs([statement]) is eager
