@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -553,24 +552,11 @@ def run(
         record.status = "success" if all(_ok(r) for r in record.actions) else "failed"
         if not options.dry_run:
             records.write_table(record, engine.con, engine.default_project)
-            # Checkpoint before the last copy, so it is the file as closing leaves it: closing would
-            # checkpoint after it, and the next run would find the file changed and copy all of it again.
-            _checkpoint(engine.con)
             warehouse.publish_read_copy(engine.con, home_dir)
             records.write_json(record, home_dir)
     finally:
         engine.con.close()
     return record
-
-
-def _checkpoint(con: duckdb.DuckDBPyConnection) -> None:
-    """Write every warehouse file attached for writing on `con` with its log applied (best effort: a
-    checkpoint DuckDB refuses is left to closing)."""
-    for (name,) in con.execute(
-        "SELECT database_name FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
-    ).fetchall():
-        with contextlib.suppress(duckdb.Error):
-            con.execute('CHECKPOINT "' + name.replace('"', '""') + '"')
 
 
 def _bq_array(names: list[str]) -> str:

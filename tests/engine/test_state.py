@@ -287,15 +287,3 @@ def test_reads_during_a_run_see_its_last_commit(make_project, lakehouse_home, mo
 def error_free(result) -> str:
     assert "Traceback" not in result.output
     return result.output
-
-
-def test_the_copy_a_run_publishes_last_is_the_file_the_next_run_finds(make_project, lakehouse_home):
-    """The next run publishes nothing at its start: no second copy of an unchanged warehouse."""
-    project = make_project(FILES)
-    land(lakehouse_home, "a.jsonl", [1, 2])
-    assert ran(project).exit_code == 0
-    con = warehouse.connect(lakehouse_home, ["test-local"])
-    try:
-        assert warehouse.publish_read_copy(con, lakehouse_home) == []
-    finally:
-        con.close()
