@@ -493,13 +493,7 @@ select * from final
 function latestVersionsQuery(contract, ctx, selectList) {
   const keys = keyList(contract);
   return `
-with batch as (
-  select
-    ${selectList},
-    true as is_new,
-  from ${ctx.ref(`${contract.name}_batch`)}
-  where array_length(failed_rules) = 0
-),
+with ${validBatch(ctx, contract, `${selectList},\n    true as is_new`)},
 ${ctx.when(ctx.incremental(), `
 touched_keys as (
   ${selectDistinctKeys(contract)}
@@ -667,6 +661,25 @@ function latestFirst(contract) {
   return `${contract.event_time} desc, ingested_at desc, record_id desc`;
 }
 
+// Returns the CTE `batch`: `selectList` over the valid records of <source>_batch (the versions a run
+// took: silver keeps the latest of each key, duplicates the others).
+function validBatch(ctx, contract, selectList) {
+  return `batch as (
+  select
+    ${selectList},
+  from ${ctx.ref(`${contract.name}_batch`)}
+  where array_length(failed_rules) = 0
+)`;
+}
+
+// Returns the WINDOW clause naming latest_first: the versions of one key, latest first.
+function latestFirstWindow(contract) {
+  return `window latest_first as (
+    partition by ${keyList(contract)}
+    order by ${latestFirst(contract)}
+  )`;
+}
+
 function keyList(contract) {
   return contract.key.join(", ");
 }
@@ -714,6 +727,8 @@ module.exports = {
   intakeQuery,
   latestVersionsQuery,
   latestFirst,
+  latestFirstWindow,
+  validBatch,
   keyList,
   selectDistinctKeys,
   isRequired,

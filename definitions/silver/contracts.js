@@ -19,7 +19,6 @@
 
 sources.all().forEach((contract) => {
   const name = contract.name;
-  const keys = silver.keyList(contract);
   const tags = ["silver", "hourly", name];
   const event = contract.event_time;
 
@@ -111,12 +110,7 @@ where array_length(failed_rules) > 0
   })
     .preOps((ctx) => ctx.when(ctx.incremental(), silver.createSilverIfAbsent(contract, ctx)))
     .query((ctx) => (ctx.incremental() ? incrementalDuplicates(contract, ctx, dedupColumns) : `
-with batch as (
-  select
-    ${dedupList},
-  from ${ctx.ref(`${name}_batch`)}
-  where array_length(failed_rules) = 0
-),
+with ${silver.validBatch(ctx, contract, dedupList)},
 
 ranked as (
   -- every version's successor: the next newer version of its key (batch record_ids are unique)
@@ -125,10 +119,7 @@ ranked as (
     lag(record_id) over latest_first as successor_record_id,
     lag(event_id) over latest_first as successor_event_id,
   from batch
-  window latest_first as (
-    partition by ${keys}
-    order by ${silver.latestFirst(contract)}
-  )
+  ${silver.latestFirstWindow(contract)}
 ),
 
 final as (
@@ -214,12 +205,7 @@ function incrementalDuplicates(contract, ctx, dedupColumns) {
   const qualified = (alias) => dedupColumns.map((column) => `${alias}.${column}`).join(",\n    ");
   const newRecordIds = "select new_versions.record_id from new_versions";
   return `
-with batch as (
-  select
-    ${dedupList},
-  from ${ctx.ref(`${name}_batch`)}
-  where array_length(failed_rules) = 0
-),
+with ${silver.validBatch(ctx, contract, dedupList)},
 
 touched_keys as (
   ${silver.selectDistinctKeys(contract)}
@@ -311,10 +297,7 @@ ordered as (
       latest_first rows between unbounded preceding and current row
     ) as boundary_record_id,
   from slice
-  window latest_first as (
-    partition by ${keys}
-    order by ${silver.latestFirst(contract)}
-  )
+  ${silver.latestFirstWindow(contract)}
 ),
 
 lowest_new as (

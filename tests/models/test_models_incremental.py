@@ -48,10 +48,26 @@ def converges(home: Path) -> None:
     """A plain run succeeds, conserves every record, and equals a full refresh of the same home."""
     lakehouse(home, "run")
     assert_conserved(home)
+    equals_a_full_refresh(home)
+
+
+def equals_a_full_refresh(home: Path) -> None:
+    """Silver and gold as incremental runs left them are what a full refresh of the same home builds."""
     tables = silver_and_gold()
-    repaired = snapshot(home, tables)
+    incremental = snapshot(home, tables)
     lakehouse(home, "run", "--full-refresh")
-    assert snapshot(home, tables) == repaired
+    assert snapshot(home, tables) == incremental
+
+
+def landing_line(home: Path, source: str, event_id: str) -> tuple[Path, dict]:
+    """Return the landing file of `source` holding the record of `event_id`, and that record."""
+    return next(
+        (path, record)
+        for path in landing_files(home)
+        if f"source={source}" in str(path)
+        for record in map(json.loads, path.read_text().splitlines())
+        if record.get("event_id") == event_id
+    )
 
 
 def test_any_sequence_of_runs_ends_where_a_full_refresh_does(tmp_path: Path):
@@ -104,13 +120,7 @@ def test_a_version_moving_an_order_rebuilds_the_keys_it_leaves(tmp_path: Path):
     )[0]
     orders_of_customer = f"select order_count from gold.customer_360 where customer_id = '{customer}'"
     [before] = query(home, orders_of_customer)
-    path, line = next(
-        (path, record)
-        for path in landing_files(home)
-        if "source=orders" in str(path)
-        for record in map(json.loads, path.read_text().splitlines())
-        if record.get("event_id") == kept["event_id"]
-    )
+    path, line = landing_line(home, "orders", kept["event_id"])
     moved = {
         **line,
         "event_id": "0" * 31 + "1",
@@ -121,10 +131,7 @@ def test_a_version_moving_an_order_rebuilds_the_keys_it_leaves(tmp_path: Path):
     path.with_name("moved-" + path.name).write_text(json.dumps(moved) + "\n")
     lakehouse(home, "run")
     assert query(home, orders_of_customer) == [{"order_count": before["order_count"] - 1}]
-    tables = silver_and_gold()
-    incremental = snapshot(home, tables)
-    lakehouse(home, "run", "--full-refresh")
-    assert snapshot(home, tables) == incremental
+    equals_a_full_refresh(home)
 
 
 def test_a_late_version_between_two_recorded_ones_repoints_only_the_one_it_displaces(tmp_path: Path):
@@ -143,13 +150,7 @@ def test_a_late_version_between_two_recorded_ones_repoints_only_the_one_it_displ
         if row["duplicate_of"] in before
         and _instant(before[row["duplicate_of"]]["event_ts"]) - _instant(row["event_ts"]) >= timedelta(seconds=2)
     )
-    path, line = next(
-        (path, record)
-        for path in landing_files(home)
-        if "source=inventory" in str(path)
-        for record in map(json.loads, path.read_text().splitlines())
-        if record.get("event_id") == lower["event_id"]
-    )
+    path, line = landing_line(home, "inventory", lower["event_id"])
     between = _instant(lower["event_ts"]) + (_instant(upper["event_ts"]) - _instant(lower["event_ts"])) / 2
     late = {**line, "event_id": "0" * 31 + "2", "event_ts": between.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
     path.with_name("late-" + path.name).write_text(json.dumps(late) + "\n")
@@ -166,10 +167,7 @@ def test_a_late_version_between_two_recorded_ones_repoints_only_the_one_it_displ
         key: row for key, row in before.items() if key != lower["record_id"]
     }
     assert snapshot(home, ["silver.inventory"]) == silver_before
-    tables = silver_and_gold()
-    incremental = snapshot(home, tables)
-    lakehouse(home, "run", "--full-refresh")
-    assert snapshot(home, tables) == incremental
+    equals_a_full_refresh(home)
 
 
 def _instant(value: str) -> datetime:
