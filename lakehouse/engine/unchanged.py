@@ -429,6 +429,23 @@ class Tracker:
         memo[relation] = version
         return version
 
+    def _shape(self, con: duckdb.DuckDBPyConnection, relation: Relation, catalog: tuple[dict, dict]) -> str:
+        """Return what a view defined over `relation` binds to: a table's columns and types, a view's
+        definition (not the data either holds)."""
+        tables, views = catalog
+        if relation in tables:
+            columns = con.execute(
+                "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY column_index) FROM duckdb_columns() "
+                "WHERE lower(database_name) = ? AND lower(schema_name) = ? AND lower(table_name) = ?",
+                list(relation),
+            ).fetchone()[0]
+            return f"columns:{columns}"
+        if relation in views:
+            with self._lock:
+                recorded = self.versions.get(relation, "")
+            return recorded if recorded.startswith(_RECIPE) else "view:" + self._view_text(con, views, relation)
+        return "absent"
+
     def fingerprint(
         self,
         con: duckdb.DuckDBPyConnection,
@@ -437,15 +454,21 @@ class Tracker:
         files: tuple[str, ...],
         *,
         fresh: bool = False,
+        shapes: bool = False,
     ) -> str:
-        """Return the fingerprint of a compiled action and the current versions of its inputs."""
+        """Return the fingerprint of a compiled action and the current versions of its inputs (with
+        `shapes`, of their columns and definitions: all a view's CREATE depends on)."""
         catalog = self._catalog_for(con, fresh)
         # Versions hold until an action commits (invalidate); a fresh read is inside a transaction.
         memo: dict = {} if fresh else self._memo_for(catalog)
         with self._lock:
             epochs = sorted(r for r in self.versions if r[2].startswith(EPOCH))
         parts = [plan]
-        parts.extend(f"{r}={self._version(con, r, catalog, memo)}" for r in inputs + tuple(epochs))
+        if shapes:
+            parts.extend(f"{r}={self._shape(con, r, catalog)}" for r in inputs)
+            parts.extend(f"{r}={self._version(con, r, catalog, memo)}" for r in epochs)
+        else:
+            parts.extend(f"{r}={self._version(con, r, catalog, memo)}" for r in inputs + tuple(epochs))
         parts.extend(map(str, file_listing(files)))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -465,7 +488,8 @@ class Tracker:
             return None, "its definition changed"
         if not stored.fixpoint:
             return None, "its last run changed its table"
-        if stored.fingerprint != self.fingerprint(con, plan, stored.inputs, stored.files):
+        # A view holds no data: its CREATE gives the same view until what it reads changes shape.
+        if stored.fingerprint != self.fingerprint(con, plan, stored.inputs, stored.files, shapes=action.kind == "view"):
             return None, "inputs changed"
         try:
             return dict(json.loads(stored.result or "{}"), run_id=stored.run_id), ""
@@ -558,7 +582,7 @@ class Tracker:
         prefix = self._prefix(decision.target[0])
         if prefix is None:
             return
-        fingerprint = self.fingerprint(con, plan, decision.inputs, decision.files, fresh=True)
+        fingerprint = self.fingerprint(con, plan, decision.inputs, decision.files, fresh=True, shapes=kind == "view")
         stored = Stored(plan, decision.inputs, decision.files, fingerprint, kind != "incremental" or not changed,
                         json.dumps(result), run_id)  # fmt: skip
         con.execute(f"DELETE FROM {prefix}.{ACTIONS} WHERE action = ?", [action.name])

@@ -126,6 +126,30 @@ def test_new_source_rows_rerun_what_reads_them_and_the_result_equals_a_full_reru
     assert execute(lakehouse_home, 'SELECT * FROM "test-local".gold.customer_totals ORDER BY 1') == totals
 
 
+def test_a_view_is_made_again_only_when_what_it_reads_changes_shape_not_data(make_project, lakehouse_home):
+    project = make_project(PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-2", 20.0)])
+    run(project)
+    run(project)
+    seed(lakehouse_home, [(3, "CUST-3", 30.0)])
+
+    ran, _ = outcome(run(project))
+
+    assert ran["gold.customer_totals"] == "ran"
+    assert ran["gold.big_customers"] == "skipped"  # the view it made still reads the new rows
+    assert execute(lakehouse_home, 'SELECT customer_id FROM "test-local".gold.big_customers ORDER BY 1') == [
+        ("CUST-2",),
+        ("CUST-3",),
+    ]
+    table = project / "definitions/gold/customer_totals.sqlx"
+    table.write_text(table.read_text().replace("count(*) as orders", "count(*) as orders, max(order_id) as last_order"))
+
+    ran, _ = outcome(run(project))
+
+    assert ran["gold.customer_totals"] == "ran" and ran["gold.big_customers"] == "ran"
+    assert [row[0] for row in execute(lakehouse_home, 'DESCRIBE "test-local".gold.big_customers')][-1] == "last_order"
+
+
 def test_a_changed_definition_reruns_that_action_and_what_reads_it(make_project, lakehouse_home):
     project = make_project(PROJECT)
     seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-2", 20.0)])
