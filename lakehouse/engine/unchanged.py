@@ -27,13 +27,16 @@ VERSIONS = "relation_versions"
 Relation = tuple[str, str, str]  # (database, schema, name), lower case as DuckDB compares them
 
 # Functions whose result is not a function of the data: an action calling one always runs.
-# (lakehouse_now is what CURRENT_TIMESTAMP and friends translate to; the others are DuckDB's own.)
+# (lakehouse_now is what CURRENT_TIMESTAMP and friends translate to; the others are DuckDB's own.) The
+# CURRENT_* and LOCAL* ones may be written without parentheses; the others count only as calls, and
+# only outside comments, string literals and quoted names ("the rows silver holds now" is no clock).
 _VOLATILE = re.compile(
-    r"\b(?:lakehouse_now|current_timestamp|current_date|current_time|current_datetime|current_localtimestamp|"
-    r"localtimestamp|localtime|now|today|get_current_time|get_current_timestamp|transaction_timestamp|"
-    r"random|rand|uuid|gen_random_uuid|uuidv4|uuidv7|setseed|nextval|currval|getenv)\b",
+    r"\b(?:current_timestamp|current_date|current_time|current_datetime|current_localtimestamp|localtimestamp|"
+    r"localtime)\b|\b(?:lakehouse_now|now|today|get_current_time|get_current_timestamp|transaction_timestamp|"
+    r"random|rand|uuid|gen_random_uuid|uuidv4|uuidv7|setseed|nextval|currval|getenv)\s*\(",
     re.IGNORECASE,
 )
+_NOT_CODE = re.compile(r"/\*.*?\*/|--[^\n]*|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", re.DOTALL)
 # Table functions that read files: the files they name are inputs, by name, size and modification time.
 _FILE_READER = re.compile(
     r"\b(?:read_csv|read_csv_auto|read_json|read_json_auto|read_ndjson|read_ndjson_auto|read_json_objects|"
@@ -532,7 +535,7 @@ class Tracker:
             decision.reason = "a statement could not be analysed"
         elif writes - {decision.target}:
             decision.reason = "writes another table"
-        elif _VOLATILE.search(text):
+        elif _VOLATILE.search(_NOT_CODE.sub(" ", text)):
             decision.reason = "reads the clock or a random source"
         else:
             decision.skippable = True

@@ -150,6 +150,28 @@ def test_a_view_is_made_again_only_when_what_it_reads_changes_shape_not_data(mak
     assert [row[0] for row in execute(lakehouse_home, 'DESCRIBE "test-local".gold.big_customers')][-1] == "last_order"
 
 
+def test_the_word_now_in_a_comment_a_string_or_a_name_is_no_clock_but_a_call_is(make_project, lakehouse_home):
+    files = dict(PROJECT)
+    files["definitions/gold/labelled.sqlx"] = """
+        config { type: "table", schema: "gold" }
+        -- the totals as they stand now
+        select customer_id, 'random' as label, amount_usd as `now`, orders as rand
+        from ${ref("customer_totals")}
+    """
+    files["definitions/gold/stamped.sqlx"] = """
+        config { type: "table", schema: "gold" }
+        select customer_id, current_timestamp as stamped_at from ${ref("customer_totals")}
+    """
+    project = make_project(files)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
+    run(project)
+
+    ran, results = outcome(run(project))
+
+    assert ran["gold.labelled"] == "skipped"
+    assert ran["gold.stamped"] == "ran" and results["gold.stamped"].note == "ran: reads the clock or a random source"
+
+
 def test_a_changed_definition_reruns_that_action_and_what_reads_it(make_project, lakehouse_home):
     project = make_project(PROJECT)
     seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-2", 20.0)])
