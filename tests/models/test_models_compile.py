@@ -29,6 +29,7 @@ OPS_VIEWS = {
     "source_quality_run",
     "quarantine_rules_run",
     "source_quality_runs",
+    "ad_attribution_reference",
 }
 
 
@@ -49,8 +50,8 @@ def test_action_counts(graph):
     assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES) + len(OPS_VIEWS) + 1
     manual = [a for a in graph["assertions"] if not a.get("parentAction")]
     # per source: conservation, ledger, all taken, freshness, volume (+ accepted values, + quality
-    # thresholds); plus reconcile, integrity and schema_drift_new_fields
-    assert len(manual) == 5 * sources + accepted + with_thresholds + 3
+    # thresholds); plus reconcile, integrity, schema_drift_new_fields and ad_attribution_matches_reference
+    assert len(manual) == 5 * sources + accepted + with_thresholds + 4
     # hand-written tests, plus one generated per contract
     assert len(graph["tests"]) == 5 + sources
 

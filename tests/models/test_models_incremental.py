@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -219,3 +219,85 @@ def test_data_landing_during_a_run_is_taken_by_the_next_run(tmp_path: Path):
     lakehouse(home, "run")
     assert_conserved(home)
     assert set(conservation(home)) == set(contract_names())
+
+
+NOW = "2026-11-20T13:00:00Z"  # the runs' clock: the attribution tests depend on no real date
+T = datetime(2026, 11, 15, 12, tzinfo=UTC)  # the crafted orders' time
+
+
+def _order(n: int, order: str, customer: str, at: datetime, status: str = "paid") -> dict:
+    return {
+        "source": "orders", "event_id": f"a77{n:029x}", "order_id": f"ORD-{order:0>12}", "customer_id": customer,
+        "customer_email": "a@example.com", "customer_name": "A B", "shipping_address": "1 Road, Town",
+        "product_id": "PROD-0001", "quantity": 1, "price": 10, "currency": "USD", "status": status,
+        "event_ts": _iso(at),
+    }  # fmt: skip
+
+
+def _click(n: int, click: str, customer: str, at: datetime) -> dict:
+    return {
+        "source": "ad_clicks", "event_id": f"c11{n:029x}", "click_id": f"CLK-{click:0>12}", "campaign_id": "CMP-001",
+        "session_id": "SESS-000001", "customer_id": customer, "ad_network": "google_ads", "cost_usd": 0.5,
+        "event_ts": _iso(at),
+    }  # fmt: skip
+
+
+def _iso(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _land(home: Path, name: str, records: list[dict]) -> None:
+    """Land `records` as a new file `name` in an existing landing folder of each record's source."""
+    for source in {record["source"] for record in records}:
+        folder = next(path.parent for path in landing_files(home) if f"source={source}/" in str(path))
+        lines = [json.dumps(record) for record in records if record["source"] == source]
+        (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _attributed(home: Path) -> dict[str, str | None]:
+    """Return click_id by order_id of the crafted orders in gold.ad_attribution, after checking that the
+    table equals the rule over all of silver (ops.ad_attribution_reference)."""
+    assert (
+        snapshot(home, ["gold.ad_attribution"])["gold.ad_attribution"]
+        == (snapshot(home, ["ops.ad_attribution_reference"])["ops.ad_attribution_reference"])
+    )
+    rows = query(home, "select order_id, click_id from gold.ad_attribution where customer_id like 'CUST-9000%'")
+    return {row["order_id"][-1:]: row["click_id"][-1:] for row in rows}
+
+
+def test_attribution_follows_late_moved_and_outside_clicks_and_changed_orders(tmp_path: Path):
+    """gold.ad_attribution, incremental, recomputes exactly the orders whose version changed and those
+    within the window after a click that was added, moved in time or to another customer."""
+    home = tmp_path / "home"
+    generate(home, 71, events=300, pubsub_share="0")
+    c1, c2, c3, c4 = (f"CUST-9000{n}" for n in range(1, 5))
+    hour, day = timedelta(hours=1), timedelta(days=1)
+    _land(home, "attribution-1", [
+        _order(1, "1", c1, T), _order(2, "2", c2, T), _order(3, "3", c3, T), _order(4, "4", c4, T + day),
+        _order(5, "5", c1, T + 2 * hour), _order(6, "6", c2, T - hour / 2),
+        _click(1, "1", c1, T - 2 * hour), _click(2, "2", c2, T - hour), _click(3, "3", c3, T - 3 * hour),
+        # eleven days before O4: outside its window (attribution_window_days, 7)
+        _click(4, "4", c4, T - 10 * day),
+    ])  # fmt: skip
+    lakehouse(home, "run", "--now", NOW)
+    assert _attributed(home) == {"1": "1", "2": "2", "3": "3", "5": "1", "6": "2"}
+    _land(home, "attribution-2", [
+        # a late click between K1 and O1 steals O1 (and O5) from K1
+        _click(5, "5", c1, T - hour),
+        # K2's new version moves it after O2 and O6: neither has a click before it any more
+        _click(6, "2", c2, T + hour),
+        # K3's new version moves it to C4, within O4's window: O3 loses it, O4 gains it
+        _click(7, "3", c4, T + day - hour),
+        # O5 is cancelled; O6 moves to C1, whose last click before it is now K5
+        _order(7, "5", c1, T + 3 * hour, status="cancelled"),
+        _order(8, "6", c1, T - hour / 2 + timedelta(seconds=1)),
+    ])  # fmt: skip
+    lakehouse(home, "run", "--now", NOW)
+    assert _attributed(home) == {"1": "5", "4": "3", "6": "5"}
+    before = snapshot(home, ["gold.ad_attribution"])
+    # a click of C1 older than the window of every order of C1 changes no row
+    _land(home, "attribution-3", [_click(8, "8", c1, T - 8 * day)])
+    lakehouse(home, "run", "--now", NOW)
+    assert query(home, "select count(*) as n from silver.ad_clicks where click_id = 'CLK-000000000008'") == [{"n": 1}]
+    assert snapshot(home, ["gold.ad_attribution"]) == before
+    equals_a_full_refresh(home)
