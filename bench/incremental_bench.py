@@ -1,8 +1,8 @@
 """Issue 9's benchmark on the repository's own models: a full run over N generated events, +1% new events
 (all actions, then the next 1% as the hourly workflow runs it), no new data, each with its wall time and peak
-memory, beside the hand-written DuckDB baseline of the orders
-chain (bench/baseline_orders.sql) on the same landed files, and the same chain run alone by the engine.
-Prints a table (and writes JSON with --json).
+memory, beside the hand-written DuckDB baselines on the same landed files, each with the same work run alone
+by the engine: the orders chain (bench/baseline_orders.sql) and all sources with every gold table
+(bench/baseline_all.sql, checked to give the engine's rows). Prints a table (and writes JSON with --json).
 
     .venv/bin/python bench/incremental_bench.py                       # 1M events
     .venv/bin/python bench/incremental_bench.py --events 10000000 --batch-size 20000
@@ -28,10 +28,21 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_all import REPO, run_child  # noqa: E402
 
+from lakehouse import warehouse  # noqa: E402
+
 LAKEHOUSE = str(Path(sys.executable).parent / "lakehouse")
 ORDERS_CHAIN = ("orders_batch", "orders_quarantine", "orders_duplicates", "orders", "orders_intake")
 BASELINE_GOLD = "daily_product_summary"
 CHAIN_AND_GOLD = (*ORDERS_CHAIN, BASELINE_GOLD)
+SOURCES = tuple(sorted(path.stem for path in (REPO / "includes" / "contracts").glob("*.json")))
+GOLD = tuple(sorted(path.stem for path in (REPO / "definitions" / "gold").glob("*.sqlx")))
+# The engine's read of a landing table (definitions/sources/bronze.js as lakehouse/engine/translate.py
+# renders it), so that the baseline reads the same lines.
+CSV_OPTIONS = (
+    "delim = chr(1), quote = '', escape = '', strict_mode = false, max_line_size = 16777216, "
+    "buffer_size = 16777216, columns = {'line': 'VARCHAR'}, auto_detect = false, header = false, "
+    "filename = true, hive_partitioning = true, hive_types = {'ingest_date': 'DATE', 'hour': 'VARCHAR'}"
+)
 HOURLY = [arg for tag in yaml.safe_load((REPO / "config" / "schedules.yaml").read_text())["workflows"]["hourly"]["tags"]
           for arg in ("--tags", tag)]  # fmt: skip
 
@@ -52,6 +63,62 @@ BASELINE = textwrap.dedent(
     print(f"baseline_s={time.perf_counter() - started:.3f}")
     """
 )
+
+
+def all_sources_script(home: Path, landing_bucket: str) -> str:
+    """Return bench/baseline_all.sql for the landing files under `home` ({pii_salt} is left to BASELINE)."""
+    filled = {
+        "{landing_dir}": str(Path(home) / "gcs" / landing_bucket),
+        "{landing_uri}": f"gs://{landing_bucket}",
+        "{csv_options}": CSV_OPTIONS,
+    }
+    script = (REPO / "bench" / "baseline_all.sql").read_text()
+    for placeholder, value in filled.items():
+        script = script.replace(placeholder, value)
+    return script
+
+
+def all_sources_actions(record: dict) -> list[str]:
+    """Return the actions of a run record that the all-sources baseline does the work of: every table
+    and incremental action of silver and gold, and the intake ledgers (no views, no assertions)."""
+    names = []
+    for action in record["actions"]:
+        dataset = action["name"].split(".")[-2]
+        if action["type"] in ("table", "incremental") and (
+            dataset in ("silver", "silver_restricted", "gold") or action["name"].endswith("_intake")
+        ):
+            names.append(action["name"])
+    return names
+
+
+def compare_with_engine(con, project: str) -> dict[str, tuple[int, int, int, int]]:
+    """Return, per table, (engine rows, baseline rows, baseline rows not in the engine's, engine rows not
+    in the baseline's), compared with EXCEPT ALL over the baseline's columns (`extra`, JSON, as text):
+    silver, quarantine and duplicates of every source, then every gold table. The baseline's tables
+    are in schema `baseline` of the connection's current database, the engine's in `project`."""
+    tables = [(f"silver.{name}", name) for name in SOURCES]
+    tables += [(f"silver_restricted.{name}_quarantine", f"{name}_quarantine") for name in SOURCES]
+    tables += [(f"silver.{name}_duplicates", f"{name}_duplicates") for name in SOURCES]
+    tables += [(f"gold.{name}", name) for name in GOLD]
+    figures = {}
+    for engine_table, name in tables:
+        columns = [row[0] for row in con.execute(
+            "select column_name from information_schema.columns where table_catalog = ? and "
+            "table_schema = 'baseline' and table_name = ? order by ordinal_position", [project, name]
+        ).fetchall()]  # fmt: skip
+        select = ", ".join(f'cast("{c}" as varchar) as "{c}"' if c == "extra" else f'"{c}"' for c in columns)
+        engine = f'select {select} from "{project}".{engine_table}'
+        baseline = f"select {select} from baseline.{name}"
+        figures[engine_table] = tuple(
+            con.execute(query).fetchone()[0]
+            for query in (
+                f"select count(*) from ({engine})",
+                f"select count(*) from ({baseline})",
+                f"select count(*) from ({baseline} except all {engine})",
+                f"select count(*) from ({engine} except all {baseline})",
+            )
+        )
+    return figures
 
 
 def step(name: str, command: list[str], env: dict[str, str], timeout: float) -> dict:
@@ -176,6 +243,34 @@ def main() -> None:
         )
         baseline["baseline_s"] = float(baseline["output"].strip().rsplit("baseline_s=", 1)[1])
         steps.append(baseline)
+
+        # Every source and every gold table, the engine alone and then the baseline, on all landed files.
+        every = all_sources_actions(full["record"])
+        all_alone = step(
+            "run: all sources alone (--full-refresh --actions)",
+            [LAKEHOUSE, "run", "--full-refresh", "--actions", ",".join(every)],
+            env,
+            args.timeout,
+        )
+        all_alone["record"] = latest_record(home)
+        steps.append(all_alone)
+        script = Path(home) / "baseline_all.sql"
+        script.write_text(all_sources_script(home, settings["vars"]["landing_bucket"]))
+        all_baseline = step(
+            "hand-written DuckDB baseline, all sources",
+            [sys.executable, "-c", BASELINE, str(home), project, str(script)],
+            env,
+            args.timeout,
+        )
+        all_baseline["baseline_s"] = float(all_baseline["output"].strip().rsplit("baseline_s=", 1)[1])
+        steps.append(all_baseline)
+        con = warehouse.connect(home, [project])
+        con.execute(f'USE "{project}"')
+        differences = {
+            table: figures for table, figures in compare_with_engine(con, project).items()
+            if figures[0] != figures[1] or figures[2] or figures[3]
+        }  # fmt: skip
+        con.close()
     finally:
         if not args.keep and not args.home:
             shutil.rmtree(home, ignore_errors=True)
@@ -201,6 +296,19 @@ def main() -> None:
         f"orders chain alone (a full refresh of its {len(chain)} actions, run start to end, no process start): "
         f"{alone_s:.1f} s: {alone_s / baseline['baseline_s']:.2f}x the baseline"
     )
+    all_s = run_seconds(all_alone["record"])
+    print(
+        f"all sources alone (a full refresh of its {len(every)} actions, run start to end, no process start): "
+        f"{all_s:.1f} s: {all_s / all_baseline['baseline_s']:.2f}x the baseline's {all_baseline['baseline_s']:.1f} s; "
+        f"wall with process start {all_alone['seconds']:.1f} s against {all_baseline['seconds']:.1f} s: "
+        f"{all_alone['seconds'] / all_baseline['seconds']:.2f}x; peak RSS {all_alone['peak_rss_mb']:.0f} MB against "
+        f"{all_baseline['peak_rss_mb']:.0f} MB"
+    )
+    if differences:
+        print(f"the all-sources baseline differs from the engine (engine rows, baseline rows, only in baseline, "
+              f"only in engine): {differences}")  # fmt: skip
+    else:
+        print("the all-sources baseline gives the engine's rows: silver, quarantine, duplicates, gold (EXCEPT ALL)")
     for item in (full, plus, hourly, idle, again):
         groups = ", ".join(f"{group} {seconds:.1f}" for group, seconds in sorted(summarise(item["record"]).items()))
         print(f"{item['step']}: action-seconds by group: {groups}")
