@@ -9,7 +9,7 @@ Steps, each in its own process (its peak resident memory is read from os.wait4):
   ingest       bench/ingest_bench.py: generator and landing rates, Pub/Sub path (when the script exists)
   compile      the repository's own project: cold compile (pinned CLI) vs cached compile
   e2e          N generated events → landing → bronze → silver → gold.daily_product_summary with the engine,
-               against a hand-written DuckDB SQL baseline doing the same work (bench/baseline_orders.sql)
+               against a hand-written DuckDB SQL baseline doing the same work (bench/baseline_all.sql's orders)
   incremental  an incremental table over M rows: +1% new rows incrementally vs a full refresh
 """
 
@@ -198,7 +198,7 @@ def measure_e2e(args: argparse.Namespace) -> dict:
     """Events → Gold with the engine vs the hand-written DuckDB baseline, same landed files, same machine."""
     import yaml
 
-    from lakehouse import paths, warehouse
+    from lakehouse import warehouse
     from lakehouse.engine.compile import compile_project
     from lakehouse.engine.graph import Graph
     from lakehouse.engine.runner import run
@@ -209,9 +209,9 @@ def measure_e2e(args: argparse.Namespace) -> dict:
     target = next((n for n in graph.actions if n.endswith("." + E2E_TARGET)), None)
     if target is None:
         return {"not_measured": f"the repository has no {E2E_TARGET} model yet"}
-    baseline_sql = REPO / "bench" / "baseline_orders.sql"
-    if not baseline_sql.is_file():
-        return {"not_measured": "bench/baseline_orders.sql (the hand-written baseline) is missing"}
+    sys.path.insert(0, str(REPO / "bench"))
+    from incremental_bench import baseline_script  # the orders section of bench/baseline_all.sql
+
     from ingest.pubsub import RAW_COLUMNS
 
     home = Path(os.environ["LAKEHOUSE_HOME"])
@@ -231,12 +231,12 @@ def measure_e2e(args: argparse.Namespace) -> dict:
     failed = [a for a in record.actions if a.status == "failed" and a.type != "assertion"]
     if failed:
         figures["engine_error"] = failed[0].error
-    landing_glob = str(paths.gcs_object_path(home, settings["vars"]["landing_bucket"], "source=orders")) + "/**/*.jsonl"
+    script = baseline_script(home, settings["vars"]["landing_bucket"], ("orders",), (E2E_TARGET.split(".")[-1],))
     con = warehouse.connect(home, [project])
     try:
         # the salt the engine's run made in keys.pii_salt, so both hash alike
         salt = con.execute(f'SELECT salt FROM "{project}".keys.pii_salt').fetchone()[0]
-        script = baseline_sql.read_text().replace("{landing_glob}", landing_glob).replace("{pii_salt}", salt)
+        script = script.replace("{pii_salt}", salt)
         con.execute(f'USE "{project}"')  # the baseline writes into the same DuckDB file as the engine
         con.execute("CREATE SCHEMA IF NOT EXISTS baseline")
         started = time.perf_counter()

@@ -54,7 +54,7 @@ def test_the_all_sources_baseline_gives_the_engine_rows_of_every_table(tmp_path)
     con.execute(f'USE "{project}"')
     con.execute("create schema baseline")
     salt = con.execute("select salt from keys.pii_salt").fetchone()[0]
-    script = incremental_bench.all_sources_script(home, settings["vars"]["landing_bucket"])
+    script = incremental_bench.baseline_script(home, settings["vars"]["landing_bucket"])
     con.execute(script.replace("{pii_salt}", salt))
     figures = incremental_bench.compare_with_engine(con, project)
     con.close()
