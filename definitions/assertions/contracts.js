@@ -6,13 +6,21 @@ sources.all().forEach((contract) => {
   const event = contract.event_time;
 
   // Every record this run took ends in exactly one of silver, quarantine or duplicates. It reads
-  // the batch, not bronze, so data landing while the run runs is judged by the next run.
+  // the batch, not bronze, so data landing while the run runs is judged by the next run. Each table
+  // is read at the partitions the batch's records go to (silver by event date, the others by
+  // ingest date, and silver's NULL partition), values read from the batch, so BigQuery need not read
+  // every partition. Silver's event_date is date(event time) of the batch's record (its row
+  // condition); a record written at another date is then found nowhere and fails here.
   assert(`${name}_conservation`, {
     tags: ["assertions", "hourly", name],
     description: `Every record of ${name}_batch is in exactly one of silver, quarantine or duplicates.`,
   }).query((ctx) => `
 with batch as (
-  select record_id from ${ctx.ref(`${name}_batch`)}
+  select
+    record_id,
+    ingest_date,
+    date(${event}) as event_date,
+  from ${ctx.ref(`${name}_batch`)}
 ),
 
 placed as (
@@ -20,19 +28,25 @@ placed as (
     record_id,
     'silver' as place,
   from ${ctx.ref(name)}
-  where record_id in (select batch.record_id from batch)
+  where
+    (event_date in (select batch.event_date from batch) or event_date is null)
+    and record_id in (select batch.record_id from batch)
   union all
   select
     record_id,
     'quarantine' as place,
   from ${ctx.ref(`${name}_quarantine`)}
-  where record_id in (select batch.record_id from batch)
+  where
+    ingest_date in (select batch.ingest_date from batch)
+    and record_id in (select batch.record_id from batch)
   union all
   select
     record_id,
     'duplicates' as place,
   from ${ctx.ref(`${name}_duplicates`)}
-  where record_id in (select batch.record_id from batch)
+  where
+    ingest_date in (select batch.ingest_date from batch)
+    and record_id in (select batch.record_id from batch)
 ),
 
 counted as (

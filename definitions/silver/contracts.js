@@ -17,6 +17,20 @@
 // the layer word so lineage and docs place it in silver. Analysts read quarantine reasons without the
 // raw record in ops.quarantine_failures and ops.quarantine_rules.
 
+// Beyond what the contract gives every silver table, the checks of a hand-written silver table's
+// derived columns (definitions/silver/<name>.sqlx).
+const HAND_WRITTEN_CHECKS = {
+  orders: {
+    nonNull: ["total_price"],
+    rowConditions: [
+      "total_price = quantity * price",
+      "quantity >= 1",
+      "price > 0",
+      "regexp_contains(product_id, r'^PROD-[0-9]{4}$')",
+    ],
+  },
+};
+
 sources.all().forEach((contract) => {
   const name = contract.name;
   const tags = ["silver", "hourly", name];
@@ -63,11 +77,6 @@ sources.all().forEach((contract) => {
     columns: descriptions.describe(
       ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "event_id", "raw_record", "failed_rules"],
     ),
-    assertions: {
-      uniqueKey: ["record_id"],
-      nonNull: ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "raw_record"],
-      rowConditions: ["array_length(failed_rules) > 0"],
-    },
   })
     .query((ctx) => `
 select
@@ -99,14 +108,6 @@ where array_length(failed_rules) > 0
       "(a re-delivery, or an older version), with the version that displaced it.",
     bigquery: { partitionBy: "ingest_date", clusterBy: contract.key.slice(0, 4) },
     columns: descriptions.describe(dedupColumns.concat(["duplicate_of", "duplicate_kind"]), {}, contract),
-    assertions: {
-      uniqueKey: ["record_id"],
-      nonNull: ["record_id", "duplicate_of", "duplicate_kind"].concat(contract.key),
-      rowConditions: [
-        "duplicate_of != record_id",
-        "duplicate_kind in ('redelivery', 'older_version')",
-      ],
-    },
   })
     .preOps((ctx) => ctx.when(ctx.incremental(), silver.createSilverIfAbsent(contract, ctx)))
     .query((ctx) => (ctx.incremental() ? incrementalDuplicates(contract, ctx, dedupColumns) : `
@@ -137,6 +138,7 @@ select * from final
   if (!sources.hasHandWrittenSilver(name)) {
     publishSilver(contract, tags);
   }
+  publishChecks(contract);
 
   // The watermark: what this run took, written once silver, quarantine, duplicates and the
   // incremental gold tables that read the batch (includes/touched.js) hold it.
@@ -165,9 +167,6 @@ function publishSilver(contract, tags) {
   const keys = silver.keyList(contract);
   const columns = silver.silverColumns(contract);
   const selectList = silver.silverSelectList(contract);
-  const nonNull = contract.fields.filter((field) => silver.isRequired(contract, field))
-    .map((field) => (field.pii ? `${field.name}_hash` : field.name))
-    .concat(["event_date", "record_id", "ingested_at"]);
   publish(name, {
     type: "incremental",
     uniqueKey: contract.key,
@@ -177,12 +176,96 @@ function publishSilver(contract, tags) {
     description: `One row per ${keys}: the latest valid version (${contract.description})`,
     bigquery: { partitionBy: "event_date", clusterBy: contract.key.slice(0, 4) },
     columns: descriptions.describe(columns.map(([column]) => column), silver.EXTRA_DESCRIPTIONS, contract),
-    assertions: {
-      uniqueKey: contract.key,
-      nonNull,
-      rowConditions: [`event_date = date(${event})`],
-    },
   }).query((ctx) => silver.latestVersionsQuery(contract, ctx, selectList));
+}
+
+// The checks of silver, quarantine and duplicates (includes/checks.js): hourly over the rows this
+// run's batch could have written, daily over the whole table. Each hourly filter names the table's
+// partition column with values read from the batch, so BigQuery need not read every partition:
+//   silver       the batch's records (by record_id, valid or not: a model that let a bad one through
+//                is caught) at their event dates and the NULL partition; uniqueness over the rows of
+//                the batch's keys (a duplicate key may sit in any partition);
+//   quarantine   the batch's records at their ingest dates;
+//   duplicates   the batch's records at their ingest dates, and the recorded duplicates this run
+//                re-pointed at a batch record (duplicate_of), by the first key column (clustered).
+// A record's ingest date is part of its record_id (the origin names the landing folder or the
+// publish time), so every copy of a record_id is in the same partition. A silver row written at a
+// date other than its event time's is outside the hourly filter; its record is then found nowhere
+// and <source>_conservation fails, and the daily checks see it.
+function publishChecks(contract) {
+  const name = contract.name;
+  const tags = ["silver", name];
+  const batchCte = (ctx, columns) => `batch as (
+  select
+    ${columns.map((column) => `${column},`).join("\n    ")}
+  from ${ctx.ref(`${name}_batch`)}
+)`;
+  const inBatch = "record_id in (select batch.record_id from batch)";
+  const atIngestDates = "ingest_date in (select batch.ingest_date from batch)";
+
+  const extra = HAND_WRITTEN_CHECKS[name] || {};
+  const silverChecks = {
+    uniqueKey: contract.key,
+    nonNull: contract.fields.filter((field) => silver.isRequired(contract, field))
+      .map((field) => (field.pii ? `${field.name}_hash` : field.name))
+      .concat(extra.nonNull || [], ["event_date", "record_id", "ingested_at"]),
+    rowConditions: (extra.rowConditions || []).concat([`event_date = date(${contract.event_time})`]),
+  };
+  checks.assertions("silver", name, silverChecks, (ctx) => ({
+    ctes: batchCte(ctx, ["record_id"].concat(contract.key, [`date(${contract.event_time}) as event_date`])),
+    written: `${inBatch}\n    and (event_date in (select batch.event_date from batch) or event_date is null)`,
+    candidates: contract.key.length === 1
+      ? `select distinct batch.${contract.key[0]} from batch`
+      : `select distinct\n    ${contract.key.map((key) => `${key},`).join("\n    ")}\n  from batch`,
+  }), tags).forEach(publishCheck);
+
+  const quarantineChecks = {
+    uniqueKey: ["record_id"],
+    nonNull: ["record_id", "source_kind", "origin", "ingested_at", "ingest_date", "raw_record"],
+    rowConditions: ["array_length(failed_rules) > 0"],
+  };
+  checks.assertions(silver.RESTRICTED_SCHEMA, `${name}_quarantine`, quarantineChecks, (ctx) => ({
+    ctes: batchCte(ctx, ["record_id", "ingest_date"]),
+    written: `${atIngestDates}\n    and ${inBatch}`,
+    candidates: "select batch.record_id from batch",
+    partner: `checked_rows.${atIngestDates}`,
+  }), tags).forEach(publishCheck);
+
+  const duplicatesChecks = {
+    uniqueKey: ["record_id"],
+    nonNull: ["record_id", "duplicate_of", "duplicate_kind"].concat(contract.key),
+    rowConditions: [
+      "duplicate_of != record_id",
+      "duplicate_kind in ('redelivery', 'older_version')",
+    ],
+  };
+  const firstKey = contract.key[0];
+  const written = `(
+      ${atIngestDates}
+      and ${inBatch}
+    )
+    or (
+      ${firstKey} in (select batch.${firstKey} from batch)
+      and duplicate_of in (select batch.record_id from batch)
+    )`;
+  checks.assertions("silver", `${name}_duplicates`, duplicatesChecks, (ctx) => ({
+    ctes: batchCte(ctx, ["record_id", "ingest_date", firstKey]),
+    keyCtes: `written as (
+  select
+    record_id,
+    ingest_date,
+  from ${ctx.ref(`${name}_duplicates`)}
+  where
+    ${written}
+)`,
+    written,
+    candidates: "select written.record_id from written",
+    partner: "checked_rows.ingest_date in (select written.ingest_date from written)",
+  }), tags).forEach(publishCheck);
+}
+
+function publishCheck(check) {
+  assert(check.name, check.config).query(check.query);
 }
 
 // 'redelivery' when the version that displaced a record is the same event (same event_id), else

@@ -15,7 +15,9 @@ from lakehouse.report.runs import Streak
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 10
-_BUILT_IN = re.compile(r"_assertions_(uniqueKey_\d+|rowConditions)$")
+# Dataform's built-in assertion names, and those definitions/silver/contracts.js gives the checks it
+# generates in their place (includes/checks.js: the same SQL shape, `_whole_table` for the daily ones)
+_BUILT_IN = re.compile(r"_assertions_(uniqueKey_\d+|rowConditions)(_whole_table)?$")
 
 
 @dataclass
@@ -76,6 +78,14 @@ def kind_of(name: str) -> str:
     return "uniqueKey" if match.group(1).startswith("uniqueKey") else "rowConditions"
 
 
+def checked_tables(name: str, dependencies: tuple[str, ...] | list[str]) -> list[str]:
+    """Return the table a generated uniqueKey/rowConditions check `name` checks: the dependency whose
+    `<schema>_<table>` starts its name (the others are what scope it, the batch), or all of them."""
+    short = name.rsplit(".", 1)[-1]
+    found = [d for d in dependencies if short.startswith("_".join(d.rsplit(".", 2)[-2:]) + "_assertions_")]
+    return found or list(dependencies)
+
+
 def sample_rows(ctx: Context, name: str, limit: int = SAMPLE_ROWS) -> Sample:
     """Return up to `limit` failing rows from the assertion view `name`, or a Sample saying why not.
 
@@ -118,7 +128,7 @@ def outcomes(ctx: Context) -> list[AssertionOutcome]:
         if action is not None and action.parent_action:
             checks = [action.parent_action]
         elif action is not None:
-            checks = list(action.dependencies)
+            checks = checked_tables(result.name, action.dependencies) if kind != "file" else list(action.dependencies)
         else:
             checks = []
         description = ""

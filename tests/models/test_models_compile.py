@@ -50,8 +50,9 @@ def test_action_counts(graph):
     assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES) + len(OPS_VIEWS) + 1
     manual = [a for a in graph["assertions"] if not a.get("parentAction")]
     # per source: conservation, ledger, all taken, freshness, volume (+ accepted values, + quality
-    # thresholds); plus reconcile, integrity, schema_drift_new_fields and ad_attribution_matches_reference
-    assert len(manual) == 5 * sources + accepted + with_thresholds + 4
+    # thresholds), and uniqueKey and rowConditions of silver, quarantine and duplicates, hourly and
+    # daily; plus reconcile, integrity, schema_drift_new_fields and ad_attribution_matches_reference
+    assert len(manual) == 5 * sources + 3 * 2 * 2 * sources + accepted + with_thresholds + 4
     # hand-written tests, plus one generated per contract
     assert len(graph["tests"]) == 5 + sources
 
@@ -102,13 +103,21 @@ def test_only_the_restricted_dataset_holds_raw_records(graph):
             assert "raw_record" not in table["query"], name
 
 
-def test_every_silver_and_gold_table_has_builtin_assertions(graph):
+def test_every_silver_and_gold_table_has_unique_key_and_row_condition_checks(graph):
+    """Built-in ones where a run rewrites or adds only its own rows (batch, gold); hourly ones over the
+    batch's rows and daily ones over the whole table where the table grows (silver, quarantine, duplicates)."""
     parents = {}
     for assertion in graph["assertions"]:
         parent = assertion.get("parentAction")
         if parent:
             kind = assertion["target"]["name"].rsplit("_assertions_", 1)[1]
             parents.setdefault(f"{parent['schema']}.{parent['name']}", set()).add(kind.split("_")[0])
+    tags = {a["target"]["name"]: a.get("tags") for a in graph["assertions"] if not a.get("parentAction")}
+    growing = {
+        f"{schema}.{source}{suffix}"
+        for source in contract_names()
+        for schema, suffix in (("silver", ""), ("silver_restricted", "_quarantine"), ("silver", "_duplicates"))
+    }
     # The staging view parses all of bronze for people and unit tests; the batch carries its checks.
     checked = [
         name
@@ -116,9 +125,18 @@ def test_every_silver_and_gold_table_has_builtin_assertions(graph):
         if name.split(".")[0] in ("silver", "silver_restricted", "gold") and not name.endswith("_staged")
     ]
     assert {name.split(".")[1] for name in checked if name.startswith("gold.")} == GOLD_TABLES
+    assert growing <= set(checked)
     for name in checked:
-        # nonNull is folded into the rowConditions assertion by Dataform
-        assert parents.get(name) == {"uniqueKey", "rowConditions"}, name
+        if name in growing:
+            assert name not in parents, name
+            base = name.replace(".", "_") + "_assertions_"
+            for kind in ("uniqueKey_0", "rowConditions"):
+                assert "hourly" in tags[base + kind] and "daily" not in tags[base + kind], name
+                assert "daily" in tags[base + kind + "_whole_table"], name
+                assert "hourly" not in tags[base + kind + "_whole_table"], name
+        else:
+            # nonNull is folded into the rowConditions assertion by Dataform
+            assert parents.get(name) == {"uniqueKey", "rowConditions"}, name
 
 
 def test_severity_convention(graph):
@@ -148,8 +166,10 @@ def test_orders_silver_is_an_iceberg_table_with_total_price(graph):
     assert orders["bigquery"]["fileFormat"] == "PARQUET"
     assert orders["bigquery"]["storageUri"] == f"gs://{KIT_VARS['iceberg_bucket']}/silver/orders"
     assert "quantity * price as total_price" in orders["query"]
-    rows = [a for a in graph["assertions"] if a.get("parentAction", {}).get("name") == "orders"]
-    assert any("total_price = quantity * price" in a["query"] for a in rows)
+    checks = {a["target"]["name"]: a["query"] for a in graph["assertions"]}
+    for name in ("silver_orders_assertions_rowConditions", "silver_orders_assertions_rowConditions_whole_table"):
+        assert "where not (total_price = quantity * price)" in checks[name]
+        assert "where not (total_price is not null)" in checks[name]
 
 
 def test_pii_is_hashed_with_the_salt_read_from_the_key_table(graph):

@@ -154,12 +154,12 @@ def test_raw_records_and_clear_pii_are_only_in_the_restricted_dataset(loaded: Pa
     raw = {f"{schema}.{table}" for schema, table, column in columns if column == "raw_record"}
     kinds = ("staged", "batch", "quarantine")
     restricted = {f"silver_restricted.{s}_{kind}" for s in contract_names() for kind in kinds}
-    # the built-in rowConditions assertions of batch and quarantine return failing rows whole; analysts
-    # get no role on the assertions dataset either (deploy/resources.py)
+    # the rowConditions assertions of batch and quarantine (hourly and daily) return failing rows whole;
+    # analysts get no role on the assertions dataset either (deploy/resources.py)
     checks = {
-        f"assertions.silver_restricted_{s}_{kind}_assertions_rowConditions"
+        f"assertions.silver_restricted_{s}_{kind}_assertions_rowConditions{suffix}"
         for s in contract_names()
-        for kind in ("batch", "quarantine")
+        for kind, suffix in (("batch", ""), ("quarantine", ""), ("quarantine", "_whole_table"))
     }
     assert raw == restricted | checks
     assert {column for schema, table, column in columns if f"{schema}.{table}" == "silver.orders"} >= {
