@@ -2,11 +2,13 @@
 // ops.ad_attribution_reference (the same rule over all of silver, which the unit tests pin), and the
 // rows an incremental run of gold.ad_attribution recomputes.
 //
-// An order's row depends on the order's own version and on its customer's clicks with event time in
-// [ordered_at - window, ordered_at]. So a run recomputes the orders whose order_id it touched (a new
-// or displaced version: cancelled, moved to another customer or time) and, per customer whose clicks
-// it touched (the batch's valid clicks and the versions they displaced, old and new times), the
-// orders of that customer from the earliest touched click to the latest touched click + window.
+// An order's row depends on the order's own version and on its customer's last click at or before it
+// within the window. So a run recomputes the orders whose order_id it touched (a new or displaced
+// version: cancelled, moved to another customer or time) and, for each click version it touched (the
+// batch's valid clicks and the versions they displaced, at their old and new times), the orders whose
+// last click it is or was: those of its customer from its time up to the window's end and before the
+// customer's next click in silver (an order at that next click's own instant takes that click). A
+// late click among frequent ones thus recomputes the few orders up to the next click, not days.
 // Every such order's old and new ordered_at is at or after attribution_from (the earliest event time
 // of a touched order or click version: silver keeps the latest event of a key, so an order's current
 // version is never older than a version of it in the batch), which bounds every read by date.
@@ -118,17 +120,25 @@ ${touched.versions(ctx, "orders", ["order_id"], 4)}
     inner join (
       select
         touched_clicks.customer_id,
-        min(touched_clicks.event_ts) as first_clicked_at,
-        max(touched_clicks.event_ts) as last_clicked_at,
+        touched_clicks.event_ts as clicked_at,
+        (
+          select min(later.event_ts)
+          from ${ctx.ref("ad_clicks")} as later
+          where
+            later.event_date >= date(touched_clicks.event_ts)
+            and later.customer_id = touched_clicks.customer_id
+            and later.event_ts > touched_clicks.event_ts
+        ) as next_clicked_at,
       from (
 ${clicks}
       ) as touched_clicks
-      group by touched_clicks.customer_id
     ) as click_spans
       on
         orders.customer_id = click_spans.customer_id
-        and orders.event_ts between click_spans.first_clicked_at
-        and timestamp_add(click_spans.last_clicked_at, interval ${windowDays()} day)
+        and orders.event_ts
+        between click_spans.clicked_at
+        and timestamp_add(click_spans.clicked_at, interval ${windowDays()} day)
+        and (click_spans.next_clicked_at is null or orders.event_ts < click_spans.next_clicked_at)
     where orders.event_date >= date(${FROM})
   ) as recomputed
   where recomputed.order_id is not null

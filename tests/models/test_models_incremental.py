@@ -267,7 +267,8 @@ def _attributed(home: Path) -> dict[str, str | None]:
 
 def test_attribution_follows_late_moved_and_outside_clicks_and_changed_orders(tmp_path: Path):
     """gold.ad_attribution, incremental, recomputes exactly the orders whose version changed and those
-    within the window after a click that was added, moved in time or to another customer."""
+    within the window after a click that was added, moved in time or to another customer, up to the
+    customer's next click."""
     home = tmp_path / "home"
     generate(home, 71, events=300, pubsub_share="0")
     c1, c2, c3, c4 = (f"CUST-9000{n}" for n in range(1, 5))
@@ -300,4 +301,12 @@ def test_attribution_follows_late_moved_and_outside_clicks_and_changed_orders(tm
     lakehouse(home, "run", "--now", NOW)
     assert query(home, "select count(*) as n from silver.ad_clicks where click_id = 'CLK-000000000008'") == [{"n": 1}]
     assert snapshot(home, ["gold.ad_attribution"]) == before
+    # a click of C3 an hour before O3 wins it; then a second click at that very instant, with a greater
+    # click_id, wins it from the first: the next click after a touched one is the next strictly later
+    _land(home, "attribution-4", [_click(9, "9", c3, T - hour)])
+    lakehouse(home, "run", "--now", NOW)
+    assert _attributed(home) == {"1": "5", "3": "9", "4": "3", "6": "5"}
+    _land(home, "attribution-5", [_click(10, "A", c3, T - hour)])
+    lakehouse(home, "run", "--now", NOW)
+    assert _attributed(home) == {"1": "5", "3": "A", "4": "3", "6": "5"}
     equals_a_full_refresh(home)
