@@ -28,6 +28,7 @@ _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", r
 
 
 PUBLISHED = "published.json"
+REQUEST = "requested"  # a reader's ask for a read copy: the time it asked
 _LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
 
 
@@ -125,7 +126,8 @@ def connect(
     A file held by another run is waited for up to `wait_seconds` (default
     $LAKEHOUSE_LOCK_WAIT_SECONDS or 30), then WarehouseBusy is raised naming the file: a second
     run never writes into a warehouse another run has open. A `read_only` connection does not wait
-    for a run: it reads the copy the run published after its last commit (see publish_read_copy).
+    for a run to finish: it asks the run for a copy of its last commit and reads that (see
+    publish_read_copy), waiting up to `wait_seconds` for it (then taking an older copy the run made).
     With `only_existing`, projects without a file yet are skipped instead of created.
     Memory, threads and the spill directory are set by resource_settings (its WarehouseSettingsError
     included). Raises paths.StateError when a file cannot be opened (damaged, not a DuckDB file).
@@ -154,6 +156,7 @@ def connect(
     # The CLI shows its own progress per action; DuckDB's per-query bar would interleave with it.
     con.execute("SET enable_progress_bar = false")
     deadline = time.monotonic() + wait_seconds
+    asked = 0.0
     for project in dict.fromkeys(projects):
         path = paths.catalog_file(home_dir, project)
         if only_existing and not path.exists():
@@ -167,7 +170,13 @@ def connect(
                 if not _is_lock_error(error):
                     con.close()
                     raise unreadable(path, error) from error
-                copy = _published_copy(home_dir, project, error) if read_only else None
+                copy = None
+                if read_only:
+                    # ask the run for a copy of its last commit, and take one published since
+                    asked = asked or request_read_copy(home_dir)
+                    copy = _published_copy(home_dir, project, error, since=asked)
+                    if copy is None and time.monotonic() >= deadline:
+                        copy = _published_copy(home_dir, project, error)  # an older one, if the run made one
                 if copy is not None:
                     con.execute(f"ATTACH '{_sql_text(str(copy))}' AS \"{project}\" (READ_ONLY)")
                     break
@@ -177,7 +186,7 @@ def connect(
                         f"the warehouse file {path} is in use by another lakehouse process "
                         f"(waited {wait_seconds:.0f} s); retry when it has finished"
                     ) from error
-                time.sleep(0.2)
+                time.sleep(0.1)
     return con
 
 
@@ -196,9 +205,10 @@ def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Pa
     """Publish every project file attached for writing on `con`, as committed now, to a new folder under
     warehouse-read/; return the files copied.
 
-    DuckDB lets one process open a file while another writes it, so a run calls this after each
-    commit: a read-only connect() that finds the file held by that run reads the published copy, i.e.
-    the state of the run's last committed action. Call it between transactions. The committed state is
+    DuckDB does not let one process open a file while another writes it, so a run calls this when a
+    reader asked for it (request_read_copy), between actions: a read-only connect() that finds the file
+    held by that run reads the published copy, i.e. the state of the run's last committed action. Call
+    it between transactions. The committed state is
     the file plus its write-ahead log, so both are copied (no checkpoint is forced); a file unchanged
     since the last publish is hard-linked from it, not copied. Each publish is a new folder named in
     published.json, replaced in one rename, so a reader never sees a file and a log of different moments.
@@ -213,7 +223,7 @@ def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Pa
     ).fetchall()
     if before is not None and before.is_dir() and previous.get("files") == _stamps(rows, warehouse_dir):
         # Nothing was written since the last publish: the copy stands; only its owner changes.
-        _write_manifest(folder, {**previous, "pid": os.getpid()})
+        _write_manifest(folder, {**previous, "pid": os.getpid(), "published_at": time.time()})
         return []
     target = folder / f"{time.time_ns()}-{os.getpid()}"
     target.mkdir()
@@ -241,6 +251,7 @@ def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Pa
         folder,
         {
             "pid": os.getpid(),
+            "published_at": time.time(),
             "projects": sorted(published),
             "folder": target.name,
             "stamps": stamps,
@@ -297,12 +308,33 @@ def _copy_from_another_process(source: Path, target: Path) -> None:
         raise OSError(f"could not copy {source} to {target}: {done.stderr.strip()}")
 
 
-def _published_copy(home_dir: Path, project: str, error: duckdb.Error) -> Path | None:
-    """Return the read copy of `project` when the process holding its file is the run that publishes
-    it (so the copy is that run's last committed state), else None."""
+def request_read_copy(home_dir: Path) -> float:
+    """Ask the run holding the warehouse to publish a read copy; return the time asked (time.time())."""
+    folder = paths.read_copy_dir(home_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    asked = time.time()
+    partial = folder / f".{REQUEST}.{os.getpid()}.tmp"
+    partial.write_text(repr(asked))
+    os.replace(partial, folder / REQUEST)
+    return asked
+
+
+def read_copy_requested(home_dir: Path) -> float:
+    """Return when a reader last asked for a read copy (0.0 if never)."""
+    try:
+        return float((paths.read_copy_dir(home_dir) / REQUEST).read_text())
+    except (OSError, ValueError):
+        return 0.0
+
+
+def _published_copy(home_dir: Path, project: str, error: duckdb.Error, since: float = 0.0) -> Path | None:
+    """Return the read copy of `project` when the process holding its file is the run that published
+    it (so the copy is a state that run committed), published at `since` or later; else None."""
     holder = _LOCK_HOLDER.search(str(error))
     manifest = _manifest(paths.read_copy_dir(home_dir))
     if holder is None or manifest.get("pid") != int(holder.group(1)) or project not in (manifest.get("projects") or []):
+        return None
+    if float(manifest.get("published_at") or 0.0) < since:
         return None
     copy = paths.read_copy_dir(home_dir) / str(manifest.get("folder")) / f"{project}.duckdb"
     return copy if copy.is_file() else None

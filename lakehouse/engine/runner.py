@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import threading
@@ -497,6 +499,7 @@ def run(
         engine.default_project,
         _projects(engine.graph, engine.default_project),
     )
+    locked_at = time.time()  # a reader asking for a read copy from now on asks this run
     try:
         if options.dry_run:
             engine.con = dry_run.stand_in(home_dir, projects)
@@ -514,20 +517,6 @@ def run(
             _declare_keys(engine)
         else:
             _ensure_keys(engine, home_dir, options.full_refresh)
-        # Readers during the run see the copy published after a commit. A copy costs a file copy of
-        # the changed warehouse (hundreds of MB at a million events), so it is taken after every
-        # commit only while that is cheap, else at most every ten copy-times (≤ ~10% of the run).
-        last_copy = {"at": 0.0, "cost": 0.0}
-
-        def publish() -> None:
-            since = time.monotonic() - last_copy["at"]
-            if options.dry_run or (last_copy["cost"] >= 0.1 and since < 10 * last_copy["cost"]):
-                return
-            started = time.monotonic()
-            warehouse.publish_read_copy(engine.con, home_dir)
-            last_copy.update(at=time.monotonic(), cost=time.monotonic() - started)
-
-        publish()
         plan = [name for name in order if name in selected]
         if not options.dry_run:
             # before the state is read: a partial run may have left catalog and warehouse apart
@@ -546,13 +535,19 @@ def run(
                 file = Path(named.group(1)) if named else paths.catalog_file(home_dir, engine.default_project)
                 raise warehouse.unreadable(file, error) from error
 
-        results = _execute_plan(engine, plan, options, on_progress, between_actions=publish)
+        # Readers during the run read a copy of its last commit, made when one asks: a copy costs a
+        # file copy of the warehouse (gigabytes at ten million events), which no run pays unasked.
+        copies = None if options.dry_run else ReadCopies(engine.con, home_dir, asked_before=locked_at)
+        try:
+            results = _execute_plan(engine, plan, options, on_progress, gate=copies.action if copies else None)
+        finally:
+            if copies is not None:
+                copies.stop()
         record.actions.extend(results[name] for name in plan)
         record.finished_at = datetime.now(UTC)
         record.status = "success" if all(_ok(r) for r in record.actions) else "failed"
         if not options.dry_run:
             records.write_table(record, engine.con, engine.default_project)
-            warehouse.publish_read_copy(engine.con, home_dir)
             records.write_json(record, home_dir)
     finally:
         engine.con.close()
@@ -608,11 +603,11 @@ def _execute_plan(
     plan: list[str],
     options: RunOptions,
     on_progress: Callable[[str, records.ActionResult | None, int, int], None] | None,
-    between_actions: Callable[[], None] = lambda: None,
+    gate: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> dict[str, records.ActionResult]:
     """Execute `plan` (topologically ordered) with up to options.workers() actions at once, each
     as soon as every dependency in the plan has finished; returns the result of every action.
-    `between_actions()` is called after an action commits whenever no other action is running.
+    Each action runs inside `gate()` (ReadCopies.action: no action runs while a read copy is made).
 
     Ctrl-C interrupts the running statements (their transactions roll back) and re-raises.
     """
@@ -627,11 +622,14 @@ def _execute_plan(
     connections: list[duckdb.DuckDBPyConnection] = []
     lock = threading.Lock()
 
+    gate = gate or contextlib.nullcontext
+
     def work(action: Action) -> records.ActionResult:
         if workers > 1 and getattr(engine._local, "con", None) is None:
             with lock:
                 connections.append(engine.bind_worker(options.now))
-        return engine.execute(action, options)
+        with gate():
+            return engine.execute(action, options)
 
     def finish(name: str, result: records.ActionResult) -> None:
         results[name] = result
@@ -644,9 +642,10 @@ def _execute_plan(
             if on_progress:
                 on_progress(name, None, len(results), total)
             settled = _skipped_or_disabled(engine, action, results)
-            finish(name, settled or engine.execute(action, options))
             if settled is None:
-                between_actions()
+                with gate():
+                    settled = engine.execute(action, options)
+            finish(name, settled)
         return results
 
     running: dict[Future, str] = {}
@@ -671,8 +670,6 @@ def _execute_plan(
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     finish(running.pop(future), future.result())
-                if not running:
-                    between_actions()
         except BaseException:
             for con in connections:
                 con.interrupt()
@@ -683,6 +680,67 @@ def _execute_plan(
     for con in connections:
         con.close()
     return results
+
+
+class ReadCopies:
+    """Publishes the run's read copy (warehouse.publish_read_copy) when a reader asks for one
+    (warehouse.request_read_copy), at a moment no action runs: the copy is then exactly the state of
+    the run's last committed action. While a copy is wanted no new action starts, so a reader waits
+    at most for the actions running when it asked. A run nobody reads during copies nothing."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, home_dir: Path, *, asked_before: float, poll: float = 0.1):
+        self._con = con.cursor()
+        self._home = home_dir
+        self._answered = asked_before  # requests up to this time are answered (or were to another run)
+        self._poll = poll
+        self._cond = threading.Condition()
+        self._running = 0
+        self._wanted = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="lakehouse-read-copy", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def action(self):
+        """Hold off read copies while the action inside runs; wait for one being made first."""
+        with self._cond:
+            while self._wanted:
+                self._cond.wait()
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def _serve(self) -> None:
+        while not self._stopped.wait(self._poll):
+            asked = warehouse.read_copy_requested(self._home)
+            if asked <= self._answered:
+                continue
+            with self._cond:
+                self._wanted = True
+                while self._running and not self._stopped.is_set():
+                    self._cond.wait(self._poll)
+            try:
+                if not self._stopped.is_set():
+                    warehouse.publish_read_copy(self._con, self._home)
+                    self._answered = asked
+            except (OSError, duckdb.Error) as error:
+                # the reader waits, then reads an older copy or is told the warehouse is busy
+                logging.getLogger(__name__).warning("could not publish a read copy: %s", error)
+                self._answered = asked
+            finally:
+                with self._cond:
+                    self._wanted = False
+                    self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Stop answering (the run's actions are done); wait for a copy being made."""
+        self._stopped.set()
+        self._thread.join()
+        self._con.close()
 
 
 def _blocks(result: records.ActionResult) -> bool:

@@ -284,6 +284,19 @@ def test_reads_during_a_run_see_its_last_commit(make_project, lakehouse_home, mo
     assert count(project) == [3]
 
 
+def test_a_run_nobody_reads_during_copies_nothing(make_project, lakehouse_home):
+    project = make_project(FILES)
+    land(lakehouse_home, "a.jsonl", [1, 2])
+
+    assert ran(project).exit_code == 0
+    land(lakehouse_home, "b.jsonl", [3])
+    assert ran(project).exit_code == 0
+
+    folder = paths.read_copy_dir(lakehouse_home)
+    assert not folder.exists() or not [entry for entry in folder.iterdir() if entry.is_dir()]
+    assert count(project) == [3]
+
+
 def error_free(result) -> str:
     assert "Traceback" not in result.output
     return result.output
