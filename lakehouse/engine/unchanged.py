@@ -58,6 +58,7 @@ class Analysis:
     opaque: bool  # could not be parsed, or names a table it cannot place: never skipped
     view: Relation | None = None  # the view a CREATE VIEW statement defines
     blind: bool = False  # what it writes is not known (not parsed, or a target it cannot place)
+    clears: frozenset[Relation] = frozenset()  # tables a statement deletes every row of
 
 
 def _relation(table: exp.Table, default_database: str) -> Relation | None:
@@ -78,9 +79,19 @@ def analyse(sql: str, default_database: str) -> Analysis:
         return Analysis(frozenset(), frozenset(), files, True, None, True)
     reads: set[Relation] = set()
     writes: set[Relation] = set()
+    clears: set[Relation] = set()
     opaque = blind = False
     view = None
     for tree in trees:
+        if isinstance(tree, exp.TruncateTable):
+            for table in tree.expressions:
+                cleared = _relation(table, default_database) if isinstance(table, exp.Table) else None
+                if cleared is None:
+                    opaque = blind = True
+                else:
+                    writes.add(cleared)
+                    clears.add(cleared)
+            continue
         if isinstance(tree, exp.Command):  # sqlglot kept it as text: nothing is known about it
             if tree.name.upper() in ("SET", "RESET", "BEGIN", "COMMIT"):
                 continue
@@ -100,6 +111,9 @@ def analyse(sql: str, default_database: str) -> Analysis:
                     writes.add(written)
                 if isinstance(tree, exp.Create) and str(tree.args.get("kind") or "").upper() == "VIEW":
                     view = written
+                where = tree.args.get("where") if isinstance(tree, exp.Delete) else None
+                if isinstance(tree, exp.Delete) and written and (where is None or where.this == exp.true()):
+                    clears.add(written)
         for table in tree.find_all(exp.Table):
             if table is target:
                 continue
@@ -113,7 +127,8 @@ def analyse(sql: str, default_database: str) -> Analysis:
                 opaque = True
             else:
                 reads.add(relation)
-    return Analysis(frozenset(reads), frozenset(writes), files, opaque, view if len(trees) == 1 else None, blind)
+    view = view if len(trees) == 1 else None
+    return Analysis(frozenset(reads), frozenset(writes), files, opaque, view, blind, frozenset(clears))
 
 
 def _file_patterns(sql: str) -> list[str]:
@@ -186,6 +201,9 @@ class Decision:
     opaque: bool = False  # what it reads is not known: it always runs
     blind: bool = False  # what it writes is not known: every fingerprint changes when it runs
     reason: str = ""  # why a later run may not skip it
+    # it empties its table before it writes and never reads its rows: its table is a function of its
+    # other inputs, so one run reaches the fixed point (a batch table refilled each run)
+    replaces: bool = False
 
 
 # Relations named "*<action>" (no table has such a name) are epochs: an action that may have written
@@ -193,7 +211,7 @@ class Decision:
 # action, so actions running at once never update the same row.
 EPOCH = "*"
 # Part of every analysis cache key: a change to what `analyse` returns must bump it.
-_ANALYSIS_VERSION = 4
+_ANALYSIS_VERSION = 5
 _RECIPE = "statement:"
 # Tables no action writes are fingerprinted by content up to this many rows (by row estimate above).
 _CONTENT_ROWS = 100_000  # the version of a view the runner made: the analysis key of its CREATE VIEW
@@ -306,6 +324,7 @@ class Tracker:
                     bool(data["opaque"]),
                     tuple(data["view"]) if data.get("view") else None,
                     bool(data.get("blind")),
+                    frozenset(tuple(r) for r in data.get("clears", [])),
                 )
             except (OSError, ValueError, KeyError, TypeError):
                 result = None  # a missing or damaged entry is a cache miss
@@ -321,6 +340,7 @@ class Tracker:
                     "opaque": result.opaque,
                     "view": list(result.view) if result.view else None,
                     "blind": result.blind,
+                    "clears": sorted(result.clears),
                 }
                 paths.write_cache_file(path, json.dumps(data).encode())
         with self._lock:
@@ -517,8 +537,13 @@ class Tracker:
         writes: set[Relation] = set()
         files: list[str] = []
         views: list[tuple[Relation, str]] = []
+        read_before = cleared = False
         for sql in statements:
             analysis = self.analysis(sql)
+            # the table is a function of the other inputs when it is emptied before any statement reads
+            # its rows (what later statements read of it, this run wrote)
+            read_before = read_before or (not cleared and decision.target in analysis.reads)
+            cleared = cleared or (decision.target in analysis.clears and not read_before)
             if analysis.view is not None:
                 views.append((analysis.view, self.digest(sql)))
             decision.opaque = decision.opaque or analysis.opaque
@@ -528,6 +553,7 @@ class Tracker:
             files.extend(analysis.files)
         decision.writes = frozenset(writes)
         decision.views = tuple(views)
+        decision.replaces = cleared
         text = "\n;\n".join(statements)
         if kind not in ("table", "view", "incremental", "assertion"):
             decision.reason = "an operation always runs"
@@ -586,8 +612,8 @@ class Tracker:
         if prefix is None:
             return
         fingerprint = self.fingerprint(con, plan, decision.inputs, decision.files, fresh=True, shapes=kind == "view")
-        stored = Stored(plan, decision.inputs, decision.files, fingerprint, kind != "incremental" or not changed,
-                        json.dumps(result), run_id)  # fmt: skip
+        fixpoint = kind != "incremental" or not changed or decision.replaces
+        stored = Stored(plan, decision.inputs, decision.files, fingerprint, fixpoint, json.dumps(result), run_id)
         con.execute(f"DELETE FROM {prefix}.{ACTIONS} WHERE action = ?", [action.name])
         con.execute(
             f"INSERT INTO {prefix}.{ACTIONS} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

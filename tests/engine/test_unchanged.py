@@ -220,6 +220,28 @@ def test_an_incremental_action_that_appends_every_time_runs_every_time(make_proj
     assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.log') == [(3,)]
 
 
+def test_an_incremental_action_that_empties_its_table_first_needs_no_second_run(make_project, lakehouse_home):
+    files = dict(PROJECT)
+    files["definitions/silver/batch.sqlx"] = """
+        config { type: "incremental", schema: "silver" }
+        pre_operations { ${when(incremental(), `delete from ${self()} where true`)} }
+        select order_id from ${ref("orders_raw")} where order_id > 1
+    """
+    project = make_project(files)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
+    run(project)
+    seed(lakehouse_home, [(2, "CUST-1", 10.0)])
+
+    ran, results = outcome(run(project))
+    assert ran["silver.batch"] == "ran" and results["silver.batch"].rows_affected == 1
+    ran, _ = outcome(run(project))
+
+    # its table holds what its other inputs give, whatever it held before: nothing new, nothing to do
+    assert ran["silver.batch"] == "skipped"
+    assert ran["silver.orders"] == "ran"  # a merge that reads its own rows runs once more after a change
+    assert execute(lakehouse_home, 'SELECT order_id FROM "test-local".silver.batch') == [(2,)]
+
+
 def test_landing_files_are_inputs_by_name_size_and_time(make_project, lakehouse_home):
     files = {
         "definitions/bronze/events.sqlx": """
