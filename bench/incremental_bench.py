@@ -177,6 +177,26 @@ def summarise(record: dict) -> dict:
     return groups
 
 
+def alone_and_baseline(what: str, actions: list[str], script: str, home: Path, env: dict[str, str],
+                       args: argparse.Namespace) -> tuple[dict, dict]:  # fmt: skip
+    """Run `actions` alone as a full refresh, then the hand-written baseline `script` (the same work) on the
+    same home; return both steps, the baseline's with its own SQL time as baseline_s."""
+    project = yaml.safe_load((REPO / "workflow_settings.yaml").read_text())["defaultProject"]
+    alone = step(
+        f"run: {what} alone (--full-refresh --actions)",
+        [LAKEHOUSE, "run", "--full-refresh", "--actions", ",".join(actions)],
+        env,
+        args.timeout,
+    )
+    alone["record"] = latest_record(home)
+    path = Path(home) / f"baseline_{what.replace(' ', '_')}.sql"
+    path.write_text(script)
+    name = f"hand-written DuckDB baseline, {what}"
+    baseline = step(name, [sys.executable, "-c", BASELINE, str(home), project, str(path)], env, args.timeout)
+    baseline["baseline_s"] = float(baseline["output"].strip().rsplit("baseline_s=", 1)[1])
+    return alone, baseline
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -230,46 +250,17 @@ def main() -> None:
         # The same work as the baseline, alone: in the full run the orders chain shares the two cores
         # with the other sources' batches, so its action-seconds count time spent waiting for a core.
         chain = [a["name"] for a in full["record"]["actions"] if a["name"].rsplit(".", 1)[-1] in CHAIN_AND_GOLD]
-        alone = step(
-            "run: orders chain alone (--full-refresh --actions)",
-            [LAKEHOUSE, "run", "--full-refresh", "--actions", ",".join(chain)],
-            env,
-            args.timeout,
+        bucket = settings["vars"]["landing_bucket"]
+        alone, baseline = alone_and_baseline(
+            "orders chain", chain, baseline_script(home, bucket, ("orders",), (BASELINE_GOLD,)), home, env, args
         )
-        alone["record"] = latest_record(home)
-        steps.append(alone)
-
-        script = Path(home) / "baseline_orders.sql"
-        script.write_text(baseline_script(home, settings["vars"]["landing_bucket"], ("orders",), (BASELINE_GOLD,)))
-        baseline = step(
-            "hand-written DuckDB baseline, orders chain (all orders landed)",
-            [sys.executable, "-c", BASELINE, str(home), project, str(script)],
-            env,
-            args.timeout,
-        )
-        baseline["baseline_s"] = float(baseline["output"].strip().rsplit("baseline_s=", 1)[1])
-        steps.append(baseline)
+        steps += [alone, baseline]
 
         # Every source and every gold table, the engine alone and then the baseline, on all landed files.
         every = all_sources_actions(full["record"])
-        all_alone = step(
-            "run: all sources alone (--full-refresh --actions)",
-            [LAKEHOUSE, "run", "--full-refresh", "--actions", ",".join(every)],
-            env,
-            args.timeout,
-        )
-        all_alone["record"] = latest_record(home)
-        steps.append(all_alone)
-        script = Path(home) / "baseline_all.sql"
-        script.write_text(baseline_script(home, settings["vars"]["landing_bucket"]))
-        all_baseline = step(
-            "hand-written DuckDB baseline, all sources",
-            [sys.executable, "-c", BASELINE, str(home), project, str(script)],
-            env,
-            args.timeout,
-        )
-        all_baseline["baseline_s"] = float(all_baseline["output"].strip().rsplit("baseline_s=", 1)[1])
-        steps.append(all_baseline)
+        everything = baseline_script(home, bucket)
+        all_alone, all_baseline = alone_and_baseline("all sources", every, everything, home, env, args)
+        steps += [all_alone, all_baseline]
         con = warehouse.connect(home, [project])
         con.execute(f'USE "{project}"')
         differences = {
