@@ -20,8 +20,8 @@ function conditionLiteral(condition) {
 }
 
 // Returns the uniqueKey query over `table`: one row per key value held by more than one row, with
-// index_row_count. With `scope` ({ctes, keyCtes, candidates, partner}), only the key values
-// `candidates` selects (from the CTEs `ctes` and `keyCtes` define) are checked, among the rows `partner` keeps (a filter that
+// index_row_count. With `scope` ({ctes, candidates, partner}), only the key values `candidates`
+// selects (from the CTEs `ctes` defines) are checked, among the rows `partner` keeps (a filter that
 // keeps every row of those keys and names the partition column, or undefined).
 function uniqueKeyQuery(table, key, scope) {
   const keys = key.join(",\n    ");
@@ -41,7 +41,7 @@ where index_row_count > 1
 `;
   }
   return `
-with ${scope.ctes},${scope.keyCtes ? `\n\n${scope.keyCtes},` : ""}
+with ${scope.ctes},
 
 candidate_keys as (
   ${scope.candidates}
@@ -91,8 +91,8 @@ ${failing}`;
 
 // Returns the hourly and daily checks of the table `schema`.`name` declared by `declared`
 // ({uniqueKey, nonNull, rowConditions}), each {name, config, query(ctx)} for assert(). `scope(ctx)`
-// returns the batch-scoped parts: {ctes: CTE definitions the others read, keyCtes: more of them
-// for the uniqueness check only (optional), written: filter of the rows this run could have written, candidates: SQL selecting the key values a new duplicate could
+// returns the batch-scoped parts: {ctes: CTE definitions the others read, written: filter of the
+// rows this run could have written, candidates: SQL selecting the key values a new duplicate could
 // have, partner: filter keeping every row of those keys (optional)}. `tags` are the table's, without
 // the schedule.
 function assertions(schema, name, declared, scope, tags) {
