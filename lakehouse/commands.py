@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,8 +32,9 @@ vars_option = click.option(
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print `message` as an error and exit with `code` (no traceback)."""
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print `message` as an error and exit with `code` (no traceback); brackets in it are printed as
+    they are (a SQL or BigQuery message may hold `[...]`), not read as markup."""
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(code)
 
 

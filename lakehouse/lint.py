@@ -203,12 +203,13 @@ def lint_command(project_dir: Path, vars_text: str | None, workers: int | None, 
         click.echo(problem)
     config = project_dir / CONFIG_FILE
     if not config.is_file():
-        console.print(f"[bold red]error:[/] {config} not found: the lint rules live there", highlight=False)
+        message = f"{config} not found: the lint rules live there"
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
         sys.exit(2)
     try:
         graph = compile_project(project_dir, vars=parse_vars(vars_text) or None).graph
     except ValueError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(2)
     except CompileError as error:
         for file, message in error.errors:

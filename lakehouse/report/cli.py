@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 errors = Console(stderr=True)
@@ -47,12 +48,13 @@ def report_command(run_id: str | None, out_dir: Path | None, trigger_report: Pat
     from lakehouse.warehouse import WarehouseBusy
 
     if not project_dir.is_dir():
-        errors.print(f"[bold red]error:[/] --project-dir {project_dir} is not a directory", highlight=False)
+        message = f"--project-dir {project_dir} is not a directory"
+        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
         sys.exit(2)
     try:
         written, summary = publish(project_dir, run_id=run_id, out_dir=out_dir, trigger_report=trigger_report)
     except (ReportInputError, WarehouseBusy) as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=False)
+        errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(1)
     for line in summary:
         console.print(line, highlight=False, markup=False)

@@ -171,3 +171,15 @@ def test_help_lists_the_engine_commands():
 
     for command in ("compile", "run", "test", "query", "load"):
         assert f"  {command} " in result.output
+
+
+def test_an_error_message_with_brackets_prints_them_not_a_markup_traceback(make_project, tmp_path):
+    """Errors are printed with rich; text the user gave (or SQL) may hold `[/bold]`, which is not markup."""
+    project = make_project(PROJECT)
+    sample = tmp_path / "sample.csv"
+    sample.write_text("a\n1\n")
+
+    result = invoke("load", "a[/bold]", sample, "--project-dir", project)
+
+    assert result.exit_code == 2
+    assert result.output.startswith("error: 'a[/bold]' is not dataset.table or project.dataset.table")

@@ -207,15 +207,16 @@ def test_cli_report_prints_where_the_files_are(history, tmp_path, monkeypatch):
     assert f"junit        {tmp_path / 'r' / 'junit.xml'}" in result.output
     missing = CliRunner().invoke(main, ["report", "--project-dir", str(history.project), "--run", "nope"])
     assert missing.exit_code == 1
-    assert "no run 'nope'" in missing.output
+    assert missing.output.startswith("error: ") and "no run 'nope'" in missing.output
 
 
 def test_cli_report_on_an_empty_home_says_so(report_project, tmp_path, monkeypatch):
     monkeypatch.setenv("LAKEHOUSE_HOME", str(tmp_path / "empty"))
     result = CliRunner().invoke(main, ["report", "--project-dir", str(report_project)])
     assert result.exit_code == 1
-    assert "no run is recorded under" in result.output
+    assert result.output.startswith("error: no run is recorded under")  # the markup rendered, not printed
     assert "the warehouse is empty" in result.output
+    assert "[lakehouse run]" not in result.output and "`lakehouse run`" in " ".join(result.output.split())
     assert "Traceback" not in result.output
 
 
