@@ -63,8 +63,8 @@ def _summary(ctx: UpContext, console: Console) -> None:
         table.add_row(f"seconds: {name}", f"{seconds:.2f}")
     console.print(table)
     home = ctx.settings.home
-    console.print(f"landing files: {home / 'gcs' / ctx.settings.landing_bucket}")
-    console.print(f"warehouse: {home / 'warehouse' / (ctx.settings.project + '.duckdb')}")
+    console.print(f"landing files: {home / 'gcs' / ctx.settings.landing_bucket}", markup=False)
+    console.print(f"warehouse: {home / 'warehouse' / (ctx.settings.project + '.duckdb')}", markup=False)
 
 
 def _settings() -> local.Settings:
@@ -240,7 +240,9 @@ def _schedule(settings: local.Settings, name: str, ticks: int | None, seed: int,
         raise click.ClickException(f"no schedule {name!r} in config/schedules.yaml; known: {', '.join(schedules)}")
     schedule = schedules[name]
     console = Console(stderr=True)
-    console.print(f"schedule {name}: {schedule.cron} (UTC), {schedule.events} events a tick; Ctrl-C stops")
+    console.print(
+        f"schedule {name}: {schedule.cron} (UTC), {schedule.events} events a tick; Ctrl-C stops", markup=False
+    )
 
     def tick_steps(ctx: UpContext) -> None:
         def tick(fire: datetime) -> None:

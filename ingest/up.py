@@ -197,7 +197,7 @@ def run_steps(
     with local.local_services(settings, with_pubsub=with_pubsub, prefer_emulator=options.prefer_emulator) as services:
         ctx.services = services
         ctx.stats.seconds["start_services"] = time.perf_counter() - started
-        console.print(f"services up: fake-gcs-server {services.gcs.url}, Pub/Sub: {services.pubsub_kind}")
+        console.print(f"services up: fake-gcs-server {services.gcs.url}, Pub/Sub: {services.pubsub_kind}", markup=False)
         for name, step in steps:
             step_started = time.perf_counter()
             step(ctx)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from lakehouse import paths, warehouse
 from lakehouse.engine.compile import CompileError, compile_project, parse_vars
@@ -71,7 +72,8 @@ def compile_command(project_dir: Path, vars_text: str | None, as_json: bool, no_
         kind: len(graph.get(kind) or []) for kind in ("tables", "operations", "assertions", "declarations", "tests")
     }
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-    console.print(f"compiled {project_dir}: {summary}" + (" (cached)" if compiled.cached else ""), highlight=False)
+    cached = " (cached)" if compiled.cached else ""
+    console.print(f"compiled {project_dir}: {summary}{cached}", highlight=False, markup=False)
 
 
 def _short(name: str, default_project: str) -> str:
@@ -95,7 +97,7 @@ def _print_summary(record, default_project: str = "") -> None:
         if record.dry_run:
             status = "will run" if a.status == "planned" else "won't run"
         table.add_row(
-            _short(a.name, default_project),
+            Text(_short(a.name, default_project)),  # a name is text, not markup
             a.type,
             f"[{styles.get(a.status, 'white')}]{status}[/]",
             f"{a.duration_s:.2f}",
@@ -112,7 +114,8 @@ def _print_summary(record, default_project: str = "") -> None:
             highlight=False,
         )
     for a, status in problems:
-        console.print(f"[{styles.get(a.status, 'white')}]{status}[/] {_short(a.name, default_project)}: ", end="")
+        name = escape(_short(a.name, default_project))
+        console.print(f"[{styles.get(a.status, 'white')}]{status}[/] {name}: ", end="")
         console.print(a.error, markup=False, highlight=False)
     counts: dict[str, int] = {}
     for a in record.actions:
@@ -197,7 +200,7 @@ def run_command(
     )
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # an action name is text
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -262,11 +265,11 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
         return
     for r in results:
         mark = "[green]passed[/]" if r.successful else "[red]failed[/]"
-        console.print(f"{mark} {r.name} ({r.file_name})", highlight=False)
+        console.print(f"{mark} {r.name} ({r.file_name})", highlight=False, markup=False)
         for message in r.messages:
             console.print(f"    {message}", markup=False, highlight=False)
     failed = sum(not r.successful for r in results)
-    console.print(f"{len(results) - failed} passed, {failed} failed", highlight=False)
+    console.print(f"{len(results) - failed} passed, {failed} failed", highlight=False, markup=False)
     sys.exit(1 if failed else 0)
 
 
@@ -411,4 +414,4 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
         )
     finally:
         con.close()
-    console.print(f"{project}.{dataset}.{name}: {count} rows", highlight=False)
+    console.print(f"{project}.{dataset}.{name}: {count} rows", highlight=False, markup=False)

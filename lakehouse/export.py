@@ -249,4 +249,4 @@ def _export_bigquery(table: tuple[str, str, str], column: str, fmt: str, target:
     days = [row[0] for row in client.query(f"select distinct date(`{column}`) from {source} order by 1").result()]
     for sql, params in export_statements(table, column, days, fmt, target):
         client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()
-    console.print(f"{'.'.join(table)}: {len(days)} EXPORT DATA statements run", highlight=False)
+    console.print(f"{'.'.join(table)}: {len(days)} EXPORT DATA statements run", highlight=False, markup=False)

@@ -106,7 +106,9 @@ def _serve(project_dir: Path, host: str, port: int, backend_name: str, graph_fil
              "binds localhost only")  # fmt: skip
     access = f"keys required ({', '.join(key_names)})" if key_names else "OPEN on localhost: no API keys configured"
     where = f"http://{host}:{port}"
-    console.print(f"serving gold from {backend_name} on {where} — {access}; docs at {where}/docs", highlight=False)
+    console.print(
+        f"serving gold from {backend_name} on {where} — {access}; docs at {where}/docs", highlight=False, markup=False
+    )
     # httptools and uvloop (the serve extra): uvicorn's pure-Python h11 parser and asyncio loop would
     # cost every request more CPU than its query (bench/serve_bench.py).
     fast = {"log_level": "warning", "http": "httptools", "loop": "uvloop", "access_log": False}

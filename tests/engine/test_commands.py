@@ -183,3 +183,16 @@ def test_an_error_message_with_brackets_prints_them_not_a_markup_traceback(make_
 
     assert result.exit_code == 2
     assert result.output.startswith("error: 'a[/bold]' is not dataset.table or project.dataset.table")
+
+
+def test_a_run_prints_an_action_named_with_brackets_as_it_is(make_project):
+    project = make_project({
+        "definitions/odd.js": 'publish("odd[/bold]", { type: "table" }).query("select 1 as n");',
+        "definitions/check.js": 'assert("check[/red]").query("select 1 as n");',
+    })  # fmt: skip
+
+    result = invoke("run", "--project-dir", project)
+
+    assert "Traceback" not in result.output
+    assert result.exit_code == 1, result.output
+    assert "check[/red]: assertion" in " ".join(result.output.split())
