@@ -229,7 +229,9 @@ def run_command(
                 console.print(statement + ";", markup=False, highlight=False)
     if not dry_run:
         console.print(
-            f"run record: {paths.runs_dir(paths.home(project_dir)) / (record.run_id + '.json')}", highlight=False
+            f"run record: {paths.runs_dir(paths.home(project_dir)) / (record.run_id + '.json')}",
+            highlight=False,
+            markup=False,
         )
     sys.exit(0 if record.status == "success" else 1)
 

@@ -238,6 +238,7 @@ def export_command(
     console.print(
         f"{table}: {sum(written.values())} rows in {len(written)} files under gs://{target.bucket}/{target.prefix}",
         highlight=False,
+        markup=False,
     )
 
 

@@ -34,13 +34,25 @@ class StateError(click.ClickException):
     """
 
 
+GLOB_CHARACTERS = "*?[]"
+
+
 def home(project_dir: Path | str) -> Path:
     """Return the local state directory: $LAKEHOUSE_HOME, else <project_dir>/.lakehouse.
 
-    Raises StateError when that path exists and is not a directory.
+    Raises StateError when that path exists and is not a directory, or holds a character DuckDB
+    reads as a glob pattern (its files are read by patterns under it).
     """
     configured = os.environ.get(HOME_ENV)
     root = (Path(configured) if configured else Path(project_dir) / DEFAULT_HOME_NAME).resolve()
+    pattern = sorted(set(GLOB_CHARACTERS) & set(str(root)))
+    if pattern:
+        source = f"{HOME_ENV}={configured}" if configured else f"the local state directory {root}"
+        raise StateError(
+            f"{source} holds {' '.join(repr(c) for c in pattern)}, which DuckDB reads as a glob pattern: the "
+            f"landing files and Iceberg data under it would not be found; use a path without {GLOB_CHARACTERS}"
+            + ("" if configured else f" (or set {HOME_ENV})")
+        )
     if root.exists() and not root.is_dir():
         source = f"{HOME_ENV}={configured}" if configured else f"the local state directory {root}"
         raise StateError(

@@ -81,6 +81,23 @@ def test_a_home_that_is_a_file_is_one_clear_error(make_project, lakehouse_home):
     assert lakehouse_home.read_text() == "not a directory"
 
 
+def test_a_home_whose_path_duckdb_would_read_as_a_glob_is_one_clear_error(make_project, tmp_path, monkeypatch):
+    """Landing files and Iceberg data are read by patterns under the home: a '[' in its path would
+    find no file, and the run would take nothing without a word."""
+    project = make_project(FILES)
+    home = tmp_path / "state[2026]"
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(home))
+
+    for args in (("run", "--project-dir", project), ("query", "select 1", "--project-dir", project)):
+        result = invoke(*args)
+
+        assert result.exit_code == 1
+        assert error_line(result).startswith(
+            f"Error: LAKEHOUSE_HOME={home} holds '[' ']', which DuckDB reads as a glob pattern: the landing files"
+        )
+    assert not home.exists()
+
+
 def test_a_damaged_warehouse_file_is_named_kept_and_rebuilt_by_the_documented_steps(make_project, lakehouse_home):
     project = make_project(FILES)
     land(lakehouse_home, "a.jsonl", [1, 2])
