@@ -292,6 +292,14 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
 
     if sql == "-":
         sql = sys.stdin.read()
+    import sqlglot
+
+    try:
+        tokens = [t for t in sqlglot.tokenize(sql, read="bigquery") if t.token_type.name != "SEMICOLON"]
+    except sqlglot.errors.TokenError:
+        tokens = None  # not empty: the translation below names what it cannot read
+    if tokens == []:
+        fail("no SQL to run: the query is empty or only comments", 2)
     default_project = paths.default_project(project_dir)
     home_dir = paths.home(project_dir)
     translate.set_cache_dir(home_dir / "translate-cache")

@@ -196,3 +196,15 @@ def test_a_run_prints_an_action_named_with_brackets_as_it_is(make_project):
     assert "Traceback" not in result.output
     assert result.exit_code == 1, result.output
     assert "check[/red]: assertion" in " ".join(result.output.split())
+
+
+def test_an_empty_query_says_so(make_project):
+    project = make_project(PROJECT)
+
+    for sql in ("", "  ", "-- only a comment", "/* a */ ;"):
+        result = invoke("query", sql, "--project-dir", project)
+
+        assert result.exit_code == 2, (sql, result.output)
+        assert result.output == "error: no SQL to run: the query is empty or only comments\n"
+    unreadable = invoke("query", "select 'abc", "--project-dir", project)
+    assert unreadable.exit_code == 1 and unreadable.output.startswith("error: cannot read the SQL: ")
