@@ -397,7 +397,9 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
     }
     suffixes = {f.suffix.lower() for f in files}
     if len(suffixes) != 1 or next(iter(suffixes)) not in readers:
-        fail(f"files must all be one of {', '.join(sorted(readers))}; got {', '.join(sorted(suffixes))}", 2)
+        got = ", ".join(f"{f} ({f.suffix or 'no extension'})" for f in files if f.suffix.lower() not in readers)
+        got = got or f"{', '.join(sorted(suffixes))} together"
+        fail(f"files must all be one kind of {', '.join(sorted(readers))}; got {got}", 2)
     reader = readers[suffixes.pop()]
     listed = ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
     try:

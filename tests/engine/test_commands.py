@@ -208,3 +208,17 @@ def test_an_empty_query_says_so(make_project):
         assert result.output == "error: no SQL to run: the query is empty or only comments\n"
     unreadable = invoke("query", "select 'abc", "--project-dir", project)
     assert unreadable.exit_code == 1 and unreadable.output.startswith("error: cannot read the SQL: ")
+
+
+def test_load_names_the_file_it_cannot_read_by_its_extension(make_project, tmp_path):
+    project = make_project(PROJECT)
+    (tmp_path / "notes").write_text("a\n1\n")
+    (tmp_path / "a.csv").write_text("a\n1\n")
+    (tmp_path / "b.jsonl").write_text('{"a": 1}\n')
+
+    bare = invoke("load", "raw.t", tmp_path / "notes", "--project-dir", project)
+    mixed = invoke("load", "raw.t", tmp_path / "a.csv", tmp_path / "b.jsonl", "--project-dir", project)
+
+    assert bare.exit_code == mixed.exit_code == 2
+    assert f"got {tmp_path / 'notes'} (no extension)" in " ".join(bare.output.split())
+    assert "got .csv, .jsonl together" in " ".join(mixed.output.split())
