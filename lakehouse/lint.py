@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lakehouse.commands import fail
 from lakehouse.contract_compat import contract_problems
 from lakehouse.engine.compile import CompileError, compile_project, parse_vars
 
@@ -197,20 +197,16 @@ def lint_command(project_dir: Path, vars_text: str | None, workers: int | None, 
     try:
         problems += contract_problems(project_dir, base)
     except ValueError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-        sys.exit(2)
+        fail(str(error), 2)
     for problem in problems:
         click.echo(problem)
     config = project_dir / CONFIG_FILE
     if not config.is_file():
-        message = f"{config} not found: the lint rules live there"
-        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-        sys.exit(2)
+        fail(f"{config} not found: the lint rules live there", 2)
     try:
         graph = compile_project(project_dir, vars=parse_vars(vars_text) or None).graph
     except ValueError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-        sys.exit(2)
+        fail(str(error), 2)
     except CompileError as error:
         for file, message in error.errors:
             console.print(f"{file}: {message}", highlight=False, markup=False)

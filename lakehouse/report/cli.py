@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
+
+from lakehouse.commands import fail
 
 console = Console()
-errors = Console(stderr=True)
 
 
 @click.command("report")
@@ -48,14 +47,11 @@ def report_command(run_id: str | None, out_dir: Path | None, trigger_report: Pat
     from lakehouse.warehouse import WarehouseBusy
 
     if not project_dir.is_dir():
-        message = f"--project-dir {project_dir} is not a directory"
-        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-        sys.exit(2)
+        fail(f"--project-dir {project_dir} is not a directory", 2)
     try:
         written, summary = publish(project_dir, run_id=run_id, out_dir=out_dir, trigger_report=trigger_report)
     except (ReportInputError, WarehouseBusy) as error:
-        errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-        sys.exit(1)
+        fail(str(error))
     for line in summary:
         console.print(line, highlight=False, markup=False)
     for kind, path in written.items():
