@@ -45,16 +45,15 @@ def home(project_dir: Path | str) -> Path:
     """
     configured = os.environ.get(HOME_ENV)
     root = (Path(configured) if configured else Path(project_dir) / DEFAULT_HOME_NAME).resolve()
+    source = f"{HOME_ENV}={configured}" if configured else f"the local state directory {root}"
     pattern = sorted(set(GLOB_CHARACTERS) & set(str(root)))
     if pattern:
-        source = f"{HOME_ENV}={configured}" if configured else f"the local state directory {root}"
         raise StateError(
             f"{source} holds {' '.join(repr(c) for c in pattern)}, which DuckDB reads as a glob pattern: the "
             f"landing files and Iceberg data under it would not be found; use a path without {GLOB_CHARACTERS}"
             + ("" if configured else f" (or set {HOME_ENV})")
         )
     if root.exists() and not root.is_dir():
-        source = f"{HOME_ENV}={configured}" if configured else f"the local state directory {root}"
         raise StateError(
             f"{source} is a file, not a directory; point {HOME_ENV} at a directory "
             f"(a new one is created), or move the file away if it is not yours to keep"
