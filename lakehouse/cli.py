@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
+import sys
+import threading
 
 import click
 
@@ -74,3 +78,33 @@ def main() -> None:
     The same SQLX is compiled by the real Dataform compiler and, locally, executed on DuckDB.
     Local state lives in LAKEHOUSE_HOME (default: .lakehouse/ under the project directory).
     """
+
+
+def entry() -> None:
+    """The `lakehouse` console script: `main`, then exit without tearing the interpreter down.
+
+    Freeing what a run imported (DuckDB, sqlglot, pyiceberg, Arrow) object by object takes about 0.3 s,
+    a tenth of an hourly run on a million events, for memory the operating system takes back at once.
+    What a normal exit does first still happens, in its order: threads are joined, atexit handlers
+    (logging, thread pools) run, output is flushed; only the teardown is skipped.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (`| head`), or a stream closed
+            pass
+    os._exit(code)

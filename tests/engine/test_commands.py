@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -222,3 +226,21 @@ def test_load_names_the_file_it_cannot_read_by_its_extension(make_project, tmp_p
     assert bare.exit_code == mixed.exit_code == 2
     assert "notes (no extension)" in " ".join(bare.output.split())
     assert "got .csv, .jsonl together" in " ".join(mixed.output.split())
+
+
+LAKEHOUSE = str(Path(sys.executable).parent / "lakehouse")
+
+
+def test_the_console_script_keeps_output_and_exit_codes(tmp_path):
+    # the script ends with os._exit (no interpreter teardown): what it printed must still arrive, codes kept
+    shown = subprocess.run([LAKEHOUSE, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.rstrip().endswith("stop cleanly.")  # the last line of the command list
+
+    env = {**os.environ, "LAKEHOUSE_HOME": str(tmp_path / "home")}
+    empty = subprocess.run([LAKEHOUSE, "query", ""], capture_output=True, text=True, timeout=120, env=env)
+    assert (empty.returncode, empty.stderr.strip()) == (2, "error: no SQL to run: the query is empty or only comments")
+
+    unknown = subprocess.run([LAKEHOUSE, "nosuch"], capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2
+    assert "No such command 'nosuch'" in unknown.stderr
