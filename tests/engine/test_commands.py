@@ -231,7 +231,7 @@ def test_load_names_the_file_it_cannot_read_by_its_extension(make_project, tmp_p
 LAKEHOUSE = str(Path(sys.executable).parent / "lakehouse")
 
 
-def test_the_console_script_keeps_output_and_exit_codes(tmp_path):
+def test_the_console_script_keeps_output_and_exit_codes(tmp_path, make_project):
     # the script ends with os._exit (no interpreter teardown): what it printed must still arrive, codes kept
     shown = subprocess.run([LAKEHOUSE, "--help"], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr
@@ -244,3 +244,10 @@ def test_the_console_script_keeps_output_and_exit_codes(tmp_path):
     unknown = subprocess.run([LAKEHOUSE, "nosuch"], capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2
     assert "No such command 'nosuch'" in unknown.stderr
+
+    # a run leaves worker threads behind: they are joined, and the script still ends
+    project = make_project(PROJECT)
+    ran = subprocess.run([LAKEHOUSE, "run", "--project-dir", str(project)], capture_output=True, text=True,
+                         timeout=300, env=env)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert [line for line in ran.stdout.splitlines() if line.startswith("success:")] == ["success: 2 success"]
