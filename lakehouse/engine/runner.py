@@ -286,6 +286,10 @@ class Engine:
                 why = "a full refresh" if options.full_refresh else "asked to re-run unchanged actions"
             result.note = f"ran: {why}"
         iceberg = action.kind in ("table", "incremental") and is_iceberg(action.raw)
+        if action.kind in ("table", "incremental") and action.name in self.feeds_iceberg and not options.dry_run:
+            # an Iceberg table at or downstream of this one will likely be written: open the catalog
+            # (about 0.7 s of imports) while this action's SQL runs, not after it
+            self.iceberg.warm()
         tasks = self.tasks(action, options.full_refresh)
         translated = self.translated(tasks)
         result.statements = [str(sql) for _, sql in translated]
@@ -302,6 +306,7 @@ class Engine:
             if schema not in self._schemas:
                 con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema[0]}"."{schema[1]}"')
                 self._schemas.add(schema)
+        committed = None  # the decision of what it wrote, once its transaction committed
         con.execute("BEGIN TRANSACTION")
         try:
             incremental_write = False
@@ -344,8 +349,6 @@ class Engine:
                 # Nothing to commit: keep the current snapshot and the table that mirrors it.
                 con.execute("ROLLBACK")
                 con.execute("BEGIN TRANSACTION")
-            if changed and action.kind in ("table", "incremental") and action.name in self.feeds_iceberg:
-                self.iceberg.warm()  # an Iceberg table downstream will likely be written
             if decision is not None:
                 self.tracker.record(
                     con,
@@ -358,6 +361,7 @@ class Engine:
                     run_id=self.run_id,
                 )
             con.execute("COMMIT")
+            committed = decision
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -365,7 +369,7 @@ class Engine:
             if any(not isinstance(sql, str) or "VARIABLE" in sql for _, sql in translated):
                 self._reset_variables()
             if self.tracker is not None:
-                self.tracker.invalidate()
+                self.tracker.invalidate(committed)
         if options.dry_run:
             # Run on the empty stand-in (dry_run.py): the statements bound; counts of its rows mean nothing.
             result.status, result.rows_affected, result.failing_rows = "planned", None, None
