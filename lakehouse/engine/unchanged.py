@@ -204,6 +204,8 @@ class Decision:
     # it empties its table before it writes and never reads its rows: its table is a function of its
     # other inputs, so one run reaches the fixed point (a batch table refilled each run)
     replaces: bool = False
+    # every statement that writes defines a view: once they ran, what it wrote is those views
+    only_views: bool = False
     # the catalog as its transaction left it, read when its state was recorded (None when it was not)
     catalog: tuple[dict, dict] | None = field(default=None, repr=False, compare=False)
 
@@ -373,6 +375,18 @@ class Tracker:
                 elif relation in after[1]:
                     views[relation] = None  # its text is read when asked
             self._catalog = (tables, views)
+
+    def _with_views(self, decision: Decision) -> tuple[dict, dict] | None:
+        """Return the catalog read since the last commit with the views `decision` defined (what its
+        transaction holds when it wrote nothing else: an assertion, a view), None when none is read."""
+        with self._lock:
+            if self._catalog is None or not decision.only_views:
+                return None
+            tables, views = dict(self._catalog[0]), dict(self._catalog[1])
+        for relation, _ in decision.views:
+            tables.pop(relation, None)
+            views[relation] = None  # its text is read when asked
+        return tables, views
 
     def _read_catalog(self, con: duckdb.DuckDBPyConnection) -> tuple[dict, dict]:
         # DuckDB numbers catalog entries anew each time a file is opened, so a table's id says nothing
@@ -557,8 +571,10 @@ class Tracker:
         files: list[str] = []
         views: list[tuple[Relation, str]] = []
         read_before = cleared = False
+        only_views = True
         for sql in statements:
             analysis = self.analysis(sql)
+            only_views = only_views and (not analysis.writes or analysis.writes == {analysis.view})
             # the table is a function of the other inputs when it is emptied before any statement reads
             # its rows (what later statements read of it, this run wrote)
             read_before = read_before or (not cleared and decision.target in analysis.reads)
@@ -573,6 +589,7 @@ class Tracker:
         decision.writes = frozenset(writes)
         decision.views = tuple(views)
         decision.replaces = cleared
+        decision.only_views = only_views and bool(views)
         text = "\n;\n".join(statements)
         if kind not in ("table", "view", "incremental", "assertion"):
             decision.reason = "an operation always runs"
@@ -593,6 +610,9 @@ class Tracker:
         prefix = self._prefix(relation[0])
         if prefix is None:
             return
+        with self._lock:
+            if self.versions.get(relation) == version:
+                return  # a view made again by the same statement: its recorded version holds
         # DELETE + INSERT: a third cheaper than INSERT OR REPLACE, which this runs for every action
         database, schema, name = map(_literal, relation)
         con.execute(
@@ -631,7 +651,7 @@ class Tracker:
         prefix = self._prefix(decision.target[0])
         if prefix is None:
             return
-        decision.catalog = self._read_catalog(con)
+        decision.catalog = self._with_views(decision) or self._read_catalog(con)
         fingerprint = self.fingerprint(
             con, plan, decision.inputs, decision.files, catalog=decision.catalog, shapes=kind == "view"
         )
