@@ -513,10 +513,11 @@ class Tracker:
         `shapes`, of their columns and definitions: all a view's CREATE depends on). A `catalog` read
         inside a transaction is used as it is; without one, the one read since the last commit."""
         # Versions hold until an action commits (invalidate); a catalog passed in is inside a transaction.
-        memo: dict = {} if catalog is not None else None
         if catalog is None:
             catalog = self._catalog_for(con)
             memo = self._memo_for(catalog)
+        else:
+            memo = {}
         with self._lock:
             epochs = sorted(r for r in self.versions if r[2].startswith(EPOCH))
         parts = [plan]
