@@ -186,6 +186,9 @@ def run_command(
     from lakehouse.engine.runner import RunError, RunOptions, run
 
     split = lambda values: tuple(v.strip() for value in values for v in value.split(",") if v.strip())  # noqa: E731
+    for option, values in (("--tags", tags), ("--actions", actions)):
+        if values and not split(values):  # `--actions "$EMPTY"` must not run the whole graph
+            fail(f"{option} was given but names nothing; leave it out to run every action", 2)
     options = RunOptions(
         tags=split(tags),
         actions=split(actions),

@@ -110,6 +110,18 @@ def test_run_exit_status_is_1_when_an_assertion_fails(make_project):
     assert "silver_orders_assertions_rowConditions" in result.output
 
 
+def test_an_actions_or_tags_option_that_names_nothing_runs_nothing(make_project, lakehouse_home):
+    # `--actions "$SELECTED"` with an empty variable: a run of the whole graph would be a surprise
+    project = make_project(PROJECT)
+
+    for option, value in (("--actions", " , "), ("--tags", "")):
+        result = invoke("run", "--project-dir", project, option, value)
+
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == f"error: {option} was given but names nothing; leave it out to run every action"
+    assert not (lakehouse_home / "warehouse").exists()
+
+
 def test_dry_run_says_what_will_run_and_creates_nothing(make_project, lakehouse_home):
     project = make_project(PROJECT)
 
