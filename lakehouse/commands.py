@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+import unicodedata
 from datetime import UTC
 from pathlib import Path
 
@@ -370,6 +372,10 @@ def _query_connection(home_dir: Path, projects: list[str]):
     return con
 
 
+# What BigQuery takes in a table name: Unicode letters, marks, numbers, connectors (_), dashes and spaces.
+_TABLE_NAME_CATEGORIES = {"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Zs"}
+
+
 @click.command("load")
 @click.argument("table")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -391,6 +397,10 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
     if len(parts) != 3 or not all(parts):
         fail(f"{table!r} is not dataset.table or project.dataset.table", 2)
     project, dataset, name = parts
+    if not re.fullmatch(r"\w+", dataset, re.ASCII):
+        fail(f"{dataset!r} is not a BigQuery dataset name: letters, digits and underscores only", 2)
+    if not all(unicodedata.category(char) in _TABLE_NAME_CATEGORIES for char in name):
+        fail(f"{name!r} is not a BigQuery table name: letters, marks, digits, underscores, dashes and spaces only", 2)
     readers = {
         ".csv": "read_csv",
         ".jsonl": "read_json",

@@ -226,6 +226,25 @@ def test_an_empty_query_says_so(make_project):
     assert unreadable.exit_code == 1 and unreadable.output.startswith("error: cannot read the SQL: ")
 
 
+def test_load_takes_the_names_bigquery_takes_and_names_the_part_it_does_not(make_project, tmp_path):
+    project = make_project(PROJECT)
+    (tmp_path / "a.csv").write_text("a\n1\n")
+
+    quote = invoke("load", 'raw.x"y', tmp_path / "a.csv", "--project-dir", project)
+    dash = invoke("load", "raw-data.t", tmp_path / "a.csv", "--project-dir", project)
+    spaced = invoke("load", "raw.daily sales-2026 ü", tmp_path / "a.csv", "--project-dir", project)
+
+    assert quote.exit_code == dash.exit_code == 2
+    assert " ".join(quote.output.split()) == (
+        "error: 'x\"y' is not a BigQuery table name: letters, marks, digits, underscores, dashes and spaces only"
+    )
+    assert " ".join(dash.output.split()) == (
+        "error: 'raw-data' is not a BigQuery dataset name: letters, digits and underscores only"
+    )
+    assert spaced.exit_code == 0, spaced.output
+    assert invoke("query", "select a from raw.`daily sales-2026 ü`", "--project-dir", project).exit_code == 0
+
+
 def test_load_names_the_file_it_cannot_read_by_its_extension(make_project, tmp_path):
     project = make_project(PROJECT)
     (tmp_path / "notes").write_text("a\n1\n")
