@@ -366,27 +366,16 @@ class Tracker:
             if self._catalog is None or after is None or committed.blind:
                 self._catalog = None
                 return
-            tables, views = dict(self._catalog[0]), dict(self._catalog[1])
-            for relation in committed.writes | {committed.target}:
-                tables.pop(relation, None)
-                views.pop(relation, None)
-                if relation in after[0]:
-                    tables[relation] = after[0][relation]
-                elif relation in after[1]:
-                    views[relation] = None  # its text is read when asked
-            self._catalog = (tables, views)
+            self._catalog = _replaced(self._catalog, committed.writes | {committed.target}, after)
 
     def _with_views(self, decision: Decision) -> tuple[dict, dict] | None:
         """Return the catalog read since the last commit with the views `decision` defined (what its
         transaction holds when it wrote nothing else: an assertion, a view), None when none is read."""
+        defined = {relation: None for relation, _ in decision.views}
         with self._lock:
             if self._catalog is None or not decision.only_views:
                 return None
-            tables, views = dict(self._catalog[0]), dict(self._catalog[1])
-        for relation, _ in decision.views:
-            tables.pop(relation, None)
-            views[relation] = None  # its text is read when asked
-        return tables, views
+            return _replaced(self._catalog, defined, ({}, defined))
 
     def _read_catalog(self, con: duckdb.DuckDBPyConnection) -> tuple[dict, dict]:
         # DuckDB numbers catalog entries anew each time a file is opened, so a table's id says nothing
@@ -455,9 +444,8 @@ class Tracker:
             if bumped:
                 version = f"table:{bumped}"
             elif int(tables[relation] or 0) <= _CONTENT_ROWS:
-                name = ".".join(f'"{part}"' for part in relation)
                 version = "table:content:" + str(
-                    con.execute(f"SELECT count(*), bit_xor(hash(t)) FROM {name} AS t").fetchone()
+                    con.execute(f"SELECT count(*), bit_xor(hash(t)) FROM {_quoted(relation)} AS t").fetchone()
                 )
             else:
                 version = f"table:rows:{tables[relation]}"
@@ -490,8 +478,8 @@ class Tracker:
         tables, views = catalog
         if relation in tables:
             # DESCRIBE binds one table; duckdb_columns() lists every column of every table first (8x slower)
-            name = ".".join('"' + part.replace('"', '""') + '"' for part in relation)
-            columns = ", ".join(f"{column} {kind}" for column, kind, *_ in con.execute(f"DESCRIBE {name}").fetchall())
+            described = con.execute(f"DESCRIBE {_quoted(relation)}").fetchall()
+            columns = ", ".join(f"{column} {kind}" for column, kind, *_ in described)
             return f"columns:{columns}"
         if relation in views:
             with self._lock:
@@ -666,6 +654,23 @@ class Tracker:
         )
         with self._lock:
             self.actions[action.name] = stored
+
+
+def _replaced(catalog: tuple[dict, dict], relations, after: tuple[dict, dict]) -> tuple[dict, dict]:
+    """Return a copy of `catalog` (tables, views) in which each of `relations` is what `after` holds."""
+    tables, views = dict(catalog[0]), dict(catalog[1])
+    for relation in relations:
+        tables.pop(relation, None)
+        views.pop(relation, None)
+        if relation in after[0]:
+            tables[relation] = after[0][relation]
+        elif relation in after[1]:
+            views[relation] = None  # its text is read when asked
+    return tables, views
+
+
+def _quoted(relation: Relation) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in relation)
 
 
 def _literal(value: str | bool) -> str:
