@@ -333,7 +333,11 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
                 "a run holds the warehouse, so this query reads the copy of its last commit and cannot write; "
                 f"run it again when the run has finished ({message})"
             )
-        missing = query.missing_tables(con, [sql], default_project) if isinstance(error, duckdb.Error) else []
+        missing = (
+            query.missing_tables(con, [sql], default_project)
+            if isinstance(error, duckdb.Error) and query.names_a_missing_relation(error)
+            else []
+        )
         fail(query.missing_table_message(missing) if missing else message)
     finally:
         con.close()

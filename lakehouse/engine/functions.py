@@ -21,6 +21,10 @@ CLOCK_OFFSET_VARIABLE = "__lakehouse_clock_offset"
 _INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
 _HEX_PATTERN = r"^\s*[+-]?0[xX][0-9a-fA-F]+\s*$"
 
+# A number as LAX_INT64 and LAX_FLOAT64 read it from a JSON string: optional sign, digits with an
+# optional fraction, optional exponent, surrounding spaces.
+_LAX_NUMBER_PATTERN = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+
 # BigQuery's canonical DATE and DATETIME strings (no time zone, no time in a DATE).
 DATE_PATTERN = r"^\s*[0-9]{1,4}-[0-9]{1,2}-[0-9]{1,2}\s*$"
 DATETIME_PATTERN = r"^\s*[0-9]{1,4}-[0-9]{1,2}-[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{1,2}(:[0-9]{1,2}(\.[0-9]{1,6})?)?)?\s*$"
@@ -96,6 +100,81 @@ MACROS: dict[str, str] = {
         WHEN typeof(x) LIKE 'DECIMAL%' AND contains(CAST(x AS VARCHAR), '.')
             THEN rtrim(rtrim(CAST(x AS VARCHAR), '0'), '.')
         ELSE CAST(x AS VARCHAR) END""",
+    # The JSON converters INT64, FLOAT64, BOOL, STRING (`safe`: SAFE.<f>, NULL instead of an error, since
+    # DuckDB's TRY refuses error()) and the LAX_ ones, by the JSON value's type: DuckDB reads a JSON
+    # number as UBIGINT (non-negative integer), BIGINT (negative) or DOUBLE, and JSON null as 'NULL'.
+    "bq_json_int64": """(x, safe := false) AS CASE
+        WHEN x IS NULL THEN CAST(NULL AS BIGINT)
+        WHEN json_type(CAST(x AS JSON)) IN ('UBIGINT', 'BIGINT', 'DOUBLE')
+             AND TRY_CAST(CAST(x AS JSON) AS DOUBLE) = trunc(TRY_CAST(CAST(x AS JSON) AS DOUBLE))
+             AND TRY_CAST(CAST(x AS JSON) AS HUGEINT) BETWEEN -9223372036854775808 AND 9223372036854775807
+            THEN CAST(CAST(CAST(x AS JSON) AS HUGEINT) AS BIGINT)
+        WHEN safe THEN CAST(NULL AS BIGINT)
+        ELSE error('INT64 takes a JSON number that is an integer in the INT64 range, not '
+                   || CAST(x AS VARCHAR)) END""",
+    "bq_json_float64": """(x, safe := false) AS CASE
+        WHEN x IS NULL THEN CAST(NULL AS DOUBLE)
+        WHEN json_type(CAST(x AS JSON)) IN ('UBIGINT', 'BIGINT', 'DOUBLE') THEN CAST(CAST(x AS JSON) AS DOUBLE)
+        WHEN safe THEN CAST(NULL AS DOUBLE)
+        ELSE error('FLOAT64 takes a JSON number, not ' || CAST(x AS VARCHAR)) END""",
+    "bq_json_bool": """(x, safe := false) AS CASE
+        WHEN x IS NULL THEN CAST(NULL AS BOOLEAN)
+        WHEN json_type(CAST(x AS JSON)) = 'BOOLEAN' THEN CAST(CAST(x AS JSON) AS BOOLEAN)
+        WHEN safe THEN CAST(NULL AS BOOLEAN)
+        ELSE error('BOOL takes a JSON boolean, not ' || CAST(x AS VARCHAR)) END""",
+    "bq_json_string": """(x, safe := false) AS CASE
+        WHEN x IS NULL THEN CAST(NULL AS VARCHAR)
+        WHEN json_type(CAST(x AS JSON)) = 'VARCHAR' THEN json_extract_string(CAST(x AS JSON), '$')
+        WHEN safe THEN CAST(NULL AS VARCHAR)
+        ELSE error('STRING takes a JSON string, not ' || CAST(x AS VARCHAR)) END""",
+    # STRING(x): of JSON, the converter above; of a TIMESTAMP (or anything else), CAST(x AS STRING).
+    "bq_string": """(x, safe := false) AS CASE
+        WHEN typeof(x) = 'JSON' THEN bq_json_string(x, safe := safe)
+        ELSE bq_to_string(x) END""",
+    # A JSON string holding a number as LAX_INT64/LAX_FLOAT64 read it ('+1.5', '1.1e2', ' 10 ').
+    "bq_lax_number_text": f"""(s) AS regexp_full_match(s, '{_LAX_NUMBER_PATTERN}')""",
+    "bq_lax_int64": """(x) AS CASE json_type(CAST(x AS JSON))
+        WHEN 'BOOLEAN' THEN CAST(CAST(CAST(x AS JSON) AS BOOLEAN) AS BIGINT)
+        WHEN 'UBIGINT' THEN TRY_CAST(CAST(x AS JSON) AS BIGINT)
+        WHEN 'BIGINT' THEN CAST(CAST(x AS JSON) AS BIGINT)
+        WHEN 'DOUBLE' THEN TRY_CAST(round(CAST(CAST(x AS JSON) AS DOUBLE)) AS BIGINT)
+        WHEN 'VARCHAR' THEN CASE
+            WHEN NOT bq_lax_number_text(json_extract_string(CAST(x AS JSON), '$')) THEN CAST(NULL AS BIGINT)
+            ELSE coalesce(
+                TRY_CAST(trim(json_extract_string(CAST(x AS JSON), '$')) AS BIGINT),
+                TRY_CAST(round(TRY_CAST(trim(json_extract_string(CAST(x AS JSON), '$')) AS DOUBLE)) AS BIGINT)) END
+        ELSE CAST(NULL AS BIGINT) END""",
+    "bq_lax_float64": """(x) AS CASE json_type(CAST(x AS JSON))
+        WHEN 'UBIGINT' THEN CAST(CAST(x AS JSON) AS DOUBLE)
+        WHEN 'BIGINT' THEN CAST(CAST(x AS JSON) AS DOUBLE)
+        WHEN 'DOUBLE' THEN CAST(CAST(x AS JSON) AS DOUBLE)
+        WHEN 'VARCHAR' THEN CASE
+            WHEN bq_lax_number_text(json_extract_string(CAST(x AS JSON), '$'))
+                 OR lower(trim(json_extract_string(CAST(x AS JSON), '$')))
+                    IN ('nan', '+nan', '-nan', 'inf', '+inf', '-inf', 'infinity', '+infinity', '-infinity')
+                THEN TRY_CAST(trim(json_extract_string(CAST(x AS JSON), '$')) AS DOUBLE)
+            ELSE CAST(NULL AS DOUBLE) END
+        ELSE CAST(NULL AS DOUBLE) END""",
+    "bq_lax_bool": """(x) AS CASE json_type(CAST(x AS JSON))
+        WHEN 'BOOLEAN' THEN CAST(CAST(x AS JSON) AS BOOLEAN)
+        WHEN 'UBIGINT' THEN CAST(CAST(x AS JSON) AS DOUBLE) <> 0
+        WHEN 'BIGINT' THEN CAST(CAST(x AS JSON) AS DOUBLE) <> 0
+        WHEN 'DOUBLE' THEN CAST(CAST(x AS JSON) AS DOUBLE) <> 0
+        WHEN 'VARCHAR' THEN CASE lower(json_extract_string(CAST(x AS JSON), '$'))
+            WHEN 'true' THEN true WHEN 'false' THEN false ELSE CAST(NULL AS BOOLEAN) END
+        ELSE CAST(NULL AS BOOLEAN) END""",
+    "bq_lax_string": """(x) AS CASE json_type(CAST(x AS JSON))
+        WHEN 'VARCHAR' THEN json_extract_string(CAST(x AS JSON), '$')
+        WHEN 'BOOLEAN' THEN CAST(CAST(CAST(x AS JSON) AS BOOLEAN) AS VARCHAR)
+        WHEN 'UBIGINT' THEN CAST(CAST(x AS JSON) AS VARCHAR)
+        WHEN 'BIGINT' THEN CAST(CAST(x AS JSON) AS VARCHAR)
+        WHEN 'DOUBLE' THEN bq_to_string(CAST(CAST(x AS JSON) AS DOUBLE))
+        ELSE CAST(NULL AS VARCHAR) END""",
+    # JSON_TYPE: BigQuery's names of the JSON types.
+    "bq_json_type": """(x) AS CASE json_type(CAST(x AS JSON))
+        WHEN 'UBIGINT' THEN 'number' WHEN 'BIGINT' THEN 'number' WHEN 'DOUBLE' THEN 'number'
+        WHEN 'HUGEINT' THEN 'number' WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean'
+        WHEN 'NULL' THEN 'null' ELSE lower(json_type(CAST(x AS JSON))) END""",
     # a / b: BigQuery raises "division by zero"; DuckDB returns inf or NULL.
     "bq_divide": """(a, b) AS CASE
         WHEN b = 0 THEN error('division by zero: ' || CAST(a AS VARCHAR) || ' / ' || CAST(b AS VARCHAR))

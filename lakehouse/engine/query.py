@@ -387,6 +387,16 @@ def projects_to_attach(
     return list(dict.fromkeys(projects))
 
 
+# DuckDB's errors for a relation, or a project's catalog, that is not in the warehouse.
+MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
+MISSING_CATALOG = re.compile(r'Catalog "([^"]+)" does not exist')
+
+
+def names_a_missing_relation(error: Exception) -> bool:
+    """Whether a DuckDB error is about a table or catalog the warehouse does not have."""
+    return bool(MISSING_TABLE.search(str(error)) or MISSING_CATALOG.search(str(error)))
+
+
 def missing_tables(con: duckdb.DuckDBPyConnection, sqls: Iterable[str], default_project: str) -> list[str]:
     """Return `project.dataset.table` of each table the scripts name that the connection does not have."""
     named: set[tuple[str, str, str]] = set()

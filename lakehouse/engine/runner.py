@@ -25,10 +25,8 @@ from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, Cycl
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
 
 WARN_TAG = "warn"
-_MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
 # DuckDB names the file a reader failed on in a later line of its message.
 _FAILED_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
-_MISSING_CATALOG = re.compile(r'Catalog "([^"]+)" does not exist')
 _NAMED_FILE = re.compile(r'from file "([^"]+)"')
 NOT_LOCAL_NOTE = "not run locally"
 _DML_PREFIXES = ("insert", "merge", "update", "delete", "create table", "create or replace table")
@@ -244,8 +242,8 @@ class Engine:
 
     def _explain(self, action: Action, error: Exception) -> str:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        match = _MISSING_TABLE.search(str(error))
-        if match or _MISSING_CATALOG.search(str(error)):
+        match = query.MISSING_TABLE.search(str(error))
+        if match or query.MISSING_CATALOG.search(str(error)):
             missing = [
                 name
                 for name in query.missing_tables(self.con, sql_texts(action), self.default_project)

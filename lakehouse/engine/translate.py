@@ -1507,6 +1507,90 @@ def _format_timestamp(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+# BigQuery's JSON converters and their macros; the strict ones take `safe` (SAFE.<f>: NULL, not an error).
+_JSON_CONVERTERS: dict[type, str] = {
+    exp.Int64: "bq_json_int64",
+    exp.Float64: "bq_json_float64",
+    exp.JSONBool: "bq_json_bool",
+    exp.LaxInt64: "bq_lax_int64",
+    exp.LaxFloat64: "bq_lax_float64",
+    exp.LaxBool: "bq_lax_bool",
+    exp.LaxString: "bq_lax_string",
+    exp.JSONType: "bq_json_type",
+}
+_STRICT_JSON_CONVERTERS = (exp.Int64, exp.Float64, exp.JSONBool)
+
+
+def _json_converters(tree: exp.Expression) -> exp.Expression:
+    """INT64/FLOAT64/BOOL/STRING(json), their LAX_ forms and JSON_TYPE follow BigQuery's rules (macros
+    in functions.MACROS): sqlglot writes INT64(j) as a DuckDB cast (2.5 becomes 2, "2" becomes 2),
+    and DuckDB has no FLOAT64, BOOL or LAX_ functions and names JSON types UBIGINT, VARCHAR, ..."""
+    for node in list(tree.find_all(*_JSON_CONVERTERS, exp.String)):
+        safe = isinstance(node.parent, exp.SafeFunc)
+        if isinstance(node, exp.String):
+            if node.args.get("zone"):
+                continue
+            call = _call("bq_string", node.this.copy())
+        else:
+            call = _call(_JSON_CONVERTERS[type(node)], node.this.copy())
+            mode = node.args.get("expression")
+            if isinstance(node, exp.Float64) and mode is not None:
+                value = mode.expression if isinstance(mode, exp.Kwarg) else mode
+                if not (isinstance(value, exp.Literal) and value.this in ("round", "exact")):
+                    raise UnsupportedConstruct(
+                        f"FLOAT64(..., wide_number_mode=>{value.sql(READ)})", "wide_number_mode is 'round' or 'exact'"
+                    )
+        if safe and (isinstance(node, (*_STRICT_JSON_CONVERTERS, exp.String))):
+            call.append("expressions", exp.Kwarg(this=exp.var("safe"), expression=exp.true()))
+            node.parent.replace(call)
+        else:
+            node.replace(call)
+    return tree
+
+
+# BigQuery's function namespaces with no local equivalent (NET is sqlglot's NetFunc).
+_BUILTIN_NAMESPACES = ("KEYS", "AEAD", "HLL_COUNT", "KLL_QUANTILES")
+
+
+def _namespaced_builtins(tree: exp.Expression) -> exp.Expression:
+    """NET.HOST(u), KEYS.NEW_KEYSET(k), HLL_COUNT.MERGE(h), ...: BigQuery built-ins DuckDB lacks, named
+    as BigQuery names them (DuckDB would try to install an extension, or report a missing catalog)."""
+    for node in tree.find_all(exp.NetFunc, exp.Dot):
+        if isinstance(node, exp.NetFunc):
+            name = f"NET.{node.this.sql_name() if isinstance(node.this, exp.Func) else node.this.sql(READ)}"
+        elif (
+            isinstance(node.this, exp.Identifier)
+            and node.this.name.upper() in _BUILTIN_NAMESPACES
+            and isinstance(node.expression, exp.Func)
+        ):
+            called = node.expression
+            name = f"{node.this.name.upper()}.{called.name if isinstance(called, exp.Anonymous) else called.sql_name()}"
+        else:
+            continue
+        raise UnsupportedConstruct(name, "this BigQuery function has no local equivalent; compute it another way")
+    return tree
+
+
+def _approx_quantiles(tree: exp.Expression) -> exp.Expression:
+    """APPROX_QUANTILES(x, n) returns values of x: DuckDB's APPROX_QUANTILE interpolates (1.75 of 1 and
+    4; the median of 1,1,1,4,5,6,7,8,9,10 is 6, not 5), so it becomes the exact QUANTILE_DISC at 0, 1/n,
+    ..., 1, which BigQuery's approximation gives on inputs small enough to be exact."""
+    for node in list(tree.find_all(exp.ApproxQuantiles)):
+        value, count = node.this, node.args.get("expression")
+        if isinstance(value, exp.Distinct) and count is None and len(value.expressions) == 2:
+            value, count = exp.Distinct(expressions=[value.expressions[0].copy()]), value.expressions[1]
+        literal = isinstance(count, exp.Literal) and not count.is_string and count.this.isdigit()
+        if not literal or int(count.this) == 0:
+            raise UnsupportedConstruct(
+                f"APPROX_QUANTILES(..., {count.sql(READ) if count else ''})",
+                "the number of quantiles is a positive integer literal",
+            )
+        n = int(count.this)
+        points = exp.Array(expressions=[exp.Literal.number(repr(i / n)) for i in range(n + 1)])
+        node.replace(_call("quantile_disc", value.copy(), points))
+    return tree
+
+
 def _safe_prefix(tree: exp.Expression) -> exp.Expression:
     """SAFE.<function>(...) returns NULL instead of an error: DuckDB TRY(...)."""
     for node in list(tree.find_all(exp.SafeFunc)):
@@ -1680,9 +1764,6 @@ def _cast_semantics(tree: exp.Expression) -> exp.Expression:
                 continue
             call = _call("bq_to_string", value.copy())
             node.replace(_call("TRY", call) if safe else call)
-    for node in list(tree.find_all(exp.String)):
-        if not node.args.get("zone"):
-            node.replace(_call("bq_to_string", node.this.copy()))
     return tree
 
 
@@ -1986,6 +2067,9 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _unnest_struct_fields_as_columns,
     _unnest_offset_zero_based,
     _from_select_as_struct,
+    _namespaced_builtins,
+    _approx_quantiles,
+    _json_converters,  # before _safe_prefix: SAFE.INT64(j) is a macro argument, not TRY (error() is volatile)
     _date_functions_return_date,
     _parse_functions,
     _format_timestamp,
@@ -2020,11 +2104,14 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _unnest_struct_fields_as_columns: (exp.Unnest,),
     _unnest_offset_zero_based: (exp.Unnest,),
     _from_select_as_struct: (exp.Subquery,),
+    _namespaced_builtins: (exp.NetFunc, exp.Dot),
+    _approx_quantiles: (exp.ApproxQuantiles,),
+    _json_converters: (*_JSON_CONVERTERS, exp.String),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
     _format_timestamp: (exp.TimeToStr,),
     _safe_prefix: (exp.SafeFunc,),
-    _cast_semantics: (exp.Cast, exp.DataType, exp.String),
+    _cast_semantics: (exp.Cast, exp.DataType),
     _array_agg_limit: (exp.Limit,),
     _extract_parts: (exp.Extract,),
     _format_printf: (exp.Format,),
@@ -2623,14 +2710,21 @@ def _set_value(name: str, value: exp.Expression, ctx: _Context, guard: exp.Expre
     return f"SET VARIABLE {lowered} = {_generate(value)}"
 
 
+# System variables that only label or place a BigQuery job: setting them changes no result.
+_NO_OP_SYSTEM_VARIABLES = ("query_label", "reservation")
+
+
 def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -> list[str]:
     """SET x = v and SET (a, b) = (v1, v2) / (SELECT AS STRUCT ...) -> SET VARIABLE ..."""
     system = re.match(r"\s*SET\s+@@(\w+)", stmt.text, re.IGNORECASE)
     if system:
-        if system.group(1).lower() == "query_label":
-            return []  # job labels for billing reports: nothing to label locally
+        name = system.group(1).lower()
+        if name in _NO_OP_SYSTEM_VARIABLES:
+            return []  # job labels for billing reports, the reservation a job runs in: nothing to do locally
+        hint = "qualify names instead" if name in ("dataset_id", "dataset_project_id") else "set it another way"
         raise UnsupportedConstruct(
-            f"SET @@{system.group(1)}", "only SET @@query_label (a no-op locally) is accepted; qualify names instead"
+            f"SET @@{system.group(1)}",
+            f"only SET @@{' and @@'.join(_NO_OP_SYSTEM_VARIABLES)} (no-ops locally) are accepted; {hint}",
         )
     tree = _parse_statement(stmt)
     if not isinstance(tree, exp.Set):

@@ -55,6 +55,12 @@ def test_set_query_label_is_a_no_op_and_the_script_goes_on(con):
     assert rows == [(1,)]
 
 
+def test_set_reservation_is_a_no_op_too(con):
+    rows = run(con, "SET @@reservation = 'none'; select 1 as one")
+
+    assert rows == [(1,)]
+
+
 def test_set_query_label_inside_if_is_a_no_op_too(con):
     rows = run(con, "declare n int64 default 1; if n = 1 then set @@query_label = 'a:b'; end if; select n")
 

@@ -89,6 +89,16 @@ def test_a_table_with_no_local_data_is_named_with_how_to_load_it(make_project, l
     )
 
 
+def test_a_failing_statement_that_creates_a_table_shows_its_own_error(make_project, lakehouse_home):
+    project = make_project(PARTNER)
+    run(project)
+
+    result = invoke("query", "create table silver.ratios as select 1 / 0 as r", "--project-dir", project)
+
+    assert result.exit_code == 1
+    assert " ".join(result.output.split()) == "error: Invalid Input Error: division by zero: 1 / 0"
+
+
 def test_an_operation_with_a_loop_runs_in_a_project(make_project, lakehouse_home):
     project = make_project(
         {

@@ -251,6 +251,32 @@ TRAPS = [
         [("y", "x", 5)],
     ),
     (
+        "trap-json-converters",
+        """SELECT INT64(JSON '10.0'), SAFE.INT64(JSON '10.1'), SAFE.INT64(JSON '"2"'), FLOAT64(JSON '9.8'),
+        SAFE.FLOAT64(JSON '"x"'), BOOL(JSON 'true'), SAFE.BOOL(JSON '123'), SAFE.STRING(JSON '2.5'),
+        STRING(TIMESTAMP '2024-01-02 03:04:05+00')""",
+        [(10, None, None, 9.8, None, True, None, None, "2024-01-02 03:04:05+00")],
+    ),
+    (
+        "trap-json-lax-converters",
+        """SELECT LAX_INT64(JSON '3.5'), LAX_INT64(JSON '"+1.5"'), LAX_INT64(JSON '1e100'), LAX_INT64(JSON 'true'),
+        LAX_FLOAT64(JSON '"1.1e2"'), LAX_FLOAT64(JSON 'true'), LAX_BOOL(JSON '0.0'), LAX_BOOL(JSON '"TRUE"'),
+        LAX_STRING(JSON '10.0'), LAX_STRING(JSON '1e100'), LAX_STRING(JSON 'false'), LAX_STRING(JSON '[1]')""",
+        [(4, 2, None, 1, 110.0, None, False, True, "10", "1e+100", "false", None)],
+    ),
+    (
+        "trap-json-type",
+        """SELECT JSON_TYPE(JSON '1'), JSON_TYPE(JSON '-2.5'), JSON_TYPE(JSON '"a"'), JSON_TYPE(JSON 'true'),
+        JSON_TYPE(JSON 'null'), JSON_TYPE(JSON '[]'), JSON_TYPE(JSON '{}')""",
+        [("number", "number", "string", "boolean", "null", "array", "object")],
+    ),
+    (
+        "trap-approx-quantiles",
+        """SELECT APPROX_QUANTILES(x, 2), APPROX_QUANTILES(x, 4)[OFFSET(1)]
+        FROM UNNEST([1, 1, 1, 4, 5, 6, 7, 8, 9, 10]) AS x""",
+        [([1, 5, 10], 1)],
+    ),
+    (
         "trap-cast-string-format",
         "SELECT CAST(DATE '2024-01-02' AS STRING FORMAT 'YYYY/MM/DD'), "
         "CAST(TIMESTAMP '2024-01-02 03:04:05+00' AS STRING FORMAT 'YYYY-MM-DD HH24:MI:SS'), "
@@ -383,6 +409,8 @@ ERRORS = [
     ("trap-cast-bool-error", "SELECT CAST('yes' AS BOOL)", "Bad bool value: yes"),
     ("trap-cast-date-error", "SELECT CAST('2024-01-02 03:04:05' AS DATE)", "Invalid date"),
     ("trap-division-by-zero", "SELECT 1 / 0", "division by zero: 1 / 0"),
+    ("trap-json-int64-error", "SELECT INT64(JSON '10.1')", "INT64 takes a JSON number that is an integer"),
+    ("trap-json-string-error", "SELECT STRING(JSON '1')", "STRING takes a JSON string"),
 ]
 
 
@@ -557,6 +585,10 @@ def test_script_temp_function(con):
             "CREATE FUNCTION (JavaScript or remote)",
         ),
         ("SET @@dataset_project_id = 'p'", "SET @@dataset_project_id"),
+        ("SELECT NET.HOST('https://example.com/a')", "NET.HOST"),
+        ("SELECT KEYS.NEW_KEYSET('AEAD_AES_GCM_256')", "KEYS.NEW_KEYSET"),
+        ("SELECT HLL_COUNT.MERGE(h) FROM UNNEST([b'']) AS h", "HLL_COUNT.MERGE"),
+        ("SELECT APPROX_QUANTILES(x, 0) FROM UNNEST([1]) AS x", "APPROX_QUANTILES(..., 0)"),
     ],
 )
 def test_script_unsupported_names_construct_and_hint(sql, construct):
