@@ -163,8 +163,22 @@ def export_local(
 
     Objects of earlier runs under the prefix that this run did not write are deleted, so the
     prefix holds exactly the table as it is now; a run killed midway leaves no manifest and the
-    next run rewrites every object.
+    next run rewrites every object. A prefix holding any object that is not an export's (its
+    manifest or `<column>=<value>/part-NNNNN.<ext>`) is refused before anything is written: the
+    export would replace what is there, and it deletes only what an export writes.
     """
+    extensions = "|".join(extension for _, extension in FORMATS.values())
+    own = re.compile(
+        "^" + re.escape(target.prefix + "/" if target.prefix else "")
+        + rf"[A-Za-z_][A-Za-z0-9_]*=[^/]+/part-[0-9]{{5}}\.(?:{extensions})(?:\.partial)?$"
+    )  # fmt: skip
+    existing = [name for name in buckets.list(target.bucket, target.prefix) if name != target.name(MANIFEST)]
+    foreign = [name for name in existing if not own.match(name)]
+    if foreign:
+        raise ExportError(
+            f"gs://{target.bucket}/{target.prefix} holds {len(foreign)} object(s) no export wrote (first: "
+            f"{foreign[0]}); export to a prefix of its own, since an export replaces what its prefix holds"
+        )
     quoted = ".".join(f'"{p}"' for p in table)
     day_sql = f'cast("{column}" as date)'
     days = [row[0] for row in con.execute(f"select distinct {day_sql} from {quoted} order by 1 nulls last").fetchall()]
@@ -178,9 +192,8 @@ def export_local(
         name = target.name(partition_folder(column, day), f"part-00000.{ext}")
         buckets.put(target.bucket, name, _encode(rows, fmt))
         written[name] = rows.num_rows
-    for stale in sorted(set(buckets.list(target.bucket, target.prefix)) - set(written)):
-        if stale != target.name(MANIFEST):
-            buckets.delete(target.bucket, stale)
+    for stale in sorted(set(existing) - set(written)):
+        buckets.delete(target.bucket, stale)
     manifest = {"table": ".".join(table), "format": fmt, "partition_column": column, "objects": written}
     buckets.put(target.bucket, target.name(MANIFEST), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return written

@@ -56,6 +56,20 @@ def test_rerun_replaces_the_previous_export_exactly(served_home):
     assert len(lines) == count
 
 
+def test_a_prefix_holding_what_no_export_wrote_is_refused_and_kept(served_home):
+    landed = served_home / "gcs" / "landing" / "source=orders" / "ingest_date=2026-01-02" / "hour=03" / "a.jsonl"
+    landed.parent.mkdir(parents=True)
+    landed.write_text('{"order_id": "o-1"}\n')
+
+    done = export(served_home, TABLE, "--to", "gs://landing/source=orders")
+    everything = export(served_home, TABLE, "--to", "gs://landing")
+
+    assert done.exit_code == 1 and everything.exit_code == 1
+    named = "holds 1 object(s) no export wrote (first: source=orders/ingest_date=2026-01-02/hour=03/a.jsonl)"
+    assert named in " ".join(done.output.split())
+    assert list(objects(served_home, "landing")) == ["source=orders/ingest_date=2026-01-02/hour=03/a.jsonl"]
+
+
 def test_csv_export_has_a_header_per_file(served_home):
     assert export(served_home, TABLE, "--format", "csv", "--to", "gs://exports/csv").exit_code == 0
     files = {k: v for k, v in objects(served_home, "exports").items() if k.startswith("csv/sales_date=")}
