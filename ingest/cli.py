@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,10 +88,23 @@ def _run(settings: local.Settings, options: Options, steps, with_pubsub: bool) -
     return ctx
 
 
+class _FiniteRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf, which compare false with both bounds and so pass it."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+# Seeds feed numpy's SeedSequence and faker: non-negative, and kept to INT64 where they are recorded.
+SEED = click.IntRange(0, 2**63 - 1)
+
 _common = [
     click.option(
         "--seed",
-        type=int,
+        type=SEED,
         default=42,
         show_default=True,
         help="Random seed: same seed and --as-of, same events.",
@@ -113,7 +127,7 @@ _common = [
     click.option("--as-of", default=None, metavar="ISO-TIME", help="End of the event-time window (default: now)."),
     click.option(
         "--span-hours",
-        type=click.FloatRange(0.01, 24 * 365),
+        type=_FiniteRange(0.01, 24 * 365),
         default=24.0,
         show_default=True,
         help="Length of the event-time window before --as-of.",
@@ -155,7 +169,7 @@ def _options(events, seed, sources, fault_rates, batch_size, as_of, span_hours, 
 @_with_common
 @click.option(
     "--pubsub-share",
-    type=click.FloatRange(0, 1),
+    type=_FiniteRange(0, 1),
     default=0.0,
     show_default=True,
     help="Share of each source's events published to Pub/Sub instead of POSTed over HTTP.",
@@ -185,7 +199,7 @@ def generate_command(
 @_with_common
 @click.option(
     "--pubsub-share",
-    type=click.FloatRange(0, 1),
+    type=_FiniteRange(0, 1),
     default=0.2,
     show_default=True,
     help="Share of each source's events sent through Pub/Sub.",
@@ -282,7 +296,7 @@ def _schedule(settings: local.Settings, name: str, ticks: int | None, seed: int,
     default=None,
     help="Stop after this many ticks (default: run until Ctrl-C).",
 )
-@click.option("--seed", type=int, default=42, show_default=True, help="Base seed; each tick adds its minute.")
+@click.option("--seed", type=SEED, default=42, show_default=True, help="Base seed; each tick adds its minute.")
 @click.option("--in-process-bus", is_flag=True, help="Use the in-process Pub/Sub bus even if the emulator exists.")
 def schedule_command(name, ticks, seed, in_process_bus):
     """Run the generator on the shared cron schedule (config/schedules.yaml), as Cloud Scheduler does."""

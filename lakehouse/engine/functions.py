@@ -100,6 +100,22 @@ MACROS: dict[str, str] = {
         WHEN typeof(x) LIKE 'DECIMAL%' AND contains(CAST(x AS VARCHAR), '.')
             THEN rtrim(rtrim(CAST(x AS VARCHAR), '0'), '.')
         ELSE CAST(x AS VARCHAR) END""",
+    # CAST(x AS TIMESTAMP) of a string. A string naming a time zone ('2026-11-30 10:00:00 Asia/Tokyo') is
+    # cast apart from the others: DuckDB 1.5.5 reads the zone-less strings after it in the same vector in
+    # that zone. BigQuery's range is the years 1 to 9999 (DuckDB takes year 0 and 10000).
+    "bq_timestamp_in_range": """(t) AS CASE
+        WHEN CAST(t AS DATE) BETWEEN DATE '0001-01-01' AND DATE '9999-12-31' THEN t END""",
+    "bq_safe_cast_timestamp": """(x) AS CASE
+        WHEN typeof(x) <> 'VARCHAR' THEN TRY_CAST(x AS TIMESTAMPTZ)
+        ELSE bq_timestamp_in_range(CASE WHEN regexp_matches(CAST(x AS VARCHAR), '[A-Za-z]{2}')
+            THEN TRY_CAST(x AS TIMESTAMPTZ) ELSE TRY_CAST(x AS TIMESTAMPTZ) END) END""",
+    "bq_cast_timestamp": """(x) AS CASE
+        WHEN typeof(x) <> 'VARCHAR' THEN CAST(x AS TIMESTAMPTZ)
+        WHEN x IS NULL THEN CAST(NULL AS TIMESTAMPTZ)
+        ELSE coalesce(
+            bq_timestamp_in_range(CASE WHEN regexp_matches(CAST(x AS VARCHAR), '[A-Za-z]{2}')
+                THEN CAST(x AS TIMESTAMPTZ) ELSE CAST(x AS TIMESTAMPTZ) END),
+            error('Invalid timestamp: ' || CAST(x AS VARCHAR))) END""",
     # The JSON converters INT64, FLOAT64, BOOL, STRING (`safe`: SAFE.<f>, NULL instead of an error, since
     # DuckDB's TRY refuses error()) and the LAX_ ones, by the JSON value's type: DuckDB reads a JSON
     # number as UBIGINT (non-negative integer), BIGINT (negative) or DOUBLE, and JSON null as 'NULL'.

@@ -1755,6 +1755,11 @@ def _cast_semantics(tree: exp.Expression) -> exp.Expression:
                 continue  # DATE '2024-01-02' and friends
             name = "date" if to == exp.DataType.Type.DATE else "datetime"
             node.replace(_call(f"bq_safe_cast_{name}" if safe else f"bq_cast_{name}", value.copy()))
+        elif to == exp.DataType.Type.TIMESTAMPTZ and not node.to.expressions:
+            year = re.match(r"\s*([0-9]{4})-", value.this) if isinstance(value, exp.Literal) else None
+            if value.is_string and year and year.group(1) != "0000":
+                continue  # TIMESTAMP '2024-01-02 03:04:05+00'
+            node.replace(_call("bq_safe_cast_timestamp" if safe else "bq_cast_timestamp", value.copy()))
         elif to == exp.DataType.Type.BOOLEAN:
             if isinstance(value, exp.Boolean):
                 continue

@@ -251,6 +251,18 @@ TRAPS = [
         [("y", "x", 5)],
     ),
     (
+        "trap-timestamp-zone-name-in-a-column",
+        """SELECT SAFE_CAST(s AS TIMESTAMP) FROM UNNEST(['2026-11-30 10:00:00 Asia/Tokyo', '2026-11-30 10:00:00'])
+        AS s WITH OFFSET AS i ORDER BY i""",
+        [(dt.datetime(2026, 11, 30, 1, tzinfo=UTC),), (dt.datetime(2026, 11, 30, 10, tzinfo=UTC),)],
+    ),
+    (
+        "trap-timestamp-range",
+        """SELECT SAFE_CAST('0000-12-31 00:00:00' AS TIMESTAMP), SAFE_CAST('10000-01-01 00:00:00' AS TIMESTAMP),
+        SAFE_CAST('9999-12-31 23:59:59' AS TIMESTAMP)""",
+        [(None, None, dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))],
+    ),
+    (
         "trap-json-converters",
         """SELECT INT64(JSON '10.0'), SAFE.INT64(JSON '10.1'), SAFE.INT64(JSON '"2"'), FLOAT64(JSON '9.8'),
         SAFE.FLOAT64(JSON '"x"'), BOOL(JSON 'true'), SAFE.BOOL(JSON '123'), SAFE.STRING(JSON '2.5'),
@@ -409,6 +421,7 @@ ERRORS = [
     ("trap-cast-bool-error", "SELECT CAST('yes' AS BOOL)", "Bad bool value: yes"),
     ("trap-cast-date-error", "SELECT CAST('2024-01-02 03:04:05' AS DATE)", "Invalid date"),
     ("trap-division-by-zero", "SELECT 1 / 0", "division by zero: 1 / 0"),
+    ("trap-timestamp-range-error", "SELECT CAST('10000-01-01 00:00:00' AS TIMESTAMP)", "Invalid timestamp"),
     ("trap-json-int64-error", "SELECT INT64(JSON '10.1')", "INT64 takes a JSON number that is an integer"),
     ("trap-json-string-error", "SELECT STRING(JSON '1')", "STRING takes a JSON string"),
 ]

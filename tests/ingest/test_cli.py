@@ -138,6 +138,22 @@ def test_bad_options_give_a_message_not_a_traceback(in_repo):
     assert result.exit_code == 1 and "unknown source(s) refunds" in result.output
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--span-hours", "nan", "'nan' is not a finite number"),
+        ("--pubsub-share", "nan", "'nan' is not a finite number"),
+        ("--seed", "99999999999999999999999", "is not in the range 0<=x<=9223372036854775807"),
+        ("--seed", "-5", "is not in the range 0<=x<=9223372036854775807"),
+    ],
+)
+def test_numbers_outside_what_the_generator_takes_are_named(in_repo, option, value, message):
+    result = CliRunner().invoke(main, ["generate", "--events", "10", option, value])
+
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in result.output and message in result.output
+
+
 def test_help_lists_the_ingest_commands():
     result = subprocess.run([str(REPO / ".venv/bin/lakehouse"), "--help"], capture_output=True, text=True, check=True)
     for command in ("generate", "up", "schedule", "services"):
