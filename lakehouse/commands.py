@@ -380,6 +380,10 @@ def _query_connection(home_dir: Path, projects: list[str]):
 _TABLE_NAME_CATEGORIES = {"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No", "Pc", "Pd", "Zs"}
 
 
+# The files `lakehouse load` appended, per table: in each project's catalog, beside the runner's state.
+_LOADED_FILES = "loaded_files"
+
+
 @click.command("load")
 @click.argument("table")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -418,29 +422,65 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
         got = got or f"{', '.join(sorted(suffixes))} together"
         fail(f"files must all be one kind of {', '.join(sorted(readers))}; got {got}", 2)
     reader = readers[suffixes.pop()]
-    listed = ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
     try:
         con = warehouse.connect(paths.home(project_dir), [project])
     except (warehouse.WarehouseBusy, ValueError) as error:
         fail(str(error))
     quoted = f'"{project}"."{dataset}"."{name}"'
+    ledger = f'"{project}"."_lakehouse"."{_LOADED_FILES}"'
+    # A file is known by its path, size and modification time: loading it again appends nothing, so
+    # a load killed after its commit and run again does not double the table.
+    stats = {f: f.resolve().stat() for f in files}
+    prints = {f: (str(f.resolve()), stats[f].st_size, stats[f].st_mtime_ns) for f in files}
+    skipped: list[Path] = []
     try:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{project}"."{dataset}"')
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{project}"."_lakehouse"')
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {ledger} (dataset_name VARCHAR, table_name VARCHAR, path VARCHAR, "
+            "size BIGINT, mtime_ns BIGINT, loaded_at TIMESTAMPTZ)"
+        )
+        con.execute("BEGIN TRANSACTION")
         exists = con.execute(
             "SELECT count(*) FROM information_schema.tables "
             "WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
             [project, dataset, name],
         ).fetchone()[0]
         if replace or not exists:
-            con.execute(f"CREATE OR REPLACE TABLE {quoted} AS SELECT * FROM {reader}([{listed}])")
+            con.execute(f"DELETE FROM {ledger} WHERE dataset_name = ? AND table_name = ?", [dataset, name])
         else:
+            loaded = set(
+                con.execute(
+                    f"SELECT path, size, mtime_ns FROM {ledger} WHERE dataset_name = ? AND table_name = ?",
+                    [dataset, name],
+                ).fetchall()
+            )
+            skipped = [f for f in files if prints[f] in loaded]
+            files = tuple(f for f in files if prints[f] not in loaded)
+        listed = ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
+        if replace or not exists:
+            con.execute(f"CREATE OR REPLACE TABLE {quoted} AS SELECT * FROM {reader}([{listed}])")
+        elif files:
             con.execute(f"INSERT INTO {quoted} BY NAME SELECT * FROM {reader}([{listed}])")
+        if files:
+            con.executemany(
+                f"INSERT INTO {ledger} VALUES (?, ?, ?, ?, ?, now())", [[dataset, name, *prints[f]] for f in files]
+            )
         count = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
-        unchanged.forget(con)  # what the runner recorded about tables may no longer hold
+        if files:
+            unchanged.forget(con)  # what the runner recorded about tables may no longer hold
+        con.execute("COMMIT")
     except duckdb.Error as error:
         fail(
             f"could not load {', '.join(map(str, files))} into {project}.{dataset}.{name}: {str(error).splitlines()[0]}"
         )
     finally:
         con.close()
+    if skipped:
+        console.print(
+            f"skipped, already loaded into {project}.{dataset}.{name} with the same size and modification time: "
+            f"{', '.join(map(str, skipped))} (--replace loads the table again from the files given)",
+            highlight=False,
+            markup=False,
+        )
     console.print(f"{project}.{dataset}.{name}: {count} rows", highlight=False, markup=False)

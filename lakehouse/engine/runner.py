@@ -307,12 +307,10 @@ class Engine:
         committed = None  # the decision of what it wrote, once its transaction committed
         con.execute("BEGIN TRANSACTION")
         try:
-            incremental_write = False
-            if iceberg:
-                metadata = self.metadata(target)
-                incremental_write = action.kind == "incremental" and statements.should_write_incrementally(
-                    action.raw, options.full_refresh, metadata
-                )
+            # Whether the action's statements write into the table it had (not a first or full-refresh build).
+            incremental_write = action.kind == "incremental" and statements.should_write_incrementally(
+                action.raw, options.full_refresh, self.metadata(target)
+            )
             rows = 0
             counted = False
             schema_changed = False
@@ -332,8 +330,9 @@ class Engine:
                     counted = True
             if counted:
                 result.rows_affected = rows
-            # An incremental write that added, changed and removed nothing leaves the table as it was.
-            changed = not (action.kind == "incremental" and counted and rows == 0 and not schema_changed)
+            # An incremental write that added, changed and removed nothing leaves the table as it was; a
+            # first or full-refresh build of no rows does not (it makes the table, or empties it).
+            changed = not (incremental_write and counted and rows == 0 and not schema_changed)
             if iceberg and changed and not options.dry_run:
                 if incremental_write and not schema_changed and action.raw.get("uniqueKey"):
                     # rows are unique by key: commit only the files the write touched

@@ -182,6 +182,26 @@ def test_load_makes_a_public_data_source_available(make_project, tmp_path):
     assert json.loads(result.output) == [{"word": "be", "n": 2}, {"word": "to", "n": 4}]
 
 
+def test_load_of_a_file_it_already_appended_appends_nothing(make_project, tmp_path):
+    """A load killed after its commit, before it printed, is run again: the table must not double."""
+    project = make_project(PROJECT)
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("id,v\n1,a\n2,b\n")
+    second.write_text("id,v\n3,c\n")
+    count = ("query", "select count(*) as n from ds.t", "--project-dir", project, "--format", "csv")
+
+    assert invoke("load", "ds.t", first, "--project-dir", project).exit_code == 0
+    again = invoke("load", "ds.t", first, second, "--project-dir", project)
+    assert invoke(*count).output == "n\n3\n"
+    assert "skipped, already loaded into" in " ".join(again.output.split())
+    assert str(first) in again.output.replace("\n", "")
+    first.write_text("id,v\n1,a\n2,b\n4,d\n")  # changed since: loaded again
+    assert invoke("load", "ds.t", first, "--project-dir", project).exit_code == 0
+    assert invoke(*count).output == "n\n6\n"
+    assert invoke("load", "ds.t", second, "--replace", "--project-dir", project).exit_code == 0
+    assert invoke(*count).output == "n\n1\n"
+
+
 def test_help_lists_the_engine_commands():
     result = invoke("--help")
 

@@ -249,6 +249,36 @@ def test_iceberg_table_commits_a_snapshot_per_run_and_stays_queryable(make_proje
     assert query(lakehouse_home, 'select count(*) from "test-local".gold.big_customers') == [(2,)]
 
 
+def test_an_iceberg_incremental_build_of_no_rows_makes_or_empties_the_table(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/silver/big_orders.sqlx"] = """
+        config {
+          type: "incremental", uniqueKey: ["order_id"],
+          iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake", tableFolderRoot: "silver" },
+        }
+        select order_id, amount_usd from ${ref("orders")} where amount_usd > ${dataform.projectConfig.vars.floor}
+    """
+    files["definitions/gold/big_order_count.sqlx"] = """
+        config { type: "table", schema: "gold" }
+        select count(*) as n from ${ref("big_orders")}
+    """
+    project = make_project(files)
+    rows = 'select count(*) from "test-local".silver.big_orders'
+
+    first = run(project, vars={"floor": "100"})  # no order is over 100: the first build has no rows
+
+    assert first.status == "success", [a.error for a in first.actions if a.error]
+    assert query(lakehouse_home, rows) == [(0,)]
+    assert query(lakehouse_home, 'select n from "test-local".gold.big_order_count') == [(0,)]
+    run(project, vars={"floor": "8"}, full_refresh=True)
+    assert query(lakehouse_home, rows) == [(2,)]
+    emptied = run(project, vars={"floor": "100"}, full_refresh=True)
+    assert emptied.status == "success"
+    assert query(lakehouse_home, rows) == [(0,)]
+    target = {"database": "test-local", "schema": "silver", "name": "big_orders"}
+    assert IcebergStore(lakehouse_home).load(target).scan().to_arrow().num_rows == 0
+
+
 def test_dry_run_translates_everything_and_executes_nothing(make_project, lakehouse_home):
     files = dict(SEED)
     files["definitions/operations/dynamic.sqlx"] = """
