@@ -148,8 +148,9 @@ function extractColumns(contract) {
   const lines = [
     "if(is_json, json_value(raw_record, '$.event_id'), null) as event_id,",
     "if(is_json, json_value(raw_record, '$.source'), null) as payload_source,",
-    // Object keys at any depth: a key is a quoted name after { or , and before a colon.
-    "if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"([^\"\\\\]*)\"\\s*:'), [])",
+    // Object keys at any depth: a key is a quoted name after { or , and before a colon, as written
+    // (escapes included: extraCtes reads "coup\u006fn" as coupon).
+    "if(is_json, regexp_extract_all(raw_record, r'[{,]\\s*\"((?:[^\"\\\\]|\\\\.)*)\"\\s*:'), [])",
     "  as payload_keys,",
   ];
   contract.fields.forEach((field) => {
@@ -189,12 +190,19 @@ ${names.replace(/^ {6}/gm, "          ")}
 ),
 
 `;
+  // A key written with JSON escapes ("coup\u006fn") is read as JSON reads it.
   return `${listed}unknown_keys as (
   select distinct
     record_id,
     raw_record,
     payload_key,
-  from ${pending ? "extracted" : "records_with_unknown_keys"}, unnest(payload_keys) as payload_key
+  from (
+    select
+      record_id,
+      raw_record,
+      if(strpos(written_key, '\\\\') > 0, json_value(concat('"', written_key, '"'), '$'), written_key) as payload_key,
+    from ${pending ? "extracted" : "records_with_unknown_keys"}, unnest(payload_keys) as written_key
+  ) as keys_as_read
   where
     ${pending ? `(\n      ${known.replace(/\n/g, "\n  ")}\n      or payload_key in unnest(${PENDING_FIELDS})\n    )` : known}
     and parse_json(raw_record)[payload_key] is not null

@@ -152,3 +152,28 @@ def test_a_producer_adding_fields_is_accepted_without_a_full_refresh(tmp_path: P
     for row in earlier:
         assert (row["coupon_code"], row["client_version"], row["utm_source"]) == (None, None, None)
         assert row["extra"] == first[row["record_id"]]["extra"]
+
+
+def test_a_key_written_with_json_escapes_is_read_as_json_reads_it(tmp_path: Path):
+    """`"coup\\u006fn_code"` is the key coupon_code: it lands in `extra` and the drift report like the
+    plain spelling, and a contract field spelled with escapes is that field, not an unknown key."""
+    home = tmp_path / "home"
+    cli(home, REPO, "generate", "--events", "200", "--seed", "7", "--as-of", AS_OF, "--in-process-bus")
+    folder = next(home.glob("gcs/*landing*/source=orders/ingest_date=*/hour=*"))
+    record = {
+        "source": "orders", "event_id": "escaped-1", "order_id": "ORD-0000000000EE", "customer_id": "CUST-00001",
+        "product_id": "PROD-0001", "quantity": 1, "price": 2.5, "currency": "USD", "status": "paid",
+        "event_ts": "2026-03-01T23:00:00Z",
+    }  # fmt: skip
+    line = json.dumps(record)[:-1] + ', "coup\\u006fn_code": "SAVE20", "curr\\u0065ncy_note": {"a": 1}}'
+    line = line.replace('"currency"', '"curr\\u0065ncy"')
+    (folder / "escaped.jsonl").write_text(line + "\n")
+
+    cli(home, REPO, "run", "--now", NOW)
+
+    sql = "select currency, to_json_string(extra) as extra from silver.orders where event_id = 'escaped-1'"
+    (row,) = query(home, sql)
+    assert row["currency"] == "USD"
+    assert json.loads(json.loads(row["extra"])) == {"coupon_code": "SAVE20", "currency_note": {"a": 1}}
+    drift = query(home, "select field_name from ops.schema_drift where source_name = 'orders'")
+    assert {"coupon_code", "currency_note"} <= {r["field_name"] for r in drift}
