@@ -99,6 +99,8 @@ function rules(contract) {
       rule: "record_source_mismatch",
       condition: `is_json and coalesce(payload_source != ${params.sqlString(contract.name)}, true)`,
     },
+    // a landing file in an hour= folder that is not an hour of the day (bronzeSelects)
+    { rule: "record_landing_path", condition: "ingested_at is null" },
   ];
   // Under unknown_fields "keep" (the default) an unknown key is kept in `extra`, not a failure.
   if (sources.unknownFields(contract) === "quarantine") {
@@ -288,7 +290,11 @@ landing as (
     'landing' as source_kind,
     _file_name as origin,
     ingest_date,
-    timestamp_add(timestamp(ingest_date), interval safe_cast(hour as int64) hour) as ingested_at,
+    -- a folder outside the layout (hour=xx, hour=99) gives no arrival time: rule record_landing_path
+    timestamp_add(
+      timestamp(ingest_date),
+      interval if(safe_cast(hour as int64) between 0 and 23, safe_cast(hour as int64), null) hour
+    ) as ingested_at,
     -- a CSV table reads an empty line (or one a 0x01 cuts to nothing) as NULL: kept as '', quarantined
     coalesce(line, '') as raw_record,
   from ${ctx.ref(`${contract.name}_landing`)}${landingWhere}
@@ -379,7 +385,7 @@ final as (
     record_id,
     source_kind,
     origin,
-    ingested_at,
+    coalesce(ingested_at, timestamp(ingest_date)) as ingested_at,
     ingest_date,
     event_id,
     raw_record,

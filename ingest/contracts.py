@@ -60,6 +60,7 @@ RECORD_RULES = (
     "record_not_utf8",
     "record_oversized",
     "record_source_mismatch",
+    "record_landing_path",
     "record_unexpected_field",
 )
 _FIELD_KEYS = {

@@ -134,11 +134,11 @@ def test_quarantine_rules_follow_silver_order():
         "record_not_utf8",
         "record_oversized",
         "record_source_mismatch",
+        "record_landing_path",
         "order_id_required",
         "order_id_type",
-        "order_id_pattern",
     ]
-    assert len(rules) == 30
+    assert len(rules) == 31
 
 
 def test_unknown_fields_defaults_to_keep_and_quarantine_adds_its_rule():
@@ -146,8 +146,8 @@ def test_unknown_fields_defaults_to_keep_and_quarantine_adds_its_rule():
     assert parse_contract(raw, "orders.json").unknown_fields == "keep"
     strict = parse_contract({**raw, "unknown_fields": "quarantine"}, "orders.json")
     assert strict.unknown_fields == "quarantine"
-    assert strict.quarantine_rules[4] == "record_unexpected_field"
-    assert len(strict.quarantine_rules) == 31
+    assert strict.quarantine_rules[5] == "record_unexpected_field"
+    assert len(strict.quarantine_rules) == 32
 
 
 def test_an_unknown_fields_policy_other_than_keep_or_quarantine_is_refused():

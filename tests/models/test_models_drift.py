@@ -177,3 +177,32 @@ def test_a_key_written_with_json_escapes_is_read_as_json_reads_it(tmp_path: Path
     assert json.loads(json.loads(row["extra"])) == {"coupon_code": "SAVE20", "currency_note": {"a": 1}}
     drift = query(home, "select field_name from ops.schema_drift where source_name = 'orders'")
     assert {"coupon_code", "currency_note"} <= {r["field_name"] for r in drift}
+
+
+def test_a_file_in_a_folder_outside_the_hour_layout_is_quarantined_with_its_reason(tmp_path: Path):
+    """hour=xx and hour=99 give no arrival time: the records are quarantined as record_landing_path, the
+    batch and the intake ledger keep the day's start, and the next run passes its error-severity checks."""
+    home = tmp_path / "home"
+    cli(home, REPO, "generate", "--events", "200", "--seed", "7", "--as-of", AS_OF, "--in-process-bus")
+    day = next(home.glob("gcs/*landing*/source=orders/ingest_date=*"))
+    for hour in ("xx", "99"):
+        (day / f"hour={hour}").mkdir()
+        record = {
+            "source": "orders", "event_id": f"path-{hour}", "order_id": "ORD-0000000000PP", "customer_id": "CUST-00001",
+            "product_id": "PROD-0001", "quantity": 1, "price": 2.5, "currency": "USD", "status": "paid",
+            "event_ts": "2026-03-01T23:00:00Z",
+        }  # fmt: skip
+        (day / f"hour={hour}" / "placed.jsonl").write_text(json.dumps(record) + "\n")
+
+    cli(home, REPO, "run", "--now", NOW)
+    cli(home, REPO, "run", "--now", NOW)
+
+    quarantined = query(
+        home,
+        "select origin, failed_rules, ingested_at from silver_restricted.orders_quarantine "
+        "where 'record_landing_path' in unnest(failed_rules) order by origin",
+    )
+    assert [row["origin"].split("/")[-2] for row in quarantined] == ["hour=99", "hour=xx"]
+    assert all(row["ingested_at"] == f"{day.name.split('=')[1]}T00:00:00+00:00" for row in quarantined)
+    assert query(home, "select count(*) as n from silver.orders where event_id like 'path-%'") == [{"n": 0}]
+    assert query(home, "select count(*) as n from ops.orders_intake where ingested_at is null") == [{"n": 0}]
