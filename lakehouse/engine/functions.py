@@ -116,6 +116,9 @@ MACROS: dict[str, str] = {
             bq_timestamp_in_range(CASE WHEN regexp_matches(CAST(x AS VARCHAR), '[A-Za-z]{2}')
                 THEN CAST(x AS TIMESTAMPTZ) ELSE CAST(x AS TIMESTAMPTZ) END),
             error('Invalid timestamp: ' || CAST(x AS VARCHAR))) END""",
+    # TIME(ts) / CAST(ts AS TIME): the time of day in UTC; DuckDB has no cast from TIMESTAMPTZ to TIME.
+    # (Through TIMETZ, which every input type casts to; the session time zone is UTC.)
+    "bq_cast_time": """(x) AS CAST(CAST(x AS TIMETZ) AS TIME)""",
     # The JSON converters INT64, FLOAT64, BOOL, STRING (`safe`: SAFE.<f>, NULL instead of an error, since
     # DuckDB's TRY refuses error()) and the LAX_ ones, by the JSON value's type: DuckDB reads a JSON
     # number as UBIGINT (non-negative integer), BIGINT (negative) or DOUBLE, and JSON null as 'NULL'.

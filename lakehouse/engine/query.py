@@ -39,7 +39,10 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, *, default_project: str, g
     """
     last = QueryResult([], [])
     for item in translate.translate_script(sql, default_project=default_project, gcs_resolver=gcs_resolver):
-        cursor = run_item(con, item)
+        try:
+            cursor = run_item(con, item)
+        except ScriptReturn:
+            break  # RETURN outside a procedure ends the script
         # A loop's last statement may be its own test; a handler's or procedure's last one is a result.
         if isinstance(item, str) or (item.kind in ("try", "call") and cursor is not None):
             description = cursor.description
@@ -61,8 +64,11 @@ class _Continue(Exception):
     pass
 
 
-class _Return(Exception):
-    pass
+class ScriptReturn(Exception):
+    """RETURN: leaves the procedure, or (outside one) ends the script; run_item's caller stops there."""
+
+
+_Return = ScriptReturn
 
 
 # The errors being handled, innermost last, per thread (each runner thread has its own cursor): a bare

@@ -315,8 +315,11 @@ class Engine:
             counted = False
             schema_changed = False
             for kind, sql in translated:
-                if not isinstance(sql, str):  # a procedural block (loop, IF, FOR)
-                    query.run_item(con, sql)
+                if not isinstance(sql, str):  # a procedural block (loop, IF, FOR, RETURN)
+                    try:
+                        query.run_item(con, sql)
+                    except query.ScriptReturn:
+                        break  # RETURN outside a procedure ends the action's script, as in BigQuery
                     continue
                 if statements.SCHEMA_CHANGE in sql and sql.lstrip().lower().startswith("select"):
                     schema_changed = apply_schema_change(con, action.raw, target, sql)

@@ -446,15 +446,23 @@ def _rewrite_variables(tree: exp.Expression, ctx: _Context) -> exp.Expression:
         if declared and declared.upper().startswith(_STRUCT_VARIABLE) and not column.args.get("db"):
             # FOR x IN (query): x.col reads a field of the current row; so does v.field of DECLARE v STRUCT<…>.
             field_name = exp.Literal.string(column.name)
-            column.replace(_call("struct_extract", _getvariable(column.table.lower()), field_name))
+            column.replace(_named(column, _call("struct_extract", _getvariable(column.table.lower()), field_name)))
             continue
         if column.table or column.name.lower() not in ctx.variables:
             continue
         parent = column.parent
         if isinstance(parent, exp.EQ) and column.arg_key == "this" and isinstance(parent.parent, exp.Update):
             continue
-        column.replace(_getvariable(column.name.lower()))
+        column.replace(_named(column, _getvariable(column.name.lower())))
     return tree
+
+
+def _named(column: exp.Column, value: exp.Expression) -> exp.Expression:
+    """`value` in the place of `column`; a bare SELECT item keeps the column's name (`SELECT a` is column
+    a in BigQuery, where DuckDB would name it getvariable('a'))."""
+    if isinstance(column.parent, exp.Select) and column.arg_key == "expressions":
+        return exp.alias_(value, exp.to_identifier(column.name))
+    return value
 
 
 def _identifier(name: str) -> exp.Identifier:
@@ -770,7 +778,11 @@ def _unnest_offset_zero_based(tree: exp.Expression) -> exp.Expression:
         ).from_(inner)
         outer_alias = alias.name if alias and alias.name and columns else value_name
         replacement = exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(outer_alias)))
+        join = unnest.parent
         unnest.replace(replacement)
+        if isinstance(join, exp.Join) and join.side and not join.args.get("on"):
+            # LEFT JOIN UNNEST(arr) WITH OFFSET keeps a row with an empty array: the join needs its ON
+            join.set("on", exp.true())
     return tree
 
 
@@ -1552,6 +1564,68 @@ def _json_converters(tree: exp.Expression) -> exp.Expression:
 _BUILTIN_NAMESPACES = ("KEYS", "AEAD", "HLL_COUNT", "KLL_QUANTILES")
 
 
+def _select_as_value_struct(tree: exp.Expression) -> exp.Expression:
+    """SELECT AS VALUE <struct> is a row of the struct's fields in BigQuery (`SELECT * FROM (SELECT AS
+    VALUE STRUCT(1 AS a))` has column a); DuckDB would return one STRUCT column. Where the value is
+    visibly a struct (a STRUCT(...) or a row of the FROM: ARRAY_AGG(t ...)[OFFSET(0)], the usual
+    latest-row-per-key), it is unpacked with UNNEST; any other value stays one column, as in BigQuery."""
+    for select in list(tree.find_all(exp.Select)):
+        if str(select.args.get("kind") or "").upper() != "VALUE" or len(select.expressions) != 1:
+            continue
+        value = select.expressions[0]
+        rows = {
+            source.alias_or_name.lower()
+            for source in [
+                *([select.args["from_"].this] if select.args.get("from_") else []),
+                *(join.this for join in select.args.get("joins") or []),
+            ]
+        }
+        base = value.this if isinstance(value, exp.Bracket) else value
+        inner = base.this if isinstance(base, exp.ArrayAgg) else None
+        while isinstance(inner, (exp.Order, exp.Limit)):
+            inner = inner.this
+        row = isinstance(inner, exp.Column) and not inner.table and inner.name.lower() in rows
+        if isinstance(value, exp.Struct) or row:
+            select.set("kind", None)
+            value.replace(exp.Unnest(expressions=[value.copy()]))
+    return tree
+
+
+def _pivot_column_names(tree: exp.Expression) -> exp.Expression:
+    """PIVOT(SUM(x) AS total FOR q IN ('Q1', 'Q2')) names its columns total_Q1, total_Q2 in BigQuery;
+    DuckDB names them Q1_total, Q2_total. The pivoted source is wrapped in SELECT * RENAME (...)."""
+    for pivot in list(tree.find_all(exp.Pivot)):
+        source = pivot.parent
+        aggregates = pivot.expressions
+        if pivot.args.get("unpivot") or not isinstance(source, (exp.Table, exp.Subquery)) or not aggregates:
+            continue
+        if not all(isinstance(a, exp.Alias) for a in aggregates) or len(pivot.args.get("fields") or []) != 1:
+            continue  # unaliased aggregates are named by the value alone, as in DuckDB
+        values = []
+        for value in pivot.args["fields"][0].expressions:
+            if isinstance(value, exp.PivotAlias):
+                values.append(value.alias)
+            elif isinstance(value, exp.Literal) and value.is_string:
+                values.append(value.this)
+            else:
+                values = []
+                break
+        if not values:
+            continue
+        renames = [
+            exp.alias_(exp.column(f"{v}_{a.alias}", quoted=True), exp.to_identifier(f"{a.alias}_{v}", quoted=True))
+            for v in values
+            for a in aggregates
+        ]
+        alias = pivot.args.get("alias")
+        pivot.set("alias", None)
+        inner = source.copy()
+        select = exp.Select(expressions=[exp.Star(rename=renames)]).from_(inner)
+        name = alias.copy() if alias else exp.TableAlias(this=exp.to_identifier("_lakehouse_pivot"))
+        source.replace(exp.Subquery(this=select, alias=name))
+    return tree
+
+
 def _namespaced_builtins(tree: exp.Expression) -> exp.Expression:
     """NET.HOST(u), KEYS.NEW_KEYSET(k), HLL_COUNT.MERGE(h), ...: BigQuery built-ins DuckDB lacks, named
     as BigQuery names them (DuckDB would try to install an extension, or report a missing catalog)."""
@@ -1736,6 +1810,9 @@ def _cast_semantics(tree: exp.Expression) -> exp.Expression:
     """
     for dtype in list(tree.find_all(exp.DataType)):
         dtype.replace(_numeric_type(dtype))
+    for node in list(tree.find_all(exp.TsOrDsToTime)):
+        if not node.args.get("format") and not node.args.get("zone"):
+            node.replace(_call("bq_cast_time", node.this.copy()))  # TIME(ts): DuckDB has no TIMESTAMPTZ -> TIME
     for node in list(tree.find_all(exp.Cast)):
         fmt = node.args.get("format")
         if fmt is not None:
@@ -1776,6 +1853,8 @@ def _array_agg_limit(tree: exp.Expression) -> exp.Expression:
     """ARRAY_AGG(x [IGNORE NULLS] [ORDER BY ...] LIMIT n): DuckDB has no LIMIT inside aggregates.
 
     Becomes list_slice(ARRAY_AGG(x ORDER BY ...) [FILTER (WHERE x IS NOT NULL)], 1, n).
+    STRING_AGG(x [, sep] [ORDER BY ...] LIMIT n) likewise, joined with sep (NULLs never count, as in
+    STRING_AGG). With DISTINCT, the NULL test is on the value, not on `DISTINCT x`.
     """
     for limit in list(tree.find_all(exp.Limit)):
         agg = limit.parent
@@ -1783,19 +1862,25 @@ def _array_agg_limit(tree: exp.Expression) -> exp.Expression:
         if isinstance(agg, exp.ArrayAgg):
             if isinstance(agg.parent, exp.IgnoreNulls):
                 ignore_nulls = agg.parent
-        else:
+        elif not isinstance(agg, exp.GroupConcat):
             continue
         count = limit.expression.copy()
         inner = limit.this.copy()
         value = inner.this if isinstance(inner, exp.Order) else inner
+        if isinstance(value, exp.Distinct) and value.expressions:
+            value = value.expressions[0]
         new_agg: exp.Expression = exp.ArrayAgg(this=inner)
-        if ignore_nulls is not None:
+        if ignore_nulls is not None or isinstance(agg, exp.GroupConcat):
             new_agg = exp.Filter(
                 this=new_agg,
                 expression=exp.Where(this=exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))),
             )
         target = ignore_nulls if ignore_nulls is not None else agg
-        target.replace(_call("list_slice", new_agg, exp.Literal.number(1), count))
+        sliced = _call("list_slice", new_agg, exp.Literal.number(1), count)
+        if isinstance(agg, exp.GroupConcat):
+            separator = agg.args.get("separator")
+            sliced = _call("array_to_string", sliced, separator.copy() if separator else exp.Literal.string(","))
+        target.replace(sliced)
     return tree
 
 
@@ -2073,6 +2158,8 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _unnest_offset_zero_based,
     _from_select_as_struct,
     _namespaced_builtins,
+    _select_as_value_struct,
+    _pivot_column_names,
     _approx_quantiles,
     _json_converters,  # before _safe_prefix: SAFE.INT64(j) is a macro argument, not TRY (error() is volatile)
     _date_functions_return_date,
@@ -2110,13 +2197,15 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _unnest_offset_zero_based: (exp.Unnest,),
     _from_select_as_struct: (exp.Subquery,),
     _namespaced_builtins: (exp.NetFunc, exp.Dot),
+    _pivot_column_names: (exp.Pivot,),
+    _select_as_value_struct: (exp.Select,),
     _approx_quantiles: (exp.ApproxQuantiles,),
     _json_converters: (*_JSON_CONVERTERS, exp.String),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
     _format_timestamp: (exp.TimeToStr,),
     _safe_prefix: (exp.SafeFunc,),
-    _cast_semantics: (exp.Cast, exp.DataType),
+    _cast_semantics: (exp.Cast, exp.DataType, exp.TsOrDsToTime),
     _array_agg_limit: (exp.Limit,),
     _extract_parts: (exp.Extract,),
     _format_printf: (exp.Format,),
@@ -2141,6 +2230,13 @@ def _apply_rewrites(tree: exp.Expression) -> exp.Expression:
 
 # --------------------------------------------------------------------------------------------------
 # Statements.
+
+
+# CREATE [OR REPLACE] [TEMP] TABLE|VIEW name [...] AS <query>: group 1 starts the query.
+_CREATE_AS_QUERY = re.compile(
+    r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?(?:TABLE|VIEW)\b.*?\bAS\s+(\(?\s*(?:SELECT|WITH)\b)",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def _parse_statement(stmt: _Statement) -> exp.Expression:
@@ -2602,10 +2698,13 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
     for uri in uris:
         if not str(uri).startswith("gs://"):
             raise UnsupportedConstruct(f"external table URI {uri}", "only gs:// URIs are served locally")
-    # DuckDB fails on a pattern that matches nothing: keep the ones with files now (each run of the
-    # operation re-creates the view, so later files under a new pattern are picked up then).
+    # DuckDB fails on a pattern that matches no file: keep the ones with files now (each run of the
+    # operation re-creates the view, so later files under a new pattern are picked up then). Folders
+    # alone (left empty when their files were deleted) are no match.
     candidates = [p for uri in uris for p in _local_patterns(str(uri), gcs_resolver)]
-    patterns = [p for p in dict.fromkeys(candidates) if glob.glob(p, recursive=True)]
+    patterns = [
+        p for p in dict.fromkeys(candidates) if any(os.path.isfile(m) for m in glob.iglob(p, recursive=True))
+    ]
     any_file = bool(patterns)
     partition_types = list(table.partition_columns or ())
     prefix = str(options.get("hive_partition_uri_prefix", ""))
@@ -2855,6 +2954,17 @@ def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = N
         stmt = _Statement(_TABLE_CONNECTION.sub("", stmt.text, count=1), stmt.words, stmt.position)
     tree = _parse_statement(stmt)
     if isinstance(tree, exp.Command):
+        query = _CREATE_AS_QUERY.match(stmt.text)
+        if query:
+            # sqlglot reads a CREATE ... AS <query> it cannot parse as an opaque command: the error is
+            # in the query (text left after it, a typo), so parse that to name where
+            try:
+                _parse(stmt.text[query.start(1) :], stmt.position)
+            except TranslationError as error:
+                raise TranslationError(str(error).replace("of the statement)", "of the query after AS)")) from None
+            raise TranslationError(
+                f"cannot parse the statement at {stmt.position} as BigQuery SQL: check the syntax around its query"
+            )
         raise UnsupportedConstruct(" ".join(w for w in words[:3] if w), "this statement has no local equivalent")
     if isinstance(tree, exp.Create) and _TABLE_FUNCTION.match(stmt.text):
         return [_table_function(tree, ctx, stmt.position)]

@@ -862,3 +862,14 @@ def test_date_plus_and_minus_int64_days_is_a_date_and_other_arithmetic_is_unchan
     ]
     assert all(type(value) is dt.date for row in result.rows for value in row[:4] + row[5:] if value is not None)
     assert filtered.rows == [(30,)]
+
+
+def test_a_variable_selected_bare_is_a_column_named_like_it(con):
+    result = query.execute(
+        con,
+        "DECLARE a INT64 DEFAULT 1; DECLARE s STRUCT<x INT64> DEFAULT STRUCT(5 AS x); "
+        "CREATE TEMP TABLE q AS SELECT a, s.x, a + 1 AS b; SELECT * FROM q",
+        default_project=PROJECT,
+    )
+
+    assert (result.columns, result.rows) == (["a", "x", "b"], [(1, 5, 2)])

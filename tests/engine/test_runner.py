@@ -279,6 +279,26 @@ def test_an_iceberg_incremental_build_of_no_rows_makes_or_empties_the_table(make
     assert IcebergStore(lakehouse_home).load(target).scan().to_arrow().num_rows == 0
 
 
+def test_return_in_a_script_ends_it_and_the_action_succeeds(make_project, lakehouse_home):
+    project = make_project(
+        {
+            "definitions/ops/stamp.sqlx": """
+                config { type: "operations", hasOutput: true }
+                create or replace table ${self()} as select 1 as step;
+                if (select count(*) from ${self()}) = 1 then
+                  return;
+                end if;
+                insert into ${self()} values (2);
+            """,
+        }
+    )
+
+    record = run(project)
+
+    assert record.status == "success", [a.error for a in record.actions]
+    assert query(lakehouse_home, 'select step from "test-local".silver.stamp') == [(1,)]
+
+
 def test_dry_run_translates_everything_and_executes_nothing(make_project, lakehouse_home):
     files = dict(SEED)
     files["definitions/operations/dynamic.sqlx"] = """

@@ -100,6 +100,12 @@ TRAPS = [
         [(7, "x", 0), (7, "y", 1)],
     ),
     (
+        "trap-left-join-unnest-with-offset",
+        "SELECT t.id, e, pos FROM (SELECT 7 AS id, ['x'] AS arr UNION ALL SELECT 8, CAST([] AS ARRAY<STRING>)) AS t "
+        "LEFT JOIN UNNEST(t.arr) AS e WITH OFFSET AS pos ORDER BY t.id",
+        [(7, "x", 0), (8, None, None)],
+    ),
+    (
         "trap-date-sub-returns-date",
         "SELECT DATE_SUB(DATE '2024-03-31', INTERVAL 1 MONTH), DATE_SUB(DATE '2024-01-01', INTERVAL 1 DAY)",
         [(dt.date(2024, 2, 29), dt.date(2023, 12, 31))],
@@ -189,6 +195,30 @@ TRAPS = [
         "SELECT ARRAY_AGG(x IGNORE NULLS ORDER BY x LIMIT 2), ARRAY_AGG(x ORDER BY x DESC LIMIT 1) "
         "FROM UNNEST([3, NULL, 1, 2]) AS x",
         [([1, 2], [3])],
+    ),
+    (
+        "trap-aggregate-distinct-or-string-limit",
+        "SELECT ARRAY_AGG(DISTINCT x IGNORE NULLS ORDER BY x LIMIT 2), STRING_AGG(CAST(x AS STRING), '|' ORDER BY x "
+        "DESC LIMIT 2) FROM UNNEST([3, NULL, 1, 3, 2]) AS x",
+        [([1, 2], "3|3")],
+    ),
+    (
+        "trap-pivot-column-names",
+        "SELECT * FROM (SELECT 'Q1' AS q, 5 AS s UNION ALL SELECT 'Q2', 7) "
+        "PIVOT(SUM(s) AS total, COUNT(*) AS n FOR q IN ('Q1' AS first, 'Q2')) AS p",
+        [(5, 1, 7, 1)],
+    ),
+    (
+        "trap-select-as-value-struct",
+        "SELECT * FROM (SELECT AS VALUE ARRAY_AGG(t ORDER BY ts DESC LIMIT 1)[OFFSET(0)] FROM (SELECT 1 AS id, "
+        "10 AS ts UNION ALL SELECT 1, 20 UNION ALL SELECT 2, 5) AS t GROUP BY id) "
+        "JOIN (SELECT AS VALUE STRUCT(2 AS id, 'two' AS name)) USING (id)",
+        [(2, 5, "two")],
+    ),
+    (
+        "trap-time-of-a-timestamp",
+        "SELECT TIME(TIMESTAMP '2024-01-02 03:04:05+00'), TIME(DATETIME '2024-01-02 03:04:05')",
+        [(dt.time(3, 4, 5), dt.time(3, 4, 5))],
     ),
     (
         "trap-extract-dayofweek-week",
@@ -955,6 +985,14 @@ def test_ext_raw_lines_with_partitions_and_file_name(con, gcs):
     ]
 
 
+def test_ext_folders_left_empty_read_as_no_rows_not_a_missing_file_error(con, gcs):
+    (gcs.root / "landing" / "orders" / "dt=2024-01-02").mkdir(parents=True)  # its files were deleted
+
+    run(con, RAW_LINES, resolver=gcs)
+
+    assert run(con, "select count(*) from ds.raw_orders", resolver=gcs) == [(0,)]
+
+
 def test_ext_files_not_utf8_are_read_with_replacement_characters_under_their_own_name(con, gcs):
     # DuckDB stops the whole read at the first invalid byte; BigQuery replaces what it cannot convert
     # with U+FFFD. Latin-1, a truncated multi-byte sequence and UTF-16 with its BOM, beside a good file.
@@ -1179,3 +1217,20 @@ def test_begin_and_commit_transaction_are_the_action_transaction(con):
     assert con.execute(f'SELECT x FROM "{PROJECT}".ds.t').fetchall() == [(2,)]
     with pytest.raises(UnsupportedConstruct, match="ROLLBACK"):
         translate_script("rollback transaction;", default_project=PROJECT)
+
+
+def test_pivot_columns_are_named_aggregate_then_value(shared_con):
+    sql = (
+        "SELECT * FROM (SELECT 'Q1' AS q, 5 AS s UNION ALL SELECT 'Q2', 7) "
+        "PIVOT(SUM(s) AS total, COUNT(*) AS n FOR q IN ('Q1' AS first, 'Q2')) AS p"
+    )
+    (statement,) = translate_script(sql, default_project=PROJECT)
+
+    names = [d[0] for d in shared_con.execute(statement).description]
+
+    assert names == ["total_first", "n_first", "total_Q2", "n_Q2"]
+
+
+def test_a_create_whose_query_does_not_parse_names_the_syntax_error_not_a_missing_feature():
+    with pytest.raises(TranslationError, match=r"column 18 of the query after AS.*near 'name'"):
+        translate_script("CREATE OR REPLACE TABLE ds.bad AS SELECT 1 AS a name: 'bad' }", default_project=PROJECT)
