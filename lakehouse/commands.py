@@ -271,8 +271,8 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
         console.print('no Dataform unit tests (type: "test") in this project')
         return
     for r in results:
-        mark = "[green]passed[/]" if r.successful else "[red]failed[/]"
-        console.print(f"{mark} {r.name} ({r.file_name})", highlight=False, markup=False)
+        mark = ("passed", "green") if r.successful else ("failed", "red")
+        console.print(Text.assemble(mark, f" {r.name} ({r.file_name})"), highlight=False)
         for message in r.messages:
             console.print(f"    {message}", markup=False, highlight=False)
     failed = sum(not r.successful for r in results)

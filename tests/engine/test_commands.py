@@ -134,7 +134,9 @@ def test_dry_run_says_what_will_run_and_creates_nothing(make_project, lakehouse_
 
 def test_lakehouse_test_passes_and_reports_differences_as_the_cli(make_project):
     project = make_project(PROJECT)
-    assert invoke("test", "--project-dir", project).exit_code == 0
+    passed = invoke("test", "--project-dir", project)
+    assert passed.exit_code == 0
+    assert passed.output.startswith("passed orders_test") and "[green]" not in passed.output
 
     (project / "definitions/orders_test.sqlx").write_text(
         'config { type: "test", dataset: "orders" }\n'
