@@ -36,6 +36,31 @@ function isObject(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
+// Columns the pipeline writes beside a contract's fields: the same list as ingest/contracts.py
+// RESERVED_NAMES (a field named raw_record would put the raw line in silver; failed_rules would lose records).
+const RESERVED_NAMES = [
+  "source", "event_id", "record_id", "source_kind", "origin", "ingested_at", "ingest_date", "raw_record",
+  "is_json", "payload_source", "payload_keys", "extra_fields", "extra", "failed_rules", "occurrence",
+  "event_date", "duplicate_of", "taken_at", "record_count",
+];
+
+// Why `fieldName` cannot be a field (ingest/contracts.py reserved_name_reason), or null.
+function reservedNameReason(fieldName, pii) {
+  if (fieldName === "source" || fieldName === "event_id") {
+    return "is an envelope field every payload carries already";
+  }
+  if (RESERVED_NAMES.includes(fieldName)) {
+    return "is a column the pipeline writes beside the fields (rename it at the producer)";
+  }
+  if (fieldName.includes("__")) {
+    return "holds '__', which the pipeline's own columns use (<field>__json, <field>__text)";
+  }
+  if (fieldName.endsWith("_hash") && pii.has(fieldName.slice(0, -"_hash".length))) {
+    return `is the column of the hash of PII field ${fieldName.slice(0, -"_hash".length)}`;
+  }
+  return null;
+}
+
 // The same checks as ingest/contracts.py `_parse_field`, so a bound, pattern or list of the wrong type
 // stops the compile naming file and field instead of failing the generated SQL at run time.
 function checkField(name, index, field) {
@@ -113,6 +138,13 @@ function load(name) {
       fail(name, `fields (${field.name})`, "duplicate field name");
     }
     names.add(field.name);
+  });
+  const pii = new Set(fields.filter((field) => field.pii === true).map((field) => field.name));
+  fields.forEach((field) => {
+    const reason = reservedNameReason(field.name, pii);
+    if (reason) {
+      fail(name, `fields (${field.name})`, reason);
+    }
   });
   if (!Array.isArray(contract.key) || !contract.key.length) {
     fail(name, "key", "must be a non-empty list of field names");

@@ -13,6 +13,29 @@ from typing import Any
 CONTRACTS_DIR = Path("includes") / "contracts"
 
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Columns the pipeline writes beside a contract's fields (includes/silver.js, the duplicates and intake
+# tables): a field of one of these names would overwrite it (raw_record would put the raw line, PII in
+# clear, in silver; failed_rules would lose every record). The same list is in includes/sources.js.
+RESERVED_NAMES = frozenset(
+    {
+        "source", "event_id", "record_id", "source_kind", "origin", "ingested_at", "ingest_date", "raw_record",
+        "is_json", "payload_source", "payload_keys", "extra_fields", "extra", "failed_rules", "occurrence",
+        "event_date", "duplicate_of", "taken_at", "record_count",
+    }
+)  # fmt: skip
+
+
+def reserved_name_reason(name: str, pii_fields: frozenset[str] = frozenset()) -> str | None:
+    """Why `name` cannot be a contract field (a column the pipeline writes), or None."""
+    if name in ("source", "event_id"):
+        return "is an envelope field every payload carries already"
+    if name in RESERVED_NAMES:
+        return "is a column the pipeline writes beside the fields (rename it at the producer)"
+    if "__" in name:
+        return "holds '__', which the pipeline's own columns use (<field>__json, <field>__text)"
+    if name.endswith("_hash") and name[: -len("_hash")] in pii_fields:
+        return f"is the column of the hash of PII field {name[: -len('_hash')]}"
+    return None
 FIELD_TYPES = frozenset({"STRING", "INT64", "NUMERIC", "FLOAT64", "BOOL", "TIMESTAMP", "DATE"})
 NUMERIC_TYPES = frozenset({"INT64", "NUMERIC", "FLOAT64"})
 
@@ -433,9 +456,12 @@ def parse_contract(raw: Any, path: Path | str) -> Contract:
     for item in fields:
         if item.name in by_name:
             raise _fail(path, f"fields ({item.name})", "duplicate field name")
-        if item.name in ("source", "event_id"):
-            raise _fail(path, f"fields ({item.name})", "is an envelope field every payload carries already")
         by_name[item.name] = item
+    pii = frozenset(item.name for item in fields if item.pii)
+    for item in fields:
+        reason = reserved_name_reason(item.name, pii)
+        if reason:
+            raise _fail(path, f"fields ({item.name})", reason)
     key = raw.get("key")
     if not isinstance(key, list) or not key:
         raise _fail(path, "key", "must be a non-empty list of field names")

@@ -79,6 +79,10 @@ def diff(contract: dict, drift: list[Drift]) -> Diff:
         if not _is_field_name(name):
             skipped.append(f"{name}: not a field name (lower-case letters, digits, _); rename it at the producer")
             continue
+        reserved = _reserved(name, contract)
+        if reserved:
+            skipped.append(f"{name}: {reserved}; it stays in `extra`")
+            continue
         field = {
             "name": name,
             "type": kind,
@@ -89,6 +93,14 @@ def diff(contract: dict, drift: list[Drift]) -> Diff:
         if quarantined:
             skipped.append(f"{name}: {quarantined} of {count} record(s) were quarantined for other rules (a rename?)")
     return Diff(patch, skipped)
+
+
+def _reserved(name: str, contract: dict) -> str | None:
+    from ingest.contracts import reserved_name_reason
+
+    fields = contract.get("fields") if isinstance(contract.get("fields"), list) else []
+    pii = frozenset(f.get("name") for f in fields if isinstance(f, dict) and f.get("pii") is True)
+    return reserved_name_reason(name, pii)
 
 
 def _is_field_name(name: str) -> bool:

@@ -49,3 +49,20 @@ def test_scalar_keys_become_optional_fields_and_others_are_skipped_with_a_reason
     changed = parse_contract(apply(contract, result.patch), ORDERS)
     assert changed.field_names[-2:] == ["coupon_code", "weight"]
     assert changed.field("weight").required is False
+
+
+def test_a_key_named_like_a_pipeline_column_is_never_proposed():
+    """A producer sending raw_record would put the raw line (PII in clear) in silver once accepted;
+    failed_rules would lose every record. They stay in `extra`."""
+    contract = json.loads(ORDERS.read_text())
+    drift = [
+        Drift("raw_record", "string", 4, 0, '"x"'),
+        Drift("failed_rules", "string", 1, 0, '"y"'),
+        Drift("customer_email_hash", "string", 1, 0, '"z"'),
+    ]
+
+    result = diff(contract, drift)
+
+    assert result.patch == []
+    assert [line.split(":")[0] for line in result.skipped] == ["customer_email_hash", "failed_rules", "raw_record"]
+    assert "is a column the pipeline writes" in result.skipped[2]

@@ -63,6 +63,13 @@ def test_orders_carry_the_issue_default_fault_rates():
         (lambda r: r.update(key=["nope"]), "key", "'nope' is not a field"),
         (lambda r: r.update(event_time="order_id"), "event_time", "must be a TIMESTAMP"),
         (lambda r: r["fields"].append(dict(r["fields"][0])), "fields (order_id)", "duplicate"),
+        (lambda r: r["fields"].append({"name": "raw_record", "type": "STRING"}), "fields (raw_record)", "pipeline"),
+        (lambda r: r["fields"].append({"name": "a__json", "type": "STRING"}), "fields (a__json)", "'__'"),
+        (
+            lambda r: r["fields"].append({"name": "customer_email_hash", "type": "STRING"}),
+            "fields (customer_email_hash)",
+            "hash of PII field customer_email",
+        ),
         (lambda r: r["generator"]["fields"].pop("price"), "generator.fields", "price"),
         (lambda r: r["generator"]["fields"]["price"].update(kind="magic"), "generator.fields.price", "magic"),
         (

@@ -61,3 +61,23 @@ def test_contract_attributes_of_the_wrong_type_stop_the_compile(tmp_path: Path):
         assert f"includes/contracts/orders.json: {expected}" in message
     contract_file.write_text(json.dumps(original))
     assert compile_project(project, home_dir=tmp_path / "home", use_cache=False).graph["tables"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("failed_rules", "fields (failed_rules): is a column the pipeline writes beside the fields"),
+        ("customer_email_hash", "fields (customer_email_hash): is the column of the hash of PII field customer_email"),
+    ],
+)
+def test_a_field_named_like_a_pipeline_column_stops_the_compile(tmp_path: Path, name, message):
+    project = copy_project(tmp_path / "project")
+    contract_file = project / "includes" / "contracts" / "orders.json"
+    contract = json.loads(contract_file.read_text())
+    contract["fields"].append({"name": name, "type": "STRING"})
+    contract_file.write_text(json.dumps(contract))
+
+    with pytest.raises(CompileError) as raised:
+        compile_project(project, home_dir=tmp_path / "home", use_cache=False)
+
+    assert f"includes/contracts/orders.json: {message}" in str(raised.value)
