@@ -427,6 +427,13 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
             datasets[name] = value
     for key in sorted(set(r.mapping("datasets", {})) - set(DATASETS)):
         r.problems.append(f"field 'datasets.{key}' is not a known dataset (known: {', '.join(DATASETS)})")
+    # Two datasets of one name would merge their grants: gold named like silver_restricted (or like
+    # `keys`, the salt's dataset) would give analysts the raw records (or the salt).
+    if len(set(datasets.values())) != len(datasets):
+        r.problems.append("field 'datasets': every dataset needs its own name")
+    for name, value in sorted(datasets.items()):
+        if value == "keys":
+            r.problems.append(f"field 'datasets.{name}': 'keys' is the PII salt's dataset; pick another name")
 
     accounts = {}
     short_env = (environment or "env")[:8]

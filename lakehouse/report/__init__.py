@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from lakehouse import paths
@@ -10,7 +11,14 @@ from lakehouse import paths
 
 def reports_dir(home_dir: Path, run_id: str) -> Path:
     """Return the default folder of one run's reports: <home>/reports/<run_id>."""
-    return home_dir / "reports" / run_id
+    return home_dir / "reports" / file_name(run_id)
+
+
+def file_name(run_id: str) -> str:
+    """`run_id` as one file name: a run record or trigger report is input, and an id such as
+    `../../x` or `/tmp/x` must not write outside the reports folder (a GCP invocation name holds `/`)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id).lstrip(".")
+    return name or "run"
 
 
 def publish_all(
@@ -59,7 +67,7 @@ def publish(
             "scorecard": folder / "scorecard.json",
             "quality": folder / "quality.json",
             "lineage": folder / "lineage.json",
-            "openlineage": folder / "openlineage" / f"{ctx.run.run_id}.jsonl",
+            "openlineage": folder / "openlineage" / f"{file_name(ctx.run.run_id)}.jsonl",
             "dashboard": folder / "dashboard.html",
         }
         written["markdown"].write_text(render.markdown(report))

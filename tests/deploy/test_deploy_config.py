@@ -126,6 +126,16 @@ def test_unknown_fields_and_duplicate_names(write_env):
     assert "field 'buckets': every bucket needs its own name" in found
 
 
+def test_a_dataset_named_like_another_or_like_the_salts_is_refused(write_env):
+    """gold named silver_restricted, or keys, would grant analysts the raw records, or the salt."""
+    assert problems(write_env(datasets={"gold": "silver_restricted"})) == [
+        "field 'datasets': every dataset needs its own name"
+    ]
+    assert problems(write_env(datasets={"gold": "keys"})) == [
+        "field 'datasets.gold': 'keys' is the PII salt's dataset; pick another name"
+    ]
+
+
 def test_vars_naming_deployed_resources_are_derived_not_configured(write_env):
     dataform = {**BASE_ENV["dataform"], "vars": {"landing_bucket": "elsewhere"}}
     assert problems(write_env(dataform=dataform)) == [

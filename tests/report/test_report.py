@@ -384,3 +384,18 @@ def test_up_step_writes_the_reports_and_prints_where_they_are(history, tmp_path)
     up_step(empty)
     assert empty.results == {}
     assert "no report: no run is recorded under" in console.export_text()
+
+
+def test_a_run_id_that_is_a_path_writes_nothing_outside_the_reports_folder(history, tmp_path):
+    home = tmp_path / "home"
+    _write_record(home, "run-1", [], finished=True, cache=history.home)
+    for record in (home / "runs").glob("*.json"):
+        data = json.loads(record.read_text())
+        data["run_id"] = "../../../escaped"
+        record.write_text(json.dumps(data))
+
+    written = publish_all(history.project, home)
+
+    assert all(path.resolve().is_relative_to((home / "reports").resolve()) for path in written.values())
+    assert written["openlineage"].parent == home / "reports" / "_.._.._escaped" / "openlineage"
+    assert not (tmp_path / "escaped").exists() and not (home.parent.parent / "escaped").exists()
