@@ -294,11 +294,27 @@ def record_arrivals(settings: Settings, services: Services, object_uris: list[st
     for uri in object_uris:
         bucket, _, name = uri.removeprefix("gs://").partition("/")
         wanted.setdefault(bucket, set()).add(name)
+    from google.api_core import exceptions
+
     resources = []
     for bucket, names in wanted.items():
-        for blob in services.store.client.list_blobs(bucket):
-            if blob.name in names:
-                resources.append(dict(blob._properties))
+        folders: dict[str, set[str]] = {}
+        for name in names:
+            folders.setdefault(name.rpartition("/")[0], set()).add(name)
+        for folder, in_folder in sorted(folders.items()):
+            try:
+                listed = list(services.store.client.list_blobs(bucket, prefix=f"{folder}/" if folder else None))
+            except exceptions.NotFound:
+                # the emulator cannot list a folder holding a file copied in by hand (no metadata of its
+                # own): read each landed object instead
+                listed = []
+                for name in sorted(in_folder):
+                    blob = services.store.client.bucket(bucket).get_blob(name)
+                    if blob is None:
+                        log.warning("gs://%s/%s landed but cannot be read back: no arrival recorded", bucket, name)
+                    else:
+                        listed.append(blob)
+            resources.extend(dict(blob._properties) for blob in listed if blob.name in in_folder)
     sink = audit.DuckDbArrivalSink(settings.home, settings.project)
     return audit.record_objects(resources, sink, datetime.now(UTC))
 

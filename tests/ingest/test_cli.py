@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -267,3 +268,24 @@ def test_schedule_runs_a_tick_from_the_shared_definition(in_repo, monkeypatch):
             for source in ("orders", "page_views", "ad_clicks", "inventory", "user_activity")
         )
     assert landed == _landed_lines(in_repo) and raw == raw_rows and landed > 0 and raw > 0
+
+
+def test_a_file_copied_by_hand_into_the_landing_bucket_does_not_stop_the_next_generate(in_repo):
+    """The storage emulator cannot list a folder holding a file it did not write; the arrivals of what
+    generate landed are read object by object then."""
+    args = ["generate", "--events", "200", "--source", "orders", "--in-process-bus", "--as-of", "2026-11-22T10:00:00Z"]
+    assert CliRunner().invoke(main, [*args, "--seed", "5"]).exit_code == 0
+    landed = next((paths.gcs_root(in_repo) / LANDING).rglob("*.jsonl"))
+    shutil.copy(landed, landed.with_name("copied-by-hand.jsonl"))
+
+    again = CliRunner().invoke(main, [*args, "--seed", "6"])
+
+    assert again.exit_code == 0, again.output
+    with open_catalog(in_repo, "lakehouse-dev") as con:
+        recorded = {name for (name,) in con.execute("SELECT object_name FROM ops.file_arrivals").fetchall()}
+    generated = {
+        path.relative_to(paths.gcs_root(in_repo) / LANDING).as_posix()
+        for path in (paths.gcs_root(in_repo) / LANDING).rglob("*.jsonl")
+        if path.name != "copied-by-hand.jsonl"
+    }
+    assert generated <= recorded and len(generated) >= 2
