@@ -31,6 +31,9 @@ def _load(env_file: Path, project_dir: Path) -> tuple[EnvConfig, list[str], list
     from deploy.dataplex import observability_resources
     from deploy.resources import desired_state, discover_sources
 
+    if not (project_dir / "pyproject.toml").is_file():
+        # the functions' source archive and its pinned requirements are built from it
+        raise click.UsageError(f"--project-dir {project_dir} is not the kit's repository: it has no pyproject.toml")
     try:
         env = load_env(env_file, project_dir)
         sources = discover_sources(project_dir)

@@ -301,15 +301,45 @@ def _workflows(reader: _Reader, raw: Any, where: str) -> tuple[Workflow, ...]:
     return tuple(workflows)
 
 
+# A config is a few kilobytes; anything much larger is not one (and YAML aliases expand without bound).
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader refusing anchors and aliases: a 2.6 KB 'billion laughs' file took 2.2 GB expanded."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not accepted in a config: write the value out", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _load_yaml(path: Path):
+    """Return the parsed YAML of `path`; raises ConfigError naming the file when it cannot be a config."""
+    data = path.read_bytes()
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise ConfigError(path, [f"{len(data):,} bytes: a config is at most {_MAX_CONFIG_BYTES:,}"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, [f"not UTF-8 text (byte {error.start})"]) from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(path, [f"not valid YAML: {error}"]) from error
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise ConfigError(path, [f"not a usable config: {error}"]) from None
+
+
 def _shared_schedules(project_dir: Path) -> dict:
     """Return the shared schedule definition (config/schedules.yaml) as parsed YAML, or {}."""
     path = project_dir / "config" / "schedules.yaml"
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(path, [f"not valid YAML: {error}"]) from error
+    data = _load_yaml(path) or {}
     return data if isinstance(data, dict) else {}
 
 
@@ -371,10 +401,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(path, ["file not found"])
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(path, [f"not valid YAML: {error}"]) from error
+    data = _load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(path, ["expected a mapping of fields at the top level"])
     r = _Reader(data)
@@ -550,7 +577,9 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     if salt_source and not _ENV_REFERENCE.match(salt_source):
         r.problems.append("field 'pii_salt' must be ${env:NAME}: the salt is read at apply time, never committed")
     lookback = vars_.get("lookback_days")
-    if lookback is not None and (not lookback.isdigit() or int(lookback) >= LANDING_NEARLINE_AGE_DAYS):
+    if lookback is not None and (
+        not re.fullmatch(r"[0-9]{1,6}", str(lookback)) or int(lookback) >= LANDING_NEARLINE_AGE_DAYS
+    ):
         r.problems.append(
             f"field 'dataform.vars.lookback_days' must be an integer below {LANDING_NEARLINE_AGE_DAYS}, the age at "
             "which the landing bucket moves files to Nearline: hourly runs would pay retrieval on every scan"

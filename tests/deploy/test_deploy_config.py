@@ -255,3 +255,21 @@ def test_analysts_are_people_groups_or_domains(write_env):
     assert problems(write_env(analysts="group:bi@example.com")) == [
         "field 'analysts' must be a list of IAM members (group:analysts@example.com)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"x1: &a1 [1, 1, 1]\nx2: &a2 [*a1, *a1, *a1]\nproject: *a2\n", "YAML aliases (*name) are not accepted"),
+        (b"project: caf\xe9\n", "not UTF-8 text (byte 12)"),
+        (b"project: p\ntrigger:\n  timeout_s: " + b"9" * 5000 + b"\n", "not a usable config: Exceeds the limit"),
+    ],
+)
+def test_a_file_that_cannot_be_a_config_is_named_not_a_traceback(tmp_path, text, message):
+    path = tmp_path / "env.yaml"
+    path.write_bytes(text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_env(path, tmp_path)
+
+    assert message in str(caught.value)
