@@ -136,7 +136,7 @@ class EnvConfig:
         """
         resolved, missing = {}, []
         for key, value in self.dataform.vars.items():
-            match = _ENV_REFERENCE.match(value)
+            match = _ENV_REFERENCE.fullmatch(value)
             if match is None:
                 resolved[key] = value
             elif match.group(1) in os.environ:
@@ -164,7 +164,7 @@ def salt_problem(value: str) -> str | None:
 
 def display_var(key: str, value: str) -> str:
     """Return how a release-config var is shown in a plan: env references as is, secrets masked."""
-    if _ENV_REFERENCE.match(value):
+    if _ENV_REFERENCE.fullmatch(value):
         return value
     return "***" if _SECRET_VAR.search(key) else value
 
@@ -252,19 +252,19 @@ def _check_time_zone(value: str) -> str | None:
 
 
 def _check_https(value: str) -> str | None:
-    if not re.match(r"^https://[^\s]+$", value):
+    if not re.fullmatch(r"^https://[^\s]+$", value):
         return "the git remote must be an https:// URL"
     return None
 
 
 def _check_secret_version(value: str) -> str | None:
-    if not re.match(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$", value):
+    if not re.fullmatch(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$", value):
         return "expected projects/<project>/secrets/<name>/versions/<version>"
     return None
 
 
 def _check_prefix(value: str) -> str | None:
-    if not re.match(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$", value):
+    if not re.fullmatch(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$", value):
         return "a prefix has 3-30 lower-case letters, digits and hyphens, starting with a letter"
     return None
 
@@ -382,7 +382,7 @@ def _analysts(r: _Reader) -> tuple[str, ...]:
         return ()
     members = []
     for index, member in enumerate(raw):
-        if isinstance(member, str) and _ANALYST_MEMBER.match(member):
+        if isinstance(member, str) and _ANALYST_MEMBER.fullmatch(member):
             members.append(member)
         else:
             r.problems.append(
@@ -419,7 +419,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     )
     project = r.string("project", check=naming.project_id_problem)
     number = r.get("project_number", None)
-    if number is not None and not (isinstance(number, str | int) and re.match(r"^[0-9]{6,20}$", str(number))):
+    if number is not None and not (isinstance(number, str | int) and re.fullmatch(r"^[0-9]{6,20}$", str(number))):
         r.problems.append(f"field 'project_number' must be the numeric project number, got {number!r}")
         number = None
     region = r.string("region", check=_check_region)
@@ -477,7 +477,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     raw_vars = r.mapping("dataform.vars", {})
     vars_ = {}
     for key, value in raw_vars.items():
-        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not isinstance(key, str) or not re.fullmatch(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
             r.problems.append(f"field 'dataform.vars': {key!r} is not a valid var name")
         elif isinstance(value, bool) or not isinstance(value, str | int | float):
             r.problems.append(f"field 'dataform.vars.{key}' must be a string or a number")
@@ -520,10 +520,10 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
         r.problems.append(f"field 'functions.{key}' is not a function (known: {', '.join(FUNCTIONS)})")
     for name in FUNCTIONS:
         entry = r.string(f"functions.{name}.entry_point", DEFAULT_ENTRY_POINTS[name])
-        if entry and not re.match(r"^[a-z_][a-z0-9_.]*:[a-z_][a-z0-9_]*$", entry):
+        if entry and not re.fullmatch(r"^[a-z_][a-z0-9_.]*:[a-z_][a-z0-9_]*$", entry):
             r.problems.append(f"field 'functions.{name}.entry_point': {entry!r} must look like module:function")
         memory = r.string(f"functions.{name}.memory", "512Mi")
-        if memory and not re.match(r"^[0-9]+(Mi|Gi)$", memory):
+        if memory and not re.fullmatch(r"^[0-9]+(Mi|Gi)$", memory):
             r.problems.append(f"field 'functions.{name}.memory': {memory!r} must look like 512Mi or 1Gi")
         functions[name] = FunctionSettings(
             entry_point=entry or "",
@@ -574,7 +574,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
             "release config and every job's SQL); move it to the top-level field 'pii_salt' (docs/runbook.md)"
         )
     salt_source = r.string("pii_salt", "${env:LAKEHOUSE_PII_SALT}") or ""
-    if salt_source and not _ENV_REFERENCE.match(salt_source):
+    if salt_source and not _ENV_REFERENCE.fullmatch(salt_source):
         r.problems.append("field 'pii_salt' must be ${env:NAME}: the salt is read at apply time, never committed")
     lookback = vars_.get("lookback_days")
     if lookback is not None and (

@@ -42,7 +42,7 @@ _SOURCE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 def project_id_problem(value: str) -> str | None:
     """Return why `value` is not a valid GCP project id, or None when it is."""
-    if not _PROJECT_ID.match(value):
+    if not _PROJECT_ID.fullmatch(value):
         return "a project id has 6-30 characters: lower-case letters, digits and hyphens, starting with a letter"
     if "google" in value:
         return "a project id cannot contain 'google'"
@@ -56,7 +56,7 @@ def bucket_problem(value: str) -> str | None:
     """
     if "." in value:
         return "bucket names with dots need a verified domain; use hyphens instead"
-    if not _BUCKET.match(value):
+    if not _BUCKET.fullmatch(value):
         return (
             "a bucket name has 3-63 characters: lower-case letters, digits, '-' and '_', "
             "starting and ending with a letter or digit"
@@ -72,14 +72,14 @@ def bucket_problem(value: str) -> str | None:
 
 def dataset_problem(value: str) -> str | None:
     """Return why `value` is not a valid BigQuery dataset id, or None when it is."""
-    if not _DATASET.match(value):
+    if not _DATASET.fullmatch(value):
         return "a dataset id has 1-1024 characters: letters, digits and underscores"
     return None
 
 
 def service_account_problem(value: str) -> str | None:
     """Return why `value` is not a valid service account id (the part before '@'), or None."""
-    if not _SERVICE_ACCOUNT_ID.match(value):
+    if not _SERVICE_ACCOUNT_ID.fullmatch(value):
         return (
             "a service account id has 6-30 characters: lower-case letters, digits and hyphens, "
             "starting with a letter and not ending with a hyphen"
@@ -89,7 +89,7 @@ def service_account_problem(value: str) -> str | None:
 
 def pubsub_problem(value: str) -> str | None:
     """Return why `value` is not a valid Pub/Sub topic or subscription id, or None."""
-    if not _PUBSUB_ID.match(value):
+    if not _PUBSUB_ID.fullmatch(value):
         return "a topic or subscription id has 3-255 characters: letters, digits and '-_.~+%', starting with a letter"
     if value.lower().startswith("goog"):
         return "a topic or subscription id cannot start with 'goog'"
@@ -101,7 +101,7 @@ def function_problem(value: str) -> str | None:
 
     The limit is 49 characters because the function's Cloud Run service carries the same name.
     """
-    if not _FUNCTION_ID.match(value):
+    if not _FUNCTION_ID.fullmatch(value):
         return (
             "a function id has 2-49 characters: lower-case letters, digits and hyphens, "
             "starting with a letter and not ending with a hyphen"
@@ -111,22 +111,22 @@ def function_problem(value: str) -> str | None:
 
 def resource_id_problem(value: str) -> str | None:
     """Return why `value` is not a valid Dataform / connection / scheduler id, or None."""
-    if not _RESOURCE_ID.match(value):
+    if not _RESOURCE_ID.fullmatch(value):
         return "an id has 1-63 characters: lower-case letters, digits, '-' and '_', starting with a letter"
     return None
 
 
 def label_problem(key: str, value: str) -> str | None:
     """Return why key=value is not a valid GCP label, or None."""
-    if not _LABEL_KEY.match(key):
+    if not _LABEL_KEY.fullmatch(key):
         return f"label key {key!r}: 1-63 lower-case letters, digits, '-' or '_', starting with a letter"
-    if not _LABEL_VALUE.match(value):
+    if not _LABEL_VALUE.fullmatch(value):
         return f"label value {value!r}: up to 63 lower-case letters, digits, '-' or '_'"
     return None
 
 
 def source_problem(value: str) -> str | None:
     """Return why `value` is not a valid source (contract) name, or None."""
-    if not _SOURCE.match(value):
+    if not _SOURCE.fullmatch(value):
         return "a source name matches ^[a-z][a-z0-9_]{0,62}$"
     return None

@@ -71,7 +71,7 @@ class TriggerRequest:
         tags = body.get("tags", [])
         if isinstance(tags, str):
             tags = [tags]
-        if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.match(t) for t in tags):
+        if not isinstance(tags, list) or not all(isinstance(t, str) and _TAG.fullmatch(t) for t in tags):
             raise TriggerRequestError("field 'tags' must be a list of tag names (letters, digits, _-.:)")
         flags = {}
         for name, default in (("include_dependencies", True), ("include_dependents", False), ("full_refresh", False)):
@@ -80,11 +80,12 @@ class TriggerRequest:
                 raise TriggerRequestError(f"field '{name}' must be true or false, got {value!r}")
             flags[name] = value
         commitish = body.get("git_commitish")
-        if commitish is not None and (not isinstance(commitish, str) or not _COMMITISH.match(commitish)):
+        if commitish is not None and (not isinstance(commitish, str) or not _COMMITISH.fullmatch(commitish)):
             raise TriggerRequestError("field 'git_commitish' must be a branch, tag or commit sha")
         variables = body.get("vars", {})
         if not isinstance(variables, dict) or not all(
-            isinstance(k, str) and _VAR_NAME.match(k) and isinstance(v, str | int | float) for k, v in variables.items()
+            isinstance(k, str) and _VAR_NAME.fullmatch(k) and isinstance(v, str | int | float)
+            for k, v in variables.items()
         ):
             raise TriggerRequestError("field 'vars' must map var names to strings")
         if "pii_salt" in variables:
@@ -541,7 +542,7 @@ def _local_sample(project_dir: Path, name: str, limit: int = SAMPLE_ROWS) -> lis
     parts = name.split(".")
     if len(parts) == 2:
         parts = [paths.default_project(project_dir), *parts]
-    if len(parts) != 3 or not all(_PART.match(p) for p in parts):
+    if len(parts) != 3 or not all(_PART.fullmatch(p) for p in parts):
         return []
 
     try:

@@ -273,3 +273,10 @@ def test_a_file_that_cannot_be_a_config_is_named_not_a_traceback(tmp_path, text,
         load_env(path, tmp_path)
 
     assert message in str(caught.value)
+
+
+def test_a_name_with_a_trailing_newline_is_not_a_name(write_env):
+    found = problems(write_env(project="lh-test-project\n", analysts=["domain:example.com\n"]))
+
+    assert any(p.startswith("field 'project'") for p in found)
+    assert any("analysts" in p for p in found)
