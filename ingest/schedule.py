@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,10 @@ def load_schedules(project_dir: Path | str) -> dict[str, Schedule]:
     path = Path(project_dir) / SCHEDULES_FILE
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ValueError(f"{path}: cannot be read: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must be a mapping with `schedules:` (and `timezone: UTC`)")
     if data.get("timezone", "UTC") != "UTC":
         raise ValueError(f"{path}: timezone: only UTC is supported")
     entries = data.get("schedules")
@@ -53,6 +55,10 @@ def load_schedules(project_dir: Path | str) -> dict[str, Schedule]:
         cron = raw.get("cron")
         if not isinstance(cron, str) or not croniter.is_valid(cron):
             raise ValueError(f"{where}.cron: {cron!r} is not a cron expression")
+        try:
+            next_fire(cron, datetime(2000, 1, 1, tzinfo=UTC))
+        except CroniterBadDateError:
+            raise ValueError(f"{where}.cron: {cron!r} never fires (no such date)") from None
         try:
             events, batch_size = int(raw.get("events", 0)), int(raw.get("batch_size", 10))
             share = float(raw.get("pubsub_share", 0.0))

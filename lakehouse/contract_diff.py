@@ -151,6 +151,8 @@ def diff_command(source: str, write: bool, project_dir: Path) -> None:
     from lakehouse import paths
     from lakehouse.commands import _query_connection, fail
 
+    if not _is_field_name(source):
+        fail(f"--source {source[:80]!r} is not a source name (lower-case letters, digits, _; at most 63)", 2)
     path = project_dir / CONTRACTS_DIR / f"{source}.json"
     if not path.is_file():
         fail(f"{path}: no contract for source {source!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -315,11 +316,24 @@ def validate(root: ET.Element) -> None:
             raise JUnitInvalid(f"testsuites: {key}={root.get(key)!r} but its suites hold {value}")
 
 
+# Characters XML 1.0 cannot carry at all, escaped or not (DuckDB puts data values, control characters
+# included, in its error messages): written as \xNN so the file stays well-formed and shows them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str | None) -> str | None:
+    return None if text is None else _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def write(root: ET.Element, path: Path) -> Path:
     """Validate `root`, write it to `path` (UTF-8, XML declaration) with junit.xsd beside it; return path."""
     validate(root)
     ET.indent(root)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for element in root.iter():
+        element.text, element.tail = _xml_text(element.text), _xml_text(element.tail)
+        for key, value in element.attrib.items():
+            element.set(key, _xml_text(value))
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
     (path.parent / "junit.xsd").write_text(JUNIT_XSD)
     return path

@@ -94,7 +94,12 @@ def run_from_trigger(data: dict) -> tuple[Run, dict[str, list[dict]], list[str]]
         raise ReportInputError("not a trigger report: no 'actions' (write one with `lakehouse trigger --json`)")
     run = run_from_json({**data, "status": data.get("status") or "running"})
     run.source = "trigger"
-    samples = {a["name"]: a.get("failing_sample") or [] for a in data["actions"] if a.get("failing_sample")}
+    # rows are objects of column -> value; a sample of another shape is not one (it was edited): left out
+    samples = {
+        a["name"]: a["failing_sample"]
+        for a in data["actions"]
+        if isinstance(a.get("failing_sample"), list) and all(isinstance(row, dict) for row in a["failing_sample"])
+    }
     return run, samples, [str(e) for e in data.get("compilation_errors") or []]
 
 
@@ -117,8 +122,8 @@ def json_runs(home_dir: Path) -> list[Run]:
             if data.get("dry_run"):
                 continue
             runs.append(run_from_json(data))
-        except (OSError, ValueError, ReportInputError) as error:
-            raise ReportInputError(_unreadable(path, error)) from error
+        except (OSError, ValueError, RecursionError, ReportInputError) as error:
+            raise ReportInputError(_unreadable(path, error)) from None
     return sorted(runs, key=lambda r: (r.started_at, r.run_id))
 
 

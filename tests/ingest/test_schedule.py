@@ -24,6 +24,8 @@ def test_the_shared_file_defines_the_generator_every_two_minutes():
         ("schedules:\n  generate: {cron: '*/2 * * * *', events: 0}\n", "events and batch_size must be > 0"),
         ("timezone: Europe/Paris\nschedules: {}\n", "only UTC"),
         ("schedules: [1, 2]\n", "must map names"),
+        ("- generate\n", "must be a mapping with `schedules:`"),
+        ("schedules:\n  generate: {cron: '0 0 31 2 *', events: 5}\n", "never fires"),
     ],
 )
 def test_bad_schedules_name_the_entry(tmp_path, text, message):

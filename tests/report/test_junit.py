@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
@@ -106,3 +107,13 @@ def test_the_xsd_rejects_a_testcase_without_classname(tmp_path):
     tree.write(path)
     with pytest.raises(xmlschema.XMLSchemaValidationError, match="classname"):
         xmlschema.XMLSchema(JUNIT_XSD).validate(str(path))
+
+
+def test_control_characters_in_an_error_are_written_visible_and_the_file_parses(tmp_path):
+    """DuckDB puts data values in its messages: '\x01' must not make the XML ill-formed."""
+    failed = dataclasses.replace(FAILED_TABLE, error="Conversion Error: could not convert string '\x01\x02abc'")
+    path = write(build(Run("r1", T0, T0, "failed", [], "json"), OUTCOMES, [failed]), tmp_path / "junit.xml")
+
+    cases = {c.get("name"): c for c in ET.parse(path).getroot().iter("testcase")}
+
+    assert cases["daily"].find("error").text == "Conversion Error: could not convert string '\\x01\\x02abc'"

@@ -17,6 +17,7 @@ from lakehouse.report.runs import (
     flips,
     json_runs,
     run_from_json,
+    run_from_trigger,
     select_run,
     table_runs,
 )
@@ -180,3 +181,26 @@ def test_select_run_says_plainly_when_there_is_nothing(tmp_path):
     assert select_run(runs, "run-0", tmp_path).run_id == "run-0"
     with pytest.raises(ReportInputError, match=r"no run 'run-9'.*recent runs: run-0, run-1"):
         select_run(runs, "run-9", tmp_path)
+
+
+def test_a_run_record_nested_past_the_parser_is_named_as_unreadable(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "zz.json").write_text("[" * 100_000)
+
+    with pytest.raises(ReportInputError, match="zz.json"):
+        json_runs(tmp_path)
+
+
+def test_a_trigger_sample_that_is_not_rows_is_left_out():
+    started = "2026-03-01T06:00:00+00:00"
+    report = {
+        "run_id": "t1", "started_at": started, "finished_at": started, "status": "failed",
+        "actions": [
+            {"name": "p.assertions.a", "type": "assertion", "status": "failed", "failing_sample": "oops"},
+            {"name": "p.assertions.b", "type": "assertion", "status": "failed", "failing_sample": [{"id": 1}]},
+        ],
+    }  # fmt: skip
+
+    _, samples, _ = run_from_trigger(report)
+
+    assert samples == {"p.assertions.b": [{"id": 1}]}
