@@ -153,9 +153,15 @@ function load(name) {
     if (!names.has(key)) {
       fail(name, "key", `${JSON.stringify(key)} is not a field`);
     }
+    if (pii.has(key)) {
+      fail(name, "key", `${key} is pii: silver keeps only its hash, so it cannot be the key silver merges on`);
+    }
   });
   if (!names.has(contract.event_time)) {
     fail(name, "event_time", `${JSON.stringify(contract.event_time)} is not a field`);
+  }
+  if (fields.find((field) => field.name === contract.event_time).type !== "TIMESTAMP") {
+    fail(name, "event_time", `${contract.event_time} must be a TIMESTAMP field`);
   }
   checkQuality(name, contract.quality);
   if (contract.unknown_fields !== undefined && !UNKNOWN_FIELDS.includes(contract.unknown_fields)) {

@@ -468,6 +468,9 @@ def parse_contract(raw: Any, path: Path | str) -> Contract:
     for part in key:
         if part not in by_name:
             raise _fail(path, "key", f"{part!r} is not a field of the contract")
+        if by_name[part].pii:
+            reason = "silver keeps only its hash, so it cannot be the key silver merges on"
+            raise _fail(path, "key", f"{part} is pii: {reason}")
     event_time = raw.get("event_time")
     if event_time not in by_name:
         raise _fail(path, "event_time", f"{event_time!r} is not a field of the contract")

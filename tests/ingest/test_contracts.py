@@ -62,6 +62,7 @@ def test_orders_carry_the_issue_default_fault_rates():
         (lambda r: r["fields"][2].update(colour="red"), "fields[2] (customer_email)", "colour"),
         (lambda r: r.update(key=["nope"]), "key", "'nope' is not a field"),
         (lambda r: r.update(event_time="order_id"), "event_time", "must be a TIMESTAMP"),
+        (lambda r: r["fields"][0].update(pii=True), "key", "order_id is pii"),
         (lambda r: r["fields"].append(dict(r["fields"][0])), "fields (order_id)", "duplicate"),
         (lambda r: r["fields"].append({"name": "raw_record", "type": "STRING"}), "fields (raw_record)", "pipeline"),
         (lambda r: r["fields"].append({"name": "a__json", "type": "STRING"}), "fields (a__json)", "'__'"),

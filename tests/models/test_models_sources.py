@@ -81,3 +81,23 @@ def test_a_field_named_like_a_pipeline_column_stops_the_compile(tmp_path: Path, 
         compile_project(project, home_dir=tmp_path / "home", use_cache=False)
 
     assert f"includes/contracts/orders.json: {message}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["fields"][0].update(pii=True), "key: order_id is pii: silver keeps only its hash"),
+        (lambda c: c.update(event_time="currency"), "event_time: currency must be a TIMESTAMP field"),
+    ],
+)
+def test_a_pii_key_or_an_event_time_that_is_no_timestamp_stops_the_compile(tmp_path: Path, change, message):
+    project = copy_project(tmp_path / "project")
+    contract_file = project / "includes" / "contracts" / "orders.json"
+    contract = json.loads(contract_file.read_text())
+    change(contract)
+    contract_file.write_text(json.dumps(contract))
+
+    with pytest.raises(CompileError) as raised:
+        compile_project(project, home_dir=tmp_path / "home", use_cache=False)
+
+    assert f"includes/contracts/orders.json: {message}" in str(raised.value)
