@@ -7,11 +7,12 @@ import os
 import re
 import zoneinfo
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from deploy import naming
 
@@ -228,6 +229,11 @@ class _Reader:
         if not isinstance(value, str) or len(value.split()) != 5 or not croniter.is_valid(value):
             self.problems.append(f"field '{dotted}': {value!r} is not a five-field cron expression")
             return None
+        try:
+            croniter(value, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+        except CroniterBadDateError:
+            self.problems.append(f"field '{dotted}': {value!r} never fires (no such date)")
+            return None
         return value
 
 
@@ -283,6 +289,9 @@ def _workflows(reader: _Reader, raw: Any, where: str) -> tuple[Workflow, ...]:
         if not isinstance(name, str) or naming.function_problem(name):
             reader.problems.append(f"field '{at}.name': {name!r} must be lower-case letters, digits and hyphens (2-49)")
             continue
+        if name == "check":  # its scheduler job would be <prefix>-trigger-check, the job reporting ended runs
+            reader.problems.append(f"field '{at}.name': 'check' is the trigger's own job; pick another name")
+            continue
         cron = reader.cron(f"{at}.cron", item.get("cron"))
         tags = item.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
@@ -306,7 +315,19 @@ _MAX_CONFIG_BYTES = 1 << 20
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader refusing anchors and aliases: a 2.6 KB 'billion laughs' file took 2.2 GB expanded."""
+    """SafeLoader refusing anchors and aliases (a 2.6 KB 'billion laughs' file took 2.2 GB expanded)
+    and a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):

@@ -280,3 +280,15 @@ def test_a_name_with_a_trailing_newline_is_not_a_name(write_env):
 
     assert any(p.startswith("field 'project'") for p in found)
     assert any("analysts" in p for p in found)
+
+
+def test_a_duplicate_key_a_cron_that_never_fires_and_a_workflow_named_check_are_refused(write_env, tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("project: a-project-1\nproject: b-project-2\n")
+    with pytest.raises(ConfigError, match="key 'project' is given twice"):
+        load_env(path, tmp_path)
+    workflows = [{"name": "check", "cron": "0 * * * *", "tags": ["hourly"]},
+                 {"name": "leap", "cron": "0 0 31 2 *", "tags": ["daily"]}]  # fmt: skip
+    found = problems(write_env(schedules={**BASE_ENV["schedules"], "workflows": workflows}))
+    assert "field 'schedules.workflows[0].name': 'check' is the trigger's own job; pick another name" in found
+    assert "field 'schedules.workflows[1].cron': '0 0 31 2 *' never fires (no such date)" in found
