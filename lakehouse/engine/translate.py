@@ -2232,6 +2232,27 @@ def _apply_rewrites(tree: exp.Expression) -> exp.Expression:
 # Statements.
 
 
+# DuckDB's readers of local files: not BigQuery SQL, and a model or `lakehouse query` must not read
+# (or list) files of the machine through them.
+_DUCKDB_FILE_FUNCTIONS = {
+    "read_csv", "read_csv_auto", "read_json", "read_json_auto", "read_ndjson", "read_ndjson_auto",
+    "read_json_objects", "read_json_objects_auto", "read_parquet", "parquet_scan", "parquet_metadata",
+    "parquet_schema", "read_text", "read_blob", "glob", "sniff_csv", "iceberg_scan", "delta_scan",
+    "read_xlsx", "st_read",
+}  # fmt: skip
+
+
+def _no_duckdb_file_functions(tree: exp.Expression) -> None:
+    for table in tree.find_all(exp.Table):
+        function = table.this
+        if not isinstance(function, exp.Func) or table.args.get("db") or table.args.get("catalog"):
+            continue
+        name = (function.name if isinstance(function, exp.Anonymous) else function.sql_name()).lower()
+        if name in _DUCKDB_FILE_FUNCTIONS:
+            raise UnsupportedConstruct(f"{name}(...)", "DuckDB's file readers are not BigQuery SQL; load the data "
+                                       "with `lakehouse load` or declare an external table")  # fmt: skip
+
+
 # CREATE [OR REPLACE] [TEMP] TABLE|VIEW name [...] AS <query>: group 1 starts the query.
 _CREATE_AS_QUERY = re.compile(
     r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?(?:TABLE|VIEW)\b.*?\bAS\s+(\(?\s*(?:SELECT|WITH)\b)",
@@ -2283,10 +2304,19 @@ def _generate(tree: exp.Expression) -> str:
         raise UnsupportedConstruct(remaining[0], "rewrite it with a supported equivalent") from error
 
 
+def _bare(value: exp.Expression, original: exp.Expression) -> exp.Expression:
+    """`value` (rewritten from `original`, a SELECT item) without the alias _named gave a bare variable:
+    taken as an expression of its own, not as a column of a query."""
+    return value.this if isinstance(value, exp.Alias) and not isinstance(original, exp.Alias) else value
+
+
 def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
     """Parse and rewrite one BigQuery expression (a condition, a DEFAULT or SET value)."""
     tree = _parse(f"SELECT {text}", position)
-    return _rewrite(tree, ctx).expressions[0]
+    aliased = isinstance(tree.expressions[0], exp.Alias)
+    value = _rewrite(tree, ctx).expressions[0]
+    # a bare variable in a SELECT item gets its name as alias (_named): not in an expression of its own
+    return value.this if isinstance(value, exp.Alias) and not aliased else value
 
 
 def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
@@ -2792,7 +2822,7 @@ def _declare(stmt: _Statement, ctx: _Context) -> list[str]:
         if kind is not None:
             duck_type = _numeric_type(kind).sql(WRITE)
         has_default = isinstance(default, exp.Expression)
-        value = _rewrite(exp.select(default.copy()), ctx).expressions[0] if has_default else exp.Null()
+        value = _bare(_rewrite(exp.select(default.copy()), ctx).expressions[0], default) if has_default else exp.Null()
         names = item.this if isinstance(item.this, list) else [item.this]
         for name in names:
             typed = exp.cast(value.copy(), exp.DataType.build(duck_type, dialect=WRITE)) if duck_type else value
@@ -2841,7 +2871,7 @@ def _set(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = None) -
         source = eq.expression
         if isinstance(source, exp.Var):  # `SET y = x` parses x as a bare word, not a column
             source = exp.column(source.name)
-        target, value = eq.this, _rewrite(exp.select(source.copy()), ctx).expressions[0]
+        target, value = eq.this, _bare(_rewrite(exp.select(source.copy()), ctx).expressions[0], source)
         if isinstance(target, exp.Tuple):
             names = [t.name for t in target.expressions]
             if isinstance(value, exp.Tuple) and len(value.expressions) == len(names):
@@ -2966,6 +2996,11 @@ def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = N
                 f"cannot parse the statement at {stmt.position} as BigQuery SQL: check the syntax around its query"
             )
         raise UnsupportedConstruct(" ".join(w for w in words[:3] if w), "this statement has no local equivalent")
+    if isinstance(tree, (exp.Copy, exp.Pragma)):
+        raise UnsupportedConstruct(" ".join(w for w in words[:2] if w), "this is DuckDB's, not BigQuery SQL")
+    if isinstance(tree, (exp.Alias, exp.Column, exp.Identifier)):  # `INSTALL x` reads as an alias
+        raise UnsupportedConstruct(" ".join(w for w in words[:2] if w), "this is not a BigQuery statement")
+    _no_duckdb_file_functions(tree)
     if isinstance(tree, exp.Create) and _TABLE_FUNCTION.match(stmt.text):
         return [_table_function(tree, ctx, stmt.position)]
     if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "FUNCTION":
@@ -3312,7 +3347,7 @@ def _call_procedure(stmt: _Statement, ctx: _Context) -> Block:
     for index, arg in enumerate(args):
         is_variable = isinstance(arg, exp.Column) and not arg.table and arg.name.lower() in ctx.variables
         outs.append(arg.name.lower() if is_variable else "")
-        value = _rewrite(exp.select(arg.copy()), ctx).expressions[0]
+        value = _bare(_rewrite(exp.select(arg.copy()), ctx).expressions[0], arg)
         setup.append(f"SET VARIABLE {_CALL_ARGUMENT.format(index)} = {_generate(value)}")
     return Block(
         "call",
