@@ -521,6 +521,9 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     )
 
     schedules = r.mapping("schedules", {})
+    for key in sorted(set(schedules) - {"generator", "workflows"}, key=str):
+        # a typo (`workfows:`) would deploy the default workflows instead of the ones written
+        r.problems.append(f"field 'schedules.{key}' is not a known field (known: generator, workflows)")
     shared = _shared_schedules(Path(project_dir))
     generator_cron = r.cron(
         "schedules.generator",

@@ -292,3 +292,11 @@ def test_a_duplicate_key_a_cron_that_never_fires_and_a_workflow_named_check_are_
     found = problems(write_env(schedules={**BASE_ENV["schedules"], "workflows": workflows}))
     assert "field 'schedules.workflows[0].name': 'check' is the trigger's own job; pick another name" in found
     assert "field 'schedules.workflows[1].cron': '0 0 31 2 *' never fires (no such date)" in found
+
+
+def test_a_typo_under_schedules_is_named_not_ignored(write_env):
+    workflows = BASE_ENV["schedules"]["workflows"]
+
+    assert problems(write_env(schedules={"generator": "*/2 * * * *", "workfows": workflows})) == [
+        "field 'schedules.workfows' is not a known field (known: generator, workflows)"
+    ]
