@@ -68,9 +68,6 @@ class ScriptReturn(Exception):
     """RETURN: leaves the procedure, or (outside one) ends the script; run_item's caller stops there."""
 
 
-_Return = ScriptReturn
-
-
 # The errors being handled, innermost last, per thread (each runner thread has its own cursor): a bare
 # RAISE re-raises the last one.
 _handling = threading.local()
@@ -155,7 +152,7 @@ def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection 
     if item.kind == "continue":
         raise _Continue
     if item.kind == "return":
-        raise _Return
+        raise ScriptReturn
     if item.kind == "try":
         return _try(con, item)
     if item.kind == "reraise":
@@ -339,7 +336,7 @@ def _call(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | N
             )
         try:
             last = _Fetched(_run_body(con, items[len(params) :]))
-        except _Return:
+        except ScriptReturn:
             pass
         outs = {}
         for (mode, name, _), caller in zip(params, item.using, strict=True):
