@@ -2320,6 +2320,7 @@ def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
 
 
 def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
+    _no_duckdb_file_functions(tree)  # every statement, condition, DEFAULT and SET value passes here
     tree = _rewrite_variables(tree, ctx)
     if tree.find(exp.Parameter) is not None:
         tree = _system_variables(tree, ctx)
@@ -3000,7 +3001,6 @@ def _statement(stmt: _Statement, ctx: _Context, guard: exp.Expression | None = N
         raise UnsupportedConstruct(" ".join(w for w in words[:2] if w), "this is DuckDB's, not BigQuery SQL")
     if isinstance(tree, (exp.Alias, exp.Column, exp.Identifier)):  # `INSTALL x` reads as an alias
         raise UnsupportedConstruct(" ".join(w for w in words[:2] if w), "this is not a BigQuery statement")
-    _no_duckdb_file_functions(tree)
     if isinstance(tree, exp.Create) and _TABLE_FUNCTION.match(stmt.text):
         return [_table_function(tree, ctx, stmt.position)]
     if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "FUNCTION":

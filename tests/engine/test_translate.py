@@ -637,6 +637,8 @@ def test_script_temp_function(con):
         ("SELECT * FROM read_text('/etc/hostname')", "read_text(...)"),
         ("COPY (SELECT 1) TO '/tmp/out.csv'", "COPY ("),
         ("PRAGMA version", "PRAGMA VERSION"),
+        ("IF (SELECT count(*) FROM read_text('/etc/hostname')) > 0 THEN SELECT 1; END IF", "read_text(...)"),
+        ("DECLARE x STRING DEFAULT (SELECT content FROM read_text('/etc/hostname'))", "read_text(...)"),
     ],
 )
 def test_script_unsupported_names_construct_and_hint(sql, construct):
