@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -28,6 +29,8 @@ WARN_TAG = "warn"
 # DuckDB names the file a reader failed on in a later line of its message.
 _FAILED_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 _NAMED_FILE = re.compile(r'from file "([^"]+)"')
+# DuckDB's words for a hive folder value its declared partition type cannot hold (ingest_date=2026-13-45)
+_HIVE_CAST = re.compile(r"Unable to cast '((?:[^']|'')*)' \(from hive partition column '([^']+)'\) to: '([^']+)'")
 NOT_LOCAL_NOTE = "not run locally"
 _DML_PREFIXES = ("insert", "merge", "update", "delete", "create table", "create or replace table")
 
@@ -257,10 +260,29 @@ class Engine:
                 f"local warehouse; run the action that creates it first, or load local data for it "
                 f"(lakehouse load)"
             )
+        hive = _HIVE_CAST.search(str(error))
+        if hive:
+            return f"{action.file_name}: action {action.name} failed: {self._hive_folder_message(*hive.groups())}"
         failed_file = _FAILED_FILE.search(str(error))
         if failed_file:
             text += f" (file {failed_file.group(1).strip()})"
         return f"{action.file_name}: action {action.name} failed: {text}"
+
+    def _hive_folder_message(self, value: str, column: str, type_name: str) -> str:
+        """Name the folders whose partition value is not of the external table's declared type."""
+        value = value.replace("''", "'")
+        folder = f"{column.lower()}={value}"
+        root = paths.gcs_root(self.home_dir)
+        found = sorted(
+            str(path) for path in root.glob(f"*/**/{glob.escape(folder)}") if path.is_dir()
+        ) if root.is_dir() else []  # fmt: skip
+        where = f": {', '.join(found[:3])}{' …' if len(found) > 3 else ''}" if found else ""
+        return (
+            f"a landing folder {folder} is not a {type_name}, the type of the external table's partition column "
+            f"{column.lower()}, so no file of the table can be read{where}. Move the folder out of the table's "
+            f"prefix (its files wait there unread); to have them taken, put them under a folder whose value is a "
+            f"{type_name}"
+        )
 
     def _execute(self, action: Action, options: RunOptions, result: records.ActionResult) -> None:
         # An operation may create the very table it declares (CREATE TABLE IF NOT EXISTS on a declared

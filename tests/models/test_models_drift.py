@@ -206,3 +206,42 @@ def test_a_file_in_a_folder_outside_the_hour_layout_is_quarantined_with_its_reas
     assert all(row["ingested_at"] == f"{day.name.split('=')[1]}T00:00:00+00:00" for row in quarantined)
     assert query(home, "select count(*) as n from silver.orders where event_id like 'path-%'") == [{"n": 0}]
     assert query(home, "select count(*) as n from ops.orders_intake where ingested_at is null") == [{"n": 0}]
+
+
+def test_a_landing_folder_whose_date_is_not_a_date_is_named_and_taken_once_moved(tmp_path: Path):
+    """ingest_date=2026-13-45 stops its source's landing table (DuckDB, as the DATE partition key, cannot
+    read the folder): the failure names the folder and what to do, the other sources run, and once its
+    files are put under a real date they are taken."""
+    home = tmp_path / "home"
+    cli(home, REPO, "generate", "--events", "200", "--seed", "7", "--as-of", AS_OF, "--in-process-bus")
+    source = next(home.glob("gcs/*landing*/source=orders"))
+    bad = source / "ingest_date=2026-13-45" / "hour=05"
+    bad.mkdir(parents=True)
+    record = {
+        "source": "orders", "event_id": "bad-date-1", "order_id": "ORD-0000000000BD", "customer_id": "CUST-00001",
+        "product_id": "PROD-0001", "quantity": 1, "price": 2.5, "currency": "USD", "status": "paid",
+        "event_ts": "2026-03-01T23:00:00Z",
+    }  # fmt: skip
+    (bad / "placed.jsonl").write_text(json.dumps(record) + "\n")
+
+    done = subprocess.run(
+        [LAKEHOUSE, "run", "--now", NOW], cwd=REPO, env={**os.environ, "LAKEHOUSE_HOME": str(home)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+    assert done.returncode == 1
+    record = json.loads((home / "runs" / "latest.json").read_text())
+    results = {action["name"].rsplit(".", 1)[-1]: action for action in record["actions"]}
+    error = results["orders_batch"]["error"]
+    assert "a landing folder ingest_date=2026-13-45 is not a DATE" in error
+    assert f": {bad.parent}. Move the folder out of the table's prefix" in error
+    assert results["ad_clicks_batch"]["status"] == "success"
+
+    day = next(path for path in source.glob("ingest_date=*") if path != bad.parent)
+    (day / "hour=05").mkdir(exist_ok=True)
+    (bad / "placed.jsonl").rename(day / "hour=05" / "moved.jsonl")
+    bad.rmdir()
+    bad.parent.rmdir()
+    cli(home, REPO, "run", "--now", NOW)
+
+    assert query(home, "select count(*) as n from silver.orders where event_id = 'bad-date-1'") == [{"n": 1}]
