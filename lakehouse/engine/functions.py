@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import zlib
@@ -240,6 +241,38 @@ def safe_convert_bytes_to_string(value: bytes) -> str:
     return bytes(value).decode("utf-8", errors="replace")
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_JSON_KEYS_MODES = ("strict", "lax", "lax recursive")
+
+
+def json_keys(text: str, max_depth: int, mode: str) -> list[str]:
+    """Return BigQuery's JSON_KEYS of JSON `text`: every key path down to `max_depth` levels (-1: no
+    limit), de-duplicated and sorted, nested keys joined with '.', a key that is not a plain name in
+    double quotes. Keys inside arrays are skipped in mode 'strict', taken in 'lax' unless the array is
+    directly inside another array, and always taken in 'lax recursive'."""
+    mode = mode.strip().lower()
+    if mode not in _JSON_KEYS_MODES:
+        raise ValueError(f"JSON_KEYS mode must be one of {', '.join(_JSON_KEYS_MODES)}, not {mode!r}")
+    if max_depth == 0 or max_depth < -1:
+        raise ValueError(f"JSON_KEYS max_depth must be positive, not {max_depth}")
+    keys: set[str] = set()
+
+    def visit(node, prefix: str, depth: int, in_array: bool) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                name = key if _PLAIN_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+                path = f"{prefix}.{name}" if prefix else name
+                keys.add(path)
+                if max_depth == -1 or depth < max_depth:
+                    visit(value, path, depth + 1, False)
+        elif isinstance(node, list) and mode != "strict" and not (in_array and mode == "lax"):
+            for item in node:
+                visit(item, prefix, depth, True)
+
+    visit(json.loads(text), "", 1, False)
+    return sorted(keys)
+
+
 def _bigquery_type(duck: exp.DataType) -> str:
     def name(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DECIMAL:
@@ -282,7 +315,7 @@ def field_paths(data_type: str) -> list[dict]:
 # The functions the engine runs in Python, by the BigQuery names that translate to them. DuckDB imports
 # numpy on the first Python function a process registers (~50–90 ms), so a run whose SQL names none of
 # them registers them only if a statement misses one (register_missing_udf).
-_UDF_SOURCES = ("FARM_FINGERPRINT", "SAFE_CONVERT_BYTES_TO_STRING", "COLUMN_FIELD_PATHS")
+_UDF_SOURCES = ("FARM_FINGERPRINT", "SAFE_CONVERT_BYTES_TO_STRING", "COLUMN_FIELD_PATHS", "JSON_KEYS")
 _MISSING_UDF = re.compile(r"Scalar Function with name (\w+) does not exist")
 
 
@@ -292,6 +325,7 @@ def _udfs() -> dict[str, tuple]:
         "bq_farm_fingerprint_bytes": (farm_fingerprint, [BLOB], BIGINT),
         "safe_convert_bytes_to_string": (safe_convert_bytes_to_string, [BLOB], VARCHAR),
         "bq_field_paths": (field_paths, [VARCHAR], duckdb.sqltype("STRUCT(suffix VARCHAR, data_type VARCHAR)[]")),
+        "bq_json_keys": (json_keys, [VARCHAR, BIGINT, VARCHAR], duckdb.sqltype("VARCHAR[]")),
     }
 
 

@@ -1560,6 +1560,30 @@ def _json_converters(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _json_keys(tree: exp.Expression) -> exp.Expression:
+    """JSON_KEYS(json[, max_depth][, mode => 'strict'|'lax'|'lax recursive']) runs in Python
+    (functions.json_keys): DuckDB's json_keys lists only the top level, and sqlglot writes a function
+    DuckDB does not have. An omitted or NULL max_depth is no limit, as in BigQuery."""
+    for node in list(tree.find_all(exp.JSONKeysAtDepth)):
+        depth, mode = None, None
+        for argument in (node.args.get("expression"), node.args.get("mode")):
+            if isinstance(argument, exp.Kwarg) and argument.name.lower() == "mode":
+                mode = argument.expression
+            elif argument is not None:  # the second argument, or max_depth => n
+                depth = argument.expression if isinstance(argument, exp.Kwarg) else argument
+        node.replace(
+            _call(
+                "bq_json_keys",
+                exp.cast(node.this.copy(), _type("VARCHAR")),
+                exp.Coalesce(this=depth.copy(), expressions=[exp.Literal.number(-1)])
+                if depth is not None
+                else exp.Literal.number(-1),
+                mode.copy() if mode is not None else exp.Literal.string("strict"),
+            )
+        )
+    return tree
+
+
 # BigQuery's function namespaces with no local equivalent (NET is sqlglot's NetFunc).
 _BUILTIN_NAMESPACES = ("KEYS", "AEAD", "HLL_COUNT", "KLL_QUANTILES")
 
@@ -2162,6 +2186,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _pivot_column_names,
     _approx_quantiles,
     _json_converters,  # before _safe_prefix: SAFE.INT64(j) is a macro argument, not TRY (error() is volatile)
+    _json_keys,
     _date_functions_return_date,
     _parse_functions,
     _format_timestamp,
@@ -2201,6 +2226,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _select_as_value_struct: (exp.Select,),
     _approx_quantiles: (exp.ApproxQuantiles,),
     _json_converters: (*_JSON_CONVERTERS, exp.String),
+    _json_keys: (exp.JSONKeysAtDepth,),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
     _format_timestamp: (exp.TimeToStr,),

@@ -313,6 +313,22 @@ TRAPS = [
         [("number", "number", "string", "boolean", "null", "array", "object")],
     ),
     (
+        # DuckDB's json_keys lists the top level only; BigQuery's documented examples
+        "trap-json-keys",
+        """SELECT JSON_KEYS(JSON '{"a": {"b": 1}}'), JSON_KEYS(JSON '{"a": {"b": 1}}', 1),
+        JSON_KEYS(JSON '{"a": [{"b": 1}, {"c": 2}], "d": 3}'),
+        JSON_KEYS(JSON '{"a": [{"b": 1}, {"c": 2}], "d": 3}', mode => 'lax'),
+        JSON_KEYS(JSON '{"a": [[{"b": 1}]]}', mode => 'lax'),
+        JSON_KEYS(JSON '{"a": [[{"b": 1}]]}', mode => 'lax recursive'),
+        JSON_KEYS(JSON '{"b": 1, "a": {"c": 2}, "x.y": 3}', NULL), JSON_KEYS(CAST(NULL AS JSON))""",
+        [
+            (
+                ["a", "a.b"], ["a"], ["a", "d"], ["a", "a.b", "a.c", "d"], ["a"], ["a", "a.b"],
+                ['"x.y"', "a", "a.c", "b"], None,
+            )
+        ],  # fmt: skip
+    ),
+    (
         "trap-approx-quantiles",
         """SELECT APPROX_QUANTILES(x, 2), APPROX_QUANTILES(x, 4)[OFFSET(1)]
         FROM UNNEST([1, 1, 1, 4, 5, 6, 7, 8, 9, 10]) AS x""",
@@ -454,6 +470,7 @@ ERRORS = [
     ("trap-timestamp-range-error", "SELECT CAST('10000-01-01 00:00:00' AS TIMESTAMP)", "Invalid timestamp"),
     ("trap-json-int64-error", "SELECT INT64(JSON '10.1')", "INT64 takes a JSON number that is an integer"),
     ("trap-json-string-error", "SELECT STRING(JSON '1')", "STRING takes a JSON string"),
+    ("trap-json-keys-depth-error", "SELECT JSON_KEYS(JSON '{}', 0)", "JSON_KEYS max_depth must be positive"),
 ]
 
 
