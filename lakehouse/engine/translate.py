@@ -1504,7 +1504,11 @@ def _format_timestamp(tree: exp.Expression) -> exp.Expression:
         if isinstance(value, exp.TsOrDsToTimestamp):
             value = value.this
         value = value.copy()
-        if zone is None:
+        if isinstance(value, exp.Anonymous) and value.name.lower() == "bq_cast_time":
+            # FORMAT_TIME (its TIME(...) already made a TIME): printed as that time on 1970-01-01
+            text = fmt.this
+            local = exp.Add(this=exp.cast(exp.Literal.string("1970-01-01"), _type("DATE")), expression=value)
+        elif zone is None:
             text = fmt.this.replace("%Ez", "+00:00").replace("%Z", "UTC").replace("%z", "+0000")
             local = _call("timezone", exp.Literal.string("UTC"), exp.cast(value, _type("TIMESTAMPTZ")))
         else:
@@ -1515,8 +1519,27 @@ def _format_timestamp(tree: exp.Expression) -> exp.Expression:
                 )
             text = fmt.this
             local = _call("timezone", zone, exp.cast(value, _type("TIMESTAMPTZ")))
-        node.replace(_call("strftime", local, exp.Literal.string(_duckdb_formats(text, parsing=False)[0])))
+        node.replace(_space_padded(local, _duckdb_formats(text, parsing=False)[0]))
     return tree
+
+
+# BigQuery's %e, %k and %l pad a single digit with a space (" 2"); DuckDB's strftime pads with zeros or
+# not at all. (sqlglot reads %e as %-d; %k and %l become %-H and %-I in _FORMAT_ELEMENTS.)
+_SPACE_PADDED = {"%-d": "%d", "%-H": "%H", "%-I": "%I"}
+_PAD_MARK = "\x01"
+
+
+def _space_padded(value: exp.Expression, duck_format: str) -> exp.Expression:
+    """strftime(value, duck_format), with BigQuery's space-padded elements: each is printed zero-padded
+    after a mark, then a zero after a mark becomes a space and the marks go."""
+    if not any(element in duck_format for element in _SPACE_PADDED):
+        return _call("strftime", value, exp.Literal.string(duck_format))
+    for element, padded in _SPACE_PADDED.items():
+        duck_format = duck_format.replace(element, _PAD_MARK + padded)
+    printed = _call("strftime", value, exp.Literal.string(duck_format))
+    spaced = _call("regexp_replace", printed, exp.Literal.string(_PAD_MARK + "0"), exp.Literal.string(" "),
+                   exp.Literal.string("g"))  # fmt: skip
+    return _call("replace", spaced, exp.Literal.string(_PAD_MARK), exp.Literal.string(""))
 
 
 # BigQuery's JSON converters and their macros; the strict ones take `safe` (SAFE.<f>: NULL, not an error).

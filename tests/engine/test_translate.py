@@ -329,6 +329,20 @@ TRAPS = [
         ],  # fmt: skip
     ),
     (
+        # %e, %k, %l pad one digit with a space; DuckDB's strftime has no such element
+        "trap-format-space-padding",
+        "SELECT FORMAT_DATE('[%e]', DATE '2024-01-02'), FORMAT_DATE('%e/%m', DATE '2024-01-12'), "
+        "FORMAT_DATETIME('%k|%l', DATETIME '2024-01-02 03:04:05'), "
+        "FORMAT_TIMESTAMP('%k %e', TIMESTAMP '2024-01-02 13:04:05+00')",
+        [("[ 2]", "12/01", " 3| 3", "13  2")],
+    ),
+    (
+        "trap-format-time",
+        "SELECT FORMAT_TIME('%l:%M %p', TIME '00:10:00'), FORMAT_TIME('%H:%M:%S', TIME '23:59:58.5'), "
+        "FORMAT_TIME('%R', CAST(NULL AS TIME))",
+        [("12:10 AM", "23:59:58", None)],
+    ),
+    (
         "trap-approx-quantiles",
         """SELECT APPROX_QUANTILES(x, 2), APPROX_QUANTILES(x, 4)[OFFSET(1)]
         FROM UNNEST([1, 1, 1, 4, 5, 6, 7, 8, 9, 10]) AS x""",
