@@ -1583,6 +1583,36 @@ def _json_converters(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+# Math functions with a domain, and their macros (functions.MACROS); SAFE.<f> passes safe := true.
+_MATH_DOMAINS: dict[type, str] = {
+    exp.Sqrt: "bq_sqrt",
+    exp.Ln: "bq_ln",
+    exp.Log: "bq_log",
+    exp.Acos: "bq_acos",
+    exp.Asin: "bq_asin",
+    exp.Atanh: "bq_atanh",
+    exp.Acosh: "bq_acosh",
+    exp.Pow: "bq_pow",
+}
+
+
+def _math_domains(tree: exp.Expression) -> exp.Expression:
+    """SQRT(-1), LN(0), LOG(-1, 10), ACOS(2), POW(-8, 1/3), ... fail as in BigQuery (SAFE.: NULL): DuckDB
+    1.5 raises its own errors and 2.0 returns NaN or -inf."""
+    for node in list(tree.find_all(*_MATH_DOMAINS)):
+        arguments = [node.this.copy()] + ([node.expression.copy()] if node.args.get("expression") else [])
+        if isinstance(node, exp.Log) and len(arguments) == 1:  # LN spelled LOG(x)
+            call = _call("bq_ln", *arguments)
+        else:
+            call = _call(_MATH_DOMAINS[type(node)], *arguments)
+        if isinstance(node.parent, exp.SafeFunc):
+            call.append("expressions", exp.Kwarg(this=exp.var("safe"), expression=exp.true()))
+            node.parent.replace(call)
+        else:
+            node.replace(call)
+    return tree
+
+
 def _json_keys(tree: exp.Expression) -> exp.Expression:
     """JSON_KEYS(json[, max_depth][, mode => 'strict'|'lax'|'lax recursive']) runs in Python
     (functions.json_keys): DuckDB's json_keys lists only the top level, and sqlglot writes a function
@@ -2210,6 +2240,7 @@ _EXPRESSION_REWRITES: list[Callable[[exp.Expression], exp.Expression]] = [
     _approx_quantiles,
     _json_converters,  # before _safe_prefix: SAFE.INT64(j) is a macro argument, not TRY (error() is volatile)
     _json_keys,
+    _math_domains,  # before _safe_prefix, as _json_converters
     _date_functions_return_date,
     _parse_functions,
     _format_timestamp,
@@ -2250,6 +2281,7 @@ _TRIGGERS: dict[Callable, tuple[type, ...]] = {
     _approx_quantiles: (exp.ApproxQuantiles,),
     _json_converters: (*_JSON_CONVERTERS, exp.String),
     _json_keys: (exp.JSONKeysAtDepth,),
+    _math_domains: tuple(_MATH_DOMAINS),
     _date_functions_return_date: (exp.DateAdd, exp.DateSub, exp.DateTrunc, exp.DateFromUnixDate),
     _parse_functions: (exp.StrToTime, exp.StrToDate, exp.ParseDatetime),
     _format_timestamp: (exp.TimeToStr,),

@@ -154,6 +154,14 @@ TRAPS = [
     ),
     ("trap-safe-prefix-any-function", "SELECT SAFE.LOG(-1, 10), SAFE.SQRT(4)", [(None, 2.0)]),
     (
+        # outside their domain BigQuery fails (SAFE.: NULL); DuckDB 2.0 would return NaN or -inf
+        "trap-math-domains",
+        "SELECT SAFE.SQRT(-1), SAFE.LN(0), SAFE.LOG(10, 1), SAFE.LOG10(-1), SAFE.ACOS(2), SAFE.ASIN(-1.5), "
+        "SAFE.ATANH(1), SAFE.ACOSH(0.5), SAFE.POW(-8, 1 / 3), SAFE.POW(0, -1), "
+        "SQRT(4), LOG(100, 10), LOG10(1000), POW(-2, 3), POW(2, -1), ACOS(1)",
+        [(None, None, None, None, None, None, None, None, None, None, 2.0, 2.0, 3.0, -8.0, 0.5, 0.0)],
+    ),
+    (
         # The three values are BigQuery's documented FARM_FINGERPRINT example (CONCAT of x, y, z);
         # '' is pyfarmhash fingerprint64 read as signed.
         "trap-farm-fingerprint",
@@ -484,6 +492,9 @@ ERRORS = [
     ("trap-timestamp-range-error", "SELECT CAST('10000-01-01 00:00:00' AS TIMESTAMP)", "Invalid timestamp"),
     ("trap-json-int64-error", "SELECT INT64(JSON '10.1')", "INT64 takes a JSON number that is an integer"),
     ("trap-json-string-error", "SELECT STRING(JSON '1')", "STRING takes a JSON string"),
+    ("trap-math-sqrt-error", "SELECT SQRT(-1)", "Argument to SQRT cannot be negative: -1"),
+    ("trap-math-ln-error", "SELECT LN(0)", "Argument to LN cannot be zero or negative: 0"),
+    ("trap-math-pow-error", "SELECT POW(-8, 0.5)", "POW(-8, 0.5) is not a real number"),
     ("trap-json-keys-depth-error", "SELECT JSON_KEYS(JSON '{}', 0)", "JSON_KEYS max_depth must be positive"),
 ]
 
