@@ -537,7 +537,9 @@ def register_stored_js_function(con: duckdb.DuckDBPyConnection, error: str) -> b
     ).fetchall()
     for (catalog,) in catalogs:
         table = f"{_quote(catalog)}.{_quote(JS_FUNCTIONS[0])}.{_quote(JS_FUNCTIONS[1])}"
-        row = con.execute(f"SELECT qualified, definition FROM {table} WHERE name = ?", [match.group(1)]).fetchone()
+        # fetched whole: DuckDB 2.0 refuses create_function while a result is still open
+        rows = con.execute(f"SELECT qualified, definition FROM {table} WHERE name = ?", [match.group(1)]).fetchall()
+        row = rows[0] if rows else None
         if row:
             definition = json.loads(row[1])
             block = _StoredFunction(
