@@ -384,6 +384,44 @@ _TABLE_NAME_CATEGORIES = {"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", 
 _LOADED_FILES = "loaded_files"
 
 
+# A CSV is read as `bq load` reads one by default: comma-separated, '"' quotes, every line with the same
+# fields. DuckDB's sniffer would otherwise take lines that do not fit for a preamble to skip, or read
+# every line as one column, without a word.
+_CSV_LOAD_OPTIONS = ", delim = ',', quote = '\"', escape = '\"', skip = 0, strict_mode = true, null_padding = false"
+_CSV_LINE_ERROR = re.compile(r"CSV Error on Line: (\d+).*?Expected Number of Columns: (\d+) Found: (\d+)", re.DOTALL)
+_CSV_ERROR_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
+
+
+def _csv_problem(error: str, files: tuple[Path, ...]) -> str | None:
+    """Return which line of which CSV file does not have the fields of the first line, or None."""
+    import csv
+
+    line = _CSV_LINE_ERROR.search(error)
+    if line:
+        named = _CSV_ERROR_FILE.search(error)
+        where = f"{named.group(1).strip()} line {line.group(1)}" if named else f"line {line.group(1)}"
+        return (
+            f"{where} has {line.group(3)} field(s) where the file has {line.group(2)}; "
+            "every line of a CSV needs the same fields"
+        )
+    if "sniffing file" not in error:
+        return None
+    for file in files:
+        try:
+            with file.open(newline="", encoding="utf-8", errors="replace") as handle:
+                rows = csv.reader(handle)
+                first = next(rows, None)
+                for row in rows:
+                    if row and first is not None and len(row) != len(first):  # DuckDB skips empty lines
+                        return (
+                            f"{file} line {rows.line_num} has {len(row)} field(s) where line 1 has {len(first)}; "
+                            "every line of a CSV needs the same fields"
+                        )
+        except (OSError, csv.Error) as problem:
+            return f"{file} is not a readable CSV ({problem})"
+    return None
+
+
 @click.command("load")
 @click.argument("table")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -458,10 +496,11 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
             skipped = [f for f in files if prints[f] in loaded]
             files = tuple(f for f in files if prints[f] not in loaded)
         listed = ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
+        options = _CSV_LOAD_OPTIONS if reader == "read_csv" else ""
         if replace or not exists:
-            con.execute(f"CREATE OR REPLACE TABLE {quoted} AS SELECT * FROM {reader}([{listed}])")
+            con.execute(f"CREATE OR REPLACE TABLE {quoted} AS SELECT * FROM {reader}([{listed}]{options})")
         elif files:
-            con.execute(f"INSERT INTO {quoted} BY NAME SELECT * FROM {reader}([{listed}])")
+            con.execute(f"INSERT INTO {quoted} BY NAME SELECT * FROM {reader}([{listed}]{options})")
         if files:
             con.executemany(
                 f"INSERT INTO {ledger} VALUES (?, ?, ?, ?, ?, now())", [[dataset, name, *prints[f]] for f in files]
@@ -471,9 +510,8 @@ def load_command(table: str, files: tuple[Path, ...], project_dir: Path, replace
             unchanged.forget(con)  # what the runner recorded about tables may no longer hold
         con.execute("COMMIT")
     except duckdb.Error as error:
-        fail(
-            f"could not load {', '.join(map(str, files))} into {project}.{dataset}.{name}: {str(error).splitlines()[0]}"
-        )
+        reason = (_csv_problem(str(error), files) if reader == "read_csv" else None) or str(error).splitlines()[0]
+        fail(f"could not load {', '.join(map(str, files))} into {project}.{dataset}.{name}: {reason}")
     finally:
         con.close()
     if skipped:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from lakehouse.cli import main
@@ -265,6 +266,35 @@ def test_load_takes_the_names_bigquery_takes_and_names_the_part_it_does_not(make
     )
     assert spaced.exit_code == 0, spaced.output
     assert invoke("query", "select a from raw.`daily sales-2026 ü`", "--project-dir", project).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [
+        # DuckDB's sniffer took the first lines for a preamble to skip, or read every line as one column
+        (["a,b,c", "1,2,3", "4,5", "6,7,8,9"], "line 3 has 2 field(s) where line 1 has 3"),
+        (["a,b,c", *(f"{i},{i},{i}" for i in range(50)), "4,5,6,7"], "line 52 has 4 field(s) where line 1 has 3"),
+        # past the lines the sniffer reads: DuckDB's own line number
+        (["a,b,c", *(f"{i},{i},{i}" for i in range(30000)), "4,5", "7,8,9"], "line 30002 has 2 field(s)"),
+    ],
+    ids=["early", "after-50-lines", "after-30000-lines"],
+)
+def test_load_of_a_csv_whose_lines_differ_names_the_line_and_loads_nothing(make_project, tmp_path, lines, named):
+    project = make_project(PROJECT)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("\n".join(lines) + "\n")
+
+    result = invoke("load", "raw.t", ragged, "--project-dir", project)
+
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert f"could not load {ragged} into" in message
+    assert f"{ragged} {named}" in message
+    assert "every line of a CSV needs the same fields" in message
+    tables = invoke("query", "select table_name from `region-us`.INFORMATION_SCHEMA.TABLES",
+                    "--project-dir", project, "--format", "csv")  # fmt: skip
+    assert tables.exit_code == 0, tables.output
+    assert "\nt\n" not in tables.output
 
 
 def test_load_names_the_file_it_cannot_read_by_its_extension(make_project, tmp_path):
