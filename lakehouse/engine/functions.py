@@ -415,7 +415,6 @@ def register_js_function(con: duckdb.DuckDBPyConnection, block) -> None:
     INT64 arrives as a number, DATE/TIMESTAMP as ISO strings). Raises FileNotFoundError naming a library
     with no local copy.
     """
-    import json
 
     from py_mini_racer import MiniRacer
 
@@ -493,7 +492,6 @@ def _create_persistent(con: duckdb.DuckDBPyConnection, block) -> bool:
 
     Raises duckdb.CatalogException when a plain CREATE FUNCTION meets an existing function, as BigQuery does.
     """
-    import json
 
     catalog, schema, function = block.variable.split(".")
     exists = con.execute(
@@ -527,7 +525,6 @@ _MISSING_JS = re.compile(r"Scalar Function with name (" + _JS_PREFIX + r"\w+) do
 def register_stored_js_function(con: duckdb.DuckDBPyConnection, error: str) -> bool:
     """When `error` says a persistent JavaScript function's V8 body is not registered on con, register it
     from the warehouse; return whether it did (the caller runs the statement again)."""
-    import json
 
     match = _MISSING_JS.search(error)
     if not match:
