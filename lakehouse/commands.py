@@ -390,35 +390,53 @@ _LOADED_FILES = "loaded_files"
 _CSV_LOAD_OPTIONS = ", delim = ',', quote = '\"', escape = '\"', skip = 0, strict_mode = true, null_padding = false"
 _CSV_LINE_ERROR = re.compile(r"CSV Error on Line: (\d+).*?Expected Number of Columns: (\d+) Found: (\d+)", re.DOTALL)
 _CSV_ERROR_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
+_CSV_OTHER_ERROR = re.compile(r"CSV Error on Line: (\d+)\n(?:Original Line:[^\n]*\n)?([^\n]+)")
 
 
 def _csv_problem(error: str, files: tuple[Path, ...]) -> str | None:
-    """Return which line of which CSV file does not have the fields of the first line, or None."""
+    """Return what is wrong with which line of which CSV file, from DuckDB's error or a read of the files
+    (when DuckDB could not even detect the header and types), or None."""
     import csv
 
+    named = _CSV_ERROR_FILE.search(error)
     line = _CSV_LINE_ERROR.search(error)
     if line:
-        named = _CSV_ERROR_FILE.search(error)
         where = f"{named.group(1).strip()} line {line.group(1)}" if named else f"line {line.group(1)}"
         return (
             f"{where} has {line.group(3)} field(s) where the file has {line.group(2)}; "
             "every line of a CSV needs the same fields"
         )
+    other = _CSV_OTHER_ERROR.search(error)
+    if other:
+        where = f"{named.group(1).strip()} line {other.group(1)}" if named else f"line {other.group(1)}"
+        return f"{where}: {other.group(2).strip()}"
     if "sniffing file" not in error:
         return None
     for file in files:
         try:
-            with file.open(newline="", encoding="utf-8", errors="replace") as handle:
-                rows = csv.reader(handle)
-                first = next(rows, None)
-                for row in rows:
-                    if row and first is not None and len(row) != len(first):  # DuckDB skips empty lines
-                        return (
-                            f"{file} line {rows.line_num} has {len(row)} field(s) where line 1 has {len(first)}; "
-                            "every line of a CSV needs the same fields"
-                        )
-        except (OSError, csv.Error) as problem:
-            return f"{file} is not a readable CSV ({problem})"
+            text = file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as problem:
+            return f"{file} is not UTF-8 (byte {problem.start}); a CSV is read as UTF-8, as bq load reads one"
+        except OSError as problem:
+            return f"{file} cannot be read ({problem.strerror})"
+        try:
+            reader = csv.reader(text.splitlines(keepends=True))
+            rows, started = [], 1
+            for row in reader:
+                rows.append((started, reader.line_num, row))
+                started = reader.line_num + 1
+            if rows and rows[-1][1] > rows[-1][0] and text.count('"') % 2:
+                # an odd number of quotes: the last row ran from its opening quote to the end of the file
+                return f"{file} line {rows[-1][0]}: a quoted field is not closed before the end of the file"
+            first = rows[0][2] if rows else None
+            for line_num, _, row in rows[1:]:
+                if row and first is not None and len(row) != len(first):  # DuckDB skips empty lines
+                    return (
+                        f"{file} line {line_num} has {len(row)} field(s) where line 1 has {len(first)}; "
+                        "every line of a CSV needs the same fields"
+                    )
+        except csv.Error as problem:
+            return f"{file} line {reader.line_num}: {problem}"
     return None
 
 

@@ -297,6 +297,26 @@ def test_load_of_a_csv_whose_lines_differ_names_the_line_and_loads_nothing(make_
     assert "\nt\n" not in tables.output
 
 
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (b'a,b\n"unterminated,2\n3,4\n', "line 2: a quoted field is not closed before the end of the file"),
+        (b"a,b\n\xff\xfe,1\n", "line 2: Invalid unicode"),
+        (b'a,b\n"two\nlines",2\n3,4,5\n', "line 4 has 3 field(s) where line 1 has 2"),
+    ],
+    ids=["unclosed-quote", "not-utf8", "ragged-after-a-quoted-newline"],
+)
+def test_load_of_a_malformed_csv_names_the_line_and_why(make_project, tmp_path, content, named):
+    project = make_project(PROJECT)
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+
+    result = invoke("load", "raw.t", bad, "--project-dir", project)
+
+    assert result.exit_code == 1
+    assert f"{bad} {named}" in " ".join(result.output.split())
+
+
 def test_load_names_the_file_it_cannot_read_by_its_extension(make_project, tmp_path):
     project = make_project(PROJECT)
     (tmp_path / "notes").write_text("a\n1\n")
