@@ -7,12 +7,11 @@ import os
 import re
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from croniter import CroniterBadDateError, croniter
+from croniter import croniter
 
 from deploy import naming
 
@@ -229,9 +228,9 @@ class _Reader:
         if not isinstance(value, str) or len(value.split()) != 5 or not croniter.is_valid(value):
             self.problems.append(f"field '{dotted}': {value!r} is not a five-field cron expression")
             return None
-        try:
-            croniter(value, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
-        except CroniterBadDateError:
+        from ingest.schedule import never_fires
+
+        if never_fires(value):
             self.problems.append(f"field '{dotted}': {value!r} never fires (no such date)")
             return None
         return value
@@ -258,19 +257,19 @@ def _check_time_zone(value: str) -> str | None:
 
 
 def _check_https(value: str) -> str | None:
-    if not re.fullmatch(r"^https://[^\s]+$", value):
+    if not re.fullmatch(r"https://[^\s]+", value):
         return "the git remote must be an https:// URL"
     return None
 
 
 def _check_secret_version(value: str) -> str | None:
-    if not re.fullmatch(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$", value):
+    if not re.fullmatch(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+", value):
         return "expected projects/<project>/secrets/<name>/versions/<version>"
     return None
 
 
 def _check_prefix(value: str) -> str | None:
-    if not re.fullmatch(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$", value):
+    if not re.fullmatch(r"[a-z][a-z0-9-]{1,28}[a-z0-9]", value):
         return "a prefix has 3-30 lower-case letters, digits and hyphens, starting with a letter"
     return None
 
@@ -440,7 +439,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     )
     project = r.string("project", check=naming.project_id_problem)
     number = r.get("project_number", None)
-    if number is not None and not (isinstance(number, str | int) and re.fullmatch(r"^[0-9]{6,20}$", str(number))):
+    if number is not None and not (isinstance(number, str | int) and re.fullmatch(r"[0-9]{6,20}", str(number))):
         r.problems.append(f"field 'project_number' must be the numeric project number, got {number!r}")
         number = None
     region = r.string("region", check=_check_region)
@@ -498,7 +497,7 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
     raw_vars = r.mapping("dataform.vars", {})
     vars_ = {}
     for key, value in raw_vars.items():
-        if not isinstance(key, str) or not re.fullmatch(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             r.problems.append(f"field 'dataform.vars': {key!r} is not a valid var name")
         elif isinstance(value, bool) or not isinstance(value, str | int | float):
             r.problems.append(f"field 'dataform.vars.{key}' must be a string or a number")
@@ -544,10 +543,10 @@ def load_env(path: Path | str, project_dir: Path | str = ".") -> EnvConfig:
         r.problems.append(f"field 'functions.{key}' is not a function (known: {', '.join(FUNCTIONS)})")
     for name in FUNCTIONS:
         entry = r.string(f"functions.{name}.entry_point", DEFAULT_ENTRY_POINTS[name])
-        if entry and not re.fullmatch(r"^[a-z_][a-z0-9_.]*:[a-z_][a-z0-9_]*$", entry):
+        if entry and not re.fullmatch(r"[a-z_][a-z0-9_.]*:[a-z_][a-z0-9_]*", entry):
             r.problems.append(f"field 'functions.{name}.entry_point': {entry!r} must look like module:function")
         memory = r.string(f"functions.{name}.memory", "512Mi")
-        if memory and not re.fullmatch(r"^[0-9]+(Mi|Gi)$", memory):
+        if memory and not re.fullmatch(r"[0-9]+(Mi|Gi)", memory):
             r.problems.append(f"field 'functions.{name}.memory': {memory!r} must look like 512Mi or 1Gi")
         functions[name] = FunctionSettings(
             entry_point=entry or "",

@@ -55,10 +55,8 @@ def load_schedules(project_dir: Path | str) -> dict[str, Schedule]:
         cron = raw.get("cron")
         if not isinstance(cron, str) or not croniter.is_valid(cron):
             raise ValueError(f"{where}.cron: {cron!r} is not a cron expression")
-        try:
-            next_fire(cron, datetime(2000, 1, 1, tzinfo=UTC))
-        except CroniterBadDateError:
-            raise ValueError(f"{where}.cron: {cron!r} never fires (no such date)") from None
+        if never_fires(cron):
+            raise ValueError(f"{where}.cron: {cron!r} never fires (no such date)")
         try:
             events, batch_size = int(raw.get("events", 0)), int(raw.get("batch_size", 10))
             share = float(raw.get("pubsub_share", 0.0))
@@ -68,6 +66,15 @@ def load_schedules(project_dir: Path | str) -> dict[str, Schedule]:
             raise ValueError(f"{where}: events and batch_size must be > 0, pubsub_share in [0, 1]")
         out[name] = Schedule(name, cron, str(raw.get("description", "")), events, batch_size, share)
     return out
+
+
+def never_fires(cron: str) -> bool:
+    """Whether a valid cron expression names no date that exists (`0 0 31 2 *`, February 31st)."""
+    try:
+        next_fire(cron, datetime(2000, 1, 1, tzinfo=UTC))
+    except CroniterBadDateError:
+        return True
+    return False
 
 
 def next_fire(cron: str, after: datetime) -> datetime:

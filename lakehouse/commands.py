@@ -389,7 +389,6 @@ _LOADED_FILES = "loaded_files"
 # every line as one column, without a word.
 _CSV_LOAD_OPTIONS = ", delim = ',', quote = '\"', escape = '\"', skip = 0, strict_mode = true, null_padding = false"
 _CSV_LINE_ERROR = re.compile(r"CSV Error on Line: (\d+).*?Expected Number of Columns: (\d+) Found: (\d+)", re.DOTALL)
-_CSV_ERROR_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 _CSV_OTHER_ERROR = re.compile(r"CSV Error on Line: (\d+)\n(?:Original Line:[^\n]*\n)?([^\n]+)")
 
 
@@ -398,7 +397,9 @@ def _csv_problem(error: str, files: tuple[Path, ...]) -> str | None:
     (when DuckDB could not even detect the header and types), or None."""
     import csv
 
-    named = _CSV_ERROR_FILE.search(error)
+    from lakehouse.engine.query import FAILED_FILE
+
+    named = FAILED_FILE.search(error)
     line = _CSV_LINE_ERROR.search(error)
     if line:
         where = f"{named.group(1).strip()} line {line.group(1)}" if named else f"line {line.group(1)}"

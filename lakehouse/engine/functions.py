@@ -120,30 +120,6 @@ MACROS: dict[str, str] = {
     # TIME(ts) / CAST(ts AS TIME): the time of day in UTC; DuckDB has no cast from TIMESTAMPTZ to TIME.
     # (Through TIMETZ, which every input type casts to; the session time zone is UTC.)
     "bq_cast_time": """(x) AS CAST(CAST(x AS TIMETZ) AS TIME)""",
-    # Math functions outside their domain fail in BigQuery (`safe`: SAFE.<f>, NULL); DuckDB 1.5 fails
-    # with its own words and DuckDB 2.0 returns NaN or -inf.
-    "bq_sqrt": """(x, safe := false) AS CASE WHEN x < 0 THEN CASE WHEN safe THEN CAST(NULL AS DOUBLE)
-        ELSE error('Argument to SQRT cannot be negative: ' || CAST(x AS VARCHAR)) END ELSE sqrt(x) END""",
-    "bq_ln": """(x, safe := false) AS CASE WHEN x <= 0 THEN CASE WHEN safe THEN CAST(NULL AS DOUBLE)
-        ELSE error('Argument to LN cannot be zero or negative: ' || CAST(x AS VARCHAR)) END ELSE ln(x) END""",
-    "bq_log": """(base, x, safe := false) AS CASE WHEN x <= 0 OR base <= 0 OR base = 1 THEN
-        CASE WHEN safe THEN CAST(NULL AS DOUBLE) ELSE error('Arguments to LOG must be positive and the base '
-        || 'not 1: LOG(' || CAST(x AS VARCHAR) || ', ' || CAST(base AS VARCHAR) || ')') END
-        ELSE log(base, x) END""",
-    "bq_acos": """(x, safe := false) AS CASE WHEN x < -1 OR x > 1 THEN CASE WHEN safe THEN CAST(NULL AS DOUBLE)
-        ELSE error('Argument to ACOS is out of range [-1, 1]: ' || CAST(x AS VARCHAR)) END ELSE acos(x) END""",
-    "bq_asin": """(x, safe := false) AS CASE WHEN x < -1 OR x > 1 THEN CASE WHEN safe THEN CAST(NULL AS DOUBLE)
-        ELSE error('Argument to ASIN is out of range [-1, 1]: ' || CAST(x AS VARCHAR)) END ELSE asin(x) END""",
-    "bq_atanh": """(x, safe := false) AS CASE WHEN x <= -1 OR x >= 1 THEN CASE WHEN safe THEN CAST(NULL AS DOUBLE)
-        ELSE error('Argument to ATANH is out of range (-1, 1): ' || CAST(x AS VARCHAR)) END ELSE atanh(x) END""",
-    "bq_acosh": """(x, safe := false) AS CASE WHEN x < 1 THEN CASE WHEN safe THEN CAST(NULL AS DOUBLE)
-        ELSE error('Argument to ACOSH cannot be less than 1: ' || CAST(x AS VARCHAR)) END ELSE acosh(x) END""",
-    # POW: a negative base with a fraction exponent, or 0 to a negative power, fails in BigQuery.
-    "bq_pow": """(x, y, safe := false) AS CASE
-        WHEN (x < 0 AND y <> trunc(y) AND isfinite(x) AND isfinite(y)) OR (x = 0 AND y < 0 AND isfinite(y))
-            THEN CASE WHEN safe THEN CAST(NULL AS DOUBLE) ELSE error('POW(' || CAST(x AS VARCHAR) || ', '
-            || CAST(y AS VARCHAR) || ') is not a real number') END
-        ELSE pow(x, y) END""",
     # The JSON converters INT64, FLOAT64, BOOL, STRING (`safe`: SAFE.<f>, NULL instead of an error, since
     # DuckDB's TRY refuses error()) and the LAX_ ones, by the JSON value's type: DuckDB reads a JSON
     # number as UBIGINT (non-negative integer), BIGINT (negative) or DOUBLE, and JSON null as 'NULL'.
@@ -243,6 +219,49 @@ MACROS: dict[str, str] = {
 }
 
 # Macros over the Python functions below (DuckDB binds a macro's body when it is made).
+
+def _domain_macro(params: str, outside: str, message: str, result: str) -> str:
+    """The body of a macro computing `result`, which fails with `message` (SQL) where `outside` holds,
+    or is NULL then when called with safe := true (SAFE.<f>)."""
+    return (
+        f"({params}, safe := false) AS CASE WHEN {outside} THEN CASE WHEN safe THEN CAST(NULL AS DOUBLE) "
+        f"ELSE error({message}) END ELSE {result} END"
+    )
+
+
+# Math functions outside their domain fail in BigQuery (`safe`: SAFE.<f>, NULL); DuckDB 1.5 fails with
+# its own words and DuckDB 2.0 returns NaN or -inf. POW: a negative base with a fraction exponent, or 0
+# to a negative power.
+MACROS.update(
+    {
+        f"bq_{name}": _domain_macro("x", outside, f"'Argument to {name.upper()} {reason}: ' || CAST(x AS VARCHAR)",
+                                    f"{name}(x)")  # fmt: skip
+        for name, outside, reason in (
+            ("sqrt", "x < 0", "cannot be negative"),
+            ("ln", "x <= 0", "cannot be zero or negative"),
+            ("acos", "x < -1 OR x > 1", "is out of range [-1, 1]"),
+            ("asin", "x < -1 OR x > 1", "is out of range [-1, 1]"),
+            ("atanh", "x <= -1 OR x >= 1", "is out of range (-1, 1)"),
+            ("acosh", "x < 1", "cannot be less than 1"),
+        )
+    }
+    | {
+        "bq_log": _domain_macro(
+            "base, x",
+            "x <= 0 OR base <= 0 OR base = 1",
+            "'Arguments to LOG must be positive and the base not 1: LOG(' || CAST(x AS VARCHAR) || ', ' "
+            "|| CAST(base AS VARCHAR) || ')'",
+            "log(base, x)",
+        ),
+        "bq_pow": _domain_macro(
+            "x, y",
+            "(x < 0 AND y <> trunc(y) AND isfinite(x) AND isfinite(y)) OR (x = 0 AND y < 0 AND isfinite(y))",
+            "'POW(' || CAST(x AS VARCHAR) || ', ' || CAST(y AS VARCHAR) || ') is not a real number'",
+            "pow(x, y)",
+        ),
+    }
+)
+
 PYTHON_MACROS: dict[str, str] = {
     # FARM_FINGERPRINT takes STRING or BYTES.
     "farm_fingerprint": """(x) AS CASE

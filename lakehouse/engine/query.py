@@ -393,6 +393,8 @@ def projects_to_attach(
 # DuckDB's errors for a relation, or a project's catalog, that is not in the warehouse.
 MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
 MISSING_CATALOG = re.compile(r'Catalog "([^"]+)" does not exist')
+# DuckDB names the file a reader failed on in a later line of its message ("  file = /path").
+FAILED_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 
 
 def names_a_missing_relation(error: Exception) -> bool:

@@ -26,8 +26,6 @@ from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, Cycl
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg
 
 WARN_TAG = "warn"
-# DuckDB names the file a reader failed on in a later line of its message.
-_FAILED_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 _NAMED_FILE = re.compile(r'from file "([^"]+)"')
 # DuckDB's words for a hive folder value its declared partition type cannot hold (ingest_date=2026-13-45)
 _HIVE_CAST = re.compile(r"Unable to cast '((?:[^']|'')*)' \(from hive partition column '([^']+)'\) to: '([^']+)'")
@@ -263,7 +261,7 @@ class Engine:
         hive = _HIVE_CAST.search(str(error))
         if hive:
             return f"{action.file_name}: action {action.name} failed: {self._hive_folder_message(*hive.groups())}"
-        failed_file = _FAILED_FILE.search(str(error))
+        failed_file = query.FAILED_FILE.search(str(error))
         if failed_file:
             text += f" (file {failed_file.group(1).strip()})"
         return f"{action.file_name}: action {action.name} failed: {text}"

@@ -1561,7 +1561,6 @@ def _json_converters(tree: exp.Expression) -> exp.Expression:
     in functions.MACROS): sqlglot writes INT64(j) as a DuckDB cast (2.5 becomes 2, "2" becomes 2),
     and DuckDB has no FLOAT64, BOOL or LAX_ functions and names JSON types UBIGINT, VARCHAR, ..."""
     for node in list(tree.find_all(*_JSON_CONVERTERS, exp.String)):
-        safe = isinstance(node.parent, exp.SafeFunc)
         if isinstance(node, exp.String):
             if node.args.get("zone"):
                 continue
@@ -1575,12 +1574,18 @@ def _json_converters(tree: exp.Expression) -> exp.Expression:
                     raise UnsupportedConstruct(
                         f"FLOAT64(..., wide_number_mode=>{value.sql(READ)})", "wide_number_mode is 'round' or 'exact'"
                     )
-        if safe and (isinstance(node, (*_STRICT_JSON_CONVERTERS, exp.String))):
-            call.append("expressions", exp.Kwarg(this=exp.var("safe"), expression=exp.true()))
-            node.parent.replace(call)
-        else:
-            node.replace(call)
+        _replace_with_macro(node, call, takes_safe=isinstance(node, (*_STRICT_JSON_CONVERTERS, exp.String)))
     return tree
+
+
+def _replace_with_macro(node: exp.Expression, call: exp.Anonymous, *, takes_safe: bool = True) -> None:
+    """Put the macro `call` in place of `node`; under SAFE.<f>, in place of SAFE. with `safe := true` (a
+    macro that may call error() cannot go inside DuckDB's TRY) when the macro takes `safe`."""
+    if takes_safe and isinstance(node.parent, exp.SafeFunc):
+        call.append("expressions", exp.Kwarg(this=exp.var("safe"), expression=exp.true()))
+        node.parent.replace(call)
+    else:
+        node.replace(call)
 
 
 # Math functions with a domain, and their macros (functions.MACROS); SAFE.<f> passes safe := true.
@@ -1601,15 +1606,8 @@ def _math_domains(tree: exp.Expression) -> exp.Expression:
     1.5 raises its own errors and 2.0 returns NaN or -inf."""
     for node in list(tree.find_all(*_MATH_DOMAINS)):
         arguments = [node.this.copy()] + ([node.expression.copy()] if node.args.get("expression") else [])
-        if isinstance(node, exp.Log) and len(arguments) == 1:  # LN spelled LOG(x)
-            call = _call("bq_ln", *arguments)
-        else:
-            call = _call(_MATH_DOMAINS[type(node)], *arguments)
-        if isinstance(node.parent, exp.SafeFunc):
-            call.append("expressions", exp.Kwarg(this=exp.var("safe"), expression=exp.true()))
-            node.parent.replace(call)
-        else:
-            node.replace(call)
+        name = "bq_ln" if isinstance(node, exp.Log) and len(arguments) == 1 else _MATH_DOMAINS[type(node)]
+        _replace_with_macro(node, _call(name, *arguments))  # LN spelled LOG(x) is bq_ln
     return tree
 
 
@@ -2394,10 +2392,8 @@ def _bare(value: exp.Expression, original: exp.Expression) -> exp.Expression:
 def _expression(text: str, ctx: _Context, position: str) -> exp.Expression:
     """Parse and rewrite one BigQuery expression (a condition, a DEFAULT or SET value)."""
     tree = _parse(f"SELECT {text}", position)
-    aliased = isinstance(tree.expressions[0], exp.Alias)
-    value = _rewrite(tree, ctx).expressions[0]
-    # a bare variable in a SELECT item gets its name as alias (_named): not in an expression of its own
-    return value.this if isinstance(value, exp.Alias) and not aliased else value
+    original = tree.expressions[0]
+    return _bare(_rewrite(tree, ctx).expressions[0], original)
 
 
 def _rewrite(tree: exp.Expression, ctx: _Context) -> exp.Expression:
