@@ -488,6 +488,7 @@ def run_local(project_dir: Path | str, request: TriggerRequest, environment: str
     Raises TriggerSetupError when the engine (lakehouse.engine.runner) is not available.
     """
     try:
+        from ingest.audit import local_finalize
         from lakehouse.engine import runner
     except ImportError as error:
         raise TriggerSetupError(f"the local engine is not available ({error})") from error
@@ -503,6 +504,7 @@ def run_local(project_dir: Path | str, request: TriggerRequest, environment: str
             include_deps=request.include_dependencies,
             include_dependents=request.include_dependents,
             vars=dict(request.vars),
+            prepare=local_finalize,
         )
     except getattr(runner, "RunError", RuntimeError) as error:
         report.compilation_errors = [str(error)]

@@ -430,17 +430,33 @@ ${wrap(contract.fields.map((field) => literal(field.name)), 6, 90).join("\n")}
 );`;
 }
 
-// Returns the batch's pre-operations. Incremental runs empty the batch and declare the watermarks:
-// the oldest landing folder and Pub/Sub publish time still scanned for what was not taken yet
-// (lookback_days before the newest taken), as scripting variables so that BigQuery prunes the
-// landing table's hive partitions and the raw table's publish_time partitions. The intake ledger
-// is created empty if a crash left the batch without it. A first or full-refresh run takes all of
-// bronze, so a full refresh rebuilds every silver table from everything landed.
+// The control table the audit function appends one row to per object finalized in the landing
+// bucket (ingest/audit.py; locally `lakehouse run` records what landed since, as finalize would).
+const FILE_ARRIVALS = ["ops", "file_arrivals"];
+
+// Returns the batch's pre-operations. Incremental runs empty the batch and declare the watermarks as
+// scripting variables, so that BigQuery prunes what it reads:
+// - landing_files: the landing objects of this source that arrived (ops.file_arrivals) and no run
+//   took (the intake ledger), and landing_first / landing_last, the first and last ingest_date
+//   folder among them. The batch reads those files alone (_FILE_NAME), in those folders alone (the
+//   hive partition ingest_date). The watermark is by arrival, not by path: a file that arrives late
+//   in an old folder is taken. Arrivals are read from lookback_days before the newest landing hour
+//   taken (arrivals_from: the arrivals table is partitioned by arrived_at), the ledger for those
+//   files only (it is clustered by source_kind, origin).
+// - pubsub_from: the oldest publish time still scanned for Pub/Sub messages not taken yet
+//   (lookback_days before the newest taken).
+// The intake ledger is created empty if a crash left the batch without it. A first or full-refresh
+// run takes all of bronze, so a full refresh rebuilds every silver table from everything landed.
 function batchPreOps(contract, ctx, intake) {
   const columns = INTAKE_COLUMNS.map(([name, type]) => `  ${name} ${type}`).join(",\n");
   const days = params.lookbackDays();
+  const arrivals = ctx.ref(...FILE_ARRIVALS);
+  const bucket = params.landingBucket();
   // BigQuery takes DECLARE only at the start of a script: declare, then create, then set.
-  return ctx.when(ctx.incremental(), `declare landing_from date;
+  return ctx.when(ctx.incremental(), `declare arrivals_from timestamp;
+declare landing_files array<string>;
+declare landing_first date;
+declare landing_last date;
 declare pubsub_from timestamp;
 ${pendingFieldsDeclaration(contract, ctx.self())}
 
@@ -451,10 +467,44 @@ ${columns}
 delete from ${ctx.self()}
 where true;
 
-set landing_from = (
-  select coalesce(date_sub(max(ingest_date), interval ${days} day), date '1970-01-01')
+set arrivals_from = (
+  select coalesce(timestamp_sub(max(ingested_at), interval ${days} day), timestamp '1970-01-01')
   from ${intake}
   where source_kind = 'landing'
+);
+
+set landing_files = (
+  with arrived as (
+    select distinct concat('gs://', bucket, '/', object_name) as uri
+    from ${arrivals}
+    where
+      arrived_at >= arrivals_from
+      and bucket = ${literal(bucket)}
+      and starts_with(object_name, ${literal(`source=${contract.name}/`)})
+  )
+
+  select coalesce(array_agg(uri order by uri), [])
+  from arrived
+);
+
+set landing_files = (
+  select coalesce(array_agg(uri order by uri), [])
+  from unnest(landing_files) as uri
+  where uri not in (
+      select origin
+      from ${intake}
+      where source_kind = 'landing' and origin in unnest(landing_files)
+    )
+);
+
+set landing_first = (
+  select min(safe.parse_date('%Y-%m-%d', regexp_extract(uri, r'/ingest_date=([^/]*)/')))
+  from unnest(landing_files) as uri
+);
+
+set landing_last = (
+  select max(safe.parse_date('%Y-%m-%d', regexp_extract(uri, r'/ingest_date=([^/]*)/')))
+  from unnest(landing_files) as uri
 );
 
 set pubsub_from = (
@@ -466,19 +516,18 @@ set pubsub_from = (
 
 // Returns the WHERE clauses selecting the bronze records no run has taken yet.
 function batchScope(intake) {
-  const taken = (kind, column, bound) => [
-    `    and ${column} not in (`,
-    "      select intake.origin",
-    `      from ${intake} as intake`,
-    `      where intake.source_kind = '${kind}' and intake.${bound}`,
-    "    )",
-  ].join("\n");
   return {
-    landing: ["where ingest_date >= landing_from", taken("landing", "_file_name", "ingest_date >= landing_from")]
-      .join("\n"),
+    landing: [
+      "where ingest_date between landing_first and landing_last",
+      "    and _file_name in unnest(landing_files)",
+    ].join("\n"),
     pubsub: [
       "where publish_time >= pubsub_from",
-      taken("pubsub", PUBSUB_INTAKE_KEY, "ingested_at >= pubsub_from"),
+      "    and " + PUBSUB_INTAKE_KEY + " not in (",
+      "      select intake.origin",
+      `      from ${intake} as intake`,
+      "      where intake.source_kind = 'pubsub' and intake.ingested_at >= pubsub_from",
+      "    )",
     ].join("\n"),
   };
 }
@@ -757,6 +806,7 @@ module.exports = {
   pubsubFirstCopy,
   batchPreOps,
   batchScope,
+  FILE_ARRIVALS,
   intakeQuery,
   latestVersionsQuery,
   latestFirst,

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest import local, pubsub
+from ingest import audit, local, pubsub
 from ingest.contracts import Contract, load_contracts
 from ingest.generator import SourcePlan, known_fault_keys, plan
 
@@ -126,7 +126,9 @@ def step_run_graph(ctx: UpContext) -> None:
 
     try:
         # The graph runs as of the time the events were generated for, so freshness is judged then.
-        record = run(ctx.settings.project_dir, home_dir=ctx.settings.home, now=ctx.options.as_of)
+        record = run(
+            ctx.settings.project_dir, home_dir=ctx.settings.home, now=ctx.options.as_of, prepare=audit.local_finalize
+        )
     except RunError as error:
         raise RuntimeError(f"the Dataform run could not start: {error}") from None
     ctx.results["run"] = record

@@ -185,6 +185,7 @@ def run_command(
     error-severity assertion failed. Writes a run record to LAKEHOUSE_HOME/runs/ and to the
     warehouse table ops.action_runs.
     """
+    from ingest.audit import local_finalize
     from lakehouse.engine.runner import RunError, RunOptions, run
 
     split = lambda values: tuple(v.strip() for value in values for v in value.split(",") if v.strip())  # noqa: E731
@@ -202,6 +203,7 @@ def run_command(
         now=now.replace(tzinfo=UTC) if now else None,
         concurrency=concurrency or 0,
         skip_unchanged=not rerun_unchanged,
+        prepare=local_finalize,
     )
     progress = Progress(
         SpinnerColumn(),

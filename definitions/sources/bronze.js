@@ -40,3 +40,14 @@ options (
       "(subscription_name, message_id, publish_time, data, attributes).",
   });
 });
+
+// One row per object finalized in the landing bucket (bucket, object_name, generation, arrived_at,
+// ...), appended by the audit function on GCP and by `lakehouse run` locally: the batches take the
+// landing files that arrived and no run took (includes/silver.js batchPreOps).
+declare({
+  schema: silver.FILE_ARRIVALS[0],
+  name: silver.FILE_ARRIVALS[1],
+  description:
+    "Every object finalized in the landing bucket, recorded by the audit function (ingest/audit.py); " +
+    "partitioned by arrived_at.",
+});

@@ -55,6 +55,10 @@ class RunOptions:
     concurrency: int = 0  # 0: one per core
     # Skip an action whose statements and inputs are what they were when it last ran (unchanged.py).
     skip_unchanged: bool = True
+    # Work in the run's connection before anything is read (not in a dry run): called with the
+    # connection, the compiled projectConfig and the home directory. The kit's commands record the
+    # local landing bucket's arrivals here (ingest/audit.py local_finalize), as GCS notifies on GCP.
+    prepare: Callable[[duckdb.DuckDBPyConnection, dict, Path], object] | None = None
 
     def workers(self) -> int:
         """Return how many actions may run at once (at least 1)."""
@@ -541,6 +545,11 @@ def run(
             _declare_keys(engine)
         else:
             _ensure_keys(engine, home_dir, options.full_refresh)
+            if options.prepare is not None:
+                try:
+                    options.prepare(engine.con, compiled.graph.get("projectConfig") or {}, home_dir)
+                except (OSError, duckdb.Error) as error:
+                    raise RunError(f"preparing the run failed: {error}") from error
         plan = [name for name in order if name in selected]
         if not options.dry_run:
             # before the state is read: a partial run may have left catalog and warehouse apart

@@ -43,8 +43,8 @@ def test_action_counts(graph):
     with_thresholds = sum(1 for name in contract_names() if load_contract(name).get("quality"))
     # per source: its landing table; plus ops.dead_letters
     assert len(graph["operations"]) == sources + 1
-    # per source: its Pub/Sub table; plus the PII key table
-    assert len(graph["declarations"]) == sources + 1
+    # per source: its Pub/Sub table; plus the PII key table and the file-arrival audit table
+    assert len(graph["declarations"]) == sources + 2
     # per source: staging view, batch, quarantine, duplicates, silver table, intake ledger; plus gold,
     # the ops views and ops.schema_drift
     assert len(graph["tables"]) == 6 * sources + len(GOLD_TABLES) + len(OPS_VIEWS) + 1
@@ -209,24 +209,43 @@ def test_lookback_reaching_the_nearline_age_refuses_to_compile(tmp_path, days):
 
 
 def test_hourly_landing_scans_are_pruned_by_scripting_variables(graph):
-    # An hourly run reads only landing folders from lookback_days before the newest taken one: the
-    # hive partition column ingest_date is compared with a variable declared in the pre-operations,
-    # which BigQuery prunes on; the raw Pub/Sub table likewise by publish_time (docs/deploy.md).
+    # An hourly run reads only the landing files that arrived and no run took: the batch's
+    # pre-operations list them from the file-arrival audit (ops.file_arrivals, read on its partition
+    # column arrived_at from a variable) less the intake ledger (its cluster column origin), and the
+    # batch filters the landing table on _FILE_NAME and on its hive partition column ingest_date with
+    # those variables, which BigQuery prunes on; the raw Pub/Sub table likewise by publish_time
+    # (docs/deploy.md).
     tables = targets(graph, "tables")
     for source in contract_names():
         batch = tables[f"silver_restricted.{source}_batch"]
         pre = "\n".join(batch["incrementalPreOps"])
-        assert pre.startswith("declare landing_from date;\ndeclare pubsub_from timestamp;")
+        assert pre.startswith(
+            "declare arrivals_from timestamp;\ndeclare landing_files array<string>;\n"
+            "declare landing_first date;\ndeclare landing_last date;\ndeclare pubsub_from timestamp;"
+        )
         assert "interval 3 day" in pre
+        arrivals = pre[pre.index("from `lakehouse-dev.ops.file_arrivals`") :]
+        assert arrivals.splitlines()[1:5] == [
+            "    where",
+            "      arrived_at >= arrivals_from",
+            "      and bucket = 'lakehouse-landing.localhost'",
+            f"      and starts_with(object_name, 'source={source}/')",
+        ]
+        assert "where source_kind = 'landing' and origin in unnest(landing_files)" in pre
         query = batch["incrementalQuery"]
         landing = query[query.index(f"`lakehouse-dev.bronze.{source}_landing`") :]
-        assert landing.split(")", 1)[0].strip().splitlines()[1].strip() == "where ingest_date >= landing_from"
+        assert [line.strip() for line in landing.split("unnest(", 1)[0].splitlines()[1:3]] == [
+            "where ingest_date between landing_first and landing_last",
+            "and _file_name in",
+        ]
+        assert landing.split("unnest(", 1)[1].startswith("landing_files)")
         assert f"from `lakehouse-dev.bronze.{source}_raw` as this_copy\n  where publish_time >= pubsub_from" in query
         # the earlier copy of a line published again is looked for in the same window
         assert f"from `lakehouse-dev.bronze.{source}_raw` as earlier_copy" in query
         assert "and earlier_copy.publish_time >= pubsub_from" in query
         # a first run reads everything; every other read of the landing table is a daily action
-        assert "landing_from" not in batch["query"]
+        assert "landing_files" not in batch["query"]
+        assert {"schema": "ops", "name": "file_arrivals", "database": "lakehouse-dev"} in batch["dependencyTargets"]
     hourly_readers = [
         a
         for a in graph["tables"] + graph["assertions"]
@@ -236,7 +255,7 @@ def test_hourly_landing_scans_are_pruned_by_scripting_variables(graph):
     ]
     for action in hourly_readers:
         text = action.get("incrementalQuery") or action["query"]
-        assert "where ingest_date >= landing_from" in text, action["target"]
+        assert "where ingest_date between landing_first and landing_last" in text, action["target"]
 
 
 def test_tags_select_schedules(graph):
@@ -265,13 +284,15 @@ def test_batch_filters_bronze_partitions_by_scripting_variables(graph, source):
     """BigQuery prunes hive partitions and publish_time partitions only on constants or variables."""
     batch = targets(graph, "tables")[f"silver_restricted.{source}_batch"]
     pre = "\n".join(batch["incrementalPreOps"])
-    assert pre.startswith("declare landing_from date;\ndeclare pubsub_from timestamp;\n")
+    assert pre.startswith("declare arrivals_from timestamp;\ndeclare landing_files array<string>;\n")
     assert f"create table if not exists `lakehouse-dev.ops.{source}_intake`" in pre
     assert f"delete from `lakehouse-dev.silver_restricted.{source}_batch`\nwhere true;" in pre
-    assert "set landing_from = (" in pre and "set pubsub_from = (" in pre
-    assert "landing_from" not in batch["query"] and "".join(batch.get("preOps", [])) == ""
+    for variable in ("arrivals_from", "landing_files", "landing_first", "landing_last", "pubsub_from"):
+        assert f"set {variable} = (" in pre
+    assert "landing_files" not in batch["query"] and "".join(batch.get("preOps", [])) == ""
     query = batch["incrementalQuery"]
-    assert f"from `lakehouse-dev.bronze.{source}_landing`\n  where ingest_date >= landing_from\n" in query
+    landing = f"from `lakehouse-dev.bronze.{source}_landing`\n"
+    assert f"{landing}  where ingest_date between landing_first and landing_last\n" in query
     assert f"from `lakehouse-dev.bronze.{source}_raw` as this_copy\n  where publish_time >= pubsub_from\n" in query
 
 

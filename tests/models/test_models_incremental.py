@@ -221,6 +221,35 @@ def test_data_landing_during_a_run_is_taken_by_the_next_run(tmp_path: Path):
     assert set(conservation(home)) == set(contract_names())
 
 
+def test_a_file_arriving_late_in_a_folder_older_than_the_lookback_is_taken(tmp_path: Path):
+    """The watermark is by arrival, not by path: a file copied now into a landing folder dated long
+    before lookback_days is recorded as arrived (locally by the run, on GCP by the finalize
+    notification) and taken by the next run, once."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    generate(home, 51, events=600, pubsub_share="0")
+    generate(elsewhere, 52, events=300, pubsub_share="0")
+    lakehouse(home, "run")
+    newest = max(path.parent.parent.name for path in landing_files(home))  # ingest_date=YYYY-MM-DD
+    old_day = datetime.strptime(newest, "ingest_date=%Y-%m-%d") - timedelta(days=int(KIT_VARS["lookback_days"]) + 7)
+    late = next(path for path in landing_files(elsewhere) if "source=orders/" in str(path))
+    name = f"source=orders/ingest_date={old_day:%Y-%m-%d}/hour=05/late.jsonl"
+    target = paths.gcs_object_path(home, KIT_VARS["landing_bucket"], name)
+    target.parent.mkdir(parents=True)
+    shutil.copy(late, target)
+    lines = len(target.read_text().splitlines())
+
+    lakehouse(home, "run")
+    uri = f"gs://{KIT_VARS['landing_bucket']}/{name}"
+    taken = query(home, f"select record_count from ops.orders_intake where origin = '{uri}'")
+    assert taken == [{"record_count": lines}]
+    arrived = query(home, f"select count(*) as n from ops.file_arrivals where object_name = '{name}'")
+    assert arrived == [{"n": 1}]
+    assert_conserved(home)
+    lakehouse(home, "run")
+    assert query(home, f"select count(*) as n from ops.orders_intake where origin = '{uri}'") == [{"n": 1}]
+    equals_a_full_refresh(home)
+
+
 NOW = "2026-11-20T13:00:00Z"  # the runs' clock: the attribution tests depend on no real date
 T = datetime(2026, 11, 15, 12, tzinfo=UTC)  # the crafted orders' time
 
