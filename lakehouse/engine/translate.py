@@ -841,7 +841,8 @@ _ELEMENTS_MARKER = "lakehouse_elements"  # an identity macro (functions.MACROS)
 
 def _in_unnest_of_a_value(tree: exp.Expression) -> exp.Expression:
     """`x IN UNNEST(arr)` where arr reads no column (a script variable, a parameter, a literal) becomes
-    `x IN (SELECT UNNEST(arr))`.
+    `x IN (SELECT UNNEST(arr))`; `_FILE_NAME IN UNNEST(arr)` becomes `COALESCE(LIST_CONTAINS(arr, x), FALSE)`,
+    on which DuckDB skips files.
 
     sqlglot writes the test as a CASE over `ARRAY_CONTAINS(arr, x)`, a linear search of the array for
     every row: a gold model reading silver for the keys a run touched paid rows × keys (2.6 s against
@@ -856,6 +857,12 @@ def _in_unnest_of_a_value(tree: exp.Expression) -> exp.Expression:
         array = unnest.expressions[0]
         if any(isinstance(n, (exp.Column, exp.Select, exp.Star)) for n in array.walk()):
             continue  # a per-row array: the search is over that row's elements
+        if isinstance(node.this, exp.Column) and node.this.name.upper() == FILE_NAME_COLUMN:
+            # BigQuery skips the files of an external table a _FILE_NAME filter excludes; DuckDB does
+            # on a list test of its file-name column, not on a subquery (the names are few)
+            found = exp.Anonymous(this="LIST_CONTAINS", expressions=[array.copy(), node.this.copy()])
+            node.replace(exp.func("COALESCE", found, exp.false()))
+            continue
         values = exp.select(exp.Anonymous(this="UNNEST", expressions=[array.copy()])).subquery()
         node.replace(exp.In(this=node.this.copy(), query=values))
     return tree
@@ -2660,13 +2667,16 @@ def _local_patterns(uri: str, gcs_resolver: Callable[[str], str]) -> list[str]:
 
 
 def _file_name_expression(
-    uris: list[str], gcs_resolver: Callable[[str], str], copy_roots: dict[str, str] | None = None
+    uris: list[str],
+    gcs_resolver: Callable[[str], str],
+    copy_roots: dict[str, str] | None = None,
+    column: str = _FILE_COLUMN,
 ) -> str:
-    """Return SQL mapping the local file path (or UTF-8 copy, under a key of `copy_roots`) back to its
-    gs:// URI (BigQuery's _FILE_NAME)."""
+    """Return SQL mapping the local file path in `column` (or UTF-8 copy, under a key of `copy_roots`)
+    back to its gs:// URI (BigQuery's _FILE_NAME)."""
     cases = [
-        f"WHEN starts_with({_FILE_COLUMN}, {_sql_string(root)}) "
-        f"THEN {_sql_string(bucket_uri)} || substr({_FILE_COLUMN}, {len(root) + 1})"
+        f"WHEN starts_with({column}, {_sql_string(root)}) "
+        f"THEN {_sql_string(bucket_uri)} || substr({column}, {len(root) + 1})"
         for root, bucket_uri in (copy_roots or {}).items()
     ]
     for uri in dict.fromkeys(uris):
@@ -2677,10 +2687,10 @@ def _file_name_expression(
         local_root = resolved[: len(resolved) - len(object_name)]
         bucket_uri = uri[: len(uri) - len(object_name)]
         cases.append(
-            f"WHEN starts_with({_FILE_COLUMN}, {_sql_string(local_root)}) "
-            f"THEN {_sql_string(bucket_uri)} || substr({_FILE_COLUMN}, {len(local_root) + 1})"
+            f"WHEN starts_with({column}, {_sql_string(local_root)}) "
+            f"THEN {_sql_string(bucket_uri)} || substr({column}, {len(local_root) + 1})"
         )
-    return f"CASE {' '.join(cases)} ELSE {_FILE_COLUMN} END" if cases else _FILE_COLUMN
+    return f"CASE {' '.join(cases)} ELSE {column} END" if cases else column
 
 
 # Local copies, in UTF-8, of files behind CSV external tables that are not UTF-8: beside the directory
@@ -2875,14 +2885,19 @@ def _render_external(table: _ExternalTable, gcs_resolver: Callable[[str], str] |
         )
     if int(options.get("max_bad_records", 0) or 0) > 0 or options.get("ignore_unknown_values"):
         args.append("ignore_errors=true")
-    args.append(f"filename={_sql_string(_FILE_COLUMN)}")
+    # DuckDB 1.5 skips files on a filter of the file-name column only under its default name
+    # (`filename`), as BigQuery skips them on _FILE_NAME: that name unless a column of the table has it
+    # (or the columns are read from the files, which may have one).
+    named = {name.lower() for name, _ in [*table.columns, *partition_types]}
+    file_column = "filename" if table.columns and "filename" not in named else _FILE_COLUMN
+    args.append("filename=true" if file_column == "filename" else f"filename={_sql_string(file_column)}")
     args.append(f"hive_partitioning={'true' if hive else 'false'}")
     if partition_types:
         args.append(f"hive_types={_struct_literal(partition_types)}")
     # _FILE_NAME is the gs:// URI, as in BigQuery: map the local bucket directory back.
-    file_name = _file_name_expression([str(u) for u in uris], gcs_resolver, copy_roots)
+    file_name = _file_name_expression([str(u) for u in uris], gcs_resolver, copy_roots, file_column)
     return (
-        f'{create} {table.target} AS SELECT * EXCLUDE ({_FILE_COLUMN}), {file_name} AS "{FILE_NAME_COLUMN}" '
+        f'{create} {table.target} AS SELECT * EXCLUDE ({file_column}), {file_name} AS "{FILE_NAME_COLUMN}" '
         f"FROM {reader}({', '.join(args)})"
     )
 

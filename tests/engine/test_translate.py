@@ -1034,6 +1034,36 @@ def test_ext_raw_lines_with_partitions_and_file_name(con, gcs):
     ]
 
 
+def test_ext_a_file_name_filter_reads_only_the_files_it_names(con, gcs):
+    """BigQuery reads only the files a _FILE_NAME IN UNNEST(variable) filter keeps; so does DuckDB, on a
+    list test of its file-name column under its default name (a subquery, or another name, reads all)."""
+    folder = gcs.root / "landing" / "orders" / "dt=2024-01-02"
+    folder.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.jsonl").write_text(f'{{"file": "{name}"}}\n')
+    run(con, RAW_LINES, resolver=gcs)
+    script = (
+        "declare files array<string> default ['gs://landing/orders/dt=2024-01-02/b.jsonl'];\n"
+        "select line, _FILE_NAME from ds.raw_orders where _FILE_NAME in unnest(files)"
+    )
+    assert run(con, script, resolver=gcs) == [('{"file": "b"}', "gs://landing/orders/dt=2024-01-02/b.jsonl")]
+    *declared, select = translate_script(script, default_project=PROJECT, gcs_resolver=gcs)
+    for statement in declared:
+        con.execute(statement)
+    plan = con.execute(f"EXPLAIN ANALYZE {select}").fetchall()[0][1]
+    assert "Total Files Read: 1" in plan
+
+
+def test_ext_a_column_named_filename_is_kept(con, gcs):
+    folder = gcs.root / "landing" / "files"
+    folder.mkdir(parents=True)
+    (folder / "part.csv").write_text("x.txt,1\n")
+    run(con, """CREATE EXTERNAL TABLE `lakehouse-dev.ds.files` (filename STRING, size INT64)
+OPTIONS(format='CSV', uris=['gs://landing/files/*'])""", resolver=gcs)
+    rows = run(con, "select filename, size, _FILE_NAME from ds.files", resolver=gcs)
+    assert rows == [("x.txt", 1, "gs://landing/files/part.csv")]
+
+
 def test_ext_folders_left_empty_read_as_no_rows_not_a_missing_file_error(con, gcs):
     (gcs.root / "landing" / "orders" / "dt=2024-01-02").mkdir(parents=True)  # its files were deleted
 
