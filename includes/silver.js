@@ -441,8 +441,10 @@ const FILE_ARRIVALS = ["ops", "file_arrivals"];
 //   folder among them. The batch reads those files alone (_FILE_NAME), in those folders alone (the
 //   hive partition ingest_date). The watermark is by arrival, not by path: a file that arrives late
 //   in an old folder is taken. Arrivals are read from lookback_days before the newest landing hour
-//   taken (arrivals_from: the arrivals table is partitioned by arrived_at), the ledger for those
-//   files only (it is clustered by source_kind, origin).
+//   taken (arrivals_from: the arrivals table is partitioned by arrived_at). The variable holds only
+//   the files not taken (BigQuery limits the size of a script variable): the ledger's landing rows
+//   are read whole (one name per file; it is clustered by source_kind), not filtered by a list of
+//   the window's arrivals, whose names could outgrow a variable at high landing rates.
 // - pubsub_from: the oldest publish time still scanned for Pub/Sub messages not taken yet
 //   (lookback_days before the newest taken).
 // The intake ledger is created empty if a crash left the batch without it. A first or full-refresh
@@ -481,20 +483,17 @@ set landing_files = (
       arrived_at >= arrivals_from
       and bucket = ${literal(bucket)}
       and starts_with(object_name, ${literal(`source=${contract.name}/`)})
+  ),
+
+  taken as (
+    select origin
+    from ${intake}
+    where source_kind = 'landing'
   )
 
   select coalesce(array_agg(uri order by uri), [])
   from arrived
-);
-
-set landing_files = (
-  select coalesce(array_agg(uri order by uri), [])
-  from unnest(landing_files) as uri
-  where uri not in (
-      select origin
-      from ${intake}
-      where source_kind = 'landing' and origin in unnest(landing_files)
-    )
+  where uri not in (select origin from taken)
 );
 
 set landing_first = (

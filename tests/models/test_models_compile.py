@@ -211,7 +211,7 @@ def test_lookback_reaching_the_nearline_age_refuses_to_compile(tmp_path, days):
 def test_hourly_landing_scans_are_pruned_by_scripting_variables(graph):
     # An hourly run reads only the landing files that arrived and no run took: the batch's
     # pre-operations list them from the file-arrival audit (ops.file_arrivals, read on its partition
-    # column arrived_at from a variable) less the intake ledger (its cluster column origin), and the
+    # column arrived_at from a variable) less the intake ledger (its cluster column source_kind), and the
     # batch filters the landing table on _FILE_NAME and on its hive partition column ingest_date with
     # those variables, which BigQuery prunes on; the raw Pub/Sub table likewise by publish_time
     # (docs/deploy.md).
@@ -231,7 +231,7 @@ def test_hourly_landing_scans_are_pruned_by_scripting_variables(graph):
             "      and bucket = 'lakehouse-landing.localhost'",
             f"      and starts_with(object_name, 'source={source}/')",
         ]
-        assert "where source_kind = 'landing' and origin in unnest(landing_files)" in pre
+        assert "  where uri not in (select origin from taken)\n);" in pre
         query = batch["incrementalQuery"]
         landing = query[query.index(f"`lakehouse-dev.bronze.{source}_landing`") :]
         assert [line.strip() for line in landing.split("unnest(", 1)[0].splitlines()[1:3]] == [
