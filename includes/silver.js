@@ -441,7 +441,8 @@ const FILE_ARRIVALS = ["ops", "file_arrivals"];
 //   folder among them. The batch reads those files alone (_FILE_NAME), in those folders alone (the
 //   hive partition ingest_date). The watermark is by arrival, not by path: a file that arrives late
 //   in an old folder is taken. Arrivals are read from lookback_days before the newest landing hour
-//   taken (arrivals_from: the arrivals table is partitioned by arrived_at). The variable holds only
+//   taken, or the last run if that is earlier: a folder dated in the future does not move the window
+//   past what arrives now (arrivals_from: the arrivals table is partitioned by arrived_at). The variable holds only
 //   the files not taken (BigQuery limits the size of a script variable): the ledger's landing rows
 //   are read whole (one name per file; it is clustered by source_kind), not filtered by a list of
 //   the window's arrivals, whose names could outgrow a variable at high landing rates.
@@ -470,7 +471,9 @@ delete from ${ctx.self()}
 where true;
 
 set arrivals_from = (
-  select coalesce(timestamp_sub(max(ingested_at), interval ${days} day), timestamp '1970-01-01')
+  select coalesce(
+      timestamp_sub(least(max(ingested_at), max(taken_at)), interval ${days} day), timestamp '1970-01-01'
+    )
   from ${intake}
   where source_kind = 'landing'
 );

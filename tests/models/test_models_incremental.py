@@ -250,6 +250,30 @@ def test_a_file_arriving_late_in_a_folder_older_than_the_lookback_is_taken(tmp_p
     equals_a_full_refresh(home)
 
 
+def test_a_folder_dated_in_the_future_does_not_stop_what_arrives_next(tmp_path: Path):
+    """Arrivals are read from lookback_days before the newest landing hour taken or the last run,
+    whichever is earlier: a file in a folder dated a year ahead is taken, and so is the next file
+    landed in a folder of today."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    generate(home, 61, events=600, pubsub_share="0")
+    generate(elsewhere, 62, events=600, pubsub_share="0")
+    lakehouse(home, "run")
+    files = [path for path in landing_files(elsewhere) if "source=orders/" in str(path)]
+    bucket = paths.gcs_object_path(home, KIT_VARS["landing_bucket"], "")
+    ahead = datetime.now(UTC) + timedelta(days=400)
+    future = bucket / f"source=orders/ingest_date={ahead:%Y-%m-%d}/hour=05/ahead.jsonl"
+    future.parent.mkdir(parents=True)
+    shutil.copy(files[0], future)
+    lakehouse(home, "run")
+    today = next(path.parent for path in landing_files(home) if "source=orders/" in str(path) and path != future)
+    shutil.copy(files[1], today / "next.jsonl")
+    lakehouse(home, "run")
+    origins = {row["origin"] for row in query(home, "select origin from ops.orders_intake")}
+    for path in (future, today / "next.jsonl"):
+        assert f"gs://{KIT_VARS['landing_bucket']}/{path.relative_to(bucket).as_posix()}" in origins
+    assert_conserved(home)
+
+
 NOW = "2026-11-20T13:00:00Z"  # the runs' clock: the attribution tests depend on no real date
 T = datetime(2026, 11, 15, 12, tzinfo=UTC)  # the crafted orders' time
 
