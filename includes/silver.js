@@ -471,8 +471,10 @@ delete from ${ctx.self()}
 where true;
 
 set arrivals_from = (
-  select coalesce(
-      timestamp_sub(least(max(ingested_at), max(taken_at)), interval ${days} day), timestamp '1970-01-01'
+  select
+    coalesce(
+      timestamp_sub(least(max(ingested_at), max(taken_at)), interval ${days} day),
+      timestamp '1970-01-01'
     )
   from ${intake}
   where source_kind = 'landing'
