@@ -23,7 +23,7 @@ from lakehouse import paths, warehouse
 from lakehouse.engine import dry_run, functions, keys, query, records, statements, translate, unchanged
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
-from lakehouse.engine.iceberg import IcebergStore, is_iceberg
+from lakehouse.engine.iceberg import IcebergStore, is_iceberg, quoted
 
 WARN_TAG = "warn"
 _NAMED_FILE = re.compile(r'from file "([^"]+)"')
@@ -308,10 +308,6 @@ class Engine:
                 why = "a full refresh" if options.full_refresh else "asked to re-run unchanged actions"
             result.note = f"ran: {why}"
         iceberg = action.kind in ("table", "incremental") and is_iceberg(action.raw)
-        if action.kind in ("table", "incremental") and action.name in self.feeds_iceberg and not options.dry_run:
-            # an Iceberg table at or downstream of this one will likely be written: open the catalog
-            # (about 0.7 s of imports) while this action's SQL runs, not after it
-            self.iceberg.warm()
         tasks = self.tasks(action, options.full_refresh)
         translated = self.translated(tasks)
         result.statements = [str(sql) for _, sql in translated]
@@ -335,6 +331,9 @@ class Engine:
             incremental_write = action.kind == "incremental" and statements.should_write_incrementally(
                 action.raw, options.full_refresh, self.metadata(target)
             )
+            if iceberg and not incremental_write and not options.dry_run:
+                # the table is built whole: open the catalog (about 1 s of imports) while its SQL runs
+                self.iceberg.warm()
             rows = 0
             counted = False
             schema_changed = False
@@ -386,6 +385,15 @@ class Engine:
                 )
             con.execute("COMMIT")
             committed = decision
+            if (
+                action.name in self.feeds_iceberg and not iceberg and changed and not options.dry_run
+                and action.kind in ("table", "incremental")
+                and con.execute(f"SELECT EXISTS (SELECT 1 FROM {quoted(target)})").fetchone()[0]
+            ):  # fmt: skip
+                # rows on their way to an Iceberg table downstream, which will likely be written: open its
+                # catalog (about 1 s of imports) now, not when it commits; a run that brings nothing
+                # (an empty batch) never pays for it
+                self.iceberg.warm()
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -400,8 +408,9 @@ class Engine:
 
     def _reset_variables(self) -> None:
         # BigQuery script variables live for one script (one action); DuckDB's live for the connection.
-        for (name,) in self.con.execute("SELECT name FROM duckdb_variables()").fetchall():
-            self.con.execute(f'RESET VARIABLE "{name}"')
+        names = [name for (name,) in self.con.execute("SELECT name FROM duckdb_variables()").fetchall()]
+        if names:  # one call: each statement is a round trip through the GIL
+            self.con.execute("; ".join('RESET VARIABLE "{}"'.format(name.replace('"', '""')) for name in names))
 
 
 def apply_schema_change(con: duckdb.DuckDBPyConnection, table: dict, target: dict, select_sql: str) -> bool:
@@ -414,14 +423,8 @@ def apply_schema_change(con: duckdb.DuckDBPyConnection, table: dict, target: dic
     mode = statements.schema_change_mode(table)
     name = f'"{target["database"]}"."{target["schema"]}"."{target["name"]}"'
     wanted = [(row[0], row[1]) for row in con.execute(f"DESCRIBE {select_sql}").fetchall()]
-    have = [
-        row[0]
-        for row in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
-            "AND table_name = ? ORDER BY column_index",
-            [target["database"], target["schema"], target["name"]],
-        ).fetchall()
-    ]
+    # DESCRIBE binds the one table; duckdb_columns() lists every column of every table first
+    have = [row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()]
     added = [(column, kind) for column, kind in wanted if column not in have]
     removed = [column for column in have if column not in {column for column, _ in wanted}]
     if mode == "FAIL" and (added or removed):

@@ -374,3 +374,42 @@ def test_an_iceberg_table_written_whole_is_written_in_chunks_in_one_snapshot(mak
     assert len(after & set(data_files)) == 2
     table = IcebergStore(lakehouse_home).load(target)
     assert sorted(tuple(r.values()) for r in table.scan().to_arrow().to_pylist()) == [*rows[:4], (5, "CUST-3", 99.0)]
+
+
+def test_a_run_that_brings_no_rows_to_an_iceberg_table_never_opens_its_catalog(
+    make_project, lakehouse_home, monkeypatch
+):
+    # a batch table (emptied and refilled by each run) feeds an incremental Iceberg table
+    project = make_project(
+        {
+            **ICEBERG_PROJECT,
+            "definitions/silver/orders_batch.sqlx": """
+                config { type: "table", schema: "silver" }
+                select order_id, customer_id, amount_usd from ${ref("orders_raw")}
+            """,
+            "definitions/silver/orders.sqlx": """
+                config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
+                         iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
+                                    tableFolderRoot: "silver" } }
+                select order_id, customer_id, amount_usd from ${ref("orders_batch")}
+            """,
+        }
+    )
+    opened = []
+    real_open = IcebergStore._open
+    monkeypatch.setattr(IcebergStore, "_open", lambda store: opened.append(1) or real_open(store))
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0)])
+    assert run(project).status == "success" and opened
+    opened.clear()
+    seed(lakehouse_home, [(3, "CUST-2", 5.0)])
+    assert run(project).status == "success" and opened  # new rows: a snapshot, so the catalog
+    assert len(IcebergStore(lakehouse_home).load({"database": "test-local", "schema": "silver", "name": "orders"})
+               .snapshots()) == 2  # fmt: skip
+    opened.clear()
+    execute(lakehouse_home, 'DELETE FROM "test-local".bronze.orders_raw')
+    record = run(project)
+    ran, _ = outcome(record)
+    # the batch emptied and the Iceberg table's MERGE ran on it, writing nothing: no catalog, no import
+    assert record.status == "success" and ran["silver.orders_batch"] == ran["silver.orders"] == "ran"
+    assert opened == []
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
