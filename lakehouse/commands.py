@@ -205,6 +205,25 @@ def run_command(
         skip_unchanged=not rerun_unchanged,
         prepare=local_finalize,
     )
+    reported = []
+
+    def report(record) -> None:
+        progress.stop()
+        _print_summary(record, paths.default_project(project_dir))
+        if show_sql:
+            for a in record.actions:
+                console.rule(a.name)
+                for statement in a.statements:
+                    console.print(statement + ";", markup=False, highlight=False)
+        if not dry_run:
+            console.print(
+                f"run record: {paths.runs_dir(paths.home(project_dir)) / (record.run_id + '.json')}",
+                highlight=False,
+                markup=False,
+            )
+        reported.append(record)
+
+    options.on_finished = report  # printed while DuckDB writes its checkpoint
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", markup=False),  # an action name is text
@@ -228,18 +247,8 @@ def run_command(
         except KeyboardInterrupt:
             progress.stop()
             fail("interrupted: the action in progress was rolled back; finished actions are kept", 130)
-    _print_summary(record, paths.default_project(project_dir))
-    if show_sql:
-        for a in record.actions:
-            console.rule(a.name)
-            for statement in a.statements:
-                console.print(statement + ";", markup=False, highlight=False)
-    if not dry_run:
-        console.print(
-            f"run record: {paths.runs_dir(paths.home(project_dir)) / (record.run_id + '.json')}",
-            highlight=False,
-            markup=False,
-        )
+    if not reported:
+        report(record)
     sys.exit(0 if record.status == "success" else 1)
 
 

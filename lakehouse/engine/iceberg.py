@@ -285,7 +285,7 @@ class IcebergStore:
         table = self.load(target)
         files = tuple(self.data_files(target))
         # the rows' files are read back only when the next incremental write needs them
-        self._record_mirror(con, target, table.metadata_location, forget_rows=True)
+        self._record_mirror(con, target, table.metadata_location, forget_rows=True, files=files)
         snapshot = table.current_snapshot()
         return Snapshot(snapshot.snapshot_id if snapshot else None, table.metadata_location, files, rows)
 
@@ -372,6 +372,49 @@ class IcebergStore:
         count = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
         return Snapshot(written.snapshot_id if written else None, table.metadata_location, files, count)
 
+    def stage_changes(self, con: duckdb.DuckDBPyConnection, target: dict) -> bool | None:
+        """In the transaction of an incremental write to DuckDB table `target`: find, without opening the
+        catalog, whether any row differs from the rows recorded for the snapshot the table mirrors, and
+        if one does mark the table as holding changes to commit (`publish_staged` commits them; a run
+        stopped before it leaves the mark, and the next run's `reconcile` commits them). Returns whether
+        a row differs; None when no rows are recorded for the snapshot (then only its data files say
+        what it holds: publish_changes reads them).
+
+        The warehouse commits first and the snapshot follows, so the tables that read this one need not
+        wait for the Iceberg commit (about a second of pyiceberg on a 1M-event run)."""
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        name = quoted(target)
+        recorded = con.execute(f"SELECT count(*) FROM {state.rows} WHERE table_name = ?", [key]).fetchone()[0]
+        if not recorded or _mirrored_location(con, target) is None:
+            return None
+        columns = con.execute(f"DESCRIBE {name}").fetchall()
+        self._read_unread_rows(con, target, columns)
+        differs = con.execute(
+            f"WITH now AS (SELECT {_row_hash('t', columns)} AS h FROM {name} AS t), "
+            f"was AS (SELECT h FROM {state.rows} WHERE table_name = $1) "
+            "SELECT EXISTS (SELECT h FROM now EXCEPT ALL SELECT h FROM was) "
+            "OR EXISTS (SELECT h FROM was EXCEPT ALL SELECT h FROM now)",
+            [key],
+        ).fetchone()[0]
+        if differs:
+            con.execute(f"DELETE FROM {state.pending} WHERE table_name = ?", [key])
+            con.execute(f"INSERT INTO {state.pending} VALUES (?)", [key])
+        return bool(differs)
+
+    def publish_staged(self, con: duckdb.DuckDBPyConnection, target: dict) -> Snapshot | None:
+        """Commit the changes `stage_changes` marked on `target` as one snapshot and clear the mark, in
+        one warehouse transaction on `con`; returns the snapshot (None when no row differs any more)."""
+        con.execute("BEGIN TRANSACTION")
+        try:
+            snapshot = self.publish_changes(con, target)
+            _clear_pending(con, target)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return snapshot
+
     def _recorded_rows(self, con: duckdb.DuckDBPyConnection, target: dict, columns: list, current: dict) -> None:
         """Make `_lakehouse.iceberg_rows` hold the hash and data file of every row of the current snapshot:
         kept when it lists exactly the snapshot's files, else read again from them."""
@@ -383,6 +426,20 @@ class IcebergStore:
         if recorded != set(current):
             con.execute(f"DELETE FROM {state.rows} WHERE table_name = ?", [key])
             self._read_rows(con, target, columns, list(current))
+        else:
+            self._read_unread_rows(con, target, columns)
+
+    def _read_unread_rows(self, con: duckdb.DuckDBPyConnection, target: dict, columns: list) -> None:
+        """Replace the marks of the data files whose rows were not read (a whole snapshot's files, see
+        _record_mirror) by the hash of each of their rows."""
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        unread = [file for (file,) in con.execute(
+            f"SELECT file FROM {state.rows} WHERE table_name = ? AND h IS NULL", [key]
+        ).fetchall()]  # fmt: skip
+        if unread:
+            con.execute(f"DELETE FROM {state.rows} WHERE table_name = ? AND h IS NULL", [key])
+            self._read_rows(con, target, columns, unread)
 
     @staticmethod
     def _read_rows(con: duckdb.DuckDBPyConnection, target: dict, columns: list, files: list[str]) -> None:
@@ -396,13 +453,20 @@ class IcebergStore:
         )
 
     @staticmethod
-    def _record_mirror(con: duckdb.DuckDBPyConnection, target: dict, location: str, *, forget_rows: bool) -> None:
+    def _record_mirror(
+        con: duckdb.DuckDBPyConnection, target: dict, location: str, *, forget_rows: bool, files: Iterable[str] = ()
+    ) -> None:
+        """Record that `target` mirrors the snapshot at `location`; with `forget_rows`, the snapshot's
+        data `files` are recorded with their rows not read (a hash of NULL), read when a write needs them."""
         state = _state_tables(con, target["database"])
         key = _mirror_key(target)
         con.execute(f"DELETE FROM {state.mirror} WHERE table_name = ?", [key])
         con.execute(f"INSERT INTO {state.mirror} VALUES (?, ?)", [key, location])
         if forget_rows:
             con.execute(f"DELETE FROM {state.rows} WHERE table_name = ?", [key])
+            files = list(files)
+            if files:
+                con.execute(f"INSERT INTO {state.rows} SELECT ?, unnest(?::VARCHAR[]), NULL", [key, files])
 
     @staticmethod
     def _replace_contents(table, chunks: Iterable[pa.Table]) -> int:
@@ -456,7 +520,7 @@ class IcebergStore:
                 con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _lakehouse_empty")
             finally:
                 con.unregister("_lakehouse_empty")
-        self._record_mirror(con, target, table.metadata_location, forget_rows=True)
+        self._record_mirror(con, target, table.metadata_location, forget_rows=True, files=files)
 
     def reconcile(self, con: duckdb.DuckDBPyConnection, targets: list[dict]) -> list[str]:
         """Make the warehouse mirror the catalog for each Iceberg target before a run decides, from the
@@ -476,6 +540,13 @@ class IcebergStore:
         for target in targets:
             kind = _warehouse_kind(con, target)
             mirrored = _mirrored_location(con, target) if kind == "table" else None
+            if kind == "table" and _is_pending(con, target):
+                table = self.load(target)
+                if table is not None and mirrored == table.metadata_location:
+                    # a run stopped between its warehouse commit and the snapshot of that write: commit it
+                    self.publish_staged(con, target)
+                    repaired.append(quoted(target))
+                    continue
             if listed is not None:
                 location = listed.get(self.identifier(target))
                 if location is None and kind is None:
@@ -489,6 +560,8 @@ class IcebergStore:
                 continue
             con.execute("BEGIN TRANSACTION")
             try:
+                if kind == "table":
+                    _clear_pending(con, target)  # what the mirror holds is now what the catalog holds
                 if table is not None:
                     self.load_mirror(con, target)
                 else:
@@ -527,16 +600,42 @@ class IcebergStore:
 class _StateTables:
     mirror: str
     rows: str
+    pending: str
 
 
 def _state_tables(con: duckdb.DuckDBPyConnection, database: str) -> _StateTables:
-    """Return the names of the mirror's state tables in warehouse `database`, creating them if needed."""
+    """Return the names of the mirror's state tables in warehouse `database`, creating them if needed:
+    the snapshot each table mirrors, the hash and data file of each row of that snapshot, and the
+    tables whose warehouse rows are ahead of their snapshot (stage_changes)."""
     schema = f'"{database}"."_lakehouse"'
-    tables = _StateTables(f"{schema}.iceberg_mirror", f"{schema}.iceberg_rows")
+    tables = _StateTables(f"{schema}.iceberg_mirror", f"{schema}.iceberg_rows", f"{schema}.iceberg_pending")
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     con.execute(f"CREATE TABLE IF NOT EXISTS {tables.mirror} (table_name VARCHAR, metadata_location VARCHAR)")
     con.execute(f"CREATE TABLE IF NOT EXISTS {tables.rows} (table_name VARCHAR, file VARCHAR, h UBIGINT)")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {tables.pending} (table_name VARCHAR)")
     return tables
+
+
+def _is_pending(con: duckdb.DuckDBPyConnection, target: dict) -> bool:
+    """Return whether `target`'s warehouse rows hold changes not committed to its snapshot yet."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = '_lakehouse' "
+        "AND table_name = 'iceberg_pending'",
+        [target["database"]],
+    ).fetchone()[0]
+    if not found:
+        return False
+    return bool(
+        con.execute(
+            f'SELECT count(*) FROM "{target["database"]}"._lakehouse.iceberg_pending WHERE table_name = ?',
+            [_mirror_key(target)],
+        ).fetchone()[0]
+    )
+
+
+def _clear_pending(con: duckdb.DuckDBPyConnection, target: dict) -> None:
+    state = _state_tables(con, target["database"])
+    con.execute(f"DELETE FROM {state.pending} WHERE table_name = ?", [_mirror_key(target)])
 
 
 def _mirror_key(target: dict) -> str:

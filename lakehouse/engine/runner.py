@@ -59,6 +59,9 @@ class RunOptions:
     # connection, the compiled projectConfig and the home directory. The kit's commands record the
     # local landing bucket's arrivals here (ingest/audit.py local_finalize), as GCS notifies on GCP.
     prepare: Callable[[duckdb.DuckDBPyConnection, dict, Path], object] | None = None
+    # Called with the finished record while the warehouse closes (its checkpoint is written meanwhile);
+    # the warehouse is closed when run returns.
+    on_finished: Callable[[records.RunRecord], object] | None = None
 
     def workers(self) -> int:
         """Return how many actions may run at once (at least 1)."""
@@ -105,6 +108,9 @@ class Engine:
         self.run_id = ""
         self.feeds_iceberg = _feeding_iceberg(self.graph)
         self.python_udfs = True  # register the Python UDFs on every connection (see run)
+        self.gate: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self._publisher: ThreadPoolExecutor | None = None
+        self._publishing: list[Future] = []
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -347,6 +353,8 @@ class Engine:
                 if statements.SCHEMA_CHANGE in sql and sql.lstrip().lower().startswith("select"):
                     schema_changed = apply_schema_change(con, action.raw, target, sql)
                     continue
+                if self.tracker is not None and not options.full_refresh and self.tracker.view_in_place(con, sql):
+                    continue  # made by this very statement already, and DuckDB binds a view each time it is read
                 cursor = query.run_item(con, sql)
                 fetched = cursor.fetchall() if cursor.description else []
                 if kind == "assertion":
@@ -359,15 +367,23 @@ class Engine:
             # An incremental write that added, changed and removed nothing leaves the table as it was; a
             # first or full-refresh build of no rows does not (it makes the table, or empties it).
             changed = not (incremental_write and counted and rows == 0 and not schema_changed)
+            staged = False
             if iceberg and changed and not options.dry_run:
+                differs = None
                 if incremental_write and not schema_changed and action.raw.get("uniqueKey"):
-                    # rows are unique by key: commit only the files the write touched
-                    snapshot = self.iceberg.publish_changes(con, target)
+                    # rows are unique by key: only the files the write touched are committed, after this
+                    # transaction (stage_changes), unless the snapshot's rows must be read to tell
+                    differs = self.iceberg.stage_changes(con, target)
+                    if differs is None:
+                        snapshot = self.iceberg.publish_changes(con, target)
                 else:
                     snapshot = self.iceberg.publish(con, target, replace_schema=not incremental_write or schema_changed)
-                changed = snapshot is not None
-                if snapshot is not None:
-                    result.note = f"iceberg snapshot {snapshot.snapshot_id}"
+                if differs is None:
+                    changed = snapshot is not None
+                    if snapshot is not None:
+                        result.note = f"iceberg snapshot {snapshot.snapshot_id}"
+                else:
+                    changed = staged = differs
             if iceberg and not changed:
                 # Nothing to commit: keep the current snapshot and the table that mirrors it.
                 con.execute("ROLLBACK")
@@ -385,6 +401,8 @@ class Engine:
                 )
             con.execute("COMMIT")
             committed = decision
+            if staged:
+                self._defer_publish(action, target, result)
             if (
                 action.name in self.feeds_iceberg and not iceberg and changed and not options.dry_run
                 and action.kind in ("table", "incremental")
@@ -405,6 +423,49 @@ class Engine:
         if options.dry_run:
             # Run on the empty stand-in (dry_run.py): the statements bound; counts of its rows mean nothing.
             result.status, result.rows_affected, result.failing_rows = "planned", None, None
+
+    def _defer_publish(self, action: Action, target: dict, result: records.ActionResult) -> None:
+        """Commit the Iceberg snapshot of a write the warehouse committed (IcebergStore.stage_changes) in
+        the background, while the actions that read the table run; `finish_publishing` waits for it."""
+        with self._schemas_lock:
+            if self._publisher is None:
+                self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakehouse-iceberg-publish")
+            self._publishing.append(self._publisher.submit(self._publish_staged, action, target, result))
+
+    def _publish_staged(self, action: Action, target: dict, result: records.ActionResult) -> Callable[[], None]:
+        """Commit the snapshot; return how it changes the action's result, applied by finish_publishing
+        (not here: whether the actions that read the table ran must not depend on timing; they read the
+        warehouse table, committed whatever becomes of the snapshot)."""
+        assert self._base_con is not None
+        con = self._base_con.cursor()
+        try:
+            with self.gate():
+                snapshot = self.iceberg.publish_staged(con, target)
+        except (duckdb.Error, OSError, ValueError) as error:
+            message = (
+                f"{action.file_name}: action {action.name} wrote its warehouse table, but committing its Iceberg "
+                f"snapshot failed: {error}. The rows are kept and marked; the next run commits them."
+            )
+
+            def failed() -> None:
+                result.status, result.error = "failed", message
+
+            return failed
+        finally:
+            con.close()
+        note = f"iceberg snapshot {snapshot.snapshot_id} (committed after the warehouse)" if snapshot else result.note
+        return lambda: setattr(result, "note", note)
+
+    def finish_publishing(self) -> None:
+        """Wait for the Iceberg snapshots committed in the background and give their actions' results
+        what became of them."""
+        with self._schemas_lock:
+            publishing, self._publishing = self._publishing, []
+            publisher, self._publisher = self._publisher, None
+        for future in publishing:
+            future.result()()
+        if publisher is not None:
+            publisher.shutdown()
 
     def _reset_variables(self) -> None:
         # BigQuery script variables live for one script (one action); DuckDB's live for the connection.
@@ -585,9 +646,37 @@ def run(
         if not options.dry_run:
             records.write_table(record, engine.con, engine.default_project)
             records.write_json(record, home_dir)
-    finally:
+    except BaseException:
         engine.con.close()
+        raise
+    _close_reporting(engine.con, record, options.on_finished)
     return record
+
+
+def _close_reporting(
+    con: duckdb.DuckDBPyConnection, record: records.RunRecord, on_finished: Callable[[records.RunRecord], object] | None
+) -> None:
+    """Close the warehouse (DuckDB writes its checkpoint: 0.1-0.7 s at a million events) while
+    `on_finished` reports the record; closed when this returns, and a close that fails is raised."""
+    if on_finished is None:
+        con.close()
+        return
+    failed: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            con.close()
+        except BaseException as error:  # noqa: BLE001 (raised below, in the caller's thread)
+            failed.append(error)
+
+    closing = threading.Thread(target=close, name="lakehouse-close")
+    closing.start()
+    try:
+        on_finished(record)
+    finally:
+        closing.join()
+    if failed:
+        raise failed[0]
 
 
 def _bq_array(names: list[str]) -> str:
@@ -658,7 +747,7 @@ def _execute_plan(
     connections: list[duckdb.DuckDBPyConnection] = []
     lock = threading.Lock()
 
-    gate = gate or contextlib.nullcontext
+    gate = engine.gate = gate or contextlib.nullcontext
 
     def work(action: Action) -> records.ActionResult:
         if workers > 1 and getattr(engine._local, "con", None) is None:
@@ -682,6 +771,7 @@ def _execute_plan(
                 with gate():
                     settled = engine.execute(action, options)
             finish(name, settled)
+        engine.finish_publishing()
         return results
 
     running: dict[Future, str] = {}
@@ -713,6 +803,7 @@ def _execute_plan(
         finally:
             for future in running:
                 future.cancel()
+    engine.finish_publishing()
     for con in connections:
         con.close()
     return results

@@ -3771,7 +3771,8 @@ def referenced_tables(sql: str, *, default_project: str) -> set[tuple[str, str, 
 
 
 # A dotted name of three parts, backticked whole or per part, or bare: a candidate `project.dataset.table`.
-_THREE_PARTS = re.compile(r"`?([A-Za-z][\w-]*)`?\s*\.\s*`?[\w-]+`?\s*\.\s*`?[\w$*-]+`?")
+# matched from the start of a name only (the look-behind): tried at every character, it cost 90 ms a run on the kit
+_THREE_PARTS = re.compile(r"(?<![\w-])`?([A-Za-z][\w-]*)`?\s*\.\s*`?[\w-]+`?\s*\.\s*`?[\w$*-]+`?")
 
 
 def referenced_projects(sqls: Iterable[str], *, default_project: str, known: Iterable[str] = ()) -> set[str]:

@@ -595,6 +595,17 @@ class Tracker:
             decision.files = tuple(dict.fromkeys(files))
         return decision
 
+    def view_in_place(self, con: duckdb.DuckDBPyConnection, sql: str) -> bool:
+        """Return True when `sql` only makes a view that this runner made with this very statement and
+        that still exists. DuckDB binds a view again each time it is read, so the view it would make is
+        the one there; replacing it binds its query and writes the catalog for nothing."""
+        analysis = self.analysis(sql)
+        if analysis is None or analysis.view is None or analysis.opaque or analysis.writes != {analysis.view}:
+            return False
+        with self._lock:
+            recorded = self.versions.get(analysis.view)
+        return recorded == _RECIPE + self.digest(sql) and analysis.view in self._catalog_for(con)[1]
+
     def _bump(self, con: duckdb.DuckDBPyConnection, relation: Relation, version: str) -> None:
         prefix = self._prefix(relation[0])
         if prefix is None:

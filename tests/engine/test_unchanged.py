@@ -413,3 +413,43 @@ def test_a_run_that_brings_no_rows_to_an_iceberg_table_never_opens_its_catalog(
     assert record.status == "success" and ran["silver.orders_batch"] == ran["silver.orders"] == "ran"
     assert opened == []
     assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
+
+
+def test_an_iceberg_snapshot_that_fails_after_the_warehouse_commit_is_committed_by_the_next_run(
+    make_project, lakehouse_home, monkeypatch
+):
+    project = make_project(ICEBERG_PROJECT)
+    target = {"database": "test-local", "schema": "silver", "name": "orders"}
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0)])
+    assert run(project).status == "success"
+    snapshots = len(IcebergStore(lakehouse_home).load(target).snapshots())
+
+    seed(lakehouse_home, [(3, "CUST-2", 5.0)])
+    real = IcebergStore.publish_changes
+
+    def fail(store, con, target, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(IcebergStore, "publish_changes", fail)
+    record = run(project)
+    _, results = outcome(record)
+    orders = results["silver.orders"]
+    assert record.status == "failed" and orders.status == "failed"
+    assert "committing its Iceberg snapshot failed: No space left on device" in orders.error
+    assert "the next run commits them" in orders.error
+    # the warehouse holds the new row and what reads it ran on it; the snapshot does not have it yet
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
+    assert results["gold.customer_totals"].status == "success"
+    assert len(IcebergStore(lakehouse_home).load(target).snapshots()) == snapshots
+
+    monkeypatch.setattr(IcebergStore, "publish_changes", real)
+    record = run(project)
+    assert record.status == "success"
+    table = IcebergStore(lakehouse_home).load(target)
+    assert len(table.snapshots()) == snapshots + 1
+    in_iceberg = sorted(tuple(row.values()) for row in table.scan().to_arrow().to_pylist())
+    assert in_iceberg == [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 5.0)]
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local"._lakehouse.iceberg_pending') == [(0,)]
+    # and a run after it has nothing left to commit
+    assert run(project).status == "success"
+    assert len(IcebergStore(lakehouse_home).load(target).snapshots()) == snapshots + 1

@@ -15,11 +15,22 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse import paths
+from lakehouse import paths, warehouse
+from lakehouse.engine.iceberg import IcebergStore
 from models.project import KIT_VARS, REPO, contract_names
-from models.test_models_end_to_end import LAKEHOUSE, conservation, lakehouse, query, silver_and_gold, snapshot
+from models.test_models_end_to_end import (
+    LAKEHOUSE,
+    PROJECT,
+    conservation,
+    lakehouse,
+    query,
+    silver_and_gold,
+    snapshot,
+)
 
 pytestmark = pytest.mark.slow
+
+ICEBERG_TABLES = ("silver.orders",)  # the BigLake Iceberg tables of definitions/ (iceberg: {...})
 
 
 def generate(home: Path, seed: int, events: int = 800, pubsub_share: str = "0.3") -> None:
@@ -45,10 +56,33 @@ def landing_files(home: Path) -> list[Path]:
 
 
 def converges(home: Path) -> None:
-    """A plain run succeeds, conserves every record, and equals a full refresh of the same home."""
+    """A plain run succeeds, conserves every record, has committed every Iceberg snapshot its warehouse
+    tables hold, and equals a full refresh of the same home."""
     lakehouse(home, "run")
     assert_conserved(home)
+    iceberg_holds_the_warehouse_rows(home)
     equals_a_full_refresh(home)
+
+
+def iceberg_holds_the_warehouse_rows(home: Path) -> None:
+    """The current snapshot of each Iceberg table holds exactly the rows of its warehouse table, and
+    no table is marked as holding changes still to commit."""
+    store = IcebergStore(home)
+    con = warehouse.connect(home, [PROJECT], read_only=True)
+    try:
+        for table in ICEBERG_TABLES:
+            schema, name = table.split(".")
+            rows = store.load({"database": PROJECT, "schema": schema, "name": name}).scan().to_arrow()
+            con.register("in_iceberg", rows)
+            differ = con.execute(
+                f'(SELECT * FROM in_iceberg EXCEPT ALL SELECT * FROM "{PROJECT}".{table}) UNION ALL '
+                f'(SELECT * FROM "{PROJECT}".{table} EXCEPT ALL SELECT * FROM in_iceberg)'
+            ).fetchall()
+            con.unregister("in_iceberg")
+            assert (table, rows.num_rows, differ[:3]) == (table, rows.num_rows, [])
+        assert con.execute(f'SELECT count(*) FROM "{PROJECT}"._lakehouse.iceberg_pending').fetchone()[0] == 0
+    finally:
+        con.close()
 
 
 def equals_a_full_refresh(home: Path) -> None:
