@@ -455,6 +455,8 @@ function batchPreOps(contract, ctx, intake) {
   const days = params.lookbackDays();
   const arrivals = ctx.ref(...FILE_ARRIVALS);
   const bucket = params.landingBucket();
+  // the ingest_date folder of a landing file `uri`, which landing_first and landing_last bound
+  const folderDate = "safe.parse_date('%Y-%m-%d', regexp_extract(uri, r'/ingest_date=([^/]*)/'))";
   // BigQuery takes DECLARE only at the start of a script: declare, then create, then set.
   return ctx.when(ctx.incremental(), `declare arrivals_from timestamp;
 declare landing_files array<string>;
@@ -502,12 +504,12 @@ set landing_files = (
 );
 
 set landing_first = (
-  select min(safe.parse_date('%Y-%m-%d', regexp_extract(uri, r'/ingest_date=([^/]*)/')))
+  select min(${folderDate})
   from unnest(landing_files) as uri
 );
 
 set landing_last = (
-  select max(safe.parse_date('%Y-%m-%d', regexp_extract(uri, r'/ingest_date=([^/]*)/')))
+  select max(${folderDate})
   from unnest(landing_files) as uri
 );
 
