@@ -640,6 +640,8 @@ def run(
         finally:
             if copies is not None:
                 copies.stop()
+        if engine.tracker is not None:
+            engine.tracker.save(engine.con)
         record.actions.extend(results[name] for name in plan)
         record.finished_at = datetime.now(UTC)
         record.status = "success" if all(_ok(r) for r in record.actions) else "failed"

@@ -208,6 +208,8 @@ class Decision:
     only_views: bool = False
     # the catalog as its transaction left it, read when its state was recorded (None when it was not)
     catalog: tuple[dict, dict] | None = field(default=None, repr=False, compare=False)
+    # its stored state (warehouse prefix, action, row of action_state), saved once it committed
+    state: tuple[str, str, list] | None = field(default=None, repr=False, compare=False)
 
 
 # Relations named "*<action>" (no table has such a name) are epochs: an action that may have written
@@ -242,6 +244,7 @@ class Tracker:
         self._memo: tuple[tuple[dict, dict] | None, dict] = (None, {})
         self._generation = 0
         self.actions: dict[str, Stored] = {}
+        self._unsaved: dict[str, dict[str, list]] = {}  # prefix -> action -> its row of action_state
         self.versions: dict[Relation, str] = {}
         self._prepared: set[str] = set()
         self._prepare(con)
@@ -362,6 +365,9 @@ class Tracker:
         """
         with self._lock:
             self._generation += 1
+            if committed is not None and committed.state is not None:
+                prefix, name, row = committed.state
+                self._unsaved.setdefault(prefix, {})[name] = row
             after = committed.catalog if committed is not None else None
             if self._catalog is None or after is None or committed.blind:
                 self._catalog = None
@@ -635,8 +641,9 @@ class Tracker:
         result: dict,
         run_id: str,
     ) -> None:
-        """After `action` ran, in its transaction: give what it changed new versions, and store its
-        fingerprint as its inputs are now (when it may be skipped later)."""
+        """After `action` ran, in its transaction: give what it changed new versions, and compute its
+        fingerprint as its inputs are now (when it may be skipped later), stored by `save` once the
+        transaction committed (invalidate)."""
         version = f"{run_id}/{action.name}"
         if decision.blind:
             self._bump(con, (decision.target[0], SCHEMA, EPOCH + action.name.lower()), version)
@@ -659,12 +666,29 @@ class Tracker:
         stored = Stored(plan, decision.inputs, decision.files, fingerprint, fixpoint, json.dumps(result), run_id)
         values = [action.name, plan, json.dumps(stored.inputs), json.dumps(stored.files), fingerprint,
                   stored.fixpoint, stored.result, run_id]  # fmt: skip
-        con.execute(
-            f"DELETE FROM {prefix}.{ACTIONS} WHERE action = {_literal(action.name)}; "
-            f"INSERT INTO {prefix}.{ACTIONS} VALUES ({', '.join(map(_literal, values))})"
-        )
+        # Written by `save` with every other action's at the end of the run (a DELETE and an INSERT per
+        # action were about a third of this method): a state that is lost, in a run stopped before the
+        # end, leaves the one before, which never skips the action (its fingerprint was of the inputs as
+        # they were then; the versions of what it wrote were bumped above, in its transaction).
+        decision.state = (prefix, action.name, values)
         with self._lock:
             self.actions[action.name] = stored
+
+    def save(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write the states of the actions that committed since the last save, one transaction per warehouse."""
+        with self._lock:
+            unsaved, self._unsaved = self._unsaved, {}
+        for prefix, rows in unsaved.items():
+            names = ", ".join(_literal(name) for name in rows)
+            values = ", ".join("(" + ", ".join(map(_literal, row)) + ")" for row in rows.values())
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {prefix}.{ACTIONS} WHERE action IN ({names})")
+                con.execute(f"INSERT INTO {prefix}.{ACTIONS} VALUES {values}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
 
 def _replaced(catalog: tuple[dict, dict], relations, after: tuple[dict, dict]) -> tuple[dict, dict]:

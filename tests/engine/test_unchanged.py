@@ -453,3 +453,31 @@ def test_an_iceberg_snapshot_that_fails_after_the_warehouse_commit_is_committed_
     # and a run after it has nothing left to commit
     assert run(project).status == "success"
     assert len(IcebergStore(lakehouse_home).load(target).snapshots()) == snapshots + 1
+
+
+def test_states_lost_with_a_run_stopped_before_it_saved_them_only_make_actions_run_again(
+    make_project, lakehouse_home, monkeypatch
+):
+    from lakehouse.engine import unchanged
+
+    project = make_project(PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-2", 20.0)])
+    run(project)
+    run(project)  # the fixed point: a run now skips everything but the clock assertion
+    seed(lakehouse_home, [(3, "CUST-2", 5.0)])
+    # a run whose actions all committed, stopped before the states were written at its end
+    save = unchanged.Tracker.save
+    monkeypatch.setattr(unchanged.Tracker, "save", lambda tracker, con: None)
+    stopped = run(project)
+    assert outcome(stopped)[0]["gold.customer_totals"] == "ran"
+    monkeypatch.setattr(unchanged.Tracker, "save", save)
+    totals = execute(lakehouse_home, 'SELECT * FROM "test-local".gold.customer_totals ORDER BY 1')
+    assert totals == [("CUST-1", 10.0, 1), ("CUST-2", 25.0, 2)]
+
+    after = run(project)
+    ran, _ = outcome(after)
+    # the states before it say the inputs were otherwise: those actions run again, and change nothing
+    assert ran["gold.customer_totals"] == ran["assertions.few_orders"] == "ran"
+    assert execute(lakehouse_home, 'SELECT * FROM "test-local".gold.customer_totals ORDER BY 1') == totals
+    ran, _ = outcome(run(project))
+    assert ran["gold.customer_totals"] == ran["silver.orders"] == "skipped"
