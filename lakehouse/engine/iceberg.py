@@ -618,19 +618,7 @@ def _state_tables(con: duckdb.DuckDBPyConnection, database: str) -> _StateTables
 
 def _is_pending(con: duckdb.DuckDBPyConnection, target: dict) -> bool:
     """Return whether `target`'s warehouse rows hold changes not committed to its snapshot yet."""
-    found = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = '_lakehouse' "
-        "AND table_name = 'iceberg_pending'",
-        [target["database"]],
-    ).fetchone()[0]
-    if not found:
-        return False
-    return bool(
-        con.execute(
-            f'SELECT count(*) FROM "{target["database"]}"._lakehouse.iceberg_pending WHERE table_name = ?',
-            [_mirror_key(target)],
-        ).fetchone()[0]
-    )
+    return _state_value(con, target, "iceberg_pending", "table_name") is not None
 
 
 def _clear_pending(con: duckdb.DuckDBPyConnection, target: dict) -> None:
@@ -660,15 +648,20 @@ def _warehouse_kind(con: duckdb.DuckDBPyConnection, target: dict) -> str | None:
 
 def _mirrored_location(con: duckdb.DuckDBPyConnection, target: dict) -> str | None:
     """Return the metadata location the warehouse table of `target` was recorded to mirror, if any."""
+    return _state_value(con, target, "iceberg_mirror", "metadata_location")
+
+
+def _state_value(con: duckdb.DuckDBPyConnection, target: dict, table: str, column: str):
+    """Return `column` of `target`'s row in the state table _lakehouse.`table`; None when the table or
+    the row is missing (read without creating the state tables, as _state_tables would)."""
     found = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = '_lakehouse' "
-        "AND table_name = 'iceberg_mirror'",
-        [target["database"]],
+        "AND table_name = ?",
+        [target["database"], table],
     ).fetchone()[0]
     if not found:
         return None
     row = con.execute(
-        f'SELECT metadata_location FROM "{target["database"]}"._lakehouse.iceberg_mirror WHERE table_name = ?',
-        [_mirror_key(target)],
+        f'SELECT {column} FROM "{target["database"]}"._lakehouse.{table} WHERE table_name = ?', [_mirror_key(target)]
     ).fetchone()
     return row[0] if row else None
