@@ -428,14 +428,16 @@ def test_an_iceberg_snapshot_that_fails_after_the_warehouse_commit_is_committed_
     real = IcebergStore.publish_changes
 
     def fail(store, con, target, **kwargs):
-        raise OSError("No space left on device")
+        from pyiceberg.exceptions import CommitFailedException  # what a catalog another writer moved raises
+
+        raise CommitFailedException("Requirement failed: branch main has changed")
 
     monkeypatch.setattr(IcebergStore, "publish_changes", fail)
     record = run(project)
     _, results = outcome(record)
     orders = results["silver.orders"]
     assert record.status == "failed" and orders.status == "failed"
-    assert "committing its Iceberg snapshot failed: No space left on device" in orders.error
+    assert "committing its Iceberg snapshot failed: Requirement failed: branch main has changed" in orders.error
     assert "the next run commits them" in orders.error
     # the warehouse holds the new row and what reads it ran on it; the snapshot does not have it yet
     assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
