@@ -205,7 +205,6 @@ def run_command(
         skip_unchanged=not rerun_unchanged,
         prepare=local_finalize,
     )
-    reported = []
 
     def report(record) -> None:
         progress.stop()
@@ -221,9 +220,8 @@ def run_command(
                 highlight=False,
                 markup=False,
             )
-        reported.append(record)
 
-    options.on_finished = report  # printed while DuckDB writes its checkpoint
+    options.on_finished = report  # printed while DuckDB writes its checkpoint; run calls it once it finished
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}", markup=False),  # an action name is text
@@ -247,8 +245,6 @@ def run_command(
         except KeyboardInterrupt:
             progress.stop()
             fail("interrupted: the action in progress was rolled back; finished actions are kept", 130)
-    if not reported:
-        report(record)
     sys.exit(0 if record.status == "success" else 1)
 
 

@@ -193,6 +193,18 @@ def connect(
 
 
 @contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Run the block in one transaction on `con`: committed at its end, rolled back if it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+@contextlib.contextmanager
 def open_catalog(home_dir: Path, project: str, **kwargs) -> Iterator[duckdb.DuckDBPyConnection]:
     """Yield a connection with `project` attached and selected (USE), closed on exit."""
     con = connect(home_dir, [project], **kwargs)

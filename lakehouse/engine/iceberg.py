@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from lakehouse import paths
+from lakehouse import paths, warehouse
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -405,14 +405,9 @@ class IcebergStore:
     def publish_staged(self, con: duckdb.DuckDBPyConnection, target: dict) -> Snapshot | None:
         """Commit the changes `stage_changes` marked on `target` as one snapshot and clear the mark, in
         one warehouse transaction on `con`; returns the snapshot (None when no row differs any more)."""
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with warehouse.transaction(con):
             snapshot = self.publish_changes(con, target)
             _clear_pending(con, target)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return snapshot
 
     def _recorded_rows(self, con: duckdb.DuckDBPyConnection, target: dict, columns: list, current: dict) -> None:
@@ -558,8 +553,7 @@ class IcebergStore:
                 continue
             if table is not None and kind == "table" and mirrored == table.metadata_location:
                 continue
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with warehouse.transaction(con):
                 if kind == "table":
                     _clear_pending(con, target)  # what the mirror holds is now what the catalog holds
                 if table is not None:
@@ -573,10 +567,6 @@ class IcebergStore:
                         con.execute(f"CREATE TABLE {name} AS SELECT * FROM _lakehouse_iceberg_orphan")
                         con.execute("DROP TABLE _lakehouse_iceberg_orphan")
                     self.publish(con, target, replace_schema=True)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             repaired.append(quoted(target))
         return repaired
 

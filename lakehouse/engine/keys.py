@@ -9,6 +9,8 @@ from pathlib import Path
 
 import duckdb
 
+from lakehouse import warehouse
+
 SCHEMA, TABLE = "keys", "pii_salt"
 SALT_ENV = "LAKEHOUSE_PII_SALT"
 # A salt made here starts with this, so deploy and the trigger recognise it and refuse it on GCP.
@@ -63,14 +65,9 @@ def ensure(con: duckdb.DuckDBPyConnection, project: str, home_dir: Path, *, repl
                 'run with --full-refresh to rotate it (docs/runbook.md, "Rotate the PII salt")'
             )
     salt = wanted or demo_salt(home_dir)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with warehouse.transaction(con):
         con.execute(f"CREATE OR REPLACE TABLE {table} (salt VARCHAR NOT NULL)")
         con.execute(f"INSERT INTO {table} VALUES (?)", [salt])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     if wanted is None:
         log.warning(
             "using a demo PII salt (kept in %s); set %s to a secret before real data, deploy refuses a demo salt",

@@ -110,7 +110,8 @@ class Engine:
         self.python_udfs = True  # register the Python UDFs on every connection (see run)
         self.gate: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self._publisher: ThreadPoolExecutor | None = None
-        self._publishing: list[Future] = []
+        self._publishing: list[tuple[Future, records.ActionResult]] = []
+        self._publishing_lock = threading.Lock()
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -427,43 +428,39 @@ class Engine:
     def _defer_publish(self, action: Action, target: dict, result: records.ActionResult) -> None:
         """Commit the Iceberg snapshot of a write the warehouse committed (IcebergStore.stage_changes) in
         the background, while the actions that read the table run; `finish_publishing` waits for it."""
-        with self._schemas_lock:
+        with self._publishing_lock:
             if self._publisher is None:
                 self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lakehouse-iceberg-publish")
-            self._publishing.append(self._publisher.submit(self._publish_staged, action, target, result))
+            self._publishing.append((self._publisher.submit(self._publish_staged, action, target), result))
 
-    def _publish_staged(self, action: Action, target: dict, result: records.ActionResult) -> Callable[[], None]:
-        """Commit the snapshot; return how it changes the action's result, applied by finish_publishing
-        (not here: whether the actions that read the table ran must not depend on timing; they read the
-        warehouse table, committed whatever becomes of the snapshot)."""
+    def _publish_staged(self, action: Action, target: dict) -> dict[str, str]:
+        """Commit the snapshot; return the fields of the action's result it changes, set by
+        finish_publishing (not here: whether the actions that read the table ran must not depend on
+        timing; they read the warehouse table, committed whatever becomes of the snapshot)."""
         assert self._base_con is not None
         con = self._base_con.cursor()
         try:
             with self.gate():
                 snapshot = self.iceberg.publish_staged(con, target)
         except Exception as error:  # noqa: BLE001 (pyiceberg's and SQLAlchemy's too: reported, repaired next run)
-            message = (
-                f"{action.file_name}: action {action.name} wrote its warehouse table, but committing its Iceberg "
-                f"snapshot failed: {error}. The rows are kept and marked; the next run commits them."
-            )
-
-            def failed() -> None:
-                result.status, result.error = "failed", message
-
-            return failed
+            return {
+                "status": "failed",
+                "error": f"{action.file_name}: action {action.name} wrote its warehouse table, but committing its "
+                f"Iceberg snapshot failed: {error}. The rows are kept and marked; the next run commits them.",
+            }
         finally:
             con.close()
-        note = f"iceberg snapshot {snapshot.snapshot_id} (committed after the warehouse)" if snapshot else result.note
-        return lambda: setattr(result, "note", note)
+        return {"note": f"iceberg snapshot {snapshot.snapshot_id} (committed after the warehouse)"} if snapshot else {}
 
     def finish_publishing(self) -> None:
         """Wait for the Iceberg snapshots committed in the background and give their actions' results
         what became of them."""
-        with self._schemas_lock:
+        with self._publishing_lock:
             publishing, self._publishing = self._publishing, []
             publisher, self._publisher = self._publisher, None
-        for future in publishing:
-            future.result()()
+        for future, result in publishing:
+            for name, value in future.result().items():
+                setattr(result, name, value)
         if publisher is not None:
             publisher.shutdown()
 

@@ -15,7 +15,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from lakehouse import paths
+from lakehouse import paths, warehouse
 
 # Kept in each project's warehouse file, beside the tables it describes, so that an action's state
 # is written in the same transaction as the action's own writes (DuckDB writes one file per
@@ -681,14 +681,9 @@ class Tracker:
         for prefix, rows in unsaved.items():
             names = ", ".join(_literal(name) for name in rows)
             values = ", ".join("(" + ", ".join(map(_literal, row)) + ")" for row in rows.values())
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with warehouse.transaction(con):
                 con.execute(f"DELETE FROM {prefix}.{ACTIONS} WHERE action IN ({names})")
                 con.execute(f"INSERT INTO {prefix}.{ACTIONS} VALUES {values}")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
 
 
 def _replaced(catalog: tuple[dict, dict], relations, after: tuple[dict, dict]) -> tuple[dict, dict]:
