@@ -1949,6 +1949,11 @@ def _array_agg_limit(tree: exp.Expression) -> exp.Expression:
         count = limit.expression.copy()
         inner = limit.this.copy()
         value = inner.this if isinstance(inner, exp.Order) else inner
+        target = ignore_nulls if ignore_nulls is not None else agg
+        latest = _first_by_order(inner, ignore_nulls is not None) if isinstance(agg, exp.ArrayAgg) else None
+        if latest is not None and count.is_int and int(count.name) == 1:
+            target.replace(latest)
+            continue
         if isinstance(value, exp.Distinct) and value.expressions:
             value = value.expressions[0]
         new_agg: exp.Expression = exp.ArrayAgg(this=inner)
@@ -1957,13 +1962,45 @@ def _array_agg_limit(tree: exp.Expression) -> exp.Expression:
                 this=new_agg,
                 expression=exp.Where(this=exp.Not(this=exp.Is(this=value.copy(), expression=exp.Null()))),
             )
-        target = ignore_nulls if ignore_nulls is not None else agg
         sliced = _call("list_slice", new_agg, exp.Literal.number(1), count)
         if isinstance(agg, exp.GroupConcat):
             separator = agg.args.get("separator")
             sliced = _call("array_to_string", sliced, separator.copy() if separator else exp.Literal.string(","))
         target.replace(sliced)
     return tree
+
+
+def _first_by_order(inner: exp.Expression, ignore_nulls: bool) -> exp.Expression | None:
+    """ARRAY_AGG(x [IGNORE NULLS] ORDER BY k1, k2 ... LIMIT 1) with every key in one direction: the
+    first row of each group, BigQuery's documented way to take the latest row per key. Sorting each
+    group (list_slice of an ordered ARRAY_AGG, or a ROW_NUMBER window) costs 5-10x what DuckDB's
+    arg_max/arg_min cost, so it becomes [arg_max_null(x, ROW(k1 IS NOT NULL, k1, ...))] (arg_min
+    for ascending keys): each key is led by whether it is NULL, so NULLs sort where the ORDER BY puts
+    them (DESC: last, ASC: first, or as NULLS FIRST/LAST say). With IGNORE NULLS, arg_max (which skips
+    a NULL x); no rows (or no x that is not NULL) gives NULL, as ARRAY_AGG does. Returns None for any
+    other form (DISTINCT, keys in both directions, no ORDER BY)."""
+    if not isinstance(inner, exp.Order) or isinstance(inner.this, exp.Distinct) or not inner.expressions:
+        return None
+    keys = inner.expressions
+    descending = {bool(key.args.get("desc")) for key in keys}
+    if len(descending) != 1 or not all(isinstance(key, exp.Ordered) for key in keys):
+        return None
+    desc = descending.pop()
+    parts: list[exp.Expression] = []
+    for key in keys:
+        nulls_first = key.args.get("nulls_first")
+        nulls_first = (not desc) if nulls_first is None else bool(nulls_first)
+        is_null = exp.Is(this=key.this.copy(), expression=exp.Null())
+        # the first row is the largest (DESC) or smallest (ASC) key: a NULL that comes first is the
+        # extreme, one that comes last the other end
+        parts += [is_null if nulls_first == desc else exp.Not(this=is_null), key.this.copy()]
+    value = inner.this.copy()
+    name = ("arg_max" if desc else "arg_min") + ("" if ignore_nulls else "_null")
+    first = _call(name, value, _call("row", *parts))
+    counted = exp.Count(this=value.copy() if ignore_nulls else exp.Star())
+    return exp.Case(
+        ifs=[exp.If(this=exp.GT(this=counted, expression=exp.Literal.number(0)), true=exp.Array(expressions=[first]))]
+    )
 
 
 def _extract_parts(tree: exp.Expression) -> exp.Expression:

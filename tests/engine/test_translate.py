@@ -211,6 +211,18 @@ TRAPS = [
         [([1, 2], "3|3")],
     ),
     (
+        "trap-array-agg-first-by-order",
+        # the latest row per key (DESC: NULL keys last, ASC: first, ties broken by the next key);
+        # IGNORE NULLS skips NULL values; no row gives NULL
+        "SELECT g, ARRAY_AGG(STRUCT(v, ts) ORDER BY ts DESC, id DESC LIMIT 1)[OFFSET(0)].v, "
+        "ARRAY_AGG(v ORDER BY ts, id LIMIT 1)[OFFSET(0)], ARRAY_AGG(v IGNORE NULLS ORDER BY ts DESC, id DESC LIMIT 1), "
+        "ARRAY_AGG(v ORDER BY ts DESC NULLS FIRST LIMIT 1)[OFFSET(0)], "
+        "(SELECT ARRAY_AGG(x ORDER BY x DESC LIMIT 1) FROM UNNEST(CAST([] AS ARRAY<INT64>)) AS x) "
+        "FROM UNNEST([STRUCT(1 AS g, 'a' AS v, 5 AS ts, 1 AS id), (1, 'b', NULL, 2), (1, 'c', 5, 3), "
+        "(2, NULL, 9, 1), (2, 'e', NULL, 2)]) GROUP BY g ORDER BY g",
+        [(1, "c", "b", ["c"], "b", None), (2, None, "e", ["e"], "e", None)],
+    ),
+    (
         "trap-pivot-column-names",
         "SELECT * FROM (SELECT 'Q1' AS q, 5 AS s UNION ALL SELECT 'Q2', 7) "
         "PIVOT(SUM(s) AS total, COUNT(*) AS n FOR q IN ('Q1' AS first, 'Q2')) AS p",
@@ -1267,6 +1279,28 @@ def test_disk_cache_serves_a_new_process_and_rerenders_external_tables(tmp_path,
         assert "WHERE false" in first[2] and "read_csv" in again[2]
     finally:
         translate.set_cache_dir(None)
+
+
+@pytest.mark.parametrize("direction", ["", " DESC", " NULLS LAST", " DESC NULLS FIRST"])
+def test_first_row_by_order_is_the_row_a_row_number_window_picks(shared_con, direction):
+    """ARRAY_AGG(... ORDER BY ... LIMIT 1)[OFFSET(0)] (arg_max/arg_min locally) and QUALIFY
+    ROW_NUMBER() = 1 (a sort) pick the same row of every group, NULL keys included."""
+    rows = ", ".join(
+        f"({i % 7}, {'NULL' if i % 5 == 0 else (i * 37) % 11}, {'NULL' if i % 3 == 0 else (i * 13) % 4}, {i})"
+        for i in range(200)
+    )
+    source = f"(SELECT * FROM UNNEST([STRUCT(0 AS g, 0 AS a, 0 AS b, 0 AS id), {rows}]))"
+    keys = f"a{direction}, b{direction}, id{direction}"
+    by_aggregate = run(
+        shared_con,
+        f"SELECT g, ARRAY_AGG(STRUCT(id, a, b) ORDER BY {keys} LIMIT 1)[OFFSET(0)].id FROM {source} "
+        "GROUP BY g ORDER BY g",
+    )
+    by_window = run(
+        shared_con,
+        f"SELECT g, id FROM {source} QUALIFY ROW_NUMBER() OVER (PARTITION BY g ORDER BY {keys}) = 1 ORDER BY g",
+    )
+    assert by_aggregate == by_window and len(by_window) == 7
 
 
 def test_every_rewrite_says_which_bigquery_behaviour_it_preserves():
