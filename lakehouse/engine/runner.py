@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import heapq
 import json
 import logging
 import os
@@ -755,8 +756,23 @@ def _execute_plan(
         with gate():
             return engine.execute(action, options)
 
+    # Each action waits for a count of unfinished dependencies; one that reaches zero joins `ready`,
+    # taken in plan order (rescanning every waiting action after each finished one held the GIL the
+    # workers need: ~0.15 s of a 180-action run).
+    unfinished = {name: len(deps) for name, deps in waiting_on.items()}
+    dependents: dict[str, list[str]] = {}
+    for name, deps in waiting_on.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(name)
+    position = {name: index for index, name in enumerate(plan)}
+    ready = [(position[name], name) for name in plan if not unfinished[name]]
+
     def finish(name: str, result: records.ActionResult) -> None:
         results[name] = result
+        for dependent in dependents.get(name, ()):
+            unfinished[dependent] -= 1
+            if not unfinished[dependent]:
+                heapq.heappush(ready, (position[dependent], dependent))
         if on_progress:
             on_progress(name, result, len(results), total)
 
@@ -774,14 +790,11 @@ def _execute_plan(
         return results
 
     running: dict[Future, str] = {}
-    queue = list(plan)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lakehouse-action") as pool:
         try:
-            while queue or running:
-                for name in [n for n in queue if not waiting_on[n] - results.keys()]:
-                    if len(running) >= workers:
-                        break
-                    queue.remove(name)
+            while ready or running:
+                while ready and len(running) < workers:
+                    _, name = heapq.heappop(ready)
                     action = engine.graph.actions[name]
                     settled = _skipped_or_disabled(engine, action, results)
                     if settled is not None:
