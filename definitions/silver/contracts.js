@@ -188,6 +188,11 @@ function publishSilver(contract, tags) {
 //   quarantine   the batch's records at their ingest dates;
 //   duplicates   the batch's records at their ingest dates, and the recorded duplicates this run
 //                re-pointed at a batch record (duplicate_of), by the first key column (clustered).
+// The silver and quarantine filters also keep only rows ingested at or after the batch's earliest
+// line (a row this run wrote carries its line's ingested_at): the local engine then skips, by the
+// table's min/max per row group, the rows of earlier runs without reading them (the filter by record_id
+// alone read every row of the table, all columns, each hour). Duplicates are not bounded so: a version
+// a new one displaced moves there with its own, older ingested_at.
 // A record's ingest date is part of its record_id (the origin names the landing folder or the
 // publish time), so every copy of a record_id is in the same partition. A silver row written at a
 // date other than its event time's is outside the hourly filter; its record is then found nowhere
@@ -202,6 +207,7 @@ function publishChecks(contract) {
 )`;
   const inBatch = "record_id in (select batch.record_id from batch)";
   const atIngestDates = "ingest_date in (select batch.ingest_date from batch)";
+  const sinceBatch = "ingested_at >= (select min(batch.ingested_at) from batch)";
 
   const extra = HAND_WRITTEN_CHECKS[name] || {};
   const silverChecks = {
@@ -212,8 +218,9 @@ function publishChecks(contract) {
     rowConditions: (extra.rowConditions || []).concat([`event_date = date(${contract.event_time})`]),
   };
   checks.assertions("silver", name, silverChecks, (ctx) => ({
-    ctes: batchCte(ctx, ["record_id"].concat(contract.key, [`date(${contract.event_time}) as event_date`])),
-    written: `${inBatch}\n    and (event_date in (select batch.event_date from batch) or event_date is null)`,
+    ctes: batchCte(ctx, ["record_id", "ingested_at"].concat(contract.key, [`date(${contract.event_time}) as event_date`])),
+    written: `${inBatch}\n    and (event_date in (select batch.event_date from batch) or event_date is null)`
+      + `\n    and ${sinceBatch}`,
     candidates: contract.key.length === 1
       ? `select distinct batch.${contract.key[0]} from batch`
       : `select distinct\n    ${contract.key.map((key) => `${key},`).join("\n    ")}\n  from batch`,
@@ -225,8 +232,8 @@ function publishChecks(contract) {
     rowConditions: ["array_length(failed_rules) > 0"],
   };
   checks.assertions(silver.RESTRICTED_SCHEMA, `${name}_quarantine`, quarantineChecks, (ctx) => ({
-    ctes: batchCte(ctx, ["record_id", "ingest_date"]),
-    written: `${atIngestDates}\n    and ${inBatch}`,
+    ctes: batchCte(ctx, ["record_id", "ingest_date", "ingested_at"]),
+    written: `${atIngestDates}\n    and ${inBatch}\n    and ${sinceBatch}`,
     candidates: "select batch.record_id from batch",
     partner: `checked_rows.${atIngestDates}`,
   }), tags).forEach(publishCheck);
