@@ -205,9 +205,14 @@ ${names.replace(/^ {6}/gm, "          ")}
       if(strpos(written_key, '\\\\') > 0, json_value(concat('"', written_key, '"'), '$'), written_key) as payload_key,
     from ${pending ? "extracted" : "records_with_unknown_keys"}, unnest(payload_keys) as written_key
   ) as keys_as_read
+  -- a value is parsed only for a key outside the contract (IF, not AND: DuckDB would test the value of
+  -- every key of every record first, 20x the cost of the whole filter)
   where
-    ${pending ? `(\n      ${known.replace(/\n/g, "\n  ")}\n      or payload_key in unnest(${PENDING_FIELDS})\n    )` : known}
-    and parse_json(raw_record)[payload_key] is not null
+    if(
+      ${known.replace(/\n/g, "\n  ")}${pending ? `\n      or payload_key in unnest(${PENDING_FIELDS})` : ""},
+      parse_json(raw_record)[payload_key] is not null,
+      false
+    )
 ),
 
 extra_values as (
