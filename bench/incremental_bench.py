@@ -1,5 +1,6 @@
 """Issue 9's benchmark on the repository's own models: a full run over N generated events, +1% new events
-(all actions, then the next 1% as the hourly workflow runs it), no new data, each with its wall time and peak
+(all actions, then the next 1% as the hourly workflow runs it; each 1% lands an hour after the one before,
+--arrival-gap-hours), no new data, each with its wall time and peak
 memory, beside the hand-written DuckDB baselines on the same landed files, each with the same work run alone
 by the engine: the orders chain (its section of bench/baseline_all.sql) and all sources with every gold
 table (bench/baseline_all.sql, checked to give the engine's rows). Prints a table (and writes JSON with --json).
@@ -21,7 +22,7 @@ import shutil
 import sys
 import tempfile
 import textwrap
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -206,6 +207,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the home directory afterwards")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--timeout", type=float, default=4 * 3600)
+    parser.add_argument(
+        "--arrival-gap-hours",
+        type=float,
+        default=1.0,
+        help="hours between the arrivals of the history and of each 1%% (default 1: each 1%% is the next hour's "
+        "data, in its own hour= landing folder, as an hourly pipeline sees it; 0: everything lands now)",
+    )
     args = parser.parse_args()
 
     home = args.home or Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
@@ -214,17 +222,22 @@ def main() -> None:
     env = {"LAKEHOUSE_HOME": str(home), "COLUMNS": "200"}
     settings = yaml.safe_load((REPO / "workflow_settings.yaml").read_text())
     project = settings["defaultProject"]
+    # The history arrives first and each 1% one gap later (the last one now): `--as-of` is when a batch
+    # lands (its ingest_date=/hour= folder) and the end of its events' time window.
+    now = datetime.now(UTC).replace(microsecond=0)
+    arrivals = [(now - timedelta(hours=args.arrival_gap_hours * (2 - n))).isoformat() for n in range(3)]
     generate = [LAKEHOUSE, "generate", "--seed", str(args.seed), "--batch-size", str(args.batch_size)]
     steps = []
     try:
-        first = [*generate, "--events", str(args.events)]
+        first = [*generate, "--events", str(args.events), "--as-of", arrivals[0]]
         steps.append(step(f"generate {args.events:,} events", first, env, args.timeout))
         full = step("run: first (full)", [LAKEHOUSE, "run"], env, args.timeout)
         full["record"] = latest_record(home)
         steps.append(full)
         extra = max(1, args.events // 100)
         new_data = [LAKEHOUSE, "generate", "--seed", str(args.seed + 1), "--batch-size", str(args.batch_size)]
-        steps.append(step(f"generate +{extra:,} events (1%)", [*new_data, "--events", str(extra)], env, args.timeout))
+        plus_data = [*new_data, "--events", str(extra), "--as-of", arrivals[1]]
+        steps.append(step(f"generate +{extra:,} events (1%)", plus_data, env, args.timeout))
         plus = step("run: +1% new data", [LAKEHOUSE, "run"], env, args.timeout)
         plus["record"] = latest_record(home)
         steps.append(plus)
@@ -240,7 +253,7 @@ def main() -> None:
         # What the hourly workflow config runs (config/schedules.yaml: tags ["hourly"]) on the next 1%:
         # the whole-table checks tagged daily wait for the daily workflow. The batch tables hold what
         # the last run took (nothing), not everything the full run took, as every hour after the first.
-        second = [*new_data[:3], str(args.seed + 2), *new_data[4:], "--events", str(extra)]
+        second = [*new_data[:3], str(args.seed + 2), *new_data[4:], "--events", str(extra), "--as-of", arrivals[2]]
         steps.append(step(f"generate +{extra:,} events (1%), again", second, env, args.timeout))
         hourly = step("run: +1% new data, hourly workflow (--tags hourly)", [LAKEHOUSE, "run", *HOURLY], env,
                       args.timeout)  # fmt: skip
