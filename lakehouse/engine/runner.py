@@ -624,7 +624,9 @@ def run(
         if not options.dry_run:
             engine.run_id = record.run_id
             try:
-                engine.tracker = unchanged.Tracker(engine.con, engine.default_project, home_dir / "translate-cache")
+                engine.tracker = unchanged.Tracker(
+                    engine.con, engine.default_project, home_dir / "translate-cache", now=options.now
+                )
             except duckdb.Error as error:  # the first read of table data: a file cut short fails here
                 named = _NAMED_FILE.search(str(error))
                 file = Path(named.group(1)) if named else paths.catalog_file(home_dir, engine.default_project)

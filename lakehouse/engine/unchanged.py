@@ -9,7 +9,9 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import sqlglot
@@ -36,6 +38,15 @@ _VOLATILE = re.compile(
     r"random|rand|uuid|gen_random_uuid|uuidv4|uuidv7|setseed|nextval|currval|getenv)\s*\(",
     re.IGNORECASE,
 )
+# CURRENT_DATE as translate._injected_clock writes it: a statement that reads the clock only so reads
+# the date in that zone, and gives the same rows all day.
+# (the BigQuery cast rules make it BQ_CAST_DATE(...) where the date is compared).
+_DATE_READ = re.compile(
+    r"(?:CAST|BQ_CAST_DATE)\(TIMEZONE\('((?:[^']|'')*)', LAKEHOUSE_NOW\(\)\)(?: AS DATE\)|\))", re.IGNORECASE
+)
+# Relations named (CLOCK, "current_date", zone) are the date in that zone: an input whose version is
+# the date, so an action that reads CURRENT_DATE is skipped until the date changes.
+CLOCK = "*clock"
 _NOT_CODE = re.compile(r"/\*.*?\*/|--[^\n]*|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", re.DOTALL)
 # Table functions that read files: the files they name are inputs, by name, size and modification time.
 _FILE_READER = re.compile(
@@ -210,6 +221,8 @@ class Decision:
     catalog: tuple[dict, dict] | None = field(default=None, repr=False, compare=False)
     # its stored state (warehouse prefix, action, row of action_state), saved once it committed
     state: tuple[str, str, list] | None = field(default=None, repr=False, compare=False)
+    # when it was decided, before its statements ran: the time its CURRENT_DATE inputs are taken at
+    decided_at: datetime | None = field(default=None, repr=False, compare=False)
 
 
 # Relations named "*<action>" (no table has such a name) are epochs: an action that may have written
@@ -235,8 +248,15 @@ class Tracker:
     SQL with the versions of what it reads, and the files it reads by name, size and modification time.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, default_database: str, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        default_database: str,
+        cache_dir: Path | None = None,
+        now: datetime | None = None,
+    ):
         self.default_database = default_database
+        self.now = now  # the run's fixed clock (`lakehouse run --now`), else the time of each decision
         self.cache_dir = cache_dir
         self._lock = threading.Lock()
         self._analyses: dict[str, Analysis] = {}
@@ -502,10 +522,12 @@ class Tracker:
         *,
         catalog: tuple[dict, dict] | None = None,
         shapes: bool = False,
+        at: datetime | None = None,
     ) -> str:
         """Return the fingerprint of a compiled action and the current versions of its inputs (with
         `shapes`, of their columns and definitions: all a view's CREATE depends on). A `catalog` read
-        inside a transaction is used as it is; without one, the one read since the last commit."""
+        inside a transaction is used as it is; without one, the one read since the last commit. A
+        CLOCK input is the date, in its zone, at `at` (default: now)."""
         # Versions hold until an action commits (invalidate); a catalog passed in is inside a transaction.
         if catalog is None:
             catalog = self._catalog_for(con)
@@ -515,6 +537,9 @@ class Tracker:
         with self._lock:
             epochs = sorted(r for r in self.versions if r[2].startswith(EPOCH))
         parts = [plan]
+        clock = tuple(r for r in inputs if r[0] == CLOCK)
+        parts.extend(f"{r}={self._today(r[2], at)}" for r in clock)
+        inputs = tuple(r for r in inputs if r[0] != CLOCK)
         if shapes:
             parts.extend(f"{r}={self._shape(con, r, catalog)}" for r in inputs)
             parts.extend(f"{r}={self._version(con, r, catalog, memo)}" for r in epochs)
@@ -522,6 +547,11 @@ class Tracker:
             parts.extend(f"{r}={self._version(con, r, catalog, memo)}" for r in inputs + tuple(epochs))
         parts.extend(map(str, file_listing(files)))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def _today(self, zone: str, at: datetime | None) -> str:
+        """Return the date in `zone` at `at`, else at the run's clock."""
+        moment = at or self.now or datetime.now(UTC)
+        return moment.astimezone(_zone(zone)).date().isoformat()
 
     def plan_hash(self, action, project_config: dict, core_version: str) -> str:
         """Return the hash of what the action's statements are compiled from."""
@@ -556,7 +586,7 @@ class Tracker:
     def decide(self, action, statements: list, kind: str) -> Decision:
         """Return what `action` (its translated `statements`) reads and writes, and whether a later run
         may skip it (never when it may have effects its inputs do not determine)."""
-        decision = Decision(self.relation(action.target))
+        decision = Decision(self.relation(action.target), decided_at=self.now or datetime.now(UTC))
         if any(not isinstance(sql, str) for sql in statements):
             decision.opaque = decision.blind = True
             decision.reason = "a procedural block always runs"
@@ -592,10 +622,13 @@ class Tracker:
             decision.reason = "a statement could not be analysed"
         elif writes - {decision.target}:
             decision.reason = "writes another table"
-        elif _VOLATILE.search(_NOT_CODE.sub(" ", text)):
+        elif _VOLATILE.search(_NOT_CODE.sub(" ", _DATE_READ.sub(" ", text))):
             decision.reason = "reads the clock or a random source"
+        elif (zones := _date_zones(text)) is None:
+            decision.reason = "reads the date in a time zone this machine does not know"
         else:
             decision.skippable = True
+            reads |= {(CLOCK, "current_date", zone) for zone in zones}
         if decision.skippable:
             decision.inputs = tuple(sorted(reads))
             decision.files = tuple(dict.fromkeys(files))
@@ -660,7 +693,8 @@ class Tracker:
             return
         decision.catalog = self._with_views(decision) or self._read_catalog(con)
         fingerprint = self.fingerprint(
-            con, plan, decision.inputs, decision.files, catalog=decision.catalog, shapes=kind == "view"
+            con, plan, decision.inputs, decision.files, catalog=decision.catalog, shapes=kind == "view",
+            at=decision.decided_at,
         )
         fixpoint = kind != "incremental" or not changed or decision.replaces
         stored = Stored(plan, decision.inputs, decision.files, fingerprint, fixpoint, json.dumps(result), run_id)
@@ -684,6 +718,23 @@ class Tracker:
             with warehouse.transaction(con):
                 con.execute(f"DELETE FROM {prefix}.{ACTIONS} WHERE action IN ({names})")
                 con.execute(f"INSERT INTO {prefix}.{ACTIONS} VALUES {values}")
+
+
+def _date_zones(text: str) -> set[str] | None:
+    """Return the zones of the CURRENT_DATE reads in translated `text`; None when one is not a zone
+    Python knows (its date could not be told)."""
+    zones = {zone.replace("''", "'") for zone in _DATE_READ.findall(text)}
+    try:
+        for zone in zones:
+            _zone(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return zones
+
+
+def _zone(name: str):
+    """Return the time zone `name` (UTC without the zone database, which a machine may lack)."""
+    return UTC if name.upper() == "UTC" else ZoneInfo(name)
 
 
 def _replaced(catalog: tuple[dict, dict], relations, after: tuple[dict, dict]) -> tuple[dict, dict]:

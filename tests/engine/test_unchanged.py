@@ -3,6 +3,8 @@ and keeps its result; anything that changes what it reads makes it run again."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from click.testing import CliRunner
 
 from lakehouse import paths, warehouse
@@ -99,12 +101,36 @@ def test_a_second_run_with_nothing_new_skips_every_unchanged_action_and_keeps_it
     assert ran["assertions.few_orders"] == "skipped"
     # a skipped assertion keeps its verdict: CUST-2 has one order
     assert (results["assertions.few_orders"].status, results["assertions.few_orders"].failing_rows) == ("failed", 1)
-    assert ran["assertions.fresh"] == "ran"  # reads the clock: always runs
 
     third = run(project)
     ran, _ = outcome(third)
     assert ran["silver.orders"] == "skipped"
     assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
+
+
+def test_an_action_that_reads_only_the_date_is_skipped_until_the_date_changes_in_its_zone(
+    make_project, lakehouse_home
+):
+    files = dict(PROJECT)
+    files["definitions/assertions/tokyo_today.sqlx"] = """
+        config { type: "assertion", tags: ["warn"] }
+        select 1 from ${ref("orders")} having current_date('Asia/Tokyo') < date '2000-01-01'
+    """
+    project = make_project(files)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
+    morning = dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)  # 19:00 in Tokyo
+    run(project, options=RunOptions(now=morning))
+    run(project, options=RunOptions(now=morning))
+
+    late = run(project, options=RunOptions(now=morning + dt.timedelta(hours=13)))  # 23:00 UTC, 08:00 next day in Tokyo
+    ran, results = outcome(late)
+    assert ran["assertions.fresh"] == "skipped"  # current_date() in UTC: still 1 March
+    assert ran["assertions.tokyo_today"] == "ran" and results["assertions.tokyo_today"].note == "ran: inputs changed"
+
+    next_day = run(project, options=RunOptions(now=morning + dt.timedelta(hours=14)))
+    ran, results = outcome(next_day)
+    assert ran["assertions.fresh"] == "ran" and results["assertions.fresh"].note == "ran: inputs changed"
+    assert ran["assertions.tokyo_today"] == "skipped"
 
 
 def test_new_source_rows_rerun_what_reads_them_and_the_result_equals_a_full_rerun(make_project, lakehouse_home):
