@@ -372,12 +372,12 @@ class IcebergStore:
         count = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
         return Snapshot(written.snapshot_id if written else None, table.metadata_location, files, count)
 
-    def stage_changes(self, con: duckdb.DuckDBPyConnection, target: dict) -> bool | None:
+    def stage_changes(self, con: duckdb.DuckDBPyConnection, target: dict) -> bool:
         """In the transaction of an incremental write that changed rows of DuckDB table `target`: mark
         the table as holding changes to commit, without opening the catalog (`publish_staged` commits
         them, as publish_changes finds them: a row whose hash the snapshot has not; a run stopped before
-        it leaves the mark, and the next run's `reconcile` commits them). Returns True when marked;
-        None when no rows are recorded for the snapshot the table mirrors (publish_changes then reads
+        it leaves the mark, and the next run's `reconcile` commits them). Returns whether it marked it:
+        not when no rows are recorded for the snapshot the table mirrors (publish_changes then reads
         them from its files, in this transaction).
 
         The warehouse commits first and the snapshot follows, so the tables that read this one need not
@@ -387,7 +387,7 @@ class IcebergStore:
         key = _mirror_key(target)
         recorded = con.execute(f"SELECT count(*) FROM {state.rows} WHERE table_name = ?", [key]).fetchone()[0]
         if not recorded or _mirrored_location(con, target) is None:
-            return None
+            return False
         con.execute(f"DELETE FROM {state.pending} WHERE table_name = ?", [key])
         con.execute(f"INSERT INTO {state.pending} VALUES (?)", [key])
         return True

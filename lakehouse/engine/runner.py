@@ -371,21 +371,19 @@ class Engine:
             changed = not (incremental_write and counted and rows == 0 and not schema_changed)
             staged = False
             if iceberg and changed and not options.dry_run:
-                differs = None
-                if incremental_write and not schema_changed and action.raw.get("uniqueKey"):
-                    # rows are unique by key: only the files the write touched are committed, after this
-                    # transaction (stage_changes), unless the snapshot's rows must be read to tell
-                    differs = self.iceberg.stage_changes(con, target)
-                    if differs is None:
+                # rows unique by key: marked for a snapshot of the files the write touched, committed after
+                # this transaction (stage_changes), unless no row hashes are recorded to compare them with
+                by_key = incremental_write and not schema_changed and bool(action.raw.get("uniqueKey"))
+                staged = by_key and self.iceberg.stage_changes(con, target)
+                if not staged:
+                    if by_key:
                         snapshot = self.iceberg.publish_changes(con, target)
-                else:
-                    snapshot = self.iceberg.publish(con, target, replace_schema=not incremental_write or schema_changed)
-                if differs is None:
+                    else:
+                        replace_schema = not incremental_write or schema_changed
+                        snapshot = self.iceberg.publish(con, target, replace_schema=replace_schema)
                     changed = snapshot is not None
                     if snapshot is not None:
                         result.note = f"iceberg snapshot {snapshot.snapshot_id}"
-                else:
-                    changed = staged = differs
             if iceberg and not changed:
                 # Nothing to commit: keep the current snapshot and the table that mirrors it.
                 con.execute("ROLLBACK")

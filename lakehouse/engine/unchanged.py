@@ -38,9 +38,8 @@ _VOLATILE = re.compile(
     r"random|rand|uuid|gen_random_uuid|uuidv4|uuidv7|setseed|nextval|currval|getenv)\s*\(",
     re.IGNORECASE,
 )
-# CURRENT_DATE as translate._injected_clock writes it: a statement that reads the clock only so reads
-# the date in that zone, and gives the same rows all day.
-# (the BigQuery cast rules make it BQ_CAST_DATE(...) where the date is compared).
+# CURRENT_DATE as translate._injected_clock writes it (BQ_CAST_DATE where the cast rules rewrite the
+# CAST): a statement whose only clock read is this reads the date in that zone, the same all day.
 _DATE_READ = re.compile(
     r"(?:CAST|BQ_CAST_DATE)\(TIMEZONE\('((?:[^']|'')*)', LAKEHOUSE_NOW\(\)\)(?: AS DATE\)|\))", re.IGNORECASE
 )
