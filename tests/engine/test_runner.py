@@ -481,3 +481,38 @@ def test_python_udfs_are_registered_before_or_when_a_statement_needs_them(
     # BigQuery's documented FARM_FINGERPRINT('1footrue')
     assert query(lakehouse_home, 'select f from "test-local".gold.fp') == [(-1541654101129638711,)]
     assert functions.calls_python_udfs([statement]) is eager
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_runs_writes_are_checkpointed_while_its_assertions_run(
+    make_project, lakehouse_home, monkeypatch, concurrency
+):
+    from lakehouse.engine import runner
+
+    project = make_project(
+        {
+            "definitions/gold/wide.sqlx": """
+                config { type: "table", schema: "gold", assertions: { nonNull: ["n"], uniqueKey: ["n"] } }
+                select n, concat(repeat('x', 50), cast(n as string)) as s from unnest(generate_array(1, 20000)) as n
+            """,
+        }
+    )
+    wal = paths.catalog_file(lakehouse_home, "test-local").with_name("test-local.duckdb.wal")
+    before_close = []
+    close = runner._close_reporting
+
+    def measured(con, record, on_finished):
+        before_close.append(wal.stat().st_size if wal.exists() else 0)
+        return close(con, record, on_finished)
+
+    monkeypatch.setattr(runner, "_close_reporting", measured)
+    start = runner._Checkpoint.start
+    monkeypatch.setattr(runner._Checkpoint, "start", lambda checkpoint: None)
+    assert run(project, concurrency=concurrency).status == "success"
+    monkeypatch.setattr(runner._Checkpoint, "start", start)
+    assert run(project, concurrency=concurrency, full_refresh=True).status == "success"
+
+    # the same writes: left for the close without it, written beside the assertions with it
+    without, with_it = before_close
+    assert without > 1_000_000 and with_it < without / 4
+    assert query(lakehouse_home, 'select count(*), max(n) from "test-local".gold.wide') == [(20000, 20000)]
