@@ -230,6 +230,8 @@ def run_command(
         TimeElapsedColumn(),
         console=errors,
         transient=True,
+        # a bar nobody sees (a log file, cron) would still be drawn ten times a second, holding the GIL
+        disable=not errors.is_terminal,
     )
     with progress:
         task = progress.add_task("compiling", total=None)
