@@ -414,6 +414,7 @@ def compile_project(
     source = staged.path
     for warning in staged.warnings:
         log.warning("%s", warning)
+    _remove_killed_scratch(home_dir)
     key = cache_key(project_dir, vars, bundle, source)
     cache_file = paths.compile_cache_dir(home_dir) / f"{key}.json"
     if use_cache:
@@ -425,7 +426,7 @@ def compile_project(
     if vars:
         command.append("--vars=" + ",".join(f"{k}={v}" for k, v in vars.items()))
     # The CLI leaves a temporary directory behind per compile: give it one we remove.
-    scratch = tempfile.mkdtemp(prefix="lakehouse-compile-")
+    scratch = _scratch_dir(home_dir)
     try:
         done = subprocess.run(
             command,
@@ -458,6 +459,33 @@ def compile_project(
     partial.write_text(json.dumps(graph))
     partial.replace(cache_file)
     return Compiled(graph, key, cached=False, warnings=staged.warnings)
+
+
+def _scratch_dir(home_dir: Path) -> str:
+    """Return a new directory under LAKEHOUSE_HOME/tmp/compile named after this process."""
+    root = home_dir / "tmp" / "compile"
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
+
+
+def _remove_killed_scratch(home_dir: Path) -> None:
+    """Remove the scratch directories of compiles whose process no longer runs (killed before it
+    removed its own)."""
+    root = home_dir / "tmp" / "compile"
+    for entry in root.iterdir() if root.is_dir() else ():
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def parse_vars(pairs: str | None) -> dict[str, str]:

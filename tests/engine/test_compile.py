@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -45,6 +48,24 @@ def test_unchanged_definitions_come_from_the_cache_and_a_change_recompiles(make_
     changed = compile_project(project)
     assert changed.cached is False
     assert changed.graph["tables"][0]["type"] == "view"
+
+
+def test_a_compile_leaves_no_scratch_and_removes_what_killed_compiles_left(make_project, lakehouse_home):
+    project = make_project(TABLE, vars={"colour": "red"})
+    scratch = lakehouse_home / "tmp" / "compile"
+    scratch.mkdir(parents=True)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = scratch / f"{int(ended.stdout)}-abc123"  # a compile killed before it removed its directory
+    (killed / "tmp-1-x").mkdir(parents=True)
+    running = scratch / f"{os.getpid()}-def456"  # one of a compile still running
+    running.mkdir()
+
+    compile_project(project)
+    assert sorted(scratch.iterdir()) == [running]
+
+    killed.mkdir()
+    assert compile_project(project).cached  # a compile from the cache removes them too
+    assert sorted(scratch.iterdir()) == [running]
 
 
 def test_compile_errors_name_the_file(make_project):
