@@ -215,6 +215,22 @@ def open_catalog(home_dir: Path, project: str, **kwargs) -> Iterator[duckdb.Duck
         con.close()
 
 
+def attached_files(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """Return (name, path) of each warehouse file the connection has attached for writing."""
+    return con.execute(
+        "SELECT database_name, path FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
+    ).fetchall()
+
+
+def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
+    """Write the committed state of each attached warehouse file into the file (DuckDB's CHECKPOINT).
+
+    Raises duckdb.Error when another connection has a write transaction open; readers do not stop it,
+    and a commit that comes while it runs waits for it."""
+    for name, _ in attached_files(con):
+        con.execute('CHECKPOINT "{}"'.format(name.replace('"', '""')))
+
+
 def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Path]:
     """Publish every project file attached for writing on `con`, as committed now, to a new folder under
     warehouse-read/; return the files copied.
@@ -232,9 +248,7 @@ def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Pa
     warehouse_dir = paths.warehouse_dir(home_dir)
     previous = _manifest(folder)
     before = folder / str(previous.get("folder")) if previous.get("folder") else None
-    rows = con.execute(
-        "SELECT database_name, path FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
-    ).fetchall()
+    rows = attached_files(con)
     if before is not None and before.is_dir() and previous.get("files") == _stamps(rows, warehouse_dir):
         # Nothing was written since the last publish: the copy stands; only its owner changes.
         _write_manifest(folder, {**previous, "pid": os.getpid(), "published_at": time.time()})

@@ -784,8 +784,8 @@ def _execute_plan(
         if on_progress:
             on_progress(name, result, len(results), total)
 
-    if workers == 1:
-        try:
+    try:
+        if workers == 1:
             for name in plan:
                 action = engine.graph.actions[name]
                 if on_progress:
@@ -796,43 +796,41 @@ def _execute_plan(
                         settled = engine.execute(action, options)
                 finish(name, settled)
             engine.finish_publishing()
-        finally:
-            if checkpoint is not None:
-                checkpoint.join()
-        return results
+            return results
 
-    running: dict[Future, str] = {}
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lakehouse-action") as pool:
-        try:
-            while ready or running:
-                while ready and len(running) < workers:
-                    _, name = heapq.heappop(ready)
-                    action = engine.graph.actions[name]
-                    settled = _skipped_or_disabled(engine, action, results)
-                    if settled is not None:
-                        finish(name, settled)
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lakehouse-action") as pool:
+            try:
+                while ready or running:
+                    while ready and len(running) < workers:
+                        _, name = heapq.heappop(ready)
+                        action = engine.graph.actions[name]
+                        settled = _skipped_or_disabled(engine, action, results)
+                        if settled is not None:
+                            finish(name, settled)
+                            continue
+                        if on_progress:
+                            on_progress(name, None, len(results), total)
+                        running[pool.submit(work, action)] = name
+                    if not running:
                         continue
-                    if on_progress:
-                        on_progress(name, None, len(results), total)
-                    running[pool.submit(work, action)] = name
-                if not running:
-                    continue
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    finish(running.pop(future), future.result())
-        except BaseException:
-            for con in connections:
-                con.interrupt()
-            raise
-        finally:
-            for future in running:
-                future.cancel()
-            if checkpoint is not None:
-                checkpoint.join()
-    engine.finish_publishing()
-    for con in connections:
-        con.close()
-    return results
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        finish(running.pop(future), future.result())
+            except BaseException:
+                for con in connections:
+                    con.interrupt()
+                raise
+            finally:
+                for future in running:
+                    future.cancel()
+        engine.finish_publishing()
+        for con in connections:
+            con.close()
+        return results
+    finally:
+        if checkpoint is not None:
+            checkpoint.join()
 
 
 class _Checkpoint:
@@ -858,12 +856,8 @@ class _Checkpoint:
         assert self._engine._base_con is not None
         con = self._engine._base_con.cursor()
         try:
-            files = con.execute(
-                "SELECT database_name FROM duckdb_databases() WHERE path IS NOT NULL AND NOT readonly"
-            ).fetchall()
             with self._gate():  # a read copy (ReadCopies) is never made of a file being written
-                for (name,) in files:
-                    con.execute('CHECKPOINT "{}"'.format(name.replace('"', '""')))
+                warehouse.checkpoint(con)
             self._done = True
         except duckdb.Error:
             pass  # "other write transactions active": tried again after the next action, or at close

@@ -303,9 +303,7 @@ class Tracker:
     def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
         # Made before any action starts: a table made inside one action's transaction would not exist
         # for the actions running beside it.
-        for (database,) in con.execute(
-            "SELECT database_name FROM duckdb_databases() WHERE NOT internal AND NOT readonly AND path IS NOT NULL"
-        ).fetchall():
+        for database, _ in warehouse.attached_files(con):
             prefix = f'"{database}"."{SCHEMA}"'
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {prefix}")
             con.execute(
