@@ -2784,24 +2784,38 @@ def _bucket_roots(uris: list[str], gcs_resolver: Callable[[str], str]) -> dict[s
 
 
 def _load_checked(record: Path) -> None:
-    """Add the verdicts recorded in `record` (path -> [size, mtime_ns, is UTF-8]) to _utf8_seen."""
+    """Add the verdicts recorded in `record` (path under the home -> [size, mtime_ns, is UTF-8]) to
+    _utf8_seen. Paths are recorded relative to the home (the record's grandparent), so a home that was
+    moved or copied keeps them; an absolute path, as records before that held, is taken as it is."""
     if str(record) in _utf8_records:
         return
     _utf8_records.add(str(record))
+    home = record.parent.parent
     try:
         for path, (size, mtime, ok) in orjson.loads(record.read_bytes()).items():
-            _utf8_seen.setdefault(path, (size, mtime, ok))
+            _utf8_seen.setdefault(os.path.join(home, path), (size, mtime, ok))
     except (OSError, ValueError, TypeError):
         pass  # no record yet, or a damaged one: files are read again
 
 
 def _save_checked(record: Path, files: list[str]) -> None:
+    home = record.parent.parent
     try:
         known = orjson.loads(record.read_bytes()) if record.exists() else {}
     except (OSError, ValueError):
         known = {}
-    known.update({f: list(_utf8_seen[f]) for f in files if f in _utf8_seen})
+    # absolute paths (older records, or a home since moved) become relative, or go when not under it
+    known = {
+        os.path.relpath(path, home) if os.path.isabs(path) else path: verdict
+        for path, verdict in known.items()
+        if not os.path.isabs(path) or _is_under(path, home)
+    }
+    known.update({os.path.relpath(f, home): list(_utf8_seen[f]) for f in files if f in _utf8_seen})
     paths.write_cache_file(record, orjson.dumps(known))
+
+
+def _is_under(path: str, folder: Path) -> bool:
+    return os.path.commonpath([path, str(folder)]) == str(folder)
 
 
 def _utf8_files(patterns: list[str], roots: dict[str, tuple[str, str]]) -> tuple[list[str], dict[str, str]] | None:

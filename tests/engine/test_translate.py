@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+import shutil
 from decimal import Decimal
 from pathlib import Path
 
@@ -1133,6 +1135,44 @@ def test_ext_files_are_checked_for_utf8_once_not_once_per_run(con, gcs, monkeypa
     (folder / "late.jsonl").write_text('{"id": 3}\n')
     run(con, RAW_LINES, resolver=gcs)
     assert len(run(con, "select line from ds.raw_orders", resolver=gcs)) == 3
+
+
+def test_ext_utf8_verdicts_stay_with_a_moved_home(con, tmp_path, monkeypatch):
+    # Verdicts are recorded by path under the home: a home moved or copied elsewhere (a backup
+    # restored, a snapshot taken for a benchmark) is not read again file by file on its next run.
+    old_home = tmp_path / "old"
+    folder = old_home / "gcs" / "landing" / "orders" / "dt=2024-01-02"
+    folder.mkdir(parents=True)
+    (folder / "good.jsonl").write_text('{"id": 1}\n')
+    (folder / "latin1.jsonl").write_bytes(b'{"id": 2, "name": "Jos\xe9"}\n')
+
+    def resolver(home):
+        def resolve(uri: str) -> str:
+            bucket, _, name = uri[len("gs://") :].partition("/")
+            return str(home / "gcs" / bucket / name)
+
+        return resolve
+
+    run(con, RAW_LINES, resolver=resolver(old_home))
+    new_home = tmp_path / "new"
+    shutil.copytree(old_home, new_home)  # as cp -a: sizes and modification times kept
+    shutil.rmtree(old_home)
+    monkeypatch.setattr(translate, "_utf8_seen", {})
+    monkeypatch.setattr(translate, "_utf8_records", set())
+
+    def no_read(path, *args, **kwargs):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(translate, "open", no_read, raising=False)
+    run(con, RAW_LINES, resolver=resolver(new_home))
+    monkeypatch.undo()
+    rows = run(con, "select line from ds.raw_orders order by line", resolver=resolver(new_home))
+    assert rows == [('{"id": 1}',), ('{"id": 2, "name": "Jos\ufffd"}',)]
+    recorded = json.loads((new_home / "external-utf8" / "utf8-checked.json").read_text())
+    assert sorted(recorded) == [
+        "gcs/landing/orders/dt=2024-01-02/good.jsonl",
+        "gcs/landing/orders/dt=2024-01-02/latin1.jsonl",
+    ]
 
 
 def test_ext_csv_reads_under_the_engines_smallest_memory_limit(con, gcs):
