@@ -1,6 +1,6 @@
 """Issue 9's benchmark on the repository's own models: a full run over N generated events, +1% new events
-(all actions, then the next 1% as the hourly workflow runs it; each 1% lands an hour after the one before,
---arrival-gap-hours), no new data, each with its wall time and peak
+(all actions, then the next 1% of each of --hours hours as the hourly workflow runs it; each 1% lands an
+hour after the one before, --arrival-gap-hours), no new data, each with its wall time and peak
 memory, beside the hand-written DuckDB baselines on the same landed files, each with the same work run alone
 by the engine: the orders chain (its section of bench/baseline_all.sql) and all sources with every gold
 table (bench/baseline_all.sql, checked to give the engine's rows). Prints a table (and writes JSON with --json).
@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import textwrap
@@ -214,7 +215,16 @@ def main() -> None:
         help="hours between the arrivals of the history and of each 1%% (default 1: each 1%% is the next hour's "
         "data, in its own hour= landing folder, as an hourly pipeline sees it; 0: everything lands now)",
     )
+    parser.add_argument(
+        "--hours",
+        type=int,
+        default=3,
+        help="successive hours of the hourly workflow, each on its own next 1%% (default 3: one such run is "
+        "a single draw of a noisy machine; the median of the ratios is printed)",
+    )
     args = parser.parse_args()
+    if args.hours < 1:
+        parser.error("--hours must be at least 1")
 
     home = args.home or Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
     if home.exists() and any(home.iterdir()):
@@ -225,7 +235,8 @@ def main() -> None:
     # The history arrives first and each 1% one gap later (the last one now): `--as-of` is when a batch
     # lands (its ingest_date=/hour= folder) and the end of its events' time window.
     now = datetime.now(UTC).replace(microsecond=0)
-    arrivals = [(now - timedelta(hours=args.arrival_gap_hours * (2 - n))).isoformat() for n in range(3)]
+    last = 1 + args.hours
+    arrivals = [(now - timedelta(hours=args.arrival_gap_hours * (last - n))).isoformat() for n in range(last + 1)]
     generate = [LAKEHOUSE, "generate", "--seed", str(args.seed), "--batch-size", str(args.batch_size)]
     steps = []
     try:
@@ -253,12 +264,17 @@ def main() -> None:
         # What the hourly workflow config runs (config/schedules.yaml: tags ["hourly"]) on the next 1%:
         # the whole-table checks tagged daily wait for the daily workflow. The batch tables hold what
         # the last run took (nothing), not everything the full run took, as every hour after the first.
-        second = [*new_data[:3], str(args.seed + 2), *new_data[4:], "--events", str(extra), "--as-of", arrivals[2]]
-        steps.append(step(f"generate +{extra:,} events (1%), again", second, env, args.timeout))
-        hourly = step("run: +1% new data, hourly workflow (--tags hourly)", [LAKEHOUSE, "run", *HOURLY], env,
-                      args.timeout)  # fmt: skip
-        hourly["record"] = latest_record(home)
-        steps.append(hourly)
+        hourly_runs = []
+        for hour in range(args.hours):
+            label = "" if args.hours == 1 else f", hour {hour + 1}"
+            seed = str(args.seed + 2 + hour)
+            later = [*new_data[:3], seed, *new_data[4:], "--events", str(extra), "--as-of", arrivals[2 + hour]]
+            steps.append(step(f"generate +{extra:,} events (1%){label}", later, env, args.timeout))
+            hourly = step(f"run: +1% new data, hourly workflow (--tags hourly){label}", [LAKEHOUSE, "run", *HOURLY],
+                          env, args.timeout)  # fmt: skip
+            hourly["record"] = latest_record(home)
+            steps.append(hourly)
+            hourly_runs.append(hourly)
 
         # The same work as the baseline, alone: in the full run the orders chain shares the two cores
         # with the other sources' batches, so its action-seconds count time spent waiting for a core.
@@ -319,7 +335,14 @@ def main() -> None:
               f"only in engine): {differences}")  # fmt: skip
     else:
         print("the all-sources baseline gives the engine's rows: silver, quarantine, duplicates, gold (EXCEPT ALL)")
-    for item in (full, plus, hourly, idle, again):
+    ratios = sorted(item["seconds"] / full_s for item in hourly_runs)
+    if len(ratios) > 1:
+        print(
+            f"hourly workflow on +1%, {len(ratios)} successive hours: "
+            + ", ".join(f"{r:.3f}x" for r in ratios)
+            + f" of the full run; median {statistics.median(ratios):.3f}x"
+        )
+    for item in (full, plus, *hourly_runs, idle, again):
         groups = ", ".join(f"{group} {seconds:.1f}" for group, seconds in sorted(summarise(item["record"]).items()))
         print(f"{item['step']}: action-seconds by group: {groups}")
     slowest = sorted(action_seconds(full["record"]).items(), key=lambda kv: -kv[1])[:8]
