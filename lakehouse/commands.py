@@ -173,7 +173,6 @@ def _print_summary(record, default_project: str = "") -> None:
     help="Also run actions whose statements and inputs have not changed since they last ran "
     "(by default they are skipped and keep their result; docs/engine.md).",
 )
-
 def run_command(
     project_dir,
     vars_text,

@@ -2808,14 +2808,10 @@ def _save_checked(record: Path, files: list[str]) -> None:
     known = {
         os.path.relpath(path, home) if os.path.isabs(path) else path: verdict
         for path, verdict in known.items()
-        if not os.path.isabs(path) or _is_under(path, home)
+        if not os.path.isabs(path) or Path(path).is_relative_to(home)
     }
     known.update({os.path.relpath(f, home): list(_utf8_seen[f]) for f in files if f in _utf8_seen})
     paths.write_cache_file(record, orjson.dumps(known))
-
-
-def _is_under(path: str, folder: Path) -> bool:
-    return os.path.commonpath([path, str(folder)]) == str(folder)
 
 
 def _utf8_files(patterns: list[str], roots: dict[str, tuple[str, str]]) -> tuple[list[str], dict[str, str]] | None:

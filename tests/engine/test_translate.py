@@ -1175,6 +1175,38 @@ def test_ext_utf8_verdicts_stay_with_a_moved_home(con, tmp_path, monkeypatch):
     ]
 
 
+def test_ext_utf8_verdicts_recorded_by_absolute_path_are_kept_and_made_relative(con, gcs, monkeypatch):
+    # A record written before verdicts were relative names files by absolute path: those under the
+    # home are taken as they are (no file is read again) and written back relative.
+    folder = gcs.root / "landing" / "orders" / "dt=2024-01-02"
+    folder.mkdir(parents=True)
+    good = folder / "good.jsonl"
+    good.write_text('{"id": 1}\n')
+    record = gcs.root.parent / "external-utf8" / "utf8-checked.json"
+    record.parent.mkdir(parents=True)
+    stat = good.stat()
+    elsewhere = "/somewhere/else/gcs/landing/orders/dt=2024-01-02/good.jsonl"
+    record.write_text(json.dumps({str(good): [stat.st_size, stat.st_mtime_ns, True], elsewhere: [1, 1, True]}))
+    monkeypatch.setattr(translate, "_utf8_seen", {})
+    monkeypatch.setattr(translate, "_utf8_records", set())
+
+    def no_read(path, *args, **kwargs):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(translate, "open", no_read, raising=False)
+    (folder / "new.jsonl").write_bytes(b'{"id": 2}\n')
+    with pytest.raises(AssertionError, match="new.jsonl was read again"):
+        run(con, RAW_LINES, resolver=gcs)  # only the file the record does not name is read
+    monkeypatch.undo()
+    monkeypatch.setattr(translate, "_utf8_seen", {})
+    monkeypatch.setattr(translate, "_utf8_records", set())
+    run(con, RAW_LINES, resolver=gcs)
+    assert sorted(json.loads(record.read_text())) == [
+        "gcs/landing/orders/dt=2024-01-02/good.jsonl",
+        "gcs/landing/orders/dt=2024-01-02/new.jsonl",
+    ]
+
+
 def test_ext_csv_reads_under_the_engines_smallest_memory_limit(con, gcs):
     # The line limit must not size DuckDB's read buffer (1.5 GiB at 100 MB on DuckDB 1.5): the engine's
     # memory limit can be as small as 256 MiB, with a buffer per reading thread.
