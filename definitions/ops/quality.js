@@ -533,10 +533,6 @@ ${contracts.map((contract) => `  select
   cross join unnest(batch.failed_rules) as failed_rule`).join("\n  union all\n")}
 ),
 
-runs as (
-  select * from ${ctx.ref("ops", "source_quality_run")}
-),
-
 rule_counts as (
   select
     source_name,
@@ -571,7 +567,7 @@ combined as (
     0 as rule_order,
     quarantined_rows,
     'any' as dimension,
-  from runs
+  from ${ctx.ref("ops", "source_quality_run")}
 ),
 
 final as (
@@ -583,7 +579,9 @@ final as (
     combined.quarantined_rows,
     round(100 * safe_divide(combined.quarantined_rows, runs.lines_taken), 1) as quarantined_pct,
   from combined
-  inner join runs on combined.source_name = runs.source_name
+  -- the view named twice rather than a CTE read twice: DuckDB materialises such a CTE whole, and a
+  -- filter on source_name (a threshold assertion's) then no longer reaches each source's tables
+  inner join ${ctx.ref("ops", "source_quality_run")} as runs on combined.source_name = runs.source_name
 )
 
 select * from final
@@ -712,6 +710,8 @@ rules as (
     runs.lines_taken,
   from ${ctx.ref("ops", "quarantine_rules_run")} as quarantine_rules_run
   inner join runs on quarantine_rules_run.source_name = runs.source_name
+  -- named here too, not only through the join: the engines then read this source's tables alone
+  where quarantine_rules_run.source_name = '${name}'
 ),
 ` : ""}
 measured as (

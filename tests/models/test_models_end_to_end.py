@@ -171,6 +171,38 @@ def test_raw_records_and_clear_pii_are_only_in_the_restricted_dataset(loaded: Pa
     assert reasons == rules and rules[0]["n"] > 0
 
 
+def test_each_sources_quality_thresholds_read_that_sources_tables_alone(loaded: Path):
+    # The thresholds read ops views over every source's batch, duplicates and intake ledger, filtered
+    # to one source: a filter the engine pushes into each view's branches, so the hourly check of a
+    # source reads none of the other sources' tables (on BigQuery: bytes billed five times over).
+    con = warehouse.connect(loaded, [PROJECT], read_only=True)
+    try:
+        translate.register_functions(con)
+        views = [name for (name,) in con.execute(
+            "select view_name from duckdb_views() where schema_name = 'assertions' "
+            "and view_name like '%_quality_thresholds'"
+        ).fetchall()]  # fmt: skip
+        assert views, "no <source>_quality_thresholds assertion in the warehouse"
+        for view in views:
+            source = view.removesuffix("_quality_thresholds")
+            explained = con.execute(f'explain (format json) select * from "{PROJECT}".assertions."{view}"').fetchall()
+            read = {table.rsplit(".", 1)[-1] for table in _scanned_tables(json.loads(explained[0][1]))}
+            assert f"{source}_batch" in read, read
+            others = {t for t in read for other in contract_names() if other != source and t.startswith(other)}
+            assert not others, f"{view} reads {sorted(others)}"
+    finally:
+        con.close()
+
+
+def _scanned_tables(plan) -> set[str]:
+    """The tables a DuckDB JSON plan scans."""
+    if isinstance(plan, list):
+        return set().union(*(_scanned_tables(node) for node in plan))
+    info = plan.get("extra_info") or {}
+    found = {info["Table"]} if isinstance(info, dict) and "Table" in info else set()
+    return found.union(*(_scanned_tables(child) for child in plan.get("children", [])))
+
+
 def test_rerun_without_new_data_changes_nothing(loaded: Path):
     tables = silver_and_gold()
     before = snapshot(loaded, tables)
