@@ -1022,9 +1022,8 @@ OPTIONS(format='CSV', uris=['gs://landing/orders/*'], hive_partition_uri_prefix=
         field_delimiter='\x01', quote='', skip_leading_rows=0)"""
 
 
-@pytest.fixture
-def gcs(tmp_path):
-    root = tmp_path / "gcs"
+def _gcs_resolver(root: Path):
+    """Map gs://bucket/name to root/bucket/name, as local GCS storage does; `.root` is root."""
 
     def resolve(uri: str) -> str:
         bucket, _, name = uri[len("gs://") :].partition("/")
@@ -1032,6 +1031,24 @@ def gcs(tmp_path):
 
     resolve.root = root
     return resolve
+
+
+@pytest.fixture
+def gcs(tmp_path):
+    return _gcs_resolver(tmp_path / "gcs")
+
+
+def _as_a_new_process(monkeypatch, *, reads: bool = True) -> None:
+    """Forget the UTF-8 verdicts held in memory, as a new process starts; without `reads`, fail the
+    test on any file the translator opens."""
+    monkeypatch.setattr(translate, "_utf8_seen", {})
+    monkeypatch.setattr(translate, "_utf8_records", set())
+    if not reads:
+
+        def no_read(path, *args, **kwargs):
+            raise AssertionError(f"{path} was read again")
+
+        monkeypatch.setattr(translate, "open", no_read, raising=False)
 
 
 def test_ext_raw_lines_with_partitions_and_file_name(con, gcs):
@@ -1119,13 +1136,7 @@ def test_ext_files_are_checked_for_utf8_once_not_once_per_run(con, gcs, monkeypa
     (folder / "latin1.jsonl").write_bytes(b'{"id": 2, "name": "Jos\xe9"}\n')
     run(con, RAW_LINES, resolver=gcs)
     # a new process (nothing in memory) reads the verdicts recorded beside the copies, not the files
-    monkeypatch.setattr(translate, "_utf8_seen", {})
-    monkeypatch.setattr(translate, "_utf8_records", set())
-
-    def no_read(path, *args, **kwargs):
-        raise AssertionError(f"{path} was read again")
-
-    monkeypatch.setattr(translate, "open", no_read, raising=False)
+    _as_a_new_process(monkeypatch, reads=False)
     run(con, RAW_LINES, resolver=gcs)
 
     rows = run(con, "select line from ds.raw_orders order by line", resolver=gcs)
@@ -1146,27 +1157,14 @@ def test_ext_utf8_verdicts_stay_with_a_moved_home(con, tmp_path, monkeypatch):
     (folder / "good.jsonl").write_text('{"id": 1}\n')
     (folder / "latin1.jsonl").write_bytes(b'{"id": 2, "name": "Jos\xe9"}\n')
 
-    def resolver(home):
-        def resolve(uri: str) -> str:
-            bucket, _, name = uri[len("gs://") :].partition("/")
-            return str(home / "gcs" / bucket / name)
-
-        return resolve
-
-    run(con, RAW_LINES, resolver=resolver(old_home))
+    run(con, RAW_LINES, resolver=_gcs_resolver(old_home / "gcs"))
     new_home = tmp_path / "new"
     shutil.copytree(old_home, new_home)  # as cp -a: sizes and modification times kept
     shutil.rmtree(old_home)
-    monkeypatch.setattr(translate, "_utf8_seen", {})
-    monkeypatch.setattr(translate, "_utf8_records", set())
-
-    def no_read(path, *args, **kwargs):
-        raise AssertionError(f"{path} was read again")
-
-    monkeypatch.setattr(translate, "open", no_read, raising=False)
-    run(con, RAW_LINES, resolver=resolver(new_home))
+    _as_a_new_process(monkeypatch, reads=False)
+    run(con, RAW_LINES, resolver=_gcs_resolver(new_home / "gcs"))
     monkeypatch.undo()
-    rows = run(con, "select line from ds.raw_orders order by line", resolver=resolver(new_home))
+    rows = run(con, "select line from ds.raw_orders order by line", resolver=_gcs_resolver(new_home / "gcs"))
     assert rows == [('{"id": 1}',), ('{"id": 2, "name": "Jos\ufffd"}',)]
     recorded = json.loads((new_home / "external-utf8" / "utf8-checked.json").read_text())
     assert sorted(recorded) == [
@@ -1187,19 +1185,12 @@ def test_ext_utf8_verdicts_recorded_by_absolute_path_are_kept_and_made_relative(
     stat = good.stat()
     elsewhere = "/somewhere/else/gcs/landing/orders/dt=2024-01-02/good.jsonl"
     record.write_text(json.dumps({str(good): [stat.st_size, stat.st_mtime_ns, True], elsewhere: [1, 1, True]}))
-    monkeypatch.setattr(translate, "_utf8_seen", {})
-    monkeypatch.setattr(translate, "_utf8_records", set())
-
-    def no_read(path, *args, **kwargs):
-        raise AssertionError(f"{path} was read again")
-
-    monkeypatch.setattr(translate, "open", no_read, raising=False)
+    _as_a_new_process(monkeypatch, reads=False)
     (folder / "new.jsonl").write_bytes(b'{"id": 2}\n')
     with pytest.raises(AssertionError, match="new.jsonl was read again"):
         run(con, RAW_LINES, resolver=gcs)  # only the file the record does not name is read
     monkeypatch.undo()
-    monkeypatch.setattr(translate, "_utf8_seen", {})
-    monkeypatch.setattr(translate, "_utf8_records", set())
+    _as_a_new_process(monkeypatch)
     run(con, RAW_LINES, resolver=gcs)
     assert sorted(json.loads(record.read_text())) == [
         "gcs/landing/orders/dt=2024-01-02/good.jsonl",
