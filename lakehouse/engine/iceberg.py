@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,17 @@ PHYSICAL_WAREHOUSE = "lakehouse.physical-warehouse"
 # for the silver tables of this kit.
 PUBLISH_BATCH_ROWS = 250_000
 _METADATA_VERSION = re.compile(r"^(\d+)-.*\.metadata\.json$")
+# Snapshot retention, by Iceberg's own table properties (the names and defaults of the Java library's
+# ExpireSnapshots, so any Iceberg tool can set them): snapshots older than the age go, the newest
+# `min-snapshots-to-keep` and every branch or tag head stay. A table commits a snapshot a run, so
+# without this its metadata file (rewritten whole at each commit) and its files grow with history.
+MAX_SNAPSHOT_AGE = "history.expire.max-snapshot-age-ms"
+MAX_SNAPSHOT_AGE_DEFAULT = 5 * 24 * 3600 * 1000
+MIN_SNAPSHOTS = "history.expire.min-snapshots-to-keep"
+MIN_SNAPSHOTS_DEFAULT = 1
+# Set on every table: each commit deletes the metadata files that fall out of the metadata log
+# (write.metadata.previous-versions-max, 100 by default) instead of keeping all of them.
+TABLE_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true"}
 
 
 def is_iceberg(table: dict) -> bool:
@@ -279,9 +291,11 @@ class IcebergStore:
                     update.union_by_name(schema)
                 table = self.load(target)
         if table is None:
-            table = self.catalog.create_table(ident, schema=schema)
+            table = self.catalog.create_table(ident, schema=schema, properties=TABLE_PROPERTIES)
+        retention = _retention(table)  # a bad setting stops the write before it commits anything
         chunks = (pa.Table.from_batches([batch]).cast(schema) for batch in reader)
         rows = self._replace_contents(table, chunks)
+        self._expire_snapshots(table, retention)
         table = self.load(target)
         files = tuple(self.data_files(target))
         # the rows' files are read back only when the next incremental write needs them
@@ -304,6 +318,7 @@ class IcebergStore:
         if table is None:
             return self.publish(con, target, replace_schema=False)
         name = quoted(target)
+        retention = _retention(table)
         properties = self.catalog.properties
         current = {relocate(task.file.file_path, properties): task.file for task in table.scan().plan_files()}
         if not current or len(current) >= compact_at:
@@ -355,6 +370,7 @@ class IcebergStore:
                             table_metadata=tx.table_metadata, write_uuid=snapshot.commit_uuid, df=rows, io=table.io
                         ):
                             snapshot.append_data_file(data_file)
+            self._expire_snapshots(table, retention)
             table = self.load(target)
             files = tuple(self.data_files(target))
             added = [file for file in files if file not in current]
@@ -452,6 +468,38 @@ class IcebergStore:
             files = list(files)
             if files:
                 con.execute(f"INSERT INTO {state.rows} SELECT ?, unnest(?::VARCHAR[]), NULL", [key, files])
+
+    @staticmethod
+    def _expire_snapshots(table, retention: tuple[int, int]) -> None:
+        """Expire the snapshots of `table` past its `retention` (_retention: the age in ms, how many to
+        keep at least) and delete the files no snapshot left references; call right after a commit,
+        with `table` as committed.
+
+        Done in batches, when the oldest snapshot to go is a quarter of the retention past it: a table
+        committed every hour then expires about once a day, and a run pays for reading the manifests
+        only then. The files are found by listing the table's folders (an Iceberg data file, manifest
+        or manifest list that nothing reachable from a kept snapshot names), so those of a commit that
+        was killed, or of an expiry killed before its deletes, go at the next expiry too. No other
+        writer shares a table's folders: a run holds the warehouse, and one table is committed by one
+        action at a time.
+        """
+        from pyiceberg.table.update.snapshot import ExpireSnapshots
+
+        metadata = table.metadata
+        props = table.properties
+        max_age, keep = retention
+        now = int(time.time() * 1000)
+        heads = {ref.snapshot_id for ref in metadata.refs.values()}
+        by_age = sorted(metadata.snapshots, key=lambda snapshot: snapshot.timestamp_ms)
+        expired = [s for s in by_age[:-keep] if s.timestamp_ms < now - max_age and s.snapshot_id not in heads]
+        if not expired or expired[0].timestamp_ms >= now - max_age - max_age // 4:
+            return
+        with table.transaction() as tx:
+            missing = {k: v for k, v in TABLE_PROPERTIES.items() if props.get(k) is None}
+            if missing:
+                tx.set_properties(missing)
+            ExpireSnapshots(tx).by_ids([s.snapshot_id for s in expired]).commit()
+        _delete_unreferenced(table)
 
     @staticmethod
     def _replace_contents(table, chunks: Iterable[pa.Table]) -> int:
@@ -604,6 +652,64 @@ def _is_pending(con: duckdb.DuckDBPyConnection, target: dict) -> bool:
 def _clear_pending(con: duckdb.DuckDBPyConnection, target: dict) -> None:
     state = _state_tables(con, target["database"])
     con.execute(f"DELETE FROM {state.pending} WHERE table_name = ?", [_mirror_key(target)])
+
+
+def _retention(table) -> tuple[int, int]:
+    """Return the snapshot retention `table` sets (max age in ms, snapshots kept at least); raises
+    paths.StateError naming the property when one is not a whole number."""
+    return (
+        _whole_number(table, MAX_SNAPSHOT_AGE, MAX_SNAPSHOT_AGE_DEFAULT),
+        max(1, _whole_number(table, MIN_SNAPSHOTS, MIN_SNAPSHOTS_DEFAULT)),
+    )
+
+
+def _whole_number(table, key: str, default: int) -> int:
+    value = table.properties.get(key)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise paths.StateError(
+            f"the Iceberg table {'.'.join(table.name())} has the property {key}={value!r}, which is not a whole "
+            f"number; set it to one (or remove it: the default is {default})"
+        ) from None
+
+
+def _delete_unreferenced(table) -> int:
+    """Delete the files in `table`'s data and metadata folders that neither its current metadata nor a
+    snapshot it keeps needs (a data file no kept snapshot holds, a manifest or manifest list none
+    reads, a metadata file outside the metadata log); returns how many. Only data files, manifests and
+    metadata files are considered, by their suffix."""
+    properties = table.io.properties
+    metadata = table.metadata
+    kept = {relocate(table.metadata_location, properties)}
+    kept.update(relocate(entry.metadata_file, properties) for entry in metadata.metadata_log)
+    read: set[str] = set()
+    for snapshot in metadata.snapshots:
+        kept.add(relocate(snapshot.manifest_list, properties))
+        for manifest in snapshot.manifests(table.io):
+            if manifest.manifest_path in read:
+                continue
+            read.add(manifest.manifest_path)
+            kept.add(relocate(manifest.manifest_path, properties))
+            # a file a manifest lists as deleted is in no snapshot that reads that manifest
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                kept.add(relocate(entry.data_file.file_path, properties))
+    root = Path(relocate(table.location(), properties))
+    on_disk = [
+        path
+        for folder, suffixes in (("data", (".parquet",)), ("metadata", (".avro", ".metadata.json")))
+        if (root / folder).is_dir()
+        for path in (root / folder).rglob("*")
+        if path.name.endswith(suffixes) and path.is_file()
+    ]
+    if not {relocate(table.metadata_location, properties)} <= {str(path) for path in on_disk}:
+        return 0  # the recorded paths do not map onto these folders: delete nothing
+    unneeded = [path for path in on_disk if str(path) not in kept]
+    for path in unneeded:
+        path.unlink(missing_ok=True)
+    return len(unneeded)
 
 
 def _mirror_key(target: dict) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from lakehouse import paths, warehouse
 from lakehouse.engine import functions
-from lakehouse.engine.iceberg import IcebergStore
+from lakehouse.engine.iceberg import MAX_SNAPSHOT_AGE, IcebergStore
 from lakehouse.engine.runner import RunError, run
 
 SEED = {
@@ -277,6 +277,69 @@ def test_an_iceberg_incremental_build_of_no_rows_makes_or_empties_the_table(make
     assert query(lakehouse_home, rows) == [(0,)]
     target = {"database": "test-local", "schema": "silver", "name": "big_orders"}
     assert IcebergStore(lakehouse_home).load(target).scan().to_arrow().num_rows == 0
+
+
+def test_iceberg_snapshots_past_their_retention_go_with_the_files_only_they_named(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/silver/priced_orders.sqlx"] = """
+        config {
+          type: "incremental", uniqueKey: ["order_id"],
+          iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake", tableFolderRoot: "silver" },
+        }
+        select order_id, amount_usd * ${dataform.projectConfig.vars.rate} as amount from ${ref("orders")}
+    """
+    project = make_project(files)
+    store = IcebergStore(lakehouse_home)
+    target = {"database": "test-local", "schema": "silver", "name": "priced_orders"}
+    folder = store.data_dir / "test-local.silver" / "priced_orders"
+    run(project, vars={"rate": "1"})
+    run(project, vars={"rate": "2"})  # every row changes: its file is rewritten, the old one kept for the old snapshot
+    table = store.load(target)
+    assert len(table.snapshots()) == 2  # inside the default retention every snapshot stays
+    with table.transaction() as tx:
+        tx.set_properties({MAX_SNAPSHOT_AGE: "1"})
+    # what a commit killed after writing its data file leaves
+    kept_file = next((folder / "data").glob("*.parquet"))
+    orphan = kept_file.with_name("00000-0-killed-commit.parquet")
+    orphan.write_bytes(kept_file.read_bytes())
+
+    record = run(project, vars={"rate": "3"})
+
+    assert record.status == "success", [a.error for a in record.actions if a.error]
+    table = store.load(target)
+    assert len(table.snapshots()) == 1
+    assert sorted(str(p) for p in (folder / "data").glob("*.parquet")) == sorted(store.data_files(target))
+    current = table.current_snapshot()
+    named = {current.manifest_list} | {m.manifest_path for m in current.manifests(table.io)}
+    assert {p.name for p in (folder / "metadata").glob("*.avro")} == {n.rsplit("/", 1)[-1] for n in named}
+    assert sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["order_id"]) == [
+        {"order_id": 1, "amount": 31.5}, {"order_id": 2, "amount": 60.0}, {"order_id": 3, "amount": 15.75},
+    ]  # fmt: skip
+    assert query(lakehouse_home, 'select sum(amount) from "test-local".silver.priced_orders') == [(107.25,)]
+
+
+def test_an_iceberg_retention_that_is_not_a_number_is_reported_by_name(make_project, lakehouse_home):
+    files = dict(SEED)
+    files["definitions/silver/priced_orders.sqlx"] = """
+        config {
+          type: "incremental", uniqueKey: ["order_id"],
+          iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake", tableFolderRoot: "silver" },
+        }
+        select order_id, amount_usd * ${dataform.projectConfig.vars.rate} as amount from ${ref("orders")}
+    """
+    project = make_project(files)
+    run(project, vars={"rate": "1"})
+    table = IcebergStore(lakehouse_home).load({"database": "test-local", "schema": "silver", "name": "priced_orders"})
+    with table.transaction() as tx:
+        tx.set_properties({MAX_SNAPSHOT_AGE: "five days"})
+
+    record = run(project, vars={"rate": "2"})
+
+    errors = [a.error for a in record.actions if a.error]
+    assert record.status == "failed"
+    named = "history.expire.max-snapshot-age-ms='five days', which is not a whole number"
+    assert any(named in error for error in errors), errors
+    assert len(table.refresh().snapshots()) == 1  # stopped before it committed anything
 
 
 def test_return_in_a_script_ends_it_and_the_action_succeeds(make_project, lakehouse_home):
