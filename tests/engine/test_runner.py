@@ -279,16 +279,18 @@ def test_an_iceberg_incremental_build_of_no_rows_makes_or_empties_the_table(make
     assert IcebergStore(lakehouse_home).load(target).scan().to_arrow().num_rows == 0
 
 
+# An incremental Iceberg table whose every row changes with var `rate`.
+PRICED_ORDERS = """
+    config {
+      type: "incremental", uniqueKey: ["order_id"],
+      iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake", tableFolderRoot: "silver" },
+    }
+    select order_id, amount_usd * ${dataform.projectConfig.vars.rate} as amount from ${ref("orders")}
+"""
+
+
 def test_iceberg_snapshots_past_their_retention_go_with_the_files_only_they_named(make_project, lakehouse_home):
-    files = dict(SEED)
-    files["definitions/silver/priced_orders.sqlx"] = """
-        config {
-          type: "incremental", uniqueKey: ["order_id"],
-          iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake", tableFolderRoot: "silver" },
-        }
-        select order_id, amount_usd * ${dataform.projectConfig.vars.rate} as amount from ${ref("orders")}
-    """
-    project = make_project(files)
+    project = make_project({**SEED, "definitions/silver/priced_orders.sqlx": PRICED_ORDERS})
     store = IcebergStore(lakehouse_home)
     target = {"database": "test-local", "schema": "silver", "name": "priced_orders"}
     folder = store.data_dir / "test-local.silver" / "priced_orders"
@@ -319,15 +321,7 @@ def test_iceberg_snapshots_past_their_retention_go_with_the_files_only_they_name
 
 
 def test_an_iceberg_retention_that_is_not_a_number_is_reported_by_name(make_project, lakehouse_home):
-    files = dict(SEED)
-    files["definitions/silver/priced_orders.sqlx"] = """
-        config {
-          type: "incremental", uniqueKey: ["order_id"],
-          iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake", tableFolderRoot: "silver" },
-        }
-        select order_id, amount_usd * ${dataform.projectConfig.vars.rate} as amount from ${ref("orders")}
-    """
-    project = make_project(files)
+    project = make_project({**SEED, "definitions/silver/priced_orders.sqlx": PRICED_ORDERS})
     run(project, vars={"rate": "1"})
     table = IcebergStore(lakehouse_home).load({"database": "test-local", "schema": "silver", "name": "priced_orders"})
     with table.transaction() as tx:
