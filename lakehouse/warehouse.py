@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -15,6 +17,19 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths
+
+
+def _record_that_pandas_is_absent() -> None:
+    """DuckDB's Python client imports pandas at every execute with parameters (to see whether a value
+    is a DataFrame), and when pandas is not installed it searches the import path again each time:
+    0.46 ms a statement with the GIL held, measured (`con.execute("select ?", [1])`: 670 against 213
+    µs), ~170 times in an hourly run. Recorded as absent, the import fails at once; an installed
+    pandas is left alone."""
+    if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None:
+        sys.modules["pandas"] = None  # type: ignore[assignment]  (Python's mark for "not importable")
+
+
+_record_that_pandas_is_absent()
 
 LOCK_WAIT_SECONDS = 30.0
 LOCK_WAIT_ENV = "LAKEHOUSE_LOCK_WAIT_SECONDS"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import duckdb
 import pytest
 
@@ -82,3 +85,29 @@ def test_a_query_larger_than_the_limit_spills_instead_of_failing(tmp_path, monke
         assert con.execute(BIG_SORT).fetchone() == expected
     finally:
         con.close()
+
+
+def test_statements_with_parameters_do_not_search_for_a_pandas_that_is_not_installed():
+    # DuckDB imports pandas at every execute with parameters; absent, the import searched the path each time
+    probe = """
+import sys
+looked_up = []
+class Counting:
+    def find_spec(self, name, path=None, target=None):
+        looked_up.append(name)
+from lakehouse import warehouse
+import duckdb
+sys.meta_path.insert(0, Counting())
+con = duckdb.connect()
+for value in range(5):
+    con.execute("select ?", [value]).fetchall()
+print(looked_up.count("pandas"))
+"""
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("pandas is installed here: DuckDB finds it and keeps it")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "0"
