@@ -1,14 +1,16 @@
 """What an Iceberg table's history costs as commits pile up, with and without snapshot expiry.
 
-    .venv/bin/python bench/iceberg_history_bench.py                        # 600 commits, default retention
-    .venv/bin/python bench/iceberg_history_bench.py --retention-ms 60000   # the same, keeping 60 s of history
+    .venv/bin/python bench/iceberg_history_bench.py                          # 600 commits, default retention
+    .venv/bin/python bench/iceberg_history_bench.py --max-snapshots 1000000  # as before expiry: all kept
+    .venv/bin/python bench/iceberg_history_bench.py --retention-ms 60000     # keeping 60 s of history
 
 Commits --commits times to one 1,000-row table through the engine's IcebergStore, as an hourly run
 does (`publish_changes`: one new row each commit, one changed row every 5th), and prints, every
 sixth of the way, the snapshots kept, the size of the current metadata file, the files and bytes
 in the table's folders, the time of the last commits and of loading the table, and peak RSS.
 This is the mechanism on a small table (the commit cost, not the rows'); the retention is the
-table property history.expire.max-snapshot-age-ms (docs/engine.md, "Snapshot history").
+table properties history.expire.max-snapshot-age-ms and lakehouse.history.max-snapshots (docs/engine.md,
+"Snapshot history").
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from lakehouse.engine.iceberg import MAX_SNAPSHOT_AGE, IcebergStore
+from lakehouse.engine.iceberg import MAX_SNAPSHOT_AGE, MAX_SNAPSHOTS, IcebergStore
 
 TARGET = {"database": "bench", "schema": "silver", "name": "history"}
 
@@ -32,6 +34,8 @@ def main() -> None:
     parser.add_argument("--commits", type=int, default=600, help="commits to make (default 600)")
     parser.add_argument("--retention-ms", type=int, default=None,
                         help=f"set {MAX_SNAPSHOT_AGE} on the table (default: the table's own, 5 days)")  # fmt: skip
+    parser.add_argument("--max-snapshots", type=int, default=None,
+                        help=f"set {MAX_SNAPSHOTS} on the table (default: the table's own, 100)")  # fmt: skip
     parser.add_argument("--home", type=Path, default=None, help="where the catalog goes (default: a temp dir)")
     args = parser.parse_args()
     if args.commits < 6:
@@ -45,10 +49,15 @@ def main() -> None:
     con.execute("CREATE SCHEMA bench.silver")
     con.execute("CREATE TABLE bench.silver.history AS SELECT range AS id, range * 1.0 AS v FROM range(1000)")
     store.publish(con, TARGET, replace_schema=True)
-    if args.retention_ms is not None:
+    settings = {
+        key: str(value)
+        for key, value in ((MAX_SNAPSHOT_AGE, args.retention_ms), (MAX_SNAPSHOTS, args.max_snapshots))
+        if value is not None
+    }
+    if settings:
         table = store.load(TARGET)
         with table.transaction() as tx:
-            tx.set_properties({MAX_SNAPSHOT_AGE: str(args.retention_ms)})
+            tx.set_properties(settings)
         store.load_mirror(con, TARGET)
     folder = store.data_dir / "bench.silver" / "history"
     step = args.commits // 6

@@ -11,7 +11,7 @@ import pytest
 
 from lakehouse import paths, warehouse
 from lakehouse.engine import functions
-from lakehouse.engine.iceberg import MAX_SNAPSHOT_AGE, IcebergStore
+from lakehouse.engine.iceberg import MAX_SNAPSHOT_AGE, MAX_SNAPSHOTS, IcebergStore
 from lakehouse.engine.runner import RunError, run
 
 SEED = {
@@ -318,6 +318,27 @@ def test_iceberg_snapshots_past_their_retention_go_with_the_files_only_they_name
         {"order_id": 1, "amount": 31.5}, {"order_id": 2, "amount": 60.0}, {"order_id": 3, "amount": 15.75},
     ]  # fmt: skip
     assert query(lakehouse_home, 'select sum(amount) from "test-local".silver.priced_orders') == [(107.25,)]
+
+
+def test_an_iceberg_table_keeps_at_most_its_count_of_snapshots(make_project, lakehouse_home):
+    project = make_project({**SEED, "definitions/silver/priced_orders.sqlx": PRICED_ORDERS})
+    store = IcebergStore(lakehouse_home)
+    target = {"database": "test-local", "schema": "silver", "name": "priced_orders"}
+    run(project, vars={"rate": "1"})
+    table = store.load(target)
+    with table.transaction() as tx:
+        tx.set_properties({MAX_SNAPSHOTS: "2"})
+
+    for rate in ("2", "3", "4"):
+        assert run(project, vars={"rate": rate}).status == "success"
+
+    table = store.load(target)
+    assert len(table.snapshots()) == 2  # the newest two, well inside the age
+    scans = [table.scan(snapshot_id=snapshot.snapshot_id) for snapshot in table.snapshots()]
+    held = {task.file.file_path for scan in scans for task in scan.plan_files()}
+    folder = store.data_dir / "test-local.silver" / "priced_orders" / "data"
+    assert {p.name for p in folder.glob("*.parquet")} == {h.rsplit("/", 1)[-1] for h in held}
+    assert sorted(table.scan().to_arrow().column("amount").to_pylist()) == [21.0, 42.0, 80.0]
 
 
 def test_an_iceberg_retention_that_is_not_a_number_is_reported_by_name(make_project, lakehouse_home):
