@@ -90,14 +90,14 @@ def test_a_query_larger_than_the_limit_spills_instead_of_failing(tmp_path, monke
 def test_statements_with_parameters_do_not_search_for_a_pandas_that_is_not_installed():
     # DuckDB imports pandas at every execute with parameters; absent, the import searched the path each time
     probe = """
-import sys
+import importlib.machinery, sys
 looked_up = []
-class Counting:
+class Counting:  # sees what reaches the search of the import path
     def find_spec(self, name, path=None, target=None):
         looked_up.append(name)
 from lakehouse import warehouse
 import duckdb
-sys.meta_path.insert(0, Counting())
+sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder), Counting())
 con = duckdb.connect()
 for value in range(5):
     con.execute("select ?", [value]).fetchall()
