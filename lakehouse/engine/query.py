@@ -75,6 +75,8 @@ _handling = threading.local()
 _CATCHABLE = (duckdb.Error, translate.TranslationError, RuntimeError)
 _ERROR_KIND = re.compile(r"^[A-Za-z ]*Error: ")
 _frames = itertools.count()
+# Where a wildcard table can be: a quoted name part ending in * after a dot ("dataset"."prefix*").
+_WILDCARD_NAME = re.compile(r'"\s*\.\s*"[^"]*\*"')
 
 
 def _true(con: duckdb.DuckDBPyConnection, select: str) -> bool:
@@ -89,8 +91,8 @@ def expand_wildcard_tables(con: duckdb.DuckDBPyConnection, sql: str) -> str:
 
     Raises duckdb.CatalogException when no local table matches, or a view does (BigQuery's errors).
     """
-    if '*"' not in sql:
-        return sql
+    if not _WILDCARD_NAME.search(sql):
+        return sql  # a batch's statement has '*"' in its regexes: 11-14 KB, 2 ms each to tokenize
     tokens = _DUCKDB.tokenize(sql)
     pieces: list[str] = []
     last = 0
