@@ -271,9 +271,11 @@ class IcebergStore:
 
     def data_files(self, target: dict) -> list[str]:
         table = self.load(target)
-        if table is None:
-            return []
-        return [relocate(task.file.file_path, self.catalog.properties) for task in table.scan().plan_files()]
+        return [] if table is None else list(self._files(table))
+
+    def _files(self, table) -> dict:
+        """The data files of `table`'s current snapshot (pyiceberg DataFile), by their path on disk now."""
+        return {relocate(task.file.file_path, self.catalog.properties): task.file for task in table.scan().plan_files()}
 
     def publish(self, con: duckdb.DuckDBPyConnection, target: dict, *, replace_schema: bool) -> Snapshot:
         """Commit the rows of DuckDB table `target` as a new Iceberg snapshot that replaces the table's
@@ -301,8 +303,7 @@ class IcebergStore:
         chunks = (pa.Table.from_batches([batch]).cast(schema) for batch in reader)
         rows = self._replace_contents(table, chunks)
         self._expire_snapshots(table, retention)
-        table = self.load(target)
-        files = tuple(self.data_files(target))
+        files = tuple(self._files(table))  # `table` is as committed
         # the rows' files are read back only when the next incremental write needs them
         self._record_mirror(con, target, table.metadata_location, forget_rows=True, files=files)
         snapshot = table.current_snapshot()
@@ -325,7 +326,7 @@ class IcebergStore:
         name = quoted(target)
         retention = _retention(table)
         properties = self.catalog.properties
-        current = {relocate(task.file.file_path, properties): task.file for task in table.scan().plan_files()}
+        current = self._files(table)
         if not current or len(current) >= compact_at:
             return self.publish(con, target, replace_schema=False)
         columns = con.execute(f"DESCRIBE {name}").fetchall()

@@ -289,10 +289,22 @@ PRICED_ORDERS = """
 """
 
 
-def test_iceberg_snapshots_past_their_retention_go_with_the_files_only_they_named(make_project, lakehouse_home):
+
+def _priced_orders(make_project, home, set_after_first_run: dict | None = None):
+    """A project with PRICED_ORDERS, the Iceberg store of `home` and the table's target; with
+    `set_after_first_run`, the project has run once (rate 1) and the table has those properties."""
     project = make_project({**SEED, "definitions/silver/priced_orders.sqlx": PRICED_ORDERS})
-    store = IcebergStore(lakehouse_home)
+    store = IcebergStore(home)
     target = {"database": "test-local", "schema": "silver", "name": "priced_orders"}
+    if set_after_first_run:
+        run(project, vars={"rate": "1"})
+        with store.load(target).transaction() as tx:
+            tx.set_properties(set_after_first_run)
+    return project, store, target
+
+
+def test_iceberg_snapshots_past_their_retention_go_with_the_files_only_they_named(make_project, lakehouse_home):
+    project, store, target = _priced_orders(make_project, lakehouse_home)
     folder = store.data_dir / "test-local.silver" / "priced_orders"
     run(project, vars={"rate": "1"})
     run(project, vars={"rate": "2"})  # every row changes: its file is rewritten, the old one kept for the old snapshot
@@ -321,13 +333,7 @@ def test_iceberg_snapshots_past_their_retention_go_with_the_files_only_they_name
 
 
 def test_an_iceberg_table_keeps_at_most_its_count_of_snapshots(make_project, lakehouse_home):
-    project = make_project({**SEED, "definitions/silver/priced_orders.sqlx": PRICED_ORDERS})
-    store = IcebergStore(lakehouse_home)
-    target = {"database": "test-local", "schema": "silver", "name": "priced_orders"}
-    run(project, vars={"rate": "1"})
-    table = store.load(target)
-    with table.transaction() as tx:
-        tx.set_properties({MAX_SNAPSHOTS: "2"})
+    project, store, target = _priced_orders(make_project, lakehouse_home, set_after_first_run={MAX_SNAPSHOTS: "2"})
 
     for rate in ("2", "3", "4"):
         assert run(project, vars={"rate": rate}).status == "success"
@@ -342,11 +348,8 @@ def test_an_iceberg_table_keeps_at_most_its_count_of_snapshots(make_project, lak
 
 
 def test_an_iceberg_retention_that_is_not_a_number_is_reported_by_name(make_project, lakehouse_home):
-    project = make_project({**SEED, "definitions/silver/priced_orders.sqlx": PRICED_ORDERS})
-    run(project, vars={"rate": "1"})
-    table = IcebergStore(lakehouse_home).load({"database": "test-local", "schema": "silver", "name": "priced_orders"})
-    with table.transaction() as tx:
-        tx.set_properties({MAX_SNAPSHOT_AGE: "five days"})
+    bad = {MAX_SNAPSHOT_AGE: "five days"}
+    project, store, target = _priced_orders(make_project, lakehouse_home, set_after_first_run=bad)
 
     record = run(project, vars={"rate": "2"})
 
@@ -354,7 +357,7 @@ def test_an_iceberg_retention_that_is_not_a_number_is_reported_by_name(make_proj
     assert record.status == "failed"
     named = "history.expire.max-snapshot-age-ms='five days', which is not a whole number"
     assert any(named in error for error in errors), errors
-    assert len(table.refresh().snapshots()) == 1  # stopped before it committed anything
+    assert len(store.load(target).snapshots()) == 1  # stopped before it committed anything
 
 
 def test_return_in_a_script_ends_it_and_the_action_succeeds(make_project, lakehouse_home):
