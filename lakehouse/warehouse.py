@@ -125,6 +125,12 @@ def resource_settings(home_dir: Path) -> dict[str, str | int]:
     return {"memory_limit": memory, "threads": threads, "temp_directory": str(spill_dir(home_dir))}
 
 
+def run_threads() -> int | None:
+    """Return the DuckDB threads a run shares among the actions it runs at once (the CPUs this process
+    may use), or None when $LAKEHOUSE_THREADS sets them for every statement."""
+    return None if os.environ.get(THREADS_ENV, "").strip() else _machine_threads()
+
+
 def spill_dir(home_dir: Path) -> Path:
     """Return where DuckDB writes what does not fit in its memory limit."""
     return home_dir / "tmp" / "duckdb-spill"

@@ -766,10 +766,16 @@ def _execute_plan(
             dependents.setdefault(dep, []).append(name)
     position = {name: index for index, name in enumerate(plan)}
     ready = [(position[name], name) for name in plan if not unfinished[name]]
+    threads = None if options.dry_run else _SharedThreads.of(engine)
     # Once only assertions are left, the checkpoint of what the run wrote is made beside them (they
     # read, and a checkpoint waits for no reader), not when the warehouse closes after the run.
     writing = sum(engine.graph.actions[name].kind != "assertion" for name in plan)
     checkpoint = None if options.dry_run else _Checkpoint(engine, gate)
+
+    def running_elsewhere() -> bool:  # statements not of an action: an Iceberg commit, the checkpoint
+        with engine._publishing_lock:
+            publishing = [future for future, _ in engine._publishing]
+        return any(not future.done() for future in publishing) or (checkpoint is not None and checkpoint.running)
 
     def finish(name: str, result: records.ActionResult) -> None:
         nonlocal writing
@@ -802,6 +808,8 @@ def _execute_plan(
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lakehouse-action") as pool:
             try:
                 while ready or running:
+                    if threads is not None:
+                        threads.share(len(running), min(len(ready), workers - len(running)), running_elsewhere)
                     while ready and len(running) < workers:
                         _, name = heapq.heappop(ready)
                         action = engine.graph.actions[name]
@@ -831,6 +839,33 @@ def _execute_plan(
     finally:
         if checkpoint is not None:
             checkpoint.join()
+
+
+class _SharedThreads:
+    """DuckDB's threads shared among the actions running at once: the thread that runs an action
+    executes its query too, so with as many actions at once as CPUs, DuckDB's own worker threads only
+    compete with them for the same cores (docs/engine.md "Memory, threads and spilling"). The count
+    goes up at once when fewer actions run; it goes down only when no statement runs, since DuckDB
+    takes threads away by waiting for the ones running (a running query's pipelines keep the count they
+    were scheduled with)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, cpus: int):
+        self._con = con
+        self._cpus = cpus
+        self.current = int(con.execute("SELECT current_setting('threads')").fetchone()[0])
+
+    @classmethod
+    def of(cls, engine: Engine) -> _SharedThreads | None:
+        """None when $LAKEHOUSE_THREADS sets the threads (then every action has them all)."""
+        cpus = warehouse.run_threads()
+        return None if cpus is None else cls(engine.con, cpus)
+
+    def share(self, running: int, starting: int, running_elsewhere: Callable[[], bool]) -> None:
+        """Set the threads for `starting` more actions beside `running` ones."""
+        wanted = max(1, self._cpus // max(1, running + starting))
+        if wanted > self.current or (wanted < self.current and not running and not running_elsewhere()):
+            self._con.execute(f"SET threads = {wanted}")
+            self.current = wanted
 
 
 class _Checkpoint:
@@ -863,6 +898,10 @@ class _Checkpoint:
             pass  # "other write transactions active": tried again after the next action, or at close
         finally:
             con.close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def join(self) -> None:
         if self._thread is not None:

@@ -7,12 +7,13 @@ import subprocess
 import sys
 from datetime import date
 
+import duckdb
 import pytest
 
 from lakehouse import paths, warehouse
 from lakehouse.engine import functions
 from lakehouse.engine.iceberg import MAX_SNAPSHOT_AGE, MAX_SNAPSHOTS, IcebergStore
-from lakehouse.engine.runner import RunError, run
+from lakehouse.engine.runner import Engine, RunError, _SharedThreads, run
 
 SEED = {
     "definitions/sources/orders_seed.sqlx": """
@@ -541,6 +542,56 @@ def test_independent_actions_run_at_once_with_the_same_results(make_project, lak
     assert order.index("silver.orders") < order.index("gold.parallel_3")
     assert order.index("gold.parallel_0") < order.index("gold.broken") < order.index("gold.after_broken")
     assert query(lakehouse_home, 'select sum(n) from "test-local".gold.parallel_5') == [(3 + 2 * 5,)]
+
+
+@pytest.mark.parametrize(
+    ("extra_roots", "concurrency", "env", "first", "every"),
+    [(4, 8, "", 1, None), (4, 2, "", 2, None), (4, 1, "", 4, 4), (4, 2, "3", 3, 3), (None, 2, "", 4, None)],
+)
+def test_duckdb_threads_are_the_cpus_shared_among_the_actions_running_at_once(
+    make_project, lakehouse_home, monkeypatch, extra_roots, concurrency, env, first, every
+):
+    files = dict(SEED)
+    if extra_roots is None:  # one chain from orders_seed: its first action runs alone, with every CPU
+        del files["definitions/gold/independent.sqlx"]
+    for index in range(extra_roots or 0):
+        files[f"definitions/gold/root_{index}.sqlx"] = f'config {{ type: "table" }}\nselect {index} as n'
+    monkeypatch.setenv(warehouse.THREADS_ENV, env)
+    monkeypatch.setattr(warehouse, "_machine_threads", lambda: 4)
+    seen = []
+    execute = Engine.execute
+
+    def spy(engine, action, options):
+        seen.append(engine.con.execute("select current_setting('threads')").fetchone()[0])
+        return execute(engine, action, options)
+
+    monkeypatch.setattr(Engine, "execute", spy)
+    record = run(make_project(files), home_dir=lakehouse_home, concurrency=concurrency)
+    assert record.status == "success", [a.error for a in record.actions]
+    assert seen[0] == first
+    assert every is None or set(seen) == {every}
+
+
+def test_threads_go_up_at_once_and_down_only_when_no_statement_runs():
+    con = duckdb.connect(":memory:", config={"threads": "4"})
+    threads = _SharedThreads(con, 4)
+    busy = False
+
+    def setting():
+        return con.execute("select current_setting('threads')").fetchone()[0]
+
+    threads.share(0, 3, lambda: busy)  # three actions start together
+    assert setting() == threads.current == 1
+    threads.share(1, 0, lambda: busy)  # one left running: its next statements may use every CPU
+    assert setting() == 4
+    threads.share(1, 1, lambda: busy)  # one more beside it: DuckDB would wait for the running one
+    assert setting() == 4
+    busy = True  # an Iceberg commit or the checkpoint runs a statement
+    threads.share(0, 2, lambda: busy)
+    assert setting() == 4
+    busy = False
+    threads.share(0, 2, lambda: busy)
+    assert setting() == 2
 
 
 @pytest.mark.parametrize(
