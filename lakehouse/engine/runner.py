@@ -451,6 +451,11 @@ class Engine:
             con.close()
         return {"note": f"iceberg snapshot {snapshot.snapshot_id} (committed after the warehouse)"} if snapshot else {}
 
+    def publishing(self) -> bool:
+        """Return whether an Iceberg snapshot is being committed in the background."""
+        with self._publishing_lock:
+            return any(not future.done() for future, _ in self._publishing)
+
     def finish_publishing(self) -> None:
         """Wait for the Iceberg snapshots committed in the background and give their actions' results
         what became of them."""
@@ -773,9 +778,7 @@ def _execute_plan(
     checkpoint = None if options.dry_run else _Checkpoint(engine, gate)
 
     def running_elsewhere() -> bool:  # statements not of an action: an Iceberg commit, the checkpoint
-        with engine._publishing_lock:
-            publishing = [future for future, _ in engine._publishing]
-        return any(not future.done() for future in publishing) or (checkpoint is not None and checkpoint.running)
+        return engine.publishing() or (checkpoint is not None and checkpoint.running)
 
     def finish(name: str, result: records.ActionResult) -> None:
         nonlocal writing

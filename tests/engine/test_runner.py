@@ -290,7 +290,6 @@ PRICED_ORDERS = """
 """
 
 
-
 def _priced_orders(make_project, home, set_after_first_run: dict | None = None):
     """A project with PRICED_ORDERS, the Iceberg store of `home` and the table's target; with
     `set_after_first_run`, the project has run once (rate 1) and the table has those properties."""
