@@ -9,6 +9,11 @@ import sys
 
 import click
 
+# numpy (imported by pyarrow for Iceberg, by DuckDB for Python UDFs, by the event generator) starts
+# OpenBLAS with a thread per core that spins after the import: ~0.1 s of CPU in every process, taken
+# from the actions on a small machine. Nothing here multiplies matrices; a value already set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # name -> "module:attribute". Commands are imported lazily so `lakehouse --help` stays fast and
 # a broken optional part (say, deploy clients) never stops the engine commands from working.
 COMMANDS: dict[str, str] = {

@@ -354,3 +354,14 @@ def test_the_console_script_keeps_output_and_exit_codes(tmp_path, make_project):
                          timeout=300, env=env)  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert [line for line in ran.stdout.splitlines() if line.startswith("success:")] == ["success: 2 success"]
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "1"), ("4", "4")])
+def test_the_cli_keeps_openblas_to_one_thread_unless_told_otherwise(given, seen):
+    # numpy's OpenBLAS threads spin after the import, CPU the actions need on a small machine
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = "import os, lakehouse.cli; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == seen
