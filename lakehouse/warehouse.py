@@ -50,6 +50,10 @@ LOCK_WAIT_SECONDS = 30.0
 LOCK_WAIT_ENV = "LAKEHOUSE_LOCK_WAIT_SECONDS"
 MEMORY_LIMIT_ENV = "LAKEHOUSE_MEMORY_LIMIT"
 THREADS_ENV = "LAKEHOUSE_THREADS"
+# DuckDB's compression methods a warehouse connection does not use (its disabled_compression_methods),
+# e.g. "fsst": a faster run for a larger file (docs/engine.md "Memory, threads and spilling").
+COMPRESSION_ENV = "LAKEHOUSE_DISABLED_COMPRESSION"
+_COMPRESSION = re.compile(r"^[A-Za-z_]+(,[A-Za-z_]+)*$")
 # DuckDB's own default is 80% of RAM, which lets one run take the machine: cap it, and spill beyond.
 # The process peaks about 0.8-1.3 GiB above the limit (what DuckDB allocates outside its buffer pool,
 # Python, Arrow); with 2.5 GiB a ten-million-event run peaks under 4 GiB (docs/engine.md).
@@ -69,7 +73,7 @@ class WarehouseBusy(RuntimeError):
 
 
 class WarehouseSettingsError(WarehouseBusy, ValueError):
-    """$LAKEHOUSE_MEMORY_LIMIT or $LAKEHOUSE_THREADS is not a valid value.
+    """$LAKEHOUSE_MEMORY_LIMIT, $LAKEHOUSE_THREADS or $LAKEHOUSE_DISABLED_COMPRESSION is not a valid value.
 
     A kind of WarehouseBusy (the warehouse cannot be opened) so that every command that reports a busy
     warehouse as one clear message reports this one the same way.
@@ -123,6 +127,25 @@ def resource_settings(home_dir: Path) -> dict[str, str | int]:
         raise WarehouseSettingsError(f"{THREADS_ENV}={threads_text!r} is not a positive whole number")
     threads = int(threads_text) if threads_text else _machine_threads()
     return {"memory_limit": memory, "threads": threads, "temp_directory": str(spill_dir(home_dir))}
+
+
+def _disable_compression(con: duckdb.DuckDBPyConnection) -> None:
+    """Set DuckDB's disabled_compression_methods from $LAKEHOUSE_DISABLED_COMPRESSION (comma-separated
+    method names, e.g. fsst); raises WarehouseSettingsError naming the variable when DuckDB refuses it.
+    Set on the connection: the same option given to duckdb.connect is not applied (DuckDB 1.5)."""
+    methods = os.environ.get(COMPRESSION_ENV, "").replace(" ", "")
+    if not methods:
+        return
+    try:
+        if not _COMPRESSION.match(methods):
+            raise duckdb.InvalidInputException("use method names separated by commas, e.g. fsst or fsst,dictionary")
+        con.execute(f"SET disabled_compression_methods = '{methods}'")
+    except duckdb.Error as error:
+        con.close()
+        reason = str(error).strip().splitlines()[0]
+        raise WarehouseSettingsError(
+            f"{COMPRESSION_ENV}={methods!r} is not a list of DuckDB compression methods: {reason}"
+        ) from None
 
 
 def run_threads() -> int | None:
@@ -191,6 +214,7 @@ def connect(
             f"(from {MEMORY_LIMIT_ENV} / {THREADS_ENV}): {error}"
         ) from None
     con.execute("SET TimeZone = 'UTC'")
+    _disable_compression(con)
     # The CLI shows its own progress per action; DuckDB's per-query bar would interleave with it.
     con.execute("SET enable_progress_bar = false")
     deadline = time.monotonic() + wait_seconds

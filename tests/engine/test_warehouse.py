@@ -54,6 +54,8 @@ def test_the_default_limit_is_a_share_of_the_machine_capped(tmp_path, monkeypatc
         (warehouse.MEMORY_LIMIT_ENV, "lots", "LAKEHOUSE_MEMORY_LIMIT='lots' is not a memory size"),
         (warehouse.THREADS_ENV, "0", "LAKEHOUSE_THREADS='0' is not a positive whole number"),
         (warehouse.THREADS_ENV, "two", "LAKEHOUSE_THREADS='two' is not a positive whole number"),
+        (warehouse.COMPRESSION_ENV, "gzip", "LAKEHOUSE_DISABLED_COMPRESSION='gzip' is not a list of DuckDB compr"),
+        (warehouse.COMPRESSION_ENV, "fsst;x", "LAKEHOUSE_DISABLED_COMPRESSION='fsst;x' is not a list of DuckDB"),
     ],
 )
 def test_a_bad_setting_is_one_clear_error(tmp_path, monkeypatch, name, value, message):
@@ -63,6 +65,28 @@ def test_a_bad_setting_is_one_clear_error(tmp_path, monkeypatch, name, value, me
     assert str(caught.value).startswith(message)
     # Reported wherever a warehouse that cannot be opened is reported.
     assert isinstance(caught.value, warehouse.WarehouseBusy)
+
+
+@pytest.mark.parametrize(("disabled", "used"), [(None, "FSST"), ("fsst", "Uncompressed"), (" FSST ", "Uncompressed")])
+def test_a_compression_method_can_be_turned_off(tmp_path, monkeypatch, disabled, used):
+    # 64-character strings, all different: DuckDB's default stores them with FSST
+    if disabled is None:
+        monkeypatch.delenv(warehouse.COMPRESSION_ENV, raising=False)
+    else:
+        monkeypatch.setenv(warehouse.COMPRESSION_ENV, disabled)
+    con = warehouse.connect(tmp_path, ["lakehouse-dev"])
+    try:
+        con.execute(
+            'create table "lakehouse-dev".main.t as select md5(i::varchar) || md5((3 * i)::varchar) as s '
+            "from range(200000) r(i)"
+        )
+        con.execute('checkpoint "lakehouse-dev"')
+        storage = con.execute("select compression from pragma_storage_info('\"lakehouse-dev\".main.t')").fetchall()
+        methods = {method for (method,) in storage}
+    finally:
+        con.close()
+    assert used in methods
+    assert disabled is None or "FSST" not in methods
 
 
 def test_a_query_larger_than_the_limit_spills_instead_of_failing(tmp_path, monkeypatch):
