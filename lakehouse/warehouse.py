@@ -136,16 +136,15 @@ def _disable_compression(con: duckdb.DuckDBPyConnection) -> None:
     methods = os.environ.get(COMPRESSION_ENV, "").replace(" ", "")
     if not methods:
         return
-    try:
-        if not _COMPRESSION.match(methods):
-            raise duckdb.InvalidInputException("use method names separated by commas, e.g. fsst or fsst,dictionary")
-        con.execute(f"SET disabled_compression_methods = '{methods}'")
-    except duckdb.Error as error:
-        con.close()
-        reason = str(error).strip().splitlines()[0]
-        raise WarehouseSettingsError(
-            f"{COMPRESSION_ENV}={methods!r} is not a list of DuckDB compression methods: {reason}"
-        ) from None
+    reason = "use method names separated by commas, e.g. fsst or fsst,dictionary"
+    if _COMPRESSION.match(methods):
+        try:
+            con.execute(f"SET disabled_compression_methods = '{methods}'")
+            return
+        except duckdb.Error as error:  # a name DuckDB does not know: its message lists the ones it does
+            reason = str(error).strip().splitlines()[0]
+    con.close()
+    raise WarehouseSettingsError(f"{COMPRESSION_ENV}={methods!r} is not a list of DuckDB compression methods: {reason}")
 
 
 def run_threads() -> int | None:
