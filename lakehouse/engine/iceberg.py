@@ -17,6 +17,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,11 @@ MAX_SNAPSHOTS_DEFAULT = 100
 # Set on every table: each commit deletes the metadata files that fall out of the metadata log
 # (write.metadata.previous-versions-max, 100 by default) instead of keeping all of them.
 TABLE_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true"}
+
+
+# A table with this many data files is rewritten whole at its next incremental commit (compaction).
+COMPACT_AT = 64
+_NOT_COMMITTED = object()
 
 
 def is_iceberg(table: dict) -> bool:
@@ -309,7 +315,9 @@ class IcebergStore:
         snapshot = table.current_snapshot()
         return Snapshot(snapshot.snapshot_id if snapshot else None, table.metadata_location, files, rows)
 
-    def publish_changes(self, con: duckdb.DuckDBPyConnection, target: dict, *, compact_at: int = 64):
+    def publish_changes(
+        self, con: duckdb.DuckDBPyConnection, target: dict, *, compact_at: int = COMPACT_AT, committer=None
+    ):
         """Commit what an incremental write changed in DuckDB table `target` (same schema as the current
         snapshot, one row per unique key) as ONE snapshot that rewrites only the data files holding rows
         it changed or removed, and adds the new rows as new files. Rows are compared by a hash of the
@@ -319,82 +327,164 @@ class IcebergStore:
 
         A table with `compact_at` data files or more, or whose rows are not all distinct, is rewritten
         whole (publish), which also compacts the small files appends leave.
+
+        With a `committer` (IcebergCommitter) and the catalog where the warehouse mirrors it, the
+        snapshot is committed by that process and this one never imports pyiceberg; a committer that
+        fails leaves the commit to this process, which finds what differs again.
         """
+        if committer is not None:
+            snapshot = self._publish_changes_by(committer, con, target, compact_at)
+            if snapshot is not _NOT_COMMITTED:
+                return snapshot
         table = self.load(target)
         if table is None:
             return self.publish(con, target, replace_schema=False)
-        name = quoted(target)
         retention = _retention(table)
         properties = self.catalog.properties
         current = self._files(table)
         if not current or len(current) >= compact_at:
             return self.publish(con, target, replace_schema=False)
-        columns = con.execute(f"DESCRIBE {name}").fetchall()
-        state = _state_tables(con, target["database"])
-        key = _mirror_key(target)
+        columns = con.execute(f"DESCRIBE {quoted(target)}").fetchall()
         self._recorded_rows(con, target, columns, current)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_new AS SELECT rowid AS r, {_row_hash('t', columns)} AS h "
-            f"FROM {name} AS t"
-        )
         try:
-            distinct, total = con.execute("SELECT count(DISTINCT h), count(*) FROM _lakehouse_iceberg_new").fetchone()
-            if distinct != total:
+            rewritten = self._changed_files(con, target, columns)
+            if rewritten is None:
                 return self.publish(con, target, replace_schema=False)
-            rewritten = [
-                file
-                for (file,) in con.execute(
-                    f"SELECT DISTINCT file FROM {state.rows} WHERE table_name = ? "
-                    "AND h NOT IN (SELECT h FROM _lakehouse_iceberg_new)",
-                    [key],
-                ).fetchall()
-            ]
-            # the new rows, and the rows still there that live in the files rewritten
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_out AS SELECT r, h FROM _lakehouse_iceberg_new "
-                f"WHERE h NOT IN (SELECT h FROM {state.rows} WHERE table_name = $1) "
-                f"OR h IN (SELECT h FROM {state.rows} WHERE table_name = $1 "
-                "AND file IN (SELECT unnest($2::VARCHAR[])))",
-                [key, rewritten],
-            )
             if not rewritten and not con.execute("SELECT count(*) FROM _lakehouse_iceberg_out").fetchone()[0]:
                 return None
             rows = con.execute(
-                f"SELECT t.* FROM {name} AS t WHERE t.rowid IN (SELECT r FROM _lakehouse_iceberg_out)"
+                f"SELECT t.* FROM {quoted(target)} AS t WHERE t.rowid IN (SELECT r FROM _lakehouse_iceberg_out)"
             ).to_arrow_table()
-            import pyarrow as pa
-            from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
-            rows = rows.cast(pa.schema([f.with_nullable(True) for f in rows.schema]))
-            added: list[str] = []
-            with table.transaction() as tx:
-                producer = tx.update_snapshot().overwrite() if rewritten else tx.update_snapshot().fast_append()
-                with producer as snapshot:
-                    for file in rewritten:
-                        snapshot.delete_data_file(current[file])
-                    if rows.num_rows:
-                        for data_file in _dataframe_to_data_files(
-                            table_metadata=tx.table_metadata, write_uuid=snapshot.commit_uuid, df=rows, io=table.io
-                        ):
-                            snapshot.append_data_file(data_file)
-                            added.append(relocate(data_file.file_path, properties))
+            added = _commit_rows(table, [current[file] for file in rewritten], rows, properties)
             self._expire_snapshots(table, retention)
-            # `table` is as committed: its files are the ones it had, less those rewritten, and those added
-            # (not planned again from its manifests: up to 64 of them, ~0.1 s)
-            files = tuple(file for file in current if file not in set(rewritten)) + tuple(added)
-            con.execute(f"DELETE FROM {state.rows} WHERE table_name = ? AND file IN (SELECT unnest(?::VARCHAR[]))",
-                        [key, rewritten])  # fmt: skip
-            if len(added) == 1:
-                con.execute(f"INSERT INTO {state.rows} SELECT ?, ?, h FROM _lakehouse_iceberg_out", [key, added[0]])
-            elif added:
-                self._read_rows(con, target, columns, added)
+            self._record_rows(con, target, columns, rewritten, added)
         finally:
             con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_new")
             con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_out")
         self._record_mirror(con, target, table.metadata_location, forget_rows=False)
         written = table.current_snapshot()
-        count = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+        # `table` is as committed: its files are the ones it had, less those rewritten, and those added
+        # (not planned again from its manifests: up to 64 of them, ~0.1 s)
+        files = tuple(file for file in current if file not in set(rewritten)) + tuple(added)
+        count = con.execute(f"SELECT count(*) FROM {quoted(target)}").fetchone()[0]
         return Snapshot(written.snapshot_id if written else None, table.metadata_location, files, count)
+
+    def _publish_changes_by(self, committer, con: duckdb.DuckDBPyConnection, target: dict, compact_at: int):
+        """publish_changes through `committer`, when the catalog (read from its SQLite file) points where
+        the warehouse mirrors: the recorded rows are then the snapshot's. Returns _NOT_COMMITTED when it
+        does not apply or the committer fails."""
+        listed = self._listed_tables()
+        location = None if listed is None else listed.get(self.identifier(target))
+        if location is None or location != _mirrored_location(con, target):
+            return _NOT_COMMITTED
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        current = [file for (file,) in con.execute(
+            f"SELECT DISTINCT file FROM {state.rows} WHERE table_name = ? ORDER BY file", [key]
+        ).fetchall()]  # fmt: skip
+        if not current or len(current) >= compact_at:
+            return _NOT_COMMITTED
+        columns = con.execute(f"DESCRIBE {quoted(target)}").fetchall()
+        self._read_unread_rows(con, target, columns)
+        staged = self.root / "staging" / f"{committer.pid}-{uuid.uuid4().hex}.parquet"
+        try:
+            rewritten = self._changed_files(con, target, columns)
+            if rewritten is None:
+                return _NOT_COMMITTED
+            new_rows = con.execute("SELECT count(*) FROM _lakehouse_iceberg_out").fetchone()[0]
+            if not rewritten and not new_rows:
+                return None
+            if new_rows:
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                con.execute(
+                    f"COPY (SELECT t.* FROM {quoted(target)} AS t WHERE t.rowid IN "
+                    f"(SELECT r FROM _lakehouse_iceberg_out)) TO '{_sql_text(str(staged))}' (FORMAT parquet)"
+                )
+            reply = committer.commit(self.identifier(target), location, rewritten, str(staged) if new_rows else None)
+            if reply is None:
+                return _NOT_COMMITTED
+            added = reply["added"]
+            self._record_rows(con, target, columns, rewritten, added)
+        finally:
+            con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_new")
+            con.execute("DROP TABLE IF EXISTS _lakehouse_iceberg_out")
+            staged.unlink(missing_ok=True)
+        self._record_mirror(con, target, reply["metadata_location"], forget_rows=False)
+        files = tuple(file for file in current if file not in set(rewritten)) + tuple(added)
+        count = con.execute(f"SELECT count(*) FROM {quoted(target)}").fetchone()[0]
+        return Snapshot(reply["snapshot_id"], reply["metadata_location"], files, count)
+
+    def _changed_files(self, con: duckdb.DuckDBPyConnection, target: dict, columns: list) -> list[str] | None:
+        """Compare the rows of `target` with those recorded for its snapshot: return the data files
+        holding a row that changed or went (None when the table's rows are not all distinct), and leave
+        in TEMP table _lakehouse_iceberg_out the rows to write (rowid r, hash h): the new ones and those
+        still there in the files rewritten."""
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_new AS SELECT rowid AS r, {_row_hash('t', columns)} AS h "
+            f"FROM {quoted(target)} AS t"
+        )
+        distinct, total = con.execute("SELECT count(DISTINCT h), count(*) FROM _lakehouse_iceberg_new").fetchone()
+        if distinct != total:
+            return None
+        rewritten = [
+            file
+            for (file,) in con.execute(
+                f"SELECT DISTINCT file FROM {state.rows} WHERE table_name = ? "
+                "AND h NOT IN (SELECT h FROM _lakehouse_iceberg_new) ORDER BY file",
+                [key],
+            ).fetchall()
+        ]
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_out AS SELECT r, h FROM _lakehouse_iceberg_new "
+            f"WHERE h NOT IN (SELECT h FROM {state.rows} WHERE table_name = $1) "
+            f"OR h IN (SELECT h FROM {state.rows} WHERE table_name = $1 "
+            "AND file IN (SELECT unnest($2::VARCHAR[])))",
+            [key, rewritten],
+        )
+        return rewritten
+
+    def _record_rows(
+        self, con: duckdb.DuckDBPyConnection, target: dict, columns: list, rewritten: list[str], added: list[str]
+    ) -> None:
+        """Record the rows of the snapshot just committed: those of the `rewritten` files go, the rows
+        of _lakehouse_iceberg_out are in the `added` ones."""
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        con.execute(f"DELETE FROM {state.rows} WHERE table_name = ? AND file IN (SELECT unnest(?::VARCHAR[]))",
+                    [key, rewritten])  # fmt: skip
+        if len(added) == 1:
+            con.execute(f"INSERT INTO {state.rows} SELECT ?, ?, h FROM _lakehouse_iceberg_out", [key, added[0]])
+        elif added:
+            self._read_rows(con, target, columns, added)
+
+    def commit_rows(
+        self, identifier: tuple[str, str, str], expected: str, rewritten: list[str], rows_file: str | None
+    ) -> dict:
+        """The committer's side of publish_changes: in ONE snapshot of the table at `identifier`, whose
+        metadata must still be at `expected`, delete the data files `rewritten` and add the rows of the
+        Parquet file `rows_file`; expire what its retention says. Returns the new metadata location,
+        snapshot id and the data files added."""
+        table = self.catalog.load_table(identifier)
+        if table.metadata_location != expected:
+            raise paths.StateError(f"the Iceberg table {'.'.join(identifier)} moved on from {expected}")
+        retention = _retention(table)
+        current = self._files(table) if rewritten else {}
+        if rows_file is None:
+            rows = None
+        else:
+            import pyarrow.parquet as pq
+
+            rows = pq.read_table(rows_file)
+        added = _commit_rows(table, [current[file] for file in rewritten], rows, self.catalog.properties)
+        self._expire_snapshots(table, retention)
+        written = table.current_snapshot()
+        return {
+            "metadata_location": table.metadata_location,
+            "snapshot_id": written.snapshot_id if written else None,
+            "added": added,
+        }
 
     def stage_changes(self, con: duckdb.DuckDBPyConnection, target: dict) -> bool:
         """In the transaction of an incremental write that changed rows of DuckDB table `target`: mark
@@ -416,11 +506,12 @@ class IcebergStore:
         con.execute(f"INSERT INTO {state.pending} VALUES (?)", [key])
         return True
 
-    def publish_staged(self, con: duckdb.DuckDBPyConnection, target: dict) -> Snapshot | None:
+    def publish_staged(self, con: duckdb.DuckDBPyConnection, target: dict, committer=None) -> Snapshot | None:
         """Commit the changes `stage_changes` marked on `target` as one snapshot and clear the mark, in
-        one warehouse transaction on `con`; returns the snapshot (None when no row differs any more)."""
+        one warehouse transaction on `con`; returns the snapshot (None when no row differs any more).
+        With a `committer`, as publish_changes says."""
         with warehouse.transaction(con):
-            snapshot = self.publish_changes(con, target)
+            snapshot = self.publish_changes(con, target, committer=committer)
             _clear_pending(con, target)
         return snapshot
 
@@ -623,6 +714,10 @@ class IcebergStore:
             repaired.append(quoted(target))
         return repaired
 
+    def lists_tables(self) -> bool:
+        """Return whether the catalog holds a table (read from its SQLite file, without pyiceberg)."""
+        return bool(self._listed_tables())
+
     def _listed_tables(self) -> dict[tuple[str, str, str], str] | None:
         """Return the current metadata location of every table the catalog lists, read from its SQLite
         file; None when it cannot be read that way (missing, damaged: opening it through pyiceberg says
@@ -690,6 +785,34 @@ def _whole_number(table, key: str, default: int) -> int:
             f"the Iceberg table {'.'.join(table.name())} has the property {key}={value!r}, which is not a whole "
             f"number; set it to one (or remove it: the default is {default})"
         ) from None
+
+
+def _commit_rows(table, deleted: list, rows: pa.Table | None, properties: dict) -> list[str]:
+    """Commit ONE snapshot of `table` that deletes the DataFiles `deleted` and adds `rows` as new data
+    files (an overwrite when it deletes, else an append); return the added files' paths on disk."""
+    import pyarrow as pa
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    added: list[str] = []
+    if rows is not None:
+        # DuckDB's Arrow fields are all nullable; Iceberg has optional columns (as BigQuery).
+        rows = rows.cast(pa.schema([f.with_nullable(True) for f in rows.schema]))
+    with table.transaction() as tx:
+        producer = tx.update_snapshot().overwrite() if deleted else tx.update_snapshot().fast_append()
+        with producer as snapshot:
+            for data_file in deleted:
+                snapshot.delete_data_file(data_file)
+            if rows is not None and rows.num_rows:
+                for data_file in _dataframe_to_data_files(
+                    table_metadata=tx.table_metadata, write_uuid=snapshot.commit_uuid, df=rows, io=table.io
+                ):
+                    snapshot.append_data_file(data_file)
+                    added.append(relocate(data_file.file_path, properties))
+    return added
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
 
 
 def _delete_unreferenced(table) -> int:

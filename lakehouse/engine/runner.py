@@ -25,6 +25,7 @@ from lakehouse.engine import dry_run, functions, keys, query, records, statement
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg, quoted
+from lakehouse.engine.iceberg_committer import IcebergCommitter
 
 WARN_TAG = "warn"
 _NAMED_FILE = re.compile(r'from file "([^"]+)"')
@@ -112,6 +113,7 @@ class Engine:
         self.gate: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self._publisher: ThreadPoolExecutor | None = None
         self._publishing: list[tuple[Future, records.ActionResult]] = []
+        self._committer: IcebergCommitter | None = None
         self._publishing_lock = threading.Lock()
 
     @property
@@ -410,8 +412,10 @@ class Engine:
             ):  # fmt: skip
                 # rows on their way to an Iceberg table downstream, which will likely be written: open its
                 # catalog (about 1 s of imports) now, not when it commits; a run that brings nothing
-                # (an empty batch) never pays for it
-                self.iceberg.warm()
+                # (an empty batch) never pays for it; the run's committer process (iceberg_committer), when
+                # there is one, opened it when the run started
+                if self._committer is None:
+                    self.iceberg.warm()
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -440,7 +444,7 @@ class Engine:
         con = self._base_con.cursor()
         try:
             with self.gate():
-                snapshot = self.iceberg.publish_staged(con, target)
+                snapshot = self.iceberg.publish_staged(con, target, committer=self._committer)
         except Exception as error:  # noqa: BLE001 (pyiceberg's and SQLAlchemy's too: reported, repaired next run)
             return {
                 "status": "failed",
@@ -467,6 +471,18 @@ class Engine:
                 setattr(result, name, value)
         if publisher is not None:
             publisher.shutdown()
+        self.close_committer()
+
+    def start_committer(self) -> None:
+        """Fork the run's Iceberg committer process (IcebergCommitter.start; none where it is not used)."""
+        self._committer = IcebergCommitter.start(self.home_dir)
+
+    def close_committer(self) -> None:
+        """End the committer process, if one was started (after the commits it was given)."""
+        with self._publishing_lock:
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.close()
 
     def _reset_variables(self) -> None:
         # BigQuery script variables live for one script (one action); DuckDB's live for the connection.
@@ -593,13 +609,28 @@ def run(
         _projects(engine.graph, engine.default_project),
     )
     locked_at = time.time()  # a reader asking for a read copy from now on asks this run
+    if (
+        not options.dry_run and not options.full_refresh
+        and any(is_iceberg(engine.graph.actions[name].raw) for name in selected if name in engine.graph.actions)
+        and engine.iceberg.lists_tables()
+    ):  # fmt: skip
+        # forked now, before the warehouse is open (iceberg_committer); a catalog with no table yet, or
+        # none that can be read, is opened by this process, which creates or repairs it
+        try:
+            engine.start_committer()
+        except ValueError as error:
+            raise RunError(str(error)) from error
     try:
         if options.dry_run:
             engine.con = dry_run.stand_in(home_dir, projects)
         else:
             engine.con = warehouse.connect(home_dir, projects)
     except warehouse.WarehouseBusy as error:
+        engine.close_committer()
         raise RunError(str(error)) from error
+    except BaseException:
+        engine.close_committer()
+        raise
     try:
         # a run whose SQL names no Python UDF leaves them (and DuckDB's numpy import) until a statement misses one
         engine.python_udfs = functions.calls_python_udfs(
@@ -652,6 +683,7 @@ def run(
             records.write_table(record, engine.con, engine.default_project)
             records.write_json(record, home_dir)
     except BaseException:
+        engine.close_committer()
         engine.con.close()
         raise
     _close_reporting(engine.con, record, options.on_finished)

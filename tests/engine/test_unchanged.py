@@ -4,12 +4,20 @@ and keeps its result; anything that changes what it reads makes it run again."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
+import pytest
 from click.testing import CliRunner
 
 from lakehouse import paths, warehouse
 from lakehouse.cli import main
 from lakehouse.engine.iceberg import IcebergStore
+from lakehouse.engine.iceberg_committer import COMMITTER_ENV, IcebergCommitter
 from lakehouse.engine.runner import RunOptions, run
 
 PROJECT = {
@@ -421,14 +429,17 @@ def test_a_run_that_brings_no_rows_to_an_iceberg_table_never_opens_its_catalog(
             """,
         }
     )
+    # pyiceberg's reading threads, left by the first run, would keep "auto" inline
+    monkeypatch.setenv(COMMITTER_ENV, "process")
     opened = []
     real_open = IcebergStore._open
     monkeypatch.setattr(IcebergStore, "_open", lambda store: opened.append(1) or real_open(store))
     seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0)])
-    assert run(project).status == "success" and opened
+    assert run(project).status == "success" and opened  # no table in the catalog yet: this process makes it
     opened.clear()
     seed(lakehouse_home, [(3, "CUST-2", 5.0)])
-    assert run(project).status == "success" and opened  # new rows: a snapshot, so the catalog
+    # new rows: a snapshot, committed by the run's committer process (iceberg_committer), not this one
+    assert run(project).status == "success" and opened == []
     assert len(IcebergStore(lakehouse_home).load({"database": "test-local", "schema": "silver", "name": "orders"})
                .snapshots()) == 2  # fmt: skip
     opened.clear()
@@ -439,6 +450,95 @@ def test_a_run_that_brings_no_rows_to_an_iceberg_table_never_opens_its_catalog(
     assert record.status == "success" and ran["silver.orders_batch"] == ran["silver.orders"] == "ran"
     assert opened == []
     assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
+
+
+@pytest.mark.parametrize("fault", ["killed", "refuses"])
+def test_a_commit_the_committer_process_cannot_make_is_made_by_the_run_itself(
+    make_project, lakehouse_home, monkeypatch, fault
+):
+    monkeypatch.setenv(COMMITTER_ENV, "process")
+    project = make_project(ICEBERG_PROJECT)
+    target = {"database": "test-local", "schema": "silver", "name": "orders"}
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0)])
+    assert run(project).status == "success"
+    snapshots = len(IcebergStore(lakehouse_home).load(target).snapshots())
+    failures = []
+    real = IcebergCommitter.commit
+
+    def commit(committer, identifier, expected, rewritten, rows_file):
+        if fault == "killed":  # the process died before the request (its reply never comes)
+            os.kill(committer.pid, signal.SIGKILL)
+            os.waitpid(committer.pid, 0)
+        else:  # the catalog moved on since the warehouse mirrored it: the process refuses
+            expected = expected + ".elsewhere"
+        reply = real(committer, identifier, expected, rewritten, rows_file)
+        failures.extend(committer.failures)
+        return reply
+
+    monkeypatch.setattr(IcebergCommitter, "commit", commit)
+    seed(lakehouse_home, [(3, "CUST-2", 5.0)])
+    record = run(project)
+    assert record.status == "success", [a.error for a in record.actions if a.error]
+    assert len(failures) == 1
+    assert ("the Iceberg committer process" in failures[0]) if fault == "killed" else ("moved on" in failures[0])
+    table = IcebergStore(lakehouse_home).load(target)
+    assert len(table.snapshots()) == snapshots + 1
+    in_iceberg = sorted(tuple(row.values()) for row in table.scan().to_arrow().to_pylist())
+    assert in_iceberg == [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 5.0)]
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local"._lakehouse.iceberg_pending') == [(0,)]
+
+
+def test_a_run_in_a_process_of_its_own_commits_its_iceberg_snapshot_without_importing_pyiceberg(
+    make_project, lakehouse_home, monkeypatch
+):
+    # as `lakehouse run` starts: one thread, so "auto" forks the committer (on Linux)
+    monkeypatch.delenv(COMMITTER_ENV, raising=False)
+    project = make_project(ICEBERG_PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0)])
+    assert run(project).status == "success"
+    seed(lakehouse_home, [(3, "CUST-2", 5.0)])
+    code = (
+        "import sys; from lakehouse.engine.runner import run; "
+        f"record = run({str(project)!r}); print(record.status, 'pyiceberg' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == (["success", "False"] if sys.platform == "linux" else ["success", "True"])
+    table = IcebergStore(lakehouse_home).load({"database": "test-local", "schema": "silver", "name": "orders"})
+    in_iceberg = sorted(tuple(row.values()) for row in table.scan().to_arrow().to_pylist())
+    assert in_iceberg == [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 5.0)]
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local"._lakehouse.iceberg_pending') == [(0,)]
+    assert not list((lakehouse_home / "iceberg" / "staging").glob("*"))  # the rows handed over are removed
+
+
+def test_the_committer_process_is_forked_only_where_it_can_be(lakehouse_home, monkeypatch):
+    monkeypatch.setenv(COMMITTER_ENV, "sometimes")
+    with pytest.raises(ValueError, match="LAKEHOUSE_ICEBERG_COMMITTER='sometimes' is not one of: process, inline"):
+        IcebergCommitter.start(lakehouse_home)
+    monkeypatch.setenv(COMMITTER_ENV, "inline")
+    assert IcebergCommitter.start(lakehouse_home) is None
+    monkeypatch.delenv(COMMITTER_ENV)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:  # another Python thread may hold a lock the fork would copy held: "auto" keeps commits inline
+        assert IcebergCommitter.start(lakehouse_home) is None
+    finally:
+        stop.set()
+        other.join()
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_the_committer_process_ends_with_the_run(lakehouse_home, monkeypatch, asked):
+    monkeypatch.setenv(COMMITTER_ENV, "process")
+    committer = IcebergCommitter.start(lakehouse_home)
+    assert committer is not None
+    # never asked: stopped at once; asked: its pipe's end is read (as when the run dies), and it ends
+    committer._asked = asked
+    started = time.monotonic()
+    committer.close()
+    assert time.monotonic() - started < 30
+    with pytest.raises(ChildProcessError):
+        os.waitpid(committer.pid, os.WNOHANG)  # reaped: no process left behind
 
 
 def test_an_iceberg_snapshot_that_fails_after_the_warehouse_commit_is_committed_by_the_next_run(
