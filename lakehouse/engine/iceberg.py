@@ -382,7 +382,9 @@ class IcebergStore:
         current = [file for (file,) in con.execute(
             f"SELECT DISTINCT file FROM {state.rows} WHERE table_name = ? ORDER BY file", [key]
         ).fetchall()]  # fmt: skip
-        if not current or len(current) >= compact_at:
+        # files recorded where they are no more (a home moved: LAKEHOUSE_HOME elsewhere) are found
+        # again by this process, which reads the snapshot from the catalog
+        if not current or len(current) >= compact_at or not all(os.path.exists(file) for file in current):
             return _NOT_COMMITTED
         columns = con.execute(f"DESCRIBE {quoted(target)}").fetchall()
         self._read_unread_rows(con, target, columns)

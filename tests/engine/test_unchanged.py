@@ -510,6 +510,23 @@ def test_a_run_in_a_process_of_its_own_commits_its_iceberg_snapshot_without_impo
     assert not list((lakehouse_home / "iceberg" / "staging").glob("*"))  # the rows handed over are removed
 
 
+def test_a_home_moved_elsewhere_still_gets_its_iceberg_snapshots(make_project, tmp_path, lakehouse_home, monkeypatch):
+    monkeypatch.setenv(COMMITTER_ENV, "process")
+    project = make_project(ICEBERG_PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0)])
+    assert run(project).status == "success"  # the table's files are recorded where they are, their rows unread
+    moved = tmp_path / "moved-home"
+    lakehouse_home.rename(moved)
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(moved))
+    execute(moved, 'UPDATE "test-local".bronze.orders_raw SET amount_usd = 25 WHERE order_id = 2')
+    seed(moved, [(3, "CUST-2", 5.0)])  # one row changed (its file is rewritten), one new
+    record = run(project)
+    assert record.status == "success", [a.error for a in record.actions if a.error]
+    table = IcebergStore(moved).load({"database": "test-local", "schema": "silver", "name": "orders"})
+    in_iceberg = sorted(tuple(row.values()) for row in table.scan().to_arrow().to_pylist())
+    assert in_iceberg == [(1, "CUST-1", 10.0), (2, "CUST-1", 25.0), (3, "CUST-2", 5.0)]
+
+
 def test_the_committer_process_is_forked_only_where_it_can_be(lakehouse_home, monkeypatch):
     monkeypatch.setenv(COMMITTER_ENV, "sometimes")
     with pytest.raises(ValueError, match="LAKEHOUSE_ICEBERG_COMMITTER='sometimes' is not one of: process, inline"):
