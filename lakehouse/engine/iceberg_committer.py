@@ -4,14 +4,15 @@ Importing pyiceberg (with pyarrow, pydantic and SQLAlchemy) takes about a second
 own process that is Python holding the interpreter lock the actions' threads need between their
 statements, and on two cores it made a 1M-event hourly run about a second slower. So a run that may
 commit to an Iceberg table the catalog has forks this process when it starts, before it opens the
-warehouse: the fork copies the modules already imported, and the process imports pyiceberg and opens
-the catalog on the other core while the run starts and runs its first actions. It then commits what the
-run hands it: the Iceberg table, the metadata location the warehouse mirrors (the commit fails when the
-table moved on), the data files to delete, and a Parquet file of the rows to add, which DuckDB wrote.
-The run records the rows it committed in its own transaction (IcebergStore.publish_changes); a commit
-this process cannot make is made by the run itself. One JSON request a line, one JSON reply a line; the
-process ends when the run closes its pipe or dies (its end of the pipe is then read), and a run that
-had nothing to commit stops it.
+warehouse (the fork copies the modules already imported). Told that rows are on their way to the table
+(`warm`: an action upstream of it committed rows), the process imports pyiceberg and opens the catalog
+on a core of its own, outside the run's interpreter lock; a run that brings nothing never makes it
+import anything. It then commits what the run hands it: the Iceberg table, the metadata location the
+warehouse mirrors (the commit fails when the table moved on), the data files to delete, and a Parquet
+file of the rows to add, which DuckDB wrote. The run records the rows committed in its own transaction
+(IcebergStore.publish_changes); a commit this process cannot make is made by the run itself. One JSON
+request a line, one JSON reply a line; the process ends when the run closes its pipe or dies (its end
+of the pipe is then read), and a run that had nothing to commit stops it.
 
 LAKEHOUSE_ICEBERG_COMMITTER: unset, the process is forked on Linux when the run's process runs no other
 Python thread (fork without exec is unsafe elsewhere, or missing); `process` forks it wherever os.fork
@@ -41,6 +42,7 @@ class IcebergCommitter:
         self._replies = replies
         self._lock = threading.Lock()
         self._asked = False
+        self._warmed = False
         self.failures: list[str] = []
 
     @classmethod
@@ -75,6 +77,18 @@ class IcebergCommitter:
         os.close(from_parent)
         os.close(to_parent)
         return cls(pid, os.fdopen(to_child, "w"), os.fdopen(from_child, "r"))
+
+    def warm(self) -> None:
+        """Have the process import pyiceberg and open the catalog now: rows are on their way to a table."""
+        with self._lock:
+            if self._warmed:
+                return
+            self._warmed = True
+            try:
+                self._requests.write(json.dumps({"op": "warm"}) + "\n")
+                self._requests.flush()
+            except (OSError, ValueError):
+                pass  # the commit finds it gone, and says so
 
     def commit(self, identifier: tuple[str, str, str], expected: str, rewritten: list[str], rows_file: str | None):
         """Return the reply of a commit (IcebergStore.commit_rows), or None when the process failed it
@@ -149,12 +163,14 @@ def _serve(home_dir: Path, requests, replies) -> None:
     from lakehouse.engine.iceberg import IcebergStore
 
     store = IcebergStore(home_dir)
-    try:
-        store.catalog  # noqa: B018 (imported and opened before the first request; a failure is the request's)
-    except Exception:  # noqa: BLE001
-        pass
     for line in requests:
         request = json.loads(line)
+        if request.get("op") == "warm":
+            try:
+                store.catalog  # noqa: B018 (imported and opened before the first commit; a failure is the commit's)
+            except Exception:  # noqa: BLE001
+                pass
+            continue
         try:
             reply = store.commit_rows(
                 tuple(request["identifier"]), request["expected"], request["rewritten"], request["rows_file"]

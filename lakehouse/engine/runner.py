@@ -412,10 +412,12 @@ class Engine:
             ):  # fmt: skip
                 # rows on their way to an Iceberg table downstream, which will likely be written: open its
                 # catalog (about 1 s of imports) now, not when it commits; a run that brings nothing
-                # (an empty batch) never pays for it; the run's committer process (iceberg_committer), when
-                # there is one, opened it when the run started
+                # (an empty batch) never pays for it; with a committer process (iceberg_committer), that
+                # process does, and this one never imports pyiceberg
                 if self._committer is None:
                     self.iceberg.warm()
+                else:
+                    self._committer.warm()
         except BaseException:
             con.execute("ROLLBACK")
             raise
