@@ -388,7 +388,7 @@ class IcebergStore:
             return _NOT_COMMITTED
         columns = con.execute(f"DESCRIBE {quoted(target)}").fetchall()
         self._read_unread_rows(con, target, columns)
-        staged = self.root / "staging" / f"{committer.pid}-{uuid.uuid4().hex}.parquet"
+        staged = self.staging_dir / f"{committer.pid}-{uuid.uuid4().hex}.parquet"
         try:
             rewritten = self._changed_files(con, target, columns)
             if rewritten is None:
@@ -715,6 +715,17 @@ class IcebergStore:
                     self.publish(con, target, replace_schema=True)
             repaired.append(quoted(target))
         return repaired
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where a run's rows wait, as Parquet, for the committer process to commit them."""
+        return self.root / "staging"
+
+    def clear_staging(self) -> None:
+        """Remove what a run killed while it handed rows to its committer left in staging_dir (call with
+        the warehouse held: no other run is handing any)."""
+        for path in self.staging_dir.glob("*.parquet"):
+            path.unlink(missing_ok=True)
 
     def lists_tables(self) -> bool:
         """Return whether the catalog holds a table (read from its SQLite file, without pyiceberg)."""

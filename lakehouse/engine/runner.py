@@ -475,6 +475,10 @@ class Engine:
             publisher.shutdown()
         self.close_committer()
 
+    @property
+    def has_committer(self) -> bool:
+        return self._committer is not None
+
     def start_committer(self) -> None:
         """Fork the run's Iceberg committer process (IcebergCommitter.start; none where it is not used)."""
         self._committer = IcebergCommitter.start(self.home_dir)
@@ -634,6 +638,8 @@ def run(
         engine.close_committer()
         raise
     try:
+        if engine.has_committer:
+            engine.iceberg.clear_staging()
         # a run whose SQL names no Python UDF leaves them (and DuckDB's numpy import) until a statement misses one
         engine.python_udfs = functions.calls_python_udfs(
             text for name in selected for text in sql_texts(engine.graph.actions[name])
