@@ -169,7 +169,8 @@ def unreadable(path: Path, error: duckdb.Error) -> paths.StateError:
     )
 
 
-def _sql_text(value: str) -> str:
+def sql_text(value: str) -> str:
+    """Return `value` for use inside a single-quoted SQL string literal."""
     return value.replace("'", "''")
 
 
@@ -239,7 +240,7 @@ def connect(
                     if copy is None and time.monotonic() >= deadline:
                         copy = _published_copy(home_dir, project, error)  # an older one, if the run made one
                 if copy is not None:
-                    con.execute(f"ATTACH '{_sql_text(str(copy))}' AS \"{project}\" (READ_ONLY)")
+                    con.execute(f"ATTACH '{sql_text(str(copy))}' AS \"{project}\" (READ_ONLY)")
                     break
                 if time.monotonic() >= deadline:
                     con.close()
@@ -465,11 +466,11 @@ def rebase(home_dir: Path) -> None:
 
 
 def _rebase_file(file: Path, previous: str, current: str) -> bool:
-    old, new = f"'{_sql_text(previous)}/", f"'{_sql_text(current)}/"
+    old, new = f"'{sql_text(previous)}/", f"'{sql_text(current)}/"
     con = duckdb.connect(":memory:")
     try:
         try:
-            con.execute(f"ATTACH '{_sql_text(str(file))}' AS \"{file.stem}\"")
+            con.execute(f"ATTACH '{sql_text(str(file))}' AS \"{file.stem}\"")
         except duckdb.Error as error:
             if _is_lock_error(error):
                 return False

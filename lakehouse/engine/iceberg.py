@@ -400,7 +400,7 @@ class IcebergStore:
                 staged.parent.mkdir(parents=True, exist_ok=True)
                 con.execute(
                     f"COPY (SELECT t.* FROM {quoted(target)} AS t WHERE t.rowid IN "
-                    f"(SELECT r FROM _lakehouse_iceberg_out)) TO '{_sql_text(str(staged))}' (FORMAT parquet)"
+                    f"(SELECT r FROM _lakehouse_iceberg_out)) TO '{warehouse.sql_text(str(staged))}' (FORMAT parquet)"
                 )
             reply = committer.commit(self.identifier(target), location, rewritten, str(staged) if new_rows else None)
             if reply is None:
@@ -822,10 +822,6 @@ def _commit_rows(table, deleted: list, rows: pa.Table | None, properties: dict) 
                     snapshot.append_data_file(data_file)
                     added.append(relocate(data_file.file_path, properties))
     return added
-
-
-def _sql_text(value: str) -> str:
-    return value.replace("'", "''")
 
 
 def _delete_unreferenced(table) -> int:
