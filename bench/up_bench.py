@@ -79,7 +79,7 @@ def main() -> None:
         if name.startswith("run the Dataform graph"):
             groups = summarise(record)
             ran = run_seconds(record)
-            rows.append(("  of which compiling the project (a new home: the Dataform CLI) and starting", seconds - ran))
+            rows.append(("  of which compiling (a new home: the Dataform CLI) and starting", seconds - ran))
             rows.append((f"  of which the run, start to end ({len(record['actions'])} actions)", ran))
             rows += [(f"    action-seconds: {group}", seconds) for group, seconds in groups.items()]
     accounted = services + sum(seconds for _, seconds in steps)
