@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -133,8 +134,24 @@ def compare_with_engine(con, project: str) -> dict[str, tuple[int, int, int, int
     return figures
 
 
+def cpu_probe(loops: int = 3_000_000) -> float:
+    """Return the seconds a fixed piece of pure Python takes here now (best of 3): how fast this machine
+    runs at the moment. A shared host can slow one down by half for minutes at a time; a ratio of
+    two steps measured at different speeds says more about the host than about the runs."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(loops):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def step(name: str, command: list[str], env: dict[str, str], timeout: float) -> dict:
-    """Run one step in a child process; return its figures (raises SystemExit when it fails)."""
+    """Run one step in a child process; return its figures (raises SystemExit when it fails), with
+    the CPU probe taken just before it."""
+    probe = cpu_probe()
     previous = dict(os.environ)
     os.environ.update(env)
     try:
@@ -144,7 +161,7 @@ def step(name: str, command: list[str], env: dict[str, str], timeout: float) -> 
         os.environ.update(previous)
     if code != 0:
         raise SystemExit(f"{name} failed (exit {code}):\n{output[-3000:]}")
-    return {"step": name, "seconds": seconds, "peak_rss_mb": rss_mb, "output": output}
+    return {"step": name, "seconds": seconds, "peak_rss_mb": rss_mb, "output": output, "probe_s": probe}
 
 
 def latest_record(home: Path) -> dict:
@@ -308,15 +325,22 @@ def main() -> None:
         actions = item.get("record", {}).get("actions", [])
         kept = sum(1 for a in actions if (a.get("note") or "").startswith("unchanged since run"))
         counts = f"{len(actions) - kept}/{len(actions)}" if actions else ""
-        rows.append((item["step"], f"{item['seconds']:.1f} s", ratio, f"{item['peak_rss_mb']:.0f} MB", counts))
+        rows.append((item["step"], f"{item['seconds']:.1f} s", ratio, f"{item['peak_rss_mb']:.0f} MB", counts,
+                     f"{item['probe_s'] * 1000:.0f} ms"))  # fmt: skip
     chain_full = sum(action_seconds(full["record"]).get(n, 0.0) for n in CHAIN_AND_GOLD)
     alone_s = run_seconds(alone["record"])
     chain_note = f"orders chain in the full run: {chain_full:.1f} action-s; baseline {baseline['baseline_s']:.1f} s"
     print(f"\n{args.events:,} events, seed {args.seed}, batch size {args.batch_size}; LAKEHOUSE_HOME {home}\n")
-    print(f"| {'step':<62} | {'wall':>9} | {'/ full':>8} | {'peak RSS':>9} | {'actions run':>11} |")
-    print(f"| {'-' * 62} | {'-' * 9}:| {'-' * 8}:| {'-' * 9}:| {'-' * 11}:|")
-    for name, wall, ratio, rss, counts in rows:
-        print(f"| {name:<62} | {wall:>9} | {ratio:>8} | {rss:>9} | {counts:>11} |")
+    print(f"| {'step':<62} | {'wall':>9} | {'/ full':>8} | {'peak RSS':>9} | {'actions run':>11} | {'CPU probe':>9} |")
+    print(f"| {'-' * 62} | {'-' * 9}:| {'-' * 8}:| {'-' * 9}:| {'-' * 11}:| {'-' * 9}:|")
+    for name, wall, ratio, rss, counts, probe in rows:
+        print(f"| {name:<62} | {wall:>9} | {ratio:>8} | {rss:>9} | {counts:>11} | {probe:>9} |")
+    probes = [item["probe_s"] for item in steps]
+    spread = max(probes) / min(probes)
+    low, high = min(probes) * 1000, max(probes) * 1000
+    print(f"\nCPU probe (a fixed piece of Python before each step): {low:.0f}-{high:.0f} ms, "
+          + (f"the machine's speed varied {spread:.2f}x during the benchmark: the ratios are not reliable, run it "
+             "again on a quieter machine" if spread > 1.15 else f"steady (within {spread:.2f}x)"))  # fmt: skip
     print(f"\n{chain_note}: {chain_full / baseline['baseline_s']:.2f}x the baseline")
     print(
         f"orders chain alone (a full refresh of its {len(chain)} actions, run start to end, no process start): "
