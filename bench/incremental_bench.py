@@ -148,10 +148,10 @@ def cpu_probe(loops: int = 3_000_000) -> float:
     return best
 
 
-def step(name: str, command: list[str], env: dict[str, str], timeout: float) -> dict:
+def step(name: str, command: list[str], env: dict[str, str], timeout: float, *, probe: bool = True) -> dict:
     """Run one step in a child process; return its figures (raises SystemExit when it fails), with
-    the CPU probe taken just before it."""
-    probe = cpu_probe()
+    the CPU probe taken just before it (`probe_s`, None without `probe`)."""
+    probe_s = cpu_probe() if probe else None
     previous = dict(os.environ)
     os.environ.update(env)
     try:
@@ -161,7 +161,7 @@ def step(name: str, command: list[str], env: dict[str, str], timeout: float) -> 
         os.environ.update(previous)
     if code != 0:
         raise SystemExit(f"{name} failed (exit {code}):\n{output[-3000:]}")
-    return {"step": name, "seconds": seconds, "peak_rss_mb": rss_mb, "output": output, "probe_s": probe}
+    return {"step": name, "seconds": seconds, "peak_rss_mb": rss_mb, "output": output, "probe_s": probe_s}
 
 
 def latest_record(home: Path) -> dict:
