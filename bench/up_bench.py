@@ -69,15 +69,15 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
     steps, ingest, pubsub = parse(done["output"])
+    groups = summarise(record)
     total = done["seconds"]
     services = ingest.get("start_services", 0.0)
-    rows: list[tuple[str, float | None]] = [("start the local services", services)]
+    rows: list[tuple[str, float]] = [("start the local services", services)]
     for name, seconds in steps:
         rows.append((name, seconds))
         if name.startswith("generate"):
             rows += [(f"  of which {part.replace('_', ' ')}", ingest[part]) for part in INGEST_PARTS if part in ingest]
         if name.startswith("run the Dataform graph"):
-            groups = summarise(record)
             ran = run_seconds(record)
             rows.append(("  of which compiling (a new home: the Dataform CLI) and starting", seconds - ran))
             rows.append((f"  of which the run, start to end ({len(record['actions'])} actions)", ran))
@@ -96,7 +96,7 @@ def main() -> None:
           f"{args.events / total:,.0f} events/s end to end")  # fmt: skip
     if args.json:
         figures = {"events": args.events, "pubsub": pubsub, "seconds": total, "peak_rss_mb": done["peak_rss_mb"],
-                   "steps": dict(steps), "ingest_seconds": ingest, "run_groups": summarise(record)}  # fmt: skip
+                   "steps": dict(steps), "ingest_seconds": ingest, "run_groups": groups}  # fmt: skip
         args.json.write_text(json.dumps(figures, indent=2))
 
 
