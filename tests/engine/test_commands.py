@@ -69,9 +69,7 @@ def test_query_csv_and_a_script_of_several_statements(make_project):
 def test_query_accepts_sql_that_begins_with_a_comment(make_project):
     project = make_project(PROJECT)
 
-    result = invoke(
-        "query", "-- how many = ?\nselect 2 as n -- trailing", "--project-dir", project, "--format", "csv"
-    )
+    result = invoke("query", "-- how many = ?\nselect 2 as n -- trailing", "--project-dir", project, "--format", "csv")
 
     assert result.exit_code == 0, result.output
     assert result.output == "n\n2\n"
@@ -365,3 +363,40 @@ def test_the_cli_keeps_openblas_to_one_thread_unless_told_otherwise(given, seen)
     code = "import os, lakehouse.cli; print(os.environ['OPENBLAS_NUM_THREADS'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == seen
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_the_run_summary_fits_the_console_and_folds_only_long_action_names(monkeypatch, width):
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from lakehouse import commands
+    from lakehouse.engine.records import ActionResult, RunRecord
+
+    long_name = "lakehouse-dev.assertions.silver_restricted_user_activity_quarantine_assertions_rowConditions"
+    record = RunRecord(run_id="r1", project_dir=".", started_at=datetime.now(UTC), status="failed", actions=[
+        ActionResult(name="lakehouse-dev.silver.orders", type="incremental", status="success", duration_s=1.5,
+                     rows_affected=1234567),
+        ActionResult(name=long_name, type="assertion", status="failed", severity="warn", failing_rows=3,
+                     error="3 failing row(s)"),
+        ActionResult(name="lakehouse-dev.gold.kept", type="table", status="success", note="unchanged since run r0"),
+    ])  # fmt: skip
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    monkeypatch.setattr(commands, "console", console)
+
+    commands._print_summary(record, "lakehouse-dev")
+
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= width
+    rows = [line for line in lines if line.startswith("│")]
+    assert "silver.orders" in rows[0] and "incremental" in rows[0] and "1,234,567" in rows[0]
+    assert "warn" in rows[1] and rows[1].rstrip(" │").endswith("3")
+    # the long name is all there, folded over rows of its own column only when the console is narrow
+    folded = "".join(row.split("│")[1].strip() for row in rows[1:])
+    assert folded == long_name.removeprefix("lakehouse-dev.")
+    assert (len(rows) > 2) == (width < 120)
+    assert "gold.kept" not in "\n".join(rows)
+    assert "1 action(s) unchanged" in " ".join(lines)
+    assert "warn assertions.silver_restricted_user" in " ".join(" ".join(lines).split())
+    assert " ".join(lines).replace(" ", "").endswith("3failingrow(s)failed:1failed,2success")
