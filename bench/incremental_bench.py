@@ -5,8 +5,13 @@ memory, beside the hand-written DuckDB baselines on the same landed files, each 
 by the engine: the orders chain (its section of bench/baseline_all.sql) and all sources with every gold
 table (bench/baseline_all.sql, checked to give the engine's rows). Prints a table (and writes JSON with --json).
 
+A machine shared with others changes speed for minutes at a time, so a ratio of two runs taken minutes
+apart says as much about the machine as about the runs. With --repeat R (default 3) the runs are taken
+in R rounds: the first lands the data, each later one puts the home back as it was before each run and
+runs it again, the full run included. A ratio is the median over rounds of (run / that round's full run).
+
     .venv/bin/python bench/incremental_bench.py                       # 1M events
-    .venv/bin/python bench/incremental_bench.py --events 10000000 --batch-size 20000
+    .venv/bin/python bench/incremental_bench.py --events 10000000 --batch-size 20000 --repeat 1
     .venv/bin/python bench/incremental_bench.py --events 100000 --home /tmp/bench-home --keep
 
 Every step runs in its own process; its peak resident memory comes from os.wait4.
@@ -168,6 +173,42 @@ def latest_record(home: Path) -> dict:
     return json.loads((home / "runs" / "latest.json").read_text())
 
 
+def actions_run(record: dict) -> int:
+    """Return how many of a run's actions ran (the others were kept as unchanged)."""
+    return sum(1 for a in record["actions"] if not (a.get("note") or "").startswith("unchanged since run"))
+
+
+class Rounds:
+    """The homes as they were before each measured run (a copy each, beside the home), to run it again."""
+
+    def __init__(self, home: Path, count: int):
+        self.home, self.count = home, count
+        self.store = home.parent / f"{home.name}.rounds"
+        self.kept: dict[str, Path] = {}
+
+    def keep(self, name: str) -> None:
+        """Copy the home as it is now under `name` (nothing to keep with a single round)."""
+        if self.count > 1:
+            self.kept[name] = self.store / name
+            shutil.copytree(self.home, self.kept[name], symlinks=True)
+
+    def restore(self, name: str) -> None:
+        """Put the home back as it was when `name` was kept (at the same path: nothing in it moves)."""
+        shutil.rmtree(self.home)
+        shutil.copytree(self.kept[name], self.home, symlinks=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.store, ignore_errors=True)
+
+
+def measured(item: dict, full_round: list[float]) -> tuple[float, float, float]:
+    """Return a run's (median wall, median ratio to the same round's full run, peak RSS over rounds)."""
+    rounds = [item, *item.get("rounds", [])]
+    walls = [r["seconds"] for r in rounds]
+    ratios = [r["seconds"] / full for r, full in zip(rounds, full_round, strict=False)]
+    return statistics.median(walls), statistics.median(ratios), max(r["peak_rss_mb"] for r in rounds)
+
+
 def action_seconds(record: dict) -> dict[str, float]:
     return {a["name"].rsplit(".", 1)[-1]: a.get("duration_s") or 0.0 for a in record["actions"]}
 
@@ -239,9 +280,19 @@ def main() -> None:
         help="successive hours of the hourly workflow, each on its own next 1%% (default 3: one such run is "
         "a single draw of a noisy machine; the median of the ratios is printed)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of the runs (default 3; each later round restores the home before each run, which needs "
+        "a copy of the home per run measured: use 1 at 10M events); every figure of a run is the median of its "
+        "rounds, its peak RSS the largest",
+    )
     args = parser.parse_args()
     if args.hours < 1:
         parser.error("--hours must be at least 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
 
     home = args.home or Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
     if home.exists() and any(home.iterdir()):
@@ -256,9 +307,11 @@ def main() -> None:
     arrivals = [(now - timedelta(hours=args.arrival_gap_hours * (last - n))).isoformat() for n in range(last + 1)]
     generate = [LAKEHOUSE, "generate", "--seed", str(args.seed), "--batch-size", str(args.batch_size)]
     steps = []
+    rounds = Rounds(home, args.repeat)
     try:
         first = [*generate, "--events", str(args.events), "--as-of", arrivals[0]]
         steps.append(step(f"generate {args.events:,} events", first, env, args.timeout))
+        rounds.keep("full")
         full = step("run: first (full)", [LAKEHOUSE, "run"], env, args.timeout)
         full["record"] = latest_record(home)
         steps.append(full)
@@ -266,6 +319,7 @@ def main() -> None:
         new_data = [LAKEHOUSE, "generate", "--seed", str(args.seed + 1), "--batch-size", str(args.batch_size)]
         plus_data = [*new_data, "--events", str(extra), "--as-of", arrivals[1]]
         steps.append(step(f"generate +{extra:,} events (1%)", plus_data, env, args.timeout))
+        rounds.keep("plus")
         plus = step("run: +1% new data", [LAKEHOUSE, "run"], env, args.timeout)
         plus["record"] = latest_record(home)
         steps.append(plus)
@@ -287,11 +341,36 @@ def main() -> None:
             seed = str(args.seed + 2 + hour)
             later = [*new_data[:3], seed, *new_data[4:], "--events", str(extra), "--as-of", arrivals[2 + hour]]
             steps.append(step(f"generate +{extra:,} events (1%){label}", later, env, args.timeout))
+            rounds.keep(f"hour {hour}")
             hourly = step(f"run: +1% new data, hourly workflow (--tags hourly){label}", [LAKEHOUSE, "run", *HOURLY],
                           env, args.timeout)  # fmt: skip
             hourly["record"] = latest_record(home)
             steps.append(hourly)
             hourly_runs.append(hourly)
+
+        # Later rounds: each run again from the home as it was before it, its full run among them. The
+        # home ends as the first round left it (the last hour's run on the same data).
+        full_round = [full["seconds"]]
+        for number in range(2, args.repeat + 1):
+            again_of = {}
+            rounds.restore("full")
+            again_of["full"] = step(f"run: first (full), round {number}", [LAKEHOUSE, "run"], env, args.timeout)
+            again_of["full"]["actions_run"] = actions_run(latest_record(home))
+            rounds.restore("plus")
+            for key in ("plus", "idle", "again"):
+                again_of[key] = step(f"run, round {number}", [LAKEHOUSE, "run"], env, args.timeout)
+                again_of[key]["actions_run"] = actions_run(latest_record(home))
+            for hour in range(args.hours):
+                rounds.restore(f"hour {hour}")
+                again_of[hour] = step(f"hourly run, round {number}", [LAKEHOUSE, "run", *HOURLY], env, args.timeout)
+                again_of[hour]["actions_run"] = actions_run(latest_record(home))
+            full_round.append(again_of["full"]["seconds"])
+            measured_runs = [("full", full), ("plus", plus), ("idle", idle), ("again", again), *enumerate(hourly_runs)]
+            for key, item in measured_runs:
+                item.setdefault("rounds", []).append(
+                    {k: again_of[key][k] for k in ("seconds", "peak_rss_mb", "probe_s", "actions_run")}
+                )
+        rounds.discard()
 
         # The same work as the baseline, alone: in the full run the orders chain shares the two cores
         # with the other sources' batches, so its action-seconds count time spent waiting for a core.
@@ -315,27 +394,36 @@ def main() -> None:
         }  # fmt: skip
         con.close()
     finally:
+        rounds.discard()
         if not args.keep and not args.home:
             shutil.rmtree(home, ignore_errors=True)
 
-    full_s = full["seconds"]
+    full_s = statistics.median(full_round)
     rows = []
     for item in steps:
-        ratio = f"{item['seconds'] / full_s:.3f}x" if item["step"].startswith("run") else ""
+        wall, ratio, rss = item["seconds"], "", item["peak_rss_mb"]
+        if any(item is run for run in (full, plus, idle, again, *hourly_runs)):
+            wall, median_ratio, rss = measured(item, full_round)
+            ratio = f"{median_ratio:.3f}x"
+        elif item["step"].startswith("run"):
+            ratio = f"{wall / full_s:.3f}x"
         actions = item.get("record", {}).get("actions", [])
-        kept = sum(1 for a in actions if (a.get("note") or "").startswith("unchanged since run"))
-        counts = f"{len(actions) - kept}/{len(actions)}" if actions else ""
-        rows.append((item["step"], f"{item['seconds']:.1f} s", ratio, f"{item['peak_rss_mb']:.0f} MB", counts,
+        counts = f"{actions_run(item['record'])}/{len(actions)}" if actions else ""
+        rows.append((item["step"], f"{wall:.1f} s", ratio, f"{rss:.0f} MB", counts,
                      f"{item['probe_s'] * 1000:.0f} ms"))  # fmt: skip
     chain_full = sum(action_seconds(full["record"]).get(n, 0.0) for n in CHAIN_AND_GOLD)
     alone_s = run_seconds(alone["record"])
     chain_note = f"orders chain in the full run: {chain_full:.1f} action-s; baseline {baseline['baseline_s']:.1f} s"
-    print(f"\n{args.events:,} events, seed {args.seed}, batch size {args.batch_size}; LAKEHOUSE_HOME {home}\n")
+    print(f"\n{args.events:,} events, seed {args.seed}, batch size {args.batch_size}; LAKEHOUSE_HOME {home}")
+    if args.repeat > 1:
+        print(f"runs: median of {args.repeat} rounds (wall, and ratio to the same round's full run); peak RSS: the "
+              "largest; the full runs took " + ", ".join(f"{s:.1f}" for s in full_round) + " s")  # fmt: skip
+    print()
     print(f"| {'step':<62} | {'wall':>9} | {'/ full':>8} | {'peak RSS':>9} | {'actions run':>11} | {'CPU probe':>9} |")
     print(f"| {'-' * 62} | {'-' * 9}:| {'-' * 8}:| {'-' * 9}:| {'-' * 11}:| {'-' * 9}:|")
     for name, wall, ratio, rss, counts, probe in rows:
         print(f"| {name:<62} | {wall:>9} | {ratio:>8} | {rss:>9} | {counts:>11} | {probe:>9} |")
-    probes = [item["probe_s"] for item in steps]
+    probes = [r["probe_s"] for item in steps for r in (item, *item.get("rounds", []))]
     spread = max(probes) / min(probes)
     low, high = min(probes) * 1000, max(probes) * 1000
     print(f"\nCPU probe (a fixed piece of Python before each step): {low:.0f}-{high:.0f} ms, "
@@ -359,7 +447,7 @@ def main() -> None:
               f"only in engine): {differences}")  # fmt: skip
     else:
         print("the all-sources baseline gives the engine's rows: silver, quarantine, duplicates, gold (EXCEPT ALL)")
-    ratios = sorted(item["seconds"] / full_s for item in hourly_runs)
+    ratios = sorted(measured(item, full_round)[1] for item in hourly_runs)
     if len(ratios) > 1:
         print(
             f"hourly workflow on +1%, {len(ratios)} successive hours: "
@@ -374,7 +462,8 @@ def main() -> None:
     if args.json:
         for item in steps:
             item.pop("output", None)
-        args.json.write_text(json.dumps({"events": args.events, "steps": steps}, indent=2, default=str))
+        args.json.write_text(json.dumps({"events": args.events, "repeat": args.repeat, "full_round": full_round,
+                                         "steps": steps}, indent=2, default=str))  # fmt: skip
 
 
 if __name__ == "__main__":
