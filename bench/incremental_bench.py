@@ -154,8 +154,13 @@ def cpu_probe(loops: int = 3_000_000) -> float:
 
 
 def step(name: str, command: list[str], env: dict[str, str], timeout: float, *, probe: bool = True) -> dict:
-    """Run one step in a child process; return its figures (raises SystemExit when it fails), with
-    the CPU probe taken just before it (`probe_s`, None without `probe`)."""
+    """Run one step in a child process; return its figures (raises SystemExit when it fails). With
+    `probe` (the default) it is measured on a settled machine: what the steps before wrote is on disk
+    first (a home copied back, a day of generated files: a run's checkpoint syncs its file, and with the
+    page cache full of earlier writes that took 0.6 s more on this benchmark's machine), and the CPU
+    probe is taken just before it (`probe_s`, None without `probe`)."""
+    if probe and hasattr(os, "sync"):
+        os.sync()
     probe_s = cpu_probe() if probe else None
     previous = dict(os.environ)
     os.environ.update(env)
