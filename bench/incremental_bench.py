@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_all import REPO, run_child  # noqa: E402
 
 from lakehouse import warehouse  # noqa: E402
+from lakehouse.engine.records import UNCHANGED_NOTE  # noqa: E402
 
 LAKEHOUSE = str(Path(sys.executable).parent / "lakehouse")
 ORDERS_CHAIN = ("orders_batch", "orders_quarantine", "orders_duplicates", "orders", "orders_intake")
@@ -180,7 +181,7 @@ def latest_record(home: Path) -> dict:
 
 def actions_run(record: dict) -> int:
     """Return how many of a run's actions ran (the others were kept as unchanged)."""
-    return sum(1 for a in record["actions"] if not (a.get("note") or "").startswith("unchanged since run"))
+    return sum(1 for a in record["actions"] if not (a.get("note") or "").startswith(UNCHANGED_NOTE))
 
 
 class Rounds:
