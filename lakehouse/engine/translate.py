@@ -19,7 +19,7 @@ import orjson
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.bigquery import BigQuery
-from sqlglot.errors import ErrorLevel, ParseError, TokenError, UnsupportedError
+from sqlglot.errors import ErrorLevel, ParseError, TokenError
 from sqlglot.time import format_time
 from sqlglot.tokens import Token, TokenType
 
@@ -46,6 +46,7 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 READ = "bigquery"
 WRITE = "duckdb"
+_WRITE_DIALECT = sqlglot.Dialect.get_or_raise(WRITE)
 CACHE_SIZE = 4096
 # Local stand-in for the BigQuery pseudo-column of external tables.
 FILE_NAME_COLUMN = "_FILE_NAME"
@@ -2417,14 +2418,15 @@ _BENIGN_WARNINGS = ("EXTRACT from TIMESTAMPTZ",)
 
 
 def _generate(tree: exp.Expression) -> str:
-    try:
-        return tree.sql(dialect=WRITE, unsupported_level=ErrorLevel.RAISE)
-    except UnsupportedError as error:
-        messages = [m.strip() for m in str(error).split("\n\n") if m.strip()]
-        remaining = [m for m in messages if not m.startswith(_BENIGN_WARNINGS)]
-        if not remaining:
-            return tree.sql(dialect=WRITE, unsupported_level=ErrorLevel.IGNORE)
-        raise UnsupportedConstruct(remaining[0], "rewrite it with a supported equivalent") from error
+    """DuckDB SQL of `tree`, which it consumes: generated in place (sqlglot's default copies the whole tree
+    first, a third of a translation's time), so the caller must not use `tree` afterwards."""
+    generator = _WRITE_DIALECT.generator(unsupported_level=ErrorLevel.IGNORE)
+    sql = generator.generate(tree, copy=False)
+    messages = [m.strip() for m in generator.unsupported_messages if m.strip()]
+    remaining = [m for m in messages if not m.startswith(_BENIGN_WARNINGS)]
+    if remaining:
+        raise UnsupportedConstruct(remaining[0], "rewrite it with a supported equivalent")
+    return sql
 
 
 def _bare(value: exp.Expression, original: exp.Expression) -> exp.Expression:
@@ -2965,7 +2967,7 @@ def _declare(stmt: _Statement, ctx: _Context) -> list[str]:
         value = _bare(_rewrite(exp.select(default.copy()), ctx).expressions[0], default) if has_default else exp.Null()
         names = item.this if isinstance(item.this, list) else [item.this]
         for name in names:
-            typed = exp.cast(value.copy(), exp.DataType.build(duck_type, dialect=WRITE)) if duck_type else value
+            typed = exp.cast(value.copy(), exp.DataType.build(duck_type, dialect=WRITE)) if duck_type else value.copy()
             out.append(f"SET VARIABLE {name.name.lower()} = {_generate(typed)}")
         for name in names:
             ctx.variables[name.name.lower()] = duck_type

@@ -670,6 +670,12 @@ def test_script_assert(con):
         run(con, "ASSERT NULL")
 
 
+def test_script_declare_of_several_names_without_type_sets_each(con):
+    # one DEFAULT expression, generated once per name (generating rewrites a STRING_AGG ... ORDER BY in place)
+    sql = "DECLARE a, b DEFAULT (SELECT STRING_AGG(x, ',' ORDER BY x) FROM UNNEST(['b', 'a']) AS x); SELECT a, b"
+    assert run(con, sql) == [("a,b", "a,b")]
+
+
 def test_script_temp_function(con):
     assert run(con, "CREATE TEMP FUNCTION plus_one(x INT64) AS (x + 1); SELECT plus_one(41)") == [(42,)]
 
