@@ -2419,7 +2419,7 @@ _BENIGN_WARNINGS = ("EXTRACT from TIMESTAMPTZ",)
 
 def _generate(tree: exp.Expression) -> str:
     """DuckDB SQL of `tree`, which it consumes: generated in place (sqlglot's default copies the whole tree
-    first, a third of a translation's time), so the caller must not use `tree` afterwards."""
+    first: an eighth of a translation's time), so the caller must not use `tree` afterwards."""
     generator = _WRITE_DIALECT.generator(unsupported_level=ErrorLevel.IGNORE)
     sql = generator.generate(tree, copy=False)
     messages = [m.strip() for m in generator.unsupported_messages if m.strip()]
