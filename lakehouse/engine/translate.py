@@ -2967,7 +2967,9 @@ def _declare(stmt: _Statement, ctx: _Context) -> list[str]:
         value = _bare(_rewrite(exp.select(default.copy()), ctx).expressions[0], default) if has_default else exp.Null()
         names = item.this if isinstance(item.this, list) else [item.this]
         for name in names:
-            typed = exp.cast(value.copy(), exp.DataType.build(duck_type, dialect=WRITE)) if duck_type else value.copy()
+            typed = value.copy()  # one per name: generating consumes it
+            if duck_type:
+                typed = exp.cast(typed, exp.DataType.build(duck_type, dialect=WRITE), copy=False)
             out.append(f"SET VARIABLE {name.name.lower()} = {_generate(typed)}")
         for name in names:
             ctx.variables[name.name.lower()] = duck_type
