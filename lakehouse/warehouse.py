@@ -60,6 +60,7 @@ _COMPRESSION = re.compile(r"^[A-Za-z_]+(,[A-Za-z_]+)*$")
 MEMORY_SHARE = 0.25
 MEMORY_CAP_BYTES = 2560 * 1024**2
 MEMORY_FLOOR_BYTES = 256 * 1024**2
+CHECKPOINT_FLOOR_BYTES = 16 * 1024**2  # DuckDB's default checkpoint_threshold
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
 
 
@@ -111,8 +112,11 @@ def resource_settings(home_dir: Path) -> dict[str, str | int]:
 
     memory_limit is $LAKEHOUSE_MEMORY_LIMIT (a DuckDB size such as "2GiB" or "512MB"), else a quarter
     of the machine's memory between 256 MiB and 2.5 GiB; threads is $LAKEHOUSE_THREADS, else the CPUs
-    this process may use; work beyond the limit spills to <home>/tmp/duckdb-spill. Raises
-    WarehouseSettingsError naming the variable when one is not a valid value.
+    this process may use; work beyond the limit spills to <home>/tmp/duckdb-spill. checkpoint_threshold
+    (the write-ahead log's size at which a commit checkpoints) is 1/32 of the memory limit: what
+    the log holds is kept in memory until a checkpoint, and a run makes its own checkpoint at its end
+    (docs/engine.md, "Atomic actions, skipped dependents"). Raises WarehouseSettingsError naming the
+    variable when one is not a valid value.
     """
     memory = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
     if memory and not _MEMORY.match(memory):
@@ -126,7 +130,23 @@ def resource_settings(home_dir: Path) -> dict[str, str | int]:
     if threads_text and not (threads_text.isdigit() and int(threads_text) > 0):
         raise WarehouseSettingsError(f"{THREADS_ENV}={threads_text!r} is not a positive whole number")
     threads = int(threads_text) if threads_text else _machine_threads()
-    return {"memory_limit": memory, "threads": threads, "temp_directory": str(spill_dir(home_dir))}
+    return {
+        "memory_limit": memory,
+        "threads": threads,
+        "temp_directory": str(spill_dir(home_dir)),
+        "checkpoint_threshold": f"{max(CHECKPOINT_FLOOR_BYTES, size_bytes(memory) // 32)}B",
+    }
+
+
+def size_bytes(size: str) -> int:
+    """Return the bytes of a DuckDB size such as "2GiB" or "512 MB" (KB, MB, ... count in 1000s)."""
+    match = _MEMORY.match(size)
+    if not match:
+        raise ValueError(f"{size!r} is not a DuckDB size")
+    unit = match.group(2).upper()
+    number = float(size.strip()[: -len(unit)])
+    scale = 1 if unit == "B" else (1024 if "I" in unit else 1000) ** ("KMGT".index(unit[0]) + 1)
+    return int(number * scale)
 
 
 def _disable_compression(con: duckdb.DuckDBPyConnection) -> None:

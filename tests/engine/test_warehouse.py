@@ -34,6 +34,30 @@ def test_connections_take_the_configured_limits(tmp_path, monkeypatch):
     assert (tmp_path / "tmp" / "duckdb-spill").is_dir()
 
 
+def test_the_log_is_checkpointed_at_a_32nd_of_the_memory_limit(tmp_path, monkeypatch):
+    # An hourly run at 1M events logs about 20 MiB: under DuckDB's default threshold (16 MiB) one of its
+    # commits stopped to checkpoint, a checkpoint the run makes anyway at its end.
+    monkeypatch.setenv(warehouse.MEMORY_LIMIT_ENV, "2GiB")
+    con = warehouse.connect(tmp_path, ["lakehouse-dev"])
+    try:
+        assert con.execute("select current_setting('checkpoint_threshold')").fetchone() == ("64.0 MiB",)
+        con.execute('create table "lakehouse-dev".main.t (i bigint, s varchar)')
+        for start in range(0, 400_000, 100_000):  # small inserts are logged, not written to the file
+            con.execute(
+                'insert into "lakehouse-dev".main.t select i, md5(i::varchar) || md5((i + 1)::varchar) '
+                f"from range({start}, {start + 100_000}) r(i)"
+            )
+        wal_size = "select wal_size from pragma_database_size() where database_name = 'lakehouse-dev'"
+        logged = con.execute(wal_size).fetchone()[0]
+        assert logged.endswith("MiB") and float(logged.split()[0]) > 16, logged
+        warehouse.checkpoint(con)
+        assert con.execute(wal_size).fetchone()[0] == "0 bytes"
+    finally:
+        con.close()
+    monkeypatch.setenv(warehouse.MEMORY_LIMIT_ENV, "512MB")  # never under DuckDB's default
+    assert warehouse.resource_settings(tmp_path)["checkpoint_threshold"] == f"{16 * 1024**2}B"
+
+
 def test_the_default_limit_is_a_share_of_the_machine_capped(tmp_path, monkeypatch):
     monkeypatch.delenv(warehouse.MEMORY_LIMIT_ENV, raising=False)
     monkeypatch.delenv(warehouse.THREADS_ENV, raising=False)
