@@ -61,7 +61,8 @@ MEMORY_SHARE = 0.25
 MEMORY_CAP_BYTES = 2560 * 1024**2
 MEMORY_FLOOR_BYTES = 256 * 1024**2
 CHECKPOINT_FLOOR_BYTES = 16 * 1024**2  # DuckDB's default checkpoint_threshold
-_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
+# a DuckDB size: KB, MB, ... count in 1000s, KiB, MiB, ... in 1024s
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
 
 
 PUBLISHED = "published.json"
@@ -119,13 +120,17 @@ def resource_settings(home_dir: Path) -> dict[str, str | int]:
     variable when one is not a valid value.
     """
     memory = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
-    if memory and not _MEMORY.match(memory):
+    given = _MEMORY.match(memory)
+    if memory and not given:
         raise WarehouseSettingsError(
             f"{MEMORY_LIMIT_ENV}={memory!r} is not a memory size; use a number and a unit, e.g. 2GiB or 512MB"
         )
-    if not memory:
-        share = int(_machine_memory_bytes() * MEMORY_SHARE)
-        memory = f"{max(MEMORY_FLOOR_BYTES, min(MEMORY_CAP_BYTES, share)) // 1024**2}MiB"
+    if given:
+        number, unit = float(given.group(1)), given.group(2).upper()
+        limit = int(number * (1 if unit == "B" else (1024 if "I" in unit else 1000) ** ("KMGT".index(unit[0]) + 1)))
+    else:
+        limit = max(MEMORY_FLOOR_BYTES, min(MEMORY_CAP_BYTES, int(_machine_memory_bytes() * MEMORY_SHARE)))
+        memory = f"{limit // 1024**2}MiB"
     threads_text = os.environ.get(THREADS_ENV, "").strip()
     if threads_text and not (threads_text.isdigit() and int(threads_text) > 0):
         raise WarehouseSettingsError(f"{THREADS_ENV}={threads_text!r} is not a positive whole number")
@@ -134,19 +139,8 @@ def resource_settings(home_dir: Path) -> dict[str, str | int]:
         "memory_limit": memory,
         "threads": threads,
         "temp_directory": str(spill_dir(home_dir)),
-        "checkpoint_threshold": f"{max(CHECKPOINT_FLOOR_BYTES, size_bytes(memory) // 32)}B",
+        "checkpoint_threshold": f"{max(CHECKPOINT_FLOOR_BYTES, limit // 32)}B",
     }
-
-
-def size_bytes(size: str) -> int:
-    """Return the bytes of a DuckDB size such as "2GiB" or "512 MB" (KB, MB, ... count in 1000s)."""
-    match = _MEMORY.match(size)
-    if not match:
-        raise ValueError(f"{size!r} is not a DuckDB size")
-    unit = match.group(2).upper()
-    number = float(size.strip()[: -len(unit)])
-    scale = 1 if unit == "B" else (1024 if "I" in unit else 1000) ** ("KMGT".index(unit[0]) + 1)
-    return int(number * scale)
 
 
 def _disable_compression(con: duckdb.DuckDBPyConnection) -> None:
