@@ -56,14 +56,26 @@ placed as (
     and ingested_at >= (select min(batch.ingested_at) from batch)
 ),
 
+-- One aggregate over the batch's ids and the places found, not a join of the two and then an
+-- aggregate: the join's table and the aggregate's held at once did not fit a 1 GiB memory limit at
+-- ten million events (docs/engine.md, "Memory, threads and spilling").
 counted as (
   select
-    batch.record_id,
-    count(placed.record_id) as places,
-    string_agg(placed.place, ', ') as found_in,
-  from batch
-  left join placed using (record_id)
-  group by batch.record_id
+    record_id,
+    count(place) as places,
+    string_agg(place, ', ') as found_in,
+  from (
+    select
+      record_id,
+      cast(null as string) as place,
+    from batch
+    union all
+    select
+      record_id,
+      place,
+    from placed
+  )
+  group by record_id
 )
 
 select * from counted
