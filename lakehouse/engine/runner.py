@@ -115,6 +115,8 @@ class Engine:
         self._publishing: list[tuple[Future, records.ActionResult]] = []
         self._committer: IcebergCommitter | None = None
         self._publishing_lock = threading.Lock()
+        # actions whose last attempt ran out of DuckDB's memory limit (the run may try them again alone)
+        self.out_of_memory: set[str] = set()
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -248,6 +250,8 @@ class Engine:
         except (translate.TranslationError, duckdb.Error, ValueError, OSError) as error:
             result.status = "failed"
             result.error = self._explain(action, error)
+            if isinstance(error, duckdb.OutOfMemoryException):
+                self.out_of_memory.add(action.name)
         finally:
             result.duration_s = time.perf_counter() - started
         if action.kind == "assertion" and result.status == "success" and result.failing_rows:
@@ -812,6 +816,7 @@ def _execute_plan(
     position = {name: index for index, name in enumerate(plan)}
     ready = [(position[name], name) for name in plan if not unfinished[name]]
     threads = None if options.dry_run else _SharedThreads.of(engine)
+    retried: dict[str, records.ActionResult] = {}  # action run again alone: the result of its first attempt
     # Once only assertions are left, the checkpoint of what the run wrote is made beside them (they
     # read, and a checkpoint waits for no reader), not when the warehouse closes after the run.
     writing = sum(engine.graph.actions[name].kind != "assertion" for name in plan)
@@ -848,26 +853,56 @@ def _execute_plan(
             return results
 
         running: dict[Future, str] = {}
+        # Actions that ran out of DuckDB's memory limit beside others: each runs again once, when no
+        # other action runs (it is one transaction, rolled back, so the second attempt starts from the
+        # same state); no new action starts while one waits.
+        alone: list[tuple[str, records.ActionResult]] = []
+        crowded: set[str] = set()  # actions that ran while another one ran
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lakehouse-action") as pool:
+
+            def start(name: str, action: Action) -> None:
+                if running:
+                    crowded.update(running.values(), (name,))
+                if on_progress:
+                    on_progress(name, None, len(results), total)
+                running[pool.submit(work, action)] = name
+
             try:
-                while ready or running:
-                    if threads is not None:
+                while ready or running or alone:
+                    if alone and not running:
+                        name, retried[name] = alone.pop(0)
+                        if threads is not None:
+                            threads.share(0, 1, running_elsewhere)
+                        start(name, engine.graph.actions[name])
+                    # nothing starts beside an action waiting to run again alone, or running again alone
+                    shared = not alone and not any(name in retried for name in running.values())
+                    if threads is not None and shared:
                         threads.share(len(running), min(len(ready), workers - len(running)), running_elsewhere)
-                    while ready and len(running) < workers:
+                    while ready and len(running) < workers and shared:
                         _, name = heapq.heappop(ready)
                         action = engine.graph.actions[name]
                         settled = _skipped_or_disabled(engine, action, results)
                         if settled is not None:
                             finish(name, settled)
                             continue
-                        if on_progress:
-                            on_progress(name, None, len(results), total)
-                        running[pool.submit(work, action)] = name
+                        start(name, action)
                     if not running:
                         continue
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
-                        finish(running.pop(future), future.result())
+                        name, result = running.pop(future), future.result()
+                        if name in retried:
+                            result = _after_retry(result, retried[name])
+                        elif (
+                            name in engine.out_of_memory
+                            and name in crowded
+                            # an Iceberg table's snapshot may be written before its transaction fails: the
+                            # next run's reconcile repairs that, not a second attempt now
+                            and not is_iceberg(engine.graph.actions[name].raw)
+                        ):
+                            alone.append((name, result))
+                            continue
+                        finish(name, result)
             except BaseException:
                 for con in connections:
                     con.interrupt()
@@ -882,6 +917,15 @@ def _execute_plan(
     finally:
         if checkpoint is not None:
             checkpoint.join()
+
+
+def _after_retry(result: records.ActionResult, first: records.ActionResult) -> records.ActionResult:
+    """The result of an action run again alone after it ran out of memory beside others: its time is
+    both attempts', and its note says why it ran twice."""
+    result.duration_s += first.duration_s
+    why = f"ran again alone after running out of memory beside other actions ({first.duration_s:.1f} s)"
+    result.note = f"{why}; {result.note}" if result.note else why
+    return result
 
 
 class _SharedThreads:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from datetime import date
 
 import duckdb
@@ -569,6 +571,52 @@ def test_duckdb_threads_are_the_cpus_shared_among_the_actions_running_at_once(
     assert record.status == "success", [a.error for a in record.actions]
     assert seen[0] == first
     assert every is None or set(seen) == {every}
+
+
+def test_an_action_out_of_memory_beside_others_runs_again_alone(make_project, lakehouse_home, monkeypatch):
+    """DuckDB's memory limit is shared by the actions running at once: one that runs out of it beside
+    others is rolled back and run again once nothing else runs; one that runs out alone fails."""
+    files = dict(SEED)
+    for index in range(4):
+        files[f"definitions/gold/root_{index}.sqlx"] = f'config {{ type: "table" }}\nselect {index} as n'
+    files["definitions/gold/hungry.sqlx"] = 'config { type: "table" }\nselect 1 as n'
+    files["definitions/gold/starved.sqlx"] = 'config { type: "table" }\nselect 2 as n'
+    running: set[str] = set()
+    attempts: dict[str, list[set[str]]] = {}  # each attempt of an action: what else ran (name#attempt) as it started
+    lock = threading.Lock()
+    execute = Engine._execute
+
+    def crowded_out(engine, action, options, result):
+        name = action.name.split(".")[-1]
+        with lock:
+            attempts.setdefault(name, []).append(set(running))
+            running.add(attempt := f"{name}#{len(attempts[name])}")
+        try:
+            if name == "hungry" and len(attempts[name]) == 1:
+                time.sleep(0.2)  # the others start beside it
+                raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block of size 256.0 KiB")
+            if name == "starved":  # out of memory even alone
+                raise duckdb.OutOfMemoryException("Out of Memory Error: failed to pin block of size 256.0 KiB")
+            return execute(engine, action, options, result)
+        finally:
+            with lock:
+                running.discard(attempt)
+
+    monkeypatch.setattr(Engine, "_execute", crowded_out)
+    record = run(make_project(files), home_dir=lakehouse_home, concurrency=2)
+
+    results = {a.name.split(".")[-1]: a for a in record.actions}
+    hungry = results["hungry"]
+    assert hungry.status == "success" and hungry.note.startswith("ran again alone after running out of memory")
+    assert len(attempts["hungry"]) == 2 and attempts["hungry"][1] == set()
+    assert not any("hungry#2" in others for tries in attempts.values() for others in tries)  # nothing beside it
+    table = ".".join(f'"{part}"' for part in hungry.name.split("."))
+    assert query(lakehouse_home, f"select n from {table}") == [(1,)]
+    starved = results["starved"]
+    assert starved.status == "failed" and "Out of Memory Error" in starved.error
+    assert len(attempts["starved"]) == (2 if attempts["starved"][0] else 1)
+    assert record.status == "failed"
+    assert all(r.status == "success" for name, r in results.items() if name != "starved")
 
 
 def test_threads_go_up_at_once_and_down_only_when_no_statement_runs():
