@@ -55,10 +55,11 @@ THREADS_ENV = "LAKEHOUSE_THREADS"
 COMPRESSION_ENV = "LAKEHOUSE_DISABLED_COMPRESSION"
 _COMPRESSION = re.compile(r"^[A-Za-z_]+(,[A-Za-z_]+)*$")
 # DuckDB's own default is 80% of RAM, which lets one run take the machine: cap it, and spill beyond.
-# The process peaks about 0.8-1.3 GiB above the limit (what DuckDB allocates outside its buffer pool,
-# Python, Arrow); with 2.5 GiB a ten-million-event run peaks under 4 GiB (docs/engine.md).
+# The process peaks about 1-1.5 GiB above the limit (what DuckDB allocates outside its buffer pool,
+# Python, Arrow); with 2 GiB a ten-million-event run peaks near 3.2 GiB, in the time it took with
+# 2.5 GiB, whose runs peaked up to 4.4 GiB (docs/engine.md).
 MEMORY_SHARE = 0.25
-MEMORY_CAP_BYTES = 2560 * 1024**2
+MEMORY_CAP_BYTES = 2048 * 1024**2
 MEMORY_FLOOR_BYTES = 256 * 1024**2
 CHECKPOINT_FLOOR_BYTES = 16 * 1024**2  # DuckDB's default checkpoint_threshold
 # a DuckDB size: KB, MB, ... count in 1000s, KiB, MiB, ... in 1024s
@@ -112,7 +113,7 @@ def resource_settings(home_dir: Path) -> dict[str, str | int]:
     """Return DuckDB's memory_limit, threads and temp_directory for connections under `home_dir`.
 
     memory_limit is $LAKEHOUSE_MEMORY_LIMIT (a DuckDB size such as "2GiB" or "512MB"), else a quarter
-    of the machine's memory between 256 MiB and 2.5 GiB; threads is $LAKEHOUSE_THREADS, else the CPUs
+    of the machine's memory between 256 MiB and 2 GiB; threads is $LAKEHOUSE_THREADS, else the CPUs
     this process may use; work beyond the limit spills to <home>/tmp/duckdb-spill. checkpoint_threshold
     (the write-ahead log's size at which a commit checkpoints) is 1/32 of the memory limit: what
     the log holds is kept in memory until a checkpoint, and a run makes its own checkpoint at its end

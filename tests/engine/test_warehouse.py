@@ -61,13 +61,13 @@ def test_the_log_is_checkpointed_at_a_32nd_of_the_memory_limit(tmp_path, monkeyp
 def test_the_default_limit_is_a_share_of_the_machine_capped(tmp_path, monkeypatch):
     monkeypatch.delenv(warehouse.MEMORY_LIMIT_ENV, raising=False)
     monkeypatch.delenv(warehouse.THREADS_ENV, raising=False)
-    for machine, expected in ((24 * 1024**3, "2560MiB"), (4 * 1024**3, "1024MiB"), (512 * 1024**2, "256MiB")):
+    for machine, expected in ((24 * 1024**3, "2048MiB"), (4 * 1024**3, "1024MiB"), (512 * 1024**2, "256MiB")):
         monkeypatch.setattr(warehouse, "_machine_memory_bytes", lambda machine=machine: machine)
         assert warehouse.resource_settings(tmp_path)["memory_limit"] == expected
     monkeypatch.setattr(warehouse, "_machine_memory_bytes", lambda: 24 * 1024**3)
     with warehouse.open_catalog(tmp_path, "lakehouse-dev") as con:
         limit, threads, _ = _settings(con)
-    assert limit == "2.5 GiB"
+    assert limit == "2.0 GiB"
     assert threads == warehouse._machine_threads()
 
 
