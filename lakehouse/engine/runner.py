@@ -252,12 +252,21 @@ class Engine:
             result.error = self._explain(action, error)
             if isinstance(error, duckdb.OutOfMemoryException):
                 self.out_of_memory.add(action.name)
+                result.error += self._memory_hint()
         finally:
             result.duration_s = time.perf_counter() - started
         if action.kind == "assertion" and result.status == "success" and result.failing_rows:
             result.status = "failed"
             result.error = f"assertion {action.name} has {result.failing_rows} failing row(s)"
         return result
+
+    def _memory_hint(self) -> str:
+        """What to change when an action ran out of DuckDB's memory limit."""
+        try:
+            limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        except duckdb.Error:
+            return ""
+        return f" (DuckDB's memory limit is {limit}: set {warehouse.MEMORY_LIMIT_ENV} higher, e.g. 4GiB)"
 
     def _explain(self, action: Action, error: Exception) -> str:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

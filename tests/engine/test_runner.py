@@ -614,6 +614,7 @@ def test_an_action_out_of_memory_beside_others_runs_again_alone(make_project, la
     assert query(lakehouse_home, f"select n from {table}") == [(1,)]
     starved = results["starved"]
     assert starved.status == "failed" and "Out of Memory Error" in starved.error
+    assert "DuckDB's memory limit is " in starved.error and "set LAKEHOUSE_MEMORY_LIMIT higher" in starved.error
     assert len(attempts["starved"]) == (2 if attempts["starved"][0] else 1)
     assert record.status == "failed"
     assert all(r.status == "success" for name, r in results.items() if name != "starved")
