@@ -421,6 +421,8 @@ def main() -> None:
     alone_s = run_seconds(alone["record"])
     chain_note = f"orders chain in the full run: {chain_full:.1f} action-s; baseline {baseline['baseline_s']:.1f} s"
     print(f"\n{args.events:,} events, seed {args.seed}, batch size {args.batch_size}; LAKEHOUSE_HOME {home}")
+    settings = warehouse.resource_settings(home)
+    print(f"DuckDB: memory limit {settings['memory_limit']}, {settings['threads']} threads (docs/engine.md)")
     if args.repeat > 1:
         print(f"runs: median of {args.repeat} rounds (wall, and ratio to the same round's full run); peak RSS: the "
               "largest; the full runs took " + ", ".join(f"{s:.1f}" for s in full_round) + " s")  # fmt: skip

@@ -46,4 +46,5 @@ def test_each_round_reruns_the_same_work_and_the_table_gives_the_medians(tmp_pat
     again = runs["run: no new data, again"]
     assert again["rounds"][0]["actions_run"] < runs["run: no new data"]["rounds"][0]["actions_run"]
     assert re.search(r"runs: median of 2 rounds", done.stdout)
+    assert re.search(r"^DuckDB: memory limit \S+, \d+ threads", done.stdout, re.MULTILINE)
     assert not (tmp_path / "home.rounds").exists() and (home / "runs" / "latest.json").exists()
