@@ -193,7 +193,8 @@ def test_conservation_names_every_place_a_batch_record_was_found(home: Path):
     click = one(home, f"select record_id from silver.ad_clicks where record_id in {batch}"
                       " and event_date <> date '1999-01-01' limit 1")  # fmt: skip
     name = "ad_clicks_conservation"
-    execute(home, f"insert into silver.ad_clicks select * from silver.ad_clicks where record_id = '{click['record_id']}'")
+    copy = f"insert into silver.ad_clicks select * from silver.ad_clicks where record_id = '{click['record_id']}'"
+    execute(home, copy)
     assert run_checks(home, [name]) == {name: "failed"}
     rows = query(home, f"select record_id, places, found_in from assertions.{name} where places > 1")
     assert rows == [{"record_id": click["record_id"], "places": 2, "found_in": "silver, silver"}]
