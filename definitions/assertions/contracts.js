@@ -74,7 +74,7 @@ counted as (
       record_id,
       place,
     from placed
-  )
+  ) as sightings
   group by record_id
 )
 
