@@ -400,6 +400,23 @@ class Tracker:
                 return None
             return _replaced(self._catalog, defined, ({}, defined))
 
+    def _with_table(self, decision: Decision) -> tuple[dict, dict] | None:
+        """Return the catalog read since the last commit with the table `decision` wrote (a recorded
+        table or incremental action writes its own table only), as its transaction holds it, without
+        reading every table and view again (5 ms an action); None when it cannot be told so.
+
+        What a fingerprint takes of a table it is given: the version its writer gave it, or (never
+        written by an action) its row estimate, which a write that changed nothing leaves as it was."""
+        if decision.writes - {decision.target} or decision.views:
+            return None
+        with self._lock:
+            if self._catalog is None:
+                return None
+            size = self._catalog[0].get(decision.target)
+            if size is None and decision.target not in self.versions:
+                return None
+            return _replaced(self._catalog, {decision.target}, ({decision.target: size or "0"}, {}))
+
     def _read_catalog(self, con: duckdb.DuckDBPyConnection) -> tuple[dict, dict]:
         # DuckDB numbers catalog entries anew each time a file is opened, so a table's id says nothing
         # across runs; its row estimate changes when another tool appends to it or replaces it.
@@ -688,7 +705,7 @@ class Tracker:
         prefix = self._prefix(decision.target[0])
         if prefix is None:
             return
-        decision.catalog = self._with_views(decision) or self._read_catalog(con)
+        decision.catalog = self._with_views(decision) or self._with_table(decision) or self._read_catalog(con)
         fingerprint = self.fingerprint(
             con, plan, decision.inputs, decision.files, catalog=decision.catalog, shapes=kind == "view",
             at=decision.decided_at,
