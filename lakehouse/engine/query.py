@@ -140,15 +140,16 @@ def _string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def run_item(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | None:
+def run_item(con: duckdb.DuckDBPyConnection, item, *, row_count: bool = True) -> duckdb.DuckDBPyConnection | None:
     """Run one item of translate_script: a DuckDB statement, or a Block (IF, loop, FOR, BREAK, CONTINUE).
 
-    Returns the cursor of the last statement run (None when a block ran none).
+    Returns the cursor of the last statement run (None when a block ran none). A DML statement's row
+    count is kept for `@@row_count` unless `row_count` is false (a script that never reads it).
     Raises duckdb.Error from the statements, and RuntimeError for a loop past MAX_ITERATIONS.
     """
     if isinstance(item, str):
         cursor = translate.execute_with_array_paths(con, expand_wildcard_tables(con, item))
-        return _count_rows(con, cursor) if item.lstrip()[:6].upper() in _DML_WORDS else cursor
+        return _count_rows(con, cursor) if row_count and item.lstrip()[:6].upper() in _DML_WORDS else cursor
     if item.kind == "break":
         raise _Break
     if item.kind == "continue":

@@ -360,6 +360,11 @@ class Engine:
             rows = 0
             counted = False
             schema_changed = False
+            # @@row_count is kept (a variable set after each DML statement) only for a script that reads
+            # it; such a script resets its variables when it ends, so the next one starts without it
+            reads_row_count = any(
+                not isinstance(sql, str) or translate.ROW_COUNT_VARIABLE in sql for _, sql in translated
+            )
             for kind, sql in translated:
                 if not isinstance(sql, str):  # a procedural block (loop, IF, FOR, RETURN)
                     try:
@@ -372,7 +377,7 @@ class Engine:
                     continue
                 if self.tracker is not None and not options.full_refresh and self.tracker.view_in_place(con, sql):
                     continue  # made by this very statement already, and DuckDB binds a view each time it is read
-                cursor = query.run_item(con, sql)
+                cursor = query.run_item(con, sql, row_count=reads_row_count)
                 fetched = cursor.fetchall() if cursor.description else []
                 if kind == "assertion":
                     result.failing_rows = int(fetched[0][0] or 0) if fetched else 0

@@ -382,6 +382,32 @@ def test_return_in_a_script_ends_it_and_the_action_succeeds(make_project, lakeho
     assert query(lakehouse_home, 'select step from "test-local".silver.stamp') == [(1,)]
 
 
+def test_row_count_is_null_before_a_scripts_first_dml_whatever_ran_before_it(make_project, lakehouse_home):
+    # @@row_count belongs to one script (one action): an action that changed rows before it, on the same
+    # connection, leaves nothing for the next one to read
+    project = make_project(
+        {
+            "definitions/ops/filled.sqlx": """
+                config { type: "operations", hasOutput: true }
+                create or replace table ${self()} (id int64);
+                insert into ${self()} values (1), (2);
+            """,
+            "definitions/ops/counted.sqlx": """
+                config { type: "operations", hasOutput: true, dependencies: ["filled"] }
+                create or replace table ${self()} as select @@row_count as before_any, 0 as inserted;
+                insert into ${self()} select null, id from ${ref("filled")};
+                update ${self()} set inserted = @@row_count where before_any is null;
+            """,
+        }
+    )
+
+    record = run(project, concurrency=1)
+
+    assert record.status == "success", [a.error for a in record.actions]
+    rows = query(lakehouse_home, 'select before_any, inserted from "test-local".silver.counted order by 2')
+    assert rows == [(None, 2), (None, 2), (None, 2)]
+
+
 def test_dry_run_translates_everything_and_executes_nothing(make_project, lakehouse_home):
     files = dict(SEED)
     files["definitions/operations/dynamic.sqlx"] = """
