@@ -5,15 +5,14 @@ own process that is Python holding the interpreter lock the actions' threads nee
 statements, and on two cores it made a 1M-event hourly run about a second slower. So a run that may
 commit to an Iceberg table the catalog has forks this process when it starts, before it opens the
 warehouse (the fork copies the modules already imported). Told that rows are on their way to the table
-(`warm`: the run's start recorded new landing objects, or an action upstream of it committed rows), the
-process imports pyiceberg and opens the catalog on a core of its own, outside the run's interpreter
-lock; a run that brings nothing never makes it import anything. It then commits what the run hands it:
-the Iceberg table, the metadata location the warehouse mirrors (the commit fails when the table moved
-on), the data files to delete, and a Parquet file of the rows to add, which DuckDB wrote. The run
-records the rows committed in its own transaction (IcebergStore.publish_changes); a commit this process
-cannot make is made by the run itself. One JSON request a line, one JSON reply a line; the process ends
-when the run closes its pipe or dies (its end of the pipe is then read), and a run that had nothing to
-commit stops it.
+(`warm`: an action upstream of it committed rows), the process imports pyiceberg and opens the catalog
+on a core of its own, outside the run's interpreter lock; a run that brings nothing never makes it
+import anything. It then commits what the run hands it: the Iceberg table, the metadata location the
+warehouse mirrors (the commit fails when the table moved on), the data files to delete, and a Parquet
+file of the rows to add, which DuckDB wrote. The run records the rows committed in its own transaction
+(IcebergStore.publish_changes); a commit this process cannot make is made by the run itself. One JSON
+request a line, one JSON reply a line; the process ends when the run closes its pipe or dies (its end
+of the pipe is then read), and a run that had nothing to commit stops it.
 
 LAKEHOUSE_ICEBERG_COMMITTER: unset, the process is forked on Linux when the run's process runs no other
 Python thread (fork without exec is unsafe elsewhere, or missing); `process` forks it wherever os.fork

@@ -60,9 +60,6 @@ class RunOptions:
     # Work in the run's connection before anything is read (not in a dry run): called with the
     # connection, the compiled projectConfig and the home directory. The kit's commands record the
     # local landing bucket's arrivals here (ingest/audit.py local_finalize), as GCS notifies on GCP.
-    # A positive int returned is how much new input it found: rows are likely on their way to the
-    # run's Iceberg tables, whose committer process then imports pyiceberg at once, on the core the
-    # run's start leaves idle (iceberg_committer), not when the first rows are written.
     prepare: Callable[[duckdb.DuckDBPyConnection, dict, Path], object] | None = None
     # Called with the finished record while the warehouse closes (its checkpoint is written meanwhile);
     # the warehouse is closed when run returns.
@@ -440,7 +437,10 @@ class Engine:
                 # catalog (about 1 s of imports) now, not when it commits; a run that brings nothing
                 # (an empty batch) never pays for it; with a committer process (iceberg_committer), that
                 # process does, and this one never imports pyiceberg
-                self.expect_iceberg_rows()
+                if self._committer is None:
+                    self.iceberg.warm()
+                else:
+                    self._committer.warm()
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -497,14 +497,6 @@ class Engine:
         if publisher is not None:
             publisher.shutdown()
         self.close_committer()
-
-    def expect_iceberg_rows(self) -> None:
-        """Rows are likely on their way to an Iceberg table of the run: open its catalog now (about a
-        second of pyiceberg imports), in the committer process when there is one, not when it commits."""
-        if self._committer is None:
-            self.iceberg.warm()
-        else:
-            self._committer.warm()
 
     @property
     def has_committer(self) -> bool:
@@ -682,9 +674,7 @@ def run(
             _ensure_keys(engine, home_dir, options.full_refresh)
             if options.prepare is not None:
                 try:
-                    arrived = options.prepare(engine.con, compiled.graph.get("projectConfig") or {}, home_dir)
-                    if engine.has_committer and type(arrived) is int and arrived > 0:
-                        engine.expect_iceberg_rows()
+                    options.prepare(engine.con, compiled.graph.get("projectConfig") or {}, home_dir)
                 except (OSError, duckdb.Error) as error:
                     raise RunError(f"preparing the run failed: {error}") from error
         plan = [name for name in order if name in selected]

@@ -60,21 +60,6 @@ ICEBERG_PROJECT = {
     """,
 }
 
-# a batch table (emptied and refilled by each run) feeding an incremental Iceberg table
-ICEBERG_BATCH_PROJECT = {
-    **ICEBERG_PROJECT,
-    "definitions/silver/orders_batch.sqlx": """
-        config { type: "table", schema: "silver" }
-        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
-    """,
-    "definitions/silver/orders.sqlx": """
-        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
-                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
-                            tableFolderRoot: "silver" } }
-        select order_id, customer_id, amount_usd from ${ref("orders_batch")}
-    """,
-}
-
 
 def execute(home, sql):
     con = warehouse.connect(home, ["test-local"])
@@ -428,7 +413,22 @@ def test_an_iceberg_table_written_whole_is_written_in_chunks_in_one_snapshot(mak
 def test_a_run_that_brings_no_rows_to_an_iceberg_table_never_opens_its_catalog(
     make_project, lakehouse_home, monkeypatch
 ):
-    project = make_project(ICEBERG_BATCH_PROJECT)
+    # a batch table (emptied and refilled by each run) feeds an incremental Iceberg table
+    project = make_project(
+        {
+            **ICEBERG_PROJECT,
+            "definitions/silver/orders_batch.sqlx": """
+                config { type: "table", schema: "silver" }
+                select order_id, customer_id, amount_usd from ${ref("orders_raw")}
+            """,
+            "definitions/silver/orders.sqlx": """
+                config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
+                         iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
+                                    tableFolderRoot: "silver" } }
+                select order_id, customer_id, amount_usd from ${ref("orders_batch")}
+            """,
+        }
+    )
     # pyiceberg's reading threads, left by the first run, would keep "auto" inline
     monkeypatch.setenv(COMMITTER_ENV, "process")
     opened = []
@@ -450,37 +450,6 @@ def test_a_run_that_brings_no_rows_to_an_iceberg_table_never_opens_its_catalog(
     assert record.status == "success" and ran["silver.orders_batch"] == ran["silver.orders"] == "ran"
     assert opened == []
     assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders') == [(3,)]
-
-
-@pytest.mark.parametrize(("found", "warmed_first"), [(3, True), (0, False), (None, False), (True, False)])
-def test_new_input_found_before_the_run_warms_the_committer_before_any_action(
-    make_project, lakehouse_home, monkeypatch, found, warmed_first
-):
-    # RunOptions.prepare returning a positive count (new landing objects recorded): the committer
-    # imports pyiceberg while the run starts, not once the first rows were written; anything else
-    # (nothing new, or not a count) leaves it to the first action that brings rows
-    monkeypatch.setenv(COMMITTER_ENV, "process")
-    project = make_project(ICEBERG_BATCH_PROJECT)
-    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
-    assert run(project).status == "success"  # the table exists in the catalog: later runs fork a committer
-    events = []
-    real_warm = IcebergCommitter.warm
-    monkeypatch.setattr(IcebergCommitter, "warm", lambda committer: events.append("warm") or real_warm(committer))
-    from lakehouse.engine import runner
-
-    real_execute = runner.Engine.execute
-    monkeypatch.setattr(
-        runner.Engine, "execute", lambda engine, *args: events.append("action") or real_execute(engine, *args)
-    )
-    seed(lakehouse_home, [(2, "CUST-2", 5.0)])
-    record = run(project, options=RunOptions(prepare=lambda con, config, home: found))
-    assert record.status == "success"
-    # else once the batch, the first action, committed rows on their way to the Iceberg table
-    assert events.index("warm") == (0 if warmed_first else 1)
-    table = IcebergStore(lakehouse_home).load({"database": "test-local", "schema": "silver", "name": "orders"})
-    assert sorted(tuple(r.values()) for r in table.scan().to_arrow().to_pylist()) == [
-        (1, "CUST-1", 10.0), (2, "CUST-2", 5.0)
-    ]
 
 
 @pytest.mark.parametrize("fault", ["killed", "refuses"])
