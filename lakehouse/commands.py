@@ -210,6 +210,14 @@ def run_command(
     warehouse table ops.action_runs.
     """
     gc.set_threshold(*RUN_COLLECTOR_THRESHOLDS)
+    committer = None
+    if not dry_run and not full_refresh:
+        from lakehouse.engine.iceberg_committer import IcebergCommitter
+
+        # before the engine's modules are imported: the committer imports pyiceberg meanwhile
+        committer = IcebergCommitter.start_early(paths.home(project_dir))
+        if committer is not None:
+            click.get_current_context().call_on_close(committer.close)  # ends it however the command ends
     from ingest.audit import local_finalize
     from lakehouse.engine.runner import RunError, RunOptions, run
 
@@ -229,6 +237,7 @@ def run_command(
         concurrency=concurrency or 0,
         skip_unchanged=not rerun_unchanged,
         prepare=local_finalize,
+        committer=committer,
     )
 
     def report(record) -> None:

@@ -66,6 +66,11 @@ def warehouse_dir(home_dir: Path) -> Path:
     return home_dir / "warehouse"
 
 
+def closed_state_file(home_dir: Path) -> Path:
+    """Return the file recording the warehouse files as the last run that closed them left them."""
+    return warehouse_dir(home_dir) / "closed-by-last-run.json"
+
+
 def catalog_file(home_dir: Path, project: str) -> Path:
     """Return the DuckDB file that stands in for BigQuery project `project`.
 

@@ -297,6 +297,33 @@ def attached_files(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     ).fetchall()
 
 
+def _files_state(home_dir: Path) -> list[list]:
+    """Name, size and modification time (ns) of every warehouse file and write-ahead log."""
+    state = []
+    for pattern in ("*.duckdb", "*.duckdb.wal"):
+        for file in sorted(paths.warehouse_dir(home_dir).glob(pattern)):
+            with contextlib.suppress(OSError):
+                stat = file.stat()
+                state.append([file.name, stat.st_size, stat.st_mtime_ns])
+    return state
+
+
+def record_closed_state(home_dir: Path) -> None:
+    """Record the warehouse files as a run that has just closed them leaves them (changed_since_last_run)."""
+    paths.write_cache_file(paths.closed_state_file(home_dir), json.dumps(_files_state(home_dir)).encode())
+
+
+def changed_since_last_run(home_dir: Path) -> bool:
+    """Return whether a warehouse file changed since the last run closed it: new arrivals or messages
+    recorded, a load, anything another command wrote (or no run recorded its state yet). A guess for
+    what a run is likely to do, never for what it does: the run itself reads what is new."""
+    try:
+        recorded = json.loads(paths.closed_state_file(home_dir).read_text())
+    except (OSError, ValueError):
+        return True
+    return recorded != _files_state(home_dir)
+
+
 def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
     """Write the committed state of each attached warehouse file into the file (DuckDB's CHECKPOINT).
 

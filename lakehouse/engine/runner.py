@@ -64,6 +64,10 @@ class RunOptions:
     # Called with the finished record while the warehouse closes (its checkpoint is written meanwhile);
     # the warehouse is closed when run returns.
     on_finished: Callable[[records.RunRecord], object] | None = None
+    # An Iceberg committer process the caller started before importing the engine
+    # (IcebergCommitter.start_early): the run uses it where it would start one, else ends it. The
+    # caller closes it once the run returns or fails (closing again does nothing).
+    committer: IcebergCommitter | None = None
 
     def workers(self) -> int:
         """Return how many actions may run at once (at least 1)."""
@@ -502,9 +506,10 @@ class Engine:
     def has_committer(self) -> bool:
         return self._committer is not None
 
-    def start_committer(self) -> None:
-        """Fork the run's Iceberg committer process (IcebergCommitter.start; none where it is not used)."""
-        self._committer = IcebergCommitter.start(self.home_dir)
+    def start_committer(self, started: IcebergCommitter | None = None) -> None:
+        """Fork the run's Iceberg committer process (IcebergCommitter.start; none where it is not used),
+        or use the one `started` for the run."""
+        self._committer = started or IcebergCommitter.start(self.home_dir)
 
     def close_committer(self) -> None:
         """End the committer process, if one was started (after the commits it was given)."""
@@ -646,9 +651,11 @@ def run(
         # forked now, before the warehouse is open (iceberg_committer); a catalog with no table yet, or
         # none that can be read, is opened by this process, which creates or repairs it
         try:
-            engine.start_committer()
+            engine.start_committer(options.committer)
         except ValueError as error:
             raise RunError(str(error)) from error
+    elif options.committer is not None:
+        options.committer.close()  # nothing this run does commits to an Iceberg table
     try:
         if options.dry_run:
             engine.con = dry_run.stand_in(home_dir, projects)
@@ -718,6 +725,8 @@ def run(
         engine.con.close()
         raise
     _close_reporting(engine.con, record, options.on_finished)
+    if not options.dry_run:
+        warehouse.record_closed_state(home_dir)
     return record
 
 

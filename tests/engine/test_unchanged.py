@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -560,6 +561,98 @@ def test_the_committer_process_ends_with_the_run(lakehouse_home, monkeypatch, as
     assert time.monotonic() - started < 30
     with pytest.raises(ChildProcessError):
         os.waitpid(committer.pid, os.WNOHANG)  # reaped: no process left behind
+
+
+def _maps(pid: int, library: str, timeout: float = 30) -> bool:
+    """Return whether process `pid` maps a shared library whose path holds `library`, waiting for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if library in (Path("/proc") / str(pid) / "maps").read_text():
+                return True
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads what the committer loaded from /proc")
+def test_a_run_after_new_data_has_a_committer_that_imports_pyiceberg_before_the_run_starts(
+    make_project, lakehouse_home, monkeypatch
+):
+    monkeypatch.setenv(COMMITTER_ENV, "process")
+    project = make_project(ICEBERG_PROJECT)
+    target = {"database": "test-local", "schema": "silver", "name": "orders"}
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0)])
+    assert IcebergCommitter.start_early(lakehouse_home) is None  # no Iceberg table yet: the run makes it
+    assert run(project).status == "success"
+    assert not warehouse.changed_since_last_run(lakehouse_home)
+    assert IcebergCommitter.start_early(lakehouse_home) is None  # nothing new since the run closed the warehouse
+    execute(lakehouse_home, 'SELECT count(*) FROM "test-local".silver.orders')
+    assert not warehouse.changed_since_last_run(lakehouse_home)  # a read changes nothing
+
+    seed(lakehouse_home, [(3, "CUST-2", 5.0)])
+    assert warehouse.changed_since_last_run(lakehouse_home)
+    opened = []
+    real_open = IcebergStore._open
+    monkeypatch.setattr(IcebergStore, "_open", lambda store: opened.append(1) or real_open(store))
+    # started in a process that has not imported pyiceberg (as `lakehouse run` starts it), the committer
+    # imports it (with Arrow) at once, asked for nothing
+    code = (
+        "import sys; from pathlib import Path; from lakehouse.engine.iceberg_committer import IcebergCommitter; "
+        "committer = IcebergCommitter.start_early(Path(sys.argv[1])); "
+        "print(committer and committer.pid, 'pyarrow' in sys.modules, flush=True); sys.stdin.readline()"
+    )
+    waiting = subprocess.Popen([sys.executable, "-c", code, str(lakehouse_home)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        pid, imported = waiting.stdout.readline().split()
+        assert pid != "None" and imported == "False"
+        assert _maps(int(pid), "libarrow")
+    finally:
+        waiting.communicate("\n", timeout=60)
+    committer = IcebergCommitter.start_early(lakehouse_home)
+    assert committer is not None
+    try:
+        record = run(project, options=RunOptions(committer=committer))
+    finally:
+        committer.close()
+    assert record.status == "success", [a.error for a in record.actions if a.error]
+    assert opened == [] and committer.failures == []  # the snapshot is the early process's
+    with pytest.raises(ChildProcessError):
+        os.waitpid(committer.pid, os.WNOHANG)
+    table = IcebergStore(lakehouse_home).load(target)
+    assert sorted(tuple(row.values()) for row in table.scan().to_arrow().to_pylist()) == [
+        (1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 5.0)
+    ]
+    assert not warehouse.changed_since_last_run(lakehouse_home)
+    committer.close()  # closing again does nothing
+
+
+@pytest.mark.parametrize("how", ["no Iceberg table selected", "dry run", "command"])
+def test_an_early_committer_ends_with_the_run_whether_or_not_it_commits(make_project, lakehouse_home, monkeypatch, how):
+    monkeypatch.setenv(COMMITTER_ENV, "process")
+    project = make_project(ICEBERG_PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
+    assert run(project).status == "success"
+    seed(lakehouse_home, [(2, "CUST-2", 5.0)])
+    started = []
+    real = IcebergCommitter.start_early.__func__
+    monkeypatch.setattr(IcebergCommitter, "start_early", classmethod(lambda cls, home: started.append(real(cls, home))
+                                                                     or started[-1]))  # fmt: skip
+    if how == "command":  # `lakehouse run`, which starts it before it imports the engine
+        result = CliRunner().invoke(main, ["run", "--project-dir", str(project)])
+        assert result.exit_code == 0, result.output
+        assert len(IcebergStore(lakehouse_home).load(
+            {"database": "test-local", "schema": "silver", "name": "orders"}).scan().to_arrow()) == 2  # fmt: skip
+    else:
+        committer = IcebergCommitter.start_early(lakehouse_home)
+        options = RunOptions(committer=committer, actions=("customer_totals",) if how.startswith("no") else (),
+                             dry_run=how == "dry run")  # fmt: skip
+        assert run(project, options=options).status in ("success", "failed")
+    assert len(started) == 1 and started[0] is not None
+    with pytest.raises(ChildProcessError):  # ended and reaped by the time the run returned
+        os.waitpid(started[0].pid, os.WNOHANG)
 
 
 def test_an_iceberg_snapshot_that_fails_after_the_warehouse_commit_is_committed_by_the_next_run(
