@@ -297,15 +297,10 @@ def attached_files(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
     ).fetchall()
 
 
-def _files_state(home_dir: Path) -> list[list]:
-    """Name, size and modification time (ns) of every warehouse file and write-ahead log."""
-    state = []
-    for pattern in ("*.duckdb", "*.duckdb.wal"):
-        for file in sorted(paths.warehouse_dir(home_dir).glob(pattern)):
-            with contextlib.suppress(OSError):
-                stat = file.stat()
-                state.append([file.name, stat.st_size, stat.st_mtime_ns])
-    return state
+def _files_state(home_dir: Path) -> dict[str, list[int]]:
+    """Size and modification time of every warehouse file and its write-ahead log (not ctime, which a
+    copied or restored home always changes)."""
+    return _file_stamps(sorted(paths.warehouse_dir(home_dir).glob("*.duckdb")), ctime=False)
 
 
 def record_closed_state(home_dir: Path) -> None:
@@ -397,17 +392,19 @@ def publish_read_copy(con: duckdb.DuckDBPyConnection, home_dir: Path) -> list[Pa
 
 def _stamps(rows: list[tuple[str, str]], warehouse_dir: Path) -> dict[str, list[int]]:
     """Return size and times of each attached warehouse file and its write-ahead log."""
+    return _file_stamps([Path(path) for _, path in rows if Path(path).parent == warehouse_dir])
+
+
+def _file_stamps(files: Iterable[Path], *, ctime: bool = True) -> dict[str, list[int]]:
+    """Return {name: [size, mtime_ns(, ctime_ns)]} of each file and its write-ahead log that exist."""
     stamps = {}
-    for _, path in rows:
-        source = Path(path)
-        if source.parent != warehouse_dir:
-            continue
+    for source in files:
         for file in (source, source.with_name(source.name + ".wal")):
             try:
                 stat = file.stat()
             except OSError:
                 continue
-            stamps[file.name] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+            stamps[file.name] = [stat.st_size, stat.st_mtime_ns] + ([stat.st_ctime_ns] if ctime else [])
     return stamps
 
 
