@@ -293,7 +293,7 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
     Each testQuery is compared with its expectedOutputQuery as the Dataform CLI compares them:
     row count, column names, then row by row in order.
     """
-    from lakehouse.engine import translate
+    from lakehouse.engine import scripts
     from lakehouse.engine.unit_tests import run_tests
 
     try:
@@ -306,7 +306,7 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
     except warehouse.WarehouseBusy as error:
         fail(str(error))
     try:
-        translate.register_functions(con)
+        scripts.register_functions(con)
         results = run_tests(compiled.graph, con)
     finally:
         con.close()
@@ -335,7 +335,7 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
     """
     import duckdb
 
-    from lakehouse.engine import query, translate, unchanged
+    from lakehouse.engine import query, scripts, unchanged
     from lakehouse.engine.runner import gcs_resolver
 
     if sql == "-":
@@ -350,26 +350,26 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
         fail("no SQL to run: the query is empty or only comments", 2)
     default_project = paths.default_project(project_dir)
     home_dir = paths.home(project_dir)
-    translate.set_cache_dir(home_dir / "translate-cache")
+    scripts.set_cache_dir(home_dir / "translate-cache")
     try:
         projects = query.projects_to_attach(home_dir, [sql], default_project)
-    except (translate.UnsupportedConstruct, translate.TranslationError) as error:
+    except (scripts.UnsupportedConstruct, scripts.TranslationError) as error:
         fail(str(error))
     try:
         con = _query_connection(home_dir, projects)
     except (warehouse.WarehouseBusy, ValueError) as error:
         fail(str(error))
     try:
-        translate.register_functions(con)
+        scripts.register_functions(con)
         con.execute(f'USE "{default_project}"')
         result = query.execute(con, sql, default_project=default_project, gcs_resolver=gcs_resolver(home_dir))
         if not unchanged.reads_only(sql):
             # A write the runner did not make: the next run re-runs every action rather than trust
             # what it recorded.
             unchanged.forget(con)
-    except translate.UnsupportedConstruct as error:
+    except scripts.UnsupportedConstruct as error:
         fail(f"{error.construct} is not supported locally. {error.hint}")
-    except (translate.TranslationError, duckdb.Error, OSError) as error:
+    except (scripts.TranslationError, duckdb.Error, OSError) as error:
         message = str(error).strip().splitlines()[0]
         if warehouse.reading_copy(con, home_dir) and "read-only" in message:
             fail(

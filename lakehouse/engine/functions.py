@@ -9,12 +9,14 @@ import re
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 import farmhash
 from duckdb.sqltypes import BIGINT, BLOB, VARCHAR
-from sqlglot import exp
-from sqlglot.errors import ParseError
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 # Real time spent in script loops so far in the action (an INTERVAL), added to an injected clock.
 CLOCK_OFFSET_VARIABLE = "__lakehouse_clock_offset"
@@ -317,6 +319,8 @@ def json_keys(text: str, max_depth: int, mode: str) -> list[str]:
 
 
 def _bigquery_type(duck: exp.DataType) -> str:
+    from sqlglot import exp
+
     def name(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DECIMAL:
             if [p.name for p in node.expressions] == ["38", "9"]:
@@ -335,6 +339,10 @@ def field_paths(data_type: str) -> list[dict]:
     (suffix "") and each field of its STRUCTs, also inside ARRAYs (suffix ".a", ".a.b"), with BigQuery type
     names (`STRUCT<a INT64, b ARRAY<STRING>>`). A type sqlglot cannot read is one row with DuckDB's spelling.
     """
+    # sqlglot is imported here, not with the module: a run that needs no translation never loads it
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
     try:
         parsed = exp.DataType.build(data_type, dialect="duckdb")
     except (ValueError, ParseError):

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from sqlglot.dialects.duckdb import DuckDB
-from sqlglot.tokens import TokenType
 
 from lakehouse import paths
-from lakehouse.engine import functions, translate
+from lakehouse.engine import functions, scripts
 
 
 @dataclass
@@ -35,10 +33,10 @@ class QueryResult:
 def execute(con: duckdb.DuckDBPyConnection, sql: str, *, default_project: str, gcs_resolver=None) -> QueryResult:
     """Run a BigQuery statement or script; return the last statement's result.
 
-    Raises translate.UnsupportedConstruct / translate.TranslationError / duckdb.Error.
+    Raises UnsupportedConstruct / TranslationError (lakehouse.engine.scripts) / duckdb.Error.
     """
     last = QueryResult([], [])
-    for item in translate.translate_script(sql, default_project=default_project, gcs_resolver=gcs_resolver):
+    for item in scripts.translate_script(sql, default_project=default_project, gcs_resolver=gcs_resolver):
         try:
             cursor = run_item(con, item)
         except ScriptReturn:
@@ -49,8 +47,6 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, *, default_project: str, g
             last = QueryResult([d[0] for d in description], cursor.fetchall()) if description else QueryResult([], [])
     return last
 
-
-_DUCKDB = DuckDB()
 
 # A loop that runs this often is taken for one that never ends (BigQuery stops a script after 6 hours).
 MAX_ITERATIONS = 1_000_000
@@ -72,7 +68,7 @@ class ScriptReturn(Exception):
 # RAISE re-raises the last one.
 _handling = threading.local()
 # Errors an EXCEPTION WHEN ERROR handler catches: what BigQuery reports as a statement error.
-_CATCHABLE = (duckdb.Error, translate.TranslationError, RuntimeError)
+_CATCHABLE = (duckdb.Error, scripts.TranslationError, RuntimeError)
 _ERROR_KIND = re.compile(r"^[A-Za-z ]*Error: ")
 _frames = itertools.count()
 # Where a wildcard table can be: a quoted name part ending in * after a dot ("dataset"."prefix*").
@@ -93,7 +89,10 @@ def expand_wildcard_tables(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     """
     if not _WILDCARD_NAME.search(sql):
         return sql  # a batch's statement has '*"' in its regexes: 11-14 KB, 2 ms each to tokenize
-    tokens = _DUCKDB.tokenize(sql)
+    from sqlglot.dialects.duckdb import DuckDB
+    from sqlglot.tokens import TokenType
+
+    tokens = DuckDB().tokenize(sql)
     pieces: list[str] = []
     last = 0
     for index, token in enumerate(tokens):
@@ -125,7 +124,7 @@ def _wildcard_union(con: duckdb.DuckDBPyConnection, project: str, dataset: str, 
     if not found:
         raise duckdb.CatalogException(f"Not found: Table {project}:{dataset}.{prefix}* was not found")
     branches = [
-        f"SELECT *, {_string(name[len(prefix) :])} AS {translate.WILDCARD_SUFFIX_COLUMN} "
+        f"SELECT *, {_string(name[len(prefix) :])} AS {scripts.WILDCARD_SUFFIX_COLUMN} "
         f"FROM {_quoted(project)}.{_quoted(dataset)}.{_quoted(name)}"
         for name, _ in found
     ]
@@ -148,7 +147,7 @@ def run_item(con: duckdb.DuckDBPyConnection, item, *, row_count: bool = True) ->
     Raises duckdb.Error from the statements, and RuntimeError for a loop past MAX_ITERATIONS.
     """
     if isinstance(item, str):
-        cursor = translate.execute_with_array_paths(con, expand_wildcard_tables(con, item))
+        cursor = scripts.execute_with_array_paths(con, expand_wildcard_tables(con, item))
         return _count_rows(con, cursor) if row_count and item.lstrip()[:6].upper() in _DML_WORDS else cursor
     if item.kind == "break":
         raise _Break
@@ -212,7 +211,7 @@ def _count_rows(con: duckdb.DuckDBPyConnection, cursor) -> _Fetched:
     """Keep a DML statement's row count for `@@row_count`; returns its result, read."""
     fetched = _Fetched(cursor)
     count = fetched.rows[0][0] if fetched.rows and fetched.rows[0] else None
-    con.execute(f"SET VARIABLE {translate.ROW_COUNT_VARIABLE} = CAST(? AS BIGINT)", [count])
+    con.execute(f"SET VARIABLE {scripts.ROW_COUNT_VARIABLE} = CAST(? AS BIGINT)", [count])
     return fetched
 
 
@@ -239,9 +238,11 @@ def _execute_immediate(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyC
     if sql is None:
         raise duckdb.InvalidInputException("EXECUTE IMMEDIATE: the SQL string is NULL")
     if values:
+        from lakehouse.engine import translate  # EXECUTE IMMEDIATE ... USING: its text is parsed
+
         sql = translate.bind_parameters(sql, values, item.using)
     last = None
-    for statement in translate.translate_script(sql, default_project=item.project):
+    for statement in scripts.translate_script(sql, default_project=item.project):
         last = run_item(con, statement)
     if item.variable and last is not None:
         names = item.variable.split(",")
@@ -291,8 +292,8 @@ def _try(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | No
             return _Fetched(_run_body(con, item.body))
         except _CATCHABLE as error:
             message = _ERROR_KIND.sub("", str(error).strip().splitlines()[0] if str(error).strip() else "")
-            con.execute(f"SET VARIABLE {translate.ERROR_MESSAGE_VARIABLE} = ?", [message])
-            con.execute(f"SET VARIABLE {translate.ERROR_STATEMENT_VARIABLE} = CAST(NULL AS VARCHAR)")
+            con.execute(f"SET VARIABLE {scripts.ERROR_MESSAGE_VARIABLE} = ?", [message])
+            con.execute(f"SET VARIABLE {scripts.ERROR_STATEMENT_VARIABLE} = CAST(NULL AS VARCHAR)")
             errors = _handling.__dict__.setdefault("errors", [])
             errors.append(error)
             try:
@@ -300,8 +301,8 @@ def _try(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | No
             finally:
                 errors.pop()
                 if not errors:
-                    con.execute(f"RESET VARIABLE {translate.ERROR_MESSAGE_VARIABLE}")
-                    con.execute(f"RESET VARIABLE {translate.ERROR_STATEMENT_VARIABLE}")
+                    con.execute(f"RESET VARIABLE {scripts.ERROR_MESSAGE_VARIABLE}")
+                    con.execute(f"RESET VARIABLE {scripts.ERROR_STATEMENT_VARIABLE}")
     finally:
         if committed:
             con.execute("BEGIN TRANSACTION")
@@ -314,7 +315,7 @@ def _call(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | N
     try:
         definition = json.loads(con.execute(f"SELECT {item.variable}()").fetchone()[0])
     except duckdb.CatalogException:
-        name = item.variable.replace(f'"{translate._PROCEDURE_PREFIX}', '"')
+        name = item.variable.replace(f'"{scripts._PROCEDURE_PREFIX}', '"')
         raise duckdb.InvalidInputException(f"Not found: Procedure {name.replace(chr(34), '')}") from None
     params = definition["params"]
     if len(params) != len(item.body):
@@ -328,13 +329,13 @@ def _call(con: duckdb.DuckDBPyConnection, item) -> duckdb.DuckDBPyConnection | N
     for name in saved:
         con.execute(f'SET VARIABLE "{frame}{name}" = getvariable(?)', [name])
     declares = "".join(f"DECLARE {name} {bq_type};\n" for _, name, bq_type in params)
-    items = translate.translate_script(declares + definition["body"], default_project=definition["project"])
+    items = scripts.translate_script(declares + definition["body"], default_project=definition["project"])
     last = None
     try:
         for index, (_, name, _) in enumerate(params):
             run_item(con, items[index])  # the DECLARE, then the argument's value in the parameter's type
             con.execute(
-                f"SET VARIABLE {name} = CAST(getvariable('{translate._CALL_ARGUMENT.format(index)}') AS "
+                f"SET VARIABLE {name} = CAST(getvariable('{scripts._CALL_ARGUMENT.format(index)}') AS "
                 f"{_variable_type(con, name)})"
             )
         try:
@@ -382,7 +383,7 @@ def projects_to_attach(
     """Return the projects a connection needs: the default, `known`, every local warehouse file and every
     project the SQL names (declared or not); names that are not project ids are left out."""
     known = [default_project, *known, *local_projects(home_dir)]
-    named = translate.referenced_projects(sqls, default_project=default_project, known=known)
+    named = scripts.referenced_projects(sqls, default_project=default_project, known=known)
     projects = []
     for project in [*known, *sorted(named)]:
         try:
@@ -410,8 +411,8 @@ def missing_tables(con: duckdb.DuckDBPyConnection, sqls: Iterable[str], default_
     named: set[tuple[str, str, str]] = set()
     for sql in sqls:
         try:
-            named |= translate.referenced_tables(sql, default_project=default_project)
-        except translate.TranslationError:
+            named |= scripts.referenced_tables(sql, default_project=default_project)
+        except scripts.TranslationError:
             continue
     # A wildcard table with no match fails with BigQuery's own message (expand_wildcard_tables).
     named = {name for name in named if not name[2].endswith("*")}

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from lakehouse import paths, warehouse
-from lakehouse.engine import dry_run, functions, keys, query, records, statements, translate, unchanged
+from lakehouse.engine import dry_run, functions, keys, query, records, scripts, statements, unchanged
 from lakehouse.engine.compile import Compiled, compile_project
 from lakehouse.engine.graph import NOT_LOCAL, Action, AmbiguousActionError, CycleError, Graph, sql_texts
 from lakehouse.engine.iceberg import IcebergStore, is_iceberg, quoted
@@ -136,7 +136,7 @@ class Engine:
         script variables are per connection); returns it."""
         assert self._base_con is not None
         con = self._base_con.cursor()
-        translate.register_functions(con, now, python=self.python_udfs)
+        scripts.register_functions(con, now, python=self.python_udfs)
         self._local.con = con
         return con
 
@@ -204,7 +204,7 @@ class Engine:
         """Return (task type, DuckDB statement) pairs; raises translate errors unchanged."""
         out: list[tuple[str, str]] = []
         for task in tasks:
-            for sql in translate.translate_script(
+            for sql in scripts.translate_script(
                 task.statement, default_project=self.default_project, gcs_resolver=self.resolve_gcs
             ):
                 out.append((task.type, sql))
@@ -250,13 +250,13 @@ class Engine:
         started = time.perf_counter()
         try:
             self._execute(action, options, result)
-        except translate.UnsupportedConstruct as error:
+        except scripts.UnsupportedConstruct as error:
             result.status = "failed"
             result.error = (
                 f"{action.file_name}: action {action.name} uses {error.construct}, which the local engine "
                 f"does not run. {error.hint}"
             )
-        except (translate.TranslationError, duckdb.Error, ValueError, OSError) as error:
+        except (scripts.TranslationError, duckdb.Error, ValueError, OSError) as error:
             result.status = "failed"
             result.error = self._explain(action, error)
             if isinstance(error, duckdb.OutOfMemoryException):
@@ -329,7 +329,7 @@ class Engine:
             )
         plan = ""
         if self.tracker is not None:
-            plan = self.tracker.plan_hash(action, self.project_config, f"{self.core_version}/{translate.VERSION}")
+            plan = self.tracker.plan_hash(action, self.project_config, f"{self.core_version}/{scripts.VERSION}")
             if options.skip_unchanged and not options.full_refresh:
                 carried, why = self.tracker.unchanged(self.con, action, plan)
                 if carried is not None:
@@ -372,7 +372,7 @@ class Engine:
             # @@row_count is kept (a variable set after each DML statement) only for a script that reads
             # it; such a script resets its variables when it ends, so the next one starts without it
             reads_row_count = any(
-                not isinstance(sql, str) or translate.ROW_COUNT_VARIABLE in sql for _, sql in translated
+                not isinstance(sql, str) or scripts.ROW_COUNT_VARIABLE in sql for _, sql in translated
             )
             for kind, sql in translated:
                 if not isinstance(sql, str):  # a procedural block (loop, IF, FOR, RETURN)
@@ -620,7 +620,7 @@ def run(
         compile_cached=compiled.cached,
     )
     engine = Engine(compiled, home_dir, None)
-    translate.set_cache_dir(home_dir / "translate-cache")
+    scripts.set_cache_dir(home_dir / "translate-cache")
     try:
         order = engine.graph.topological_order()
     except CycleError as error:
@@ -674,7 +674,7 @@ def run(
         engine.python_udfs = functions.calls_python_udfs(
             text for name in selected for text in sql_texts(engine.graph.actions[name])
         )
-        translate.register_functions(engine.con, options.now, python=engine.python_udfs)
+        scripts.register_functions(engine.con, options.now, python=engine.python_udfs)
         if options.dry_run:
             _declare_keys(engine)
         else:

@@ -11,13 +11,15 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
-import sqlglot
-from sqlglot import exp
 
 from lakehouse import paths, warehouse
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 # Kept in each project's warehouse file, beside the tables it describes, so that an action's state
 # is written in the same transaction as the action's own writes (DuckDB writes one file per
@@ -55,7 +57,6 @@ _FILE_READER = re.compile(
 )
 _MERGE_ERROR = re.compile(r"\bTHEN\s+ERROR\s+'(?:[^']|'')*'", re.IGNORECASE)
 _STRING = re.compile(r"'((?:[^']|'')*)'")
-_STATE_NEUTRAL = (exp.Set, exp.Transaction, exp.Commit)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Analysis:
 
 
 def _relation(table: exp.Table, default_database: str) -> Relation | None:
+    from sqlglot import exp
+
     if not isinstance(table.this, exp.Identifier) or not table.db:
         return None
     return ((table.catalog or default_database).lower(), table.db.lower(), table.name.lower())
@@ -79,6 +82,11 @@ def _relation(table: exp.Table, default_database: str) -> Relation | None:
 
 def analyse(sql: str, default_database: str) -> Analysis:
     """Return the relations and files one DuckDB statement reads and the relations it writes."""
+    # sqlglot is imported on a statement's first analysis, not with the module: a run whose statements
+    # all have their analysis cached never loads it
+    import sqlglot
+    from sqlglot import exp
+
     files = tuple(_file_patterns(sql))
     # DuckDB's MERGE ... THEN ERROR 'message' (what BigQuery's one-match rule translates to) is not
     # in sqlglot's grammar; for what the statement reads and writes it is a DELETE.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from lakehouse.engine import translate
+from lakehouse.engine import scripts
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _display(value) -> str:
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, default_project: str) -> list[dict]:
-    statements = translate.translate_script(sql, default_project=default_project)
+    statements = scripts.translate_script(sql, default_project=default_project)
     cursor = None
     for statement in statements:
         cursor = con.execute(statement)
@@ -124,7 +124,7 @@ def run_tests(graph: dict, con: duckdb.DuckDBPyConnection) -> list[TestResult]:
         try:
             actual = _rows(con, test["testQuery"], default_project)
             expected = _rows(con, test["expectedOutputQuery"], default_project)
-        except (translate.UnsupportedConstruct, translate.TranslationError, duckdb.Error) as error:
+        except (scripts.UnsupportedConstruct, scripts.TranslationError, duckdb.Error) as error:
             results.append(TestResult(name, file_name, False, [f"Error thrown: {str(error).splitlines()[0]}."]))
             continue
         messages = compare(name, actual, expected)

@@ -89,10 +89,10 @@ def open_warehouse(home_dir: Path) -> duckdb.DuckDBPyConnection | None:
         return None
     con = warehouse.connect(home_dir, projects, read_only=True, only_existing=True)
     with contextlib.suppress(ImportError, duckdb.Error):
-        from lakehouse.engine import translate
+        from lakehouse.engine import scripts
 
         # Assertion views may call the engine's BigQuery macros; they live per connection.
-        translate.register_functions(con)
+        scripts.register_functions(con)
     return con
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from lakehouse.engine import translate
+from lakehouse.engine import scripts, translate
 from lakehouse.engine.translate import (
     TranslationError,
     UnsupportedConstruct,
@@ -1047,14 +1047,14 @@ def gcs(tmp_path):
 def _as_a_new_process(monkeypatch, *, reads: bool = True) -> None:
     """Forget the UTF-8 verdicts held in memory, as a new process starts; without `reads`, fail the
     test on any file the translator opens."""
-    monkeypatch.setattr(translate, "_utf8_seen", {})
-    monkeypatch.setattr(translate, "_utf8_records", set())
+    monkeypatch.setattr(scripts, "_utf8_seen", {})
+    monkeypatch.setattr(scripts, "_utf8_records", set())
     if not reads:
 
         def no_read(path, *args, **kwargs):
             raise AssertionError(f"{path} was read again")
 
-        monkeypatch.setattr(translate, "open", no_read, raising=False)
+        monkeypatch.setattr(scripts, "open", no_read, raising=False)
 
 
 def test_ext_raw_lines_with_partitions_and_file_name(con, gcs):
