@@ -9,6 +9,7 @@ import sys
 from lakehouse import warehouse
 from lakehouse.engine import scripts
 from lakehouse.engine.runner import run
+from tests.engine.test_unchanged import seed
 
 PROJECT = {
     "definitions/sources/orders_raw.sqlx": """
@@ -31,19 +32,6 @@ PROJECT = {
         select customer_id, latest.top.amount_usd as last_amount_usd from latest
     """,
 }
-
-
-def seed(home, rows):
-    con = warehouse.connect(home, ["test-local"])
-    try:
-        con.execute('CREATE SCHEMA IF NOT EXISTS "test-local".bronze')
-        con.execute(
-            'CREATE TABLE IF NOT EXISTS "test-local".bronze.orders_raw '
-            "(order_id BIGINT, customer_id VARCHAR, amount_usd DOUBLE)"
-        )
-        con.executemany('INSERT INTO "test-local".bronze.orders_raw VALUES (?, ?, ?)', [list(r) for r in rows])
-    finally:
-        con.close()
 
 
 def test_a_run_of_translated_scripts_loads_neither_the_translator_nor_sqlglot(make_project, lakehouse_home):
