@@ -51,6 +51,10 @@ _FILE_COLUMN = "__lakehouse_file"
 ERROR_MESSAGE_VARIABLE = "__lakehouse_error_message"  # @@error.message in an EXCEPTION handler
 ROW_COUNT_VARIABLE = "__lakehouse_row_count"
 ERROR_STATEMENT_VARIABLE = "__lakehouse_error_statement"  # @@error.statement_text
+WILDCARD_SUFFIX_COLUMN = "_TABLE_SUFFIX"  # what a wildcard table's rows say of the table they came from
+_PROCEDURE_PREFIX = "__lakehouse_procedure_"  # the macro a CREATE PROCEDURE becomes
+_CALL_ARGUMENT = "__lakehouse_call_argument_{}"  # a CALL's arguments, by position
+_MAX_PATH_REWRITES = 8  # rewrites of one refused statement (execute_with_array_paths)
 
 
 class UnsupportedConstruct(Exception):
@@ -108,9 +112,6 @@ class _Compiled(NamedTuple):
     tables: frozenset[tuple[str, str, str]]  # (project, dataset, table) read or written
 
 
-WILDCARD_SUFFIX_COLUMN = "_TABLE_SUFFIX"
-
-
 def execute_with_array_paths(con, sql: str):
     """Run one DuckDB statement on con; where DuckDB refuses a BigQuery array elements path
     (`UNNEST(t.arr.field)`), rewrite it with the array's type from a DESCRIBE probe and run it again; where
@@ -147,9 +148,6 @@ def execute_with_array_paths(con, sql: str):
                 raise
             sql = rewritten
     return con.execute(sql)
-
-
-_MAX_PATH_REWRITES = 8
 
 
 @dataclass(frozen=True)
@@ -518,12 +516,6 @@ def _compile(sql: str, default_project: str) -> _Compiled:
     except OSError as error:
         log.debug("translation cache not written (%s)", error)
     return items
-
-
-_PROCEDURE_PREFIX = "__lakehouse_procedure_"
-
-
-_CALL_ARGUMENT = "__lakehouse_call_argument_{}"
 
 
 def _library_path(uri: str, gcs_resolver: Callable[[str], str] | None) -> str:
