@@ -3,7 +3,8 @@ the control-flow Blocks of procedural scripts, and external tables rendered agai
 
 lakehouse.engine.translate makes the translations (sqlglot and the rewrite layer of docs/parity.md); this
 module is what a run needs once they are cached, so a `lakehouse run` whose scripts are all in the cache
-never imports sqlglot (about 0.1 s of each run's start). translate re-exports every name here.
+never imports sqlglot (0.1–0.2 s of each run's start: docs/parity.md, "Cost of translating"). translate
+re-exports every name here.
 """
 
 from __future__ import annotations
