@@ -293,7 +293,7 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
     Each testQuery is compared with its expectedOutputQuery as the Dataform CLI compares them:
     row count, column names, then row by row in order.
     """
-    from lakehouse.engine import scripts
+    from lakehouse.engine import functions
     from lakehouse.engine.unit_tests import run_tests
 
     try:
@@ -306,7 +306,7 @@ def test_command(project_dir: Path, vars_text: str | None) -> None:
     except warehouse.WarehouseBusy as error:
         fail(str(error))
     try:
-        scripts.register_functions(con)
+        functions.register_functions(con)
         results = run_tests(compiled.graph, con)
     finally:
         con.close()
@@ -335,7 +335,7 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
     """
     import duckdb
 
-    from lakehouse.engine import query, scripts, unchanged
+    from lakehouse.engine import functions, query, scripts, unchanged
     from lakehouse.engine.runner import gcs_resolver
 
     if sql == "-":
@@ -360,7 +360,7 @@ def query_command(sql: str, project_dir: Path, fmt: str) -> None:
     except (warehouse.WarehouseBusy, ValueError) as error:
         fail(str(error))
     try:
-        scripts.register_functions(con)
+        functions.register_functions(con)
         con.execute(f'USE "{default_project}"')
         result = query.execute(con, sql, default_project=default_project, gcs_resolver=gcs_resolver(home_dir))
         if not unchanged.reads_only(sql):

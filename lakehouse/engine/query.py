@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
+import functools
 import io
 import itertools
 import json
@@ -79,6 +80,14 @@ def _true(con: duckdb.DuckDBPyConnection, select: str) -> bool:
     return bool(con.execute(expand_wildcard_tables(con, select)).fetchone()[0])
 
 
+@functools.cache
+def _duckdb_dialect():
+    """sqlglot's DuckDB dialect, made once, when a statement first names a wildcard table."""
+    from sqlglot.dialects.duckdb import DuckDB
+
+    return DuckDB()
+
+
 def expand_wildcard_tables(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     """Return `sql` with each wildcard table "project"."dataset"."prefix*" replaced by the union, by column
     name, of the local tables whose name starts with the prefix, each row with `_TABLE_SUFFIX` (the rest of
@@ -89,10 +98,9 @@ def expand_wildcard_tables(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     """
     if not _WILDCARD_NAME.search(sql):
         return sql  # a batch's statement has '*"' in its regexes: 11-14 KB, 2 ms each to tokenize
-    from sqlglot.dialects.duckdb import DuckDB
     from sqlglot.tokens import TokenType
 
-    tokens = DuckDB().tokenize(sql)
+    tokens = _duckdb_dialect().tokenize(sql)
     pieces: list[str] = []
     last = 0
     for index, token in enumerate(tokens):

@@ -136,7 +136,7 @@ class Engine:
         script variables are per connection); returns it."""
         assert self._base_con is not None
         con = self._base_con.cursor()
-        scripts.register_functions(con, now, python=self.python_udfs)
+        functions.register_functions(con, now, python=self.python_udfs)
         self._local.con = con
         return con
 
@@ -674,7 +674,7 @@ def run(
         engine.python_udfs = functions.calls_python_udfs(
             text for name in selected for text in sql_texts(engine.graph.actions[name])
         )
-        scripts.register_functions(engine.con, options.now, python=engine.python_udfs)
+        functions.register_functions(engine.con, options.now, python=engine.python_udfs)
         if options.dry_run:
             _declare_keys(engine)
         else:

@@ -27,7 +27,6 @@ import orjson
 
 from lakehouse import paths
 from lakehouse.engine import functions
-from lakehouse.engine.functions import register_functions
 
 __all__ = [
     "Block",
@@ -36,7 +35,6 @@ __all__ = [
     "execute_with_array_paths",
     "referenced_projects",
     "referenced_tables",
-    "register_functions",
     "set_cache_dir",
     "translate_script",
 ]
@@ -535,7 +533,7 @@ def translate_script(sql: str, *, default_project: str, gcs_resolver: Callable[[
     A procedural script (loops, BREAK/CONTINUE) returns Blocks among the statements: run every item with
     lakehouse.engine.query.run_item.
 
-    Run them in order on one connection prepared with register_functions() and SET TimeZone='UTC'.
+    Run them in order on one connection prepared with functions.register_functions() and SET TimeZone='UTC'.
     Translations are cached by (sql, default_project) in memory and on disk (set_cache_dir, or
     $LAKEHOUSE_HOME/translate-cache); external tables are re-rendered each call because they depend
     on which local files exist.

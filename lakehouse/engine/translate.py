@@ -17,7 +17,7 @@ from sqlglot.time import format_time
 from sqlglot.tokens import Token, TokenType
 
 from lakehouse.engine import scripts
-from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN
+from lakehouse.engine.functions import DATE_PATTERN, DATETIME_PATTERN, register_functions  # noqa: F401
 from lakehouse.engine.layout import storage_order
 
 # What runs a cached translation lives in scripts (no sqlglot there); its names are this module's too.
@@ -48,12 +48,11 @@ from lakehouse.engine.scripts import (  # noqa: F401
     execute_with_array_paths,
     referenced_projects,
     referenced_tables,
-    register_functions,
     set_cache_dir,
     translate_script,
 )
 
-__all__ = [*scripts.__all__, "bind_parameters"]
+__all__ = [*scripts.__all__, "bind_parameters", "register_functions"]
 
 log = logging.getLogger(__name__)
 # sqlglot warns on stderr when it falls back to a Command; this module reports those itself.

@@ -89,10 +89,10 @@ def open_warehouse(home_dir: Path) -> duckdb.DuckDBPyConnection | None:
         return None
     con = warehouse.connect(home_dir, projects, read_only=True, only_existing=True)
     with contextlib.suppress(ImportError, duckdb.Error):
-        from lakehouse.engine import scripts
+        from lakehouse.engine import functions
 
         # Assertion views may call the engine's BigQuery macros; they live per connection.
-        scripts.register_functions(con)
+        functions.register_functions(con)
     return con
 
 
