@@ -36,9 +36,18 @@ E2E_TARGET = "gold.daily_product_summary"
 # -- running steps in their own processes ---------------------------------------------------------------
 def run_child(command: list[str], timeout: float) -> tuple[int, float, float, str]:
     """Run `command`; return (exit status, seconds, peak RSS in MB, last lines of its output)."""
+    code, seconds, usage, output = run_child_usage(command, timeout)
+    return code, seconds, usage.ru_maxrss / 1024, output  # ru_maxrss is in KiB on Linux
+
+
+def run_child_usage(command: list[str], timeout: float, env: dict[str, str] | None = None):
+    """Run `command` (in `env`, default this process's); return (exit status, seconds, its resource usage
+    from os.wait4 (CPU time and peak memory, its own and its reaped children's), its output). A command
+    still running after `timeout` seconds is killed (exit status -1)."""
     started = time.perf_counter()
     log = tempfile.TemporaryFile(mode="w+")
-    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=os.environ.copy())
+    child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                             env=os.environ.copy() if env is None else env)  # fmt: skip
     deadline = started + timeout
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
@@ -55,7 +64,7 @@ def run_child(command: list[str], timeout: float) -> tuple[int, float, float, st
     log.seek(0)
     output = log.read()
     code = status if status == -1 else os.waitstatus_to_exitcode(status)
-    return code, seconds, usage.ru_maxrss / 1024, output  # ru_maxrss is in KiB on Linux
+    return code, seconds, usage, output
 
 
 def step_command(step: str, args: argparse.Namespace, out: Path) -> list[str] | None:
