@@ -7,7 +7,9 @@ A shared machine changes speed by tens of percent for minutes at a time, so two 
 apart say little about a change of a few percent. Here A and B run in turn (A B, then B A, ...), each
 pair within seconds, and the table gives each side's medians and, pair by pair, how B differs from A.
 A side is the command with environment variables of its own (--a-env, --b-env: a switch the code
-reads, LAKEHOUSE_* settings, or PYTHONPATH pointing at another checkout of the kit).
+reads, or LAKEHOUSE_* settings). PYTHONPATH pointing at another checkout of the kit works too, but
+that checkout's Dataform CLI is another file, and the compile cache is keyed by it: each of its runs
+compiles the project again (a few seconds), which the other side does not.
 
 Every run starts from HOME as it was: it is copied beside it first (HOME.ab) and put back before each
 run, at its own path. A copy somewhere else is not the same home: its landing views name the home's
