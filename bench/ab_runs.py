@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from incremental_bench import LAKEHOUSE, cpu_probe  # noqa: E402
+from incremental_bench import LAKEHOUSE, cpu_probe, keep_home, put_back  # noqa: E402
 from run_all import run_child_usage  # noqa: E402
 
 DEFAULT_COMMAND = ["run", "--tags", "hourly"]
@@ -64,16 +64,12 @@ class Pristine:
         if self.copy.is_dir():
             self.restore()
             return True
-        partial = self.copy.parent / f"{self.copy.name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(self.home, partial, symlinks=True)
-        partial.rename(self.copy)  # complete or absent: a copy cut short is never taken for HOME
+        keep_home(self.home, self.copy)  # complete or absent: a copy cut short is never taken for HOME
         return False
 
     def restore(self) -> None:
         """Put HOME back as it was kept, at its own path."""
-        shutil.rmtree(self.home, ignore_errors=True)
-        shutil.copytree(self.copy, self.home, symlinks=True)
+        put_back(self.copy, self.home)
 
     def discard(self) -> None:
         """Leave HOME as it was kept, and no copy."""

@@ -184,6 +184,20 @@ def actions_run(record: dict) -> int:
     return sum(1 for a in record["actions"] if not (a.get("note") or "").startswith(UNCHANGED_NOTE))
 
 
+def keep_home(home: Path, copy: Path) -> None:
+    """Copy `home` to `copy`, which exists only once the copy is complete (never a copy cut short)."""
+    partial = copy.parent / f"{copy.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(home, partial, symlinks=True)
+    partial.rename(copy)
+
+
+def put_back(copy: Path, home: Path) -> None:
+    """Put `home` back as `copy` holds it, at its own path (nothing in it moves)."""
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(copy, home, symlinks=True)
+
+
 class Rounds:
     """The homes as they were before each measured run (a copy each, beside the home), to run it again."""
 
@@ -196,12 +210,12 @@ class Rounds:
         """Copy the home as it is now under `name` (nothing to keep with a single round)."""
         if self.count > 1:
             self.kept[name] = self.store / name
-            shutil.copytree(self.home, self.kept[name], symlinks=True)
+            self.store.mkdir(parents=True, exist_ok=True)
+            keep_home(self.home, self.kept[name])
 
     def restore(self, name: str) -> None:
         """Put the home back as it was when `name` was kept (at the same path: nothing in it moves)."""
-        shutil.rmtree(self.home)
-        shutil.copytree(self.kept[name], self.home, symlinks=True)
+        put_back(self.kept[name], self.home)
 
     def discard(self) -> None:
         shutil.rmtree(self.store, ignore_errors=True)
