@@ -10,6 +10,7 @@ only the data files it changed, without reading the table back from Parquet.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -352,9 +353,7 @@ class IcebergStore:
                 return self.publish(con, target, replace_schema=False)
             if not rewritten and not con.execute("SELECT count(*) FROM _lakehouse_iceberg_out").fetchone()[0]:
                 return None
-            rows = con.execute(
-                f"SELECT t.* FROM {quoted(target)} AS t WHERE t.rowid IN (SELECT r FROM _lakehouse_iceberg_out)"
-            ).to_arrow_table()
+            rows = con.execute(self._rows_to_write(con, target)).to_arrow_table()
             added = _commit_rows(table, [current[file] for file in rewritten], rows, properties)
             self._expire_snapshots(table, retention)
             self._record_rows(con, target, columns, rewritten, added)
@@ -399,8 +398,7 @@ class IcebergStore:
             if new_rows:
                 staged.parent.mkdir(parents=True, exist_ok=True)
                 con.execute(
-                    f"COPY (SELECT t.* FROM {quoted(target)} AS t WHERE t.rowid IN "
-                    f"(SELECT r FROM _lakehouse_iceberg_out)) TO '{warehouse.sql_text(str(staged))}' (FORMAT parquet)"
+                    f"COPY ({self._rows_to_write(con, target)}) TO '{warehouse.sql_text(str(staged))}' (FORMAT parquet)"
                 )
             reply = committer.commit(self.identifier(target), location, rewritten, str(staged) if new_rows else None)
             if reply is None:
@@ -420,7 +418,10 @@ class IcebergStore:
         """Compare the rows of `target` with those recorded for its snapshot: return the data files
         holding a row that changed or went (None when the table's rows are not all distinct), and leave
         in TEMP table _lakehouse_iceberg_out the rows to write (rowid r, hash h): the new ones and those
-        still there in the files rewritten."""
+        still there in the files rewritten; _rows_to_write selects them. When the changes are rows a
+        write only appended (stage_changes), they are those rows, and no other row is read."""
+        if self._appended_rows(con, target, columns):
+            return []
         state = _state_tables(con, target["database"])
         key = _mirror_key(target)
         con.execute(
@@ -446,6 +447,41 @@ class IcebergStore:
             [key, rewritten],
         )
         return rewritten
+
+    def _appended_rows(self, con: duckdb.DuckDBPyConnection, target: dict, columns: list) -> bool:
+        """When the changes pending on `target` are the rows one write appended, kept aside by
+        stage_changes, leave their hashes in _lakehouse_iceberg_out (r NULL: read from the table kept
+        aside) and return True; False when there are none, or when they do not account for the table
+        (its rows are not the snapshot's recorded ones and these, all distinct)."""
+        added = _added_table(target)
+        if not _is_pending(con, target) or not _has_added_table(con, target):
+            return False
+        state = _state_tables(con, target["database"])
+        key = _mirror_key(target)
+        recorded, unread = con.execute(
+            f"SELECT count(h), count(*) - count(h) FROM {state.rows} WHERE table_name = ?", [key]
+        ).fetchone()
+        total = con.execute(f"SELECT count(*) FROM {quoted(target)}").fetchone()[0]
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _lakehouse_iceberg_out AS SELECT NULL::BIGINT AS r, "
+            f"{_row_hash('a', columns)} AS h FROM {added} AS a"
+        )
+        distinct, count = con.execute("SELECT count(DISTINCT h), count(*) FROM _lakehouse_iceberg_out").fetchone()
+        clash = con.execute(
+            f"SELECT count(*) FROM {state.rows} WHERE table_name = ? AND h IN (SELECT h FROM _lakehouse_iceberg_out)",
+            [key],
+        ).fetchone()[0]
+        if unread or not count or total != recorded + count or distinct != count or clash:
+            con.execute("DROP TABLE _lakehouse_iceberg_out")
+            return False
+        return True
+
+    @staticmethod
+    def _rows_to_write(con: duckdb.DuckDBPyConnection, target: dict) -> str:
+        """Return the SELECT of the rows _changed_files left to write."""
+        if con.execute("SELECT count(*) FROM _lakehouse_iceberg_out WHERE r IS NULL").fetchone()[0]:
+            return f"SELECT * FROM {_added_table(target)}"
+        return f"SELECT t.* FROM {quoted(target)} AS t WHERE t.rowid IN (SELECT r FROM _lakehouse_iceberg_out)"
 
     def _record_rows(
         self, con: duckdb.DuckDBPyConnection, target: dict, columns: list, rewritten: list[str], added: list[str]
@@ -488,7 +524,9 @@ class IcebergStore:
             "added": added,
         }
 
-    def stage_changes(self, con: duckdb.DuckDBPyConnection, target: dict) -> bool:
+    def stage_changes(
+        self, con: duckdb.DuckDBPyConnection, target: dict, *, appended_after: int | None = None
+    ) -> bool:
         """In the transaction of an incremental write that changed rows of DuckDB table `target`: mark
         the table as holding changes to commit, without opening the catalog (`publish_staged` commits
         them, as publish_changes finds them: a row whose hash the snapshot has not; a run stopped before
@@ -498,15 +536,54 @@ class IcebergStore:
 
         The warehouse commits first and the snapshot follows, so the tables that read this one need not
         wait for the Iceberg commit (about a second of pyiceberg on a 1M-event run), nor for a comparison
-        of every row's hash (the commit compares them anyway, in the background)."""
+        of every row's hash (the commit compares them anyway, in the background).
+
+        `appended_after` (appended_after, called in this transaction) says the write only appended rows,
+        those after that rowid: they are kept aside (_added_table) when the table held no changes
+        before, and the commit takes them as they are instead of hashing every row of the table, so
+        its cost follows the rows the write added, not the table's history."""
         state = _state_tables(con, target["database"])
         key = _mirror_key(target)
         recorded = con.execute(f"SELECT count(*) FROM {state.rows} WHERE table_name = ?", [key]).fetchone()[0]
         if not recorded or _mirrored_location(con, target) is None:
             return False
+        added = _added_table(target)
+        # rows kept aside are only the changes since the snapshot when nothing else was pending
+        only_these = appended_after is not None and not _is_pending(con, target)
+        con.execute(f"DROP TABLE IF EXISTS {added}")
+        if only_these:
+            con.execute(f"CREATE TABLE {added} AS SELECT * FROM {quoted(target)} WHERE rowid > ?", [appended_after])
         con.execute(f"DELETE FROM {state.pending} WHERE table_name = ?", [key])
         con.execute(f"INSERT INTO {state.pending} VALUES (?)", [key])
         return True
+
+    @staticmethod
+    def write_mark(con: duckdb.DuckDBPyConnection, target: dict) -> tuple[int, int] | None:
+        """Before an incremental write, in its transaction: how many rows `target` has and its last
+        rowid, for appended_after (None when the warehouse holds no table by that name)."""
+        if _warehouse_kind(con, target) != "table":
+            return None
+        count, last = con.execute(f"SELECT count(*), max(rowid) FROM {quoted(target)}").fetchone()
+        return count, -1 if last is None else last
+
+    @staticmethod
+    def appended_after(
+        con: duckdb.DuckDBPyConnection, target: dict, mark: tuple[int, int] | None, counted: int
+    ) -> int | None:
+        """After an incremental write whose statements changed `counted` rows in all (each of them a
+        counted INSERT, MERGE, UPDATE or DELETE: the caller's to know), in the same transaction as
+        write_mark's `mark`: return the last rowid before the write when the write only appended rows
+        to `target`, else None. Rows a transaction adds take rowids after every committed one and
+        updated rows keep theirs, so: none of the rows before went, and the rows after are as many as
+        the rows counted (an update, or a delete of an added row, counts without adding one)."""
+        if mark is None:
+            return None
+        count, last = mark
+        kept, added = con.execute(
+            f"SELECT count(*) FILTER (WHERE rowid <= $1), count(*) FILTER (WHERE rowid > $1) FROM {quoted(target)}",
+            [last],
+        ).fetchone()
+        return last if kept == count and added == counted else None
 
     def publish_staged(self, con: duckdb.DuckDBPyConnection, target: dict, committer=None) -> Snapshot | None:
         """Commit the changes `stage_changes` marked on `target` as one snapshot and clear the mark, in
@@ -562,6 +639,7 @@ class IcebergStore:
         data `files` are recorded with their rows not read (a hash of NULL), read when a write needs them."""
         state = _state_tables(con, target["database"])
         key = _mirror_key(target)
+        con.execute(f"DROP TABLE IF EXISTS {_added_table(target)}")  # changes since the snapshot mirrored before
         con.execute(f"DELETE FROM {state.mirror} WHERE table_name = ?", [key])
         con.execute(f"INSERT INTO {state.mirror} VALUES (?, ?)", [key, location])
         if forget_rows:
@@ -775,6 +853,23 @@ def _is_pending(con: duckdb.DuckDBPyConnection, target: dict) -> bool:
 def _clear_pending(con: duckdb.DuckDBPyConnection, target: dict) -> None:
     state = _state_tables(con, target["database"])
     con.execute(f"DELETE FROM {state.pending} WHERE table_name = ?", [_mirror_key(target)])
+    con.execute(f"DROP TABLE IF EXISTS {_added_table(target)}")
+
+
+def _added_table(target: dict, *, quote: bool = True) -> str:
+    """Return the name of the table in `target`'s warehouse schema _lakehouse holding the rows one
+    write appended to `target` since its snapshot, while they wait for their commit (stage_changes);
+    without `quote`, the table's bare name."""
+    name = "iceberg_added_" + hashlib.sha256(_mirror_key(target).encode()).hexdigest()[:16]
+    return f'"{target["database"]}"."_lakehouse"."{name}"' if quote else name
+
+
+def _has_added_table(con: duckdb.DuckDBPyConnection, target: dict) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = '_lakehouse' "
+        "AND table_name = ?",
+        [target["database"], _added_table(target, quote=False)],
+    ).fetchone()[0])  # fmt: skip
 
 
 def _retention(table) -> tuple[int, int, int]:

@@ -33,6 +33,7 @@ _NAMED_FILE = re.compile(r'from file "([^"]+)"')
 _HIVE_CAST = re.compile(r"Unable to cast '((?:[^']|'')*)' \(from hive partition column '([^']+)'\) to: '([^']+)'")
 NOT_LOCAL_NOTE = "not run locally"
 _DML_PREFIXES = ("insert", "merge", "update", "delete", "create table", "create or replace table")
+_ROW_DML_PREFIXES = ("insert", "merge", "update", "delete")  # statements that change rows of a table in place
 
 
 class RunError(Exception):
@@ -369,6 +370,11 @@ class Engine:
             rows = 0
             counted = False
             schema_changed = False
+            # an Iceberg table merged into by key: what it had before, to tell whether the write only
+            # appended rows (its commit then takes those, without comparing every row: stage_changes)
+            by_key = iceberg and incremental_write and not options.dry_run and bool(action.raw.get("uniqueKey"))
+            mark = self.iceberg.write_mark(con, target) if by_key else None
+            every_change_counted = True  # each statement a read, or a DML statement whose rows are counted
             # @@row_count is kept (a variable set after each DML statement) only for a script that reads
             # it; such a script resets its variables when it ends, so the next one starts without it
             reads_row_count = any(
@@ -376,6 +382,7 @@ class Engine:
             )
             for kind, sql in translated:
                 if not isinstance(sql, str):  # a procedural block (loop, IF, FOR, RETURN)
+                    every_change_counted = False
                     try:
                         query.run_item(con, sql)
                     except query.ScriptReturn:
@@ -388,11 +395,14 @@ class Engine:
                     continue  # made by this very statement already, and DuckDB binds a view each time it is read
                 cursor = query.run_item(con, sql, row_count=reads_row_count)
                 fetched = cursor.fetchall() if cursor.description else []
+                opening = sql.lstrip().lower()
                 if kind == "assertion":
                     result.failing_rows = int(fetched[0][0] or 0) if fetched else 0
-                elif fetched and sql.lstrip().lower().startswith(_DML_PREFIXES):
+                elif fetched and opening.startswith(_DML_PREFIXES):
                     rows += int(fetched[0][0] or 0)
                     counted = True
+                if not (opening.startswith("select") or (fetched and opening.startswith(_ROW_DML_PREFIXES))):
+                    every_change_counted = False
             if counted:
                 result.rows_affected = rows
             # An incremental write that added, changed and removed nothing leaves the table as it was; a
@@ -402,8 +412,11 @@ class Engine:
             if iceberg and changed and not options.dry_run:
                 # rows unique by key: marked for a snapshot of the files the write touched, committed after
                 # this transaction (stage_changes), unless no row hashes are recorded to compare them with
-                by_key = incremental_write and not schema_changed and bool(action.raw.get("uniqueKey"))
-                staged = by_key and self.iceberg.stage_changes(con, target)
+                by_key = by_key and not schema_changed
+                appended_after = None
+                if by_key and every_change_counted:
+                    appended_after = self.iceberg.appended_after(con, target, mark, rows)
+                staged = by_key and self.iceberg.stage_changes(con, target, appended_after=appended_after)
                 if not staged:
                     if by_key:
                         snapshot = self.iceberg.publish_changes(con, target)

@@ -339,6 +339,126 @@ def test_an_incremental_iceberg_table_commits_only_the_files_a_run_changed(make_
     assert full.status == "success" and state()[2] == rows
 
 
+# an incremental Iceberg table whose runs only append the new source rows
+APPENDING_PROJECT = {
+    **PROJECT,
+    "definitions/silver/orders.sqlx": """
+        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
+                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
+                            tableFolderRoot: "silver" } }
+        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
+        ${when(incremental(), `where order_id > (select coalesce(max(order_id), 0) from ${self()})`)}
+    """,
+}
+ORDERS = {"database": "test-local", "schema": "silver", "name": "orders"}
+
+
+def spy_appended(monkeypatch) -> list[bool]:
+    """Record whether each Iceberg commit took the rows a write appended as they were (True) or
+    compared every row of the table (False)."""
+    taken = []
+    real = IcebergStore._appended_rows
+    monkeypatch.setattr(
+        IcebergStore, "_appended_rows", lambda store, *args: taken.append(real(store, *args)) or taken[-1]
+    )
+    return taken
+
+
+def in_iceberg(home) -> list[tuple]:
+    table = IcebergStore(home).load(ORDERS)
+    return sorted(tuple(row.values()) for row in table.scan().to_arrow().to_pylist())
+
+
+def rows_set_aside(home) -> int:
+    return execute(home, "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'iceberg_added_%'")[0][0]
+
+
+@pytest.mark.parametrize("write", ["appends", "merges every row"])
+def test_an_iceberg_commit_reads_only_the_rows_a_write_appended(make_project, lakehouse_home, monkeypatch, write):
+    monkeypatch.setenv(COMMITTER_ENV, "process")
+    project = make_project(APPENDING_PROJECT if write == "appends" else ICEBERG_PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0)])
+    assert run(project).status == "success"
+    first_files = set(IcebergStore(lakehouse_home).data_files(ORDERS))
+    taken = spy_appended(monkeypatch)
+
+    seed(lakehouse_home, [(3, "CUST-2", 5.0), (4, "CUST-3", 7.5)])
+    record = run(project, options=RunOptions(skip_unchanged=False))
+
+    assert record.status == "success", [a.error for a in record.actions if a.error]
+    # a MERGE of every row again counts the rows it matched: the table is compared row by row
+    assert taken == ([True] if write == "appends" else [False])
+    expected = [(1, "CUST-1", 10.0), (2, "CUST-1", 20.0), (3, "CUST-2", 5.0), (4, "CUST-3", 7.5)]
+    assert in_iceberg(lakehouse_home) == expected
+    assert execute(lakehouse_home, 'SELECT * FROM "test-local".silver.orders ORDER BY 1') == expected
+    files = set(IcebergStore(lakehouse_home).data_files(ORDERS))
+    assert first_files < files and len(files) == len(first_files) + 1  # the files there are kept
+    recorded = 'SELECT count(h), count(DISTINCT file) FROM "test-local"._lakehouse.iceberg_rows'
+    assert execute(lakehouse_home, recorded) == [(4, len(files))]
+    assert rows_set_aside(lakehouse_home) == 0
+    assert execute(lakehouse_home, 'SELECT count(*) FROM "test-local"._lakehouse.iceberg_pending') == [(0,)]
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "a row written outside the run"])
+def test_rows_appended_and_not_committed_are_committed_by_the_next_run(
+    make_project, lakehouse_home, monkeypatch, meanwhile
+):
+    project = make_project(APPENDING_PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
+    assert run(project).status == "success"
+    seed(lakehouse_home, [(2, "CUST-2", 5.0)])
+    real = IcebergStore.publish_changes
+
+    def fail(store, con, target, **kwargs):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(IcebergStore, "publish_changes", fail)
+    assert run(project).status == "failed"
+    assert rows_set_aside(lakehouse_home) == 1  # kept with the table's mark, for the next run
+    expected = [(1, "CUST-1", 10.0), (2, "CUST-2", 5.0)]
+    if meanwhile != "nothing":  # the rows set aside no longer account for the table: compared row by row
+        execute(lakehouse_home, """INSERT INTO "test-local".silver.orders VALUES (9, 'CUST-9', 1.0)""")
+        expected.append((9, "CUST-9", 1.0))
+    monkeypatch.setattr(IcebergStore, "publish_changes", real)
+    taken = spy_appended(monkeypatch)
+
+    assert run(project).status == "success"
+
+    assert taken[:1] == ([True] if meanwhile == "nothing" else [False])
+    assert in_iceberg(lakehouse_home) == expected
+    assert rows_set_aside(lakehouse_home) == 0
+
+
+def test_a_write_onto_changes_not_committed_yet_sets_no_rows_aside(make_project, lakehouse_home):
+    project = make_project(APPENDING_PROJECT)
+    seed(lakehouse_home, [(1, "CUST-1", 10.0)])
+    assert run(project).status == "success"
+    store = IcebergStore(lakehouse_home)
+    con = warehouse.connect(lakehouse_home, ["test-local"])
+    try:
+        for order_id in (2, 3):  # two appends, the first never committed to its snapshot
+            con.execute("BEGIN TRANSACTION")
+            mark = store.write_mark(con, ORDERS)
+            con.execute(f"""INSERT INTO "test-local".silver.orders VALUES ({order_id}, 'CUST-2', 5.0)""")
+            appended_after = store.appended_after(con, ORDERS, mark, 1)
+            assert appended_after == mark[1]
+            assert store.stage_changes(con, ORDERS, appended_after=appended_after)
+            con.execute("COMMIT")
+            # the second write's rows are not all the changes since the snapshot: none are set aside
+            set_aside = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'iceberg_added_%'")
+            assert set_aside.fetchone()[0] == (1 if order_id == 2 else 0)
+        con.execute("BEGIN TRANSACTION")
+        mark = store.write_mark(con, ORDERS)
+        con.execute("""UPDATE "test-local".silver.orders SET amount_usd = 6 WHERE order_id = 2""")
+        con.execute("""INSERT INTO "test-local".silver.orders VALUES (4, 'CUST-4', 1.0)""")
+        assert store.appended_after(con, ORDERS, mark, 2) is None  # an update counts without adding a row
+        con.execute("ROLLBACK")
+    finally:
+        con.close()
+    assert run(project).status == "success"
+    assert in_iceberg(lakehouse_home) == [(1, "CUST-1", 10.0), (2, "CUST-2", 5.0), (3, "CUST-2", 5.0)]
+
+
 def test_the_engines_own_schema_is_not_a_dataset(make_project, lakehouse_home, monkeypatch):
     project = make_project(PROJECT)
     seed(lakehouse_home, [(1, "CUST-1", 10.0)])
