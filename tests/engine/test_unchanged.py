@@ -447,12 +447,16 @@ def test_a_write_onto_changes_not_committed_yet_sets_no_rows_aside(make_project,
             # the second write's rows are not all the changes since the snapshot: none are set aside
             set_aside = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE 'iceberg_added_%'")
             assert set_aside.fetchone()[0] == (1 if order_id == 2 else 0)
-        con.execute("BEGIN TRANSACTION")
-        mark = store.write_mark(con, ORDERS)
-        con.execute("""UPDATE "test-local".silver.orders SET amount_usd = 6 WHERE order_id = 2""")
-        con.execute("""INSERT INTO "test-local".silver.orders VALUES (4, 'CUST-4', 1.0)""")
-        assert store.appended_after(con, ORDERS, mark, 2) is None  # an update counts without adding a row
-        con.execute("ROLLBACK")
+        for change in (
+            """UPDATE "test-local".silver.orders SET amount_usd = 6 WHERE order_id = 2""",  # counts, adds no row
+            """DELETE FROM "test-local".silver.orders WHERE order_id = 1""",  # a row there before goes
+        ):
+            con.execute("BEGIN TRANSACTION")
+            mark = store.write_mark(con, ORDERS)
+            con.execute(change)
+            con.execute("""INSERT INTO "test-local".silver.orders VALUES (4, 'CUST-4', 1.0)""")
+            assert store.appended_after(con, ORDERS, mark, 2) is None
+            con.execute("ROLLBACK")
     finally:
         con.close()
     assert run(project).status == "success"
