@@ -341,14 +341,9 @@ def test_an_incremental_iceberg_table_commits_only_the_files_a_run_changed(make_
 
 # an incremental Iceberg table whose runs only append the new source rows
 APPENDING_PROJECT = {
-    **PROJECT,
-    "definitions/silver/orders.sqlx": """
-        config { type: "incremental", schema: "silver", uniqueKey: ["order_id"],
-                 iceberg: { fileFormat: "PARQUET", connection: "DEFAULT", bucketName: "lake",
-                            tableFolderRoot: "silver" } }
-        select order_id, customer_id, amount_usd from ${ref("orders_raw")}
-        ${when(incremental(), `where order_id > (select coalesce(max(order_id), 0) from ${self()})`)}
-    """,
+    **ICEBERG_PROJECT,
+    "definitions/silver/orders.sqlx": ICEBERG_PROJECT["definitions/silver/orders.sqlx"]
+    + "${when(incremental(), `where order_id > (select coalesce(max(order_id), 0) from ${self()})`)}\n",
 }
 ORDERS = {"database": "test-local", "schema": "silver", "name": "orders"}
 
